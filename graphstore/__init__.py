@@ -1,0 +1,23 @@
+"""graphstore: distributed computing with a distributed object store.
+
+Ray's core API on a Dask-style architecture. The whole public API is on this screen.
+"""
+from graphstore import exceptions
+from graphstore._state import init, is_initialized, shutdown
+from graphstore.api import get, put, wait
+from graphstore.object_ref import ObjectRef
+from graphstore.remote_function import remote
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "exceptions",
+    "get",
+    "init",
+    "is_initialized",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

@@ -1,0 +1,215 @@
+"""The process-wide connection to a cluster: ``init``, ``shutdown`` and the runtime.
+
+A driver has one ``Driver`` (event-loop thread, connection, runtime and, for the embedded
+default, the local cluster it owns). A worker process installs its own runtime instead, so
+tasks can call the same API.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+
+from graphstore import protocol as msg
+from graphstore.comm import connect
+from graphstore.config import Config, load_config
+from graphstore.exceptions import GraphstoreError
+from graphstore.local_cluster import LocalCluster
+from graphstore.loop_thread import LoopThread
+from graphstore.object_ref import new_id
+from graphstore.runtime import Runtime
+from graphstore.token import load_token
+
+logger = logging.getLogger("graphstore")
+
+_lock = threading.RLock()
+_driver: "Driver | None" = None
+_worker_runtime: Runtime | None = None
+
+
+class ClusterContext:
+    """What ``init()`` returns: where the cluster is. Usable as a context manager."""
+
+    def __init__(self, address: str, session_dir: str | None, num_workers: int,
+                 resources: dict):
+        self.address = address
+        self.session_dir = session_dir
+        self.num_workers = num_workers
+        self.resources = resources
+
+    @property
+    def address_info(self) -> dict:
+        return {"address": self.address, "session_dir": self.session_dir}
+
+    def __repr__(self) -> str:
+        return f"ClusterContext(address={self.address!r}, num_workers={self.num_workers})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+
+class Driver:
+    def __init__(self, config: Config, address: str | None, num_cpus: int | None,
+                 resources: dict | None, token: str | None, env: dict):
+        self.config = config
+        self.cluster: LocalCluster | None = None
+        self.loop_thread: LoopThread | None = None
+        self.runtime: Runtime | None = None
+        if address is None:
+            workers = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+            self.cluster = LocalCluster(int(workers), resources=resources, env=env)
+            address = self.cluster.start()
+            token_bytes = self.cluster.token.encode()
+            expected_workers = int(workers)
+        else:
+            if num_cpus is not None or resources:
+                raise ValueError("num_cpus and resources describe a new local cluster; "
+                                 "they cannot be used with address=")
+            token_bytes = load_token(token)
+            expected_workers = 0
+        self.address = address
+        try:
+            self._connect(token_bytes, expected_workers)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, token: bytes, expected_workers: int) -> None:
+        self.loop_thread = LoopThread()
+        config = self.config
+        peer_id = new_id()
+
+        async def open_connection():
+            comm = await connect(self.address, token, split_bytes=config.frame_split_bytes,
+                                 timeout=config.startup_timeout)
+            runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, is_driver=True)
+            comm.handler = lambda c, m: runtime.handle(m) or None
+            comm.on_close.append(lambda c: runtime.connection_lost())
+            import asyncio
+            asyncio.ensure_future(comm.read_loop())
+            reply = await comm.request(msg.RegisterClient(peer_id, os.getpid(),
+                                                          socket.gethostname()),
+                                       timeout=config.startup_timeout)
+            runtime.cluster_info = {"num_workers": reply["num_workers"],
+                                    "resources": reply["resources"]}
+            return runtime
+
+        self.runtime = self.loop_thread.run(open_connection(),
+                                            timeout=config.startup_timeout + 5)
+        self.runtime.install()
+        deadline = time.monotonic() + config.startup_timeout
+        while self.runtime.cluster_info.get("num_workers", 0) < expected_workers:
+            if self.cluster is not None:
+                report = self.cluster.failed_process_report()
+                if report:
+                    raise GraphstoreError(f"the local cluster failed to start: {report}")
+            if time.monotonic() > deadline:
+                raise GraphstoreError(
+                    f"only {self.runtime.cluster_info.get('num_workers', 0)} of "
+                    f"{expected_workers} workers joined within {config.startup_timeout} s; "
+                    f"see the logs in {self.cluster.log_dir if self.cluster else '?'}")
+            time.sleep(0.002)
+
+    def context(self) -> ClusterContext:
+        info = self.runtime.cluster_info
+        return ClusterContext(self.address,
+                              str(self.cluster.session_dir) if self.cluster else None,
+                              info.get("num_workers", 0), info.get("resources", {}))
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.uninstall()
+            comm = self.runtime.comm
+            try:
+                self.loop_thread.run(comm.close(), timeout=5)
+            except Exception:
+                pass
+        if self.loop_thread is not None:
+            self.loop_thread.stop()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+
+
+def init(address: str | None = None, *, num_cpus: int | None = None,
+         resources: dict | None = None, ignore_reinit_error: bool = False,
+         log_to_driver: bool | None = None, token: str | None = None,
+         **settings) -> ClusterContext:
+    """Start a local cluster (no ``address``) or join the one at ``tcp://host:port``.
+
+    ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. Other keyword arguments override
+    settings of ``graphstore.config.Config`` for this cluster.
+    """
+    global _driver
+    with _lock:
+        if _worker_runtime is not None:
+            raise GraphstoreError("init() cannot be called inside a task: the worker is "
+                                  "already connected to its cluster")
+        if _driver is not None:
+            if ignore_reinit_error:
+                return _driver.context()
+            raise GraphstoreError(
+                "graphstore.init() was already called; call graphstore.shutdown() first, "
+                "or pass ignore_reinit_error=True")
+        if address == "auto":
+            address = os.environ.get("GRAPHSTORE_ADDRESS")
+            if not address:
+                raise ValueError("address='auto' needs GRAPHSTORE_ADDRESS to be set")
+        if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
+            raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
+        config = load_config(log_to_driver=log_to_driver, **settings)
+        env = {f"GRAPHSTORE_{k.upper()}": v for k, v in settings.items() if v is not None}
+        _driver = Driver(config, address, num_cpus, resources, token, env)
+        return _driver.context()
+
+
+def shutdown() -> None:
+    """Disconnect; for a local cluster, stop every process it started."""
+    global _driver
+    with _lock:
+        driver, _driver = _driver, None
+    if driver is not None:
+        driver.close()
+
+
+def is_initialized() -> bool:
+    return _driver is not None or _worker_runtime is not None
+
+
+def set_worker_runtime(runtime: Runtime) -> None:
+    global _worker_runtime
+    _worker_runtime = runtime
+
+
+def runtime_or_auto_init() -> Runtime:
+    """The runtime to use; starts a default local cluster if nothing is connected yet."""
+    if _worker_runtime is not None:
+        return _worker_runtime
+    driver = _driver
+    if driver is None:
+        with _lock:
+            if _driver is None:
+                init()
+            driver = _driver
+    return driver.runtime
+
+
+def get_runtime() -> Runtime:
+    if _worker_runtime is not None:
+        return _worker_runtime
+    if _driver is None:
+        raise GraphstoreError("graphstore is not initialized; call graphstore.init()")
+    return _driver.runtime
+
+
+def current_local_cluster() -> LocalCluster | None:
+    driver = _driver
+    return driver.cluster if driver is not None else None
+
+
+atexit.register(shutdown)

@@ -1,0 +1,127 @@
+"""The ``graphstore`` command: ``graphstore scheduler`` and ``graphstore worker``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from graphstore.config import load_config
+from graphstore.lifecycle import setup_logging, stop_on_signals
+
+
+def _parse_resource(text: str) -> tuple[str, float]:
+    name, sep, amount = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(amount)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphstore",
+                                     description="graphstore cluster processes")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sched = sub.add_parser("scheduler", help="run a scheduler")
+    sched.add_argument("--host", default="127.0.0.1",
+                       help="interface to bind (default 127.0.0.1, loopback only)")
+    sched.add_argument("--port", type=int, default=6380, help="port (0 picks a free one)")
+    sched.add_argument("--token-file", default=None,
+                       help="where to write the cluster token (default ~/.graphstore/token)")
+    sched.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    _common(sched)
+
+    worker = sub.add_parser("worker", help="run a worker that joins a scheduler")
+    worker.add_argument("address", help="scheduler address, tcp://HOST:PORT")
+    worker.add_argument("--num-cpus", type=float, default=None,
+                        help="CPU slots this worker offers (default: all CPUs)")
+    worker.add_argument("--resource", action="append", type=_parse_resource, default=[],
+                        metavar="NAME=AMOUNT", help="a custom resource (repeatable)")
+    worker.add_argument("--node-id", default=None,
+                        help="host identity (default: derived from this machine)")
+    worker.add_argument("--token-file", default=None,
+                        help="cluster token file (default: GRAPHSTORE_TOKEN or "
+                             "~/.graphstore/token)")
+    _common(worker)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default=os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
+    parser.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--session", default=None, help=argparse.SUPPRESS)
+
+
+def run_scheduler(args) -> int:
+    from graphstore.scheduler.server import serve
+    from graphstore.token import ENV_VAR, new_token, write_token_file
+    setup_logging(args.log_level)
+    config = load_config()
+    token = os.environ.get(ENV_VAR)
+    if not token:
+        token = new_token()
+        path = write_token_file(token, args.token_file)
+        print(f"cluster token written to {path} (mode 0600); give it to workers and "
+              f"drivers as GRAPHSTORE_TOKEN or the same file", flush=True)
+    sock = None
+    if args.listen_fd is not None:
+        sock = socket.socket(fileno=args.listen_fd)
+        sock.setblocking(False)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    stop_on_signals(lambda: loop.stop())
+    try:
+        loop.run_until_complete(serve(config, token.encode(), args.host, args.port, sock,
+                                      args.watch_stdin))
+    except OSError as exc:
+        print(f"graphstore scheduler: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    except RuntimeError:
+        pass  # stopped by a signal
+    return 0
+
+
+def run_worker(args) -> int:
+    from graphstore.comm import parse_address
+    from graphstore.token import load_token
+    from graphstore.worker.server import serve
+    setup_logging(args.log_level)
+    try:
+        parse_address(args.address)
+        token = load_token(path=args.token_file)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"graphstore worker: {exc}", file=sys.stderr)
+        return 2
+    config = load_config()
+    num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    stop_on_signals(lambda: loop.stop())
+    try:
+        loop.run_until_complete(serve(config, token, args.address, num_cpus,
+                                      dict(args.resource), args.node_id, args.watch_stdin))
+    except RuntimeError:
+        pass  # stopped by a signal
+    except Exception as exc:
+        logging.getLogger("graphstore.worker").error("worker failed: %s", exc)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "scheduler":
+        return run_scheduler(args)
+    if args.command == "worker":
+        return run_worker(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

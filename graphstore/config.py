@@ -1,0 +1,71 @@
+"""Settings shared by every graphstore process.
+
+One place holds each default, so the scheduler, the workers and the driver agree. Every
+setting can be overridden by an environment variable named ``GRAPHSTORE_<NAME>``; values
+passed to ``graphstore.init()`` or to the CLI win over both.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+#: Version of the wire protocol; peers with a different one are refused at the handshake.
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a peer may send; a violation closes that connection only."""
+
+    max_frame_bytes: int = 4 * 1024**3
+    max_header_bytes: int = 256 * 1024**2
+    max_frames: int = 100_000
+
+
+@dataclass
+class Config:
+    #: Objects whose serialized size is at most this travel inline in messages.
+    inline_threshold: int = 100 * 1024
+    #: Buffers at least this large travel as their own frame instead of inside msgpack.
+    frame_split_bytes: int = 64 * 1024
+    #: Seconds a new connection has to complete the handshake.
+    handshake_timeout: float = 10.0
+    #: Seconds ``init()`` waits for a local cluster to come up.
+    startup_timeout: float = 60.0
+    #: Default retries for a task whose worker died.
+    max_retries: int = 3
+    #: Forward print()/logging output of tasks to the driver.
+    log_to_driver: bool = True
+    #: Target seconds of queued work a worker keeps ahead of its CPUs (short tasks are
+    #: pipelined so workers never idle waiting for the scheduler).
+    worker_pipeline_seconds: float = 0.02
+    #: Upper bound of tasks queued on one worker beyond its CPU slots.
+    max_tasks_queued_per_worker: int = 256
+
+
+def _coerce(value: str, default):
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return type(default)(value)
+
+
+def load_config(**overrides) -> Config:
+    """Defaults, then ``GRAPHSTORE_*`` environment variables, then ``overrides``."""
+    config = Config()
+    for field in fields(Config):
+        env = os.environ.get("GRAPHSTORE_" + field.name.upper())
+        if env is not None:
+            try:
+                setattr(config, field.name, _coerce(env, field.default))
+            except ValueError as exc:
+                raise ValueError(
+                    f"environment variable GRAPHSTORE_{field.name.upper()}={env!r} "
+                    f"is not a valid {type(field.default).__name__}"
+                ) from exc
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if not hasattr(config, name):
+            raise TypeError(f"unknown graphstore setting {name!r}")
+        setattr(config, name, value)
+    return config

@@ -1,0 +1,112 @@
+"""Errors users see. Each names what went wrong and what to do about it."""
+from __future__ import annotations
+
+
+class GraphstoreError(Exception):
+    """Base class of every error graphstore raises."""
+
+
+class GetTimeoutError(GraphstoreError, TimeoutError):
+    """``get()`` or ``wait()`` ran out of time before the objects were ready."""
+
+
+class TaskError(GraphstoreError):
+    """A task raised an exception; ``get()`` re-raises it.
+
+    The instance ``get()`` raises is also an instance of the original exception's class,
+    so ``except ValueError`` keeps working, and its message carries the remote traceback.
+    """
+
+    def __init__(self, function_name: str, traceback_str: str, cause: BaseException | None,
+                 pid: int | None = None, cause_type_name: str | None = None):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.cause_type_name = cause_type_name or type(cause).__name__
+        super().__init__(function_name, traceback_str)
+
+    def __str__(self) -> str:
+        where = f" (pid={self.pid})" if self.pid is not None else ""
+        return (f"task {self.function_name}{where} raised "
+                f"{self.cause_type_name}:\n{self.traceback_str.rstrip()}")
+
+    def __reduce__(self):
+        return (_rebuild_task_error,
+                (self.function_name, self.traceback_str, self.cause, self.pid,
+                 self.cause_type_name))
+
+    def as_instanceof_cause(self) -> "TaskError":
+        """Return a TaskError that is also an instance of the cause's class."""
+        cause_cls = type(self.cause)
+        if self.cause is None or issubclass(cause_cls, TaskError):
+            return self
+        if not issubclass(cause_cls, Exception):
+            return self
+        try:
+            cls = _dual_classes.get(cause_cls)
+            if cls is None:
+                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
+                           {"__init__": _dual_init, "__str__": TaskError.__str__,
+                            "__reduce__": TaskError.__reduce__,
+                            "__module__": TaskError.__module__})
+                _dual_classes[cause_cls] = cls
+            err = cls.__new__(cls)
+            _dual_init(err, self.function_name, self.traceback_str, self.cause, self.pid,
+                       self.cause_type_name)
+            return err
+        except TypeError:
+            # Classes with an incompatible layout (some C extension types) cannot be mixed in.
+            return self
+
+
+_dual_classes: dict[type, type] = {}
+
+
+def _dual_init(self, function_name, traceback_str, cause, pid=None, cause_type_name=None):
+    TaskError.__init__(self, function_name, traceback_str, cause, pid, cause_type_name)
+    self.args = getattr(cause, "args", (function_name, traceback_str))
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, cause_type_name):
+    return TaskError(function_name, traceback_str, cause, pid, cause_type_name).as_instanceof_cause()
+
+
+class WorkerCrashedError(GraphstoreError):
+    """The worker running a task died and the task ran out of retries."""
+
+
+class ObjectLostError(GraphstoreError):
+    """An object is gone: freed, or lost with every copy and not rebuildable."""
+
+
+class ActorDiedError(GraphstoreError):
+    """The actor's process died, or the actor was killed, before the call finished."""
+
+
+class TaskCancelledError(GraphstoreError):
+    """The task was cancelled with ``graphstore.cancel()``."""
+
+
+class ObjectStoreFullError(GraphstoreError, MemoryError):
+    """The object does not fit in any object store."""
+
+
+class TaskUnschedulableError(GraphstoreError, ValueError):
+    """No worker in the cluster can ever satisfy the task's resource request."""
+
+
+class SerializationError(GraphstoreError, TypeError):
+    """An argument or a return value could not be pickled."""
+
+
+class ProtocolError(GraphstoreError):
+    """A peer sent bytes that do not form a valid message."""
+
+
+class AuthenticationError(GraphstoreError):
+    """A peer failed the cluster-token handshake."""
+
+
+class ConnectionLostError(GraphstoreError, ConnectionError):
+    """The connection to the scheduler was lost."""

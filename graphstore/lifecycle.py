@@ -1,0 +1,44 @@
+"""Process lifetime helpers shared by the scheduler and worker processes."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+
+def watch_parent_pipe(on_lost) -> None:
+    """Call ``on_lost`` when standard input reaches EOF: the process that started us died.
+
+    The local cluster starts the scheduler and workers with a pipe on stdin; the kernel
+    closes it when the driver exits for any reason, SIGKILL included.
+    """
+    loop = asyncio.get_event_loop()
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+
+    def readable():
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            on_lost()
+
+    loop.add_reader(fd, readable)
+
+
+def stop_on_signals(on_signal) -> None:
+    """SIGTERM and SIGINT end the process cleanly through ``on_signal``."""
+    loop = asyncio.get_event_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")

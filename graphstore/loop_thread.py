@@ -1,0 +1,50 @@
+"""An asyncio event loop running in a daemon thread, for drivers.
+
+The driver's own code stays synchronous (as in Ray); all socket work happens here.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+
+class LoopThread:
+    def __init__(self, name: str = "graphstore-io"):
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.loop.run_until_complete(
+                        asyncio.gather(*pending, return_exceptions=True))
+            finally:
+                self.loop.close()
+
+    def run(self, coro, timeout: float | None = None):
+        """Run a coroutine on the loop and wait for its result from this thread."""
+        future: concurrent.futures.Future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=5)

@@ -1,0 +1,96 @@
+"""ObjectRef: the name of an immutable object in the cluster, and object ids.
+
+A ref is a 16-byte id. Creating and dropping refs is reported to the process's runtime
+(through ``ref_tracker``) so the scheduler can count references across processes; the
+tracker is a no-op until a runtime installs itself.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+
+_id_prefix = os.urandom(8)
+_id_counter = itertools.count(1)
+
+
+def new_id() -> bytes:
+    """A fresh cluster-unique id: a random per-process prefix and a counter."""
+    return _id_prefix + next(_id_counter).to_bytes(8, "big")
+
+
+class _NullTracker:
+    def on_ref_created(self, object_id: bytes) -> None:
+        pass
+
+    def on_ref_deleted(self, object_id: bytes) -> None:
+        pass
+
+
+#: The process's runtime replaces this to learn about every ref created and dropped.
+ref_tracker = _NullTracker()
+
+#: While serializing, ``serialization`` sets ``contained`` here to collect nested refs.
+serialization_context = threading.local()
+
+
+class ObjectRef:
+    """A reference to an object in graphstore's object store.
+
+    Hashable and equal by id; pickling keeps it a ref. ``await ref`` and ``ref.future()``
+    wait for the object without blocking an event loop.
+    """
+
+    __slots__ = ("_id", "__weakref__")
+
+    def __init__(self, object_id: bytes | str):
+        if isinstance(object_id, str):
+            object_id = bytes.fromhex(object_id)
+        if not isinstance(object_id, bytes) or len(object_id) != 16:
+            raise ValueError("an ObjectRef id is 16 bytes (32 hex digits)")
+        self._id = object_id
+        ref_tracker.on_ref_created(object_id)
+
+    @classmethod
+    def _new(cls, object_id: bytes) -> "ObjectRef":
+        ref = object.__new__(cls)
+        ref._id = object_id
+        ref_tracker.on_ref_created(object_id)
+        return ref
+
+    def __del__(self):
+        try:
+            ref_tracker.on_ref_deleted(self._id)
+        except Exception:  # interpreter shutdown
+            pass
+
+    @property
+    def id(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __reduce__(self):
+        contained = getattr(serialization_context, "contained", None)
+        if contained is not None:
+            contained.append(self._id)
+        return (ObjectRef._new, (self._id,))
+
+    def future(self):
+        """A ``concurrent.futures.Future`` that completes with the object's value."""
+        from graphstore import _state
+        return _state.get_runtime().future(self)
+
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()

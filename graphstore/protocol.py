@@ -1,0 +1,274 @@
+"""Every message graphstore processes exchange, and how messages become bytes.
+
+Messages are typed ``NamedTuple``s, so the whole protocol reads in one place. On the wire a
+message is ``[code, *fields]`` inside a msgpack header; several messages to one peer are
+batched into a single header. Large buffers (out-of-band pickle buffers, numpy data) are not
+copied into msgpack: they travel as their own frames after the header, referenced from it by
+an ext-type index.
+
+Wire layout of one batch::
+
+    u32 nframes | u64 length of frame 0 ... u64 length of frame n-1 | frame 0 | ... | frame n-1
+
+Frame 0 is the msgpack header (a list of messages); frames 1.. are raw buffers.
+
+Functions here are pure (no sockets) so framing is unit-testable.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+import msgpack
+
+from graphstore.config import Limits
+
+# -- messages ---------------------------------------------------------------------------
+# Field types: ids are 16-byte ``bytes``; a payload is a list of buffers (see serialization).
+
+
+class Request(NamedTuple):
+    """Wraps a message that expects a ``Reply`` with the same ``rid``."""
+    rid: int
+    message: Any
+
+
+class Reply(NamedTuple):
+    rid: int
+    error: str | None
+    value: Any
+
+
+class RegisterClient(NamedTuple):
+    client_id: bytes
+    pid: int
+    hostname: str
+
+
+class RegisterWorker(NamedTuple):
+    worker_id: bytes
+    pid: int
+    hostname: str
+    node_id: str
+    num_cpus: float
+    resources: dict
+    address: str
+
+
+class RegisterFunction(NamedTuple):
+    function_hash: bytes
+    payload: bytes
+
+
+class SubmitTask(NamedTuple):
+    task_id: bytes
+    function_hash: bytes
+    name: str
+    args: Any                 # payload of (args, kwargs) or None for no arguments
+    deps: list                # ids of top-level ref arguments, in placeholder order
+    nested: list              # ids of refs nested inside arguments (held, not resolved)
+    returns: list             # ids of the objects the task will produce
+    num_cpus: float
+    resources: dict | None
+    max_retries: int
+
+
+class PutObject(NamedTuple):
+    object_id: bytes
+    payload: list
+    contained: list
+
+
+class IncRef(NamedTuple):
+    ids: list
+
+
+class DecRef(NamedTuple):
+    ids: list
+
+
+class WantObjects(NamedTuple):
+    """Ask to be sent ``ObjectReady`` for each id once it exists (or failed)."""
+    ids: list
+
+
+class ObjectReady(NamedTuple):
+    object_id: bytes
+    payload: list | None      # the value's buffers, or None when ``error`` is set
+    error: list | None        # buffers of a pickled exception
+
+
+class FunctionCode(NamedTuple):
+    function_hash: bytes
+    payload: bytes
+
+
+class RunTask(NamedTuple):
+    task_id: bytes
+    function_hash: bytes
+    name: str
+    args: Any
+    deps: list                # [[id, payload], ...] aligned with SubmitTask.deps
+    returns: list
+
+
+class TaskDone(NamedTuple):
+    task_id: bytes
+    results: list             # [[id, payload, contained ids], ...]
+    duration: float
+
+
+class TaskFailed(NamedTuple):
+    task_id: bytes
+    error: list               # payload of a pickled exception (a TaskError)
+    duration: float
+
+
+class TaskOutput(NamedTuple):
+    """Printed output of a task, from the worker; the scheduler forwards it."""
+    task_id: bytes
+    prefix: str
+    stream: str
+    text: str
+
+
+class Output(NamedTuple):
+    prefix: str
+    stream: str
+    text: str
+
+
+class ClusterInfo(NamedTuple):
+    num_workers: int
+    resources: dict
+
+
+class Ping(NamedTuple):
+    pass
+
+
+MESSAGE_TYPES: list[type] = [
+    Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
+    PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
+    TaskFailed, TaskOutput, Output, ClusterInfo, Ping,
+]
+CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
+
+
+# -- frames -----------------------------------------------------------------------------
+
+_FRAME_EXT = 1
+_COUNT = struct.Struct("!I")
+_LENGTH = struct.Struct("!Q")
+
+
+class Frame:
+    """A buffer that travels as its own frame instead of inside msgpack.
+
+    Decoding gives frames back wrapped the same way, so a payload the scheduler stores and
+    forwards keeps its large buffers out of msgpack without being looked at.
+    """
+    __slots__ = ("buffer",)
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def __len__(self) -> int:
+        return memoryview(self.buffer).nbytes
+
+
+def unwrap(buffer):
+    """The raw buffer behind ``buffer``, which may be a ``Frame``."""
+    return buffer.buffer if type(buffer) is Frame else buffer
+
+
+def wire_payload(buffers, split_bytes: int) -> list:
+    """Wrap the large buffers of a payload so they go as frames."""
+    return [b if memoryview(b).nbytes < split_bytes else Frame(b) for b in buffers]
+
+
+def _to_wire(message) -> list:
+    cls = type(message)
+    code = CODES[cls]
+    if cls is Request:
+        return [code, message.rid, _to_wire(message.message)]
+    return [code, *message]
+
+
+def encode_batch(messages: list) -> list:
+    """Encode messages into the buffers of one wire batch (prefix, header, frames)."""
+    frames: list = []
+
+    def default(obj):
+        if isinstance(obj, Frame):
+            frames.append(obj.buffer)
+            return msgpack.ExtType(_FRAME_EXT, _COUNT.pack(len(frames)))
+        if isinstance(obj, (memoryview, bytearray)):
+            return bytes(obj)
+        raise TypeError(f"cannot encode {type(obj).__name__} in a message")
+
+    header = msgpack.packb([_to_wire(m) for m in messages], default=default,
+                           use_bin_type=True)
+    lengths = [len(header)] + [memoryview(f).nbytes for f in frames]
+    prefix = _COUNT.pack(len(lengths)) + b"".join(_LENGTH.pack(n) for n in lengths)
+    return [prefix, header, *frames]
+
+
+def _from_wire(item) -> Any:
+    code = item[0]
+    try:
+        cls = MESSAGE_TYPES[code]
+    except (IndexError, TypeError):
+        raise ValueError(f"unknown message code {code!r}") from None
+    if cls is Request:
+        return Request(item[1], _from_wire(item[2]))
+    return cls._make(item[1:])
+
+
+def decode_header(header, frames: list) -> list:
+    """Decode frame 0 into messages; ext references pick buffers out of ``frames``."""
+
+    def ext_hook(code, data):
+        if code != _FRAME_EXT:
+            raise ValueError(f"unknown msgpack ext type {code}")
+        index = _COUNT.unpack(data)[0]
+        if not 1 <= index <= len(frames):
+            raise ValueError(f"frame reference {index} out of range")
+        return Frame(frames[index - 1])
+
+    try:
+        items = msgpack.unpackb(header, ext_hook=ext_hook, raw=False, strict_map_key=False,
+                                use_list=True)
+    except Exception as exc:
+        raise ValueError(f"undecodable message header: {type(exc).__name__}: {exc}") from None
+    if not isinstance(items, list):
+        raise ValueError("message header is not a list")
+    try:
+        return [_from_wire(item) for item in items]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"malformed message: {exc}") from None
+
+
+def parse_count(data: bytes, limits: Limits) -> int:
+    (count,) = _COUNT.unpack(data)
+    if count < 1 or count > limits.max_frames:
+        raise ValueError(f"frame count {count} outside 1..{limits.max_frames}")
+    return count
+
+
+def parse_lengths(data: bytes, count: int, limits: Limits) -> list[int]:
+    lengths = [n for (n,) in _LENGTH.iter_unpack(data)]
+    if len(lengths) != count:
+        raise ValueError("truncated frame lengths")
+    if lengths[0] > limits.max_header_bytes:
+        raise ValueError(f"header of {lengths[0]} bytes exceeds the limit of "
+                         f"{limits.max_header_bytes}")
+    for n in lengths[1:]:
+        if n > limits.max_frame_bytes:
+            raise ValueError(f"frame of {n} bytes exceeds the limit of "
+                             f"{limits.max_frame_bytes}")
+    return lengths
+
+
+COUNT_SIZE = _COUNT.size
+LENGTH_SIZE = _LENGTH.size

@@ -1,0 +1,405 @@
+"""The per-process runtime behind ``put``/``get``/``wait`` and ``.remote()``.
+
+Drivers and workers both run one. User threads never touch sockets: they append messages
+and ref events to one ordered channel and wake the event loop once per burst; the loop
+thread drains the channel, keeps the process's reference counts, and sends batches. One
+channel for both keeps causality: a ``PutObject`` always reaches the scheduler before the
+``DecRef`` of the same id, and a task's result before the release of refs it contains.
+
+Small objects this process created or fetched are kept here, serialized, while it holds a
+ref, so a second ``get`` costs no round trip.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any, Sequence
+
+from graphstore import object_ref as object_ref_module
+from graphstore import protocol as msg
+from graphstore.config import Config
+from graphstore.exceptions import GetTimeoutError, GraphstoreError, ConnectionLostError
+from graphstore.object_ref import ObjectRef, new_id
+from graphstore.protocol import wire_payload
+from graphstore.serialization import dumps, dumps_function, loads
+from graphstore.task_args import pack_args
+
+logger = logging.getLogger("graphstore.runtime")
+
+_INC, _DEC = 0, 1
+_NOT_READY = object()
+
+
+class _Waiter:
+    """Woken by the loop thread as objects arrive; ``needed`` of them complete it."""
+    __slots__ = ("needed", "lock", "future", "ref_id")
+
+    def __init__(self, needed: int, future: concurrent.futures.Future | None = None,
+                 ref_id: bytes | None = None):
+        self.needed = needed
+        self.future = future
+        self.ref_id = ref_id
+        self.lock = None
+        if future is None:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+    def arrived(self, runtime: "Runtime") -> None:
+        self.needed -= 1
+        if self.needed == 0:
+            if self.future is not None:
+                if not self.future.done():
+                    try:
+                        self.future.set_result(runtime._value(self.ref_id))
+                    except BaseException as exc:  # the object is an error
+                        self.future.set_exception(exc)
+            else:
+                self.lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+
+
+class FunctionDescriptor:
+    """A remote function's pickled code, made once and named by its hash."""
+    __slots__ = ("payload", "hash", "name")
+
+    def __init__(self, fn):
+        self.payload = dumps_function(fn)
+        self.hash = hashlib.blake2b(self.payload, digest_size=16).digest()
+        self.name = getattr(fn, "__name__", "task")
+
+
+class Runtime:
+    """Owns this process's view of the cluster. Thread-safe for user threads."""
+
+    def __init__(self, loop, comm, config: Config, peer_id: bytes, *, is_driver: bool):
+        self.loop = loop
+        self.comm = comm
+        self.config = config
+        self.peer_id = peer_id
+        self.is_driver = is_driver
+        self.cluster_info: dict = {}
+        self._channel: deque = deque()
+        self._wake_pending = False
+        # Owned by the loop thread:
+        self._counts: dict[bytes, int] = {}
+        self._held: set[bytes] = set()
+        self._requested: set[bytes] = set()
+        self._registered_functions: set[bytes] = set()
+        # Shared, guarded by _lock:
+        self._lock = threading.Lock()
+        self._local: dict[bytes, tuple] = {}
+        self._waiters: dict[bytes, list[_Waiter]] = {}
+        self._closed = False
+        self._lost = False
+        self._split = config.frame_split_bytes
+        self.output_enabled = config.log_to_driver
+
+    # -- ref tracking (any thread) ----------------------------------------------------
+    def on_ref_created(self, object_id: bytes) -> None:
+        self._channel.append((_INC, object_id))
+
+    def on_ref_deleted(self, object_id: bytes) -> None:
+        if self._closed:
+            return
+        self._channel.append((_DEC, object_id))
+        if not self._wake_pending:
+            self._wake()
+
+    def install(self) -> None:
+        object_ref_module.ref_tracker = self
+
+    def uninstall(self) -> None:
+        self._closed = True
+        if object_ref_module.ref_tracker is self:
+            object_ref_module.ref_tracker = object_ref_module._NullTracker()
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+            self._waiters.clear()
+        for waiter in waiters:
+            if waiter.future is not None:
+                if not waiter.future.done():
+                    waiter.future.set_exception(ConnectionLostError("graphstore was shut down"))
+            else:
+                try:
+                    waiter.lock.release()
+                except RuntimeError:
+                    pass
+
+    # -- sending (any thread) ---------------------------------------------------------
+    def _send(self, message) -> None:
+        self._channel.append(message)
+        if not self._wake_pending:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._wake_pending = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def send_from_any_thread(self, message) -> None:
+        """Queue a message in order with this process's ref events."""
+        self._send(message)
+
+    def _drain(self) -> None:
+        """Loop thread: turn the channel into messages, keeping its order."""
+        self._wake_pending = False
+        channel = self._channel
+        counts = self._counts
+        held = self._held
+        out: list = []
+        incs: list[bytes] = []
+        decs: list[bytes] = []
+        while channel:
+            item = channel.popleft()
+            if type(item) is tuple:
+                kind, object_id = item
+                if kind == _INC:
+                    n = counts.get(object_id, 0)
+                    counts[object_id] = n + 1
+                    if n == 0 and object_id not in held:
+                        held.add(object_id)
+                        if decs:
+                            out.append(msg.DecRef(decs))
+                            decs = []
+                        incs.append(object_id)
+                else:
+                    n = counts.get(object_id, 0) - 1
+                    if n > 0:
+                        counts[object_id] = n
+                        continue
+                    counts.pop(object_id, None)
+                    if object_id in held:
+                        held.discard(object_id)
+                        if incs:
+                            out.append(msg.IncRef(incs))
+                            incs = []
+                        decs.append(object_id)
+                    self._local.pop(object_id, None)
+                continue
+            if incs:
+                out.append(msg.IncRef(incs))
+                incs = []
+            if decs:
+                out.append(msg.DecRef(decs))
+                decs = []
+            cls = type(item)
+            if cls is msg.SubmitTask:
+                held.update(item.returns)
+            elif cls is msg.PutObject:
+                held.add(item.object_id)
+            elif cls is msg.WantObjects:
+                ids = [i for i in item.ids if i not in self._requested]
+                if not ids:
+                    continue
+                self._requested.update(ids)
+                item = msg.WantObjects(ids)
+            out.append(item)
+        if incs:
+            out.append(msg.IncRef(incs))
+        if decs:
+            out.append(msg.DecRef(decs))
+        if out:
+            self.comm.send_many(out)
+
+    # -- receiving (loop thread) ------------------------------------------------------
+    def handle(self, m) -> bool:
+        """Handle a message meant for the runtime; False if it is not one."""
+        cls = type(m)
+        if cls is msg.ObjectReady:
+            self._object_arrived(m.object_id, m.payload, m.error)
+        elif cls is msg.Output:
+            if self.output_enabled:
+                self._print_output(m)
+        elif cls is msg.ClusterInfo:
+            self.cluster_info = {"num_workers": m.num_workers, "resources": m.resources}
+        else:
+            return False
+        return True
+
+    def _object_arrived(self, object_id: bytes, payload, error) -> None:
+        self._requested.discard(object_id)
+        with self._lock:
+            if object_id in self._counts or object_id in self._waiters:
+                self._local[object_id] = (payload, error)
+            waiters = self._waiters.pop(object_id, None)
+        if waiters:
+            for waiter in waiters:
+                waiter.arrived(self)
+
+    def _print_output(self, m: msg.Output) -> None:
+        stream = sys.stderr if m.stream == "stderr" else sys.stdout
+        text = m.text
+        if text.endswith("\n"):
+            text = text[:-1]
+        try:
+            stream.write("".join(f"{m.prefix} {line}\n" for line in text.split("\n")))
+            stream.flush()
+        except Exception:
+            pass
+
+    def connection_lost(self) -> None:
+        """Fail every waiter: nothing will ever arrive."""
+        self._lost = True
+        error = [_pickled(ConnectionLostError(
+            "lost the connection to the graphstore scheduler; the cluster is gone"))]
+        with self._lock:
+            ids = list(self._waiters)
+        for object_id in ids:
+            self._object_arrived(object_id, None, error)
+
+    # -- user API (user threads) ------------------------------------------------------
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself "
+                            "(refs are already in the object store)")
+        buffers, contained = dumps(value, what="the object passed to put()")
+        object_id = new_id()
+        payload = wire_payload(buffers, self._split)
+        self._local[object_id] = (payload, None)
+        self._send(msg.PutObject(object_id, payload, contained))
+        return ObjectRef._new(object_id)
+
+    def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
+               num_returns: int, num_cpus: float, resources: dict | None,
+               max_retries: int, name: str | None) -> list[ObjectRef]:
+        if descriptor.hash not in self._registered_functions:
+            self._registered_functions.add(descriptor.hash)
+            self._send(msg.RegisterFunction(descriptor.hash, descriptor.payload))
+        task_name = name or descriptor.name
+        payload, deps, nested = pack_args(task_name, args, kwargs, self._split)
+        task_id = new_id()
+        returns = [new_id() for _ in range(num_returns)]
+        self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps,
+                                  nested, returns, num_cpus, resources, max_retries))
+        return [ObjectRef._new(object_id) for object_id in returns]
+
+    def get(self, refs, timeout: float | None = None):
+        single = isinstance(refs, ObjectRef)
+        if single:
+            refs = [refs]
+        elif not isinstance(refs, (list, tuple)):
+            raise TypeError(f"get() takes an ObjectRef or a list of them, not "
+                            f"{type(refs).__name__}")
+        else:
+            for ref in refs:
+                if not isinstance(ref, ObjectRef):
+                    raise TypeError(f"get() takes ObjectRefs; got {type(ref).__name__} "
+                                    f"in the list")
+        local = self._local
+        missing = [r._id for r in refs if r._id not in local]
+        if missing:
+            self._await(missing, len(set(missing)), timeout)
+        values = [self._value(r._id) for r in refs]
+        return values[0] if single else values
+
+    def _await(self, ids: list[bytes], needed: int, timeout: float | None) -> None:
+        """Block until ``needed`` of ``ids`` are local (or raise GetTimeoutError)."""
+        waiter = _Waiter(needed)
+        registered = []
+        with self._lock:
+            for object_id in dict.fromkeys(ids):
+                if object_id in self._local:
+                    waiter.needed -= 1
+                else:
+                    self._waiters.setdefault(object_id, []).append(waiter)
+                    registered.append(object_id)
+            done = waiter.needed <= 0
+        if done:
+            if registered:
+                self._unregister(waiter, registered)
+            return
+        if self._lost or self.comm.closed:
+            self._unregister(waiter, registered)
+            raise ConnectionLostError(
+                "lost the connection to the graphstore scheduler; the cluster is gone")
+        self._send(msg.WantObjects(registered))
+        if not waiter.wait(timeout):
+            self._unregister(waiter, registered)
+            if waiter.needed <= 0:
+                return
+            raise GetTimeoutError(
+                f"get() timed out after {timeout} s with {waiter.needed} of "
+                f"{len(registered)} object(s) not ready")
+        if self._closed:
+            raise ConnectionLostError("graphstore was shut down while waiting")
+
+    def _unregister(self, waiter: _Waiter, ids: list[bytes]) -> None:
+        with self._lock:
+            for object_id in ids:
+                waiters = self._waiters.get(object_id)
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[object_id]
+
+    def _value(self, object_id: bytes):
+        entry = self._local.get(object_id)
+        if entry is None:
+            raise GraphstoreError(f"object {object_id.hex()} is not available locally")
+        payload, error = entry
+        if error is not None:
+            raise loads(error)
+        return loads(payload)
+
+    def wait(self, refs: Sequence[ObjectRef], num_returns: int = 1,
+             timeout: float | None = None, fetch_local: bool = True):
+        if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
+            raise TypeError("wait() takes a list of ObjectRefs")
+        for ref in refs:
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(f"wait() takes ObjectRefs; got {type(ref).__name__}")
+        if len(set(refs)) != len(refs):
+            raise ValueError("wait() got the same ObjectRef more than once")
+        if not 0 <= num_returns <= len(refs):
+            raise ValueError(f"num_returns={num_returns} must be between 0 and the number "
+                             f"of refs ({len(refs)})")
+        local = self._local
+        missing = [r._id for r in refs if r._id not in local]
+        have = len(refs) - len(missing)
+        if have < num_returns:
+            try:
+                self._await(missing, num_returns - have, timeout)
+            except GetTimeoutError:
+                pass
+        ready, not_ready = [], []
+        for ref in refs:
+            if ref._id in local and len(ready) < num_returns:
+                ready.append(ref)
+            else:
+                not_ready.append(ref)
+        return ready, not_ready
+
+    def future(self, ref: ObjectRef) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        object_id = ref._id
+        with self._lock:
+            ready = object_id in self._local
+            if not ready:
+                self._waiters.setdefault(object_id, []).append(
+                    _Waiter(1, future=future, ref_id=object_id))
+        if ready:
+            try:
+                future.set_result(self._value(object_id))
+            except BaseException as exc:
+                future.set_exception(exc)
+        else:
+            self._send(msg.WantObjects([object_id]))
+            # Keep the ref alive until the future completes, so the object stays held.
+            future.add_done_callback(lambda f, keep=ref: None)
+        return future
+
+
+def _pickled(exc: BaseException) -> bytes:
+    import pickle
+    return pickle.dumps(exc, protocol=5)

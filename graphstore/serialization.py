@@ -1,0 +1,83 @@
+"""Turning Python objects into buffers and back.
+
+Pickle protocol 5 keeps large buffers (numpy data) out of band, so they travel as their own
+frames and are never copied into the pickle stream. The standard pickler is tried first for
+speed; cloudpickle takes over for what it cannot do by reference (lambdas, closures,
+``__main__`` definitions). Refs nested in the object are collected while pickling so the
+scheduler can count them.
+"""
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from graphstore.exceptions import SerializationError
+from graphstore.object_ref import serialization_context
+from graphstore.protocol import Frame, unwrap
+
+#: A serialized object: the pickle stream, then its out-of-band buffers.
+Buffers = list
+
+
+def _buffer_callback(out: list):
+    def callback(pickle_buffer: pickle.PickleBuffer):
+        try:
+            out.append(pickle_buffer.raw())
+        except BufferError:
+            # Non-contiguous views cannot go out of band: pickle them in band (a copy).
+            return True
+        return False
+    return callback
+
+
+def dumps(obj: Any, what: str = "object") -> tuple[Buffers, list[bytes]]:
+    """Serialize ``obj``; return ``(buffers, ids of refs nested inside it)``.
+
+    ``what`` names the object in the error raised when it cannot be pickled.
+    """
+    contained: list[bytes] = []
+    previous = getattr(serialization_context, "contained", None)
+    serialization_context.contained = contained
+    try:
+        buffers: list = [None]
+        try:
+            data = pickle.dumps(obj, protocol=5, buffer_callback=_buffer_callback(buffers))
+            if b"__main__" in data:
+                raise pickle.PicklingError("refers to __main__")
+        except Exception:
+            del buffers[1:]
+            contained.clear()
+            try:
+                data = cloudpickle.dumps(obj, protocol=5,
+                                         buffer_callback=_buffer_callback(buffers))
+            except Exception as exc:
+                raise SerializationError(
+                    f"could not serialize {what} of type {type(obj).__module__}."
+                    f"{type(obj).__qualname__}: {type(exc).__name__}: {exc}") from exc
+        buffers[0] = data
+        return buffers, contained
+    finally:
+        serialization_context.contained = previous
+
+
+def loads(buffers) -> Any:
+    """Rebuild an object from the buffers ``dumps`` produced (frames allowed)."""
+    if len(buffers) == 1:
+        return pickle.loads(unwrap(buffers[0]))
+    return pickle.loads(unwrap(buffers[0]), buffers=[unwrap(b) for b in buffers[1:]])
+
+
+def dumps_function(fn) -> bytes:
+    """Functions always go through cloudpickle so they work in any process."""
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        raise SerializationError(
+            f"could not serialize remote function {getattr(fn, '__qualname__', fn)!r}: "
+            f"{type(exc).__name__}: {exc}") from exc
+
+
+def nbytes(buffers) -> int:
+    return sum(len(b) if type(b) is Frame else memoryview(b).nbytes for b in buffers)

@@ -1,0 +1,1 @@
+"""The graphstore scheduler service (installed as ``graphstore.scheduler``)."""

@@ -1,0 +1,5 @@
+import sys
+
+from graphstore.cli import main
+
+sys.exit(main(["scheduler", *sys.argv[1:]]))

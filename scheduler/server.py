@@ -1,0 +1,174 @@
+"""The scheduler process: accepts connections and drives ``SchedulerState`` with them.
+
+All scheduling decisions live in ``state.py``; this module only moves messages between
+sockets and the state machine, and ends the process when its owner goes away.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from graphstore import protocol as msg
+from graphstore.comm import Comm, CommServer
+from graphstore.config import Config, Limits
+from graphstore.lifecycle import watch_parent_pipe
+from graphstore.scheduler.state import SchedulerState
+
+logger = logging.getLogger("graphstore.scheduler")
+
+
+class Scheduler:
+    def __init__(self, config: Config, token: bytes):
+        self.config = config
+        self.token = token
+        self.state = SchedulerState(pipeline_seconds=config.worker_pipeline_seconds,
+                                    max_queued_per_worker=config.max_tasks_queued_per_worker)
+        self.comms: dict[bytes, Comm] = {}
+        self.server = CommServer(token, self._on_comm, limits=Limits(),
+                                 split_bytes=config.frame_split_bytes,
+                                 handshake_timeout=config.handshake_timeout)
+        self.address = ""
+        self.stopped = asyncio.Event()
+        self._handlers = {
+            msg.SubmitTask: self._on_submit,
+            msg.PutObject: self._on_put,
+            msg.IncRef: lambda peer, m: self.state.incref(peer, m.ids),
+            msg.DecRef: lambda peer, m: self.state.decref(peer, m.ids),
+            msg.WantObjects: lambda peer, m: self.state.want(peer, m.ids),
+            msg.RegisterFunction: lambda peer, m: self.state.register_function(m),
+            msg.TaskDone: self._on_task_done,
+            msg.TaskFailed: self._on_task_failed,
+            msg.TaskOutput: lambda peer, m: self.state.task_output(m),
+            msg.Ping: lambda peer, m: "pong",
+        }
+        self._flush_scheduled = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    def listen(self, host: str, port: int, sock: socket.socket | None = None) -> str:
+        if sock is not None:
+            self.server.add_sockets([sock])
+        else:
+            sockets = self.server.listen(port, address=host) or None
+            del sockets
+        bound = next(iter(self.server._sockets.values())).getsockname()
+        self.address = f"tcp://{bound[0]}:{bound[1]}"
+        return self.address
+
+    def stop(self) -> None:
+        self.server.stop()
+        for comm in list(self.comms.values()):
+            comm.abort()
+        self.stopped.set()
+
+    # -- connections ------------------------------------------------------------------
+    def _on_comm(self, comm: Comm) -> None:
+        comm.handler = self._on_first_message
+        comm.on_close.append(self._on_close)
+        asyncio.ensure_future(comm.read_loop())
+
+    def _on_first_message(self, comm: Comm, m):
+        """Until a peer registers, registration is the only message it may send."""
+        if isinstance(m, msg.RegisterClient):
+            peer_id = m.client_id
+            self._adopt(comm, peer_id, "driver", m.pid, m.hostname)
+            self.state.add_driver(peer_id)
+        elif isinstance(m, msg.RegisterWorker):
+            peer_id = m.worker_id
+            self._adopt(comm, peer_id, "worker", m.pid, m.hostname)
+            self.state.add_worker(m)
+            logger.info("worker %s (pid %s, %s CPUs) joined from %s", peer_id.hex()[:8],
+                        m.pid, m.num_cpus, comm.peer)
+            self._broadcast_cluster_info()
+        else:
+            logger.warning("peer %s sent %s before registering; closing", comm.peer,
+                           type(m).__name__)
+            comm.abort()
+            return None
+        self._schedule_flush()
+        return {"address": self.address, "resources": self.state.cluster_resources(),
+                "num_workers": len(self.state.workers),
+                "inline_threshold": self.config.inline_threshold}
+
+    def _adopt(self, comm: Comm, peer_id: bytes, kind: str, pid: int, hostname: str):
+        if not isinstance(peer_id, bytes) or peer_id in self.comms:
+            raise ValueError("invalid or duplicate peer id")
+        comm.info.update(peer_id=peer_id, kind=kind, pid=pid, hostname=hostname)
+        self.comms[peer_id] = comm
+        comm.handler = self._on_message
+
+    def _on_close(self, comm: Comm) -> None:
+        peer_id = comm.info.get("peer_id")
+        if peer_id is None or self.comms.get(peer_id) is not comm:
+            return
+        del self.comms[peer_id]
+        kind = comm.info.get("kind")
+        if kind == "worker":
+            logger.warning("worker %s (pid %s) left", peer_id.hex()[:8], comm.info.get("pid"))
+        self.state.remove_peer(peer_id)
+        if kind == "worker":
+            self._broadcast_cluster_info()
+        self._schedule_flush()
+
+    def _on_message(self, comm: Comm, m):
+        handler = self._handlers.get(type(m))
+        if handler is None:
+            raise ValueError(f"unexpected message {type(m).__name__}")
+        result = handler(comm.info["peer_id"], m)
+        self._schedule_flush()
+        return result
+
+    def _on_submit(self, peer_id: bytes, m: msg.SubmitTask) -> None:
+        self.state.submit(peer_id, m)
+
+    def _on_put(self, peer_id: bytes, m: msg.PutObject) -> None:
+        self.state.put_object(peer_id, m)
+
+    def _on_task_done(self, peer_id: bytes, m: msg.TaskDone) -> None:
+        self.state.task_done(peer_id, m)
+
+    def _on_task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:
+        self.state.task_failed(peer_id, m)
+
+    # -- output -----------------------------------------------------------------------
+    def _schedule_flush(self) -> None:
+        """Schedule once per loop iteration, after every message of a batch is handled."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_event_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        state = self.state
+        state.schedule()
+        outbox, state.outbox = state.outbox, []
+        comms = self.comms
+        for peer_id, message in outbox:
+            comm = comms.get(peer_id)
+            if comm is not None:
+                comm.send(message)
+
+    def _broadcast_cluster_info(self) -> None:
+        info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources())
+        for peer_id in self.state.drivers:
+            comm = self.comms.get(peer_id)
+            if comm is not None:
+                comm.send(info)
+
+
+async def serve(config: Config, token: bytes, host: str, port: int,
+                sock: socket.socket | None, watch_stdin: bool,
+                ready_fd: int | None = None) -> None:
+    scheduler = Scheduler(config, token)
+    address = scheduler.listen(host, port, sock)
+    logger.info("scheduler listening at %s", address)
+    if watch_stdin:
+        watch_parent_pipe(lambda: (logger.info("owner process gone; stopping"),
+                                   scheduler.stop()))
+    if ready_fd is not None:
+        os.write(ready_fd, (address + "\n").encode())
+        os.close(ready_fd)
+    else:
+        print(f"graphstore scheduler listening at {address}", flush=True)
+    await scheduler.stopped.wait()

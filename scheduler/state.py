@@ -1,0 +1,567 @@
+"""The scheduler's state machine: tasks, objects, workers and peers, with no I/O.
+
+Handlers take decoded messages and append ``(peer_id, message)`` pairs to ``outbox``; the
+server sends them. Keeping sockets out of here lets tests drive the whole scheduler with
+plain method calls, the way Dask keeps ``worker_state_machine.py`` apart from its server.
+
+Reference counting: an object lives while a peer holds a ref to it (``holders``), a pending
+task needs it (``task_refs``: top-level and nested arguments), or a live object contains it
+(``container_refs``). When all three drop to zero it is freed, and the objects it contained
+lose one container reference each.
+"""
+from __future__ import annotations
+
+import pickle
+import time
+from collections import deque
+from typing import Iterable
+
+from graphstore import protocol as msg
+from graphstore.exceptions import (ObjectLostError, TaskUnschedulableError,
+                                   WorkerCrashedError)
+
+PENDING, READY, ERROR = "pending", "ready", "error"
+WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
+
+#: Weight of the newest sample in a function's running mean duration.
+_DURATION_SMOOTHING = 0.2
+
+
+def error_payload(exc: BaseException) -> list:
+    return [pickle.dumps(exc, protocol=5)]
+
+
+class ObjectState:
+    __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
+                 "container_refs", "contains", "waiters", "producer", "dependents",
+                 "created_at")
+
+    def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
+        self.id = object_id
+        self.state = state
+        self.payload: list | None = None
+        self.error: list | None = None
+        self.size = 0
+        self.holders: set[bytes] = set()
+        self.task_refs = 0
+        self.container_refs = 0
+        self.contains: list[bytes] = []
+        self.waiters: set[bytes] = set()
+        self.producer = producer
+        self.dependents: list[TaskState] = []
+        self.created_at = time.time()
+
+    def referenced(self) -> bool:
+        return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
+
+
+class TaskState:
+    __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
+                 "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
+                 "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
+                 "shape")
+
+    def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
+        self.id = spec.task_id
+        self.function_hash = spec.function_hash
+        self.name = spec.name
+        self.args = spec.args
+        self.deps = spec.deps
+        self.nested = spec.nested
+        self.returns = spec.returns
+        self.num_cpus = spec.num_cpus
+        self.resources = spec.resources or None
+        self.retries_left = spec.max_retries
+        self.submitter = submitter
+        self.driver = driver
+        self.state = WAITING
+        self.worker: WorkerState | None = None
+        self.waiting_on = 0
+        self.submitted_at = time.time()
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
+                      if self.resources else ())
+
+
+class NodeState:
+    """A host: its workers share its CPUs and custom resources, as in Ray."""
+    __slots__ = ("id", "num_cpus", "resources", "cpus_used", "resources_used", "workers")
+
+    def __init__(self, node_id: str):
+        self.id = node_id
+        self.num_cpus = 0.0
+        self.resources: dict[str, float] = {}
+        self.cpus_used = 0.0
+        self.resources_used: dict[str, float] = {}
+        self.workers: dict[bytes, WorkerState] = {}
+
+    def fits_now(self, task: TaskState) -> bool:
+        if self.cpus_used + task.num_cpus > self.num_cpus + 1e-9:
+            return False
+        if task.resources:
+            for name, amount in task.resources.items():
+                if (self.resources_used.get(name, 0.0) + amount
+                        > self.resources.get(name, 0.0) + 1e-9):
+                    return False
+        return True
+
+    def fits_ever(self, task: TaskState) -> bool:
+        if task.num_cpus > self.num_cpus + 1e-9:
+            return False
+        if task.resources:
+            for name, amount in task.resources.items():
+                if amount > self.resources.get(name, 0.0) + 1e-9:
+                    return False
+        return True
+
+    def acquire(self, task: TaskState, sign: float = 1.0) -> None:
+        self.cpus_used += sign * task.num_cpus
+        if task.resources:
+            for name, amount in task.resources.items():
+                self.resources_used[name] = self.resources_used.get(name, 0.0) + sign * amount
+
+
+class WorkerState:
+    """A worker process: ``slots`` tasks run at once; its node owns the resources."""
+    __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
+                 "slots", "assigned", "known_functions", "registered_at")
+
+    def __init__(self, reg: msg.RegisterWorker, node: NodeState):
+        self.id = reg.worker_id
+        self.pid = reg.pid
+        self.hostname = reg.hostname
+        self.node = node
+        self.num_cpus = float(reg.num_cpus)
+        self.resources = dict(reg.resources or {})
+        self.address = reg.address
+        self.slots = max(1, int(self.num_cpus))
+        self.assigned: dict[bytes, TaskState] = {}
+        self.known_functions: set[bytes] = set()
+        self.registered_at = time.time()
+
+
+class SchedulerState:
+    """All of the scheduler's bookkeeping. Methods are event handlers."""
+
+    def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256):
+        self.objects: dict[bytes, ObjectState] = {}
+        self.tasks: dict[bytes, TaskState] = {}
+        self.workers: dict[bytes, WorkerState] = {}
+        self.nodes: dict[str, NodeState] = {}
+        self.drivers: set[bytes] = set()
+        self.peer_holds: dict[bytes, set[bytes]] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.function_durations: dict[bytes, float] = {}
+        self.ready: dict[tuple, deque[TaskState]] = {}
+        self.outbox: list[tuple[bytes, object]] = []
+        self.pipeline_seconds = pipeline_seconds
+        self.max_queued_per_worker = max_queued_per_worker
+        self.max_capacity: dict[str, float] = {"CPU": 0.0}
+        self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0}
+
+    # -- peers ------------------------------------------------------------------------
+    def add_driver(self, peer_id: bytes) -> None:
+        self.drivers.add(peer_id)
+        self.peer_holds.setdefault(peer_id, set())
+
+    def add_worker(self, reg: msg.RegisterWorker) -> WorkerState:
+        node = self.nodes.get(reg.node_id)
+        if node is None:
+            node = self.nodes[reg.node_id] = NodeState(reg.node_id)
+        worker = WorkerState(reg, node)
+        self.workers[worker.id] = worker
+        node.workers[worker.id] = worker
+        node.num_cpus += worker.num_cpus
+        for name, amount in worker.resources.items():
+            node.resources[name] = node.resources.get(name, 0.0) + amount
+        self.peer_holds.setdefault(worker.id, set())
+        self.max_capacity["CPU"] = max(self.max_capacity["CPU"], node.num_cpus)
+        for name, amount in node.resources.items():
+            self.max_capacity[name] = max(self.max_capacity.get(name, 0.0), amount)
+        self.schedule()
+        return worker
+
+    def remove_peer(self, peer_id: bytes) -> None:
+        """A driver or worker disconnected: release its refs, retry its tasks."""
+        self.drivers.discard(peer_id)
+        worker = self.workers.pop(peer_id, None)
+        if worker is not None:
+            node = worker.node
+            del node.workers[worker.id]
+            node.num_cpus -= worker.num_cpus
+            for name, amount in worker.resources.items():
+                node.resources[name] = node.resources.get(name, 0.0) - amount
+            if not node.workers:
+                del self.nodes[node.id]
+            for task in list(worker.assigned.values()):
+                self._release_slot(worker, task)
+                task.worker = None
+                if task.retries_left > 0:
+                    task.retries_left -= 1
+                    self.counts["retried"] += 1
+                    task.state = QUEUED
+                    self.ready.setdefault(task.shape, deque()).appendleft(task)
+                else:
+                    self._fail_task(task, error_payload(WorkerCrashedError(
+                        f"the worker running task {task.name} (pid {worker.pid}) died and "
+                        f"the task has no retries left; raise max_retries to retry more")))
+        for object_id in self.peer_holds.pop(peer_id, ()):
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.holders.discard(peer_id)
+                obj.waiters.discard(peer_id)
+                self._maybe_free(obj)
+        self.schedule()
+
+    # -- objects ----------------------------------------------------------------------
+    def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:
+        obj = self.objects.get(m.object_id)
+        if obj is None:
+            obj = ObjectState(m.object_id, READY)
+            self.objects[m.object_id] = obj
+        elif obj.state != PENDING:
+            return  # an id is written once; a repeated put is ignored
+        obj.state = READY
+        obj.payload = m.payload
+        obj.size = sum(len(b) for b in m.payload)
+        self._hold(peer_id, obj)
+        self._set_contains(obj, m.contained)
+        self._object_finished(obj)
+
+    def incref(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
+        for object_id in ids:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                self._hold(peer_id, obj)
+
+    def decref(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
+        holds = self.peer_holds.get(peer_id)
+        for object_id in ids:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                continue
+            obj.holders.discard(peer_id)
+            if holds is not None:
+                holds.discard(object_id)
+            self._maybe_free(obj)
+
+    def want(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
+        for object_id in ids:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
+                    ObjectLostError(f"object {object_id.hex()} was freed (no references were "
+                                    f"left) or never existed")))))
+            elif obj.state == PENDING:
+                obj.waiters.add(peer_id)
+            else:
+                self.outbox.append((peer_id, msg.ObjectReady(object_id, obj.payload,
+                                                             obj.error)))
+
+    def _hold(self, peer_id: bytes, obj: ObjectState) -> None:
+        obj.holders.add(peer_id)
+        holds = self.peer_holds.get(peer_id)
+        if holds is not None:
+            holds.add(obj.id)
+
+    def _set_contains(self, obj: ObjectState, contained: list) -> None:
+        kept = []
+        for inner_id in contained:
+            inner = self.objects.get(inner_id)
+            if inner is not None:
+                inner.container_refs += 1
+                kept.append(inner_id)
+        obj.contains = kept
+
+    def _object_finished(self, obj: ObjectState) -> None:
+        """``obj`` left PENDING: tell waiters, wake dependents, free it if unwanted."""
+        if obj.waiters:
+            note = msg.ObjectReady(obj.id, obj.payload, obj.error)
+            for peer_id in obj.waiters:
+                self.outbox.append((peer_id, note))
+            obj.waiters.clear()
+        if obj.dependents:
+            dependents, obj.dependents = obj.dependents, []
+            for task in dependents:
+                if task.state != WAITING:
+                    continue
+                if obj.state == ERROR:
+                    self._fail_task(task, obj.error)
+                else:
+                    task.waiting_on -= 1
+                    if task.waiting_on == 0:
+                        self._enqueue(task)
+        self._maybe_free(obj)
+
+    def _maybe_free(self, obj: ObjectState) -> None:
+        if obj.state == PENDING or obj.referenced():
+            return
+        stack = [obj]
+        while stack:
+            obj = stack.pop()
+            if self.objects.pop(obj.id, None) is None:
+                continue
+            obj.payload = None
+            obj.error = None
+            for inner_id in obj.contains:
+                inner = self.objects.get(inner_id)
+                if inner is not None:
+                    inner.container_refs -= 1
+                    if inner.state != PENDING and not inner.referenced():
+                        stack.append(inner)
+
+    # -- tasks ------------------------------------------------------------------------
+    def register_function(self, m: msg.RegisterFunction) -> None:
+        self.functions.setdefault(m.function_hash, m.payload)
+
+    def submit(self, peer_id: bytes, spec: msg.SubmitTask) -> None:
+        driver = peer_id if peer_id in self.drivers else next(iter(self.drivers), None)
+        task = TaskState(spec, peer_id, driver)
+        self.tasks[task.id] = task
+        self.counts["submitted"] += 1
+        for object_id in spec.returns:
+            obj = ObjectState(object_id, PENDING, producer=task)
+            self.objects[object_id] = obj
+            self._hold(peer_id, obj)
+        failure = None
+        for object_id in spec.deps:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                failure = failure or error_payload(ObjectLostError(
+                    f"argument {object_id.hex()} of task {spec.name} was freed or never "
+                    f"existed"))
+                continue
+            obj.task_refs += 1
+            if obj.state == PENDING:
+                task.waiting_on += 1
+                obj.dependents.append(task)
+            elif obj.state == ERROR:
+                failure = failure or obj.error
+        for object_id in spec.nested:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.task_refs += 1
+        if failure is None and spec.function_hash not in self.functions:
+            failure = error_payload(ObjectLostError(
+                f"the code of function {spec.name} never reached the scheduler"))
+        if failure is None and not self._feasible(task):
+            failure = error_payload(TaskUnschedulableError(
+                f"task {spec.name} asks for num_cpus={task.num_cpus}"
+                + (f" and resources={task.resources}" if task.resources else "")
+                + f", but the largest worker offers {self._capacity_text()}; lower the "
+                  f"request or start a worker with enough resources"))
+        if failure is not None:
+            self._fail_task(task, failure)
+        elif task.waiting_on == 0:
+            self._enqueue(task)
+
+    def _feasible(self, task: TaskState) -> bool:
+        if not self.workers and self.max_capacity["CPU"] == 0.0:
+            return True  # no worker has joined yet: wait for one
+        if task.num_cpus > self.max_capacity["CPU"] + 1e-9:
+            return False
+        if task.resources:
+            for name, amount in task.resources.items():
+                if amount > self.max_capacity.get(name, 0.0) + 1e-9:
+                    return False
+        return True
+
+    def _capacity_text(self) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
+
+    def _enqueue(self, task: TaskState) -> None:
+        task.state = QUEUED
+        queue = self.ready.get(task.shape)
+        if queue is None:
+            queue = self.ready[task.shape] = deque()
+        queue.append(task)
+
+    def task_done(self, worker_id: bytes, m: msg.TaskDone) -> None:
+        task = self._finish_on_worker(worker_id, m.task_id, m.duration)
+        if task is None:
+            return
+        task.state = DONE
+        self.counts["done"] += 1
+        for object_id, payload, contained in m.results:
+            obj = self.objects.get(object_id)
+            if obj is None or obj.state != PENDING:
+                continue
+            obj.state = READY
+            obj.payload = payload
+            obj.size = sum(len(b) for b in payload)
+            self._set_contains(obj, contained)
+            self._object_finished(obj)
+        self._release_task_refs(task)
+
+    def task_failed(self, worker_id: bytes, m: msg.TaskFailed) -> None:
+        task = self._finish_on_worker(worker_id, m.task_id, m.duration)
+        if task is not None:
+            self._fail_task(task, m.error)
+
+    def _finish_on_worker(self, worker_id: bytes, task_id: bytes,
+                          duration: float) -> TaskState | None:
+        task = self.tasks.pop(task_id, None)
+        worker = self.workers.get(worker_id)
+        if task is None or task.worker is not worker or worker is None:
+            if task is not None:
+                self.tasks[task_id] = task  # a stale report from a worker we gave up on
+            return None
+        self._release_slot(worker, task)
+        task.finished_at = time.time()
+        previous = self.function_durations.get(task.function_hash)
+        self.function_durations[task.function_hash] = (
+            duration if previous is None
+            else previous + _DURATION_SMOOTHING * (duration - previous))
+        return task
+
+    def _fail_task(self, task: TaskState, error: list) -> None:
+        """Fail ``task`` and, transitively, every task waiting on what it would produce."""
+        stack = [task]
+        while stack:
+            task = stack.pop()
+            if task.state in (DONE, FAILED):
+                continue
+            if task.state == QUEUED:
+                queue = self.ready.get(task.shape)
+                if queue is not None:
+                    try:
+                        queue.remove(task)
+                    except ValueError:
+                        pass
+            if task.worker is not None:
+                self._release_slot(task.worker, task)
+                task.worker = None
+            task.state = FAILED
+            self.tasks.pop(task.id, None)
+            self.counts["failed"] += 1
+            for object_id in task.returns:
+                obj = self.objects.get(object_id)
+                if obj is None or obj.state != PENDING:
+                    continue
+                obj.state = ERROR
+                obj.error = error
+                if obj.waiters:
+                    note = msg.ObjectReady(obj.id, None, error)
+                    for peer_id in obj.waiters:
+                        self.outbox.append((peer_id, note))
+                    obj.waiters.clear()
+                dependents, obj.dependents = obj.dependents, []
+                stack.extend(t for t in dependents if t.state == WAITING)
+                self._maybe_free(obj)
+            self._release_task_refs(task)
+
+    def _release_task_refs(self, task: TaskState) -> None:
+        for ids in (task.deps, task.nested):
+            for object_id in ids:
+                obj = self.objects.get(object_id)
+                if obj is not None:
+                    obj.task_refs -= 1
+                    self._maybe_free(obj)
+        task.args = None
+
+    # -- placement --------------------------------------------------------------------
+    def _pipeline_depth(self, task: TaskState) -> int:
+        """How many tasks like this a worker may queue beyond what its CPUs run now.
+
+        Short functions are pipelined so a worker never idles between the scheduler's
+        messages; long or not yet measured ones wait here, where a new or freed worker can
+        still take them.
+        """
+        if task.resources:
+            return 0
+        duration = self.function_durations.get(task.function_hash)
+        if duration is None:
+            return 0
+        return min(self.max_queued_per_worker,
+                   int(self.pipeline_seconds / max(duration, 1e-6)))
+
+    def _pick_worker(self, task: TaskState) -> WorkerState | None:
+        """The least loaded worker whose node has room; else one that may pipeline it."""
+        best = None
+        best_load = None
+        depth = -1
+        for worker in self.workers.values():
+            queued = len(worker.assigned)
+            if queued < worker.slots and worker.node.fits_now(task):
+                load = queued / worker.slots
+            else:
+                if depth < 0:
+                    depth = self._pipeline_depth(task)
+                if (depth == 0 or queued >= worker.slots + depth
+                        or not worker.node.fits_ever(task)):
+                    continue
+                load = 1.0 + queued / worker.slots
+            if best_load is None or load < best_load:
+                best, best_load = worker, load
+                if load == 0.0:
+                    break
+        return best
+
+    def schedule(self) -> None:
+        """Place queued tasks on workers while any has room."""
+        if not self.workers:
+            return
+        for queue in self.ready.values():
+            while queue:
+                task = queue[0]
+                worker = self._pick_worker(task)
+                if worker is None:
+                    break
+                queue.popleft()
+                self._assign(task, worker)
+
+    def _assign(self, task: TaskState, worker: WorkerState) -> None:
+        task.state = ASSIGNED
+        task.worker = worker
+        task.started_at = time.time()
+        worker.assigned[task.id] = task
+        worker.node.acquire(task)
+        if task.function_hash not in worker.known_functions:
+            worker.known_functions.add(task.function_hash)
+            self.outbox.append((worker.id, msg.FunctionCode(
+                task.function_hash, self.functions[task.function_hash])))
+        deps = []
+        for object_id in task.deps:
+            obj = self.objects[object_id]
+            deps.append([object_id, obj.payload])
+        self.outbox.append((worker.id, msg.RunTask(task.id, task.function_hash, task.name,
+                                                   task.args, deps, task.returns)))
+
+    def _release_slot(self, worker: WorkerState, task: TaskState) -> None:
+        if worker.assigned.pop(task.id, None) is None:
+            return
+        worker.node.acquire(task, -1.0)
+
+    # -- output -----------------------------------------------------------------------
+    def task_output(self, m: msg.TaskOutput) -> None:
+        task = self.tasks.get(m.task_id)
+        driver = task.driver if task is not None else None
+        targets = [driver] if driver is not None else list(self.drivers)
+        note = msg.Output(m.prefix, m.stream, m.text)
+        for peer_id in targets:
+            self.outbox.append((peer_id, note))
+
+    # -- status -----------------------------------------------------------------------
+    def cluster_resources(self) -> dict:
+        total: dict[str, float] = {"CPU": 0.0}
+        for worker in self.workers.values():
+            total["CPU"] += worker.num_cpus
+            for name, amount in worker.resources.items():
+                total[name] = total.get(name, 0.0) + amount
+        return total
+
+    def summary(self) -> dict:
+        states: dict[str, int] = {}
+        for task in self.tasks.values():
+            states[task.state] = states.get(task.state, 0) + 1
+        return {
+            "workers": len(self.workers),
+            "nodes": len(self.nodes),
+            "drivers": len(self.drivers),
+            "resources": self.cluster_resources(),
+            "tasks": states,
+            "objects": len(self.objects),
+            "object_bytes": sum(o.size for o in self.objects.values()),
+            "counts": dict(self.counts),
+        }

@@ -1,0 +1,1 @@
+"""The graphstore worker service (installed as ``graphstore.worker``)."""

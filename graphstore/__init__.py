@@ -4,7 +4,7 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 """
 from graphstore import exceptions
 from graphstore._state import init, is_initialized, shutdown
-from graphstore.api import get, put, wait
+from graphstore.api import cluster_resources, cluster_status, get, put, wait
 from graphstore.object_ref import ObjectRef
 from graphstore.remote_function import remote
 
@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ObjectRef",
+    "cluster_resources",
+    "cluster_status",
     "exceptions",
     "get",
     "init",

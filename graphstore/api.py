@@ -31,3 +31,14 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
     Returns ``(ready, not_ready)``, each in the order of ``refs``.
     """
     return _state.runtime_or_auto_init().wait(refs, num_returns, timeout, fetch_local)
+
+
+def cluster_status() -> dict:
+    """The scheduler's summary: workers, nodes, resources, tasks by state, objects."""
+    from graphstore import protocol as msg
+    return _state.get_runtime().request(msg.GetStatus())
+
+
+def cluster_resources() -> dict:
+    """Total resources of the workers in the cluster, e.g. ``{"CPU": 8.0}``."""
+    return cluster_status()["resources"]

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from graphstore.config import load_config
-from graphstore.lifecycle import setup_logging, stop_on_signals
+from graphstore.lifecycle import new_event_loop, setup_logging, stop_on_signals
 
 
 def _parse_resource(text: str) -> tuple[str, float]:
@@ -72,7 +72,7 @@ def run_scheduler(args) -> int:
     if args.listen_fd is not None:
         sock = socket.socket(fileno=args.listen_fd)
         sock.setblocking(False)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     stop_on_signals(lambda: loop.stop())
     try:
@@ -100,7 +100,7 @@ def run_worker(args) -> int:
         return 2
     config = load_config()
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     stop_on_signals(lambda: loop.stop())
     try:

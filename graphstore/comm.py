@@ -38,6 +38,8 @@ _VERDICT = struct.Struct("!B32s")           # status (0 ok), server proof or rea
 
 #: Frames smaller than this are read together in one call and sliced.
 _SMALL_FRAME = 64 * 1024
+#: How much one partial read asks for.
+_READ_CHUNK = 256 * 1024
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -97,12 +99,18 @@ class Comm:
             self._loop.call_soon(self._flush)
 
     def send_many(self, messages) -> None:
+        """Queue messages and write them now if the link is idle: for callers that have
+        already gathered a whole batch."""
         if self.closed:
             return
         self._outbox.extend(messages)
-        if messages and not self._flush_scheduled and not self._writing:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if not self._writing:
+            self._flush()
+
+    def flush(self) -> None:
+        """Write what is queued now, unless a write is in flight (it follows that one)."""
+        if not self._writing:
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -159,42 +167,66 @@ class Comm:
             self._pending.pop(rid, None)
 
     # -- receiving ----------------------------------------------------------------------
-    async def _read_batch(self) -> list:
+    async def _read_batches(self):
+        """Yield decoded batches. One partial read serves every batch it completes; a
+        large frame is read with ``read_into`` straight into its own buffer."""
         stream = self.stream
-        count = protocol.parse_count(await stream.read_bytes(protocol.COUNT_SIZE),
-                                     self.limits)
-        lengths = protocol.parse_lengths(
-            await stream.read_bytes(protocol.LENGTH_SIZE * count), count, self.limits)
-        small_total = sum(n for n in lengths if n < _SMALL_FRAME)
-        frames: list = []
-        if all(n < _SMALL_FRAME for n in lengths):
-            data = memoryview(await stream.read_bytes(small_total)) if small_total else b""
-            offset = 0
-            for n in lengths:
-                frames.append(data[offset:offset + n])
-                offset += n
-        else:
-            for n in lengths:
-                if n < _SMALL_FRAME:
-                    frames.append(memoryview(await stream.read_bytes(n)) if n else b"")
+        limits = self.limits
+        buf = bytearray()
+        count_size, length_size = protocol.COUNT_SIZE, protocol.LENGTH_SIZE
+        while True:
+            while True:  # parse every complete batch already buffered
+                if len(buf) < count_size:
+                    break
+                count = protocol.parse_count(bytes(buf[:count_size]), limits)
+                prefix = count_size + length_size * count
+                if len(buf) < prefix:
+                    break
+                lengths = protocol.parse_lengths(bytes(buf[count_size:prefix]), count,
+                                                 limits)
+                total = prefix + sum(lengths)
+                if len(buf) >= total or max(lengths) < _SMALL_FRAME:
+                    if len(buf) < total:
+                        break
+                    frames = []
+                    offset = prefix
+                    for n in lengths:
+                        frames.append(bytes(buf[offset:offset + n]))
+                        offset += n
+                    del buf[:total]
                 else:
-                    buf = bytearray(n)
-                    await stream.read_into(memoryview(buf))
-                    frames.append(memoryview(buf).toreadonly())
-        return protocol.decode_header(frames[0], frames[1:])
+                    frames = []
+                    offset = prefix
+                    for n in lengths:
+                        if n < _SMALL_FRAME:
+                            need = offset + n
+                            while len(buf) < need:
+                                buf += await stream.read_bytes(need - len(buf))
+                            frames.append(bytes(buf[offset:need]))
+                        else:
+                            frame = bytearray(n)
+                            have = min(n, len(buf) - offset)
+                            if have > 0:
+                                frame[:have] = buf[offset:offset + have]
+                            if have < n:
+                                await stream.read_into(memoryview(frame)[have:])
+                            del buf[offset:offset + have]
+                            frames.append(memoryview(frame).toreadonly())
+                            continue
+                        offset += n
+                    del buf[:offset]
+                yield protocol.decode_header(frames[0], frames[1:])
+            buf += await stream.read_bytes(_READ_CHUNK, partial=True)
 
     async def read_loop(self) -> None:
         """Read and dispatch messages until the connection closes."""
         try:
-            while True:
-                try:
-                    messages = await self._read_batch()
-                except ValueError as exc:
-                    logger.warning("malformed message from %s: %s; closing that connection",
-                                   self.peer, exc)
-                    return
+            async for messages in self._read_batches():
                 for message in messages:
                     self._dispatch(message)
+        except ValueError as exc:
+            logger.warning("malformed message from %s: %s; closing that connection",
+                           self.peer, exc)
         except StreamClosedError:
             pass
         except Exception:

@@ -8,6 +8,19 @@ import signal
 import sys
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (several times less overhead per loop iteration), else the
+    standard loop. ``GRAPHSTORE_EVENT_LOOP=asyncio`` forces the standard one."""
+    if os.environ.get("GRAPHSTORE_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def watch_parent_pipe(on_lost) -> None:
     """Call ``on_lost`` when standard input reaches EOF: the process that started us died.
 

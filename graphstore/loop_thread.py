@@ -8,10 +8,12 @@ import asyncio
 import concurrent.futures
 import threading
 
+from graphstore.lifecycle import new_event_loop
+
 
 class LoopThread:
     def __init__(self, name: str = "graphstore-io"):
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._started = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()

@@ -124,6 +124,15 @@ class TaskFailed(NamedTuple):
     duration: float
 
 
+class TaskBlocked(NamedTuple):
+    """A running task waits in ``get``/``wait``: its CPUs may serve other tasks."""
+    task_id: bytes
+
+
+class TaskUnblocked(NamedTuple):
+    task_id: bytes
+
+
 class TaskOutput(NamedTuple):
     """Printed output of a task, from the worker; the scheduler forwards it."""
     task_id: bytes
@@ -147,10 +156,16 @@ class Ping(NamedTuple):
     pass
 
 
+class GetStatus(NamedTuple):
+    """Request: the scheduler's summary of workers, resources, tasks and objects."""
+    pass
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
-    TaskFailed, TaskOutput, Output, ClusterInfo, Ping,
+    TaskFailed, TaskOutput, Output, ClusterInfo, Ping, TaskBlocked, TaskUnblocked,
+    GetStatus,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

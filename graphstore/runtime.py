@@ -102,6 +102,10 @@ class Runtime:
         self._lost = False
         self._split = config.frame_split_bytes
         self.output_enabled = config.log_to_driver
+        #: Set by a worker: called around a blocking wait inside a task, so the task's
+        #: CPUs can run other tasks meanwhile (nested tasks would deadlock otherwise).
+        self.on_block = None
+        self.on_unblock = None
 
     # -- ref tracking (any thread) ----------------------------------------------------
     def on_ref_created(self, object_id: bytes) -> None:
@@ -324,7 +328,13 @@ class Runtime:
             raise ConnectionLostError(
                 "lost the connection to the graphstore scheduler; the cluster is gone")
         self._send(msg.WantObjects(registered))
-        if not waiter.wait(timeout):
+        blocked = self.on_block() if self.on_block is not None else None
+        try:
+            finished = waiter.wait(timeout)
+        finally:
+            if blocked is not None:
+                self.on_unblock(blocked)
+        if not finished:
             self._unregister(waiter, registered)
             if waiter.needed <= 0:
                 return
@@ -379,6 +389,15 @@ class Runtime:
             else:
                 not_ready.append(ref)
         return ready, not_ready
+
+    def request(self, message, timeout: float | None = 30.0):
+        """Send a request to the scheduler from a user thread and wait for the reply."""
+        import asyncio
+        if self._lost or self.comm.closed:
+            raise ConnectionLostError("lost the connection to the graphstore scheduler")
+        future = asyncio.run_coroutine_threadsafe(self.comm.request(message, timeout),
+                                                  self.loop)
+        return future.result()
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()

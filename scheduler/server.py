@@ -41,7 +41,10 @@ class Scheduler:
             msg.TaskDone: self._on_task_done,
             msg.TaskFailed: self._on_task_failed,
             msg.TaskOutput: lambda peer, m: self.state.task_output(m),
+            msg.TaskBlocked: lambda peer, m: self.state.task_blocked(peer, m.task_id),
+            msg.TaskUnblocked: lambda peer, m: self.state.task_unblocked(peer, m.task_id),
             msg.Ping: lambda peer, m: "pong",
+            msg.GetStatus: lambda peer, m: self.state.summary(),
         }
         self._flush_scheduled = False
 
@@ -144,10 +147,16 @@ class Scheduler:
         state.schedule()
         outbox, state.outbox = state.outbox, []
         comms = self.comms
+        batches: dict[bytes, list] = {}
         for peer_id, message in outbox:
+            batch = batches.get(peer_id)
+            if batch is None:
+                batch = batches[peer_id] = []
+            batch.append(message)
+        for peer_id, batch in batches.items():
             comm = comms.get(peer_id)
             if comm is not None:
-                comm.send(message)
+                comm.send_many(batch)
 
     def _broadcast_cluster_info(self) -> None:
         info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources())

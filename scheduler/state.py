@@ -59,7 +59,7 @@ class TaskState:
     __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
-                 "shape")
+                 "shape", "long", "blocked")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -80,6 +80,8 @@ class TaskState:
         self.submitted_at = time.time()
         self.started_at = 0.0
         self.finished_at = 0.0
+        self.long = False
+        self.blocked = False
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else ())
 
@@ -125,7 +127,8 @@ class NodeState:
 class WorkerState:
     """A worker process: ``slots`` tasks run at once; its node owns the resources."""
     __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
-                 "slots", "assigned", "known_functions", "registered_at")
+                 "slots", "assigned", "known_functions", "registered_at", "long_tasks",
+                 "blocked")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
@@ -139,6 +142,14 @@ class WorkerState:
         self.assigned: dict[bytes, TaskState] = {}
         self.known_functions: set[bytes] = set()
         self.registered_at = time.time()
+        #: Assigned tasks that are long or not yet measured: nothing is pipelined behind
+        #: them, so short tasks never wait on a long one in a worker's queue.
+        self.long_tasks = 0
+        #: Tasks waiting inside ``get``; their slots run other tasks meanwhile.
+        self.blocked = 0
+
+    def free_slots(self) -> int:
+        return self.slots + self.blocked - len(self.assigned)
 
 
 class SchedulerState:
@@ -482,20 +493,18 @@ class SchedulerState:
         best_load = None
         depth = -1
         for worker in self.workers.values():
-            queued = len(worker.assigned)
-            if queued < worker.slots and worker.node.fits_now(task):
-                load = queued / worker.slots
+            free = worker.free_slots()
+            if free > 0 and worker.node.fits_now(task):
+                load = -free / worker.slots
             else:
                 if depth < 0:
                     depth = self._pipeline_depth(task)
-                if (depth == 0 or queued >= worker.slots + depth
+                if (depth == 0 or worker.long_tasks or -free >= depth
                         or not worker.node.fits_ever(task)):
                     continue
-                load = 1.0 + queued / worker.slots
+                load = 1.0 - free / worker.slots
             if best_load is None or load < best_load:
                 best, best_load = worker, load
-                if load == 0.0:
-                    break
         return best
 
     def schedule(self) -> None:
@@ -517,6 +526,10 @@ class SchedulerState:
         task.started_at = time.time()
         worker.assigned[task.id] = task
         worker.node.acquire(task)
+        duration = self.function_durations.get(task.function_hash)
+        task.long = duration is None or duration > self.pipeline_seconds
+        if task.long:
+            worker.long_tasks += 1
         if task.function_hash not in worker.known_functions:
             worker.known_functions.add(task.function_hash)
             self.outbox.append((worker.id, msg.FunctionCode(
@@ -531,7 +544,32 @@ class SchedulerState:
     def _release_slot(self, worker: WorkerState, task: TaskState) -> None:
         if worker.assigned.pop(task.id, None) is None:
             return
+        if task.long:
+            worker.long_tasks -= 1
+        if task.blocked:
+            task.blocked = False
+            worker.blocked -= 1
+        else:
+            worker.node.acquire(task, -1.0)
+
+    def task_blocked(self, worker_id: bytes, task_id: bytes) -> None:
+        """A task waits on objects: lend its CPUs and slot to other tasks meanwhile."""
+        worker = self.workers.get(worker_id)
+        task = worker.assigned.get(task_id) if worker is not None else None
+        if task is None or task.blocked:
+            return
+        task.blocked = True
+        worker.blocked += 1
         worker.node.acquire(task, -1.0)
+
+    def task_unblocked(self, worker_id: bytes, task_id: bytes) -> None:
+        worker = self.workers.get(worker_id)
+        task = worker.assigned.get(task_id) if worker is not None else None
+        if task is None or not task.blocked:
+            return
+        task.blocked = False
+        worker.blocked -= 1
+        worker.node.acquire(task)
 
     # -- output -----------------------------------------------------------------------
     def task_output(self, m: msg.TaskOutput) -> None:

@@ -34,10 +34,38 @@ class TaskExecutor:
         self._function_code: dict[bytes, bytes] = {}
         self._streams = streams or ()
         self._pid = os.getpid()
-        self._threads = [threading.Thread(target=self._serve, name=f"graphstore-task-{i}",
-                                          daemon=True) for i in range(slots)]
-        for thread in self._threads:
-            thread.start()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._blocked = 0
+        for _ in range(slots):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._serve, daemon=True,
+                                  name=f"graphstore-task-{len(self._threads)}")
+        self._threads.append(thread)
+        thread.start()
+
+    def task_blocked(self):
+        """The calling task thread is about to wait on objects: lend its slot out.
+
+        Returns the task id (for ``task_unblocked``), or None outside a task.
+        """
+        task = getattr(output.current_task, "task", None)
+        if task is None:
+            return None
+        with self._lock:
+            self._blocked += 1
+            if self._idle == 0:
+                self._start_thread()
+        self._send(msg.TaskBlocked(task[0]))
+        return task[0]
+
+    def task_unblocked(self, task_id: bytes) -> None:
+        with self._lock:
+            self._blocked -= 1
+        self._send(msg.TaskUnblocked(task_id))
 
     def add_function(self, function_hash: bytes, payload: bytes) -> None:
         self._function_code[function_hash] = payload
@@ -51,8 +79,13 @@ class TaskExecutor:
 
     def _serve(self) -> None:
         get = self._queue.get
+        lock = self._lock
         while True:
+            with lock:
+                self._idle += 1
             task = get()
+            with lock:
+                self._idle -= 1
             if task is _STOP:
                 return
             self._send(self._run(task))
@@ -105,7 +138,11 @@ class TaskExecutor:
         return packed
 
     def _pack_error(self, task: msg.RunTask, exc: BaseException) -> list:
-        tb = traceback.format_exc()
+        # Drop this module's own frame: users want their code's traceback.
+        tb_obj = exc.__traceback__
+        if tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == __file__:
+            tb_obj = tb_obj.tb_next
+        tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
         cause: BaseException | None = exc
         try:
             loads(dumps(exc)[0])

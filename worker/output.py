@@ -7,6 +7,7 @@ they write to the worker's own log.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import threading
@@ -74,7 +75,17 @@ class TaskOutputStream(io.TextIOBase):
 
 
 def install(send) -> tuple[TaskOutputStream, TaskOutputStream]:
-    stdout = TaskOutputStream("stdout", sys.stdout, send)
-    stderr = TaskOutputStream("stderr", sys.stderr, send)
+    """Route ``sys.stdout``/``sys.stderr`` and logging handlers through task streams."""
+    original_stdout, original_stderr = sys.stdout, sys.stderr
+    stdout = TaskOutputStream("stdout", original_stdout, send)
+    stderr = TaskOutputStream("stderr", original_stderr, send)
     sys.stdout, sys.stderr = stdout, stderr
+    # Handlers made before this point hold the original streams: logging calls made in a
+    # task must reach the driver like print() does.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            if handler.stream is original_stderr:
+                handler.setStream(stderr)
+            elif handler.stream is original_stdout:
+                handler.setStream(stdout)
     return stdout, stderr

@@ -62,6 +62,8 @@ class Worker:
         self.executor = TaskExecutor(max(1, int(self.num_cpus)),
                                      self.runtime.send_from_any_thread,
                                      self.config.frame_split_bytes, streams)
+        self.runtime.on_block = self.executor.task_blocked
+        self.runtime.on_unblock = self.executor.task_unblocked
         self.comm.handler = self._on_message
         self.comm.on_close.append(self._on_scheduler_lost)
         asyncio.ensure_future(self.comm.read_loop())

@@ -18,13 +18,13 @@ How it works
 * Every backend runs in its own fresh child process (this same script with the
   hidden ``--child`` flag), one after the other, so clusters never overlap and
   the startup measurement really is a cold start.  The child prints one JSON
-  record per workload on stdout, prefixed with ``RESULT_PREFIX``, as soon as it
+  record per result on stdout, prefixed with ``RESULT_PREFIX``, as soon as it
   has it, so a backend that crashes or hangs half-way still reports what it
   finished.  The parent collects those records and renders a Markdown report.
 * Startup can only be measured once per process, so the parent starts
   ``--repeat`` children per backend: the first runs every workload, the others
-  only measure startup.  Every other workload is warmed up at a small size and
-  then timed ``--repeat`` times inside the first child.  The report shows
+  only measure startup.  All other workloads are warmed up at a small size
+  and then timed ``--repeat`` times inside the first child.  The report shows
   medians.
 
 Usage::
@@ -48,7 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # Top-level code must stay import-safe: Dask starts its worker processes with
@@ -448,12 +448,8 @@ class BackendResult:
     backend: str
     status: str = "ok"            # ok | skipped | failed
     version: str = ""
-    notes: list[str] | None = None
-    samples: dict[str, list[float]] | None = None
-
-    def __post_init__(self):
-        self.notes = self.notes or []
-        self.samples = self.samples or {}
+    notes: list[str] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
     def median(self, key: str) -> float | None:
         values = self.samples.get(key)
@@ -556,7 +552,7 @@ def fmt_value(value: float | None, metric: Metric) -> str:
 def fmt_ratio(gs: float | None, other: float | None) -> str:
     if gs is None or other is None or other == 0:
         return "n/a"
-    return f"{gs / other:.2f}×"
+    return f"{gs / other:.3g}×"
 
 
 def render_report(results: dict[str, BackendResult], repeat: int) -> str:

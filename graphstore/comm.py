@@ -84,6 +84,7 @@ class Comm:
         self._outbox: list = []
         self._flush_scheduled = False
         self._writing = False
+        self._write_future = None
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._loop = asyncio.get_event_loop()
@@ -118,29 +119,33 @@ class Comm:
             return
         batch, self._outbox = self._outbox, []
         try:
-            buffers = protocol.encode_batch(batch)
+            encoded = protocol.encode_batches(batch, self.limits)
         except Exception:
             logger.exception("could not encode a batch for %s; closing", self.peer)
             self.abort()
             return
         self._writing = True
+        future = None
         try:
-            small = []
-            future = None
-            for buf in buffers:
-                if len(buf) < _SMALL_FRAME:
-                    small.append(buf)
-                    continue
-                if small:
-                    self.stream.write(b"".join(small))
-                    small = []
-                future = self.stream.write(buf)
+            small: list = []
+            for buffers in encoded:
+                for buf in buffers:
+                    if len(buf) < _SMALL_FRAME:
+                        small.append(buf)
+                        continue
+                    if small:
+                        self.stream.write(b"".join(small))
+                        small = []
+                    future = self.stream.write(buf)
             if small:
                 future = self.stream.write(b"".join(small) if len(small) > 1 else small[0])
-        except StreamClosedError:
+        except Exception as exc:
             self._writing = False
+            if not isinstance(exc, StreamClosedError):
+                logger.exception("could not write to %s; closing", self.peer)
             self.abort()
             return
+        self._write_future = future
         future.add_done_callback(self._write_done)
 
     def _write_done(self, future) -> None:
@@ -292,14 +297,22 @@ class Comm:
             except Exception:
                 logger.exception("close callback failed for %s", self.peer)
 
-    async def close(self) -> None:
-        """Flush what is queued, then close."""
-        if not self.closed and (self._outbox or self._writing):
-            self._flush()
-            for _ in range(200):
-                if not self._writing and not self._outbox:
-                    break
-                await asyncio.sleep(0.005)
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued (waiting up to ``timeout`` for the peer to take it), then
+        close."""
+        deadline = self._loop.time() + timeout
+        while not self.closed and (self._outbox or self._writing):
+            if not self._writing:
+                self._flush()
+            future = self._write_future
+            remaining = deadline - self._loop.time()
+            if future is None or remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(future), remaining)
+            except Exception:
+                break
+            await asyncio.sleep(0)
         self.abort()
 
 

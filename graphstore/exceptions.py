@@ -24,7 +24,9 @@ class TaskError(GraphstoreError):
         self.cause = cause
         self.pid = pid
         self.cause_type_name = cause_type_name or type(cause).__name__
-        super().__init__(function_name, traceback_str)
+        # Not super(): in the class mixed with the cause's class that would run the
+        # cause's __init__ with our arguments.
+        Exception.__init__(self, function_name, traceback_str)
 
     def __str__(self) -> str:
         where = f" (pid={self.pid})" if self.pid is not None else ""
@@ -51,7 +53,10 @@ class TaskError(GraphstoreError):
                             "__reduce__": TaskError.__reduce__,
                             "__module__": TaskError.__module__})
                 _dual_classes[cause_cls] = cls
-            err = cls.__new__(cls)
+            try:
+                err = cls.__new__(cls, *getattr(self.cause, "args", ()))
+            except Exception:
+                err = cls.__new__(cls)
             _dual_init(err, self.function_name, self.traceback_str, self.cause, self.pid,
                        self.cause_type_name)
             return err
@@ -61,10 +66,24 @@ class TaskError(GraphstoreError):
 
 
 _dual_classes: dict[type, type] = {}
+_TASK_ERROR_FIELDS = frozenset(("function_name", "traceback_str", "cause", "pid",
+                                "cause_type_name"))
 
 
 def _dual_init(self, function_name, traceback_str, cause, pid=None, cause_type_name=None):
+    # The cause's own attributes (errno, filename, custom fields) stay reachable.
+    attributes = dict(getattr(cause, "__dict__", {}))
+    if isinstance(cause, OSError):
+        attributes.update(errno=cause.errno, strerror=cause.strerror,
+                          filename=cause.filename, filename2=cause.filename2)
     TaskError.__init__(self, function_name, traceback_str, cause, pid, cause_type_name)
+    for name, value in attributes.items():
+        if name in _TASK_ERROR_FIELDS:
+            continue
+        try:
+            setattr(self, name, value)
+        except (AttributeError, TypeError):
+            pass
     self.args = getattr(cause, "args", (function_name, traceback_str))
 
 

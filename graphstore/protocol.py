@@ -224,19 +224,36 @@ def encode_batch(messages: list) -> list:
 
     header = msgpack.packb([_to_wire(m) for m in messages], default=default,
                            use_bin_type=True)
-    lengths = [len(header)] + [memoryview(f).nbytes for f in frames]
+    frames = [f if type(f) is bytes else memoryview(f).cast("B") for f in frames]
+    lengths = [len(header)] + [len(f) for f in frames]
     prefix = _COUNT.pack(len(lengths)) + b"".join(_LENGTH.pack(n) for n in lengths)
     return [prefix, header, *frames]
 
 
-def _from_wire(item) -> Any:
+def encode_batches(messages: list, limits: Limits) -> list[list]:
+    """Encode ``messages`` as one batch, or several when one would break ``limits``."""
+    encoded = encode_batch(messages)
+    if ((len(encoded[1]) <= limits.max_header_bytes
+         and len(encoded) - 1 <= limits.max_frames) or len(messages) == 1):
+        return [encoded]
+    half = len(messages) // 2
+    return encode_batches(messages[:half], limits) + encode_batches(messages[half:], limits)
+
+
+_N_TYPES = len(MESSAGE_TYPES)
+
+
+def _from_wire(item, nested: bool = False) -> Any:
+    if type(item) is not list or not item:
+        raise ValueError(f"a message must be a non-empty list, got {type(item).__name__}")
     code = item[0]
-    try:
-        cls = MESSAGE_TYPES[code]
-    except (IndexError, TypeError):
-        raise ValueError(f"unknown message code {code!r}") from None
+    if type(code) is not int or not 0 <= code < _N_TYPES:
+        raise ValueError(f"unknown message code {code!r}")
+    cls = MESSAGE_TYPES[code]
     if cls is Request:
-        return Request(item[1], _from_wire(item[2]))
+        if nested or len(item) != 3:
+            raise ValueError("malformed Request")
+        return Request(item[1], _from_wire(item[2], True))
     return cls._make(item[1:])
 
 

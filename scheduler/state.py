@@ -59,7 +59,7 @@ class TaskState:
     __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
-                 "shape", "long", "blocked")
+                 "shape", "long", "blocked", "holds_slot", "counted_refs")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -82,6 +82,11 @@ class TaskState:
         self.finished_at = 0.0
         self.long = False
         self.blocked = False
+        #: Whether the task occupies one of its worker's slots and its node's CPUs (else
+        #: it is pipelined: queued on the worker behind running tasks).
+        self.holds_slot = False
+        #: Ids whose ``task_refs`` this task incremented, released exactly once.
+        self.counted_refs: list[bytes] = []
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else ())
 
@@ -128,7 +133,7 @@ class WorkerState:
     """A worker process: ``slots`` tasks run at once; its node owns the resources."""
     __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
-                 "blocked")
+                 "blocked", "running", "pipelined")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
@@ -147,9 +152,16 @@ class WorkerState:
         self.long_tasks = 0
         #: Tasks waiting inside ``get``; their slots run other tasks meanwhile.
         self.blocked = 0
+        #: Assigned tasks holding a slot (blocked ones included).
+        self.running = 0
+        #: Assigned tasks queued behind the running ones, oldest first.
+        self.pipelined: deque[TaskState] = deque()
 
     def free_slots(self) -> int:
-        return self.slots + self.blocked - len(self.assigned)
+        return self.slots + self.blocked - self.running
+
+    def queued_beyond_slots(self) -> int:
+        return len(self.assigned) - self.running
 
 
 class SchedulerState:
@@ -344,6 +356,7 @@ class SchedulerState:
                     f"existed"))
                 continue
             obj.task_refs += 1
+            task.counted_refs.append(object_id)
             if obj.state == PENDING:
                 task.waiting_on += 1
                 obj.dependents.append(task)
@@ -353,6 +366,7 @@ class SchedulerState:
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.task_refs += 1
+                task.counted_refs.append(object_id)
         if failure is None and spec.function_hash not in self.functions:
             failure = error_payload(ObjectLostError(
                 f"the code of function {spec.name} never reached the scheduler"))
@@ -463,12 +477,12 @@ class SchedulerState:
             self._release_task_refs(task)
 
     def _release_task_refs(self, task: TaskState) -> None:
-        for ids in (task.deps, task.nested):
-            for object_id in ids:
-                obj = self.objects.get(object_id)
-                if obj is not None:
-                    obj.task_refs -= 1
-                    self._maybe_free(obj)
+        counted, task.counted_refs = task.counted_refs, []
+        for object_id in counted:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.task_refs -= 1
+                self._maybe_free(obj)
         task.args = None
 
     # -- placement --------------------------------------------------------------------
@@ -499,10 +513,11 @@ class SchedulerState:
             else:
                 if depth < 0:
                     depth = self._pipeline_depth(task)
-                if (depth == 0 or worker.long_tasks or -free >= depth
+                queued = worker.queued_beyond_slots()
+                if (depth == 0 or worker.long_tasks or queued >= depth
                         or not worker.node.fits_ever(task)):
                     continue
-                load = 1.0 - free / worker.slots
+                load = 1.0 + queued / worker.slots
             if best_load is None or load < best_load:
                 best, best_load = worker, load
         return best
@@ -524,8 +539,13 @@ class SchedulerState:
         task.state = ASSIGNED
         task.worker = worker
         task.started_at = time.time()
+        if worker.free_slots() > 0 and worker.node.fits_now(task):
+            task.holds_slot = True
+            worker.running += 1
+            worker.node.acquire(task)
+        else:
+            worker.pipelined.append(task)
         worker.assigned[task.id] = task
-        worker.node.acquire(task)
         duration = self.function_durations.get(task.function_hash)
         task.long = duration is None or duration > self.pipeline_seconds
         if task.long:
@@ -546,11 +566,27 @@ class SchedulerState:
             return
         if task.long:
             worker.long_tasks -= 1
+        if not task.holds_slot:
+            return  # still in ``pipelined``; skipped there when its turn comes
+        task.holds_slot = False
+        worker.running -= 1
         if task.blocked:
             task.blocked = False
             worker.blocked -= 1
         else:
             worker.node.acquire(task, -1.0)
+        self._promote(worker)
+
+    def _promote(self, worker: WorkerState) -> None:
+        """A slot freed up: the oldest pipelined task on that worker starts running."""
+        pipelined = worker.pipelined
+        while pipelined and worker.free_slots() > 0:
+            task = pipelined.popleft()
+            if task.worker is not worker or task.holds_slot or task.id not in worker.assigned:
+                continue
+            task.holds_slot = True
+            worker.running += 1
+            worker.node.acquire(task)
 
     def task_blocked(self, worker_id: bytes, task_id: bytes) -> None:
         """A task waits on objects: lend its CPUs and slot to other tasks meanwhile."""
@@ -561,6 +597,7 @@ class SchedulerState:
         task.blocked = True
         worker.blocked += 1
         worker.node.acquire(task, -1.0)
+        self._promote(worker)
 
     def task_unblocked(self, worker_id: bytes, task_id: bytes) -> None:
         worker = self.workers.get(worker_id)

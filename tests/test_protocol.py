@@ -1,0 +1,370 @@
+"""Wire framing: graphstore.protocol, with no sockets.
+
+A batch on the wire is ``u32 nframes | u64 len * nframes | frames``; frame 0 is the msgpack
+header, the others are raw buffers referenced from it. These tests go through real bytes:
+encode, concatenate, parse the prefix the way ``comm`` does, decode.
+"""
+from __future__ import annotations
+
+import random
+import struct
+
+import msgpack
+import numpy as np
+import pytest
+
+from graphstore import protocol as p
+from graphstore.config import Limits
+from graphstore.protocol import Frame
+
+LIMITS = Limits()
+
+
+def _id(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def to_bytes(buffers) -> bytes:
+    return b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+
+
+def parse_wire(data: bytes, limits: Limits = LIMITS) -> tuple[list, int]:
+    """Decode one batch at the start of ``data``; return (messages, bytes consumed)."""
+    pos = 0
+    count = p.parse_count(data[pos:pos + p.COUNT_SIZE], limits)
+    pos += p.COUNT_SIZE
+    lengths = p.parse_lengths(data[pos:pos + p.LENGTH_SIZE * count], count, limits)
+    pos += p.LENGTH_SIZE * count
+    frames = []
+    for n in lengths:
+        frames.append(memoryview(data)[pos:pos + n])
+        pos += n
+    assert pos <= len(data), "batch is truncated"
+    return p.decode_header(frames[0], frames[1:]), pos
+
+
+def roundtrip(messages: list) -> list:
+    data = to_bytes(p.encode_batch(messages))
+    decoded, used = parse_wire(data)
+    assert used == len(data)
+    return decoded
+
+
+def normal(value):
+    """Comparable form: Frames become ('frame', bytes), tuples become lists."""
+    if type(value) is Frame:
+        return ("frame", bytes(memoryview(value.buffer).cast("B")))
+    if isinstance(value, (memoryview, bytearray)):
+        return bytes(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return (type(value).__name__, [normal(v) for v in value])
+    if isinstance(value, (list, tuple)):
+        return [normal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items()}
+    return value
+
+
+BIG = bytes(range(256)) * 1024           # 256 KiB: travels as its own frame
+TID, FH = _id(1), b"h" * 16
+
+SAMPLES = {
+    p.Request: p.Request(7, p.SubmitTask(TID, FH, "f", [b"pickle", Frame(BIG)], [_id(2)],
+                                         [_id(3)], [_id(4)], 1.5, {"GPU": 0.5}, 3)),
+    p.Reply: p.Reply(7, None, {"address": "tcp://1.2.3.4:5", "n": [1, 2.5, None, True]}),
+    p.RegisterClient: p.RegisterClient(_id(5), 1234, "host-a"),
+    p.RegisterWorker: p.RegisterWorker(_id(6), 99, "host-b", "node-b", 4.0, {"GPU": 2.0},
+                                       "tcp://10.0.0.1:7000"),
+    p.RegisterFunction: p.RegisterFunction(FH, b"\x80\x05cloudpickled"),
+    p.SubmitTask: p.SubmitTask(TID, FH, "g", None, [], [], [_id(9)], 0.0, None, 0),
+    p.PutObject: p.PutObject(_id(10), [b"\x80\x05stream", Frame(BIG), b""], [_id(11)]),
+    p.IncRef: p.IncRef([_id(12), _id(13)]),
+    p.DecRef: p.DecRef([_id(12)]),
+    p.WantObjects: p.WantObjects([_id(14), _id(15), _id(16)]),
+    p.ObjectReady: p.ObjectReady(_id(14), [b"value", Frame(BIG)], None),
+    p.FunctionCode: p.FunctionCode(FH, b"code" * 100),
+    p.RunTask: p.RunTask(TID, FH, "f", [b"args"], [[_id(2), [b"dep", Frame(BIG)]]],
+                         [_id(4)]),
+    p.TaskDone: p.TaskDone(TID, [[_id(4), [b"result", Frame(BIG)], [_id(2)]]], 0.125),
+    p.TaskFailed: p.TaskFailed(TID, [b"pickled TaskError"], 2.5),
+    p.TaskOutput: p.TaskOutput(TID, "(f pid=3)", "stdout", "héllo\n"),
+    p.Output: p.Output("(f pid=3)", "stderr", "warning\n"),
+    p.ClusterInfo: p.ClusterInfo(3, {"CPU": 12.0, "GPU": 1.0}),
+    p.Ping: p.Ping(),
+}
+
+
+def sample(cls):
+    """A message of type ``cls``: the hand-written sample, else every field filled."""
+    if cls in SAMPLES:
+        return SAMPLES[cls]
+    return cls._make([f"{field}-value".encode() for field in cls._fields])
+
+
+ALL_TYPES = list(p.MESSAGE_TYPES)
+
+
+def test_codes_are_unique_and_dense():
+    assert sorted(p.CODES.values()) == list(range(len(p.MESSAGE_TYPES)))
+    assert all(p.MESSAGE_TYPES[code] is cls for cls, code in p.CODES.items())
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda c: c.__name__)
+def test_roundtrip_each_message_type(cls):
+    message = sample(cls)
+    (decoded,) = roundtrip([message])
+    assert type(decoded) is cls
+    assert normal(decoded) == normal(message)
+
+
+@pytest.mark.parametrize("cls", [c for c in ALL_TYPES if c is not p.Request],
+                         ids=lambda c: c.__name__)
+def test_roundtrip_each_type_wrapped_in_request(cls):
+    message = p.Request(2**40, sample(cls))
+    (decoded,) = roundtrip([message])
+    assert type(decoded) is p.Request and type(decoded.message) is cls
+    assert decoded.rid == 2**40
+    assert normal(decoded) == normal(message)
+
+
+def test_request_inside_request_is_rejected():
+    with pytest.raises(ValueError):
+        roundtrip([p.Request(1, p.Request(2, p.Ping()))])
+
+
+def test_batch_of_every_type_keeps_order():
+    messages = [sample(cls) for cls in ALL_TYPES] * 3
+    decoded = roundtrip(messages)
+    assert [type(m) for m in decoded] == [type(m) for m in messages]
+    assert normal(decoded) == normal(messages)
+
+
+def test_batch_of_many_messages():
+    messages = [p.IncRef([_id(i)]) if i % 2 else p.DecRef([_id(i)]) for i in range(20_000)]
+    decoded = roundtrip(messages)
+    assert len(decoded) == 20_000
+    assert decoded[12_345] == p.IncRef([_id(12_345)])
+    assert decoded[12_346] == p.DecRef([_id(12_346)])
+    assert normal(decoded) == normal(messages)
+
+
+def test_frames_are_separate_buffers_not_copied_into_header():
+    big1 = np.arange(1_000_000, dtype=np.uint8)
+    big2 = bytearray(b"x" * 300_000)
+    messages = [p.PutObject(_id(1), [b"small", Frame(big1)], []),
+                p.PutObject(_id(2), [Frame(big2)], [_id(1)])]
+    buffers = p.encode_batch(messages)
+    prefix, header, *frames = buffers
+    # The big buffers are handed back as-is (no copy), in reference order.
+    assert len(frames) == 2
+    assert all(f is b or (isinstance(f, memoryview) and f.obj is b)
+               for f, b in zip(frames, (big1, big2)))
+    assert len(header) < 1000
+    count = p.parse_count(prefix[:4], LIMITS)
+    assert count == 3
+    assert p.parse_lengths(prefix[4:], count, LIMITS) == [len(header), 1_000_000, 300_000]
+
+    decoded, _ = parse_wire(to_bytes(buffers))
+    frame = decoded[0].payload[1]
+    assert type(frame) is Frame
+    assert bytes(frame.buffer) == big1.tobytes()
+    assert decoded[0].payload[0] == b"small"
+    assert bytes(decoded[1].payload[0].buffer) == bytes(big2)
+    assert len(frame) == 1_000_000
+
+
+def test_frame_length_uses_nbytes_for_multibyte_buffers():
+    arr = np.arange(50_000, dtype=np.float64).reshape(100, 500)
+    buffers = p.encode_batch([p.PutObject(_id(1), [Frame(arr)], [])])
+    lengths = p.parse_lengths(buffers[0][4:], 2, LIMITS)
+    assert lengths[1] == arr.nbytes
+    decoded, _ = parse_wire(to_bytes(buffers))
+    back = np.frombuffer(decoded[0].payload[0].buffer, dtype=np.float64).reshape(100, 500)
+    np.testing.assert_array_equal(back, arr)
+
+
+def test_the_same_frame_twice_is_sent_twice_and_decodes_independently():
+    f = Frame(b"z" * 100_000)
+    decoded = roundtrip([p.ObjectReady(_id(1), [f], None), p.ObjectReady(_id(2), [f], None)])
+    assert [bytes(m.payload[0].buffer) for m in decoded] == [b"z" * 100_000] * 2
+
+
+def test_empty_frame():
+    (decoded,) = roundtrip([p.PutObject(_id(1), [Frame(b"")], [])])
+    assert bytes(decoded.payload[0].buffer) == b""
+
+
+def test_memoryview_and_bytearray_fields_are_sent_as_bytes():
+    (decoded,) = roundtrip([p.FunctionCode(memoryview(b"abc"), bytearray(b"def"))])
+    assert decoded == p.FunctionCode(b"abc", b"def")
+
+
+def test_unencodable_field_names_its_type():
+    class Strange:
+        pass
+
+    with pytest.raises(TypeError, match="Strange"):
+        p.encode_batch([p.Reply(1, None, Strange())])
+
+
+def test_wire_payload_splits_at_threshold():
+    small, edge, big = b"a" * 99, b"b" * 100, bytearray(b"c" * 101)
+    out = p.wire_payload([small, edge, big], split_bytes=100)
+    assert out[0] is small
+    assert type(out[1]) is Frame and out[1].buffer is edge
+    assert type(out[2]) is Frame and out[2].buffer is big
+    assert p.unwrap(out[2]) is big and p.unwrap(small) is small
+
+
+# -- malformed input ----------------------------------------------------------------------
+
+def header(obj, **kw) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True, **kw)
+
+
+def ext_ref(index: int, code: int = 1) -> msgpack.ExtType:
+    return msgpack.ExtType(code, struct.pack("!I", index))
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\xc1", b"\xff\xfe\xfd", b"\x92\x91\x00",   # reserved byte, junk, truncated list
+    b"\x91\x91\x12" + b"trailing",                      # extra data after the header
+    b"GET / HTTP/1.1\r\n\r\n",
+], ids=["empty", "reserved", "junk", "truncated", "trailing", "http"])
+def test_garbage_header_raises_value_error(data):
+    with pytest.raises(ValueError):
+        p.decode_header(data, [])
+
+
+@pytest.mark.parametrize("obj", [
+    {"a": 1}, 5, "text", None,                     # not a list
+    [5], [None], [b"\x00"],                        # items that are not lists
+    [[]],                                          # no code
+    [[999]], [[len(p.MESSAGE_TYPES)]], [["a"]], [[1.5]], [[None]],  # unknown codes
+    [[p.CODES[p.Ping], 1]],                        # too many fields
+    [[p.CODES[p.IncRef]]],                         # too few fields
+    [[p.CODES[p.Request], 1]],                     # request without inner message
+    [[p.CODES[p.Request], 1, [999]]],              # request with unknown inner code
+], ids=repr)
+def test_malformed_messages_raise_value_error(obj):
+    with pytest.raises(ValueError):
+        p.decode_header(header(obj), [])
+
+
+@pytest.mark.parametrize("code", [-1, -2, -len(p.MESSAGE_TYPES)])
+def test_negative_message_code_is_unknown(code):
+    with pytest.raises(ValueError, match="unknown message code"):
+        p.decode_header(header([[code]]), [])
+
+
+def test_map_item_raises_value_error():
+    with pytest.raises(ValueError):
+        p.decode_header(header([{}]), [])
+
+
+def test_deeply_nested_requests_raise_value_error():
+    depth = 1020
+    # [[0, 0, [0, 0, [... [Ping] ...]]]] built by hand: msgpack's packer refuses the depth.
+    data = b"\x91" + b"\x93\x00\x00" * depth + b"\x91" + bytes([p.CODES[p.Ping]])
+    with pytest.raises(ValueError):
+        p.decode_header(data, [])
+
+
+def test_wrong_ext_code_raises():
+    with pytest.raises(ValueError, match="ext type"):
+        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(1, code=7)], None]]),
+                        [b"frame"])
+
+
+@pytest.mark.parametrize("index", [0, 2, 2**32 - 1])
+def test_out_of_range_frame_reference_raises(index):
+    with pytest.raises(ValueError, match="out of range"):
+        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(index)], None]]),
+                        [b"only one frame"])
+
+
+def test_frame_reference_with_bad_length_raises():
+    bad = msgpack.ExtType(1, b"\x00\x01")          # 2 bytes, not a u32
+    with pytest.raises(ValueError):
+        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [bad], None]]), [b"x"])
+
+
+def test_valid_frame_reference_decodes():
+    (m,) = p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(2)], None]]),
+                           [b"one", b"two"])
+    assert type(m.payload[0]) is Frame and m.payload[0].buffer == b"two"
+
+
+def test_mutated_headers_only_raise_value_error():
+    """Flip bytes of real headers: decoding either succeeds or raises ValueError."""
+    rng = random.Random(1234)
+    headers = [p.encode_batch([sample(cls)])[1] for cls in ALL_TYPES]
+    frames = [BIG]
+    other = []
+    for _ in range(3000):
+        data = bytearray(rng.choice(headers))
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(data))
+            data[pos] = rng.choice([rng.randrange(256), 0xdc, 0xdd, 0xc7, 0xd4, 0x80, 0xff])
+        try:
+            p.decode_header(bytes(data), frames)
+        except ValueError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the point of the test
+            other.append((bytes(data), repr(exc)))
+    assert other == []
+
+
+# -- limits ---------------------------------------------------------------------------
+
+def test_parse_count_limits():
+    limits = Limits(max_frames=10)
+    assert p.parse_count(struct.pack("!I", 1), limits) == 1
+    assert p.parse_count(struct.pack("!I", 10), limits) == 10
+    for bad in (0, 11, 2**32 - 1):
+        with pytest.raises(ValueError, match="frame count"):
+            p.parse_count(struct.pack("!I", bad), limits)
+
+
+def test_parse_lengths_header_limit():
+    limits = Limits(max_header_bytes=1000)
+    assert p.parse_lengths(struct.pack("!Q", 1000), 1, limits) == [1000]
+    with pytest.raises(ValueError, match="header of 1001 bytes"):
+        p.parse_lengths(struct.pack("!Q", 1001), 1, limits)
+    with pytest.raises(ValueError, match="header"):
+        p.parse_lengths(struct.pack("!Q", 2**64 - 1), 1, LIMITS)
+
+
+def test_parse_lengths_frame_limit():
+    limits = Limits(max_frame_bytes=5000)
+    ok = struct.pack("!QQQ", 10, 5000, 0)
+    assert p.parse_lengths(ok, 3, limits) == [10, 5000, 0]
+    with pytest.raises(ValueError, match="frame of 5001 bytes"):
+        p.parse_lengths(struct.pack("!QQQ", 10, 0, 5001), 3, limits)
+    with pytest.raises(ValueError, match="exceeds"):
+        p.parse_lengths(struct.pack("!QQ", 10, 2**63), 2, LIMITS)
+
+
+def test_parse_lengths_count_mismatch():
+    with pytest.raises(ValueError, match="truncated"):
+        p.parse_lengths(struct.pack("!QQ", 10, 10), 3, LIMITS)
+
+
+def test_default_limits_accept_real_batches():
+    buffers = p.encode_batch([p.PutObject(_id(1), [Frame(BIG)] * 3, [])])
+    count = p.parse_count(buffers[0][:4], LIMITS)
+    assert p.parse_lengths(buffers[0][4:], count, LIMITS)[1:] == [len(BIG)] * 3
+
+
+def test_batch_beyond_limits_is_rejected_by_the_receiver():
+    """The receiver's checks apply to what encode_batch produced: nothing slips through."""
+    limits = Limits(max_frames=3, max_header_bytes=10_000, max_frame_bytes=100_000)
+    too_many = p.encode_batch([p.PutObject(_id(1), [Frame(b"x")] * 3, [])])  # 4 frames
+    with pytest.raises(ValueError):
+        parse_wire(to_bytes(too_many), limits)
+    big_header = p.encode_batch([p.FunctionCode(FH, b"x" * 20_000)])
+    with pytest.raises(ValueError):
+        parse_wire(to_bytes(big_header), limits)
+    big_frame = p.encode_batch([p.PutObject(_id(1), [Frame(b"x" * 100_001)], [])])
+    with pytest.raises(ValueError):
+        parse_wire(to_bytes(big_frame), limits)

@@ -4,7 +4,8 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 """
 from graphstore import exceptions
 from graphstore._state import init, is_initialized, shutdown
-from graphstore.api import cluster_resources, cluster_status, get, put, wait
+from graphstore.api import (cluster_resources, cluster_status, get, list_tasks,
+                            memory_summary, put, wait)
 from graphstore.object_ref import ObjectRef
 from graphstore.remote_function import remote
 
@@ -18,6 +19,8 @@ __all__ = [
     "get",
     "init",
     "is_initialized",
+    "list_tasks",
+    "memory_summary",
     "put",
     "remote",
     "shutdown",

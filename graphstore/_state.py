@@ -19,6 +19,7 @@ from graphstore.config import Config, load_config
 from graphstore.exceptions import GraphstoreError
 from graphstore.local_cluster import LocalCluster
 from graphstore.loop_thread import LoopThread
+from graphstore.node import default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
 from graphstore.token import load_token
@@ -56,21 +57,25 @@ class ClusterContext:
 
 class Driver:
     def __init__(self, config: Config, address: str | None, num_cpus: int | None,
-                 resources: dict | None, token: str | None, env: dict):
+                 resources: dict | None, token: str | None, env: dict,
+                 node_id: str | None = None, worker_node_ids: list | None = None):
         self.config = config
+        self.node_id = node_id or default_node_id()
         self.cluster: LocalCluster | None = None
         self.loop_thread: LoopThread | None = None
         self.runtime: Runtime | None = None
         if address is None:
             workers = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
-            self.cluster = LocalCluster(int(workers), resources=resources, env=env)
+            self.cluster = LocalCluster(int(workers), resources=resources, env=env,
+                                        node_ids=worker_node_ids,
+                                        store_capacity=config.object_store_memory)
             address = self.cluster.start()
             token_bytes = self.cluster.token.encode()
             expected_workers = int(workers)
         else:
-            if num_cpus is not None or resources:
-                raise ValueError("num_cpus and resources describe a new local cluster; "
-                                 "they cannot be used with address=")
+            if num_cpus is not None or resources or worker_node_ids:
+                raise ValueError("num_cpus, resources and worker_node_ids describe a new "
+                                 "local cluster; they cannot be used with address=")
             token_bytes = load_token(token)
             expected_workers = 0
         self.address = address
@@ -88,7 +93,8 @@ class Driver:
         async def open_connection():
             comm = await connect(self.address, token, split_bytes=config.frame_split_bytes,
                                  timeout=config.startup_timeout)
-            runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, is_driver=True)
+            runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, is_driver=True,
+                              node_id=self.node_id, token=token)
             comm.handler = lambda c, m: runtime.handle(m) or None
             comm.on_close.append(lambda c: runtime.connection_lost())
             import asyncio
@@ -96,8 +102,10 @@ class Driver:
             reply = await comm.request(msg.RegisterClient(peer_id, os.getpid(),
                                                           socket.gethostname()),
                                        timeout=config.startup_timeout)
-            runtime.cluster_info = {"num_workers": reply["num_workers"],
-                                    "resources": reply["resources"]}
+            if not runtime.cluster_info:  # a ClusterInfo that came after is newer
+                runtime.cluster_info = {"num_workers": reply["num_workers"],
+                                        "resources": reply["resources"],
+                                        "workers": reply["workers"]}
             return runtime
 
         self.runtime = self.loop_thread.run(open_connection(),
@@ -139,11 +147,15 @@ class Driver:
 def init(address: str | None = None, *, num_cpus: int | None = None,
          resources: dict | None = None, ignore_reinit_error: bool = False,
          log_to_driver: bool | None = None, token: str | None = None,
-         **settings) -> ClusterContext:
+         object_store_memory: int | None = None, node_id: str | None = None,
+         worker_node_ids: list[str] | None = None, **settings) -> ClusterContext:
     """Start a local cluster (no ``address``) or join the one at ``tcp://host:port``.
 
-    ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. Other keyword arguments override
-    settings of ``graphstore.config.Config`` for this cluster.
+    ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. ``object_store_memory``: bytes of
+    shared memory per worker. ``node_id`` names this driver's host; ``worker_node_ids``
+    gives each local worker its own host identity (to exercise multi-host behaviour on
+    one machine). Other keyword arguments override settings of
+    ``graphstore.config.Config`` for this cluster.
     """
     global _driver
     with _lock:
@@ -162,9 +174,20 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 raise ValueError("address='auto' needs GRAPHSTORE_ADDRESS to be set")
         if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
             raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
-        config = load_config(log_to_driver=log_to_driver, **settings)
+        if object_store_memory is not None and (not isinstance(object_store_memory, int)
+                                                or object_store_memory <= 0):
+            raise ValueError(f"object_store_memory must be a positive number of bytes, got "
+                             f"{object_store_memory!r}")
+        if worker_node_ids is not None:
+            if num_cpus is None:
+                num_cpus = len(worker_node_ids)
+            if len(worker_node_ids) != num_cpus:
+                raise ValueError("worker_node_ids needs one node id per worker (num_cpus)")
+        config = load_config(log_to_driver=log_to_driver,
+                             object_store_memory=object_store_memory, **settings)
         env = {f"GRAPHSTORE_{k.upper()}": v for k, v in settings.items() if v is not None}
-        _driver = Driver(config, address, num_cpus, resources, token, env)
+        _driver = Driver(config, address, num_cpus, resources, token, env, node_id,
+                         worker_node_ids)
         return _driver.context()
 
 

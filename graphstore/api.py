@@ -42,3 +42,55 @@ def cluster_status() -> dict:
 def cluster_resources() -> dict:
     """Total resources of the workers in the cluster, e.g. ``{"CPU": 8.0}``."""
     return cluster_status()["resources"]
+
+
+def memory_summary() -> dict:
+    """Objects by size (where they are, who refers to them) and each store's use, in the
+    spirit of ``ray memory``."""
+    from graphstore import protocol as msg
+    return _state.get_runtime().request(msg.GetMemorySummary())
+
+
+def list_tasks(limit: int = 1000) -> list[dict]:
+    """Recent task records: name, state, times, placement (worker, node, bytes fetched)."""
+    from graphstore import protocol as msg
+    return _state.get_runtime().request(msg.GetTaskRecords(limit))
+
+
+def format_memory_summary(summary: dict) -> str:
+    """Human-readable text of ``memory_summary()``."""
+    def size(n) -> str:
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if abs(n) < 1024 or unit == "GiB":
+                return f"{n:,.1f} {unit}" if unit != "B" else f"{n} B"
+            n /= 1024
+        return str(n)
+
+    lines = ["--- object stores ---"]
+    for store in summary["stores"]:
+        if "capacity" not in store:
+            lines.append(f"worker pid={store['pid']} node={store['node']}: "
+                         f"{store.get('error', 'no answer')}")
+            continue
+        used, cap = store["used"], store["capacity"]
+        lines.append(f"worker pid={store['pid']} node={store['node']}: "
+                     f"{size(used)} / {size(cap)} used ({100 * used / cap:.1f}%), "
+                     f"{store['objects']} objects, {store['pinned']} pinned, "
+                     f"{size(store['pooled'])} kept for reuse")
+    lines.append(f"--- objects ({summary['total_objects']} total; "
+                 f"{size(summary['stored_bytes'])} in stores, "
+                 f"{size(summary['inline_bytes'])} inline) ---")
+    lines.append(f"{'object id':34} {'size':>12} {'state':8} where / referenced by")
+    for obj in summary["objects"]:
+        where = obj["where"] if isinstance(obj["where"], str) else ", ".join(obj["where"])
+        refs = ", ".join(obj["holders"]) or "-"
+        extra = []
+        if obj["pending_tasks"]:
+            extra.append(f"{obj['pending_tasks']} pending task(s)")
+        if obj["contained_in"]:
+            extra.append(f"inside {obj['contained_in']} object(s)")
+        if obj["pinned_by"]:
+            extra.append(f"mapped by {obj['pinned_by']} process(es)")
+        lines.append(f"{obj['object_id']:34} {size(obj['size']):>12} {obj['state']:8} "
+                     f"{where} / {refs}" + (f" ({'; '.join(extra)})" if extra else ""))
+    return "\n".join(lines)

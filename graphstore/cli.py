@@ -42,12 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU slots this worker offers (default: all CPUs)")
     worker.add_argument("--resource", action="append", type=_parse_resource, default=[],
                         metavar="NAME=AMOUNT", help="a custom resource (repeatable)")
+    worker.add_argument("--object-store-memory", type=int, default=None,
+                        help="bytes of shared memory for this worker's object store "
+                             "(default: 30%% of memory shared by the host's workers)")
+    worker.add_argument("--host", default="127.0.0.1",
+                        help="interface for the worker's peer server (object transfers)")
     worker.add_argument("--node-id", default=None,
                         help="host identity (default: derived from this machine)")
     worker.add_argument("--token-file", default=None,
                         help="cluster token file (default: GRAPHSTORE_TOKEN or "
                              "~/.graphstore/token)")
     _common(worker)
+
+    memory = sub.add_parser("memory", help="objects, references and store use")
+    memory.add_argument("--address", default=None,
+                        help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
+                             "newest local cluster on this machine)")
+    memory.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -105,7 +116,9 @@ def run_worker(args) -> int:
     stop_on_signals(lambda: loop.stop())
     try:
         loop.run_until_complete(serve(config, token, args.address, num_cpus,
-                                      dict(args.resource), args.node_id, args.watch_stdin))
+                                      dict(args.resource), args.node_id, args.watch_stdin,
+                                      host=args.host,
+                                      store_capacity=args.object_store_memory))
     except RuntimeError:
         pass  # stopped by a signal
     except Exception as exc:
@@ -114,8 +127,38 @@ def run_worker(args) -> int:
     return 0
 
 
+def _connect_for_tools(address: str | None) -> None:
+    """Join a cluster as a short-lived client for an inspection command."""
+    import graphstore
+    from graphstore.local_cluster import find_current_cluster
+    token = None
+    address = address or os.environ.get("GRAPHSTORE_ADDRESS")
+    if address is None:
+        current = find_current_cluster()
+        if current is None:
+            raise SystemExit("graphstore: no cluster found: pass --address tcp://HOST:PORT "
+                             "or set GRAPHSTORE_ADDRESS")
+        address, token = current["address"], current["token"]
+    graphstore.init(address=address, token=token, log_to_driver=False)
+
+
+def run_memory(args) -> int:
+    import json
+    import graphstore
+    from graphstore.api import format_memory_summary
+    _connect_for_tools(args.address)
+    try:
+        summary = graphstore.memory_summary()
+    finally:
+        graphstore.shutdown()
+    print(json.dumps(summary, indent=2) if args.json else format_memory_summary(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "memory":
+        return run_memory(args)
     if args.command == "scheduler":
         return run_scheduler(args)
     if args.command == "worker":

@@ -85,6 +85,10 @@ class Comm:
         self._flush_scheduled = False
         self._writing = False
         self._write_future = None
+        #: Callbacks to run once the messages now in the outbox are written.
+        self._after_write: list = []
+        #: request id -> writable buffers the reply's large frames are read into
+        self._sinks: dict[int, list[memoryview]] = {}
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._loop = asyncio.get_event_loop()
@@ -118,6 +122,7 @@ class Comm:
         if self.closed or not self._outbox or self._writing:
             return
         batch, self._outbox = self._outbox, []
+        callbacks, self._after_write = self._after_write, []
         try:
             encoded = protocol.encode_batches(batch, self.limits)
         except Exception:
@@ -147,6 +152,8 @@ class Comm:
             return
         self._write_future = future
         future.add_done_callback(self._write_done)
+        for callback in callbacks:
+            future.add_done_callback(lambda f, cb=callback: cb())
 
     def _write_done(self, future) -> None:
         self._writing = False
@@ -156,13 +163,20 @@ class Comm:
         if self._outbox:
             self._flush()
 
-    async def request(self, message, timeout: float | None = None) -> Any:
-        """Send ``message`` and wait for the peer's reply value (or its error)."""
+    async def request(self, message, timeout: float | None = None, *,
+                      sinks: list | None = None) -> Any:
+        """Send ``message`` and wait for the peer's reply value (or its error).
+
+        ``sinks``: writable buffers that large frames of the reply of matching size are
+        read into, instead of fresh memory (used to land objects in shared memory).
+        """
         if self.closed:
             raise ConnectionLostError(f"connection to {self.peer} is closed")
         rid = next(self._rids)
         future = self._loop.create_future()
         self._pending[rid] = future
+        if sinks:
+            self._sinks[rid] = [memoryview(s).cast("B") for s in sinks]
         self.send(Request(rid, message))
         try:
             if timeout is None:
@@ -170,6 +184,29 @@ class Comm:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(rid, None)
+            self._sinks.pop(rid, None)
+
+    def _sinks_for(self, messages: list, placeholders: dict, lengths: list) -> dict:
+        """Frame index -> sink buffer, for frames referenced by replies that have sinks.
+
+        A request's sinks only take frames its own reply refers to, in order, when the
+        sizes match.
+        """
+        if not self._sinks:
+            return {}
+        index_of = {id(frame): index for index, frame in placeholders.items()}
+        assigned: dict[int, memoryview] = {}
+        for message in messages:
+            if type(message) is not Reply or message.rid not in self._sinks:
+                continue
+            sinks = list(self._sinks[message.rid])
+            for frame in _frames_in(message.value):
+                index = index_of.get(id(frame))
+                if index is None or not sinks:
+                    continue
+                if sinks[0].nbytes == lengths[index + 1]:
+                    assigned[index] = sinks.pop(0)
+        return assigned
 
     # -- receiving ----------------------------------------------------------------------
     async def _read_batches(self):
@@ -199,28 +236,38 @@ class Comm:
                         frames.append(bytes(buf[offset:offset + n]))
                         offset += n
                     del buf[:total]
-                else:
-                    frames = []
-                    offset = prefix
-                    for n in lengths:
-                        if n < _SMALL_FRAME:
-                            need = offset + n
-                            while len(buf) < need:
-                                buf += await stream.read_bytes(need - len(buf))
-                            frames.append(bytes(buf[offset:need]))
-                        else:
-                            frame = bytearray(n)
-                            have = min(n, len(buf) - offset)
-                            if have > 0:
-                                frame[:have] = buf[offset:offset + have]
-                            if have < n:
-                                await stream.read_into(memoryview(frame)[have:])
-                            del buf[offset:offset + have]
-                            frames.append(memoryview(frame).toreadonly())
-                            continue
-                        offset += n
-                    del buf[:offset]
-                yield protocol.decode_header(frames[0], frames[1:])
+                    yield protocol.decode_header(frames[0], frames[1:])
+                    continue
+                # A large frame follows: decode the header first, so a reply can name
+                # where its frames go (a sink), then read each large frame into place.
+                header_end = prefix + lengths[0]
+                while len(buf) < header_end:
+                    buf += await stream.read_bytes(header_end - len(buf))
+                messages, placeholders = protocol.decode_header_deferred(
+                    bytes(buf[prefix:header_end]), count - 1)
+                del buf[:header_end]
+                sinks = self._sinks_for(messages, placeholders, lengths)
+                frames = []
+                for index, n in enumerate(lengths[1:]):
+                    if n < _SMALL_FRAME:
+                        while len(buf) < n:
+                            buf += await stream.read_bytes(n - len(buf))
+                        frames.append(bytes(buf[:n]))
+                        del buf[:n]
+                        continue
+                    frame = sinks.get(index)
+                    if frame is None:
+                        frame = memoryview(bytearray(n))
+                    have = min(n, len(buf))
+                    if have:
+                        frame[:have] = buf[:have]
+                        del buf[:have]
+                    if have < n:
+                        await stream.read_into(frame[have:])
+                    frames.append(frame.toreadonly())
+                for index, placeholder in placeholders.items():
+                    placeholder.buffer = frames[index]
+                yield messages
             buf += await stream.read_bytes(_READ_CHUNK, partial=True)
 
     async def read_loop(self) -> None:
@@ -269,6 +316,13 @@ class Comm:
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             task.add_done_callback(lambda t, rid=request.rid: self._reply_done(rid, t))
+        elif type(result) is ReplyThenRun:
+            if self.closed:
+                result.callback()
+                return
+            self.send(Reply(request.rid, None, result.value))
+            self._after_write.append(result.callback)
+            self.flush()
         else:
             self.send(Reply(request.rid, None, result))
 
@@ -291,6 +345,12 @@ class Comm:
             if not future.done():
                 future.set_exception(ConnectionLostError(f"connection to {self.peer} lost"))
         self._pending.clear()
+        callbacks, self._after_write = self._after_write, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("after-write callback failed for %s", self.peer)
         for callback in self.on_close:
             try:
                 callback(self)
@@ -314,6 +374,28 @@ class Comm:
                 break
             await asyncio.sleep(0)
         self.abort()
+
+
+def _frames_in(value, depth: int = 0):
+    """The ``Frame`` placeholders inside a decoded value (lists and dicts, shallow)."""
+    if type(value) is protocol.Frame:
+        yield value
+    elif depth < 4 and isinstance(value, list):
+        for item in value:
+            yield from _frames_in(item, depth + 1)
+    elif depth < 4 and isinstance(value, dict):
+        for item in value.values():
+            yield from _frames_in(item, depth + 1)
+
+
+class ReplyThenRun:
+    """A handler's reply value plus a callback to run once the reply has been written
+    (e.g. to unpin the memory a reply frame points into)."""
+    __slots__ = ("value", "callback")
+
+    def __init__(self, value, callback):
+        self.value = value
+        self.callback = callback
 
 
 class RemoteCallError(Exception):

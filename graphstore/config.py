@@ -41,6 +41,15 @@ class Config:
     worker_pipeline_seconds: float = 0.02
     #: Upper bound of tasks queued on one worker beyond its CPU slots.
     max_tasks_queued_per_worker: int = 256
+    #: Bytes of shared memory each worker's object store may use; 0 picks 30% of the
+    #: machine's memory divided among the local workers.
+    object_store_memory: int = 0
+    #: Seconds a freed segment is kept for reuse before its memory goes back to the OS.
+    store_pool_idle_seconds: float = 10.0
+    #: Bytes/s assumed between hosts when weighing where a task should run.
+    transfer_bandwidth: float = 1e9
+    #: Finished tasks the scheduler remembers (task records, graph export).
+    task_history: int = 10_000
 
 
 def _coerce(value: str, default):

@@ -107,7 +107,7 @@ class TaskCancelledError(GraphstoreError):
     """The task was cancelled with ``graphstore.cancel()``."""
 
 
-class ObjectStoreFullError(GraphstoreError, MemoryError):
+class ObjectStoreFullError(GraphstoreError):
     """The object does not fit in any object store."""
 
 

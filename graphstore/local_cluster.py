@@ -8,6 +8,7 @@ cluster keeps its capacity.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from graphstore import shm
+from graphstore.node import default_store_capacity
 from graphstore.token import ENV_VAR as TOKEN_ENV_VAR
 from graphstore.token import new_token
 
@@ -31,9 +34,23 @@ def _sessions_root() -> Path:
     return Path(tempfile.gettempdir()) / "graphstore-sessions"
 
 
+def current_cluster_file() -> Path:
+    return _sessions_root() / "current_cluster.json"
+
+
+def find_current_cluster() -> dict | None:
+    """The newest local cluster on this machine whose driver still runs, if any."""
+    try:
+        record = json.loads(current_cluster_file().read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
 def _prune_old_sessions(root: Path) -> None:
     try:
-        sessions = sorted(root.glob("session_*"), key=lambda p: p.stat().st_mtime)
+        sessions = sorted(root.glob("session_*"), key=lambda p: p.name)
     except OSError:
         return
     for old in sessions[:-_KEEP_SESSIONS]:
@@ -43,7 +60,7 @@ def _prune_old_sessions(root: Path) -> None:
 class LocalCluster:
     def __init__(self, num_workers: int, *, cpus_per_worker: float = 1.0,
                  resources: dict | None = None, env: dict | None = None,
-                 node_id: str | None = None):
+                 node_ids: list[str] | None = None, store_capacity: int = 0):
         if num_workers < 1:
             raise ValueError(f"a local cluster needs at least one worker (num_cpus >= 1), "
                              f"got {num_workers}")
@@ -51,7 +68,8 @@ class LocalCluster:
         self.cpus_per_worker = cpus_per_worker
         self.resources = dict(resources or {})
         self.token = new_token()
-        self.node_id = node_id
+        self.node_ids = list(node_ids or [])
+        self.store_capacity = store_capacity or default_store_capacity(num_workers)
         root = _sessions_root()
         root.mkdir(parents=True, exist_ok=True)
         _prune_old_sessions(root)
@@ -60,7 +78,9 @@ class LocalCluster:
         self.log_dir = self.session_dir / "logs"
         self.log_dir.mkdir()
         self.session_name = self.session_dir.name
-        self._env = self._child_env(env or {})
+        self.cluster_id = self.session_name.replace("_", "").replace("-", "")[-20:]
+        self._env = self._child_env({**(env or {}), "GRAPHSTORE_CLUSTER_ID": self.cluster_id})
+        shm.sweep()  # segments of earlier clusters whose processes were all killed
         self.address = ""
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
@@ -108,19 +128,32 @@ class LocalCluster:
         self._monitor = threading.Thread(target=self._watch_workers,
                                          name="graphstore-local-cluster", daemon=True)
         self._monitor.start()
+        self._announce()
         return self.address
+
+    def _announce(self) -> None:
+        """Let ``graphstore memory``/``status`` in another terminal find this cluster."""
+        record = {"address": self.address, "token": self.token, "pid": os.getpid(),
+                  "session_dir": str(self.session_dir)}
+        path = current_cluster_file()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
 
     def _start_worker(self) -> subprocess.Popen:
         self._worker_count += 1
         args = ["-m", "graphstore.worker", self.address, "--num-cpus",
-                str(self.cpus_per_worker)]
-        if self.node_id:
-            args += ["--node-id", self.node_id]
+                str(self.cpus_per_worker), "--object-store-memory", str(self.store_capacity)]
+        if self.node_ids:
+            args += ["--node-id", self.node_ids[(self._worker_count - 1) % len(self.node_ids)]]
         if self.resources and self._worker_count == 1:
             for name, amount in self.resources.items():
                 args += ["--resource", f"{name}={amount}"]
         proc = self._spawn(args, f"worker-{self._worker_count}.log")
         proc.worker_args = args  # type: ignore[attr-defined]
+        proc.log_name = f"worker-{self._worker_count}.log"  # type: ignore[attr-defined]
         self.workers.append(proc)
         return proc
 
@@ -142,16 +175,17 @@ class LocalCluster:
                     logger.warning("worker pid %s exited with code %s; starting a "
                                    "replacement", proc.pid, proc.returncode)
                     self.replaced_workers += 1
-                    replacement = self._spawn(proc.worker_args,
-                                              f"worker-{self._worker_count + 1}.log")
                     self._worker_count += 1
+                    log_name = f"worker-{self._worker_count}.log"
+                    replacement = self._spawn(proc.worker_args, log_name)
                     replacement.worker_args = proc.worker_args  # type: ignore[attr-defined]
+                    replacement.log_name = log_name  # type: ignore[attr-defined]
                     self.workers.append(replacement)
 
     def failed_process_report(self) -> str | None:
         """If a process of this cluster has exited, say which and show its log tail."""
         procs = [("scheduler", self.scheduler, "scheduler.log")]
-        procs += [(f"worker pid {p.pid}", p, None) for p in self.workers]
+        procs += [(f"worker pid {p.pid}", p, p.log_name) for p in self.workers]
         for name, proc, log in procs:
             if proc is not None and proc.poll() is not None:
                 text = ""
@@ -196,3 +230,4 @@ class LocalCluster:
                 proc.wait()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(timeout=1)
+        shm.sweep(self.cluster_id)

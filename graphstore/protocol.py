@@ -52,7 +52,8 @@ class RegisterWorker(NamedTuple):
     node_id: str
     num_cpus: float
     resources: dict
-    address: str
+    address: str              # the worker's peer server (object transfers, allocation)
+    store_capacity: int
 
 
 class RegisterFunction(NamedTuple):
@@ -75,8 +76,24 @@ class SubmitTask(NamedTuple):
 
 class PutObject(NamedTuple):
     object_id: bytes
-    payload: list
+    payload: list | None      # inline buffers, or None when the object is in a store
     contained: list
+    location: list | None     # [worker id, segment name, size] of the store holding it
+
+
+class Pin(NamedTuple):
+    """This process maps these objects' segments: do not reuse the memory when freed."""
+    ids: list
+
+
+class Unpin(NamedTuple):
+    ids: list
+
+
+class ObjectAdded(NamedTuple):
+    """Worker -> scheduler: a copy of the object now lives in this worker's store."""
+    object_id: bytes
+    segment: str
 
 
 class IncRef(NamedTuple):
@@ -94,8 +111,9 @@ class WantObjects(NamedTuple):
 
 class ObjectReady(NamedTuple):
     object_id: bytes
-    payload: list | None      # the value's buffers, or None when ``error`` is set
+    payload: list | None      # inline buffers; None for an error or a stored object
     error: list | None        # buffers of a pickled exception
+    location: list | None     # stored objects: [[node id, worker address, segment, size], ...]
 
 
 class FunctionCode(NamedTuple):
@@ -108,13 +126,14 @@ class RunTask(NamedTuple):
     function_hash: bytes
     name: str
     args: Any
-    deps: list                # [[id, payload], ...] aligned with SubmitTask.deps
+    deps: list                # [[id, payload, locations], ...] aligned with SubmitTask.deps
     returns: list
 
 
 class TaskDone(NamedTuple):
     task_id: bytes
-    results: list             # [[id, payload, contained ids], ...]
+    results: list             # [[id, payload or None if stored here, contained, size,
+                              #   segment name or None], ...]
     duration: float
 
 
@@ -122,6 +141,7 @@ class TaskFailed(NamedTuple):
     task_id: bytes
     error: list               # payload of a pickled exception (a TaskError)
     duration: float
+    error_text: str           # the error's text, for status pages and task records
 
 
 class TaskBlocked(NamedTuple):
@@ -150,10 +170,56 @@ class Output(NamedTuple):
 class ClusterInfo(NamedTuple):
     num_workers: int
     resources: dict
+    workers: list             # [[worker id, node id, peer address], ...]
 
 
 class Ping(NamedTuple):
     pass
+
+
+class FreeObjects(NamedTuple):
+    """Scheduler -> worker: drop these objects; [[id, reusable], ...]."""
+    entries: list
+
+
+class SealObjects(NamedTuple):
+    """Scheduler -> worker: a driver finished writing these; they are the store's now."""
+    ids: list
+
+
+class AllocateObject(NamedTuple):
+    """Request to a worker's peer server: a segment of ``size`` bytes for a put."""
+    object_id: bytes
+    size: int
+
+
+class AllocateOnNode(NamedTuple):
+    """Request to the scheduler: a segment for a put, in a store on ``node_id``. Going
+    through the scheduler orders it after this driver's earlier frees, so the store can
+    hand back a warm segment. Reply: [worker id, worker address, segment]."""
+    object_id: bytes
+    size: int
+    node_id: str
+
+
+class FetchObject(NamedTuple):
+    """Request to a worker's peer server: reply [size, Frame(segment bytes)]."""
+    object_id: bytes
+
+
+class GetStoreSummary(NamedTuple):
+    """Request to a worker: its store's use, capacity and objects."""
+    pass
+
+
+class GetMemorySummary(NamedTuple):
+    """Request to the scheduler: objects, references and stores (``graphstore memory``)."""
+    pass
+
+
+class GetTaskRecords(NamedTuple):
+    """Request to the scheduler: recent task records (name, state, placement, times)."""
+    limit: int
 
 
 class GetStatus(NamedTuple):
@@ -165,7 +231,8 @@ MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
     TaskFailed, TaskOutput, Output, ClusterInfo, Ping, TaskBlocked, TaskUnblocked,
-    GetStatus,
+    GetStatus, Pin, Unpin, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
+    FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, AllocateOnNode,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -259,14 +326,31 @@ def _from_wire(item, nested: bool = False) -> Any:
 
 def decode_header(header, frames: list) -> list:
     """Decode frame 0 into messages; ext references pick buffers out of ``frames``."""
+    messages, placeholders = decode_header_deferred(header, len(frames))
+    for index, placeholder in placeholders.items():
+        placeholder.buffer = frames[index]
+    return messages
+
+
+def decode_header_deferred(header, nframes: int) -> tuple[list, dict[int, Frame]]:
+    """Decode frame 0 before the other frames have arrived.
+
+    Returns the messages and, by frame index, the ``Frame`` placeholders they hold; the
+    caller sets each placeholder's ``buffer`` once that frame is read. Knowing the
+    messages first lets a receiver read a large frame straight into its destination.
+    """
+    placeholders: dict[int, Frame] = {}
 
     def ext_hook(code, data):
         if code != _FRAME_EXT:
             raise ValueError(f"unknown msgpack ext type {code}")
         index = _COUNT.unpack(data)[0]
-        if not 1 <= index <= len(frames):
+        if not 1 <= index <= nframes:
             raise ValueError(f"frame reference {index} out of range")
-        return Frame(frames[index - 1])
+        placeholder = placeholders.get(index - 1)
+        if placeholder is None:
+            placeholder = placeholders[index - 1] = Frame(None)
+        return placeholder
 
     try:
         items = msgpack.unpackb(header, ext_hook=ext_hook, raw=False, strict_map_key=False,
@@ -276,7 +360,7 @@ def decode_header(header, frames: list) -> list:
     if not isinstance(items, list):
         raise ValueError("message header is not a list")
     try:
-        return [_from_wire(item) for item in items]
+        return [_from_wire(item) for item in items], placeholders
     except (TypeError, ValueError, IndexError) as exc:
         raise ValueError(f"malformed message: {exc}") from None
 

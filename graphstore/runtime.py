@@ -11,7 +11,9 @@ ref, so a second ``get`` costs no round trip.
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import weakref
 import hashlib
 import itertools
 import logging
@@ -28,7 +30,12 @@ from graphstore.config import Config
 from graphstore.exceptions import GetTimeoutError, GraphstoreError, ConnectionLostError
 from graphstore.object_ref import ObjectRef, new_id
 from graphstore.protocol import wire_payload
-from graphstore.serialization import dumps, dumps_function, loads
+from graphstore import shm
+from graphstore.comm import RemoteCallError, connect
+from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
+from graphstore.node import default_node_id
+from graphstore.protocol import unwrap
+from graphstore.serialization import dumps, dumps_function, loads, nbytes
 from graphstore.task_args import pack_args
 
 logger = logging.getLogger("graphstore.runtime")
@@ -80,13 +87,23 @@ class FunctionDescriptor:
 class Runtime:
     """Owns this process's view of the cluster. Thread-safe for user threads."""
 
-    def __init__(self, loop, comm, config: Config, peer_id: bytes, *, is_driver: bool):
+    def __init__(self, loop, comm, config: Config, peer_id: bytes, *, is_driver: bool,
+                 node_id: str | None = None, token: bytes = b""):
         self.loop = loop
         self.comm = comm
         self.config = config
         self.peer_id = peer_id
         self.is_driver = is_driver
         self.cluster_info: dict = {}
+        self.comm_token = token
+        self.node_id = node_id or default_node_id()
+        #: In a worker: its own store and peer address; drivers use a local worker's.
+        self.local_store = None
+        self.local_address = ""
+        self._peer_comms: dict[str, object] = {}
+        self._mapped: dict[bytes, int] = {}
+        self._fetching: dict[bytes, concurrent.futures.Future] = {}
+        self._mappings = shm.MappingCache()
         self._channel: deque = deque()
         self._wake_pending = False
         # Owned by the loop thread:
@@ -221,21 +238,22 @@ class Runtime:
         """Handle a message meant for the runtime; False if it is not one."""
         cls = type(m)
         if cls is msg.ObjectReady:
-            self._object_arrived(m.object_id, m.payload, m.error)
+            self._object_arrived(m.object_id, m.payload, m.error, m.location)
         elif cls is msg.Output:
             if self.output_enabled:
                 self._print_output(m)
         elif cls is msg.ClusterInfo:
-            self.cluster_info = {"num_workers": m.num_workers, "resources": m.resources}
+            self.cluster_info = {"num_workers": m.num_workers, "resources": m.resources,
+                                 "workers": m.workers}
         else:
             return False
         return True
 
-    def _object_arrived(self, object_id: bytes, payload, error) -> None:
+    def _object_arrived(self, object_id: bytes, payload, error, locations=None) -> None:
         self._requested.discard(object_id)
         with self._lock:
             if object_id in self._counts or object_id in self._waiters:
-                self._local[object_id] = (payload, error)
+                self._local[object_id] = (payload, error, locations)
             waiters = self._waiters.pop(object_id, None)
         if waiters:
             for waiter in waiters:
@@ -269,10 +287,181 @@ class Runtime:
                             "(refs are already in the object store)")
         buffers, contained = dumps(value, what="the object passed to put()")
         object_id = new_id()
-        payload = wire_payload(buffers, self._split)
-        self._local[object_id] = (payload, None)
-        self._send(msg.PutObject(object_id, payload, contained))
+        location = None
+        if nbytes(buffers) > self.config.inline_threshold:
+            location = self._put_stored(object_id, buffers)
+        if location is None:
+            payload = wire_payload(buffers, self._split)
+            self._local[object_id] = (payload, None, None)
+            self._send(msg.PutObject(object_id, payload, contained, None))
+        else:
+            worker_address, segment, size = location[1], location[2], location[3]
+            self._local[object_id] = (None, None, [[self.node_id, worker_address, segment,
+                                                   size]])
+            self._send(msg.PutObject(object_id, None, contained,
+                                     [location[0], segment, size]))
         return ObjectRef._new(object_id)
+
+    # -- stored (large) objects -------------------------------------------------------
+    def _put_stored(self, object_id: bytes, buffers) -> list | None:
+        """Write a large object straight into a store on this host (one copy).
+
+        Returns [worker id, worker address, segment, size], or None when this host has
+        no store (the object then travels inline).
+        """
+        size = shm.encoded_size(buffers)
+        if self.local_store is not None:
+            entry = self.local_store.allocate(object_id, size)
+            self._write_segment(entry.name, size, buffers)
+            self.local_store.seal(object_id)
+            return [self.peer_id, self.local_address, entry.name, size]
+        if not any(w[1] == self.node_id for w in self.cluster_info.get("workers", [])):
+            return None
+        try:
+            worker_id, address, segment = self.request(
+                msg.AllocateOnNode(object_id, size, self.node_id), timeout=120)
+        except RemoteCallError as exc:
+            text = str(exc)
+            if text.startswith("ObjectStoreFullError"):
+                raise ObjectStoreFullError(text.partition(": ")[2]) from None
+            if text.startswith("LookupError"):
+                return None
+            raise
+        self._write_segment(segment, size, buffers)
+        return [worker_id, address, segment, size]
+
+    def _write_segment(self, segment: str, size: int, buffers) -> None:
+        shm.write_object(memoryview(self._mappings.get(segment, size))[:size], buffers)
+
+    def store_value(self, object_id: bytes, buffers) -> tuple:
+        """For a task's result: ``(payload, 0, None)`` inline, or ``(None, size,
+        segment)`` once written into this worker's store."""
+        if nbytes(buffers) > self.config.inline_threshold and self.local_store is not None:
+            size = shm.encoded_size(buffers)
+            entry = self.local_store.allocate(object_id, size)
+            self._write_segment(entry.name, size, buffers)
+            self.local_store.seal(object_id)
+            return None, size, entry.name
+        return wire_payload(buffers, self._split), 0, None
+
+    def load_value(self, object_id: bytes, payload, locations):
+        """Deserialize an object given inline or by its locations (zero-copy on this
+        host; fetched over TCP otherwise)."""
+        if payload is not None:
+            return loads(payload)
+        return self._load_stored(object_id, locations)
+
+    def _load_stored(self, object_id: bytes, locations):
+        for node, address, segment, size in locations:
+            if node != self.node_id:
+                continue
+            try:
+                mapping = self._mappings.get(segment, size)
+            except FileNotFoundError:
+                continue
+            return loads(shm.read_object(self._pinned_view(object_id, mapping, size)))
+        data = self._fetch(object_id, locations)
+        if isinstance(data, str):  # landed in this worker's store: map it
+            return self._load_stored(object_id, [[self.node_id, self.local_address, data,
+                                                  locations[0][3]]])
+        return loads(shm.read_object(data))
+
+    def _pinned_view(self, object_id: bytes, mapping, size: int):
+        """A read-only view of an object's segment, pinned while anything views it.
+
+        The view is a fresh numpy array over the (cached) mapping; every buffer handed
+        to unpickling derives from it, so when the last array built on the object dies,
+        the view dies and the pin is released. Until then the scheduler tells the store
+        not to reuse the segment's memory.
+        """
+        import numpy
+        view = numpy.frombuffer(memoryview(mapping).toreadonly(), dtype=numpy.uint8,
+                                count=size)
+        with self._lock:
+            n = self._mapped.get(object_id, 0)
+            self._mapped[object_id] = n + 1
+        if n == 0:
+            self._send(msg.Pin([object_id]))
+        weakref.finalize(view, self._unmapped, object_id)
+        return view
+
+    def _unmapped(self, object_id: bytes) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            n = self._mapped.get(object_id, 1) - 1
+            if n > 0:
+                self._mapped[object_id] = n
+                return
+            self._mapped.pop(object_id, None)
+        self._send(msg.Unpin([object_id]))
+
+    def _fetch(self, object_id: bytes, locations):
+        """Bring a stored object from another host: into this worker's store (returns
+        its segment name), or into this driver's memory (returns the bytes). Concurrent
+        fetches of one object share one transfer."""
+        with self._lock:
+            future = self._fetching.get(object_id)
+            owner = future is None
+            if owner:
+                future = self._fetching[object_id] = concurrent.futures.Future()
+        if owner:
+            try:
+                result = asyncio.run_coroutine_threadsafe(
+                    self._fetch_async(object_id, locations), self.loop).result()
+                future.set_result(result)
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._fetching.pop(object_id, None)
+        return future.result()
+
+    async def _fetch_async(self, object_id: bytes, locations):
+        errors = []
+        for node, address, segment, size in locations:
+            try:
+                comm = await self._peer(address)
+                if self.local_store is not None:
+                    entry = self.local_store.allocate(object_id, size)
+                    target = memoryview(self._mappings.get(entry.name, size))[:size]
+                    try:
+                        reply = await comm.request(msg.FetchObject(object_id),
+                                                   sinks=[target])
+                        landed = unwrap(reply[1])
+                        if memoryview(landed).obj is not target.obj:
+                            target[:] = landed
+                        del landed, reply
+                    except BaseException:
+                        self.local_store.free(object_id, reusable=True)
+                        raise
+                    finally:
+                        target.release()
+                    self.local_store.seal(object_id)
+                    self._send(msg.ObjectAdded(object_id, entry.name))
+                    return entry.name
+                reply = await comm.request(msg.FetchObject(object_id),
+                                           sinks=[bytearray(size)])
+                return unwrap(reply[1])
+            except Exception as exc:
+                errors.append(f"{address}: {exc}")
+        raise ObjectLostError(f"could not fetch object {object_id.hex()} from any copy: "
+                              + "; ".join(errors))
+
+    async def _peer(self, address: str):
+        comm = self._peer_comms.get(address)
+        if comm is None or comm.closed:
+            comm = await connect(address, self.comm_token, split_bytes=self._split)
+            comm.handler = lambda c, m: None
+            asyncio.ensure_future(comm.read_loop())
+            self._peer_comms[address] = comm
+        return comm
+
+    def _peer_request(self, address: str, message):
+        async def call():
+            comm = await self._peer(address)
+            return await comm.request(message, timeout=60)
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
 
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
                num_returns: int, num_cpus: float, resources: dict | None,
@@ -357,9 +546,11 @@ class Runtime:
         entry = self._local.get(object_id)
         if entry is None:
             raise GraphstoreError(f"object {object_id.hex()} is not available locally")
-        payload, error = entry
+        payload, error, locations = entry
         if error is not None:
             raise loads(error)
+        if payload is None:
+            return self._load_stored(object_id, locations)
         return loads(payload)
 
     def wait(self, refs: Sequence[ObjectRef], num_returns: int = 1,
@@ -395,9 +586,10 @@ class Runtime:
         import asyncio
         if self._lost or self.comm.closed:
             raise ConnectionLostError("lost the connection to the graphstore scheduler")
-        future = asyncio.run_coroutine_threadsafe(self.comm.request(message, timeout),
-                                                  self.loop)
-        return future.result()
+        async def call():
+            self._drain()  # what this thread queued before goes first
+            return await self.comm.request(message, timeout)
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()

@@ -11,7 +11,8 @@ import os
 import socket
 
 from graphstore import protocol as msg
-from graphstore.comm import Comm, CommServer
+from graphstore.comm import Comm, CommServer, RemoteCallError
+from graphstore.exceptions import ObjectStoreFullError
 from graphstore.config import Config, Limits
 from graphstore.lifecycle import watch_parent_pipe
 from graphstore.scheduler.state import SchedulerState
@@ -24,7 +25,9 @@ class Scheduler:
         self.config = config
         self.token = token
         self.state = SchedulerState(pipeline_seconds=config.worker_pipeline_seconds,
-                                    max_queued_per_worker=config.max_tasks_queued_per_worker)
+                                    max_queued_per_worker=config.max_tasks_queued_per_worker,
+                                    history_size=config.task_history,
+                                    bandwidth=config.transfer_bandwidth)
         self.comms: dict[bytes, Comm] = {}
         self.server = CommServer(token, self._on_comm, limits=Limits(),
                                  split_bytes=config.frame_split_bytes,
@@ -45,6 +48,12 @@ class Scheduler:
             msg.TaskUnblocked: lambda peer, m: self.state.task_unblocked(peer, m.task_id),
             msg.Ping: lambda peer, m: "pong",
             msg.GetStatus: lambda peer, m: self.state.summary(),
+            msg.Pin: lambda peer, m: self.state.pin(peer, m.ids),
+            msg.Unpin: lambda peer, m: self.state.unpin(peer, m.ids),
+            msg.ObjectAdded: lambda peer, m: self.state.object_added(peer, m),
+            msg.GetTaskRecords: lambda peer, m: self.state.task_records(m.limit),
+            msg.GetMemorySummary: lambda peer, m: self._memory_summary(),
+            msg.AllocateOnNode: lambda peer, m: self._allocate_on_node(m),
         }
         self._flush_scheduled = False
 
@@ -91,8 +100,11 @@ class Scheduler:
             return None
         self._schedule_flush()
         return {"address": self.address, "resources": self.state.cluster_resources(),
-                "num_workers": len(self.state.workers),
+                "num_workers": len(self.state.workers), "workers": self._worker_list(),
                 "inline_threshold": self.config.inline_threshold}
+
+    def _worker_list(self) -> list:
+        return [[w.id, w.node.id, w.address] for w in self.state.workers.values()]
 
     def _adopt(self, comm: Comm, peer_id: bytes, kind: str, pid: int, hostname: str):
         if not isinstance(peer_id, bytes) or peer_id in self.comms:
@@ -134,6 +146,64 @@ class Scheduler:
     def _on_task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:
         self.state.task_failed(peer_id, m)
 
+    async def _allocate_on_node(self, m: msg.AllocateOnNode) -> list:
+        """Find a store on the node with room for a put; the store's error if none."""
+        candidates = self.state.stores_on_node(m.node_id)
+        if not candidates:
+            raise LookupError(f"no worker with an object store on node {m.node_id!r}")
+        error = None
+        for worker in candidates:
+            comm = self.comms.get(worker.id)
+            if comm is None:
+                continue
+            try:
+                segment = await comm.request(msg.AllocateObject(m.object_id, m.size),
+                                             timeout=60)
+            except RemoteCallError as exc:
+                error = exc
+                continue
+            return [worker.id, worker.address, segment]
+        raise ObjectStoreFullError(str(error).partition(": ")[2] if error else
+                                   "no store could take the object")
+
+    async def _memory_summary(self) -> dict:
+        """Objects by size with where they are and who refers to them; store use."""
+        state = self.state
+
+        def describe_peer(peer_id: bytes) -> str:
+            comm = self.comms.get(peer_id)
+            if comm is None:
+                return peer_id.hex()[:8]
+            return f"{comm.info.get('kind')} pid={comm.info.get('pid')}"
+
+        objects = []
+        for obj in sorted(state.objects.values(), key=lambda o: -o.size)[:1000]:
+            objects.append({
+                "object_id": obj.id.hex(), "size": obj.size, "state": obj.state,
+                "where": ("inline (scheduler)" if not obj.locations else
+                          [f"worker pid={state.workers[w].pid} node={state.workers[w].node.id}"
+                           for w in obj.locations if w in state.workers]),
+                "holders": sorted(describe_peer(p) for p in obj.holders),
+                "pending_tasks": obj.task_refs, "contained_in": obj.container_refs,
+                "pinned_by": len(obj.pinned_by),
+            })
+        stores = []
+        for worker in list(state.workers.values()):
+            comm = self.comms.get(worker.id)
+            summary = {}
+            if comm is not None:
+                try:
+                    summary = await comm.request(msg.GetStoreSummary(), timeout=5)
+                except Exception as exc:
+                    summary = {"error": str(exc)}
+            stores.append({"worker": worker.id.hex(), "pid": worker.pid,
+                           "node": worker.node.id, "address": worker.address, **summary})
+        return {"objects": objects, "stores": stores,
+                "total_objects": len(state.objects),
+                "inline_bytes": sum(o.size for o in state.objects.values()
+                                    if not o.locations),
+                "stored_bytes": sum(o.size for o in state.objects.values() if o.locations)}
+
     # -- output -----------------------------------------------------------------------
     def _schedule_flush(self) -> None:
         """Schedule once per loop iteration, after every message of a batch is handled."""
@@ -159,7 +229,8 @@ class Scheduler:
                 comm.send_many(batch)
 
     def _broadcast_cluster_info(self) -> None:
-        info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources())
+        info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources(),
+                               self._worker_list())
         for peer_id in self.state.drivers:
             comm = self.comms.get(peer_id)
             if comm is not None:

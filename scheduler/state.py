@@ -23,6 +23,8 @@ from graphstore.exceptions import (ObjectLostError, TaskUnschedulableError,
 PENDING, READY, ERROR = "pending", "ready", "error"
 WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
 
+#: Seconds assumed for a function not measured yet (as Dask assumes).
+_UNKNOWN_DURATION = 0.5
 #: Weight of the newest sample in a function's running mean duration.
 _DURATION_SMOOTHING = 0.2
 
@@ -34,7 +36,7 @@ def error_payload(exc: BaseException) -> list:
 class ObjectState:
     __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
                  "container_refs", "contains", "waiters", "producer", "dependents",
-                 "created_at")
+                 "created_at", "locations", "pinned_by")
 
     def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
         self.id = object_id
@@ -50,6 +52,10 @@ class ObjectState:
         self.producer = producer
         self.dependents: list[TaskState] = []
         self.created_at = time.time()
+        #: Stored (large) objects: worker id -> segment name of each copy.
+        self.locations: dict[bytes, str] = {}
+        #: Processes mapping the object's memory: a freed segment is reused only if none.
+        self.pinned_by: set[bytes] = set()
 
     def referenced(self) -> bool:
         return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
@@ -59,7 +65,8 @@ class TaskState:
     __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
-                 "shape", "long", "blocked", "holds_slot", "counted_refs")
+                 "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
+                 "error_text")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -87,6 +94,9 @@ class TaskState:
         self.holds_slot = False
         #: Ids whose ``task_refs`` this task incremented, released exactly once.
         self.counted_refs: list[bytes] = []
+        #: Why the task went where it went: worker, node, bytes it had to fetch.
+        self.placement: dict | None = None
+        self.error_text: str | None = None
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else ())
 
@@ -133,7 +143,8 @@ class WorkerState:
     """A worker process: ``slots`` tasks run at once; its node owns the resources."""
     __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
-                 "blocked", "running", "pipelined")
+                 "blocked", "running", "pipelined", "store_capacity", "objects",
+                 "queued_seconds", "stored_bytes")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
@@ -143,6 +154,12 @@ class WorkerState:
         self.num_cpus = float(reg.num_cpus)
         self.resources = dict(reg.resources or {})
         self.address = reg.address
+        self.store_capacity = reg.store_capacity
+        #: Ids of stored objects with a copy in this worker's store.
+        self.objects: set[bytes] = set()
+        self.stored_bytes = 0
+        #: Expected seconds of work assigned here (running and queued).
+        self.queued_seconds = 0.0
         self.slots = max(1, int(self.num_cpus))
         self.assigned: dict[bytes, TaskState] = {}
         self.known_functions: set[bytes] = set()
@@ -167,7 +184,8 @@ class WorkerState:
 class SchedulerState:
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
-    def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256):
+    def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
+                 history_size: int = 10_000, bandwidth: float = 1e9):
         self.objects: dict[bytes, ObjectState] = {}
         self.tasks: dict[bytes, TaskState] = {}
         self.workers: dict[bytes, WorkerState] = {}
@@ -182,6 +200,10 @@ class SchedulerState:
         self.max_queued_per_worker = max_queued_per_worker
         self.max_capacity: dict[str, float] = {"CPU": 0.0}
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0}
+        self.peer_pins: dict[bytes, set[bytes]] = {}
+        #: Records of finished tasks, newest last (bounded).
+        self.history: deque[dict] = deque(maxlen=history_size)
+        self.bandwidth = bandwidth
 
     # -- peers ------------------------------------------------------------------------
     def add_driver(self, peer_id: bytes) -> None:
@@ -198,6 +220,8 @@ class SchedulerState:
         node.num_cpus += worker.num_cpus
         for name, amount in worker.resources.items():
             node.resources[name] = node.resources.get(name, 0.0) + amount
+        # As in Ray, a node offers "node:<id>" so tasks can ask to run on that host.
+        node.resources[f"node:{node.id}"] = 1.0
         self.peer_holds.setdefault(worker.id, set())
         self.max_capacity["CPU"] = max(self.max_capacity["CPU"], node.num_cpus)
         for name, amount in node.resources.items():
@@ -229,6 +253,12 @@ class SchedulerState:
                     self._fail_task(task, error_payload(WorkerCrashedError(
                         f"the worker running task {task.name} (pid {worker.pid}) died and "
                         f"the task has no retries left; raise max_retries to retry more")))
+        for object_id in self.peer_pins.pop(peer_id, ()):
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.pinned_by.discard(peer_id)
+        if worker is not None:
+            self._lose_copies(worker)
         for object_id in self.peer_holds.pop(peer_id, ()):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -236,6 +266,23 @@ class SchedulerState:
                 obj.waiters.discard(peer_id)
                 self._maybe_free(obj)
         self.schedule()
+
+    def _lose_copies(self, worker: WorkerState) -> None:
+        """Objects whose only copy was on a lost worker are lost."""
+        for object_id in worker.objects:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                continue
+            obj.locations.pop(worker.id, None)
+            if obj.locations or obj.state != READY:
+                continue
+            obj.state = ERROR
+            obj.error = error_payload(ObjectLostError(
+                f"object {object_id.hex()} ({obj.size:,} bytes) was lost: its only copy "
+                f"was in the store of worker pid {worker.pid}, which died"))
+            self._object_finished(obj)
+        worker.objects.clear()
+        worker.stored_bytes = 0
 
     # -- objects ----------------------------------------------------------------------
     def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:
@@ -246,11 +293,78 @@ class SchedulerState:
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
         obj.state = READY
-        obj.payload = m.payload
-        obj.size = sum(len(b) for b in m.payload)
         self._hold(peer_id, obj)
+        if m.location is not None:
+            worker_id, segment, size = m.location
+            worker = self.workers.get(worker_id)
+            obj.size = size
+            if worker is None:
+                obj.state = ERROR
+                obj.error = error_payload(ObjectLostError(
+                    f"object {m.object_id.hex()} was put into the store of a worker that "
+                    f"has since died"))
+            else:
+                self._add_location(obj, worker, segment)
+                self.outbox.append((worker_id, msg.SealObjects([m.object_id])))
+        else:
+            obj.payload = m.payload
+            obj.size = sum(len(b) for b in m.payload)
         self._set_contains(obj, m.contained)
         self._object_finished(obj)
+
+    def _add_location(self, obj: ObjectState, worker: WorkerState, segment: str) -> None:
+        obj.locations[worker.id] = segment
+        if obj.id not in worker.objects:
+            worker.objects.add(obj.id)
+            worker.stored_bytes += obj.size
+
+    def stores_on_node(self, node_id: str) -> list[WorkerState]:
+        """Workers of a node, the one with the most free store memory first."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return []
+        return sorted(node.workers.values(),
+                      key=lambda w: -(w.store_capacity - w.stored_bytes))
+
+    def object_added(self, worker_id: bytes, m: msg.ObjectAdded) -> None:
+        """A worker made a copy of a stored object (a transfer)."""
+        obj = self.objects.get(m.object_id)
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        if obj is None or obj.state != READY or not obj.locations:
+            # Freed meanwhile: the copy is not needed.
+            self.outbox.append((worker_id, msg.FreeObjects([[m.object_id, False]])))
+            return
+        self._add_location(obj, worker, m.segment)
+
+    def pin(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
+        pins = self.peer_pins.setdefault(peer_id, set())
+        for object_id in ids:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.pinned_by.add(peer_id)
+                pins.add(object_id)
+
+    def unpin(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
+        pins = self.peer_pins.get(peer_id)
+        for object_id in ids:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.pinned_by.discard(peer_id)
+            if pins is not None:
+                pins.discard(object_id)
+
+    def locations_of(self, obj: ObjectState) -> list | None:
+        """Where a stored object can be read: [[node, worker address, segment, size]]."""
+        if not obj.locations:
+            return None
+        out = []
+        for worker_id, segment in obj.locations.items():
+            worker = self.workers.get(worker_id)
+            if worker is not None:
+                out.append([worker.node.id, worker.address, segment, obj.size])
+        return out
 
     def incref(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
         for object_id in ids:
@@ -275,12 +389,13 @@ class SchedulerState:
             if obj is None:
                 self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
                     ObjectLostError(f"object {object_id.hex()} was freed (no references were "
-                                    f"left) or never existed")))))
+                                    f"left) or never existed")), None)))
             elif obj.state == PENDING:
                 obj.waiters.add(peer_id)
             else:
                 self.outbox.append((peer_id, msg.ObjectReady(object_id, obj.payload,
-                                                             obj.error)))
+                                                             obj.error,
+                                                             self.locations_of(obj))))
 
     def _hold(self, peer_id: bytes, obj: ObjectState) -> None:
         obj.holders.add(peer_id)
@@ -300,7 +415,7 @@ class SchedulerState:
     def _object_finished(self, obj: ObjectState) -> None:
         """``obj`` left PENDING: tell waiters, wake dependents, free it if unwanted."""
         if obj.waiters:
-            note = msg.ObjectReady(obj.id, obj.payload, obj.error)
+            note = msg.ObjectReady(obj.id, obj.payload, obj.error, self.locations_of(obj))
             for peer_id in obj.waiters:
                 self.outbox.append((peer_id, note))
             obj.waiters.clear()
@@ -327,6 +442,16 @@ class SchedulerState:
                 continue
             obj.payload = None
             obj.error = None
+            if obj.locations:
+                reusable = not obj.pinned_by
+                for worker_id in obj.locations:
+                    worker = self.workers.get(worker_id)
+                    if worker is not None:
+                        if obj.id in worker.objects:
+                            worker.objects.discard(obj.id)
+                            worker.stored_bytes -= obj.size
+                        self.outbox.append((worker_id, msg.FreeObjects([[obj.id, reusable]])))
+                obj.locations = {}
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)
                 if inner is not None:
@@ -408,20 +533,29 @@ class SchedulerState:
             return
         task.state = DONE
         self.counts["done"] += 1
-        for object_id, payload, contained in m.results:
+        worker = self.workers[worker_id]
+        for object_id, payload, contained, size, segment in m.results:
             obj = self.objects.get(object_id)
             if obj is None or obj.state != PENDING:
+                if payload is None:  # stored, but nobody wants it any more
+                    self.outbox.append((worker_id, msg.FreeObjects([[object_id, True]])))
                 continue
             obj.state = READY
-            obj.payload = payload
-            obj.size = sum(len(b) for b in payload)
+            if payload is None:
+                obj.size = size
+                self._add_location(obj, worker, segment)
+            else:
+                obj.payload = payload
+                obj.size = sum(len(b) for b in payload)
             self._set_contains(obj, contained)
             self._object_finished(obj)
         self._release_task_refs(task)
+        self._record(task)
 
     def task_failed(self, worker_id: bytes, m: msg.TaskFailed) -> None:
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is not None:
+            task.error_text = m.error_text
             self._fail_task(task, m.error)
 
     def _finish_on_worker(self, worker_id: bytes, task_id: bytes,
@@ -458,8 +592,10 @@ class SchedulerState:
                 self._release_slot(task.worker, task)
                 task.worker = None
             task.state = FAILED
+            task.finished_at = time.time()
             self.tasks.pop(task.id, None)
             self.counts["failed"] += 1
+            self._record(task)
             for object_id in task.returns:
                 obj = self.objects.get(object_id)
                 if obj is None or obj.state != PENDING:
@@ -467,7 +603,7 @@ class SchedulerState:
                 obj.state = ERROR
                 obj.error = error
                 if obj.waiters:
-                    note = msg.ObjectReady(obj.id, None, error)
+                    note = msg.ObjectReady(obj.id, None, error, None)
                     for peer_id in obj.waiters:
                         self.outbox.append((peer_id, note))
                     obj.waiters.clear()
@@ -501,15 +637,44 @@ class SchedulerState:
         return min(self.max_queued_per_worker,
                    int(self.pipeline_seconds / max(duration, 1e-6)))
 
+    def _lost_dependency(self, task: TaskState) -> list | None:
+        """The error of an argument that failed or was lost after the task was queued."""
+        for object_id in task.deps:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                return error_payload(ObjectLostError(
+                    f"argument {object_id.hex()} of task {task.name} is gone"))
+            if obj.state == ERROR:
+                return obj.error
+        return None
+
+    def _expected_seconds(self, task: TaskState) -> float:
+        return self.function_durations.get(task.function_hash, _UNKNOWN_DURATION)
+
+    def _missing_bytes(self, task: TaskState, worker: WorkerState) -> int:
+        """Bytes of stored arguments with no copy on ``worker``'s node."""
+        missing = 0
+        for object_id in task.deps:
+            obj = self.objects.get(object_id)
+            if obj is None or not obj.locations:
+                continue
+            node = worker.node
+            if not any(w in node.workers for w in obj.locations):
+                missing += obj.size
+        return missing
+
     def _pick_worker(self, task: TaskState) -> WorkerState | None:
-        """The least loaded worker whose node has room; else one that may pipeline it."""
+        """The worker that minimises (argument bytes it must fetch) / bandwidth + its
+        queued work, among those whose node has room; else one that may pipeline it."""
         best = None
-        best_load = None
+        best_cost = None
         depth = -1
+        stored_deps = any(self.objects[i].locations for i in task.deps
+                          if i in self.objects) if task.deps else False
         for worker in self.workers.values():
             free = worker.free_slots()
             if free > 0 and worker.node.fits_now(task):
-                load = -free / worker.slots
+                cost = worker.queued_seconds / worker.slots - free * 1e-6
             else:
                 if depth < 0:
                     depth = self._pipeline_depth(task)
@@ -517,9 +682,11 @@ class SchedulerState:
                 if (depth == 0 or worker.long_tasks or queued >= depth
                         or not worker.node.fits_ever(task)):
                     continue
-                load = 1.0 + queued / worker.slots
-            if best_load is None or load < best_load:
-                best, best_load = worker, load
+                cost = 1e6 + queued / worker.slots
+            if stored_deps:
+                cost += self._missing_bytes(task, worker) / self.bandwidth
+            if best_cost is None or cost < best_cost:
+                best, best_cost = worker, cost
         return best
 
     def schedule(self) -> None:
@@ -529,6 +696,12 @@ class SchedulerState:
         for queue in self.ready.values():
             while queue:
                 task = queue[0]
+                failure = self._lost_dependency(task)
+                if failure is not None:
+                    queue.popleft()
+                    task.state = WAITING  # so _fail_task does not search the queue
+                    self._fail_task(task, failure)
+                    continue
                 worker = self._pick_worker(task)
                 if worker is None:
                     break
@@ -550,6 +723,9 @@ class SchedulerState:
         task.long = duration is None or duration > self.pipeline_seconds
         if task.long:
             worker.long_tasks += 1
+        worker.queued_seconds += self._expected_seconds(task)
+        task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
+                          "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
         if task.function_hash not in worker.known_functions:
             worker.known_functions.add(task.function_hash)
             self.outbox.append((worker.id, msg.FunctionCode(
@@ -557,13 +733,14 @@ class SchedulerState:
         deps = []
         for object_id in task.deps:
             obj = self.objects[object_id]
-            deps.append([object_id, obj.payload])
+            deps.append([object_id, obj.payload, self.locations_of(obj)])
         self.outbox.append((worker.id, msg.RunTask(task.id, task.function_hash, task.name,
                                                    task.args, deps, task.returns)))
 
     def _release_slot(self, worker: WorkerState, task: TaskState) -> None:
         if worker.assigned.pop(task.id, None) is None:
             return
+        worker.queued_seconds = max(0.0, worker.queued_seconds - self._expected_seconds(task))
         if task.long:
             worker.long_tasks -= 1
         if not task.holds_slot:
@@ -608,6 +785,24 @@ class SchedulerState:
         worker.blocked -= 1
         worker.node.acquire(task)
 
+    def _record(self, task: TaskState) -> None:
+        self.history.append({
+            "task_id": task.id.hex(), "name": task.name, "state": task.state,
+            "submitted_at": task.submitted_at, "started_at": task.started_at,
+            "finished_at": task.finished_at, "placement": task.placement,
+            "returns": [r.hex() for r in task.returns], "error": task.error_text,
+        })
+
+    def task_records(self, limit: int = 1000) -> list[dict]:
+        """Finished tasks (newest last) and those still in flight."""
+        live = [{"task_id": t.id.hex(), "name": t.name, "state": t.state,
+                 "submitted_at": t.submitted_at, "started_at": t.started_at,
+                 "finished_at": 0.0, "placement": t.placement,
+                 "returns": [r.hex() for r in t.returns], "error": None}
+                for t in self.tasks.values()]
+        done = list(self.history)[-limit:] if limit else list(self.history)
+        return done + live[:limit]
+
     # -- output -----------------------------------------------------------------------
     def task_output(self, m: msg.TaskOutput) -> None:
         task = self.tasks.get(m.task_id)
@@ -620,9 +815,9 @@ class SchedulerState:
     # -- status -----------------------------------------------------------------------
     def cluster_resources(self) -> dict:
         total: dict[str, float] = {"CPU": 0.0}
-        for worker in self.workers.values():
-            total["CPU"] += worker.num_cpus
-            for name, amount in worker.resources.items():
+        for node in self.nodes.values():
+            total["CPU"] += node.num_cpus
+            for name, amount in node.resources.items():
                 total[name] = total.get(name, 0.0) + amount
         return total
 

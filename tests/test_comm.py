@@ -305,7 +305,7 @@ def test_batch_grows_while_a_write_is_in_flight():
         tap = WireTap()                                    # not reading yet
         c = await connect(tap.address, TOKEN)
         big = np.arange(32 * 1024 * 1024, dtype=np.uint8)  # more than the socket buffers
-        c.send(p.PutObject(ID, [Frame(memoryview(big))], []))
+        c.send(p.PutObject(ID, [Frame(memoryview(big))], [], None))
         await asyncio.sleep(0.05)
         assert c._writing, "the big write should still be in flight"
         for i in range(300):                               # spread over many iterations
@@ -327,7 +327,7 @@ def test_close_waits_for_a_slow_write():
         tap = WireTap()                                    # not reading yet
         c = await connect(tap.address, TOKEN)
         big = np.ones(32 * 1024 * 1024, dtype=np.uint8)
-        c.send(p.PutObject(ID, [Frame(memoryview(big))], []))
+        c.send(p.PutObject(ID, [Frame(memoryview(big))], [], None))
         c.send(p.IncRef([ID]))
         asyncio.get_running_loop().call_later(1.5, tap.go.set)
         await c.close()
@@ -361,7 +361,7 @@ def test_50mb_frame_roundtrip_is_read_into_preallocated_memory():
         c = await client(s.address)
         data = np.random.default_rng(0).integers(0, 256, 50 * 1024 * 1024, dtype=np.uint8)
         # A byte view of the array, as serialization.dumps hands out (pickle buffer .raw()).
-        c.send(p.PutObject(ID, [b"head", Frame(memoryview(data))], [ID]))
+        c.send(p.PutObject(ID, [b"head", Frame(memoryview(data))], [ID], None))
         await s.wait_for(1)
         (m,) = s.received
         assert m.payload[0] == b"head" and m.contained == [ID]
@@ -372,7 +372,7 @@ def test_50mb_frame_roundtrip_is_read_into_preallocated_memory():
         assert isinstance(view.obj, bytearray)             # the buffer read_into filled
         assert np.array_equal(np.frombuffer(view, dtype=np.uint8), data)
         # And back the other way, echoed by the server.
-        s.comms[0].send(p.ObjectReady(ID, [Frame(view)], None))
+        s.comms[0].send(p.ObjectReady(ID, [Frame(view)], None, None))
         got = asyncio.get_running_loop().create_future()
         c.handler = lambda comm, msg: got.set_result(msg)
         echoed = await asyncio.wait_for(got, 10)
@@ -387,7 +387,7 @@ def test_frame_wrapping_a_numpy_array():
         s = Served()
         c = await client(s.address)
         data = np.arange(200_000, dtype=np.uint8)
-        c.send(p.PutObject(ID, [Frame(data)], []))
+        c.send(p.PutObject(ID, [Frame(data)], [], None))
         c.send(p.IncRef([ID]))
         await s.wait_for(2, timeout=1.5)
         assert np.array_equal(np.frombuffer(s.received[0].payload[0].buffer, np.uint8), data)
@@ -401,7 +401,7 @@ def test_frame_of_a_multibyte_memoryview():
         s = Served()
         c = await client(s.address)
         data = np.arange(200_000, dtype=np.float64).reshape(400, 500)
-        c.send(p.PutObject(ID, [Frame(memoryview(data))], []))
+        c.send(p.PutObject(ID, [Frame(memoryview(data))], [], None))
         c.send(p.IncRef([ID]))
         await s.wait_for(2, timeout=5)
         frame = s.received[0].payload[0]
@@ -421,7 +421,7 @@ def test_many_small_frames_within_limits():
         s = Served(limits=limits)
         c = await client(s.address, limits=limits)
         frames = [Frame(bytes([i]) * 60_000) for i in range(20)]   # 1.2 MB of small frames
-        c.send(p.PutObject(ID, frames, []))
+        c.send(p.PutObject(ID, frames, [], None))
         await s.wait_for(1, timeout=3)
         assert [bytes(f.buffer)[:1] for f in s.received[0].payload] == [
             bytes([i]) for i in range(20)]
@@ -436,7 +436,7 @@ def test_message_split_across_many_small_writes():
         c = await connect(s.address, TOKEN)
         big = bytes(range(256)) * 400                       # 100 KB: a frame of its own
         data = b"".join(bytes(memoryview(b)) for b in p.encode_batch([
-            p.PutObject(ID, [b"stream", Frame(big)], []),
+            p.PutObject(ID, [b"stream", Frame(big)], [], None),
             p.TaskOutput(ID, "(f)", "stdout", "tiny"),
         ]))
         chunks = [data[i:i + 7] for i in range(0, 2002, 7)]
@@ -452,6 +452,177 @@ def test_message_split_across_many_small_writes():
         c.abort()
         s.stop()
     run(main())
+
+
+# -- sinks: reply frames read into the requester's memory ------------------------------
+
+MB = 1024 * 1024
+
+
+def _fetch_server(objects: dict, after=None):
+    """A server answering FetchObject(id) with [size, Frame(bytes)] (or an error)."""
+    def handler(comm, m):
+        if type(m) is p.FetchObject:
+            data = objects[m.object_id]            # KeyError: an error reply
+            value = [len(data), Frame(memoryview(data))]
+            if after is not None:
+                return comm_module.ReplyThenRun(value, lambda: after(m.object_id))
+            return value
+        return None
+    return Served(handler=handler)
+
+
+def _data(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+
+
+def test_reply_frame_is_read_into_the_requests_sink():
+    data = _data(8 * MB, 1)
+
+    async def main():
+        s = _fetch_server({ID: data})
+        c = await client(s.address)
+        sink = bytearray(8 * MB)
+        size, frame = await c.request(p.FetchObject(ID), timeout=10, sinks=[sink])
+        assert size == 8 * MB and type(frame) is Frame
+        assert frame.buffer.obj is sink and frame.buffer.readonly   # no other buffer
+        assert np.array_equal(np.frombuffer(sink, np.uint8), data)
+        assert c._sinks == {}                      # forgotten once the request is done
+        await c.close()
+        s.stop()
+    run(main())
+
+
+def test_sink_of_another_size_is_left_alone():
+    data = _data(4 * MB, 2)
+
+    async def main():
+        s = _fetch_server({ID: data})
+        c = await client(s.address)
+        sink = bytearray(4 * MB + 1)
+        _, frame = await c.request(p.FetchObject(ID), timeout=10, sinks=[sink])
+        assert frame.buffer.obj is not sink
+        assert np.array_equal(np.frombuffer(frame.buffer, np.uint8), data)
+        assert sink == bytearray(4 * MB + 1)
+        await c.close()
+        s.stop()
+    run(main())
+
+
+def test_sinks_of_a_failed_request_are_forgotten():
+    async def main():
+        s = _fetch_server({})
+        c = await client(s.address)
+        with pytest.raises(RemoteCallError, match="KeyError"):
+            await c.request(p.FetchObject(ID), timeout=5, sinks=[bytearray(MB)])
+        assert c._sinks == {}
+        await c.close()
+        s.stop()
+    run(main())
+
+
+def test_concurrent_fetches_each_land_correctly():
+    ids = [bytes([65 + i]) * 16 for i in range(4)]
+    objects = {object_id: _data(2 * MB, 10 + i) for i, object_id in enumerate(ids)}
+
+    async def main():
+        s = _fetch_server(objects)
+        c = await client(s.address)
+        sinks = {object_id: bytearray(2 * MB) for object_id in ids}
+        replies = await asyncio.gather(*[
+            c.request(p.FetchObject(object_id), timeout=10, sinks=[sinks[object_id]])
+            for object_id in ids])
+        for object_id, (_, frame) in zip(ids, replies):
+            assert np.array_equal(np.frombuffer(frame.buffer, np.uint8), objects[object_id])
+            # Whatever landed in a request's own sink is that request's data.
+            if frame.buffer.obj is sinks[object_id]:
+                assert np.array_equal(np.frombuffer(sinks[object_id], np.uint8),
+                                      objects[object_id])
+        await c.close()
+        s.stop()
+    run(main())
+
+
+def test_a_frame_of_another_reply_never_lands_in_a_requests_sink():
+    present = b"P" * 16
+    data = _data(2 * MB, 3)
+
+    async def main():
+        s = _fetch_server({present: data})
+        c = await client(s.address)
+        missing_sink = bytearray(2 * MB)
+        present_sink = bytearray(2 * MB)
+        # Both requests leave in one batch; both replies come back in one batch, the
+        # failing one (no frame) first.
+        missing, got = await asyncio.gather(
+            c.request(p.FetchObject(ID), timeout=10, sinks=[missing_sink]),
+            c.request(p.FetchObject(present), timeout=10, sinks=[present_sink]),
+            return_exceptions=True)
+        assert isinstance(missing, RemoteCallError)
+        assert np.array_equal(np.frombuffer(got[1].buffer, np.uint8), data)
+        assert missing_sink == bytearray(2 * MB)      # the failed request's memory
+        await c.close()
+        s.stop()
+    run(main())
+
+
+def test_reply_then_run_runs_after_the_reply_is_written():
+    """The callback may release the memory a reply frame points into (an unpin)."""
+    data = bytearray(_data(32 * MB, 4).tobytes())
+    expected = bytes(data)
+    calls = []
+
+    def after(object_id):
+        calls.append(object_id)
+        data[:] = bytes(len(data))                 # the memory is reused at once
+
+    async def main():
+        s = _fetch_server({ID: data}, after=after)
+        c = await client(s.address)
+        _, frame = await c.request(p.FetchObject(ID), timeout=20)
+        assert bytes(frame.buffer) == expected
+        assert calls == [ID]
+        await c.close()
+        s.stop()
+    run(main(), timeout=30)
+
+
+def test_reply_then_run_with_a_small_reply_runs_at_once():
+    calls = []
+
+    def handler(comm, m):
+        return comm_module.ReplyThenRun("small", lambda: calls.append(1))
+
+    async def main():
+        s = Served(handler=handler)
+        c = await client(s.address)
+        assert await c.request(p.Ping(), timeout=5) == "small"
+        assert calls == [1]
+        await c.close()
+        s.stop()
+    run(main())
+
+
+def test_reply_then_run_while_another_write_is_in_flight():
+    """Two fetches served back to back: each callback waits for its own reply's write."""
+    first, second = b"1" * 16, b"2" * 16
+    objects = {first: bytearray(_data(32 * MB, 5).tobytes()),
+               second: bytearray(_data(32 * MB, 6).tobytes())}
+    expected = {k: bytes(v) for k, v in objects.items()}
+
+    def after(object_id):
+        objects[object_id][:] = bytes(32 * MB)
+
+    async def main():
+        s = _fetch_server(objects, after=after)
+        c = await client(s.address)
+        replies = await asyncio.gather(c.request(p.FetchObject(first), timeout=20),
+                                       c.request(p.FetchObject(second), timeout=20))
+        for object_id, (_, frame) in zip((first, second), replies):
+            assert bytes(frame.buffer) == expected[object_id], object_id
+        await c.close()
+        s.stop()
+    run(main(), timeout=40)
 
 
 def _batch_bytes(header: bytes, frames: list) -> bytes:

@@ -151,7 +151,7 @@ def test_cause_attributes_are_reachable():
 
 
 @pytest.mark.parametrize("cls, base", [
-    (ex.GetTimeoutError, TimeoutError), (ex.ObjectStoreFullError, MemoryError),
+    (ex.GetTimeoutError, TimeoutError), (ex.ObjectStoreFullError, ex.GraphstoreError),
     (ex.TaskUnschedulableError, ValueError), (ex.SerializationError, TypeError),
     (ex.ConnectionLostError, ConnectionError), (ex.WorkerCrashedError, ex.GraphstoreError),
     (ex.ObjectLostError, ex.GraphstoreError), (ex.ActorDiedError, ex.GraphstoreError),

@@ -74,23 +74,45 @@ SAMPLES = {
     p.Reply: p.Reply(7, None, {"address": "tcp://1.2.3.4:5", "n": [1, 2.5, None, True]}),
     p.RegisterClient: p.RegisterClient(_id(5), 1234, "host-a"),
     p.RegisterWorker: p.RegisterWorker(_id(6), 99, "host-b", "node-b", 4.0, {"GPU": 2.0},
-                                       "tcp://10.0.0.1:7000"),
+                                       "tcp://10.0.0.1:7000", 2 * 1024**3),
     p.RegisterFunction: p.RegisterFunction(FH, b"\x80\x05cloudpickled"),
     p.SubmitTask: p.SubmitTask(TID, FH, "g", None, [], [], [_id(9)], 0.0, None, 0),
-    p.PutObject: p.PutObject(_id(10), [b"\x80\x05stream", Frame(BIG), b""], [_id(11)]),
+    p.PutObject: p.PutObject(_id(10), [b"\x80\x05stream", Frame(BIG), b""], [_id(11)],
+                             None),
     p.IncRef: p.IncRef([_id(12), _id(13)]),
     p.DecRef: p.DecRef([_id(12)]),
     p.WantObjects: p.WantObjects([_id(14), _id(15), _id(16)]),
-    p.ObjectReady: p.ObjectReady(_id(14), [b"value", Frame(BIG)], None),
+    p.ObjectReady: p.ObjectReady(_id(14), [b"value", Frame(BIG)], None, None),
     p.FunctionCode: p.FunctionCode(FH, b"code" * 100),
-    p.RunTask: p.RunTask(TID, FH, "f", [b"args"], [[_id(2), [b"dep", Frame(BIG)]]],
+    p.RunTask: p.RunTask(TID, FH, "f", [b"args"],
+                         [[_id(2), [b"dep", Frame(BIG)], None],
+                          [_id(3), None, [["node-a", "tcp://10.0.0.2:7001", "gs-c-w-1",
+                                           50_000_000]]]],
                          [_id(4)]),
-    p.TaskDone: p.TaskDone(TID, [[_id(4), [b"result", Frame(BIG)], [_id(2)]]], 0.125),
-    p.TaskFailed: p.TaskFailed(TID, [b"pickled TaskError"], 2.5),
+    p.TaskDone: p.TaskDone(TID, [[_id(4), [b"result", Frame(BIG)], [_id(2)], len(BIG) + 6,
+                                  None],
+                                 [_id(5), None, [], 50_000_000, "gs-c-w-7"]], 0.125),
+    p.TaskFailed: p.TaskFailed(TID, [b"pickled TaskError"], 2.5, "ValueError: bad"),
     p.TaskOutput: p.TaskOutput(TID, "(f pid=3)", "stdout", "héllo\n"),
     p.Output: p.Output("(f pid=3)", "stderr", "warning\n"),
-    p.ClusterInfo: p.ClusterInfo(3, {"CPU": 12.0, "GPU": 1.0}),
+    p.ClusterInfo: p.ClusterInfo(3, {"CPU": 12.0, "GPU": 1.0},
+                                 [[_id(6), "node-b", "tcp://10.0.0.1:7000"]]),
     p.Ping: p.Ping(),
+    # The shared-memory object store's messages.
+    p.Pin: p.Pin([_id(20), _id(21)]),
+    p.Unpin: p.Unpin([_id(20)]),
+    p.ObjectAdded: p.ObjectAdded(_id(22), "gs-cluster-w1-3"),
+    p.FreeObjects: p.FreeObjects([[_id(22), True], [_id(23), False]]),
+    p.SealObjects: p.SealObjects([_id(22)]),
+    p.AllocateObject: p.AllocateObject(_id(24), 200 * 1024**2),
+    p.AllocateOnNode: p.AllocateOnNode(_id(24), 200 * 1024**2, "node-b"),
+    p.FetchObject: p.FetchObject(_id(24)),
+    p.GetStoreSummary: p.GetStoreSummary(),
+    p.GetMemorySummary: p.GetMemorySummary(),
+    p.GetTaskRecords: p.GetTaskRecords(100),
+    p.TaskBlocked: p.TaskBlocked(TID),
+    p.TaskUnblocked: p.TaskUnblocked(TID),
+    p.GetStatus: p.GetStatus(),
 }
 
 
@@ -151,8 +173,8 @@ def test_batch_of_many_messages():
 def test_frames_are_separate_buffers_not_copied_into_header():
     big1 = np.arange(1_000_000, dtype=np.uint8)
     big2 = bytearray(b"x" * 300_000)
-    messages = [p.PutObject(_id(1), [b"small", Frame(big1)], []),
-                p.PutObject(_id(2), [Frame(big2)], [_id(1)])]
+    messages = [p.PutObject(_id(1), [b"small", Frame(big1)], [], None),
+                p.PutObject(_id(2), [Frame(big2)], [_id(1)], None)]
     buffers = p.encode_batch(messages)
     prefix, header, *frames = buffers
     # The big buffers are handed back as-is (no copy), in reference order.
@@ -175,7 +197,7 @@ def test_frames_are_separate_buffers_not_copied_into_header():
 
 def test_frame_length_uses_nbytes_for_multibyte_buffers():
     arr = np.arange(50_000, dtype=np.float64).reshape(100, 500)
-    buffers = p.encode_batch([p.PutObject(_id(1), [Frame(arr)], [])])
+    buffers = p.encode_batch([p.PutObject(_id(1), [Frame(arr)], [], None)])
     lengths = p.parse_lengths(buffers[0][4:], 2, LIMITS)
     assert lengths[1] == arr.nbytes
     decoded, _ = parse_wire(to_bytes(buffers))
@@ -185,12 +207,13 @@ def test_frame_length_uses_nbytes_for_multibyte_buffers():
 
 def test_the_same_frame_twice_is_sent_twice_and_decodes_independently():
     f = Frame(b"z" * 100_000)
-    decoded = roundtrip([p.ObjectReady(_id(1), [f], None), p.ObjectReady(_id(2), [f], None)])
+    decoded = roundtrip([p.ObjectReady(_id(1), [f], None, None),
+                         p.ObjectReady(_id(2), [f], None, None)])
     assert [bytes(m.payload[0].buffer) for m in decoded] == [b"z" * 100_000] * 2
 
 
 def test_empty_frame():
-    (decoded,) = roundtrip([p.PutObject(_id(1), [Frame(b"")], [])])
+    (decoded,) = roundtrip([p.PutObject(_id(1), [Frame(b"")], [], None)])
     assert bytes(decoded.payload[0].buffer) == b""
 
 
@@ -214,6 +237,51 @@ def test_wire_payload_splits_at_threshold():
     assert type(out[1]) is Frame and out[1].buffer is edge
     assert type(out[2]) is Frame and out[2].buffer is big
     assert p.unwrap(out[2]) is big and p.unwrap(small) is small
+
+
+def test_every_message_type_has_a_hand_written_sample():
+    """So each type's round trip uses realistic field values (ids, frames, locations)."""
+    assert [c.__name__ for c in ALL_TYPES if c not in SAMPLES] == []
+
+
+def test_stored_object_fields_survive_the_wire():
+    location = [["node-a", "tcp://10.0.0.2:7001", "gs-c-w-1", 2**40]]
+    (ready,) = roundtrip([p.ObjectReady(_id(1), None, None, location)])
+    assert ready.payload is None and ready.location == location
+    (put,) = roundtrip([p.PutObject(_id(1), None, [_id(2)], [_id(3), "gs-c-w-1", 2**40])])
+    assert put.payload is None and put.location == [_id(3), "gs-c-w-1", 2**40]
+    (done,) = roundtrip([p.TaskDone(TID, [[_id(4), None, [], 2**33, "gs-c-w-9"]], 1.0)])
+    assert done.results == [[_id(4), None, [], 2**33, "gs-c-w-9"]]
+    (reg,) = roundtrip([p.RegisterWorker(_id(6), 1, "h", "n", 1.0, {}, "tcp://h:1", 0)])
+    assert reg.store_capacity == 0
+
+
+def test_decode_header_deferred_gives_placeholders_to_fill():
+    a, b = b"a" * 100_000, b"b" * 200_000
+    prefix, header, *frames = p.encode_batch([
+        p.ObjectReady(_id(1), [b"small", Frame(a)], None, None),
+        p.Reply(3, None, [2, Frame(b)]),
+    ])
+    messages, placeholders = p.decode_header_deferred(header, len(frames))
+    assert sorted(placeholders) == [0, 1]
+    assert all(type(f) is Frame and f.buffer is None for f in placeholders.values())
+    assert messages[0].payload[1] is placeholders[0]
+    assert messages[1].value[1] is placeholders[1]
+    # The receiver picks where each frame goes, then fills the placeholders in.
+    placeholders[0].buffer, placeholders[1].buffer = frames
+    assert messages[0].payload == [b"small", placeholders[0]]
+    assert bytes(messages[0].payload[1].buffer) == a
+    assert bytes(messages[1].value[1].buffer) == b
+
+
+def test_decode_header_deferred_checks_frame_references():
+    header = p.encode_batch([p.ObjectReady(_id(1), [Frame(b"x" * 10)], None, None)])[1]
+    with pytest.raises(ValueError, match="out of range"):
+        p.decode_header_deferred(header, 0)
+    messages, placeholders = p.decode_header_deferred(header, 1)
+    assert list(placeholders) == [0]
+    with pytest.raises(ValueError):
+        p.decode_header_deferred(b"\xc1", 0)
 
 
 # -- malformed input ----------------------------------------------------------------------
@@ -272,25 +340,26 @@ def test_deeply_nested_requests_raise_value_error():
 
 def test_wrong_ext_code_raises():
     with pytest.raises(ValueError, match="ext type"):
-        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(1, code=7)], None]]),
-                        [b"frame"])
+        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(1, code=7)], None,
+                                 None]]), [b"frame"])
 
 
 @pytest.mark.parametrize("index", [0, 2, 2**32 - 1])
 def test_out_of_range_frame_reference_raises(index):
     with pytest.raises(ValueError, match="out of range"):
-        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(index)], None]]),
-                        [b"only one frame"])
+        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(index)], None,
+                                 None]]), [b"only one frame"])
 
 
 def test_frame_reference_with_bad_length_raises():
     bad = msgpack.ExtType(1, b"\x00\x01")          # 2 bytes, not a u32
     with pytest.raises(ValueError):
-        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [bad], None]]), [b"x"])
+        p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [bad], None, None]]), [b"x"])
 
 
 def test_valid_frame_reference_decodes():
-    (m,) = p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(2)], None]]),
+    (m,) = p.decode_header(header([[p.CODES[p.ObjectReady], b"i", [ext_ref(2)], None,
+                                   None]]),
                            [b"one", b"two"])
     assert type(m.payload[0]) is Frame and m.payload[0].buffer == b"two"
 
@@ -351,7 +420,7 @@ def test_parse_lengths_count_mismatch():
 
 
 def test_default_limits_accept_real_batches():
-    buffers = p.encode_batch([p.PutObject(_id(1), [Frame(BIG)] * 3, [])])
+    buffers = p.encode_batch([p.PutObject(_id(1), [Frame(BIG)] * 3, [], None)])
     count = p.parse_count(buffers[0][:4], LIMITS)
     assert p.parse_lengths(buffers[0][4:], count, LIMITS)[1:] == [len(BIG)] * 3
 
@@ -359,12 +428,12 @@ def test_default_limits_accept_real_batches():
 def test_batch_beyond_limits_is_rejected_by_the_receiver():
     """The receiver's checks apply to what encode_batch produced: nothing slips through."""
     limits = Limits(max_frames=3, max_header_bytes=10_000, max_frame_bytes=100_000)
-    too_many = p.encode_batch([p.PutObject(_id(1), [Frame(b"x")] * 3, [])])  # 4 frames
+    too_many = p.encode_batch([p.PutObject(_id(1), [Frame(b"x")] * 3, [], None)])  # 4 frames
     with pytest.raises(ValueError):
         parse_wire(to_bytes(too_many), limits)
     big_header = p.encode_batch([p.FunctionCode(FH, b"x" * 20_000)])
     with pytest.raises(ValueError):
         parse_wire(to_bytes(big_header), limits)
-    big_frame = p.encode_batch([p.PutObject(_id(1), [Frame(b"x" * 100_001)], [])])
+    big_frame = p.encode_batch([p.PutObject(_id(1), [Frame(b"x" * 100_001)], [], None)])
     with pytest.raises(ValueError):
         parse_wire(to_bytes(big_frame), limits)

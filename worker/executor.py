@@ -16,7 +16,6 @@ import traceback
 
 from graphstore import protocol as msg
 from graphstore.exceptions import SerializationError, TaskError
-from graphstore.protocol import wire_payload
 from graphstore.serialization import dumps, loads
 from graphstore.task_args import unpack_args
 
@@ -26,9 +25,10 @@ _STOP = object()
 
 
 class TaskExecutor:
-    def __init__(self, slots: int, send, split_bytes: int, streams=None):
+    def __init__(self, slots: int, runtime, split_bytes: int, streams=None):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._send = send
+        self._runtime = runtime
+        self._send = runtime.send_from_any_thread
         self._split = split_bytes
         self._functions: dict[bytes, object] = {}
         self._function_code: dict[bytes, bytes] = {}
@@ -102,7 +102,10 @@ class TaskExecutor:
         output.current_task.task = (task.task_id, task.name)
         try:
             fn = self._function(task.function_hash)
-            dep_values = [loads(payload) for _, payload in task.deps] if task.deps else ()
+            load = self._runtime.load_value
+            dep_values = ([load(object_id, payload, locations)
+                           for object_id, payload, locations in task.deps]
+                          if task.deps else ())
             args, kwargs = unpack_args(task.args, dep_values)
             result = fn(*args, **kwargs)
             return msg.TaskDone(task.task_id, self._pack_results(task, result),
@@ -112,7 +115,8 @@ class TaskExecutor:
                     threading.current_thread() is threading.main_thread():
                 raise
             return msg.TaskFailed(task.task_id, self._pack_error(task, exc),
-                                  time.perf_counter() - start)
+                                  time.perf_counter() - start,
+                                  f"{type(exc).__name__}: {exc}"[:2000])
         finally:
             for stream in self._streams:
                 stream.finish_task((task.task_id, task.name))
@@ -132,9 +136,11 @@ class TaskExecutor:
                 raise ValueError(f"task {task.name} has num_returns={n} but returned "
                                  f"{len(values)} values")
         packed = []
+        store_value = self._runtime.store_value
         for object_id, value in zip(task.returns, values):
             buffers, contained = dumps(value, what=f"the return value of {task.name}")
-            packed.append([object_id, wire_payload(buffers, self._split), contained])
+            payload, size, segment = store_value(object_id, buffers)
+            packed.append([object_id, payload, contained, size, segment])
         return packed
 
     def _pack_error(self, task: msg.RunTask, exc: BaseException) -> list:

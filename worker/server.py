@@ -1,85 +1,160 @@
-"""The worker process: registers with the scheduler, runs the tasks it is given.
+"""The worker process: registers with the scheduler, runs tasks, holds an object store.
 
-Tasks run in ``TaskExecutor`` threads; the event loop in the main thread only moves
-messages. The worker also hosts a ``Runtime`` so tasks can call ``put``/``get``/``remote``
-themselves, over the same connection. The worker exits when the scheduler goes away or,
-in a local cluster, when the driver that started it does.
+Tasks run in ``TaskExecutor`` threads; the event loop in the main thread moves messages
+and serves peers. The worker's peer server lets drivers on this host allocate segments
+for their puts and lets other hosts fetch objects, streamed from the segment. The worker
+also hosts a ``Runtime`` so tasks can call ``put``/``get``/``remote`` themselves, over the
+same scheduler connection. It exits when the scheduler goes away or, in a local cluster,
+when the driver that started it does.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
 
-from graphstore import _state
+from graphstore import _state, shm
 from graphstore import protocol as msg
-from graphstore.comm import connect
-from graphstore.config import Config
+from graphstore.comm import Comm, CommServer, RemoteCallError, ReplyThenRun, connect
+from graphstore.config import Config, Limits
+from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
+from graphstore.lifecycle import watch_parent_pipe
+from graphstore.node import default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
-from graphstore.lifecycle import watch_parent_pipe
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
+from graphstore.worker.store import SharedMemoryStore
 
 logger = logging.getLogger("graphstore.worker")
 
 
-def default_node_id() -> str:
-    """A name for this host that stays the same across its workers."""
-    try:
-        with open("/etc/machine-id") as f:
-            machine = f.read().strip()[:12]
-    except OSError:
-        machine = ""
-    return f"{socket.gethostname()}-{machine}" if machine else socket.gethostname()
+def cluster_id_for(scheduler_address: str) -> str:
+    """Segments are named per cluster: the local cluster's session, else the address."""
+    explicit = os.environ.get("GRAPHSTORE_CLUSTER_ID")
+    if explicit:
+        return explicit
+    return hashlib.blake2b(scheduler_address.encode(), digest_size=4).hexdigest()
+
+
+def check_shm_room(capacity: int) -> None:
+    """Refuse to start with a store larger than what /dev/shm can hold."""
+    free = shm.free_bytes()
+    if capacity > free:
+        raise ObjectStoreFullError(
+            f"the object store needs {capacity:,} bytes of shared memory but "
+            f"{shm.SHM_DIR} has only {free:,} bytes free: lower object_store_memory "
+            f"(GRAPHSTORE_OBJECT_STORE_MEMORY / --object-store-memory), or enlarge "
+            f"{shm.SHM_DIR} (e.g. `mount -o remount,size=8G /dev/shm`, or docker run "
+            f"--shm-size=8g)")
 
 
 class Worker:
     def __init__(self, config: Config, token: bytes, scheduler_address: str,
-                 num_cpus: float, resources: dict, node_id: str):
+                 num_cpus: float, resources: dict, node_id: str, host: str,
+                 store_capacity: int):
         self.config = config
         self.token = token
         self.scheduler_address = scheduler_address
         self.num_cpus = num_cpus
         self.resources = resources
         self.node_id = node_id
+        self.host = host
         self.worker_id = new_id()
-        self.comm = None
+        check_shm_room(store_capacity)
+        self.store = SharedMemoryStore(cluster_id_for(scheduler_address),
+                                       self.worker_id.hex()[:12], store_capacity)
+        self.comm: Comm | None = None
         self.runtime: Runtime | None = None
         self.executor: TaskExecutor | None = None
+        self.peer_server = CommServer(token, self._on_peer, limits=Limits(),
+                                      split_bytes=config.frame_split_bytes,
+                                      handshake_timeout=config.handshake_timeout)
+        self.address = ""
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        sockets = self.peer_server.listen(0, address=self.host)
+        del sockets
+        bound = next(iter(self.peer_server._sockets.values())).getsockname()
+        self.address = f"tcp://{bound[0]}:{bound[1]}"
         self.comm = await connect(self.scheduler_address, self.token,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
-        self.runtime = Runtime(loop, self.comm, self.config, self.worker_id, is_driver=False)
+        self.runtime = Runtime(loop, self.comm, self.config, self.worker_id, is_driver=False,
+                               node_id=self.node_id, token=self.token)
+        self.runtime.local_store = self.store
+        self.runtime.local_address = self.address
         self.runtime.install()
         _state.set_worker_runtime(self.runtime)
         streams = output.install(self.runtime.send_from_any_thread)
-        self.executor = TaskExecutor(max(1, int(self.num_cpus)),
-                                     self.runtime.send_from_any_thread,
+        self.executor = TaskExecutor(max(1, int(self.num_cpus)), self.runtime,
                                      self.config.frame_split_bytes, streams)
         self.runtime.on_block = self.executor.task_blocked
         self.runtime.on_unblock = self.executor.task_unblocked
         self.comm.handler = self._on_message
         self.comm.on_close.append(self._on_scheduler_lost)
         asyncio.ensure_future(self.comm.read_loop())
+        asyncio.ensure_future(self._housekeeping())
         await self.comm.request(msg.RegisterWorker(
             self.worker_id, os.getpid(), socket.gethostname(), self.node_id,
-            float(self.num_cpus), self.resources, ""), timeout=self.config.startup_timeout)
+            float(self.num_cpus), self.resources, self.address, self.store.capacity),
+            timeout=self.config.startup_timeout)
 
-    def _on_message(self, comm, m) -> None:
+    async def _housekeeping(self) -> None:
+        """Periodic upkeep: return memory idle in the store's reuse pool."""
+        while not self.stopped.is_set():
+            await asyncio.sleep(1.0)
+            self.store.trim_pool(self.config.store_pool_idle_seconds)
+
+    # -- scheduler messages -----------------------------------------------------------
+    def _on_message(self, comm, m):
         cls = type(m)
         if cls is msg.RunTask:
             self.executor.submit(m)
         elif cls is msg.FunctionCode:
             self.executor.add_function(m.function_hash, bytes(m.payload))
+        elif cls is msg.FreeObjects:
+            for object_id, reusable in m.entries:
+                self.store.free(object_id, reusable)
+        elif cls is msg.SealObjects:
+            for object_id in m.ids:
+                self.store.seal(object_id)
+        elif cls is msg.GetStoreSummary:
+            return self.store.summary()
+        elif cls is msg.AllocateObject:
+            return self.store.allocate(m.object_id, m.size, writer=comm).name
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
+        return None
 
+    # -- peers ------------------------------------------------------------------------
+    def _on_peer(self, comm: Comm) -> None:
+        comm.handler = self._on_peer_message
+        comm.on_close.append(lambda c: self.store.abort_writes_of(c))
+        asyncio.ensure_future(comm.read_loop())
+
+    def _on_peer_message(self, comm: Comm, m):
+        cls = type(m)
+        if cls is msg.AllocateObject:
+            if not isinstance(m.size, int) or m.size < 0:
+                raise ValueError(f"invalid object size {m.size!r}")
+            entry = self.store.allocate(m.object_id, m.size, writer=comm)
+            return entry.name
+        if cls is msg.FetchObject:
+            entry = self.store.pin(m.object_id)
+            if entry is None:
+                raise ObjectLostError(f"object {bytes(m.object_id).hex()} is not in the "
+                                      f"store of worker {self.address}")
+            mapping = self.runtime._mappings.get(entry.name, entry.size)
+            frame = msg.Frame(memoryview(mapping)[:entry.size])
+            return ReplyThenRun([entry.size, frame], lambda: self.store.unpin(entry))
+        raise ValueError(f"unexpected peer message {cls.__name__}")
+
+    # -- shutdown ---------------------------------------------------------------------
     def _on_scheduler_lost(self, comm) -> None:
         logger.warning("lost the scheduler at %s; exiting", self.scheduler_address)
         if self.runtime is not None:
@@ -91,14 +166,30 @@ class Worker:
             self.executor.stop()
         self.stopped.set()
 
+    def close(self) -> None:
+        self.peer_server.stop()
+        self.store.close()
+
 
 async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: float,
-                resources: dict, node_id: str | None, watch_stdin: bool) -> None:
+                resources: dict, node_id: str | None, watch_stdin: bool,
+                host: str = "127.0.0.1", store_capacity: int | None = None) -> None:
+    shm.sweep()  # segments of workers on this host that died without cleaning up
+    capacity = store_capacity or config.object_store_memory
+    if not capacity:
+        from graphstore.node import default_store_capacity
+        capacity = default_store_capacity(max(1, (os.cpu_count() or 1) // max(1, int(num_cpus))))
     worker = Worker(config, token, scheduler_address, num_cpus, resources,
-                    node_id or default_node_id())
-    if watch_stdin:
-        watch_parent_pipe(worker.stop)
-    await worker.start()
-    await worker.stopped.wait()
-    if worker.comm is not None:
-        await worker.comm.close()
+                    node_id or default_node_id(), host, capacity)
+    try:
+        if watch_stdin:
+            watch_parent_pipe(worker.stop)
+        await worker.start()
+        await worker.stopped.wait()
+        if worker.comm is not None:
+            await worker.comm.close()
+    finally:
+        worker.close()
+
+
+__all__ = ["Worker", "serve", "RemoteCallError", "cluster_id_for"]

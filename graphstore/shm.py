@@ -1,0 +1,268 @@
+"""Shared-memory segments that hold large objects, and how an object is laid out in one.
+
+One object is one file in ``/dev/shm`` named ``gs-<cluster>-<worker>-<n>``. A worker's
+``SharedMemoryStore`` creates and owns them; any process on the host maps them by name.
+A mapping stays valid after the file is unlinked, so a reader's zero-copy arrays outlive
+a free or a spill of the object.
+
+Layout of a segment::
+
+    u32 magic | u32 buffer count | (u64 offset, u64 length) per buffer | buffers...
+
+Buffer 0 is the pickle stream; the others are its out-of-band buffers, each 64-byte
+aligned so numpy views of them are aligned too.
+
+Each live worker holds an ``flock`` on ``gs-<cluster>-<worker>.lock``; a lock that can be
+taken belongs to a dead worker, and ``sweep`` removes its segments.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import struct
+from typing import Iterable
+
+SHM_DIR = os.environ.get("GRAPHSTORE_SHM_DIR", "/dev/shm")
+PREFIX = "gs-"
+_MAGIC = 0x47534F31  # "GSO1"
+_HEAD = struct.Struct("<II")
+_ENTRY = struct.Struct("<QQ")
+_ALIGN = 64
+
+
+def segment_path(name: str) -> str:
+    return os.path.join(SHM_DIR, name)
+
+
+def layout(sizes: list[int]) -> tuple[list[int], int]:
+    """Offsets of buffers of ``sizes`` in a segment, and the segment's total size."""
+    offset = _HEAD.size + _ENTRY.size * len(sizes)
+    offsets = []
+    for size in sizes:
+        offset = (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+        offsets.append(offset)
+        offset += size
+    return offsets, max(offset, 1)
+
+
+def encoded_size(buffers) -> int:
+    return layout([memoryview(b).nbytes for b in buffers])[1]
+
+
+def create(name: str, size: int) -> int:
+    """Create a segment file of ``size`` bytes; return its descriptor."""
+    fd = os.open(segment_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        unlink(name)
+        raise
+    return fd
+
+
+#: Fill the page tables at map time: one call instead of a fault per 4 KiB page.
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def map_writable(name: str, size: int) -> mmap.mmap:
+    """Map for writing an object; pages are populated up front (the whole segment is
+    about to be written)."""
+    fd = os.open(segment_path(name), os.O_RDWR)
+    try:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
+def map_readonly(name: str, size: int, populate: bool = False) -> mmap.mmap:
+    """Map for reading. ``populate`` for readers that will touch every page (tasks);
+    a driver's ``get`` maps lazily so it returns at once."""
+    fd = os.open(segment_path(name), os.O_RDONLY)
+    try:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | (_POPULATE if populate else 0),
+                         prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+class MappingCache:
+    """Mappings of segments kept open in this process, by segment name.
+
+    Mapping a segment costs a page-table entry per 4 KiB page on first touch, and
+    unmapping costs again: for a 200 MB object that is more than the copy itself. Stores
+    reuse segments (same name, same file), so keeping a few mappings makes repeated puts
+    and reads run at memcpy speed. A name is never given to another file, so a cached
+    mapping is always of the right file. Bounded in entries and bytes; entries whose file
+    is gone are dropped first (they keep unlinked memory alive).
+    """
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 2 * 1024**3):
+        import threading
+        from collections import OrderedDict
+        self._maps: "OrderedDict[str, mmap.mmap]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def get(self, name: str, size: int) -> mmap.mmap:
+        """A read-write mapping of at least ``size`` bytes of segment ``name``."""
+        with self._lock:
+            mapping = self._maps.get(name)
+            if mapping is not None and len(mapping) >= size:
+                self._maps.move_to_end(name)
+                return mapping
+        fd = os.open(segment_path(name), os.O_RDWR)
+        try:
+            length = max(size, os.fstat(fd).st_size)
+            mapping = mmap.mmap(fd, length, flags=mmap.MAP_SHARED,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        with self._lock:
+            old = self._maps.pop(name, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._maps[name] = mapping
+            self._bytes += len(mapping)
+            self._trim()
+        return mapping
+
+    def _trim(self) -> None:
+        if len(self._maps) <= self.max_entries and self._bytes <= self.max_bytes:
+            return
+        for name in [n for n in self._maps if not os.path.exists(segment_path(n))]:
+            self._bytes -= len(self._maps.pop(name))
+        while self._maps and (len(self._maps) > self.max_entries
+                              or self._bytes > self.max_bytes):
+            _, mapping = self._maps.popitem(last=False)
+            self._bytes -= len(mapping)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            mapping = self._maps.pop(name, None)
+            if mapping is not None:
+                self._bytes -= len(mapping)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+            self._bytes = 0
+
+
+def unlink(name: str) -> None:
+    try:
+        os.unlink(segment_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def write_object(target, buffers) -> int:
+    """Write ``buffers`` into the writable buffer ``target`` (one copy); return bytes used."""
+    views = [memoryview(b).cast("B") if memoryview(b).format != "B" or memoryview(b).ndim != 1
+             else memoryview(b) for b in buffers]
+    offsets, total = layout([v.nbytes for v in views])
+    out = memoryview(target).cast("B") if memoryview(target).format != "B" else memoryview(target)
+    _HEAD.pack_into(out, 0, _MAGIC, len(views))
+    for i, (offset, view) in enumerate(zip(offsets, views)):
+        _ENTRY.pack_into(out, _HEAD.size + _ENTRY.size * i, offset, view.nbytes)
+        out[offset:offset + view.nbytes] = view
+    return total
+
+
+def read_object(source) -> list[memoryview]:
+    """The buffers stored in ``source`` (views into it, no copy)."""
+    view = memoryview(source)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    if view.nbytes < _HEAD.size:
+        raise ValueError("corrupt object segment: shorter than its header")
+    magic, count = _HEAD.unpack_from(view, 0)
+    if magic != _MAGIC:
+        raise ValueError("not a graphstore object segment")
+    if view.nbytes < _HEAD.size + _ENTRY.size * count:
+        raise ValueError("corrupt object segment: truncated buffer table")
+    buffers = []
+    for i in range(count):
+        offset, length = _ENTRY.unpack_from(view, _HEAD.size + _ENTRY.size * i)
+        if offset + length > view.nbytes:
+            raise ValueError("corrupt object segment: buffer past the end")
+        buffers.append(view[offset:offset + length])
+    return buffers
+
+
+# -- ownership and sweeping ----------------------------------------------------------
+
+def lock_name(cluster_id: str, worker_tag: str) -> str:
+    return f"{PREFIX}{cluster_id}-{worker_tag}.lock"
+
+
+def hold_lock(cluster_id: str, worker_tag: str) -> int:
+    """Take the lock that marks ``worker_tag``'s segments as alive; keep the fd open."""
+    path = segment_path(lock_name(cluster_id, worker_tag))
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a sweeper removed the file between open and flock: again
+
+
+def _entries() -> Iterable[str]:
+    try:
+        return [n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX)]
+    except OSError:
+        return []
+
+
+def sweep(cluster_id: str | None = None) -> int:
+    """Remove segments whose owning worker is dead (its lock is free).
+
+    With ``cluster_id``, only that cluster's. Returns the number of files removed.
+    """
+    removed = 0
+    names = _entries()
+    for name in names:
+        if not name.endswith(".lock"):
+            continue
+        owner = name[:-len(".lock")]            # gs-<cluster>-<worker>
+        if cluster_id is not None and not owner.startswith(f"{PREFIX}{cluster_id}-"):
+            continue
+        path = segment_path(name)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue  # its worker is alive
+                raise
+            for other in names:
+                if other.startswith(owner + "-"):
+                    unlink(other)
+                    removed += 1
+            unlink(name)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def free_bytes() -> int:
+    """Free space in the shared-memory filesystem."""
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize

@@ -1,0 +1,374 @@
+"""The worker's SharedMemoryStore on the real shared-memory filesystem.
+
+Each test's store has a cluster id of its own; the fixture closes it and removes anything
+left with that prefix (and the assertions check the store itself left nothing).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from graphstore import shm
+from graphstore.exceptions import ObjectStoreFullError
+from graphstore.worker.store import SharedMemoryStore
+
+MB = 1024 * 1024
+
+
+def _files(prefix: str) -> list[str]:
+    return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
+
+
+def oid(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(shm.segment_path(name))
+
+
+@pytest.fixture
+def cluster_id():
+    cid = "t" + uuid.uuid4().hex[:12]
+    yield cid
+    for name in _files(f"{shm.PREFIX}{cid}-"):
+        shm.unlink(name)
+
+
+@pytest.fixture
+def make_store(cluster_id):
+    stores = []
+
+    def make(capacity: int = 10 * MB, tag: str = "w1") -> SharedMemoryStore:
+        store = SharedMemoryStore(cluster_id, tag, capacity)
+        stores.append(store)
+        return store
+    yield make
+    for store in stores:
+        store.close()
+
+
+def put(store: SharedMemoryStore, n: int, size: int, writer=None):
+    entry = store.allocate(oid(n), size, writer=writer)
+    store.seal(oid(n))
+    return entry
+
+
+# -- allocation and capacity --------------------------------------------------------------
+
+def test_allocate_creates_a_segment_of_the_size(make_store, cluster_id):
+    store = make_store()
+    entry = store.allocate(oid(1), 3 * MB)
+    assert entry.name.startswith(f"gs-{cluster_id}-w1-")
+    assert os.path.getsize(shm.segment_path(entry.name)) == 3 * MB
+    assert entry.size == entry.capacity == 3 * MB and not entry.sealed
+    assert store.used == 3 * MB and store.pooled == 0
+    # Allocating the same id again hands back the same entry, not a second segment.
+    assert store.allocate(oid(1), 3 * MB) is entry and store.used == 3 * MB
+    assert store.stats["created"] == 1
+
+
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_capacity_must_be_positive(cluster_id, capacity):
+    with pytest.raises(ValueError, match="capacity must be positive"):
+        SharedMemoryStore(cluster_id, "w1", capacity)
+
+
+def test_object_larger_than_capacity_names_both_sizes(make_store):
+    store = make_store(capacity=2_000_000)
+    with pytest.raises(ObjectStoreFullError) as info:
+        store.allocate(oid(1), 2_000_001)
+    text = str(info.value)
+    assert "2,000,001" in text and "2,000,000" in text and "object_store_memory" in text
+    assert store.used == 0 and store.objects == {}
+
+
+def test_full_store_names_use_capacity_and_size(make_store, cluster_id):
+    store = make_store(capacity=3_000_000)
+    put(store, 1, 1_000_000)
+    put(store, 2, 1_500_000)
+    before = _files(f"gs-{cluster_id}-w1-")
+    with pytest.raises(ObjectStoreFullError) as info:
+        store.allocate(oid(3), 600_000)
+    text = str(info.value)
+    assert "2,500,000 of 3,000,000" in text and "600,000" in text
+    assert store.used == 2_500_000 and oid(3) not in store.objects
+    assert _files(f"gs-{cluster_id}-w1-") == before          # nothing was created
+    put(store, 4, 500_000)                                    # what fits still fits
+    assert store.used == 3_000_000
+
+
+def test_freed_memory_is_available_again(make_store):
+    store = make_store(capacity=2 * MB)
+    put(store, 1, 2 * MB)
+    with pytest.raises(ObjectStoreFullError):
+        store.allocate(oid(2), 1)
+    assert store.free(oid(1), reusable=False)
+    put(store, 2, 2 * MB)
+    assert store.used == 2 * MB
+
+
+# -- the reuse pool -----------------------------------------------------------------------
+
+def test_reusable_free_pools_the_segment_and_a_similar_size_reuses_it(make_store):
+    store = make_store()
+    first = put(store, 1, 4 * MB)
+    assert store.free(oid(1), reusable=True)
+    assert exists(first.name)                                 # kept, not unlinked
+    assert store.used == 0 and store.pooled == 4 * MB
+    second = store.allocate(oid(2), 3 * MB)
+    assert second.name == first.name
+    assert second.size == 3 * MB and second.capacity == 4 * MB
+    assert store.used == 4 * MB and store.pooled == 0        # counts the whole segment
+    assert store.stats["reused"] == 1 and store.stats["created"] == 1
+    assert store.free(oid(2), reusable=True) and store.pooled == 4 * MB
+
+
+@pytest.mark.parametrize("size", [MB - 1, 4 * MB + 1], ids=["too-small", "too-big"])
+def test_pool_is_not_used_for_a_very_different_size(make_store, size):
+    store = make_store()
+    first = put(store, 1, 4 * MB)
+    store.free(oid(1), reusable=True)
+    other = store.allocate(oid(2), size)
+    assert other.name != first.name and other.capacity == size
+    assert store.stats["reused"] == 0 and store.pooled == 4 * MB
+    assert exists(first.name)
+
+
+def test_pool_picks_the_smallest_segment_that_fits(make_store):
+    store = make_store(capacity=20 * MB)
+    big, small = put(store, 1, 8 * MB), put(store, 2, 5 * MB)
+    store.free(oid(1), reusable=True)
+    store.free(oid(2), reusable=True)
+    assert store.allocate(oid(3), 4 * MB).name == small.name
+    assert store.allocate(oid(4), 5 * MB).name == big.name
+    assert store.pooled == 0 and store.used == 13 * MB
+
+
+def test_not_reusable_free_unlinks(make_store):
+    store = make_store()
+    entry = put(store, 1, MB)
+    assert store.free(oid(1), reusable=False)
+    assert not exists(entry.name)
+    assert store.used == 0 and store.pooled == 0
+    assert store.allocate(oid(2), MB).name != entry.name
+
+
+def test_pinned_object_is_unlinked_not_pooled_when_freed(make_store):
+    store = make_store()
+    entry = put(store, 1, MB)
+    assert store.pin(oid(1)) is entry and entry.pins == 1
+    assert store.free(oid(1), reusable=True)
+    assert not exists(entry.name)
+    assert store.pooled == 0 and store.used == 0
+    assert store.allocate(oid(2), MB).name != entry.name
+
+
+def test_unpinned_object_is_pooled_again(make_store):
+    store = make_store()
+    entry = put(store, 1, MB)
+    store.pin(oid(1))
+    store.pin(oid(1))
+    store.unpin(entry)
+    store.unpin(entry)
+    assert entry.pins == 0
+    store.free(oid(1), reusable=True)
+    assert exists(entry.name) and store.pooled == MB
+
+
+def test_free_of_an_unknown_object_is_false(make_store):
+    store = make_store()
+    assert store.free(oid(9), reusable=True) is False
+    put(store, 1, MB)
+    assert store.free(oid(1), reusable=True) is True
+    assert store.free(oid(1), reusable=True) is False        # twice: no double count
+    assert store.used == 0 and store.pooled == MB and store.stats["freed"] == 1
+
+
+def test_pool_makes_room_for_a_new_segment(make_store):
+    store = make_store(capacity=4 * MB)
+    old = put(store, 1, 2 * MB)
+    store.free(oid(1), reusable=True)
+    put(store, 2, 900_000)                      # too small to reuse it, fits beside it
+    assert store.pooled == 2 * MB and exists(old.name)
+    store.free(oid(2), reusable=False)
+    put(store, 3, 2 * MB + MB // 2)             # too big to reuse it, and no room beside it
+    assert store.pooled == 0 and not exists(old.name)     # released to make room
+    assert store.used == 2 * MB + MB // 2
+
+
+def test_pooled_bytes_count_against_capacity_only_while_needed(make_store):
+    store = make_store(capacity=6 * MB)
+    a = put(store, 1, 2 * MB)
+    b = put(store, 2, 2 * MB)
+    store.free(oid(1), reusable=True)
+    store.free(oid(2), reusable=True)
+    assert store.pooled == 4 * MB and store.used == 0
+    put(store, 3, 5 * MB)                       # needs both pooled segments released
+    assert store.pooled == 0 and store.used == 5 * MB
+    assert not exists(a.name) and not exists(b.name)
+
+
+def test_pool_holds_at_most_32_segments(make_store):
+    store = make_store(capacity=100 * MB)
+    entries = [put(store, i, 4096) for i in range(40)]
+    for i in range(40):
+        store.free(oid(i), reusable=True)
+    assert store.pooled == 32 * 4096 and store.used == 0
+    assert sum(exists(e.name) for e in entries) == 32
+
+
+def test_used_and_pooled_accounting_and_summary(make_store):
+    store = make_store(capacity=10 * MB)
+    put(store, 1, MB)
+    put(store, 2, 2 * MB)
+    store.allocate(oid(3), 3 * MB)              # unsealed
+    store.pin(oid(2))
+    summary = store.summary()
+    assert summary["capacity"] == 10 * MB and summary["used"] == 6 * MB
+    assert summary["pooled"] == 0 and summary["objects"] == 2 and summary["pinned"] == 1
+    assert summary["created"] == 3 and summary["bytes_written"] == 3 * MB
+    store.free(oid(1), reusable=True)
+    store.seal(oid(3))
+    summary = store.summary()
+    assert summary["used"] == 5 * MB and summary["pooled"] == MB
+    assert summary["objects"] == 2 and summary["freed"] == 1
+    assert summary["bytes_written"] == 6 * MB
+    store.seal(oid(3))                          # sealing twice counts once
+    assert store.summary()["bytes_written"] == 6 * MB
+
+
+# -- last use and pins ----------------------------------------------------------------------
+
+def order(store) -> list[bytes]:
+    return [e.id for e in store.lru_candidates()]
+
+
+def test_lru_order_follows_get_and_pin(make_store):
+    store = make_store()
+    for n in (1, 2, 3, 4):
+        put(store, n, 4096)
+    assert order(store) == [oid(1), oid(2), oid(3), oid(4)]
+    assert store.get(oid(1)).id == oid(1)
+    assert order(store) == [oid(2), oid(3), oid(4), oid(1)]
+    entry = store.pin(oid(3))                   # pinned: used now, and not a candidate
+    assert order(store) == [oid(2), oid(4), oid(1)]
+    store.unpin(entry)
+    assert order(store) == [oid(2), oid(4), oid(1), oid(3)]
+    store.get(oid(2))
+    assert order(store) == [oid(4), oid(1), oid(3), oid(2)]
+    assert store.get(oid(1)).last_use <= store.get(oid(3)).last_use
+
+
+def test_unsealed_objects_are_invisible_to_get_pin_and_lru(make_store):
+    store = make_store()
+    store.allocate(oid(1), 4096)
+    put(store, 2, 4096)
+    assert store.get(oid(1)) is None and store.pin(oid(1)) is None
+    assert store.get(oid(9)) is None and store.pin(oid(9)) is None
+    assert order(store) == [oid(2)]
+    store.seal(oid(1))
+    assert store.get(oid(1)) is not None
+    assert order(store) == [oid(2), oid(1)]
+
+
+# -- writers that go away -------------------------------------------------------------------
+
+def test_abort_writes_of_drops_only_that_writers_unsealed_objects(make_store):
+    store = make_store()
+    mine = store.allocate(oid(1), MB, writer=b"driver-1")
+    store.allocate(oid(2), MB, writer=b"driver-2")
+    put(store, 3, MB, writer=b"driver-1")               # sealed: the store's now
+    store.allocate(oid(4), MB)                          # no writer (a task's result)
+    assert store.abort_writes_of(b"driver-1") == [oid(1)]
+    assert set(store.objects) == {oid(2), oid(3), oid(4)}
+    assert store.used == 3 * MB and store.pooled == MB and exists(mine.name)
+    assert store.abort_writes_of(b"driver-1") == []
+    assert store.abort_writes_of(None) == []            # "no writer" is nobody's
+    assert store.abort_writes_of(b"driver-2") == [oid(2)]
+    assert set(store.objects) == {oid(3), oid(4)}
+
+
+def test_sealing_forgets_the_writer(make_store):
+    store = make_store()
+    store.allocate(oid(1), MB, writer=b"driver-1")
+    entry = store.seal(oid(1))
+    assert entry.sealed and entry.writer is None
+    assert store.seal(oid(2)) is None
+
+
+# -- closing ------------------------------------------------------------------------------
+
+def test_close_removes_every_file_and_the_lock(cluster_id):
+    store = SharedMemoryStore(cluster_id, "w1", 20 * MB)
+    lock = shm.lock_name(cluster_id, "w1")
+    put(store, 1, MB)
+    store.allocate(oid(2), MB, writer=b"d")               # unsealed
+    put(store, 3, 2 * MB)
+    store.pin(oid(3))
+    put(store, 4, MB)
+    store.free(oid(4), reusable=True)                   # pooled
+    assert len(_files(f"gs-{cluster_id}-")) == 5          # four segments and the lock
+    assert lock in _files(f"gs-{cluster_id}-")
+    # While the store is open, a sweep sees its owner alive.
+    assert shm.sweep(cluster_id) == 0 and len(_files(f"gs-{cluster_id}-")) == 5
+    store.close()
+    assert _files(f"gs-{cluster_id}-") == []
+    assert store.used == 0 and store.pooled == 0 and not store.objects
+    store.close()                                       # idempotent
+    assert _files(f"gs-{cluster_id}-") == []
+
+
+def test_stores_of_two_workers_do_not_share_names(make_store, cluster_id):
+    a = make_store(tag="wa")
+    b = make_store(tag="wb")
+    ea, eb = put(a, 1, 4096), put(b, 1, 4096)
+    assert ea.name != eb.name
+    a.close()
+    assert exists(eb.name) and not exists(ea.name)
+
+
+def test_concurrent_allocate_and_free_keep_the_books(make_store):
+    store = make_store(capacity=64 * MB)
+    errors = []
+
+    def work(base: int):
+        try:
+            for i in range(50):
+                n = base + i
+                put(store, n, 4096 * (1 + i % 5))
+                store.get(oid(n))
+                store.free(oid(n), reusable=i % 2 == 0)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k * 1000,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.used == 0 and not store.objects
+    # What is left on disk is exactly the pool.
+    left = _files(f"gs-{store.cluster_id}-w1-")
+    assert store.pooled == sum(os.path.getsize(shm.segment_path(n)) for n in left)
+    assert store.summary()["freed"] == 300
+
+
+def test_trim_pool_gives_back_idle_segments(make_store):
+    store = make_store()
+    a = put(store, 1, MB)
+    store.free(oid(1), reusable=True)
+    assert store.trim_pool(max_idle=3600) == 0
+    assert exists(a.name) and store.pooled == MB
+    time.sleep(0.2)
+    b = put(store, 2, 2 * MB)
+    store.free(oid(2), reusable=True)
+    assert store.trim_pool(max_idle=0.1) == 1            # only the older one was idle
+    assert not exists(a.name) and exists(b.name) and store.pooled == 2 * MB
+    assert store.allocate(oid(3), 2 * MB).name == b.name
+    assert store.trim_pool(max_idle=0) == 0 and store.used == 2 * MB

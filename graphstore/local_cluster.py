@@ -50,11 +50,23 @@ def find_current_cluster() -> dict | None:
 
 def _prune_old_sessions(root: Path) -> None:
     try:
-        sessions = sorted(root.glob("session_*"), key=lambda p: p.name)
+        sessions = sorted(root.glob("session_*"), key=lambda p: p.stat().st_mtime)
     except OSError:
         return
     for old in sessions[:-_KEEP_SESSIONS]:
+        if _session_alive(old):
+            continue
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _session_alive(session: Path) -> bool:
+    """Whether the driver that owns a session directory still runs."""
+    try:
+        pid = int((session / "driver.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class LocalCluster:
@@ -77,6 +89,7 @@ class LocalCluster:
             prefix=time.strftime("session_%Y%m%d-%H%M%S_"), dir=root))
         self.log_dir = self.session_dir / "logs"
         self.log_dir.mkdir()
+        (self.session_dir / "driver.pid").write_text(str(os.getpid()))
         self.session_name = self.session_dir.name
         self.cluster_id = self.session_name.replace("_", "").replace("-", "")[-20:]
         self._env = self._child_env({**(env or {}), "GRAPHSTORE_CLUSTER_ID": self.cluster_id})

@@ -15,12 +15,9 @@ import asyncio
 import concurrent.futures
 import weakref
 import hashlib
-import itertools
 import logging
-import os
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, Sequence
 

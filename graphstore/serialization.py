@@ -70,9 +70,13 @@ def loads(buffers) -> Any:
 
 
 def dumps_function(fn) -> bytes:
-    """Functions always go through cloudpickle so they work in any process."""
+    """Functions always go through cloudpickle so they work in any process. The payload
+    is ``(function, source file name)``: the worker restores the file name cloudpickle
+    drops, so remote tracebacks name the user's file and lines."""
+    code = getattr(fn, "__code__", None)
+    filename = code.co_filename if code is not None else None
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        return cloudpickle.dumps((fn, filename), protocol=5)
     except Exception as exc:
         raise SerializationError(
             f"could not serialize remote function {getattr(fn, '__qualname__', fn)!r}: "

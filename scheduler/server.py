@@ -62,8 +62,7 @@ class Scheduler:
         if sock is not None:
             self.server.add_sockets([sock])
         else:
-            sockets = self.server.listen(port, address=host) or None
-            del sockets
+            self.server.listen(port, address=host)
         bound = next(iter(self.server._sockets.values())).getsockname()
         self.address = f"tcp://{bound[0]}:{bound[1]}"
         return self.address
@@ -87,6 +86,12 @@ class Scheduler:
             self._adopt(comm, peer_id, "driver", m.pid, m.hostname)
             self.state.add_driver(peer_id)
         elif isinstance(m, msg.RegisterWorker):
+            try:
+                self.state.validate_worker(m)
+            except ValueError as exc:
+                logger.warning("refused worker registration from %s: %s", comm.peer, exc)
+                comm.abort()
+                raise
             peer_id = m.worker_id
             self._adopt(comm, peer_id, "worker", m.pid, m.hostname)
             self.state.add_worker(m)
@@ -107,7 +112,8 @@ class Scheduler:
         return [[w.id, w.node.id, w.address] for w in self.state.workers.values()]
 
     def _adopt(self, comm: Comm, peer_id: bytes, kind: str, pid: int, hostname: str):
-        if not isinstance(peer_id, bytes) or peer_id in self.comms:
+        if not isinstance(peer_id, bytes) or len(peer_id) != 16 or peer_id in self.comms:
+            comm.abort()
             raise ValueError("invalid or duplicate peer id")
         comm.info.update(peer_id=peer_id, kind=kind, pid=pid, hostname=hostname)
         self.comms[peer_id] = comm

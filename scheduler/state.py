@@ -210,6 +210,24 @@ class SchedulerState:
         self.drivers.add(peer_id)
         self.peer_holds.setdefault(peer_id, set())
 
+    @staticmethod
+    def validate_worker(reg: msg.RegisterWorker) -> None:
+        """Check a registration before any state changes; ValueError names the field."""
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value >= 0 and value == value and value != float("inf")
+        if not number(reg.num_cpus):
+            raise ValueError(f"invalid num_cpus {reg.num_cpus!r}")
+        if not isinstance(reg.node_id, str) or not reg.node_id:
+            raise ValueError(f"invalid node_id {reg.node_id!r}")
+        if not isinstance(reg.resources, dict) or not all(
+                isinstance(k, str) and number(v) for k, v in reg.resources.items()):
+            raise ValueError(f"invalid resources {reg.resources!r}")
+        if not isinstance(reg.store_capacity, int) or reg.store_capacity < 0:
+            raise ValueError(f"invalid store_capacity {reg.store_capacity!r}")
+        if not isinstance(reg.address, str) or not isinstance(reg.pid, int):
+            raise ValueError("invalid address or pid")
+
     def add_worker(self, reg: msg.RegisterWorker) -> WorkerState:
         node = self.nodes.get(reg.node_id)
         if node is None:
@@ -679,7 +697,9 @@ class SchedulerState:
                 if depth < 0:
                     depth = self._pipeline_depth(task)
                 queued = worker.queued_beyond_slots()
-                if (depth == 0 or worker.long_tasks or queued >= depth
+                # Queue only behind busy slots: a free slot would start the task at
+                # once, past the node's CPU accounting.
+                if (depth == 0 or free > 0 or worker.long_tasks or queued >= depth
                         or not worker.node.fits_ever(task)):
                     continue
                 cost = 1e6 + queued / worker.slots
@@ -800,8 +820,8 @@ class SchedulerState:
                  "finished_at": 0.0, "placement": t.placement,
                  "returns": [r.hex() for r in t.returns], "error": None}
                 for t in self.tasks.values()]
-        done = list(self.history)[-limit:] if limit else list(self.history)
-        return done + live[:limit]
+        records = list(self.history) + live
+        return records[-limit:] if limit else records
 
     # -- output -----------------------------------------------------------------------
     def task_output(self, m: msg.TaskOutput) -> None:

@@ -182,7 +182,9 @@ def test_unpicklable_inside_a_container_names_the_outer_type():
 def test_dumps_function():
     def f(x):
         return x + 1
-    assert pickle.loads(dumps_function(f))(1) == 2
+    fn, filename = pickle.loads(dumps_function(f))
+    assert fn(1) == 2
+    assert filename == __file__          # the worker restores it for tracebacks
     with pytest.raises(SerializationError, match="remote function"):
         lock = threading.Lock()
         dumps_function(lambda: lock)

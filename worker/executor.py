@@ -24,6 +24,23 @@ from graphstore.worker import output
 _STOP = object()
 
 
+def _restore_filename(fn, filename: str) -> None:
+    """cloudpickle names the code of functions it pickles by value ``<dynamic-code>``;
+    give it back its source file so tracebacks show file names and source lines."""
+    code = getattr(fn, "__code__", None)
+    if code is None or code.co_filename == filename:
+        return
+
+    def rename(c):
+        consts = tuple(rename(k) if isinstance(k, type(c)) else k for k in c.co_consts)
+        return c.replace(co_filename=filename, co_consts=consts)
+
+    try:
+        fn.__code__ = rename(code)
+    except (TypeError, ValueError):
+        pass
+
+
 class TaskExecutor:
     def __init__(self, slots: int, runtime, split_bytes: int, streams=None):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -88,16 +105,24 @@ class TaskExecutor:
                 self._idle -= 1
             if task is _STOP:
                 return
-            self._send(self._run(task))
+            self._run(task)
 
     def _function(self, function_hash: bytes):
         fn = self._functions.get(function_hash)
         if fn is None:
-            fn = pickle.loads(self._function_code[function_hash])
+            fn, filename = pickle.loads(self._function_code[function_hash])
+            if filename:
+                _restore_filename(fn, filename)
             self._functions[function_hash] = fn
         return fn
 
-    def _run(self, task: msg.RunTask):
+    def _run(self, task: msg.RunTask) -> None:
+        """Run one task and send its outcome.
+
+        The outcome is sent before this frame returns: refs the arguments and the result
+        hold (objects created in the task, nested refs) are only released afterwards, so
+        the scheduler learns what the result contains before those refs are dropped.
+        """
         start = time.perf_counter()
         output.current_task.task = (task.task_id, task.name)
         try:
@@ -108,19 +133,19 @@ class TaskExecutor:
                           if task.deps else ())
             args, kwargs = unpack_args(task.args, dep_values)
             result = fn(*args, **kwargs)
-            return msg.TaskDone(task.task_id, self._pack_results(task, result),
-                                time.perf_counter() - start)
+            outcome = msg.TaskDone(task.task_id, self._pack_results(task, result),
+                                   time.perf_counter() - start)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and \
                     threading.current_thread() is threading.main_thread():
                 raise
-            return msg.TaskFailed(task.task_id, self._pack_error(task, exc),
-                                  time.perf_counter() - start,
-                                  f"{type(exc).__name__}: {exc}"[:2000])
-        finally:
-            for stream in self._streams:
-                stream.finish_task((task.task_id, task.name))
-            output.current_task.task = None
+            outcome = msg.TaskFailed(task.task_id, self._pack_error(task, exc),
+                                     time.perf_counter() - start,
+                                     f"{type(exc).__name__}: {exc}"[:2000])
+        for stream in self._streams:       # the last printed line goes before the result
+            stream.finish_task((task.task_id, task.name))
+        output.current_task.task = None
+        self._send(outcome)
 
     def _pack_results(self, task: msg.RunTask, result) -> list:
         n = len(task.returns)

@@ -7,6 +7,7 @@ tasks can call the same API.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from graphstore.loop_thread import LoopThread
 from graphstore.node import default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
+from graphstore.spill import SpillTarget, default_spill_url
 from graphstore.token import load_token
 
 logger = logging.getLogger("graphstore")
@@ -60,6 +62,7 @@ class Driver:
                  resources: dict | None, token: str | None, env: dict,
                  node_id: str | None = None, worker_node_ids: list | None = None):
         self.config = config
+        self.spill_target: SpillTarget | None = None
         self.node_id = node_id or default_node_id()
         self.cluster: LocalCluster | None = None
         self.loop_thread: LoopThread | None = None
@@ -69,6 +72,15 @@ class Driver:
             self.cluster = LocalCluster(int(workers), resources=resources, env=env,
                                         node_ids=worker_node_ids,
                                         store_capacity=config.object_store_memory)
+            try:
+                # Fail before any work is accepted if the spill target is unusable.
+                self.spill_target = SpillTarget(config.spill_to or default_spill_url(),
+                                                config.spill_options,
+                                                self.cluster.cluster_id)
+                self.spill_target.probe()
+            except BaseException:
+                self.cluster.shutdown()
+                raise
             address = self.cluster.start()
             token_bytes = self.cluster.token.encode()
             expected_workers = int(workers)
@@ -142,15 +154,26 @@ class Driver:
             self.loop_thread.stop()
         if self.cluster is not None:
             self.cluster.shutdown()
+            if self.spill_target is not None and not self.config.keep_spilled:
+                try:
+                    self.spill_target.remove_all()
+                except Exception as exc:
+                    logger.warning("could not remove spilled objects at %s: %s",
+                                   self.spill_target.url, exc)
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None,
          resources: dict | None = None, ignore_reinit_error: bool = False,
          log_to_driver: bool | None = None, token: str | None = None,
          object_store_memory: int | None = None, node_id: str | None = None,
-         worker_node_ids: list[str] | None = None, **settings) -> ClusterContext:
+         worker_node_ids: list[str] | None = None, spill_to: str | None = None,
+         spill_options: dict | None = None, spill_threshold: float | None = None,
+         **settings) -> ClusterContext:
     """Start a local cluster (no ``address``) or join the one at ``tcp://host:port``.
 
+    ``spill_to``: where full stores spill (a directory, ``file://`` or
+    ``s3://bucket/prefix`` URL), ``spill_options``: its fsspec/s3fs storage options,
+    ``spill_threshold``: the fraction of a store's capacity above which it spills.
     ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. ``object_store_memory``: bytes of
     shared memory per worker. ``node_id`` names this driver's host; ``worker_node_ids``
     gives each local worker its own host identity (to exercise multi-host behaviour on
@@ -183,9 +206,18 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 num_cpus = len(worker_node_ids)
             if len(worker_node_ids) != num_cpus:
                 raise ValueError("worker_node_ids needs one node id per worker (num_cpus)")
+        if spill_threshold is not None and not 0.0 < spill_threshold <= 1.0:
+            raise ValueError(f"spill_threshold must be in (0, 1], got {spill_threshold!r}")
+        if spill_options is not None and not isinstance(spill_options, dict):
+            raise ValueError("spill_options must be a dict of fsspec storage options")
+        for name, value in (("spill_to", spill_to), ("spill_options", spill_options),
+                            ("spill_threshold", spill_threshold)):
+            if value is not None:
+                settings[name] = value
         config = load_config(log_to_driver=log_to_driver,
                              object_store_memory=object_store_memory, **settings)
-        env = {f"GRAPHSTORE_{k.upper()}": v for k, v in settings.items() if v is not None}
+        env = {f"GRAPHSTORE_{k.upper()}": json.dumps(v) if isinstance(v, dict) else v
+               for k, v in settings.items() if v is not None}
         _driver = Driver(config, address, num_cpus, resources, token, env, node_id,
                          worker_node_ids)
         return _driver.context()

@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--object-store-memory", type=int, default=None,
                         help="bytes of shared memory for this worker's object store "
                              "(default: 30%% of memory shared by the host's workers)")
+    worker.add_argument("--spill-to", default=None, metavar="URL",
+                        help="where the store spills: a directory or file:// / s3:// URL")
+    worker.add_argument("--spill-option", action="append", default=[],
+                        metavar="KEY=VALUE", help="an fsspec/s3fs storage option "
+                        "(repeatable), e.g. endpoint_url=http://127.0.0.1:9000")
+    worker.add_argument("--spill-threshold", type=float, default=None,
+                        help="fraction of the store above which objects spill (0.8)")
     worker.add_argument("--host", default="127.0.0.1",
                         help="interface for the worker's peer server (object transfers)")
     worker.add_argument("--node-id", default=None,
@@ -109,7 +116,18 @@ def run_worker(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"graphstore worker: {exc}", file=sys.stderr)
         return 2
-    config = load_config()
+    options = {}
+    for item in args.spill_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"graphstore worker: --spill-option expects KEY=VALUE, got {item!r}",
+                  file=sys.stderr)
+            return 2
+        options[key] = value
+    overrides = {"spill_to": args.spill_to, "spill_threshold": args.spill_threshold}
+    if options:
+        overrides["spill_options"] = options
+    config = load_config(**overrides)
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

@@ -7,7 +7,8 @@ passed to ``graphstore.init()`` or to the CLI win over both.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+import json
+from dataclasses import dataclass, field, fields
 
 #: Version of the wire protocol; peers with a different one are refused at the handshake.
 PROTOCOL_VERSION = 1
@@ -46,6 +47,17 @@ class Config:
     object_store_memory: int = 0
     #: Seconds a freed segment is kept for reuse before its memory goes back to the OS.
     store_pool_idle_seconds: float = 10.0
+    #: Where stores spill when memory runs short: a directory, file:// or s3://bucket/prefix
+    #: URL (empty: a directory under the system temp dir). Per cluster, under <url>/<id>/.
+    spill_to: str = ""
+    #: fsspec/s3fs storage options for spill_to (endpoint_url, key, secret, client_kwargs...).
+    spill_options: dict = field(default_factory=dict)
+    #: Fraction of a store's capacity above which least recently used objects spill.
+    spill_threshold: float = 0.8
+    #: Seconds a put waits for spilling to make room before ObjectStoreFullError.
+    spill_wait_timeout: float = 30.0
+    #: Keep the cluster's spill files at shutdown.
+    keep_spilled: bool = False
     #: Bytes/s assumed between hosts when weighing where a task should run.
     transfer_bandwidth: float = 1e9
     #: Finished tasks the scheduler remembers (task records, graph export).
@@ -53,6 +65,11 @@ class Config:
 
 
 def _coerce(value: str, default):
+    if isinstance(default, dict):
+        parsed = json.loads(value)
+        if not isinstance(parsed, dict):
+            raise ValueError("expected a JSON object")
+        return parsed
     if isinstance(default, bool):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return type(default)(value)
@@ -61,15 +78,16 @@ def _coerce(value: str, default):
 def load_config(**overrides) -> Config:
     """Defaults, then ``GRAPHSTORE_*`` environment variables, then ``overrides``."""
     config = Config()
-    for field in fields(Config):
-        env = os.environ.get("GRAPHSTORE_" + field.name.upper())
+    for field_ in fields(Config):
+        env = os.environ.get("GRAPHSTORE_" + field_.name.upper())
         if env is not None:
+            default = getattr(config, field_.name)
             try:
-                setattr(config, field.name, _coerce(env, field.default))
+                setattr(config, field_.name, _coerce(env, default))
             except ValueError as exc:
                 raise ValueError(
-                    f"environment variable GRAPHSTORE_{field.name.upper()}={env!r} "
-                    f"is not a valid {type(field.default).__name__}"
+                    f"environment variable GRAPHSTORE_{field_.name.upper()}={env!r} "
+                    f"is not a valid {type(default).__name__}"
                 ) from exc
     for name, value in overrides.items():
         if value is None:

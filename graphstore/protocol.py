@@ -114,6 +114,7 @@ class ObjectReady(NamedTuple):
     payload: list | None      # inline buffers; None for an error or a stored object
     error: list | None        # buffers of a pickled exception
     location: list | None     # stored objects: [[node id, worker address, segment, size], ...]
+                              # and, when spilled, [None, spill path, offset, size]
 
 
 class FunctionCode(NamedTuple):
@@ -222,6 +223,39 @@ class GetTaskRecords(NamedTuple):
     limit: int
 
 
+class ObjectsSpilled(NamedTuple):
+    """Request, worker -> scheduler: these objects now live in spill file ``path`` (at
+    [[id, offset, size], ...]); the worker releases their memory once this is answered.
+    Reply: ids that are already freed (the file is deleted if none is left)."""
+    path: str
+    entries: list
+
+
+class DeleteSpilled(NamedTuple):
+    """Scheduler -> worker: spill files whose objects are all freed."""
+    paths: list
+
+
+class RestoreObject(NamedTuple):
+    """Request to a worker: read a spilled object back into its store. Reply: segment."""
+    object_id: bytes
+    path: str
+    offset: int
+    size: int
+
+
+class RestoreOnNode(NamedTuple):
+    """Request to the scheduler, from a driver: restore a spilled object into a store on
+    ``node_id`` (any node if none there). Reply: [worker id, address, segment, node]."""
+    object_id: bytes
+    node_id: str
+
+
+class LocateObject(NamedTuple):
+    """Request to the scheduler: an object's current locations (after a stale one)."""
+    object_id: bytes
+
+
 class GetStatus(NamedTuple):
     """Request: the scheduler's summary of workers, resources, tasks and objects."""
     pass
@@ -233,6 +267,7 @@ MESSAGE_TYPES: list[type] = [
     TaskFailed, TaskOutput, Output, ClusterInfo, Ping, TaskBlocked, TaskUnblocked,
     GetStatus, Pin, Unpin, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
     FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, AllocateOnNode,
+    ObjectsSpilled, DeleteSpilled, RestoreObject, RestoreOnNode, LocateObject,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import sys
 import threading
+import time
 from collections import deque
 from typing import Any, Sequence
 
@@ -101,6 +102,8 @@ class Runtime:
         self._mapped: dict[bytes, int] = {}
         self._fetching: dict[bytes, concurrent.futures.Future] = {}
         self._mappings = shm.MappingCache()
+        #: In a worker: reads a spilled object back into its store (returns the segment).
+        self.restore_spilled = None
         self._channel: deque = deque()
         self._wake_pending = False
         # Owned by the loop thread:
@@ -348,16 +351,35 @@ class Runtime:
             return loads(payload)
         return self._load_stored(object_id, locations)
 
-    def _load_stored(self, object_id: bytes, locations):
+    def _load_stored(self, object_id: bytes, locations, retries: int = 20):
         for node, address, segment, size in locations:
-            if node != self.node_id:
+            if node != self.node_id or node is None:
                 continue
             try:
                 mapping = self._mappings.get(segment, size)
             except FileNotFoundError:
-                continue
+                continue  # spilled or freed since this location was known
             return loads(shm.read_object(self._pinned_view(object_id, mapping, size)))
-        data = self._fetch(object_id, locations)
+        spilled = [loc for loc in locations if loc[0] is None]
+        if spilled:
+            _, path, offset, size = spilled[0]
+            if self.restore_spilled is not None:          # a worker: into its own store
+                segment = self.restore_spilled(object_id, path, offset, size)
+                self._send(msg.ObjectAdded(object_id, segment))
+                where = [[self.node_id, self.local_address, segment, size]]
+            else:                                         # a driver: a store restores it
+                _, address, segment, node = self.request(
+                    msg.RestoreOnNode(object_id, self.node_id), timeout=300)
+                where = [[node, address, segment, size]]
+            return self._load_stored(object_id, where, retries)
+        remote = [loc for loc in locations if loc[0] != self.node_id]
+        if not remote:
+            if retries <= 0:
+                raise ObjectLostError(f"object {object_id.hex()} could not be found")
+            time.sleep(0.02)
+            fresh = self.request(msg.LocateObject(object_id))
+            return self._load_stored(object_id, fresh, retries - 1)
+        data = self._fetch(object_id, remote)
         if isinstance(data, str):  # landed in this worker's store: map it
             return self._load_stored(object_id, [[self.node_id, self.local_address, data,
                                                   locations[0][3]]])
@@ -420,7 +442,8 @@ class Runtime:
             try:
                 comm = await self._peer(address)
                 if self.local_store is not None:
-                    entry = self.local_store.allocate(object_id, size)
+                    entry = await asyncio.get_running_loop().run_in_executor(
+                        None, self.local_store.allocate, object_id, size)
                     target = memoryview(self._mappings.get(entry.name, size))[:size]
                     try:
                         reply = await comm.request(msg.FetchObject(object_id),

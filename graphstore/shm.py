@@ -22,6 +22,7 @@ import fcntl
 import mmap
 import os
 import struct
+import time
 from typing import Iterable
 
 SHM_DIR = os.environ.get("GRAPHSTORE_SHM_DIR", "/dev/shm")
@@ -105,12 +106,14 @@ class MappingCache:
         from collections import OrderedDict
         self._maps: "OrderedDict[str, mmap.mmap]" = OrderedDict()
         self._bytes = 0
+        self._checked = 0.0
         self._lock = threading.Lock()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
 
     def get(self, name: str, size: int) -> mmap.mmap:
         """A read-write mapping of at least ``size`` bytes of segment ``name``."""
+        self._drop_unlinked()
         with self._lock:
             mapping = self._maps.get(name)
             if mapping is not None and len(mapping) >= size:
@@ -131,6 +134,18 @@ class MappingCache:
             self._bytes += len(mapping)
             self._trim()
         return mapping
+
+    def _drop_unlinked(self) -> None:
+        """Forget mappings of segments that were freed or spilled, so their memory goes
+        back to the system (checked at most every 50 ms)."""
+        now = time.monotonic()
+        if now - self._checked < 0.05:
+            return
+        self._checked = now
+        with self._lock:
+            gone = [n for n in self._maps if not os.path.exists(segment_path(n))]
+            for name in gone:
+                self._bytes -= len(self._maps.pop(name))
 
     def _trim(self) -> None:
         if len(self._maps) <= self.max_entries and self._bytes <= self.max_bytes:

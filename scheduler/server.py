@@ -12,7 +12,7 @@ import socket
 
 from graphstore import protocol as msg
 from graphstore.comm import Comm, CommServer, RemoteCallError
-from graphstore.exceptions import ObjectStoreFullError
+from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
 from graphstore.config import Config, Limits
 from graphstore.lifecycle import watch_parent_pipe
 from graphstore.scheduler.state import SchedulerState
@@ -54,6 +54,9 @@ class Scheduler:
             msg.GetTaskRecords: lambda peer, m: self.state.task_records(m.limit),
             msg.GetMemorySummary: lambda peer, m: self._memory_summary(),
             msg.AllocateOnNode: lambda peer, m: self._allocate_on_node(m),
+            msg.ObjectsSpilled: lambda peer, m: self.state.objects_spilled(peer, m),
+            msg.LocateObject: lambda peer, m: self.state.locate(m.object_id),
+            msg.RestoreOnNode: lambda peer, m: self._restore_on_node(m),
         }
         self._flush_scheduled = False
 
@@ -172,6 +175,38 @@ class Scheduler:
         raise ObjectStoreFullError(str(error).partition(": ")[2] if error else
                                    "no store could take the object")
 
+    async def _restore_on_node(self, m: msg.RestoreOnNode) -> list:
+        """Have a store (on the driver's node if it has one) read a spilled object back."""
+        state = self.state
+        obj = state.objects.get(m.object_id)
+        if obj is None or obj.state != "ready":
+            raise LookupError(f"object {bytes(m.object_id).hex()} is gone")
+        for worker_id, segment in obj.locations.items():   # restored meanwhile
+            worker = state.workers.get(worker_id)
+            if worker is not None and worker.node.id == m.node_id:
+                return [worker.id, worker.address, segment, worker.node.id]
+        if obj.spill is None:
+            raise LookupError(f"object {bytes(m.object_id).hex()} is not spilled")
+        path, offset, size = obj.spill
+        candidates = state.stores_on_node(m.node_id) or list(state.workers.values())
+        error = None
+        for worker in candidates:
+            comm = self.comms.get(worker.id)
+            if comm is None:
+                continue
+            try:
+                segment = await comm.request(
+                    msg.RestoreObject(m.object_id, path, offset, size), timeout=300)
+            except RemoteCallError as exc:
+                error = exc
+                continue
+            obj = state.objects.get(m.object_id)
+            if obj is not None and worker.id in state.workers:
+                state._add_location(obj, worker, segment)
+            return [worker.id, worker.address, segment, worker.node.id]
+        raise ObjectLostError(f"no worker could restore object "
+                              f"{bytes(m.object_id).hex()}: {error}")
+
     async def _memory_summary(self) -> dict:
         """Objects by size with where they are and who refers to them; store use."""
         state = self.state
@@ -186,9 +221,11 @@ class Scheduler:
         for obj in sorted(state.objects.values(), key=lambda o: -o.size)[:1000]:
             objects.append({
                 "object_id": obj.id.hex(), "size": obj.size, "state": obj.state,
-                "where": ("inline (scheduler)" if not obj.locations else
+                "where": ("inline (scheduler)" if not obj.locations and obj.spill is None else
                           [f"worker pid={state.workers[w].pid} node={state.workers[w].node.id}"
-                           for w in obj.locations if w in state.workers]),
+                           for w in obj.locations if w in state.workers]
+                          + ([f"spilled: {obj.spill[0]} @ {obj.spill[1]}"]
+                             if obj.spill is not None else [])),
                 "holders": sorted(describe_peer(p) for p in obj.holders),
                 "pending_tasks": obj.task_refs, "contained_in": obj.container_refs,
                 "pinned_by": len(obj.pinned_by),
@@ -207,8 +244,12 @@ class Scheduler:
         return {"objects": objects, "stores": stores,
                 "total_objects": len(state.objects),
                 "inline_bytes": sum(o.size for o in state.objects.values()
-                                    if not o.locations),
-                "stored_bytes": sum(o.size for o in state.objects.values() if o.locations)}
+                                    if not o.locations and o.spill is None),
+                "stored_bytes": sum(o.size for o in state.objects.values() if o.locations),
+                "spilled_bytes": sum(o.size for o in state.objects.values()
+                                     if o.spill is not None and not o.locations),
+                "spilled_objects": sum(1 for o in state.objects.values()
+                                       if o.spill is not None and not o.locations)}
 
     # -- output -----------------------------------------------------------------------
     def _schedule_flush(self) -> None:

@@ -36,7 +36,7 @@ def error_payload(exc: BaseException) -> list:
 class ObjectState:
     __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
                  "container_refs", "contains", "waiters", "producer", "dependents",
-                 "created_at", "locations", "pinned_by")
+                 "created_at", "locations", "pinned_by", "spill")
 
     def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
         self.id = object_id
@@ -56,6 +56,8 @@ class ObjectState:
         self.locations: dict[bytes, str] = {}
         #: Processes mapping the object's memory: a freed segment is reused only if none.
         self.pinned_by: set[bytes] = set()
+        #: [path, offset, size] in the spill target, once spilled.
+        self.spill: list | None = None
 
     def referenced(self) -> bool:
         return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
@@ -201,6 +203,9 @@ class SchedulerState:
         self.max_capacity: dict[str, float] = {"CPU": 0.0}
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0}
         self.peer_pins: dict[bytes, set[bytes]] = {}
+        #: Spill file -> ids of live objects in it, and the worker that wrote it.
+        self.spill_files: dict[str, set[bytes]] = {}
+        self.spill_file_writer: dict[str, bytes] = {}
         #: Records of finished tasks, newest last (bounded).
         self.history: deque[dict] = deque(maxlen=history_size)
         self.bandwidth = bandwidth
@@ -292,7 +297,7 @@ class SchedulerState:
             if obj is None:
                 continue
             obj.locations.pop(worker.id, None)
-            if obj.locations or obj.state != READY:
+            if obj.locations or obj.spill is not None or obj.state != READY:
                 continue
             obj.state = ERROR
             obj.error = error_payload(ObjectLostError(
@@ -350,7 +355,7 @@ class SchedulerState:
         worker = self.workers.get(worker_id)
         if worker is None:
             return
-        if obj is None or obj.state != READY or not obj.locations:
+        if obj is None or obj.state != READY or not (obj.locations or obj.spill):
             # Freed meanwhile: the copy is not needed.
             self.outbox.append((worker_id, msg.FreeObjects([[m.object_id, False]])))
             return
@@ -374,15 +379,67 @@ class SchedulerState:
                 pins.discard(object_id)
 
     def locations_of(self, obj: ObjectState) -> list | None:
-        """Where a stored object can be read: [[node, worker address, segment, size]]."""
-        if not obj.locations:
+        """Where a stored object can be read: [[node, worker address, segment, size]],
+        then [None, spill path, offset, size] if it was spilled."""
+        if not obj.locations and obj.spill is None:
             return None
         out = []
         for worker_id, segment in obj.locations.items():
             worker = self.workers.get(worker_id)
             if worker is not None:
                 out.append([worker.node.id, worker.address, segment, obj.size])
+        if obj.spill is not None:
+            out.append([None, *obj.spill])
         return out
+
+    def objects_spilled(self, worker_id: bytes, m: msg.ObjectsSpilled) -> list:
+        """A worker wrote objects to a spill file and will release their memory.
+
+        Returns the ids not recorded from this file (freed, or spilled before): when
+        that is all of them, the worker deletes the file.
+        """
+        worker = self.workers.get(worker_id)
+        live = set()
+        gone = []
+        for object_id, offset, size in m.entries:
+            obj = self.objects.get(object_id)
+            if obj is None or obj.state != READY:
+                gone.append(object_id)
+                continue
+            if worker is not None and obj.locations.pop(worker_id, None) is not None:
+                if object_id in worker.objects:
+                    worker.objects.discard(object_id)
+                    worker.stored_bytes -= obj.size
+            if obj.spill is None:
+                obj.spill = [m.path, offset, size]
+                live.add(object_id)
+            else:
+                gone.append(object_id)  # it already had a spill copy; this one is unused
+        if live:
+            self.spill_files[m.path] = live
+            self.spill_file_writer[m.path] = worker_id
+        return gone
+
+    def locate(self, object_id: bytes) -> list:
+        obj = self.objects.get(object_id)
+        if obj is None or obj.state != READY:
+            raise ObjectLostError(f"object {object_id.hex()} is gone")
+        return self.locations_of(obj) or []
+
+    def _forget_spilled(self, obj: ObjectState) -> None:
+        path = obj.spill[0]
+        obj.spill = None
+        live = self.spill_files.get(path)
+        if live is None:
+            return
+        live.discard(obj.id)
+        if live:
+            return
+        del self.spill_files[path]
+        writer = self.spill_file_writer.pop(path, None)
+        target = writer if writer in self.workers else next(iter(self.workers), None)
+        if target is not None:
+            self.outbox.append((target, msg.DeleteSpilled([path])))
 
     def incref(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
         for object_id in ids:
@@ -460,6 +517,8 @@ class SchedulerState:
                 continue
             obj.payload = None
             obj.error = None
+            if obj.spill is not None:
+                self._forget_spilled(obj)
             if obj.locations:
                 reusable = not obj.pinned_by
                 for worker_id in obj.locations:

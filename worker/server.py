@@ -26,6 +26,8 @@ from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
+from graphstore.spill import SpillTarget, default_spill_url
+from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
 
 logger = logging.getLogger("graphstore.worker")
@@ -66,6 +68,9 @@ class Worker:
         check_shm_room(store_capacity)
         self.store = SharedMemoryStore(cluster_id_for(scheduler_address),
                                        self.worker_id.hex()[:12], store_capacity)
+        self.spill_target = SpillTarget(config.spill_to or default_spill_url(),
+                                        config.spill_options, self.store.cluster_id)
+        self.spiller: Spiller | None = None
         self.comm: Comm | None = None
         self.runtime: Runtime | None = None
         self.executor: TaskExecutor | None = None
@@ -93,6 +98,12 @@ class Worker:
         streams = output.install(self.runtime.send_from_any_thread)
         self.executor = TaskExecutor(max(1, int(self.num_cpus)), self.runtime,
                                      self.config.frame_split_bytes, streams)
+        self.spiller = Spiller(self.store, self.spill_target, self.runtime,
+                               self.store.worker_tag)
+        self.store.on_pressure = self.spiller.request
+        self.store.wait_timeout = self.config.spill_wait_timeout
+        self.store.spill_threshold = self.config.spill_threshold
+        self.runtime.restore_spilled = self.spiller.restore
         self.runtime.on_block = self.executor.task_blocked
         self.runtime.on_unblock = self.executor.task_unblocked
         self.comm.handler = self._on_message
@@ -124,12 +135,26 @@ class Worker:
             for object_id in m.ids:
                 self.store.seal(object_id)
         elif cls is msg.GetStoreSummary:
-            return self.store.summary()
+            summary = self.store.summary()
+            if self.spiller is not None:
+                summary.update(self.spiller.summary())
+            return summary
         elif cls is msg.AllocateObject:
-            return self.store.allocate(m.object_id, m.size, writer=comm).name
+            return self._in_thread(lambda: self.store.allocate(m.object_id, m.size,
+                                                               writer=comm).name)
+        elif cls is msg.RestoreObject:
+            return self._in_thread(self.spiller.restore, m.object_id, m.path, m.offset,
+                                   m.size)
+        elif cls is msg.DeleteSpilled:
+            self._in_thread(self.spill_target.delete, list(m.paths))
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
+
+    @staticmethod
+    def _in_thread(fn, *args):
+        """Blocking work (waiting for room, spill I/O) off the event loop."""
+        return asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     # -- peers ------------------------------------------------------------------------
     def _on_peer(self, comm: Comm) -> None:
@@ -142,8 +167,8 @@ class Worker:
         if cls is msg.AllocateObject:
             if not isinstance(m.size, int) or m.size < 0:
                 raise ValueError(f"invalid object size {m.size!r}")
-            entry = self.store.allocate(m.object_id, m.size, writer=comm)
-            return entry.name
+            return self._in_thread(lambda: self.store.allocate(m.object_id, m.size,
+                                                               writer=comm).name)
         if cls is msg.FetchObject:
             entry = self.store.pin(m.object_id)
             if entry is None:
@@ -164,6 +189,8 @@ class Worker:
     def stop(self) -> None:
         if self.executor is not None:
             self.executor.stop()
+        if self.spiller is not None:
+            self.spiller.stop()
         self.stopped.set()
 
     def close(self) -> None:

@@ -25,7 +25,8 @@ _POOL_MAX_SEGMENTS = 32
 
 
 class StoredObject:
-    __slots__ = ("id", "name", "size", "capacity", "sealed", "pins", "last_use", "writer")
+    __slots__ = ("id", "name", "size", "capacity", "sealed", "pins", "last_use", "writer",
+                 "spilled_at")
 
     def __init__(self, object_id: bytes, name: str, size: int, capacity: int, writer):
         self.id = object_id
@@ -36,6 +37,7 @@ class StoredObject:
         self.pins = 0               # local users: running tasks, transfers in flight
         self.last_use = time.monotonic()
         self.writer = writer        # who is writing it until sealed (a peer id or None)
+        self.spilled_at = None      # (path, offset) of a spill copy it was restored from
 
 
 class SharedMemoryStore:
@@ -51,17 +53,43 @@ class SharedMemoryStore:
         self._pool: list[tuple[int, str, float]] = []  # (size, name, freed at)
         self._names = itertools.count(1)
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)   # notified when memory is released
         self._lock_fd = shm.hold_lock(cluster_id, worker_tag)
         self.stats = {"created": 0, "reused": 0, "freed": 0, "bytes_written": 0}
+        #: Set by the worker when spilling is on: called (without the lock) when the store
+        #: needs room; ``allocate`` then waits up to ``wait_timeout`` for it.
+        self.on_pressure = None
+        self.wait_timeout = 0.0
+        self.spill_threshold = 1.0
 
     # -- allocation -------------------------------------------------------------------
     def allocate(self, object_id: bytes, size: int, writer=None) -> StoredObject:
-        """Reserve a segment of ``size`` bytes for ``object_id`` (unsealed until ``seal``)."""
+        """Reserve a segment of ``size`` bytes for ``object_id`` (unsealed until ``seal``).
+
+        When the store is full and spilling is on, waits for the spiller to make room.
+        """
         if size > self.capacity:
             raise ObjectStoreFullError(
                 f"an object of {size:,} bytes does not fit in the object store, whose "
                 f"capacity is {self.capacity:,} bytes; raise object_store_memory or store "
                 f"smaller objects")
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                entry = self._allocate_now(object_id, size, writer)
+            except ObjectStoreFullError:
+                if self.on_pressure is None or time.monotonic() >= deadline:
+                    raise
+                self.on_pressure(size)
+                with self._room:
+                    self._room.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            if self.on_pressure is not None and \
+                    self.used > self.spill_threshold * self.capacity:
+                self.on_pressure(0)
+            return entry
+
+    def _allocate_now(self, object_id: bytes, size: int, writer) -> StoredObject:
         with self._lock:
             existing = self.objects.get(object_id)
             if existing is not None:
@@ -73,10 +101,12 @@ class SharedMemoryStore:
             else:
                 self._make_room(size)
                 if self.used + self.pooled + size > self.capacity:
+                    spilling = (" and nothing more could be spilled in "
+                                f"{self.wait_timeout:g} s" if self.on_pressure else "")
                     raise ObjectStoreFullError(
                         f"the object store is full: {self.used:,} of {self.capacity:,} bytes "
-                        f"in use; an object of {size:,} bytes does not fit (free objects by "
-                        f"dropping their refs, or raise object_store_memory)")
+                        f"in use{spilling}; an object of {size:,} bytes does not fit (free "
+                        f"objects by dropping their refs, or raise object_store_memory)")
                 name = f"{shm.PREFIX}{self.cluster_id}-{self.worker_tag}-{next(self._names)}"
                 os.close(shm.create(name, size))
                 segment_size = size
@@ -162,7 +192,35 @@ class SharedMemoryStore:
                 self.pooled += entry.capacity
             else:
                 shm.unlink(entry.name)
+            self._room.notify_all()
             return True
+
+    def release_spilled(self, object_id: bytes, entry: StoredObject) -> None:
+        """An object was written to the spill target: give its memory back to the OS.
+
+        The segment is unlinked, never pooled: a process may still map it (its arrays stay
+        valid), and new readers restore from the spill file.
+        """
+        with self._lock:
+            entry.pins -= 1
+            if self.objects.get(object_id) is entry:
+                del self.objects[object_id]
+                self.used -= entry.capacity
+            shm.unlink(entry.name)
+            self._room.notify_all()
+
+    def pressure(self) -> int:
+        """Bytes above the spill threshold (pool first, it is free to drop)."""
+        with self._lock:
+            return int(self.used + self.pooled - self.spill_threshold * self.capacity)
+
+    def drop_pool(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, []
+            self.pooled = 0
+            self._room.notify_all()
+        for _, name, _ in pool:
+            shm.unlink(name)
 
     def trim_pool(self, max_idle: float) -> int:
         """Give back segments idle in the pool for more than ``max_idle`` seconds, so
@@ -175,6 +233,7 @@ class SharedMemoryStore:
             self._pool = [p for p in self._pool if p[2] >= cutoff]
             for size, name, _ in expired:
                 self.pooled -= size
+            self._room.notify_all()
         for _, name, _ in expired:
             shm.unlink(name)
         return len(expired)

@@ -26,11 +26,18 @@ How it works
   only measure startup.  All other workloads are warmed up at a small size
   and then timed ``--repeat`` times inside the first child.  The report shows
   medians.
+* Workloads come in two suites: ``core`` (startup, many small tasks, small
+  objects) and ``objects`` (a 200 MB array: put, get, task argument, transfer
+  between two hosts, against warm memcpy and raw loopback TCP).  A workload
+  that needs a differently shaped cluster (two hosts) runs after the others in
+  the same child, on a cluster the adapter restarts for it; a workload whose
+  concept one backend lacks is reported as N/A there.  For the objects suite
+  the report adds a table of the targets set in issue 3.
 
 Usage::
 
-    python benchmarks/core.py [--backends graphstore,ray,dask] [--repeat N]
-                              [--out docs/benchmarks.md]
+    python benchmarks/core.py [--suite core|objects|all] [--backends graphstore,ray,dask]
+                              [--repeat N] [--out docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import logging
 import os
 import platform
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +67,16 @@ ALL_BACKENDS = ("graphstore", "ray", "dask")
 # Module that must be importable for a backend to run at all.
 BACKEND_MODULES = {"graphstore": "graphstore", "ray": "ray", "dask": "distributed"}
 BACKEND_LABELS = {"graphstore": "graphstore", "ray": "Ray", "dask": "Dask"}
+SUITES = ("core", "objects")
+SUITE_TITLES = {"core": "Core API", "objects": "Large objects (200 MB float64 array)"}
+# The large object of the objects suite: 200 MB = 25,000,000 float64s.
+# GB/s in this file means 10^9 bytes per second.
+LARGE_BYTES = 200 * 10**6
+GB = 1e9
+# Warm-up size of warm_memcpy (the other large workloads warm up at full size).
+LARGE_WARMUP_BYTES = 2 * 10**6
+# Pause between the first task result and the first large put of a process.
+FIRST_PUT_PAUSE_S = 2.0
 
 
 # --------------------------------------------------------------------------
@@ -76,6 +94,14 @@ def leaf(i):
 
 def add(a, b):
     return a + b
+
+
+def array_sum(x):
+    return float(x.sum())
+
+
+def array_len(x):
+    return len(x)
 
 
 # --------------------------------------------------------------------------
@@ -111,6 +137,20 @@ class Backend:
 
     def wait(self, refs: list, num_returns: int = 1, timeout: float | None = None):
         """Like ``ray.wait``: returns ``(ready, not_ready)`` lists."""
+        raise NotImplementedError
+
+    def put_large(self, obj: Any) -> Any:
+        """``put`` for one large object (a backend may pick a better call)."""
+        return self.put(obj)
+
+    def init_two_hosts(self, node_ids: tuple[str, str]) -> None:
+        """Restart as a cluster of two hosts (one worker each) on this machine,
+        the driver on the first.  Raises ``NotImplementedError`` if the backend
+        has no such mode (its cross-host workloads are then N/A)."""
+        raise NotImplementedError
+
+    def submit_on(self, handle: Any, node_id: str, *args: Any) -> Any:
+        """``submit``, forced onto a worker of host ``node_id``."""
         raise NotImplementedError
 
 
@@ -149,6 +189,16 @@ class GraphstoreBackend(Backend):
     def wait(self, refs, num_returns=1, timeout=None):
         return self.gs.wait(refs, num_returns=num_returns, timeout=timeout)
 
+    def init_two_hosts(self, node_ids):
+        # Distinct node ids make graphstore treat the two workers as separate
+        # hosts: objects move between them over TCP, not shared memory.
+        self.gs.shutdown()
+        self.gs.init(num_cpus=len(node_ids), worker_node_ids=list(node_ids),
+                     node_id=node_ids[0])
+
+    def submit_on(self, handle, node_id, *args):
+        return handle.options(resources={f"node:{node_id}": 0.001}).remote(*args)
+
 
 class RayBackend(Backend):
     name = "ray"
@@ -164,6 +214,8 @@ class RayBackend(Backend):
     def init(self):
         self.ray.init(
             num_cpus=os.cpu_count(),
+            # Room for several 200 MB objects (objects suite).
+            object_store_memory=2 * 1024**3,
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.ERROR,
@@ -236,6 +288,12 @@ class DaskBackend(Backend):
         # contents still make a new object (no dedup).
         return self.client.scatter([obj], hash=False)[0]
 
+    def put_large(self, obj):
+        # direct=True: the client sends the bytes straight to one worker, which
+        # keeps them (as ray.put writes straight into the local store); the
+        # default for a remote cluster routes the data through the scheduler.
+        return self.client.scatter([obj], hash=False, direct=True)[0]
+
     def wait(self, refs, num_returns=1, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -274,6 +332,14 @@ class Metric:
     label: str
     unit: str
     higher_is_better: bool
+    # Backends where the concept exists; the others show N/A.  None: all.
+    only: tuple[str, ...] | None = None
+    # (numerator key, denominator key): computed by the parent from the two
+    # medians of the same backend instead of being measured.
+    derived: tuple[str, str] | None = None
+
+    def applies(self, backend: str) -> bool:
+        return self.only is None or backend in self.only
 
 
 @dataclass(frozen=True)
@@ -284,6 +350,19 @@ class Workload:
     warmup_size: int   # size of the untimed warm-up run
     metrics: tuple[Metric, ...]
     description: str
+    suite: str = "core"
+    # "default": the backend's normal local cluster; "two_hosts": runs after
+    # the others, on the cluster made by ``Backend.init_two_hosts``.
+    cluster: str = "default"
+    # Untimed warm-up runs (at warmup_size) before the timed ones.
+    warmups: int = 1
+    # Untimed pause before each timed run, so that asynchronous frees of the
+    # previous run's objects (Ray, Dask) have completed, as they would in a
+    # program doing other work between two large puts.
+    settle_s: float = 0.0
+
+    def applies(self, backend: str) -> bool:
+        return all(m.applies(backend) for m in self.metrics)
 
 
 def now() -> float:
@@ -336,8 +415,224 @@ def small_put_get(b: Backend, n: int) -> dict[str, float]:
     return {"puts_per_s": n / t_put, "gets_per_s": n / t_get}
 
 
+# ---- Large objects (objects suite) ----------------------------------------
+
+_arrays: dict[int, Any] = {}
+
+
+def large_array(nbytes: int):
+    """A float64 array of ``nbytes`` bytes, made once per process.
+
+    ``arange`` writes every page, so the source is real memory (not the
+    lazily mapped zero pages ``np.zeros`` would give).  Its sum is exact in
+    float64 for the sizes used here.
+    """
+    import numpy as np
+    if nbytes not in _arrays:
+        _arrays[nbytes] = np.arange(nbytes // 8, dtype=np.float64)
+    return _arrays[nbytes]
+
+
+_handles: dict[tuple[int, Callable], Any] = {}
+
+
+def remote_once(b: Backend, fn: Callable) -> Any:
+    """``b.remote(fn)``, made once per backend and process, as a module-level
+    ``@remote`` would be: with timed runs of a few ms, registering the
+    function again each run (Ray exports it) would be part of the time."""
+    key = (id(b), fn)
+    if key not in _handles:
+        _handles[key] = b.remote(fn)
+    return _handles[key]
+
+
+def expected_sum(n_items: int) -> float:
+    return float(n_items * (n_items - 1) // 2)
+
+
+def _mappings_of(address: int, length: int) -> list[tuple[str, str]] | None:
+    """(permissions, path) of each mapping of this process that holds part of
+    [address, address + length), from /proc/self/maps.  None if unreadable or
+    if the range is not fully mapped."""
+    found, covered = [], address
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split(None, 5)
+                start, end = (int(v, 16) for v in parts[0].split("-"))
+                if end <= covered or start >= address + length:
+                    continue
+                if start > covered:
+                    return None  # a hole: not one contiguous mapped range
+                path = parts[5].strip() if len(parts) > 5 else ""
+                found.append((parts[1], path or "[anonymous]"))
+                covered = end
+                if covered >= address + length:
+                    return found
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def zero_copy_check(arr, get_seconds: float) -> tuple[bool, str]:
+    """Whether ``arr`` (just returned by get) is a zero-copy view of a store.
+
+    ``np.shares_memory`` cannot see across processes, so: the array must be
+    read-only and its bytes must lie in *shared* mappings of this process
+    (a store's shared-memory segment, MAP_SHARED, 's' in /proc/self/maps),
+    not in private memory that a copy would have used.  Where
+    /proc/self/maps cannot tell, fall back to time: 200 MB in under 5 ms
+    (40 GB/s) cannot have been copied.
+    """
+    readonly = not arr.flags.writeable
+    mappings = _mappings_of(arr.__array_interface__["data"][0], arr.nbytes)
+    if mappings:
+        flags = [perms[3:4] == "s" for perms, _ in mappings]
+        shared = all(flags)
+        kind = "shared" if shared else "partly shared" if any(flags) else "private"
+        where = "; ".join(sorted({f"{perms} {path}" for perms, path in mappings}))
+        how = (f"read-only={readonly}, data in {len(mappings)} {kind} "
+               f"mapping(s) ({where}), "
+               f"get took {get_seconds * 1e3:.3g} ms")
+        return readonly and shared, how
+    return readonly and get_seconds < 0.005, (
+        f"/proc/self/maps could not tell; read-only={readonly}, get took "
+        f"{get_seconds * 1e3:.3g} ms (< 5 ms counts as no copy)")
+
+
+_zero_copy_noted = False
+
+
+def warm_memcpy(b: Backend, nbytes: int) -> dict[str, float]:
+    import numpy as np
+    src = large_array(nbytes)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)            # first run: faults in dst's pages
+    t0 = now()
+    np.copyto(dst, src)            # second run: both sides warm
+    dt = now() - t0
+    return {"memcpy_gbps": nbytes / dt / GB}
+
+
+def first_put(b: Backend, nbytes: int) -> dict[str, float]:
+    """The first large put of a fresh process: the store's pages are new.
+    Run once per child process (like startup), not as a workload."""
+    result = large_put(b, nbytes)
+    return {"put_first_gbps": result["put_gbps"]}
+
+
+def large_put(b: Backend, nbytes: int) -> dict[str, float]:
+    arr = large_array(nbytes)
+    t0 = now()
+    ref = b.put_large(arr)
+    dt = now() - t0
+    del ref  # dropped before the next run, so the store may reuse its memory
+    return {"put_gbps": nbytes / dt / GB}
+
+
+def large_get(b: Backend, nbytes: int) -> dict[str, float]:
+    global _zero_copy_noted
+    arr = large_array(nbytes)
+    ref = b.put_large(arr)
+    t0 = now()
+    out = b.get(ref)
+    dt = now() - t0
+    assert out.shape == arr.shape and out[-1] == arr[-1]
+    zero_copy, how = zero_copy_check(out, dt)
+    if not _zero_copy_noted and nbytes >= LARGE_BYTES:
+        _zero_copy_noted = True
+        note(f"get of 200 MB: {how}")
+    del out, ref
+    return {"get_ms": dt * 1e3, "get_zero_copy": float(zero_copy)}
+
+
+def large_arg_task(b: Backend, nbytes: int) -> dict[str, float]:
+    f = remote_once(b, array_sum)
+    arr = large_array(nbytes)
+    ref = b.put_large(arr)          # untimed: the array is already stored
+    t0 = now()
+    total = b.get(b.submit(f, ref))
+    dt = now() - t0
+    assert total == expected_sum(arr.size), total
+    del ref
+    return {"task_arg_gbps": nbytes / dt / GB}
+
+
+TWO_HOSTS = ("node-a", "node-b")
+
+
+def cross_host_transfer(b: Backend, nbytes: int) -> dict[str, float]:
+    """The object moved between hosts, then (paired, right after, so that the
+    ratio sees the same machine load) the raw loopback TCP reference."""
+    f = remote_once(b, array_len)
+    arr = large_array(nbytes)
+    ref = b.put_large(arr)          # lands in the store of node-a (the driver's host)
+    t0 = now()
+    n = b.get(b.submit_on(f, TWO_HOSTS[1], ref))
+    dt = now() - t0
+    assert n == arr.size, n
+    del ref
+    gbps = nbytes / dt / GB
+    tcp = raw_tcp_loopback(nbytes)
+    return {"cross_host_gbps": gbps, "raw_tcp_gbps": tcp,
+            "cross_host_vs_tcp": gbps / tcp}
+
+
+# Receiver of the raw TCP transfer, run as ``python -c`` in its own process.
+_TCP_RECEIVER = r"""
+import socket, sys
+port, nbytes, rounds = (int(v) for v in sys.argv[1:4])
+buf = bytearray(nbytes)           # preallocated (and zero-filled: pages touched)
+view = memoryview(buf)
+sock = socket.create_connection(("127.0.0.1", port))
+for _ in range(rounds):
+    got = 0
+    while got < nbytes:
+        n = sock.recv_into(view[got:], nbytes - got)
+        if not n:
+            sys.exit("sender closed early")
+        got += n
+    sock.sendall(b"k")
+sock.close()
+"""
+
+
+def raw_tcp_loopback(nbytes: int) -> float:
+    """The same bytes over plain loopback TCP between two processes: sendall
+    from a memoryview of the array, recv_into a preallocated bytearray, a
+    1-byte ack back.  One untimed transfer on the connection, then one timed;
+    returns GB/s."""
+    payload = memoryview(large_array(nbytes)).cast("B")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-c", _TCP_RECEIVER,
+                                 str(port), str(nbytes), "2"])
+        try:
+            server.settimeout(60)
+            conn, _ = server.accept()   # the receiver connects once its buffer is ready
+            with conn:
+                conn.settimeout(120)
+                times = []
+                for _ in range(2):
+                    t0 = now()
+                    conn.sendall(payload)
+                    if conn.recv(1) != b"k":
+                        raise RuntimeError("raw TCP receiver did not acknowledge")
+                    times.append(now() - t0)
+            if proc.wait(timeout=60) != 0:
+                raise RuntimeError(f"raw TCP receiver exited with {proc.returncode}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return nbytes / times[-1] / GB
+
+
 STARTUP = Metric("startup_s", "Startup: init() to first task result", "s",
                  higher_is_better=False)
+GS_ONLY = ("graphstore",)
 
 WORKLOADS: list[Workload] = [
     Workload("noop_tasks", many_noop_tasks, size=5000, warmup_size=200,
@@ -362,9 +657,106 @@ WORKLOADS: list[Workload] = [
              description="5,000 puts of distinct os.urandom(1024) objects (Dask: "
                          "client.scatter, one at a time), then 5,000 single gets "
                          "of the same refs (Dask: future.result())."),
+
+    # ---- objects suite.  Each child first measures the first 200 MB put of
+    # the process (``first_put``, see ``run_workloads``); these then run in
+    # this order.  Warm-ups are full-size (except memcpy, which warms itself):
+    # the timed runs measure the steady state of a program moving many large
+    # objects, and the first-put row shows the fresh-memory regime.
+    Workload("warm_memcpy", warm_memcpy, size=LARGE_BYTES, warmup_size=LARGE_WARMUP_BYTES,
+             suite="objects",
+             metrics=(Metric("memcpy_gbps", "Warm memcpy of the 200 MB (reference)",
+                             "GB/s", True),),
+             description="numpy `copyto` of the 200 MB array into a preallocated "
+                         "array, timed on the second copy (both sides' pages warm); "
+                         "measured in each backend's process, as the reference "
+                         "for that backend's put."),
+    Workload("large_put", large_put, size=LARGE_BYTES, warmup_size=LARGE_BYTES,
+             warmups=4, settle_s=0.5, suite="objects",
+             metrics=(Metric("put_gbps", "put of a 200 MB float64 array, store memory "
+                             "reused (steady state)", "GB/s", True),),
+             description="put of a 200 MB float64 array (`ray.put`; Dask: "
+                         "`client.scatter([x], hash=False, direct=True)`, the bytes "
+                         "sent straight to one worker, its closest equivalent); "
+                         "200 MB / put time. Steady state: after the process's first "
+                         "200 MB put (the row below) and four more untimed 200 MB puts "
+                         "(Ray needs 2-3 to reach its steady state here), "
+                         "each ref dropped before the next put and 0.5 s allowed for "
+                         "asynchronous frees, so a store can reuse its memory as a "
+                         "program putting many objects would. **First put**: the "
+                         "first 200 MB put of a fresh process (the store's pages are "
+                         "new), measured once in each of the fresh processes, 2 s "
+                         "after the first task result, median over them. Both "
+                         "regimes are shown because they differ by up to 20x on "
+                         "this machine (page faults on fresh shared memory are "
+                         "expensive here)."),
+    Workload("large_get", large_get, size=LARGE_BYTES, warmup_size=LARGE_BYTES,
+             suite="objects", settle_s=0.5,
+             metrics=(Metric("get_ms", "get of the put 200 MB array", "ms", False),
+                      Metric("get_zero_copy", "get is zero-copy", "yes/no", True)),
+             description="after one full-size warm-up, put (untimed), then get of "
+                         "the array back in the same process (Dask: `future.result()`, which fetches it from "
+                         "the worker). Zero-copy means: the array is read-only and "
+                         "its data lies in a shared mapping of the driver process "
+                         "(a store's shared memory, 's' in /proc/self/maps), not in "
+                         "private memory a copy would use. `np.shares_memory` cannot "
+                         "see across processes; without /proc the fallback is time "
+                         "(under 5 ms for 200 MB cannot be a copy)."),
+    Workload("large_arg_task", large_arg_task, size=LARGE_BYTES,
+             warmup_size=LARGE_BYTES, warmups=2, suite="objects", settle_s=0.5,
+             metrics=(Metric("task_arg_gbps", "Task summing the put array (passed by ref)",
+                             "GB/s", True),),
+             description="after two full-size warm-ups (one per worker, roughly), "
+                         "put (untimed), then one task taking the ref as its "
+                         "argument and returning `float(x.sum())`; 200 MB / (submit "
+                         "to result), so the sum itself is inside the time."),
+    Workload("cross_host", cross_host_transfer, size=LARGE_BYTES,
+             warmup_size=LARGE_BYTES, suite="objects", cluster="two_hosts",
+             settle_s=0.5,
+             metrics=(Metric("cross_host_gbps", "200 MB object moved between two hosts",
+                             "GB/s", True, only=GS_ONLY),
+                      Metric("raw_tcp_gbps", "Raw loopback TCP, same 200 MB (reference)",
+                             "GB/s", True, only=GS_ONLY),
+                      Metric("cross_host_vs_tcp", "cross-host ÷ raw loopback TCP "
+                             "(median of paired runs)", "×", True, only=GS_ONLY)),
+             description="graphstore only (Ray and Dask have no single-machine mode "
+                         "with distinct hosts here: N/A). Cluster restarted as "
+                         "`init(num_cpus=2, worker_node_ids=['node-a', 'node-b'], "
+                         "node_id='node-a')`; after one full-size warm-up, put "
+                         "(untimed) lands on node-a; a task "
+                         "forced onto node-b with `resources={'node:node-b': 0.001}` "
+                         "returns `len(x)`; 200 MB / (submit to result), so the time "
+                         "is essentially the transfer. Right after it in each run, "
+                         "the same bytes over raw loopback TCP: plain sockets "
+                         "between two processes, `sendall` from a memoryview of "
+                         "the array, `recv_into` a preallocated bytearray, 1-byte "
+                         "ack; one untimed transfer on the connection, then the "
+                         "timed one. The ratio row is the median of the per-run "
+                         "ratios (each pair saw the same machine load)."),
 ]
 
-ALL_METRICS: list[Metric] = [STARTUP] + [m for w in WORKLOADS for m in w.metrics]
+DERIVED_METRICS: list[Metric] = [
+    Metric("put_vs_memcpy", "put ÷ warm memcpy (same process)", "×", True,
+           derived=("put_gbps", "memcpy_gbps")),
+]
+PUT_FIRST = Metric("put_first_gbps", "put of a 200 MB float64 array, first put "
+                   "of a fresh process (fresh pages)", "GB/s", True)
+
+
+def suite_metrics(suite: str) -> list[Metric]:
+    """The rows of one suite's table, in order."""
+    rows = [STARTUP] if suite == "core" else []
+    for w in WORKLOADS:
+        if w.suite == suite:
+            rows += w.metrics
+            if w.name == "large_put":
+                rows.append(PUT_FIRST)
+    if suite == "objects":
+        rows += DERIVED_METRICS
+    return rows
+
+
+ALL_METRICS: list[Metric] = [m for s in SUITES for m in suite_metrics(s)]
 
 
 # --------------------------------------------------------------------------
@@ -373,6 +765,11 @@ ALL_METRICS: list[Metric] = [STARTUP] + [m for w in WORKLOADS for m in w.metrics
 
 def emit(**record: Any) -> None:
     print(RESULT_PREFIX + json.dumps(record), flush=True)
+
+
+def note(message: str) -> None:
+    """A remark for the report's notes (e.g. how zero-copy was established)."""
+    emit(kind="note", message=message)
 
 
 def sanity_check(b: Backend) -> None:
@@ -386,7 +783,8 @@ def sanity_check(b: Backend) -> None:
     assert b.get([x, b.put(b"ab")]) == [20, b"ab"]
 
 
-def run_child(backend: str, repeat: int, startup_only: bool) -> int:
+def run_child(backend: str, repeat: int, startup_only: bool,
+              suites: tuple[str, ...] = SUITES) -> int:
     try:
         b = ADAPTERS[backend]()
     except ImportError as e:
@@ -394,7 +792,7 @@ def run_child(backend: str, repeat: int, startup_only: bool) -> int:
         return 0
     emit(kind="meta", version=b.version())
     try:
-        run_workloads(b, repeat, startup_only)
+        run_workloads(b, repeat, startup_only, suites)
     except Exception as e:
         emit(kind="error", workload="startup", message=f"{type(e).__name__}: {e}")
         return 1
@@ -406,15 +804,29 @@ def run_child(backend: str, repeat: int, startup_only: bool) -> int:
     return 0
 
 
-def run_workloads(b: Backend, repeat: int, startup_only: bool) -> None:
+def run_workloads(b: Backend, repeat: int, startup_only: bool,
+                  suites: tuple[str, ...] = SUITES) -> None:
     # 1. Startup: the first thing this fresh process does with the backend.
     #    (Creating the remote function is not part of it, as with a
-    #    module-level @remote decorator.)
+    #    module-level @remote decorator.)  Reported with the core suite.
     f = b.remote(noop)
     t0 = now()
     b.init()
     b.get(b.submit(f))
-    emit(kind="samples", metric=STARTUP.key, values=[now() - t0])
+    if "core" in suites:
+        emit(kind="samples", metric=STARTUP.key, values=[now() - t0])
+    # The first large put of the process: also once per fresh process, after
+    # a pause so that start-up work still going on in the background (worker
+    # processes booting) does not compete with it on a small machine.
+    if "objects" in suites:
+        large_array(LARGE_BYTES)  # made before timing
+        time.sleep(FIRST_PUT_PAUSE_S)
+        try:
+            for key, value in first_put(b, LARGE_BYTES).items():
+                emit(kind="samples", metric=key, values=[value])
+        except Exception as e:
+            emit(kind="error", workload="first_put", message=f"{type(e).__name__}: {e}")
+        gc.collect()
     if startup_only:
         return
 
@@ -425,18 +837,41 @@ def run_workloads(b: Backend, repeat: int, startup_only: bool) -> None:
 
     # 2. Timed workloads: one small untimed warm-up, then `repeat` timed runs.
     #    A failing workload is reported and the next one still runs.
-    for w in WORKLOADS:
+    chosen = [w for w in WORKLOADS if w.suite in suites and w.applies(b.name)]
+    for w in chosen:
+        if w.cluster == "default":
+            run_workload(b, w, repeat)
+
+    # 3. Workloads needing two hosts, on a cluster restarted for them.
+    two_hosts = [w for w in chosen if w.cluster == "two_hosts"]
+    if two_hosts:
         try:
-            w.fn(b, w.warmup_size)
-            samples: dict[str, list[float]] = {m.key: [] for m in w.metrics}
-            for _ in range(repeat):
-                gc.collect()
-                for key, value in w.fn(b, w.size).items():
-                    samples[key].append(value)
-            for key, values in samples.items():
-                emit(kind="samples", metric=key, values=values)
+            b.init_two_hosts(TWO_HOSTS)
         except Exception as e:
-            emit(kind="error", workload=w.name, message=f"{type(e).__name__}: {e}")
+            for w in two_hosts:
+                emit(kind="error", workload=w.name,
+                     message=f"two-host cluster: {type(e).__name__}: {e}")
+            return
+        for w in two_hosts:
+            run_workload(b, w, repeat)
+
+
+def run_workload(b: Backend, w: Workload, repeat: int) -> None:
+    try:
+        for _ in range(w.warmups):
+            gc.collect()
+            time.sleep(w.settle_s)
+            w.fn(b, w.warmup_size)
+        samples: dict[str, list[float]] = {m.key: [] for m in w.metrics}
+        for _ in range(repeat):
+            gc.collect()
+            time.sleep(w.settle_s)
+            for key, value in w.fn(b, w.size).items():
+                samples[key].append(value)
+        for key, values in samples.items():
+            emit(kind="samples", metric=key, values=values)
+    except Exception as e:
+        emit(kind="error", workload=w.name, message=f"{type(e).__name__}: {e}")
 
 
 # --------------------------------------------------------------------------
@@ -455,12 +890,22 @@ class BackendResult:
         values = self.samples.get(key)
         return statistics.median(values) if values else None
 
+    def value(self, metric: Metric) -> float | None:
+        """The metric's median, or for a derived metric the ratio of medians."""
+        if not metric.applies(self.backend):
+            return None
+        if metric.derived:
+            num, den = (self.median(k) for k in metric.derived)
+            return num / den if num is not None and den else None
+        return self.median(metric.key)
+
 
 def run_child_process(backend: str, repeat: int, startup_only: bool,
-                      timeout: float) -> tuple[list[dict], str | None]:
+                      timeout: float, suites: tuple[str, ...] = SUITES
+                      ) -> tuple[list[dict], str | None]:
     """Run one child; return its JSON records and an error message (or None)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", backend,
-           "--repeat", str(repeat)]
+           "--repeat", str(repeat), "--suite", ",".join(suites)]
     if startup_only:
         cmd.append("--startup-only")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -497,7 +942,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
-def run_backend(backend: str, repeat: int, timeout: float) -> BackendResult:
+def run_backend(backend: str, repeat: int, timeout: float,
+                suites: tuple[str, ...] = SUITES) -> BackendResult:
     result = BackendResult(backend)
     if importlib.util.find_spec(BACKEND_MODULES[backend]) is None:
         result.status = "skipped"
@@ -505,11 +951,15 @@ def run_backend(backend: str, repeat: int, timeout: float) -> BackendResult:
                             '(install with `pip install -e ".[bench]"`)')
         return result
 
-    for i in range(repeat):
-        log(f"[{backend}] child {i + 1}/{repeat}"
-            + (" (all workloads)" if i == 0 else " (startup only)"))
+    # Startup (core suite) and the first large put (objects suite) need one
+    # fresh process per sample: `repeat` children, the first also running
+    # every workload, the others only these per-process measurements.
+    children = repeat
+    for i in range(children):
+        log(f"[{backend}] child {i + 1}/{children}"
+            + (" (all workloads)" if i == 0 else " (fresh-process measurements only)"))
         records, error = run_child_process(backend, repeat, startup_only=i > 0,
-                                           timeout=timeout)
+                                           timeout=timeout, suites=suites)
         for r in records:
             if r["kind"] == "unavailable":
                 result.status = "skipped"
@@ -523,6 +973,10 @@ def run_backend(backend: str, repeat: int, timeout: float) -> BackendResult:
             elif r["kind"] == "error":
                 result.notes.append(f"{r['workload']} failed: {r['message']}")
                 log(f"[{backend}]   {r['workload']} FAILED: {r['message']}")
+            elif r["kind"] == "note":
+                if r["message"] not in result.notes:
+                    result.notes.append(r["message"])
+                log(f"[{backend}]   note: {r['message']}")
         if result.status == "skipped":
             return result
         reported = any(r["kind"] == "error" for r in records)
@@ -541,11 +995,21 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def fmt_value(value: float | None, metric: Metric) -> str:
+def fmt_value(value: float | None, metric: Metric, backend: str | None = None) -> str:
+    if backend is not None and not metric.applies(backend):
+        return "N/A"
     if value is None:
         return "—"
     if metric.unit == "s":
         return f"{value:.2f} s"
+    if metric.unit == "yes/no":
+        return "yes" if value >= 0.5 else "no"
+    if metric.unit == "GB/s":
+        return f"{value:.2f}"
+    if metric.unit == "×":
+        return f"{value:.2f}×"
+    if metric.unit == "ms":
+        return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
     return f"{value:,.0f}"
 
 
@@ -555,61 +1019,175 @@ def fmt_ratio(gs: float | None, other: float | None) -> str:
     return f"{gs / other:.3g}×"
 
 
-def render_report(results: dict[str, BackendResult], repeat: int) -> str:
+def render_table(results: dict[str, BackendResult], metrics: list[Metric]) -> list[str]:
+    shown = [b for b in ALL_BACKENDS if b in results]
+    gs = results.get("graphstore")
+    ratio_vs = [b for b in ("ray", "dask") if b in results and gs is not None]
+    header = ["Workload", "Unit"] + [BACKEND_LABELS[b] for b in shown]
+    header += [f"graphstore/{BACKEND_LABELS[b]}" for b in ratio_vs]
+    if ratio_vs:
+        header.append("Ratio better if")
+    lines = ["| " + " | ".join(header) + " |"]
+    align = ["---", "---"] + ["---:"] * (len(shown) + len(ratio_vs))
+    if ratio_vs:
+        align.append(":---:")
+    lines.append("|" + "|".join(align) + "|")
+    for m in metrics:
+        row = [m.label, m.unit]
+        row += [fmt_value(results[b].value(m), m, b) for b in shown]
+        # No ratio for yes/no rows, ratios of ratios, or rows N/A elsewhere.
+        comparable = m.unit not in ("yes/no", "×")
+        gs_value = gs.value(m) if gs and comparable else None
+        row += [fmt_ratio(gs_value, results[b].value(m)) for b in ratio_vs]
+        if ratio_vs:
+            if not comparable or m.only is not None:
+                row.append("—")
+            else:
+                row.append("> 1 (higher is better)" if m.higher_is_better
+                           else "< 1 (lower time is better)")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 3: ``num ÷ den >= need`` (medians), each side a
+    (backend, metric key).  For times the sides are swapped (den ÷ num is a
+    speed ratio) by listing the other backend first."""
+    label: str
+    num: tuple[str, str]
+    den: tuple[str, str]
+    need: float
+    how: str = ""
+    # A metric holding per-run ratios (paired runs): its median is used
+    # instead of num's median ÷ den's median.
+    ratio: tuple[str, str] | None = None
+
+
+TARGETS: list[Target] = [
+    Target("put ≥ 3× Ray's, steady state (store memory reused)",
+           ("graphstore", "put_gbps"), ("ray", "put_gbps"), 3),
+    Target("put ≥ 3× Ray's, first put of a fresh process (fresh pages; the regime of "
+           "the issue's \"Ray 2.7 GB/s\")",
+           ("graphstore", "put_first_gbps"), ("ray", "put_first_gbps"), 3),
+    Target("put ≥ 0.5× warm memcpy, steady state",
+           ("graphstore", "put_gbps"), ("graphstore", "memcpy_gbps"), 0.5),
+    Target("put ≥ 0.5× warm memcpy, first put of a fresh process",
+           ("graphstore", "put_first_gbps"), ("graphstore", "memcpy_gbps"), 0.5),
+    Target("get ≥ 1× Ray's (a time: lower is better, so Ray's ms ÷ graphstore's ms)",
+           ("ray", "get_ms"), ("graphstore", "get_ms"), 1, how="speed ratio"),
+    Target("task with the 200 MB argument ≥ 1× Ray's",
+           ("graphstore", "task_arg_gbps"), ("ray", "task_arg_gbps"), 1),
+    Target("cross-host ≥ 0.6× raw loopback TCP (same run)",
+           ("graphstore", "cross_host_gbps"), ("graphstore", "raw_tcp_gbps"), 0.6,
+           how="median of the per-run ratios of paired runs",
+           ratio=("graphstore", "cross_host_vs_tcp")),
+]
+
+_SHORT = {"put_gbps": "put", "put_first_gbps": "first put", "memcpy_gbps": "memcpy",
+          "get_ms": "get", "task_arg_gbps": "task", "cross_host_gbps": "cross-host",
+          "raw_tcp_gbps": "raw TCP"}
+# Measured in graphstore's process but not of graphstore: named without it.
+_REFERENCES = ("memcpy_gbps", "raw_tcp_gbps")
+
+
+def render_targets(results: dict[str, BackendResult]) -> list[str]:
+    """The targets of issue 3 ("Figures"), checked against this run's medians."""
+    def med(side: tuple[str, str]) -> float | None:
+        r = results.get(side[0])
+        return r.median(side[1]) if r is not None else None
+
+    def name(side: tuple[str, str]) -> str:
+        unit = "ms" if side[1].endswith("_ms") else "GB/s"
+        value = med(side)
+        shown = "—" if value is None else f"{value:.3g} {unit}"
+        who = "" if side[1] in _REFERENCES else BACKEND_LABELS[side[0]] + " "
+        return f"{who}{_SHORT.get(side[1], side[1])} {shown}"
+
+    lines = ["| Target | Measured (medians) | Needs | Result |",
+             "|---|---|:---:|:---:|"]
+    zc = med(("graphstore", "get_zero_copy"))
+    for t in TARGETS:
+        num, den = med(t.num), med(t.den)
+        if t.ratio is not None:
+            ratio = med(t.ratio)
+        else:
+            ratio = num / den if num is not None and den else None
+        verdict = ("n/a (not measured)" if ratio is None
+                   else "pass" if ratio >= t.need else "**FAIL**")
+        value = "—" if ratio is None else f"{ratio:.2f}×"
+        how = f" ({t.how})" if t.how else ""
+        sign = "→" if t.ratio is not None else "="
+        lines.append(f"| {t.label} | {name(t.num)} ÷ {name(t.den)} {sign} {value}{how} "
+                     f"| ≥ {t.need:g}× | {verdict} |")
+        if t.num[1] == "put_first_gbps" and t.den[0] == "graphstore":
+            zc_text = "—" if zc is None else ("yes" if zc >= 0.5 else "no")
+            zc_verdict = ("n/a (not measured)" if zc is None
+                          else "pass" if zc >= 0.5 else "**FAIL**")
+            lines.append(f"| get is zero-copy | graphstore: {zc_text} (read-only array, "
+                         f"data in the store's shared mapping) | yes | {zc_verdict} |")
+    return lines
+
+
+def render_report(results: dict[str, BackendResult], repeat: int,
+                  suites: tuple[str, ...] = SUITES, run_notes: list[str] = ()) -> str:
     shown = [b for b in ALL_BACKENDS if b in results]
     gs = results.get("graphstore")
     versions = ", ".join(
         f"{BACKEND_LABELS[b]} {results[b].version or '(unknown)'}"
         for b in shown if results[b].status != "skipped")
+    method = (f"- Each backend ran in its own fresh process, one at a time. "
+              f"Each value is the median of {repeat} run(s) after an untimed warm-up")
+    per_process = ([STARTUP.label.split(":")[0].lower()] if "core" in suites else []) + \
+        (["the first 200 MB put"] if "objects" in suites else [])
+    method += (f"; {' and '.join(per_process)} {'was' if len(per_process) == 1 else 'were'} "
+               f"measured once in each of {repeat} fresh process(es).")
     lines = [
-        "# graphstore core benchmarks",
+        "# graphstore benchmarks",
         "",
         f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Versions: {versions or 'none ran'}; Python {platform.python_version()}",
-        f"- Machine: {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {_mem_gib()} GiB RAM",
-        f"- Each backend ran in its own fresh process, one at a time. "
-        f"Each value is the median of {repeat} run(s) after an untimed warm-up; "
-        f"startup was measured once in each of {repeat} fresh process(es).",
+        f"- Machine: {platform.system()} {platform.machine()}, {_cpu_model()}"
+        f"{os.cpu_count()} CPUs (cores as the OS sees them), {_mem_gib()} GiB RAM",
+        method,
     ]
+    lines += [f"- Note: {n}" for n in run_notes]
     ratio_vs = [b for b in ("ray", "dask") if b in results and gs is not None]
     if ratio_vs:
         lines.append("- Ratios are graphstore ÷ other. For rates higher is better, so a "
-                     "ratio > 1 means graphstore is faster; for startup time lower is "
-                     "better, so a ratio < 1 means graphstore is faster.")
-    lines += ["- Generated by `python benchmarks/core.py`.", ""]
-    header = ["Workload", "Unit"] + [BACKEND_LABELS[b] for b in shown]
-    header += [f"graphstore/{BACKEND_LABELS[b]}" for b in ratio_vs]
-    if ratio_vs:
-        header.append("Ratio better if")
-    lines.append("| " + " | ".join(header) + " |")
-    align = ["---", "---"] + ["---:"] * (len(shown) + len(ratio_vs))
-    if ratio_vs:
-        align.append(":---:")
-    lines.append("|" + "|".join(align) + "|")
-    for m in ALL_METRICS:
-        row = [m.label, m.unit]
-        row += [fmt_value(results[b].median(m.key), m) for b in shown]
-        gs_value = gs.median(m.key) if gs else None
-        row += [fmt_ratio(gs_value, results[b].median(m.key)) for b in ratio_vs]
-        if ratio_vs:
-            row.append("> 1 (higher is better)" if m.higher_is_better
-                       else "< 1 (lower time is better)")
-        lines.append("| " + " | ".join(row) + " |")
+                     "ratio > 1 means graphstore is faster; for times (startup, get) "
+                     "lower is better, so a ratio < 1 means graphstore is faster.")
+    if "objects" in suites:
+        lines.append("- GB/s means 10^9 bytes per second; the large object is 200 MB "
+                     "(2×10^8 bytes, 25,000,000 float64s). N/A: the backend has no "
+                     "equivalent here.")
+    suite_list = ",".join(suites) if set(suites) != set(SUITES) else "all"
+    lines += [f"- Generated by `python benchmarks/core.py --suite {suite_list} "
+              f"--repeat {repeat}`.", ""]
+    for suite in SUITES:
+        if suite in suites:
+            lines += [f"## {SUITE_TITLES[suite]}", ""]
+            lines += render_table(results, suite_metrics(suite)) + [""]
+    if "objects" in suites:
+        lines += ["## Targets (issue 3, \"Figures\")", ""]
+        lines += render_targets(results) + [""]
 
     notes = [f"- **{BACKEND_LABELS[b]}**"
              + (f" {results[b].status}" if results[b].status != "ok" else "")
              + f": {n}"
              for b in shown for n in results[b].notes]
     if notes:
-        lines += ["", "## Notes", ""] + notes
+        lines += ["## Notes", ""] + notes + [""]
 
-    lines += ["", "## Workloads", "",
-              "- **startup**: from the `init()` call (Ray: `ray.init(num_cpus=cpu_count, "
-              "include_dashboard=False)`; Dask: `LocalCluster(n_workers=cpu_count, "
-              "threads_per_worker=1, processes=True)` + `Client`) to the first result "
-              "of a trivial remote task, as the first thing a fresh process does."]
-    lines += [f"- **{w.name}**: {w.description}" for w in WORKLOADS]
+    lines += ["## Workloads", ""]
+    if "core" in suites:
+        lines.append(
+            "- **startup**: from the `init()` call (Ray: `ray.init(num_cpus=cpu_count, "
+            "object_store_memory=2 GiB, include_dashboard=False)`; Dask: "
+            "`LocalCluster(n_workers=cpu_count, threads_per_worker=1, processes=True)` "
+            "+ `Client`) to the first result of a trivial remote task, as the first "
+            "thing a fresh process does.")
+    lines += [f"- **{w.name}**: {w.description}" for w in WORKLOADS if w.suite in suites]
 
     lines += ["", "<details><summary>All samples</summary>", "", "```"]
     for b in shown:
@@ -617,6 +1195,17 @@ def render_report(results: dict[str, BackendResult], repeat: int) -> str:
             lines.append(f"{b:<10} {key:<20} " + "  ".join(f"{v:.4g}" for v in values))
     lines += ["```", "", "</details>", ""]
     return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + ", "
+    except OSError:
+        pass
+    return ""
 
 
 def _mem_gib() -> str:
@@ -629,11 +1218,17 @@ def _mem_gib() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", default="all",
+                   help="workloads to run: core, objects or all (default all); "
+                        "a comma-separated list also works")
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
                    help="comma-separated subset of: %(default)s")
     p.add_argument("--repeat", type=int, default=3,
                    help="timed runs per workload; the median is reported (default 3)")
     p.add_argument("--out", help="also write the Markdown report to this file")
+    p.add_argument("--note", action="append", default=[],
+                   help="a remark on the run's conditions for the report "
+                        "(e.g. other load on the machine); may be repeated")
     p.add_argument("--timeout", type=float, default=1800,
                    help="seconds before a backend's child process is killed (default 1800)")
     p.add_argument("--child", choices=ALL_BACKENDS, help=argparse.SUPPRESS)
@@ -641,17 +1236,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    names = [x.strip() for x in args.suite.split(",") if x.strip()]
+    if "all" in names:
+        names = list(SUITES)
+    bad = [x for x in names if x not in SUITES]
+    if bad or not names:
+        p.error(f"unknown suite(s): {', '.join(bad) or args.suite!r} "
+                f"(choose from: {', '.join(SUITES)}, all)")
+    suites = tuple(x for x in SUITES if x in names)
 
     if args.child:
-        return run_child(args.child, args.repeat, args.startup_only)
+        return run_child(args.child, args.repeat, args.startup_only, suites)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         p.error(f"unknown backend(s): {', '.join(unknown)}")
 
-    results = {b: run_backend(b, args.repeat, args.timeout) for b in backends}
-    report = render_report(results, args.repeat)
+    results = {b: run_backend(b, args.repeat, args.timeout, suites) for b in backends}
+    report = render_report(results, args.repeat, suites, args.note)
     print(report)
     if args.out:
         out = os.path.abspath(args.out)

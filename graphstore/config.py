@@ -45,6 +45,9 @@ class Config:
     #: Bytes of shared memory each worker's object store may use; 0 picks 30% of the
     #: machine's memory divided among the local workers.
     object_store_memory: int = 0
+    #: Bytes of one pre-faulted segment each store keeps ready (at most a quarter of its
+    #: capacity), so a large put does not pay first-touch page faults; 0 disables.
+    store_reserve_bytes: int = 256 * 1024 * 1024
     #: Seconds a freed segment is kept for reuse before its memory goes back to the OS.
     store_pool_idle_seconds: float = 10.0
     #: Where stores spill when memory runs short: a directory, file:// or s3://bucket/prefix

@@ -331,7 +331,8 @@ class Runtime:
         return [worker_id, address, segment, size]
 
     def _write_segment(self, segment: str, size: int, buffers) -> None:
-        shm.write_object(memoryview(self._mappings.get(segment, size))[:size], buffers)
+        shm.write_object(memoryview(self._mappings.get(segment, size, populate=True))[:size],
+                         buffers)
 
     def store_value(self, object_id: bytes, buffers) -> tuple:
         """For a task's result: ``(payload, 0, None)`` inline, or ``(None, size,

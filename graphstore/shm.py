@@ -68,6 +68,26 @@ def create(name: str, size: int) -> int:
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
+def resize(name: str, size: int) -> None:
+    """Shrink (or grow) a segment file; shrinking gives the tail's memory back."""
+    fd = os.open(segment_path(name), os.O_RDWR)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def prefault(name: str, size: int) -> None:
+    """Allocate every page of a segment now, so a later writer finds them resident."""
+    fd = os.open(segment_path(name), os.O_RDWR)
+    try:
+        mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
+                            prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    mapping.close()
+
+
 def map_writable(name: str, size: int) -> mmap.mmap:
     """Map for writing an object; pages are populated up front (the whole segment is
     about to be written)."""
@@ -111,8 +131,12 @@ class MappingCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
 
-    def get(self, name: str, size: int) -> mmap.mmap:
-        """A read-write mapping of at least ``size`` bytes of segment ``name``."""
+    def get(self, name: str, size: int, populate: bool = False) -> mmap.mmap:
+        """A read-write mapping of at least ``size`` bytes of segment ``name``.
+
+        ``populate`` fills the page tables up front (for writers, who touch every page);
+        readers map lazily so a ``get`` returns at once.
+        """
         self._drop_unlinked()
         with self._lock:
             mapping = self._maps.get(name)
@@ -122,7 +146,8 @@ class MappingCache:
         fd = os.open(segment_path(name), os.O_RDWR)
         try:
             length = max(size, os.fstat(fd).st_size)
-            mapping = mmap.mmap(fd, length, flags=mmap.MAP_SHARED,
+            mapping = mmap.mmap(fd, length,
+                                flags=mmap.MAP_SHARED | (_POPULATE if populate else 0),
                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
@@ -176,6 +201,32 @@ def unlink(name: str) -> None:
         pass
 
 
+#: Buffers at least this large are copied by several threads (numpy releases the GIL).
+_PARALLEL_COPY_BYTES = 16 * 1024 * 1024
+_COPY_THREADS = 2
+_copy_pool = None
+
+
+def _copy(destination: memoryview, source: memoryview) -> None:
+    """memcpy, split across threads for large buffers (about 1.3x faster here)."""
+    n = source.nbytes
+    if n < _PARALLEL_COPY_BYTES:
+        destination[:] = source
+        return
+    global _copy_pool
+    import numpy
+    if _copy_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _copy_pool = ThreadPoolExecutor(_COPY_THREADS, thread_name_prefix="graphstore-copy")
+    dst = numpy.frombuffer(destination, dtype=numpy.uint8)
+    src = numpy.frombuffer(source, dtype=numpy.uint8)
+    step = -(-n // _COPY_THREADS)
+    futures = [_copy_pool.submit(numpy.copyto, dst[i:i + step], src[i:i + step])
+               for i in range(0, n, step)]
+    for future in futures:
+        future.result()
+
+
 def write_object(target, buffers) -> int:
     """Write ``buffers`` into the writable buffer ``target`` (one copy); return bytes used."""
     views = [memoryview(b).cast("B") if memoryview(b).format != "B" or memoryview(b).ndim != 1
@@ -185,7 +236,7 @@ def write_object(target, buffers) -> int:
     _HEAD.pack_into(out, 0, _MAGIC, len(views))
     for i, (offset, view) in enumerate(zip(offsets, views)):
         _ENTRY.pack_into(out, _HEAD.size + _ENTRY.size * i, offset, view.nbytes)
-        out[offset:offset + view.nbytes] = view
+        _copy(out[offset:offset + view.nbytes], view)
     return total
 
 

@@ -120,21 +120,30 @@ def test_reusable_free_pools_the_segment_and_a_similar_size_reuses_it(make_store
     assert store.free(oid(1), reusable=True)
     assert exists(first.name)                                 # kept, not unlinked
     assert store.used == 0 and store.pooled == 4 * MB
-    second = store.allocate(oid(2), 3 * MB)
+    second = store.allocate(oid(2), int(3.5 * MB))            # within 1.25x: kept whole
     assert second.name == first.name
-    assert second.size == 3 * MB and second.capacity == 4 * MB
+    assert second.size == int(3.5 * MB) and second.capacity == 4 * MB
     assert store.used == 4 * MB and store.pooled == 0        # counts the whole segment
     assert store.stats["reused"] == 1 and store.stats["created"] == 1
     assert store.free(oid(2), reusable=True) and store.pooled == 4 * MB
 
 
-@pytest.mark.parametrize("size", [MB - 1, 4 * MB + 1], ids=["too-small", "too-big"])
-def test_pool_is_not_used_for_a_very_different_size(make_store, size):
+def test_a_much_larger_pooled_segment_is_shrunk_to_fit(make_store):
     store = make_store()
     first = put(store, 1, 4 * MB)
     store.free(oid(1), reusable=True)
-    other = store.allocate(oid(2), size)
-    assert other.name != first.name and other.capacity == size
+    small = store.allocate(oid(2), MB)
+    assert small.name == first.name and small.capacity == MB
+    assert os.path.getsize(shm.segment_path(small.name)) == MB   # the tail went back
+    assert store.used == MB and store.pooled == 0
+
+
+def test_pool_is_not_used_for_a_larger_object(make_store):
+    store = make_store()
+    first = put(store, 1, 4 * MB)
+    store.free(oid(1), reusable=True)
+    other = store.allocate(oid(2), 4 * MB + 1)
+    assert other.name != first.name and other.capacity == 4 * MB + 1
     assert store.stats["reused"] == 0 and store.pooled == 4 * MB
     assert exists(first.name)
 
@@ -144,9 +153,21 @@ def test_pool_picks_the_smallest_segment_that_fits(make_store):
     big, small = put(store, 1, 8 * MB), put(store, 2, 5 * MB)
     store.free(oid(1), reusable=True)
     store.free(oid(2), reusable=True)
-    assert store.allocate(oid(3), 4 * MB).name == small.name
-    assert store.allocate(oid(4), 5 * MB).name == big.name
+    assert store.allocate(oid(3), int(4.5 * MB)).name == small.name
+    assert store.allocate(oid(4), 7 * MB).name == big.name
     assert store.pooled == 0 and store.used == 13 * MB
+
+
+def test_reserve_is_prefaulted_pooled_and_not_trimmed(make_store):
+    store = make_store(capacity=64 * MB)
+    store.spill_threshold = 0.8
+    assert store.fill_reserve(8 * MB)
+    assert store.reserve_name is not None and store.pooled == 8 * MB
+    assert not store.fill_reserve(8 * MB)                     # one at a time
+    assert store.trim_pool(max_idle=0.0) == 0                 # the reserve stays
+    entry = store.allocate(oid(1), 6 * MB)
+    assert entry.name is not None and store.reserve_name is None
+    assert store.stats["reused"] == 1 and store.pooled == 0
 
 
 def test_not_reusable_free_unlinks(make_store):
@@ -193,9 +214,12 @@ def test_pool_makes_room_for_a_new_segment(make_store):
     store = make_store(capacity=4 * MB)
     old = put(store, 1, 2 * MB)
     store.free(oid(1), reusable=True)
-    put(store, 2, 900_000)                      # too small to reuse it, fits beside it
-    assert store.pooled == 2 * MB and exists(old.name)
+    put(store, 2, 3 * MB)                       # too big to reuse it, no room beside it
+    assert store.pooled == 0 and not exists(old.name)     # released to make room
+    assert store.used == 3 * MB
     store.free(oid(2), reusable=False)
+    old = put(store, 4, 2 * MB)
+    store.free(oid(4), reusable=True)
     put(store, 3, 2 * MB + MB // 2)             # too big to reuse it, and no room beside it
     assert store.pooled == 0 and not exists(old.name)     # released to make room
     assert store.used == 2 * MB + MB // 2

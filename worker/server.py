@@ -116,10 +116,18 @@ class Worker:
             timeout=self.config.startup_timeout)
 
     async def _housekeeping(self) -> None:
-        """Periodic upkeep: return memory idle in the store's reuse pool."""
+        """Periodic upkeep: return memory idle in the store's reuse pool, and keep a
+        pre-faulted reserve segment ready for the next large put (made off the loop)."""
+        reserve = min(self.config.store_reserve_bytes, self.store.capacity // 4)
+        await asyncio.sleep(0.5)
         while not self.stopped.is_set():
-            await asyncio.sleep(1.0)
             self.store.trim_pool(self.config.store_pool_idle_seconds)
+            if reserve and self.store.reserve_name is None:
+                try:
+                    await self._in_thread(self.store.fill_reserve, reserve)
+                except OSError as exc:
+                    logger.warning("could not make a reserve segment: %s", exc)
+            await asyncio.sleep(1.0)
 
     # -- scheduler messages -----------------------------------------------------------
     def _on_message(self, comm, m):

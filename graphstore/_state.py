@@ -23,7 +23,7 @@ from graphstore.loop_thread import LoopThread
 from graphstore.node import default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
-from graphstore.spill import SpillTarget, default_spill_url
+from graphstore.spill import SpillTarget, default_spill_url, sweep_default_root
 from graphstore.token import load_token
 
 logger = logging.getLogger("graphstore")
@@ -78,6 +78,8 @@ class Driver:
                                                 config.spill_options,
                                                 self.cluster.cluster_id)
                 self.spill_target.probe()
+                if not config.spill_to:
+                    sweep_default_root(self.cluster.cluster_id)
             except BaseException:
                 self.cluster.shutdown()
                 raise

@@ -108,3 +108,30 @@ class SpillTarget:
                 self.fs.rm(self.base, recursive=True)
         except FileNotFoundError:
             pass
+
+
+def sweep_default_root(own_cluster: str) -> int:
+    """Remove what dead local clusters left in the default spill directory.
+
+    A cluster is alive while any of its workers holds its lock file in shared memory
+    (see ``graphstore.shm``); a driver killed with SIGKILL cannot clean up after itself,
+    so the next local cluster does. Only the default directory is swept: a directory the
+    user named may hold other data.
+    """
+    import shutil
+
+    from graphstore import shm
+    root = default_spill_url()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    alive = {n[len(shm.PREFIX):].rsplit("-", 1)[0] for n in os.listdir(shm.SHM_DIR)
+             if n.startswith(shm.PREFIX) and n.endswith(".lock")}
+    removed = 0
+    for name in names:
+        if name == own_cluster or name in alive:
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed += 1
+    return removed

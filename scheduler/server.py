@@ -160,20 +160,26 @@ class Scheduler:
         candidates = self.state.stores_on_node(m.node_id)
         if not candidates:
             raise LookupError(f"no worker with an object store on node {m.node_id!r}")
-        error = None
-        for worker in candidates:
+        try:
+            worker, segment = await self._ask_workers(
+                candidates, msg.AllocateObject(m.object_id, m.size), timeout=60)
+        except RemoteCallError as exc:
+            raise ObjectStoreFullError(str(exc).partition(": ")[2]) from None
+        return [worker.id, worker.address, segment]
+
+    async def _ask_workers(self, workers: list, message, timeout: float):
+        """Send ``message`` to each worker in turn until one answers; return
+        ``(worker, reply)``, or raise the last worker's error."""
+        error = RemoteCallError("LookupError: no connected worker")
+        for worker in workers:
             comm = self.comms.get(worker.id)
             if comm is None:
                 continue
             try:
-                segment = await comm.request(msg.AllocateObject(m.object_id, m.size),
-                                             timeout=60)
+                return worker, await comm.request(message, timeout=timeout)
             except RemoteCallError as exc:
                 error = exc
-                continue
-            return [worker.id, worker.address, segment]
-        raise ObjectStoreFullError(str(error).partition(": ")[2] if error else
-                                   "no store could take the object")
+        raise error
 
     async def _restore_on_node(self, m: msg.RestoreOnNode) -> list:
         """Have a store (on the driver's node if it has one) read a spilled object back."""
@@ -189,23 +195,16 @@ class Scheduler:
             raise LookupError(f"object {bytes(m.object_id).hex()} is not spilled")
         path, offset, size = obj.spill
         candidates = state.stores_on_node(m.node_id) or list(state.workers.values())
-        error = None
-        for worker in candidates:
-            comm = self.comms.get(worker.id)
-            if comm is None:
-                continue
-            try:
-                segment = await comm.request(
-                    msg.RestoreObject(m.object_id, path, offset, size), timeout=300)
-            except RemoteCallError as exc:
-                error = exc
-                continue
-            obj = state.objects.get(m.object_id)
-            if obj is not None and worker.id in state.workers:
-                state._add_location(obj, worker, segment)
-            return [worker.id, worker.address, segment, worker.node.id]
-        raise ObjectLostError(f"no worker could restore object "
-                              f"{bytes(m.object_id).hex()}: {error}")
+        try:
+            worker, segment = await self._ask_workers(
+                candidates, msg.RestoreObject(m.object_id, path, offset, size), timeout=300)
+        except RemoteCallError as exc:
+            raise ObjectLostError(f"no worker could restore object "
+                                  f"{bytes(m.object_id).hex()}: {exc}") from None
+        obj = state.objects.get(m.object_id)
+        if obj is not None and worker.id in state.workers:
+            state.add_location(obj, worker, segment)
+        return [worker.id, worker.address, segment, worker.node.id]
 
     async def _memory_summary(self) -> dict:
         """Objects by size with where they are and who refers to them; store use."""

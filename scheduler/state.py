@@ -103,6 +103,17 @@ class TaskState:
                       if self.resources else ())
 
 
+def within(task: "TaskState", cpus: float, resources: dict) -> bool:
+    """Whether ``task``'s request fits in ``cpus`` and ``resources`` (totals, not free)."""
+    if task.num_cpus > cpus + 1e-9:
+        return False
+    if task.resources:
+        for name, amount in task.resources.items():
+            if amount > resources.get(name, 0.0) + 1e-9:
+                return False
+    return True
+
+
 class NodeState:
     """A host: its workers share its CPUs and custom resources, as in Ray."""
     __slots__ = ("id", "num_cpus", "resources", "cpus_used", "resources_used", "workers")
@@ -126,13 +137,7 @@ class NodeState:
         return True
 
     def fits_ever(self, task: TaskState) -> bool:
-        if task.num_cpus > self.num_cpus + 1e-9:
-            return False
-        if task.resources:
-            for name, amount in task.resources.items():
-                if amount > self.resources.get(name, 0.0) + 1e-9:
-                    return False
-        return True
+        return within(task, self.num_cpus, self.resources)
 
     def acquire(self, task: TaskState, sign: float = 1.0) -> None:
         self.cpus_used += sign * task.num_cpus
@@ -327,7 +332,7 @@ class SchedulerState:
                     f"object {m.object_id.hex()} was put into the store of a worker that "
                     f"has since died"))
             else:
-                self._add_location(obj, worker, segment)
+                self.add_location(obj, worker, segment)
                 self.outbox.append((worker_id, msg.SealObjects([m.object_id])))
         else:
             obj.payload = m.payload
@@ -335,7 +340,8 @@ class SchedulerState:
         self._set_contains(obj, m.contained)
         self._object_finished(obj)
 
-    def _add_location(self, obj: ObjectState, worker: WorkerState, segment: str) -> None:
+    def add_location(self, obj: ObjectState, worker: WorkerState, segment: str) -> None:
+        """Record a copy of a stored object in ``worker``'s store."""
         obj.locations[worker.id] = segment
         if obj.id not in worker.objects:
             worker.objects.add(obj.id)
@@ -359,7 +365,7 @@ class SchedulerState:
             # Freed meanwhile: the copy is not needed.
             self.outbox.append((worker_id, msg.FreeObjects([[m.object_id, False]])))
             return
-        self._add_location(obj, worker, m.segment)
+        self.add_location(obj, worker, m.segment)
 
     def pin(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
         pins = self.peer_pins.setdefault(peer_id, set())
@@ -586,13 +592,7 @@ class SchedulerState:
     def _feasible(self, task: TaskState) -> bool:
         if not self.workers and self.max_capacity["CPU"] == 0.0:
             return True  # no worker has joined yet: wait for one
-        if task.num_cpus > self.max_capacity["CPU"] + 1e-9:
-            return False
-        if task.resources:
-            for name, amount in task.resources.items():
-                if amount > self.max_capacity.get(name, 0.0) + 1e-9:
-                    return False
-        return True
+        return within(task, self.max_capacity["CPU"], self.max_capacity)
 
     def _capacity_text(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
@@ -620,7 +620,7 @@ class SchedulerState:
             obj.state = READY
             if payload is None:
                 obj.size = size
-                self._add_location(obj, worker, segment)
+                self.add_location(obj, worker, segment)
             else:
                 obj.payload = payload
                 obj.size = sum(len(b) for b in payload)

@@ -101,7 +101,7 @@ class Runtime:
         self._peer_comms: dict[str, object] = {}
         self._mapped: dict[bytes, int] = {}
         self._fetching: dict[bytes, concurrent.futures.Future] = {}
-        self._mappings = shm.MappingCache()
+        self.mappings = shm.MappingCache()
         #: In a worker: reads a spilled object back into its store (returns the segment).
         self.restore_spilled = None
         self._channel: deque = deque()
@@ -331,7 +331,7 @@ class Runtime:
         return [worker_id, address, segment, size]
 
     def _write_segment(self, segment: str, size: int, buffers) -> None:
-        shm.write_object(memoryview(self._mappings.get(segment, size, populate=True))[:size],
+        shm.write_object(memoryview(self.mappings.get(segment, size, populate=True))[:size],
                          buffers)
 
     def store_value(self, object_id: bytes, buffers) -> tuple:
@@ -357,7 +357,7 @@ class Runtime:
             if node != self.node_id or node is None:
                 continue
             try:
-                mapping = self._mappings.get(segment, size)
+                mapping = self.mappings.get(segment, size)
             except FileNotFoundError:
                 continue  # spilled or freed since this location was known
             return loads(shm.read_object(self._pinned_view(object_id, mapping, size)))
@@ -445,7 +445,8 @@ class Runtime:
                 if self.local_store is not None:
                     entry = await asyncio.get_running_loop().run_in_executor(
                         None, self.local_store.allocate, object_id, size)
-                    target = memoryview(self._mappings.get(entry.name, size))[:size]
+                    mapping = self.mappings.get(entry.name, size, populate=True)
+                    target = memoryview(mapping)[:size]
                     try:
                         reply = await comm.request(msg.FetchObject(object_id),
                                                    sinks=[target])

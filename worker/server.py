@@ -182,7 +182,7 @@ class Worker:
             if entry is None:
                 raise ObjectLostError(f"object {bytes(m.object_id).hex()} is not in the "
                                       f"store of worker {self.address}")
-            mapping = self.runtime._mappings.get(entry.name, entry.size)
+            mapping = self.runtime.mappings.get(entry.name, entry.size, populate=True)
             frame = msg.Frame(memoryview(mapping)[:entry.size])
             return ReplyThenRun([entry.size, frame], lambda: self.store.unpin(entry))
         raise ValueError(f"unexpected peer message {cls.__name__}")

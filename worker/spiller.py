@@ -115,7 +115,8 @@ class Spiller:
         path = self.target.new_path(self.worker_tag)
         views, entries, offset = [], [], 0
         for entry in batch:
-            view = memoryview(self.runtime._mappings.get(entry.name, entry.size))[:entry.size]
+            mapping = self.runtime.mappings.get(entry.name, entry.size, populate=True)
+            view = memoryview(mapping)[:entry.size]
             views.append(view)
             entries.append([entry.id, offset, entry.size])
             offset += entry.size
@@ -144,7 +145,8 @@ class Spiller:
         entry = self.store.allocate(object_id, size)
         if entry.sealed:
             return entry.name            # restored meanwhile by another reader
-        view = memoryview(self.runtime._mappings.get(entry.name, size))[:size]
+        mapping = self.runtime.mappings.get(entry.name, size, populate=True)
+        view = memoryview(mapping)[:size]
         try:
             self.target.read_into(path, offset, view)
         except BaseException:

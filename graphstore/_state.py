@@ -145,6 +145,10 @@ class Driver:
                               info.get("num_workers", 0), info.get("resources", {}))
 
     def close(self) -> None:
+        if self.cluster is not None and self.config.keep_spilled:
+            # Stop the processes before disconnecting: a disconnect releases this
+            # driver's objects, and the workers would delete their spill files.
+            self.cluster.shutdown()
         if self.runtime is not None:
             self.runtime.uninstall()
             comm = self.runtime.comm

@@ -77,9 +77,19 @@ def format_memory_summary(summary: dict) -> str:
                      f"{size(used)} / {size(cap)} used ({100 * used / cap:.1f}%), "
                      f"{store['objects']} objects, {store['pinned']} pinned, "
                      f"{size(store['pooled'])} kept for reuse")
+        if store.get("spilled_objects") or store.get("restored_objects") or \
+                store.get("last_spill_error"):
+            lines.append(
+                f"    spilled {size(store['spilled_bytes'])} in {store['spilled_objects']} "
+                f"objects at {size(store['spill_throughput'])}/s, restored "
+                f"{size(store['restored_bytes'])} in {store['restored_objects']} objects "
+                f"at {size(store['restore_throughput'])}/s to/from {store['spill_url']}"
+                + (f"; last error: {store['last_spill_error']}"
+                   if store.get("last_spill_error") else ""))
     lines.append(f"--- objects ({summary['total_objects']} total; "
                  f"{size(summary['stored_bytes'])} in stores, "
-                 f"{size(summary['inline_bytes'])} inline) ---")
+                 f"{size(summary['inline_bytes'])} inline, "
+                 f"{size(summary.get('spilled_bytes', 0))} spilled) ---")
     lines.append(f"{'object id':34} {'size':>12} {'state':8} where / referenced by")
     for obj in summary["objects"]:
         where = obj["where"] if isinstance(obj["where"], str) else ", ".join(obj["where"])

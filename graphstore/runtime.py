@@ -377,8 +377,14 @@ class Runtime:
         if not remote:
             if retries <= 0:
                 raise ObjectLostError(f"object {object_id.hex()} could not be found")
-            time.sleep(0.02)
+            if retries < 20:
+                time.sleep(0.02)  # a spill is being recorded: give it a moment
             fresh = self.request(msg.LocateObject(object_id))
+            if fresh is None:  # lost or failed meanwhile: fetch the object's own error
+                self._local.pop(object_id, None)
+                self._requested.discard(object_id)
+                self._await([object_id], 1, 60)
+                return self._value(object_id)
             return self._load_stored(object_id, fresh, retries - 1)
         data = self._fetch(object_id, remote)
         if isinstance(data, str):  # landed in this worker's store: map it

@@ -426,10 +426,12 @@ class SchedulerState:
             self.spill_file_writer[m.path] = worker_id
         return gone
 
-    def locate(self, object_id: bytes) -> list:
+    def locate(self, object_id: bytes) -> list | None:
+        """Current locations, or None when the object failed, was lost or freed (the
+        caller then asks for the object itself, which carries the error)."""
         obj = self.objects.get(object_id)
         if obj is None or obj.state != READY:
-            raise ObjectLostError(f"object {object_id.hex()} is gone")
+            return None
         return self.locations_of(obj) or []
 
     def _forget_spilled(self, obj: ObjectState) -> None:

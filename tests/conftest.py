@@ -15,7 +15,13 @@ over TCP. Everything here exists so that they never leave a process behind:
 * ``procs`` (process helpers), ``local`` (the in-process ``LocalCluster``) and
   ``init_cluster`` (``init`` with the fixtures' start-up timeout) are small helpers;
 * ``_graphstore_process_safety_net`` (session scope, autouse) kills any graphstore process
-  of this session still alive at the end, and then fails the run loudly.
+  of this session still alive at the end, and then fails the run loudly;
+* for spilling: ``moto_s3`` (session scope) is a real moto S3 server subprocess on a free
+  loopback port, always killed at the end; ``s3_spot`` gives a test a fresh bucket on it;
+  ``flaky_s3`` is a test's own moto server it may stop and start again on the same port;
+  ``moto_s3_with_auth`` checks credentials (an IAM user, its key, a bucket);
+  ``spawn_cli`` runs ``python -m graphstore.cli ...`` with a given environment and kills
+  it at teardown.
 """
 from __future__ import annotations
 
@@ -530,6 +536,245 @@ def cli_cluster(tmp_path):
             if popen.poll() is None:
                 popen.send_signal(signal.SIGKILL)
         for popen in popens:
+            try:
+                popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+# -- S3 (a real moto server) and hand-started CLI processes, for the spilling tests -----
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoServer:
+    """A real moto S3 server: ``python -m moto.server`` as a subprocess on loopback.
+
+    ``stop()`` kills it (its state, buckets included, lives in its memory and is gone);
+    ``start()`` again brings a fresh one up on the same port.
+    """
+
+    def __init__(self, log_path: Path, port: int | None = None, env: dict | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = dict(env or {})
+        self.popen: subprocess.Popen | None = None
+        self._fs = None
+
+    def start(self, timeout: float = 30.0) -> "MotoServer":
+        import urllib.request
+        env = dict(os.environ)
+        env.update(self.env)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                 str(self.port)], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+                return self
+            except OSError:
+                pass
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto server on port {self.port} did not come up:\n"
+                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        popen, self.popen = self.popen, None
+        self._fs = None
+        if popen is None:
+            return
+        if popen.poll() is None:
+            popen.kill()
+        try:
+            popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def options(self, key: str = "testing", secret: str = "testing", **extra) -> dict:
+        """graphstore ``spill_options`` (s3fs storage options) for this server."""
+        return {"key": key, "secret": secret,
+                "client_kwargs": {"endpoint_url": self.url, "region_name": "us-east-1"},
+                **extra}
+
+    @property
+    def fs(self):
+        """An s3fs filesystem on this server (fresh after each ``start``)."""
+        if self._fs is None:
+            import s3fs
+            self._fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.options())
+        return self._fs
+
+    def create_bucket(self, name: str, key: str = "testing", secret: str = "testing") -> str:
+        """Create a bucket through s3fs. (No region_name here: with one, s3fs sends a
+        LocationConstraint, which S3 refuses for us-east-1, the default region.)"""
+        import s3fs
+        fs = s3fs.S3FileSystem(key=key, secret=secret, skip_instance_cache=True,
+                               client_kwargs={"endpoint_url": self.url})
+        fs.mkdir(name)
+        return name
+
+    def keys(self, path: str) -> list[str]:
+        """Every key under ``bucket/prefix`` now (no listing cache)."""
+        fs = self.fs
+        fs.invalidate_cache()
+        try:
+            return sorted(fs.find(path))
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory):
+    """A real moto S3 server for the whole session; always killed at the end."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class S3Spot:
+    """A fresh bucket on the session's moto server, and a spill URL inside it."""
+    server: MotoServer
+    bucket: str
+    prefix: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def path(self) -> str:
+        return f"{self.bucket}/{self.prefix}"
+
+    def options(self, **extra) -> dict:
+        return self.server.options(**extra)
+
+    def keys(self) -> list[str]:
+        return self.server.keys(self.path)
+
+
+@pytest.fixture
+def s3_spot(moto_s3):
+    """A new bucket (created through s3fs) for one test; spill to ``s3_spot.url``."""
+    bucket = moto_s3.create_bucket(f"gstest-{uuid.uuid4().hex[:12]}")
+    return S3Spot(moto_s3, bucket, "spill")
+
+
+@pytest.fixture
+def flaky_s3(tmp_path):
+    """A moto server of this test's own, which the test may stop and start again on the
+    same port (``stop()``, ``start()``); killed at teardown."""
+    server = MotoServer(tmp_path / "moto-flaky.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class AuthS3:
+    server: MotoServer
+    key: str
+    secret: str
+    bucket: str
+
+
+@pytest.fixture
+def moto_s3_with_auth(tmp_path):
+    """A moto server that checks credentials (INITIAL_NO_AUTH_ACTION_COUNT), with one IAM
+    user allowed everything, its access key, and a bucket; killed at teardown."""
+    import json
+    import boto3  # a dependency of moto; s3fs has no IAM calls
+    # The first 3 requests (the IAM calls below) run before any user exists.
+    server = MotoServer(tmp_path / "moto-auth.log",
+                        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    try:
+        server.start()
+        iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="gstest")
+        iam.put_user_policy(UserName="gstest", PolicyName="everything",
+                            PolicyDocument=json.dumps({
+                                "Version": "2012-10-17",
+                                "Statement": [{"Effect": "Allow", "Action": "*",
+                                               "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="gstest")["AccessKey"]
+        iam.close()
+        bucket = server.create_bucket(f"gstest-auth-{uuid.uuid4().hex[:8]}",
+                                      key=key["AccessKeyId"], secret=key["SecretAccessKey"])
+        yield AuthS3(server, key["AccessKeyId"], key["SecretAccessKey"], bucket)
+    finally:
+        server.stop()
+
+
+@dataclass
+class CliProcess:
+    popen: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_line(self, prefix: str, timeout: float = 30.0) -> str:
+        """Wait for an output line starting with ``prefix``; return the rest of it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.output().splitlines():
+                if line.startswith(prefix):
+                    return line[len(prefix):].strip()
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no line {prefix!r} (exit code {self.popen.poll()}):"
+                                     f"\n{self.output()}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def spawn_cli(tmp_path):
+    """Factory: ``spawn_cli(args, env={...}, name="worker")`` runs
+    ``python -m graphstore.cli ARGS`` (output in ``tmp_path/<name>.log``) with the given
+    environment overrides, e.g. ``GRAPHSTORE_TOKEN``; everything is killed at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def spawn(args: list[str], env: dict | None = None, name: str = "cli") -> CliProcess:
+        full_env = dict(os.environ)
+        for variable in ("GRAPHSTORE_TOKEN", "GRAPHSTORE_ADDRESS"):
+            full_env.pop(variable, None)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        log = tmp_path / f"{name}-{len(started)}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen([sys.executable, "-m", "graphstore.cli", *args],
+                                     stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
+        started.append(popen)
+        return CliProcess(popen, log)
+
+    try:
+        yield spawn
+    finally:
+        for popen in started:
+            if popen.poll() is None:
+                popen.kill()
+        for popen in started:
             try:
                 popen.wait(5)
             except subprocess.TimeoutExpired:

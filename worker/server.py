@@ -82,6 +82,8 @@ class Worker:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # A worker pointed at an unusable spill target must not accept work.
+        await loop.run_in_executor(None, self.spill_target.probe)
         sockets = self.peer_server.listen(0, address=self.host)
         del sockets
         bound = next(iter(self.peer_server._sockets.values())).getsockname()
@@ -101,6 +103,7 @@ class Worker:
         self.spiller = Spiller(self.store, self.spill_target, self.runtime,
                                self.store.worker_tag)
         self.store.on_pressure = self.spiller.request
+        self.store.spill_problem = self._spill_problem
         self.store.wait_timeout = self.config.spill_wait_timeout
         self.store.spill_threshold = self.config.spill_threshold
         self.runtime.restore_spilled = self.spiller.restore
@@ -114,6 +117,10 @@ class Worker:
             self.worker_id, os.getpid(), socket.gethostname(), self.node_id,
             float(self.num_cpus), self.resources, self.address, self.store.capacity),
             timeout=self.config.startup_timeout)
+
+    def _spill_problem(self) -> str | None:
+        error = self.spiller.stats["last_spill_error"] if self.spiller else None
+        return f"spilling to {self.spill_target.url} fails: {error}" if error else None
 
     async def _housekeeping(self) -> None:
         """Periodic upkeep: return memory idle in the store's reuse pool, and keep a

@@ -60,7 +60,8 @@ class Spiller:
                     return
                 wanted, self._wanted = self._wanted, 0
             try:
-                self.spill(wanted)
+                if self.spill(wanted):
+                    self.stats["last_spill_error"] = None   # the target works again
                 backoff = 0.0
             except Exception as exc:  # the target failed: keep objects, retry later
                 self.stats["spill_errors"] += 1
@@ -95,7 +96,9 @@ class Spiller:
                 continue
             batch.append(pinned)
             total += entry.size
-            if entry.size >= FUSE_BELOW or total >= need:
+            # Small objects: keep filling the file past what is needed, so a stream of
+            # small puts spills in few large writes.
+            if entry.size >= FUSE_BELOW or total >= max(need, FUSE_BELOW):
                 break
         return batch
 

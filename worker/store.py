@@ -62,6 +62,8 @@ class SharedMemoryStore:
         #: Set by the worker when spilling is on: called (without the lock) when the store
         #: needs room; ``allocate`` then waits up to ``wait_timeout`` for it.
         self.on_pressure = None
+        #: Set by the worker: the spill target and its last error, for error messages.
+        self.spill_problem = lambda: None
         self.wait_timeout = 0.0
         self.spill_threshold = 1.0
 
@@ -106,6 +108,9 @@ class SharedMemoryStore:
                 if self.used + self.pooled + size > self.capacity:
                     spilling = (" and nothing more could be spilled in "
                                 f"{self.wait_timeout:g} s" if self.on_pressure else "")
+                    problem = self.spill_problem()
+                    if problem:
+                        spilling += f" ({problem})"
                     raise ObjectStoreFullError(
                         f"the object store is full: {self.used:,} of {self.capacity:,} bytes "
                         f"in use{spilling}; an object of {size:,} bytes does not fit (free "

@@ -299,6 +299,17 @@ def sweep(cluster_id: str | None = None) -> int:
     """
     removed = 0
     names = _entries()
+    locks = {n[:-len(".lock")] for n in names if n.endswith(".lock")}
+    for name in names:
+        # A segment is made only after its worker holds its lock: one with no lock file
+        # at all is an orphan (its worker exited while a segment was being made).
+        if name.endswith(".lock") or name.count("-") < 3:
+            continue
+        owner = name.rsplit("-", 1)[0]
+        if owner not in locks and (cluster_id is None
+                                   or owner.startswith(f"{PREFIX}{cluster_id}-")):
+            unlink(name)
+            removed += 1
     for name in names:
         if not name.endswith(".lock"):
             continue

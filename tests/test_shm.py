@@ -375,3 +375,16 @@ def test_pickled_payload_roundtrip_without_out_of_band_buffers():
     target = bytearray(shm.encoded_size(buffers))
     shm.write_object(target, buffers)
     assert loads(shm.read_object(target)) == {"k": "v" * 1000}
+
+
+def test_sweep_removes_orphan_segments_that_have_no_lock_at_all(cluster_id):
+    """A worker that exits while making a segment leaves it with no lock file."""
+    orphan = _segment(cluster_id, "deadbeef0001", 1)
+    fd = shm.hold_lock(cluster_id, "a11ve0000001")
+    try:
+        alive = _segment(cluster_id, "a11ve0000001", 1)
+        shm.sweep(cluster_id)
+        assert not os.path.exists(shm.segment_path(orphan))
+        assert os.path.exists(shm.segment_path(alive))
+    finally:
+        os.close(fd)

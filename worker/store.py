@@ -54,6 +54,7 @@ class SharedMemoryStore:
         self._pool: list[tuple[int, str, float]] = []  # (size, name, freed at)
         #: Name of the pre-faulted reserve segment while it waits in the pool.
         self.reserve_name: str | None = None
+        self._closed = False
         self._names = itertools.count(1)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)   # notified when memory is released
@@ -259,7 +260,7 @@ class SharedMemoryStore:
         store is idle; returns True when a reserve was made.
         """
         with self._lock:
-            if (self.reserve_name is not None or size <= 0
+            if (self._closed or self.reserve_name is not None or size <= 0
                     or self.used + self.pooled + size > self.capacity * self.spill_threshold):
                 return False
             name = f"{shm.PREFIX}{self.cluster_id}-{self.worker_tag}-{next(self._names)}"
@@ -270,8 +271,8 @@ class SharedMemoryStore:
             shm.unlink(name)
             raise
         with self._lock:
-            if self.used + self.pooled + size > self.capacity:
-                shm.unlink(name)
+            if self._closed or self.used + self.pooled + size > self.capacity:
+                shm.unlink(name)  # closed meanwhile (shutdown), or no room any more
                 return False
             self._pool.append((size, name, time.monotonic()))
             self.pooled += size
@@ -298,6 +299,7 @@ class SharedMemoryStore:
     def close(self) -> None:
         """Remove every segment of this store, then its lock."""
         with self._lock:
+            self._closed = True
             names = [e.name for e in self.objects.values()] + [n for _, n, _ in self._pool]
             self.objects.clear()
             self._pool.clear()

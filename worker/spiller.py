@@ -75,12 +75,9 @@ class Spiller:
         store = self.store
         spilled = 0
         while True:
-            need = max(store.pressure(), room - (store.capacity - store.used - store.pooled))
+            need = max(store.pressure(), room - (store.capacity - store.used))
             if need <= 0:
                 return spilled
-            if store.pooled:
-                store.drop_pool()
-                continue
             batch = self._pick(need)
             if not batch:
                 return spilled

@@ -213,7 +213,8 @@ class SharedMemoryStore:
         """An object was written to the spill target: give its memory back to the OS.
 
         The segment is unlinked, never pooled: a process may still map it (its arrays stay
-        valid), and new readers restore from the spill file.
+        valid) or know it by name from before the spill (it finds no file and asks again),
+        and new readers restore from the spill file.
         """
         with self._lock:
             entry.pins -= 1
@@ -224,17 +225,10 @@ class SharedMemoryStore:
             self._room.notify_all()
 
     def pressure(self) -> int:
-        """Bytes above the spill threshold (pool first, it is free to drop)."""
+        """Bytes of live objects above the spill threshold. Pooled segments do not count:
+        allocations reuse them or release them (``_make_room``)."""
         with self._lock:
-            return int(self.used + self.pooled - self.spill_threshold * self.capacity)
-
-    def drop_pool(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, []
-            self.pooled = 0
-            self._room.notify_all()
-        for _, name, _ in pool:
-            shm.unlink(name)
+            return int(self.used - self.spill_threshold * self.capacity)
 
     def trim_pool(self, max_idle: float) -> int:
         """Give back segments idle in the pool for more than ``max_idle`` seconds, so

@@ -145,7 +145,9 @@ class MappingCache:
                 return mapping
         fd = os.open(segment_path(name), os.O_RDWR)
         try:
-            length = max(size, os.fstat(fd).st_size)
+            # Populating costs per page: map what the writer needs; a lazy reader may
+            # map the whole file so the mapping serves later, larger objects too.
+            length = size if populate else max(size, os.fstat(fd).st_size)
             mapping = mmap.mmap(fd, length,
                                 flags=mmap.MAP_SHARED | (_POPULATE if populate else 0),
                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)

@@ -155,8 +155,7 @@ class Worker:
                 summary.update(self.spiller.summary())
             return summary
         elif cls is msg.AllocateObject:
-            return self._in_thread(lambda: self.store.allocate(m.object_id, m.size,
-                                                               writer=comm).name)
+            return self._allocate_for(comm, m)
         elif cls is msg.RestoreObject:
             return self._in_thread(self.spiller.restore, m.object_id, m.path, m.offset,
                                    m.size)
@@ -165,6 +164,14 @@ class Worker:
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
+
+    async def _allocate_for(self, comm: Comm, m: msg.AllocateObject) -> str:
+        """A segment for a writer in another process; a reused segment's tail is trimmed
+        after the reply, off the writer's critical path."""
+        entry = await self._in_thread(lambda: self.store.allocate(
+            m.object_id, m.size, writer=comm, defer_shrink=True))
+        self._in_thread(self.store.apply_shrinks)
+        return entry.name
 
     @staticmethod
     def _in_thread(fn, *args):
@@ -182,8 +189,7 @@ class Worker:
         if cls is msg.AllocateObject:
             if not isinstance(m.size, int) or m.size < 0:
                 raise ValueError(f"invalid object size {m.size!r}")
-            return self._in_thread(lambda: self.store.allocate(m.object_id, m.size,
-                                                               writer=comm).name)
+            return self._allocate_for(comm, m)
         if cls is msg.FetchObject:
             entry = self.store.pin(m.object_id)
             if entry is None:

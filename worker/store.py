@@ -20,7 +20,7 @@ from graphstore.exceptions import ObjectStoreFullError
 
 #: A pooled segment larger than this multiple of the object is shrunk to fit (the tail's
 #: memory goes back to the OS, the head stays warm).
-_SHRINK_ABOVE = 1.25
+_SHRINK_ABOVE = 1.5
 #: At most this many idle segments are kept for reuse.
 _POOL_MAX_SEGMENTS = 32
 
@@ -54,6 +54,7 @@ class SharedMemoryStore:
         self._pool: list[tuple[int, str, float]] = []  # (size, name, freed at)
         #: Name of the pre-faulted reserve segment while it waits in the pool.
         self.reserve_name: str | None = None
+        self._shrinks: list[tuple[str, int]] = []
         self._closed = False
         self._names = itertools.count(1)
         self._lock = threading.Lock()
@@ -69,10 +70,13 @@ class SharedMemoryStore:
         self.spill_threshold = 1.0
 
     # -- allocation -------------------------------------------------------------------
-    def allocate(self, object_id: bytes, size: int, writer=None) -> StoredObject:
+    def allocate(self, object_id: bytes, size: int, writer=None,
+                 defer_shrink: bool = False) -> StoredObject:
         """Reserve a segment of ``size`` bytes for ``object_id`` (unsealed until ``seal``).
 
         When the store is full and spilling is on, waits for the spiller to make room.
+        ``defer_shrink``: leave trimming a reused segment's tail to ``apply_shrinks``
+        (a caller answering a remote writer trims after replying).
         """
         if size > self.capacity:
             raise ObjectStoreFullError(
@@ -93,7 +97,19 @@ class SharedMemoryStore:
             if self.on_pressure is not None and \
                     self.used > self.spill_threshold * self.capacity:
                 self.on_pressure(0)
+            if not defer_shrink:
+                self.apply_shrinks()
             return entry
+
+    def apply_shrinks(self) -> None:
+        """Give back the tails of reused segments that were larger than their object."""
+        with self._lock:
+            pending, self._shrinks = self._shrinks, []
+        for name, size in pending:
+            try:
+                shm.resize(name, size)
+            except FileNotFoundError:
+                pass
 
     def _allocate_now(self, object_id: bytes, size: int, writer) -> StoredObject:
         with self._lock:
@@ -138,7 +154,7 @@ class SharedMemoryStore:
         if name == self.reserve_name:
             self.reserve_name = None
         if segment_size > size * _SHRINK_ABOVE:
-            shm.resize(name, size)
+            self._shrinks.append((name, size))
             segment_size = size
         return segment_size, name
 

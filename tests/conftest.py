@@ -779,3 +779,17 @@ def spawn_cli(tmp_path):
                 popen.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+@pytest.fixture
+def cluster_id():
+    """A cluster id of its own for a unit test of shared-memory segments; whatever is
+    left under it is removed afterwards."""
+    import uuid as _uuid
+
+    from graphstore import shm
+    from helpers import shm_files
+    cid = "t" + _uuid.uuid4().hex[:12]
+    yield cid
+    for name in shm_files(f"{shm.PREFIX}{cid}-"):
+        shm.unlink(name)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import graphstore
+from helpers import gated
 from graphstore.exceptions import (GetTimeoutError, GraphstoreError, ObjectLostError,
                                    SerializationError, TaskError, TaskUnschedulableError)
 
@@ -72,15 +73,6 @@ def deref_first(items):
     return graphstore.get(items[0])
 
 
-@graphstore.remote
-def gated(path, value=None):
-    """Return ``value`` once the file ``path`` exists (at most 60 s)."""
-    deadline = time.time() + 60
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise TimeoutError(f"gate {path} never opened")
-        time.sleep(0.005)
-    return value
 
 
 @graphstore.remote

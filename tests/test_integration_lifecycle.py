@@ -21,6 +21,7 @@ import msgpack
 import pytest
 
 import graphstore
+from helpers import gated
 from graphstore import comm as gs_comm
 from graphstore import protocol as msg
 from graphstore.config import PROTOCOL_VERSION
@@ -41,14 +42,6 @@ def pid_of(x=None):
     return os.getpid()
 
 
-@graphstore.remote
-def gated(path, value=None):
-    deadline = time.time() + 60
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise TimeoutError(f"gate {path} never opened")
-        time.sleep(0.005)
-    return value
 
 
 def _record_attempt(directory: str) -> int:

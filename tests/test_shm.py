@@ -17,19 +17,10 @@ import numpy as np
 import pytest
 
 from graphstore import shm
+from helpers import shm_files
 from graphstore.serialization import dumps, loads
 
 
-def _files(prefix: str) -> list[str]:
-    return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
-
-
-@pytest.fixture
-def cluster_id():
-    cid = "t" + uuid.uuid4().hex[:12]
-    yield cid
-    for name in _files(f"{shm.PREFIX}{cid}-"):
-        shm.unlink(name)
 
 
 def _segment(cluster_id: str, tag: str, n: int, size: int = 4096) -> str:
@@ -295,11 +286,11 @@ def test_sweep_spares_a_live_owner_and_removes_it_once_dead(cluster_id):
     lock = shm.lock_name(cluster_id, "w1")
     try:
         assert shm.sweep(cluster_id) == 0
-        assert _files(f"gs-{cluster_id}-") == sorted(segs + [lock])
+        assert shm_files(f"gs-{cluster_id}-") == sorted(segs + [lock])
     finally:
         os.close(fd)
     assert shm.sweep(cluster_id) == 4
-    assert _files(f"gs-{cluster_id}-") == []
+    assert shm_files(f"gs-{cluster_id}-") == []
     assert shm.sweep(cluster_id) == 0
 
 
@@ -327,11 +318,11 @@ def test_sweep_removes_a_dead_workers_segments_only(cluster_id):
         live = [_segment(cluster_id, "live", i) for i in (1, 2)]
         _fork_dead_owner(cluster_id, "dead", 3)
         dead = [f"gs-{cluster_id}-dead-{i}" for i in (1, 2, 3)]
-        assert set(dead) <= set(_files(f"gs-{cluster_id}-"))
-        assert shm.lock_name(cluster_id, "dead") in _files(f"gs-{cluster_id}-")
+        assert set(dead) <= set(shm_files(f"gs-{cluster_id}-"))
+        assert shm.lock_name(cluster_id, "dead") in shm_files(f"gs-{cluster_id}-")
 
         assert shm.sweep(cluster_id) == 4           # three segments and the lock
-        assert _files(f"gs-{cluster_id}-") == sorted(
+        assert shm_files(f"gs-{cluster_id}-") == sorted(
             live + [shm.lock_name(cluster_id, "live")])
         # The live worker still holds its lock: a second sweep changes nothing.
         assert shm.sweep(cluster_id) == 0
@@ -345,12 +336,12 @@ def test_sweep_with_a_cluster_id_leaves_other_clusters_alone(cluster_id):
         _fork_dead_owner(cluster_id, "w", 1)
         _fork_dead_owner(other, "w", 2)
         assert shm.sweep(cluster_id) == 2
-        assert _files(f"gs-{cluster_id}-") == []
-        assert len(_files(f"gs-{other}-")) == 3
+        assert shm_files(f"gs-{cluster_id}-") == []
+        assert len(shm_files(f"gs-{other}-")) == 3
         assert shm.sweep(other) == 3
-        assert _files(f"gs-{other}-") == []
+        assert shm_files(f"gs-{other}-") == []
     finally:
-        for name in _files(f"gs-{other}-"):
+        for name in shm_files(f"gs-{other}-"):
             shm.unlink(name)
 
 
@@ -360,7 +351,7 @@ def test_a_swept_tag_can_be_locked_again(cluster_id):
     fd = shm.hold_lock(cluster_id, "w")
     try:
         assert shm.sweep(cluster_id) == 0
-        assert _files(f"gs-{cluster_id}-") == [shm.lock_name(cluster_id, "w")]
+        assert shm_files(f"gs-{cluster_id}-") == [shm.lock_name(cluster_id, "w")]
     finally:
         os.close(fd)
 

@@ -8,19 +8,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 
 import pytest
 
 from graphstore import shm
+from helpers import shm_files
 from graphstore.exceptions import ObjectStoreFullError
 from graphstore.worker.store import SharedMemoryStore
 
 MB = 1024 * 1024
-
-
-def _files(prefix: str) -> list[str]:
-    return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
 
 
 def oid(n: int) -> bytes:
@@ -29,14 +25,6 @@ def oid(n: int) -> bytes:
 
 def exists(name: str) -> bool:
     return os.path.exists(shm.segment_path(name))
-
-
-@pytest.fixture
-def cluster_id():
-    cid = "t" + uuid.uuid4().hex[:12]
-    yield cid
-    for name in _files(f"{shm.PREFIX}{cid}-"):
-        shm.unlink(name)
 
 
 @pytest.fixture
@@ -91,13 +79,13 @@ def test_full_store_names_use_capacity_and_size(make_store, cluster_id):
     store = make_store(capacity=3_000_000)
     put(store, 1, 1_000_000)
     put(store, 2, 1_500_000)
-    before = _files(f"gs-{cluster_id}-w1-")
+    before = shm_files(f"gs-{cluster_id}-w1-")
     with pytest.raises(ObjectStoreFullError) as info:
         store.allocate(oid(3), 600_000)
     text = str(info.value)
     assert "2,500,000 of 3,000,000" in text and "600,000" in text
     assert store.used == 2_500_000 and oid(3) not in store.objects
-    assert _files(f"gs-{cluster_id}-w1-") == before          # nothing was created
+    assert shm_files(f"gs-{cluster_id}-w1-") == before          # nothing was created
     put(store, 4, 500_000)                                    # what fits still fits
     assert store.used == 3_000_000
 
@@ -336,15 +324,15 @@ def test_close_removes_every_file_and_the_lock(cluster_id):
     store.pin(oid(3))
     put(store, 4, MB)
     store.free(oid(4), reusable=True)                   # pooled
-    assert len(_files(f"gs-{cluster_id}-")) == 5          # four segments and the lock
-    assert lock in _files(f"gs-{cluster_id}-")
+    assert len(shm_files(f"gs-{cluster_id}-")) == 5          # four segments and the lock
+    assert lock in shm_files(f"gs-{cluster_id}-")
     # While the store is open, a sweep sees its owner alive.
-    assert shm.sweep(cluster_id) == 0 and len(_files(f"gs-{cluster_id}-")) == 5
+    assert shm.sweep(cluster_id) == 0 and len(shm_files(f"gs-{cluster_id}-")) == 5
     store.close()
-    assert _files(f"gs-{cluster_id}-") == []
+    assert shm_files(f"gs-{cluster_id}-") == []
     assert store.used == 0 and store.pooled == 0 and not store.objects
     store.close()                                       # idempotent
-    assert _files(f"gs-{cluster_id}-") == []
+    assert shm_files(f"gs-{cluster_id}-") == []
 
 
 def test_stores_of_two_workers_do_not_share_names(make_store, cluster_id):
@@ -378,7 +366,7 @@ def test_concurrent_allocate_and_free_keep_the_books(make_store):
     assert errors == []
     assert store.used == 0 and not store.objects
     # What is left on disk is exactly the pool.
-    left = _files(f"gs-{store.cluster_id}-w1-")
+    left = shm_files(f"gs-{store.cluster_id}-w1-")
     assert store.pooled == sum(os.path.getsize(shm.segment_path(n)) for n in left)
     assert store.summary()["freed"] == 300
 

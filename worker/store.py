@@ -20,7 +20,7 @@ from graphstore.exceptions import ObjectStoreFullError
 
 #: A pooled segment larger than this multiple of the object is shrunk to fit (the tail's
 #: memory goes back to the OS, the head stays warm).
-_SHRINK_ABOVE = 1.5
+_SHRINK_ABOVE = 1.25
 #: At most this many idle segments are kept for reuse.
 _POOL_MAX_SEGMENTS = 32
 

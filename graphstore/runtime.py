@@ -309,12 +309,10 @@ class Runtime:
         Returns [worker id, worker address, segment, size], or None when this host has
         no store (the object then travels inline).
         """
-        size = shm.encoded_size(buffers)
         if self.local_store is not None:
-            entry = self.local_store.allocate(object_id, size)
-            self._write_segment(entry.name, size, buffers)
-            self.local_store.seal(object_id)
-            return [self.peer_id, self.local_address, entry.name, size]
+            segment, size = self._write_to_local_store(object_id, buffers)
+            return [self.peer_id, self.local_address, segment, size]
+        size = shm.encoded_size(buffers)
         if not any(w[1] == self.node_id for w in self.cluster_info.get("workers", [])):
             return None
         try:
@@ -338,12 +336,17 @@ class Runtime:
         """For a task's result: ``(payload, 0, None)`` inline, or ``(None, size,
         segment)`` once written into this worker's store."""
         if nbytes(buffers) > self.config.inline_threshold and self.local_store is not None:
-            size = shm.encoded_size(buffers)
-            entry = self.local_store.allocate(object_id, size)
-            self._write_segment(entry.name, size, buffers)
-            self.local_store.seal(object_id)
-            return None, size, entry.name
+            segment, size = self._write_to_local_store(object_id, buffers)
+            return None, size, segment
         return wire_payload(buffers, self._split), 0, None
+
+    def _write_to_local_store(self, object_id: bytes, buffers) -> tuple[str, int]:
+        """In a worker: allocate in its own store, copy the buffers in, seal."""
+        size = shm.encoded_size(buffers)
+        entry = self.local_store.allocate(object_id, size)
+        self._write_segment(entry.name, size, buffers)
+        self.local_store.seal(object_id)
+        return entry.name, size
 
     def load_value(self, object_id: bytes, payload, locations):
         """Deserialize an object given inline or by its locations (zero-copy on this

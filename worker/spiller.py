@@ -145,7 +145,8 @@ class Spiller:
         entry = self.store.allocate(object_id, size)
         if entry.sealed:
             return entry.name            # restored meanwhile by another reader
-        mapping = self.runtime.mappings.get(entry.name, size, populate=True)
+        # Mapped lazily: the readers fault the fresh pages in on several cores at once.
+        mapping = self.runtime.mappings.get(entry.name, size)
         view = memoryview(mapping)[:size]
         try:
             self.target.read_into(path, offset, view)

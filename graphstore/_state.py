@@ -137,6 +137,7 @@ class Driver:
                     f"{expected_workers} workers joined within {config.startup_timeout} s; "
                     f"see the logs in {self.cluster.log_dir if self.cluster else '?'}")
             time.sleep(0.002)
+        self.runtime.premap_reserves()
 
     def context(self) -> ClusterContext:
         info = self.runtime.cluster_info
@@ -153,6 +154,7 @@ class Driver:
             self.runtime.uninstall()
             comm = self.runtime.comm
             try:
+                self.loop_thread.run(self.runtime.close_peers(), timeout=5)
                 self.loop_thread.run(comm.close(), timeout=5)
             except Exception:
                 pass

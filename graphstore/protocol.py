@@ -203,6 +203,13 @@ class AllocateOnNode(NamedTuple):
     node_id: str
 
 
+class ReserveSegment(NamedTuple):
+    """Request to a worker's peer server: its pre-faulted reserve segment (made now if
+    there is room and none is ready), so that a writer on the same host can map it before
+    its next put. Reply: [segment, size], or None when the store has no reserve."""
+    pass
+
+
 class FetchObject(NamedTuple):
     """Request to a worker's peer server: reply [size, Frame(segment bytes)]."""
     object_id: bytes
@@ -268,6 +275,7 @@ MESSAGE_TYPES: list[type] = [
     GetStatus, Pin, Unpin, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
     FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, AllocateOnNode,
     ObjectsSpilled, DeleteSpilled, RestoreObject, RestoreOnNode, LocateObject,
+    ReserveSegment,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

@@ -66,6 +66,60 @@ def create(name: str, size: int) -> int:
 
 #: Fill the page tables at map time: one call instead of a fault per 4 KiB page.
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+#: madvise() advice (Linux >= 5.14) that fills page tables like MAP_POPULATE but is
+#: called through ctypes, which drops the GIL: CPython's mmap() keeps the GIL while the
+#: kernel populates (150 ms for 256 MiB of fresh memory), freezing every other thread
+#: of the process, the event loop included.
+_MADV_POPULATE = {True: 23, False: 22}  # MADV_POPULATE_WRITE, MADV_POPULATE_READ
+_madvise = None
+
+
+def _libc_madvise():
+    global _madvise
+    if _madvise is None:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise.restype = ctypes.c_int
+        _madvise = libc.madvise
+    return _madvise
+
+
+def _populate(mapping: mmap.mmap, writable: bool) -> bool:
+    """Fill the page tables of ``mapping`` without holding the GIL; False where the
+    kernel cannot (then the caller maps with MAP_POPULATE)."""
+    try:
+        import numpy
+        address = numpy.frombuffer(mapping, dtype=numpy.uint8).ctypes.data
+        return _libc_madvise()(address, len(mapping), _MADV_POPULATE[writable]) == 0
+    except (OSError, AttributeError, TypeError, ValueError):
+        return False
+
+
+def map_segment(name: str, size: int, *, writable: bool = True, populate: bool = False,
+                whole_file: bool = False, fd: int | None = None) -> mmap.mmap:
+    """Map ``size`` bytes of segment ``name`` (``whole_file``: the file's whole length,
+    if larger). ``populate`` fills the page tables up front, for callers about to touch
+    every page. ``fd``: an open descriptor of the segment (a lease) to map instead of
+    opening the name again."""
+    if fd is not None:
+        return _map_fd(os.dup(fd), size, writable, populate, whole_file)
+    return _map_fd(os.open(segment_path(name), os.O_RDWR if writable else os.O_RDONLY),
+                   size, writable, populate, whole_file)
+
+
+def _map_fd(fd: int, size: int, writable: bool, populate: bool,
+            whole_file: bool) -> mmap.mmap:
+    try:
+        length = max(size, os.fstat(fd).st_size) if whole_file else size
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        mapping = mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot)
+        if populate and not _populate(mapping, writable):
+            mapping.close()
+            mapping = mmap.mmap(fd, length, flags=mmap.MAP_SHARED | _POPULATE, prot=prot)
+        return mapping
+    finally:
+        os.close(fd)
 
 
 def resize(name: str, size: int) -> None:
@@ -79,35 +133,19 @@ def resize(name: str, size: int) -> None:
 
 def prefault(name: str, size: int) -> None:
     """Allocate every page of a segment now, so a later writer finds them resident."""
-    fd = os.open(segment_path(name), os.O_RDWR)
-    try:
-        mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
-                            prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
-    mapping.close()
+    map_segment(name, size, populate=True).close()
 
 
 def map_writable(name: str, size: int) -> mmap.mmap:
     """Map for writing an object; pages are populated up front (the whole segment is
     about to be written)."""
-    fd = os.open(segment_path(name), os.O_RDWR)
-    try:
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
-                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
+    return map_segment(name, size, populate=True)
 
 
 def map_readonly(name: str, size: int, populate: bool = False) -> mmap.mmap:
     """Map for reading. ``populate`` for readers that will touch every page (tasks);
     a driver's ``get`` maps lazily so it returns at once."""
-    fd = os.open(segment_path(name), os.O_RDONLY)
-    try:
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | (_POPULATE if populate else 0),
-                         prot=mmap.PROT_READ)
-    finally:
-        os.close(fd)
+    return map_segment(name, size, writable=False, populate=populate)
 
 
 class MappingCache:
@@ -131,11 +169,13 @@ class MappingCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
 
-    def get(self, name: str, size: int, populate: bool = False) -> mmap.mmap:
+    def get(self, name: str, size: int, populate: bool = False,
+            fd: int | None = None) -> mmap.mmap:
         """A read-write mapping of at least ``size`` bytes of segment ``name``.
 
         ``populate`` fills the page tables up front (for writers, who touch every page);
-        readers map lazily so a ``get`` returns at once.
+        readers map lazily so a ``get`` returns at once. ``fd``: the segment's open
+        descriptor (a reader's lease), used in place of its name, which may be gone.
         """
         self._drop_unlinked()
         with self._lock:
@@ -143,16 +183,9 @@ class MappingCache:
             if mapping is not None and len(mapping) >= size:
                 self._maps.move_to_end(name)
                 return mapping
-        fd = os.open(segment_path(name), os.O_RDWR)
-        try:
-            # Populating costs per page: map what the writer needs; a lazy reader may
-            # map the whole file so the mapping serves later, larger objects too.
-            length = size if populate else max(size, os.fstat(fd).st_size)
-            mapping = mmap.mmap(fd, length,
-                                flags=mmap.MAP_SHARED | (_POPULATE if populate else 0),
-                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        # Populating costs per page: map what the writer needs; a lazy reader may map
+        # the whole file so the mapping serves later, larger objects too.
+        mapping = map_segment(name, size, populate=populate, whole_file=not populate, fd=fd)
         with self._lock:
             old = self._maps.pop(name, None)
             if old is not None:
@@ -161,6 +194,9 @@ class MappingCache:
             self._bytes += len(mapping)
             self._trim()
         return mapping
+
+    def has(self, name: str) -> bool:
+        return name in self._maps
 
     def _drop_unlinked(self) -> None:
         """Forget mappings of segments that were freed or spilled, so their memory goes
@@ -201,6 +237,52 @@ def unlink(name: str) -> None:
         os.unlink(segment_path(name))
     except FileNotFoundError:
         pass
+
+
+# -- leases: reusing the memory of a spilled object safely -----------------------------
+#
+# A store may give a spilled object's segment to another object (its pages are already
+# allocated, which makes a restore or put into it 2-3x faster than into fresh memory), but
+# only when no process can still read the old object there. Readers hold a shared
+# ``flock`` on the segment for as long as their views live (``lease``); the store renames
+# the file to a fresh name under an exclusive lock (``reclaim``), so a reader that finds
+# the old name gone, or the lock taken, looks the object up again. Names are never reused.
+
+def lease(name: str) -> int | None:
+    """Open segment ``name`` and take a shared lock on it, for as long as a reader's
+    views of it live; None when the segment is gone or being reclaimed. Close the
+    returned descriptor to release it."""
+    path = segment_path(name)
+    try:
+        fd = os.open(path, os.O_RDWR)   # read-write: cached mappings serve writers too
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        # Renamed between our open and lock? Then the name is gone (never reused).
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
+
+
+def reclaim(name: str, new_name: str) -> bool:
+    """Rename segment ``name`` to ``new_name`` if no reader holds a lease on it; False
+    (and nothing changed) otherwise. Readers arriving later find the old name gone."""
+    try:
+        fd = os.open(segment_path(name), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(segment_path(name), segment_path(new_name))
+        return True
+    except (BlockingIOError, FileNotFoundError):
+        return False
+    finally:
+        os.close(fd)  # releases the lock
 
 
 #: Buffers at least this large are copied by several threads (numpy releases the GIL).

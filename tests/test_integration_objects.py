@@ -103,6 +103,25 @@ def test_large_put_lives_in_a_store_and_get_is_zero_copy_and_read_only(cluster):
     assert entry["pinned_by"] == 1
 
 
+def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
+    """Each store keeps a pre-faulted reserve segment; the driver maps it with its page
+    tables filled before the first large put, so that put only copies."""
+    runtime = graphstore._state.get_runtime()
+    reserves = _wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]])
+    assert reserves, "no store made a reserve segment"
+    assert _wait_for(lambda: any(runtime.mappings.has(n) for n in reserves))
+    array = np.arange(16 * MB // 8, dtype=np.float64)
+    ref = graphstore.put(array)
+    (location,) = runtime._local[ref._id][2]
+    assert location[2] in reserves            # the put used the mapped reserve
+    np.testing.assert_array_equal(graphstore.get(ref), array)
+    # The store makes its next reserve and the driver maps that one too.
+    del ref
+    following = _wait_for(lambda: [s["reserve"] for s in _stores()
+                                   if s["reserve"] and s["reserve"] not in reserves])
+    assert following and _wait_for(lambda: any(runtime.mappings.has(n) for n in following))
+
+
 def test_small_objects_stay_inline(cluster):
     ref = graphstore.put(np.arange(10))
     (entry,) = [o for o in graphstore.memory_summary()["objects"]

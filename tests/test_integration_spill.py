@@ -207,6 +207,23 @@ def test_disk_spill_restores_bit_for_bit_and_deletes_files(fresh_cluster, local,
     assert spill_dir.is_dir(), "shutdown() removed the user's directory itself"
 
 
+def test_spilled_memory_is_reused_while_held_arrays_keep_their_bytes(fresh_cluster,
+                                                                    tmp_path):
+    """Stores give the pages of spilled objects to restores and puts, but never the
+    pages of a segment some process still reads (its lease blocks the reuse)."""
+    fresh_cluster(num_cpus=2, object_store_memory=STORE, spill_to=str(tmp_path / "spill"))
+    data = {i: _data(i, 8 * MB) for i in range(24)}        # 192 MB through 2 x 64 MB
+    refs = {i: graphstore.put(array) for i, array in data.items()}
+    held = {i: graphstore.get(refs[i]) for i in range(0, 24, 4)}
+    for _ in range(2):                # every object restored, and spilled again, twice
+        _check_all(refs, data)
+    for i, array in held.items():
+        assert np.array_equal(array, data[i]), f"held array {i} changed under its reader"
+    stores = _stores()
+    assert sum(s["reclaimed"] for s in stores) > 0, stores
+    assert sum(s["reused"] for s in stores) > 0, stores
+
+
 def test_disk_small_objects_spilled_together_share_a_file_until_the_last_is_freed(
         fresh_cluster, local, tmp_path):
     fresh_cluster(num_cpus=1, object_store_memory=STORE, spill_to=str(tmp_path))

@@ -112,6 +112,7 @@ SAMPLES = {
     p.RestoreObject: p.RestoreObject(_id(27), "bucket/prefix/c1/w1-ab12", 4096, 100),
     p.RestoreOnNode: p.RestoreOnNode(_id(28), "node-a"),
     p.LocateObject: p.LocateObject(_id(29)),
+    p.ReserveSegment: p.ReserveSegment(),
     p.FetchObject: p.FetchObject(_id(24)),
     p.GetStoreSummary: p.GetStoreSummary(),
     p.GetMemorySummary: p.GetMemorySummary(),

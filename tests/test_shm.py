@@ -126,6 +126,58 @@ def test_mapping_outlives_the_unlinked_file(cluster_id):
     np.testing.assert_array_equal(arr, np.arange(10_000, dtype=np.int64))
 
 
+# -- leases and reclaiming ---------------------------------------------------------------
+
+def test_reclaim_renames_a_segment_no_reader_leases(cluster_id):
+    name = _segment(cluster_id, "w", 1)
+    new = f"{shm.PREFIX}{cluster_id}-w-2"
+    inode = os.stat(shm.segment_path(name)).st_ino
+    assert shm.reclaim(name, new)
+    assert not os.path.exists(shm.segment_path(name))
+    assert os.stat(shm.segment_path(new)).st_ino == inode      # same pages, new name
+    assert shm.lease(name) is None                              # the old name is gone
+    assert not shm.reclaim(name, f"{shm.PREFIX}{cluster_id}-w-3")
+
+
+def test_a_lease_blocks_reclaim_until_released(cluster_id):
+    name = _segment(cluster_id, "w", 1)
+    new = f"{shm.PREFIX}{cluster_id}-w-2"
+    first, second = shm.lease(name), shm.lease(name)            # shared: both succeed
+    assert first is not None and second is not None
+    assert not shm.reclaim(name, new)
+    os.close(first)
+    assert not shm.reclaim(name, new)                           # the other still holds it
+    assert os.path.exists(shm.segment_path(name))
+    os.close(second)
+    assert shm.reclaim(name, new)
+
+
+def test_a_lease_taken_on_a_renamed_file_is_refused(cluster_id):
+    """A reader that opened the old name just before the rename must not use it."""
+    name = _segment(cluster_id, "w", 1)
+    fd = os.open(shm.segment_path(name), os.O_RDONLY)           # the reader's open ...
+    try:
+        assert shm.reclaim(name, f"{shm.PREFIX}{cluster_id}-w-2")  # ... then the rename
+        # lease() checks the name still names the file it locked:
+        assert shm.lease(name) is None
+    finally:
+        os.close(fd)
+
+
+def test_reclaim_waits_for_no_reader_holding_the_lock_exclusively(cluster_id):
+    """While the store reclaims (exclusive lock held), a lease is refused at once."""
+    name = _segment(cluster_id, "w", 1)
+    fd = os.open(shm.segment_path(name), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert shm.lease(name) is None
+    finally:
+        os.close(fd)
+    lease = shm.lease(name)
+    assert lease is not None
+    os.close(lease)
+
+
 def test_create_refuses_an_existing_name(cluster_id):
     name = _segment(cluster_id, "w", 1)
     with pytest.raises(FileExistsError):

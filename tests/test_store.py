@@ -189,6 +189,37 @@ def test_unpinned_object_is_pooled_again(make_store):
     assert exists(entry.name) and store.pooled == MB
 
 
+def _spilled(store, n: int, size: int):
+    """Allocate, seal and release an object as the spiller does once it is written."""
+    entry = put(store, n, size)
+    store.pin(oid(n))                       # the spiller pins while writing
+    store.release_spilled(oid(n), entry)
+    return entry
+
+
+def test_spilled_segment_without_readers_is_reclaimed_into_the_pool(make_store):
+    store = make_store()
+    entry = _spilled(store, 1, MB)
+    assert not exists(entry.name)           # readers of the old name find it gone ...
+    assert store.used == 0 and store.pooled == MB and store.stats["reclaimed"] == 1
+    again = store.allocate(oid(2), MB)      # ... and its pages serve the next object
+    assert again.name != entry.name and store.stats["reused"] == 1
+
+
+def test_spilled_segment_a_reader_leases_is_unlinked_not_reused(make_store):
+    store = make_store()
+    entry = put(store, 1, MB)
+    lease = shm.lease(entry.name)
+    try:
+        store.pin(oid(1))
+        store.release_spilled(oid(1), entry)
+        assert not exists(entry.name)
+        assert store.pooled == 0 and store.used == 0 and store.stats["reclaimed"] == 0
+    finally:
+        os.close(lease)
+    assert store.allocate(oid(2), MB).name != entry.name
+
+
 def test_free_of_an_unknown_object_is_false(make_store):
     store = make_store()
     assert store.free(oid(9), reusable=True) is False

@@ -77,6 +77,9 @@ class Worker:
         self.peer_server = CommServer(token, self._on_peer, limits=Limits(),
                                       split_bytes=config.frame_split_bytes,
                                       handshake_timeout=config.handshake_timeout)
+        #: Size of the pre-faulted segment kept ready for the next large put.
+        self.reserve_bytes = min(config.store_reserve_bytes, store_capacity // 4)
+        self._reserve_filled = asyncio.Event()  # set (and replaced) after each fill
         self.address = ""
         self.stopped = asyncio.Event()
 
@@ -103,6 +106,7 @@ class Worker:
         self.spiller = Spiller(self.store, self.spill_target, self.runtime,
                                self.store.worker_tag)
         self.store.on_pressure = self.spiller.request
+        self.store.forget_mapping = self.runtime.mappings.forget
         self.store.spill_problem = self._spill_problem
         self.store.wait_timeout = self.config.spill_wait_timeout
         self.store.spill_threshold = self.config.spill_threshold
@@ -125,16 +129,40 @@ class Worker:
     async def _housekeeping(self) -> None:
         """Periodic upkeep: return memory idle in the store's reuse pool, and keep a
         pre-faulted reserve segment ready for the next large put (made off the loop)."""
-        reserve = min(self.config.store_reserve_bytes, self.store.capacity // 4)
         await asyncio.sleep(0.5)
         while not self.stopped.is_set():
             self.store.trim_pool(self.config.store_pool_idle_seconds)
-            if reserve and self.store.reserve_name is None:
-                try:
-                    await self._in_thread(self.store.fill_reserve, reserve)
-                except OSError as exc:
-                    logger.warning("could not make a reserve segment: %s", exc)
+            await self._fill_reserve()
             await asyncio.sleep(1.0)
+
+    async def _fill_reserve(self) -> None:
+        """Make the reserve segment if there is none; its pages stay mapped here, so a
+        task result written into it pays no page faults either."""
+        if self.reserve_bytes and self.store.reserve_name is None:
+            try:
+                await self._in_thread(self.store.fill_reserve, self.reserve_bytes,
+                                      self._map_populated)
+            except OSError as exc:
+                logger.warning("could not make a reserve segment: %s", exc)
+        self._reserve_filled.set()
+        self._reserve_filled = asyncio.Event()
+
+    def _map_populated(self, name: str, size: int) -> None:
+        self.runtime.mappings.get(name, size, populate=True)
+
+    async def _reserve_for_writer(self) -> list | None:
+        """A writer on this host asks for the reserve, to map it before its next put.
+        When there is none yet, wait for housekeeping's next fill (up to a few seconds)
+        rather than fill now: a fill right after a put would compete with the writer's
+        next put for the CPU."""
+        reserve = self.store.reserve()
+        if reserve is None:
+            try:
+                await asyncio.wait_for(self._reserve_filled.wait(), 5.0)
+            except asyncio.TimeoutError:
+                pass
+            reserve = self.store.reserve()
+        return list(reserve) if reserve is not None else None
 
     # -- scheduler messages -----------------------------------------------------------
     def _on_message(self, comm, m):
@@ -190,6 +218,8 @@ class Worker:
             if not isinstance(m.size, int) or m.size < 0:
                 raise ValueError(f"invalid object size {m.size!r}")
             return self._allocate_for(comm, m)
+        if cls is msg.ReserveSegment:
+            return self._reserve_for_writer()
         if cls is msg.FetchObject:
             entry = self.store.pin(m.object_id)
             if entry is None:

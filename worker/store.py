@@ -60,13 +60,17 @@ class SharedMemoryStore:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)   # notified when memory is released
         self._lock_fd = shm.hold_lock(cluster_id, worker_tag)
-        self.stats = {"created": 0, "reused": 0, "freed": 0, "bytes_written": 0}
+        self.stats = {"created": 0, "reused": 0, "reclaimed": 0, "freed": 0,
+                      "bytes_written": 0}
         #: Set by the worker when spilling is on: called (without the lock) when the store
         #: needs room; ``allocate`` then waits up to ``wait_timeout`` for it.
         self.on_pressure = None
         #: Set by the worker: the spill target and its last error, for error messages.
         self.spill_problem = lambda: None
         self.wait_timeout = 0.0
+        #: Set by the worker: forget this process's cached mapping of a segment, so the
+        #: memory of an unlinked segment goes back to the system at once.
+        self.forget_mapping = lambda name: None
         self.spill_threshold = 1.0
 
     # -- allocation -------------------------------------------------------------------
@@ -132,7 +136,7 @@ class SharedMemoryStore:
                         f"the object store is full: {self.used:,} of {self.capacity:,} bytes "
                         f"in use{spilling}; an object of {size:,} bytes does not fit (free "
                         f"objects by dropping their refs, or raise object_store_memory)")
-                name = f"{shm.PREFIX}{self.cluster_id}-{self.worker_tag}-{next(self._names)}"
+                name = self._new_name()
                 os.close(shm.create(name, size))
                 segment_size = size
                 self.stats["created"] += 1
@@ -158,12 +162,16 @@ class SharedMemoryStore:
             segment_size = size
         return segment_size, name
 
+    def _unlink(self, name: str) -> None:
+        shm.unlink(name)
+        self.forget_mapping(name)
+
     def _make_room(self, size: int) -> None:
         """Release pooled segments, oldest first, until ``size`` more bytes fit."""
         while self._pool and self.used + self.pooled + size > self.capacity:
             segment_size, name, _ = self._pool.pop(0)
             self.pooled -= segment_size
-            shm.unlink(name)
+            self._unlink(name)
 
     def seal(self, object_id: bytes) -> StoredObject | None:
         with self._lock:
@@ -221,24 +229,37 @@ class SharedMemoryStore:
                 self._pool.append((entry.capacity, entry.name, time.monotonic()))
                 self.pooled += entry.capacity
             else:
-                shm.unlink(entry.name)
+                self._unlink(entry.name)
             self._room.notify_all()
             return True
 
     def release_spilled(self, object_id: bytes, entry: StoredObject) -> None:
-        """An object was written to the spill target: give its memory back to the OS.
+        """An object was written to the spill target: release its memory.
 
-        The segment is unlinked, never pooled: a process may still map it (its arrays stay
-        valid) or know it by name from before the spill (it finds no file and asks again),
-        and new readers restore from the spill file.
+        Its pages go to the reuse pool under a new name when no reader holds a lease on
+        the segment (see ``shm.reclaim``): readers that knew the old name find it gone
+        and restore from the spill file. Otherwise the segment is unlinked (readers'
+        arrays stay valid) and its memory returns to the OS when they are gone.
         """
         with self._lock:
             entry.pins -= 1
             if self.objects.get(object_id) is entry:
                 del self.objects[object_id]
                 self.used -= entry.capacity
-            shm.unlink(entry.name)
+            new_name = self._new_name()
+            if (len(self._pool) < _POOL_MAX_SEGMENTS and not self._closed
+                    and self.used + self.pooled + entry.capacity <= self.capacity
+                    and shm.reclaim(entry.name, new_name)):
+                self.forget_mapping(entry.name)
+                self._pool.append((entry.capacity, new_name, time.monotonic()))
+                self.pooled += entry.capacity
+                self.stats["reclaimed"] += 1
+            else:
+                self._unlink(entry.name)
             self._room.notify_all()
+
+    def _new_name(self) -> str:
+        return f"{shm.PREFIX}{self.cluster_id}-{self.worker_tag}-{next(self._names)}"
 
     def pressure(self) -> int:
         """Bytes of live objects above the spill threshold. Pooled segments do not count:
@@ -259,36 +280,45 @@ class SharedMemoryStore:
                 self.pooled -= size
             self._room.notify_all()
         for _, name, _ in expired:
-            shm.unlink(name)
+            self._unlink(name)
         return len(expired)
 
-    def fill_reserve(self, size: int) -> bool:
+    def fill_reserve(self, size: int, prefault=shm.prefault) -> bool:
         """Create one pre-faulted segment of ``size`` bytes and keep it in the pool.
 
         Fresh shared memory costs a page fault per page (about 1 GB/s); a put that lands
         in the reserve runs at memory speed. Called from a background thread when the
-        store is idle; returns True when a reserve was made.
+        store is idle; returns True when a reserve was made. ``prefault(name, size)``
+        touches the pages (the worker passes one that keeps its mapping for later writes).
         """
         with self._lock:
             if (self._closed or self.reserve_name is not None or size <= 0
                     or self.used + self.pooled + size > self.capacity * self.spill_threshold):
                 return False
-            name = f"{shm.PREFIX}{self.cluster_id}-{self.worker_tag}-{next(self._names)}"
+            name = self._new_name()
         os.close(shm.create(name, size))
         try:
-            shm.prefault(name, size)
+            prefault(name, size)
         except BaseException:
-            shm.unlink(name)
+            self._unlink(name)
             raise
         with self._lock:
             if self._closed or self.used + self.pooled + size > self.capacity:
-                shm.unlink(name)  # closed meanwhile (shutdown), or no room any more
+                self._unlink(name)  # closed meanwhile (shutdown), or no room any more
                 return False
             self._pool.append((size, name, time.monotonic()))
             self.pooled += size
             self.reserve_name = name
             self._room.notify_all()
         return True
+
+    def reserve(self) -> tuple[str, int] | None:
+        """The reserve segment waiting in the pool, as (name, size), if any."""
+        with self._lock:
+            for size, name, _ in self._pool:
+                if name == self.reserve_name:
+                    return name, size
+        return None
 
     def lru_candidates(self) -> list[StoredObject]:
         """Sealed, unpinned objects, least recently used first (for spilling)."""
@@ -303,6 +333,7 @@ class SharedMemoryStore:
                 "pooled": self.pooled,
                 "objects": sum(1 for e in self.objects.values() if e.sealed),
                 "pinned": sum(1 for e in self.objects.values() if e.pins),
+                "reserve": self.reserve_name,
                 **self.stats,
             }
 
@@ -315,7 +346,7 @@ class SharedMemoryStore:
             self._pool.clear()
             self.used = self.pooled = 0
         for name in names:
-            shm.unlink(name)
+            self._unlink(name)
         shm.unlink(shm.lock_name(self.cluster_id, self.worker_tag))
         if self._lock_fd is not None:
             os.close(self._lock_fd)

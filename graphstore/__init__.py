@@ -2,7 +2,8 @@
 
 Ray's core API on a Dask-style architecture. The whole public API is on this screen.
 """
-from graphstore import exceptions
+from graphstore import actor, exceptions
+from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore._state import init, is_initialized, shutdown
 from graphstore.api import (cluster_resources, cluster_status, get, list_tasks,
                             memory_summary, put, wait)
@@ -12,7 +13,12 @@ from graphstore.remote_function import remote
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorHandle",
     "ObjectRef",
+    "actor",
+    "get_actor",
+    "kill",
+    "method",
     "cluster_resources",
     "cluster_status",
     "exceptions",

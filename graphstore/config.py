@@ -65,6 +65,8 @@ class Config:
     transfer_bandwidth: float = 1e9
     #: Finished tasks the scheduler remembers (task records, graph export).
     task_history: int = 10_000
+    #: Namespace of named actors when none is given (``get_actor``, ``options(name=)``).
+    namespace: str = "default"
 
 
 def _coerce(value: str, default):

@@ -268,6 +268,127 @@ class GetStatus(NamedTuple):
     pass
 
 
+# -- actors ---------------------------------------------------------------------------------
+
+class CreateActor(NamedTuple):
+    """Caller -> scheduler: make an actor. ``creation_id`` names an object that is ready
+    once ``__init__`` ran (its error if that failed); handles hold a ref to it, so the
+    actor's lifetime follows ordinary reference counting. Sent as a request when the
+    actor has a name (reply: [actor id, creation id, class name, methods] of the actor
+    now bearing it), otherwise one-way."""
+    actor_id: bytes
+    creation_id: bytes
+    class_hash: bytes
+    class_name: str
+    args: Any
+    deps: list
+    nested: list
+    options: dict             # num_cpus, resources, max_restarts, max_task_retries,
+                              # max_concurrency, name, namespace, lifetime, get_if_exists
+    methods: dict             # method name -> num_returns
+
+
+class StartActor(NamedTuple):
+    """Scheduler -> worker: start a process for this actor (its ``incarnation``-th)."""
+    actor_id: bytes
+    incarnation: int
+
+
+class StopActor(NamedTuple):
+    """Scheduler -> worker: kill the process of this actor, if it still runs."""
+    actor_id: bytes
+    incarnation: int
+
+
+class RegisterActorProcess(NamedTuple):
+    """First message of an actor process to the scheduler. Reply: what to build."""
+    actor_id: bytes
+    incarnation: int
+    process_id: bytes
+    pid: int
+    hostname: str
+    node_id: str
+    address: str              # the actor process's server, where calls arrive
+
+
+class ActorReady(NamedTuple):
+    """Actor process -> scheduler: ``__init__`` finished (``error``: it raised)."""
+    actor_id: bytes
+    incarnation: int
+    error: list | None
+
+
+class ActorExiting(NamedTuple):
+    """Actor process -> scheduler: ``exit_actor()`` was called; do not restart."""
+    actor_id: bytes
+
+
+class GetActor(NamedTuple):
+    """Caller -> scheduler request, answered once the actor is alive or dead:
+    ["alive", address, incarnation] or ["dead", error payload]. ``after``: an
+    incarnation the caller found dead, to wait for a newer one."""
+    actor_id: bytes
+    after: int
+
+
+class GetNamedActor(NamedTuple):
+    """Reply: [actor id, creation id, class name, methods], or an error naming the name."""
+    name: str
+    namespace: str
+
+
+class KillActor(NamedTuple):
+    actor_id: bytes
+    no_restart: bool
+
+
+class ActorCallSubmitted(NamedTuple):
+    """Caller -> scheduler: a method call sent straight to the actor, recorded for the
+    object directory (its results are pending objects held by the caller) and the graph."""
+    call_id: bytes
+    actor_id: bytes
+    name: str
+    deps: list
+    nested: list
+    returns: list
+
+
+class ActorCall(NamedTuple):
+    """Caller -> actor process: run a method. ``deps``: per ref argument, [id, payload,
+    error, locations] when the caller knows its value, or [id] when the actor must ask."""
+    call_id: bytes
+    method: str
+    name: str
+    args: Any
+    deps: list
+    returns: list
+    caller: bytes
+
+
+class ActorCallDone(NamedTuple):
+    """Actor process -> scheduler: results of a call. Per return: its inline payload, or
+    for an object written to a store on the host its location [worker id, segment,
+    size]; or the call's error."""
+    call_id: bytes
+    actor_id: bytes
+    results: list             # [[id, payload, contained, size, location, error], ...]
+    duration: float
+    error_text: str | None
+
+
+class CancelTask(NamedTuple):
+    """Caller -> scheduler: cancel the task (or actor call) producing ``object_id``."""
+    object_id: bytes
+    force: bool
+    recursive: bool
+
+
+class CancelRunning(NamedTuple):
+    """Scheduler -> worker or actor process: interrupt this running task or call."""
+    task_id: bytes
+    force: bool
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -275,7 +396,9 @@ MESSAGE_TYPES: list[type] = [
     GetStatus, Pin, Unpin, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
     FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, AllocateOnNode,
     ObjectsSpilled, DeleteSpilled, RestoreObject, RestoreOnNode, LocateObject,
-    ReserveSegment,
+    ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
+    ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
+    ActorCallDone, CancelTask, CancelRunning,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

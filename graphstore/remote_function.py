@@ -97,19 +97,28 @@ class _BoundOptions:
 
 
 def remote(*args, **options):
-    """Make a function (or, later, a class) remote: ``@remote`` or ``@remote(num_cpus=2)``."""
+    """Make a function or a class (an actor) remote: ``@remote`` or
+    ``@remote(num_cpus=2)``. Options are checked when the decorator is applied."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
     if args:
         raise TypeError("@graphstore.remote takes keyword options only, e.g. "
                         "@graphstore.remote(num_cpus=2)")
-    validate_options(options)
+    from graphstore.actor import _ACTOR_OPTIONS
+    if all(key in _TASK_OPTIONS for key in options):     # mistakes surface right here
+        validate_options(options)
+    elif not all(key in _ACTOR_OPTIONS for key in options):
+        unknown = [k for k in options if k not in _TASK_OPTIONS + _ACTOR_OPTIONS]
+        if unknown:
+            validate_options(options, _TASK_OPTIONS + _ACTOR_OPTIONS)
     return lambda target: _make_remote(target, options)
 
 
 def _make_remote(target, options: dict):
     if isinstance(target, type):
-        raise TypeError("remote classes (actors) are not supported yet")
+        from graphstore.actor import ActorClass
+        return ActorClass(target, options)
     if not callable(target):
-        raise TypeError(f"@graphstore.remote needs a function, got {type(target).__name__}")
+        raise TypeError(f"@graphstore.remote needs a function or a class, got "
+                        f"{type(target).__name__}")
     return RemoteFunction(target, options)

@@ -30,6 +30,7 @@ from graphstore.exceptions import GetTimeoutError, GraphstoreError, ConnectionLo
 from graphstore.object_ref import ObjectRef, new_id
 from graphstore.protocol import wire_payload
 from graphstore import shm
+from graphstore.actor_client import ActorClient, ActorSend
 from graphstore.comm import RemoteCallError, connect
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
 from graphstore.node import default_node_id
@@ -122,6 +123,7 @@ class Runtime:
         self._closed = False
         self._lost = False
         self._premapping = False
+        self.actor_client = ActorClient(self)
         self._reserves: set[str] = set()  # reserve segments mapped ahead of a put
         self._split = config.frame_split_bytes
         self.output_enabled = config.log_to_driver
@@ -224,8 +226,13 @@ class Runtime:
                 out.append(msg.DecRef(decs))
                 decs = []
             cls = type(item)
-            if cls is msg.SubmitTask:
+            if cls is ActorSend:
+                self.actor_client.dispatch(item)
+                continue
+            if cls is msg.SubmitTask or cls is msg.ActorCallSubmitted:
                 held.update(item.returns)
+            elif cls is msg.CreateActor:
+                held.add(item.creation_id)
             elif cls is msg.PutObject:
                 held.add(item.object_id)
             elif cls is msg.WantObjects:
@@ -554,7 +561,9 @@ class Runtime:
                               + "; ".join(errors))
 
     async def close_peers(self) -> None:
-        """Close connections to workers' peer servers (on the loop, before it stops)."""
+        """Close connections to workers' peer servers and to actors (on the loop, before
+        it stops)."""
+        self.actor_client.close()
         comms, self._peer_comms = list(self._peer_comms.values()), {}
         for comm in comms:
             comm.abort()
@@ -577,9 +586,7 @@ class Runtime:
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
                num_returns: int, num_cpus: float, resources: dict | None,
                max_retries: int, name: str | None) -> list[ObjectRef]:
-        if descriptor.hash not in self._registered_functions:
-            self._registered_functions.add(descriptor.hash)
-            self._send(msg.RegisterFunction(descriptor.hash, descriptor.payload))
+        self._register(descriptor)
         task_name = name or descriptor.name
         payload, deps, nested = pack_args(task_name, args, kwargs, self._split)
         task_id = new_id()
@@ -587,6 +594,50 @@ class Runtime:
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps,
                                   nested, returns, num_cpus, resources, max_retries))
         return [ObjectRef._new(object_id) for object_id in returns]
+
+    # -- actors (user threads) ----------------------------------------------------------
+    def create_actor(self, descriptor: FunctionDescriptor, class_name: str, args: tuple,
+                     kwargs: dict, options: dict, methods: dict) -> list:
+        """Ask for an actor; returns [actor id, creation id, class name, methods,
+        max_task_retries] (of an existing actor for ``get_if_exists``)."""
+        self._register(descriptor)
+        payload, deps, nested = pack_args(f"{class_name}.__init__", args, kwargs,
+                                          self._split)
+        actor_id, creation_id = new_id(), new_id()
+        m = msg.CreateActor(actor_id, creation_id, descriptor.hash, class_name, payload,
+                            deps, nested, options, methods)
+        if options.get("name") is not None:   # the scheduler checks the name first
+            try:
+                return self.request(m)
+            except RemoteCallError as exc:
+                text = str(exc)
+                if text.startswith("ValueError: "):
+                    raise ValueError(text[len("ValueError: "):]) from None
+                raise
+        self._send(m)
+        return [actor_id, creation_id, class_name, methods,
+                int(options.get("max_task_retries", 0))]
+
+    def call_actor(self, actor_id: bytes, method: str, name: str, args: tuple,
+                   kwargs: dict, num_returns: int, retries: int) -> list[ObjectRef]:
+        payload, dep_ids, nested = pack_args(name, args, kwargs, self._split)
+        deps = []
+        if dep_ids:
+            with self._lock:
+                for object_id in dep_ids:
+                    known = self._local.get(object_id)
+                    deps.append([object_id] if known is None else [object_id, *known])
+        call_id = new_id()
+        returns = [new_id() for _ in range(num_returns)]
+        self._send(msg.ActorCallSubmitted(call_id, actor_id, name, dep_ids, nested, returns))
+        self._send(ActorSend(actor_id, msg.ActorCall(call_id, method, name, payload, deps,
+                                                     returns, self.peer_id), retries))
+        return [ObjectRef._new(object_id) for object_id in returns]
+
+    def _register(self, descriptor: FunctionDescriptor) -> None:
+        if descriptor.hash not in self._registered_functions:
+            self._registered_functions.add(descriptor.hash)
+            self._send(msg.RegisterFunction(descriptor.hash, descriptor.payload))
 
     def get(self, refs, timeout: float | None = None):
         single = isinstance(refs, ObjectRef)

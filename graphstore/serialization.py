@@ -74,6 +74,8 @@ def dumps_function(fn) -> bytes:
     is ``(function, source file name)``: the worker restores the file name cloudpickle
     drops, so remote tracebacks name the user's file and lines."""
     code = getattr(fn, "__code__", None)
+    if code is None and isinstance(fn, type):       # a class (an actor): its methods'
+        code = next((m.__code__ for m in vars(fn).values() if hasattr(m, "__code__")), None)
     filename = code.co_filename if code is not None else None
     try:
         return cloudpickle.dumps((fn, filename), protocol=5)

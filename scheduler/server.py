@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 
 from graphstore import protocol as msg
 from graphstore.comm import Comm, CommServer, RemoteCallError
@@ -57,7 +58,18 @@ class Scheduler:
             msg.ObjectsSpilled: lambda peer, m: self.state.objects_spilled(peer, m),
             msg.LocateObject: lambda peer, m: self.state.locate(m.object_id),
             msg.RestoreOnNode: lambda peer, m: self._restore_on_node(m),
+            msg.CreateActor: lambda peer, m: self.state.create_actor(peer, m),
+            msg.ActorReady: lambda peer, m: self.state.actor_ready(peer, m),
+            msg.ActorExiting: lambda peer, m: self.state.actor_exiting(peer, m),
+            msg.GetActor: lambda peer, m: self._get_actor(m),
+            msg.GetNamedActor: lambda peer, m: self.state.named_actor(m),
+            msg.KillActor: lambda peer, m: self.state.kill_actor(m),
+            msg.ActorCallSubmitted: lambda peer, m: self.state.actor_call_submitted(peer, m),
+            msg.ActorCallDone: lambda peer, m: self.state.actor_call_done(peer, m),
         }
+        #: GetActor requests waiting for an actor to start or die, by actor id.
+        self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}
+        self.state.on_actor_update = self._actor_updated
         self._flush_scheduled = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -101,6 +113,18 @@ class Scheduler:
             logger.info("worker %s (pid %s, %s CPUs) joined from %s", peer_id.hex()[:8],
                         m.pid, m.num_cpus, comm.peer)
             self._broadcast_cluster_info()
+        elif isinstance(m, msg.RegisterActorProcess):
+            try:
+                build = self.state.register_actor_process(m.process_id, m)
+            except ValueError as exc:
+                logger.info("refused actor process pid %s: %s", m.pid, exc)
+                comm.abort()
+                raise
+            self._adopt(comm, m.process_id, "actor", m.pid, m.hostname)
+            self._schedule_flush()
+            return {**build, "address": self.address, "workers": self._worker_list(),
+                    "num_workers": len(self.state.workers),
+                    "resources": self.state.cluster_resources()}
         else:
             logger.warning("peer %s sent %s before registering; closing", comm.peer,
                            type(m).__name__)
@@ -154,6 +178,29 @@ class Scheduler:
 
     def _on_task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:
         self.state.task_failed(peer_id, m)
+
+    async def _get_actor(self, m: msg.GetActor) -> list:
+        """Answer once the actor is alive in an incarnation after ``m.after``, or dead."""
+        while True:
+            status = self.state.actor_status(m.actor_id, m.after)
+            if status is not None:
+                return status
+            future = asyncio.get_running_loop().create_future()
+            self._actor_watchers.setdefault(m.actor_id, []).append(future)
+            await future
+
+    def _actor_updated(self, actor) -> None:
+        for future in self._actor_watchers.pop(actor.id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    async def _housekeeping(self) -> None:
+        """Once a second: answer wants of objects that never came to exist."""
+        while not self.stopped.is_set():
+            await asyncio.sleep(1.0)
+            if self.state.parked_wants:
+                self.state.expire_parked_wants(time.monotonic())
+                self._schedule_flush()
 
     async def _allocate_on_node(self, m: msg.AllocateOnNode) -> list:
         """Find a store on the node with room for a put; the store's error if none."""
@@ -288,6 +335,7 @@ async def serve(config: Config, token: bytes, host: str, port: int,
                 ready_fd: int | None = None) -> None:
     scheduler = Scheduler(config, token)
     address = scheduler.listen(host, port, sock)
+    asyncio.ensure_future(scheduler._housekeeping())
     logger.info("scheduler listening at %s", address)
     if watch_stdin:
         watch_parent_pipe(lambda: (logger.info("owner process gone; stopping"),

@@ -19,6 +19,7 @@ from typing import Iterable
 from graphstore import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskUnschedulableError,
                                    WorkerCrashedError)
+from graphstore.scheduler.actors import ActorsMixin
 
 PENDING, READY, ERROR = "pending", "ready", "error"
 WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
@@ -188,7 +189,12 @@ class WorkerState:
         return len(self.assigned) - self.running
 
 
-class SchedulerState:
+#: Seconds an actor process may wait for an object the scheduler has not heard of yet
+#: (a call's argument can overtake the caller's own message that creates it).
+_PARKED_WANT_SECONDS = 30.0
+
+
+class SchedulerState(ActorsMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
@@ -214,6 +220,9 @@ class SchedulerState:
         #: Records of finished tasks, newest last (bounded).
         self.history: deque[dict] = deque(maxlen=history_size)
         self.bandwidth = bandwidth
+        #: object id -> {actor process peer: deadline}: wants of objects not known yet.
+        self.parked_wants: dict[bytes, dict[bytes, float]] = {}
+        self._init_actors()
 
     # -- peers ------------------------------------------------------------------------
     def add_driver(self, peer_id: bytes) -> None:
@@ -258,8 +267,13 @@ class SchedulerState:
         return worker
 
     def remove_peer(self, peer_id: bytes) -> None:
-        """A driver or worker disconnected: release its refs, retry its tasks."""
+        """A driver, worker or actor process disconnected: release its refs, retry its
+        tasks, restart or bury its actor."""
         self.drivers.discard(peer_id)
+        if peer_id in self.actor_processes:
+            self.actor_process_lost(peer_id)
+        if self.actor_calls:
+            self.caller_gone(peer_id)
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
             node = worker.node
@@ -287,6 +301,7 @@ class SchedulerState:
                 obj.pinned_by.discard(peer_id)
         if worker is not None:
             self._lose_copies(worker)
+            self.workers_actors_lost(worker)
         for object_id in self.peer_holds.pop(peer_id, ()):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -318,6 +333,8 @@ class SchedulerState:
         if obj is None:
             obj = ObjectState(m.object_id, READY)
             self.objects[m.object_id] = obj
+            if self.parked_wants:
+                self._unpark(obj)
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
         obj.state = READY
@@ -469,7 +486,10 @@ class SchedulerState:
     def want(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
         for object_id in ids:
             obj = self.objects.get(object_id)
-            if obj is None:
+            if obj is None and peer_id in self.actor_processes:
+                self.parked_wants.setdefault(object_id, {})[peer_id] = \
+                    time.monotonic() + _PARKED_WANT_SECONDS
+            elif obj is None:
                 self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
                     ObjectLostError(f"object {object_id.hex()} was freed (no references were "
                                     f"left) or never existed")), None)))
@@ -479,6 +499,21 @@ class SchedulerState:
                 self.outbox.append((peer_id, msg.ObjectReady(object_id, obj.payload,
                                                              obj.error,
                                                              self.locations_of(obj))))
+
+    def _unpark(self, obj: ObjectState) -> None:
+        """An object came to exist that actor processes asked for before."""
+        parked = self.parked_wants.pop(obj.id, None)
+        if parked:
+            obj.waiters.update(parked)
+
+    def expire_parked_wants(self, now: float) -> None:
+        """Answer wants of objects that never came to exist (their caller died)."""
+        for object_id in [i for i, peers in self.parked_wants.items()
+                          if min(peers.values()) < now]:
+            for peer_id in self.parked_wants.pop(object_id):
+                self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
+                    ObjectLostError(f"object {object_id.hex()} was freed (no references "
+                                    f"were left) or never existed")), None)))
 
     def _hold(self, peer_id: bytes, obj: ObjectState) -> None:
         obj.holders.add(peer_id)
@@ -523,6 +558,8 @@ class SchedulerState:
             obj = stack.pop()
             if self.objects.pop(obj.id, None) is None:
                 continue
+            if obj.id in self.actor_of_creation:
+                self.actor_unreferenced(obj.id)
             obj.payload = None
             obj.error = None
             if obj.spill is not None:
@@ -557,6 +594,8 @@ class SchedulerState:
             obj = ObjectState(object_id, PENDING, producer=task)
             self.objects[object_id] = obj
             self._hold(peer_id, obj)
+            if self.parked_wants:
+                self._unpark(obj)
         failure = None
         for object_id in spec.deps:
             obj = self.objects.get(object_id)
@@ -771,9 +810,11 @@ class SchedulerState:
         return best
 
     def schedule(self) -> None:
-        """Place queued tasks on workers while any has room."""
+        """Place waiting actors and queued tasks on workers while any has room."""
         if not self.workers:
             return
+        if self.actors_to_place:
+            self._place_actors()
         for queue in self.ready.values():
             while queue:
                 task = queue[0]
@@ -913,6 +954,7 @@ class SchedulerState:
             "resources": self.cluster_resources(),
             "tasks": states,
             "objects": len(self.objects),
+            "actors": sum(1 for a in self.actors.values() if a.state != "dead"),
             "object_bytes": sum(o.size for o in self.objects.values()),
             "counts": dict(self.counts),
         }

@@ -27,6 +27,7 @@ from graphstore.runtime import Runtime
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
 from graphstore.spill import SpillTarget, default_spill_url
+from graphstore.worker.actor_host import ActorProcesses
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
 
@@ -77,6 +78,9 @@ class Worker:
         self.peer_server = CommServer(token, self._on_peer, limits=Limits(),
                                       split_bytes=config.frame_split_bytes,
                                       handshake_timeout=config.handshake_timeout)
+        self.actor_processes = ActorProcesses({
+            "scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
+            "host": host})
         #: Size of the pre-faulted segment kept ready for the next large put.
         self.reserve_bytes = min(config.store_reserve_bytes, store_capacity // 4)
         self._reserve_filled = asyncio.Event()  # set (and replaced) after each fill
@@ -187,11 +191,19 @@ class Worker:
         elif cls is msg.RestoreObject:
             return self._in_thread(self.spiller.restore, m.object_id, m.path, m.offset,
                                    m.size)
+        elif cls is msg.StartActor:
+            self._in_thread(self._start_actor, m.actor_id, m.incarnation)
+        elif cls is msg.StopActor:
+            self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
         elif cls is msg.DeleteSpilled:
             self._in_thread(self.spill_target.delete, list(m.paths))
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
+
+    def _start_actor(self, actor_id: bytes, incarnation: int) -> None:
+        self.actor_processes.start(actor_id, incarnation)
+        self.actor_processes.prepare_spare()   # the next actor on this worker starts fast
 
     async def _allocate_for(self, comm: Comm, m: msg.AllocateObject) -> str:
         """A segment for a writer in another process; a reused segment's tail is trimmed
@@ -245,6 +257,7 @@ class Worker:
         self.stopped.set()
 
     def close(self) -> None:
+        self.actor_processes.close()
         self.peer_server.stop()
         self.store.close()
 

@@ -1,0 +1,172 @@
+"""The caller's side of actor method calls: one direct connection per actor.
+
+A call goes from the caller's loop thread straight to the actor's process, in the order
+the caller made its calls (one TCP connection keeps it). Until the actor is alive (or
+after its process died) calls wait here, in order; the scheduler tells when the actor is
+alive again (``GetActor``) or dead. Calls in flight when the process died are sent again
+to the restarted actor while they have retries left (``max_task_retries``), else fail
+with ``ActorDiedError`` -- the same rule the scheduler applies to its copy of the call.
+
+Everything here runs on the runtime's loop thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from graphstore import protocol as msg
+from graphstore.comm import connect
+from graphstore.exceptions import ActorDiedError, ConnectionLostError
+from graphstore.serialization import dumps
+
+logger = logging.getLogger("graphstore.actor")
+
+
+class ActorSend:
+    """A channel item: send ``call`` to actor ``actor_id`` (made by a user thread)."""
+    __slots__ = ("actor_id", "call", "retries")
+
+    def __init__(self, actor_id: bytes, call: msg.ActorCall, retries: int):
+        self.actor_id = actor_id
+        self.call = call
+        self.retries = retries
+
+
+class _Link:
+    __slots__ = ("actor_id", "state", "comm", "incarnation", "pending", "sent", "error")
+
+    def __init__(self, actor_id: bytes):
+        self.actor_id = actor_id
+        self.state = "unresolved"      # -> resolving -> alive -> (unresolved ...) | dead
+        self.comm = None
+        self.incarnation = 0
+        #: Calls not sent yet, in order: [call, retries left, returns still expected].
+        self.pending: deque[list] = deque()
+        #: Calls sent to the current process and not answered in full, in order.
+        self.sent: dict[bytes, list] = {}
+        self.error: list | None = None
+
+
+class ActorClient:
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.links: dict[bytes, _Link] = {}
+        #: Return id -> call id, for calls in flight.
+        self._call_of: dict[bytes, bytes] = {}
+
+    def dispatch(self, item: ActorSend) -> None:
+        link = self.links.get(item.actor_id)
+        if link is None:
+            link = self.links[item.actor_id] = _Link(item.actor_id)
+        entry = [item.call, item.retries, len(item.call.returns)]
+        if link.state == "dead":
+            self._fail(entry, link.error)
+        elif link.state == "alive" and not link.pending:
+            self._send(link, entry)
+        else:
+            link.pending.append(entry)
+            if link.state == "unresolved":
+                self._resolve(link)
+
+    def _send(self, link: _Link, entry: list) -> None:
+        call = entry[0]
+        link.sent[call.call_id] = entry
+        for object_id in call.returns:
+            self._call_of[object_id] = call.call_id
+        link.comm.send(call)
+
+    def _resolve(self, link: _Link) -> None:
+        link.state = "resolving"
+        asyncio.ensure_future(self._find(link))
+
+    async def _find(self, link: _Link) -> None:
+        runtime = self.runtime
+        try:
+            status = await runtime.comm.request(msg.GetActor(link.actor_id,
+                                                             link.incarnation))
+        except Exception as exc:
+            self._dead(link, dumps(ConnectionLostError(
+                f"could not reach the scheduler to find the actor: {exc}"))[0])
+            return
+        if status[0] == "dead":
+            self._dead(link, status[1])
+            return
+        _, address, incarnation = status
+        try:
+            comm = await connect(address, runtime.comm_token, split_bytes=runtime._split,
+                                 timeout=runtime.config.handshake_timeout)
+        except Exception as exc:   # it died meanwhile: wait for its next incarnation
+            logger.debug("could not connect to actor at %s: %s", address, exc)
+            link.incarnation = incarnation
+            self._resolve(link)
+            return
+        comm.handler = lambda c, m: self._on_result(link, m)
+        comm.on_close.append(lambda c: self._lost(link, c))
+        asyncio.ensure_future(comm.read_loop())
+        link.comm = comm
+        link.incarnation = incarnation
+        link.state = "alive"
+        pending, link.pending = link.pending, deque()
+        for entry in pending:
+            self._send(link, entry)
+
+    def _on_result(self, link: _Link, m) -> None:
+        if type(m) is not msg.ObjectReady:
+            raise ValueError(f"unexpected message {type(m).__name__} from an actor")
+        call_id = self._call_of.pop(m.object_id, None)
+        entry = link.sent.get(call_id) if call_id is not None else None
+        if entry is not None:
+            entry[2] -= 1
+            if entry[2] <= 0:
+                del link.sent[call_id]
+        self.runtime.handle(m)
+
+    def _lost(self, link: _Link, comm) -> None:
+        """The actor's process closed the connection: it died (or was killed)."""
+        if comm is not link.comm or self.runtime._closed:
+            return
+        link.comm = None
+        retry = []
+        for entry in link.sent.values():
+            if entry[1] > 0:
+                entry[1] -= 1
+                retry.append(entry)
+            else:
+                self._fail(entry, dumps(ActorDiedError(
+                    f"the actor's process died while running {entry[0].name}, and the call "
+                    f"has no retries left (raise max_task_retries to retry it)"))[0],
+                    report=True)
+        link.sent.clear()
+        link.pending = deque(retry + list(link.pending))
+        link.state = "unresolved"
+        self._resolve(link)
+
+    def _dead(self, link: _Link, error: list) -> None:
+        link.state = "dead"
+        link.error = error
+        for entry in list(link.sent.values()) + list(link.pending):
+            self._fail(entry, error)
+        link.sent.clear()
+        link.pending.clear()
+        if link.comm is not None:
+            comm, link.comm = link.comm, None
+            comm.abort()
+
+    def _fail(self, entry: list, error: list, report: bool = False) -> None:
+        """Fail a call here; ``report``: tell the scheduler too, which keeps calls of a
+        restarting actor pending until their caller decides."""
+        call = entry[0]
+        for object_id in call.returns:
+            self._call_of.pop(object_id, None)
+            self.runtime._object_arrived(object_id, None, error)
+        if report and not self.runtime.comm.closed:
+            self.runtime.comm.send(msg.ActorCallDone(
+                call.call_id, b"", [[r, None, [], 0, None, error] for r in call.returns],
+                0.0, "the actor died while running it"))
+
+    def close(self) -> None:
+        for link in self.links.values():
+            if link.comm is not None:
+                link.comm.abort()
+        self.links.clear()

@@ -1,0 +1,492 @@
+"""Actors in the scheduler's state machine: placement, lifecycle, restarts, calls. No I/O.
+
+An actor is a process of its own, started by a worker on the chosen host. Its *creation
+object* is ready once ``__init__`` ran; handles hold refs to it, so an anonymous actor
+lives exactly as long as the ordinary reference counting keeps that object (named actors
+are also held by the driver that made them, detached ones by the scheduler). Method calls
+go straight from callers to the actor's process; the scheduler hears of each call
+(``ActorCallSubmitted``) and of its results (``ActorCallDone``) so that results are
+ordinary objects in the directory, and so that a death can fail or keep the calls still
+pending. The two messages come over different connections, so either may come first.
+
+Mixed into ``SchedulerState`` (see ``state.py``), whose objects and outbox it shares.
+"""
+from __future__ import annotations
+
+import time
+
+from graphstore import protocol as msg
+from graphstore.exceptions import ActorDiedError, TaskUnschedulableError
+
+PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (
+    "pending", "starting", "alive", "restarting", "dead")
+#: Holder id of detached actors' creation objects: never a peer, so never released.
+DETACHED_HOLDER = b"\0" * 16
+#: Finished calls kept apart when their results came before their submission.
+_EARLY_RESULTS_MAX = 100_000
+
+
+class ActorState:
+    __slots__ = ("id", "creation_id", "class_hash", "class_name", "args", "deps", "nested",
+                 "num_cpus", "resources", "max_restarts", "max_task_retries",
+                 "max_concurrency", "name", "namespace", "detached", "methods", "state",
+                 "worker", "incarnation", "process_id", "address", "pid", "restarts",
+                 "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
+                 "owner")
+
+    def __init__(self, m: msg.CreateActor, owner: bytes):
+        options = m.options or {}
+        self.id = m.actor_id
+        self.creation_id = m.creation_id
+        self.class_hash = m.class_hash
+        self.class_name = m.class_name
+        self.args = m.args
+        self.deps = list(m.deps)
+        self.nested = list(m.nested)
+        self.num_cpus = float(options.get("num_cpus", 0) or 0)
+        self.resources = options.get("resources") or None
+        self.max_restarts = int(options.get("max_restarts", 0))
+        self.max_task_retries = int(options.get("max_task_retries", 0))
+        self.max_concurrency = options.get("max_concurrency")
+        self.name = options.get("name")
+        self.namespace = options.get("namespace") or "default"
+        self.detached = options.get("lifetime") == "detached"
+        self.methods = dict(m.methods or {})
+        self.state = PENDING_PLACEMENT
+        self.worker = None
+        self.incarnation = 0
+        self.process_id: bytes | None = None
+        self.address = ""
+        self.pid = 0
+        self.restarts = 0
+        self.error: list | None = None
+        #: Calls submitted and not finished, by id.
+        self.calls: dict[bytes, ActorCallState] = {}
+        self.no_restart = False
+        self.exiting = False
+        self.created_at = time.time()
+        self.holds_resources = False
+        self.owner = owner
+
+
+class ActorCallState:
+    __slots__ = ("id", "actor", "name", "returns", "counted_refs", "caller", "submitted_at")
+
+    def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
+        self.id = m.call_id
+        self.actor = actor
+        self.name = m.name
+        self.returns = list(m.returns)
+        self.counted_refs: list[bytes] = []
+        self.caller = caller
+        self.submitted_at = time.time()
+
+
+class ActorsMixin:
+    """Actor handlers of ``SchedulerState``."""
+
+    def _init_actors(self) -> None:
+        self.actors: dict[bytes, ActorState] = {}
+        self.actor_names: dict[tuple[str, str], bytes] = {}
+        self.actor_of_creation: dict[bytes, bytes] = {}
+        #: Peer id of each actor process -> its actor id.
+        self.actor_processes: dict[bytes, bytes] = {}
+        self.actor_calls: dict[bytes, ActorCallState] = {}
+        #: Actors waiting for a host, in creation order; actors per worker (spreading).
+        self.actors_to_place: dict[bytes, ActorState] = {}
+        self.actors_on_worker: dict[bytes, int] = {}
+        #: call id -> (actor process peer, ActorCallDone) that came before the submission.
+        self.early_results: dict[bytes, tuple[bytes, msg.ActorCallDone]] = {}
+        #: Called (by the server) whenever an actor becomes alive or dead.
+        self.on_actor_update = lambda actor: None
+
+    # -- creation ---------------------------------------------------------------------
+    def create_actor(self, peer_id: bytes, m: msg.CreateActor) -> list:
+        """Reply: [actor id, creation id, class name, methods] of the actor made (or of
+        the existing one with that name, for ``get_if_exists``)."""
+        options = m.options or {}
+        name = options.get("name")
+        if name is not None:
+            key = (options.get("namespace") or "default", name)
+            existing = self.actors.get(self.actor_names.get(key, b""))
+            if existing is not None and existing.state != DEAD:
+                if options.get("get_if_exists"):
+                    return self._actor_info(existing)
+                raise ValueError(f"an actor named {name!r} already exists in namespace "
+                                 f"{key[0]!r}; pick another name, or pass "
+                                 f"get_if_exists=True to get a handle to it")
+        if m.actor_id in self.actors:
+            raise ValueError("duplicate actor id")
+        actor = ActorState(m, peer_id)
+        self.actors[actor.id] = actor
+        self.actor_of_creation[actor.creation_id] = actor.id
+        if name is not None:
+            self.actor_names[(actor.namespace, name)] = actor.id
+        creation = self._new_object(actor.creation_id)
+        self._hold(DETACHED_HOLDER if actor.detached else peer_id, creation)
+        for object_id in actor.deps + actor.nested:   # kept for restarts, until death
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.task_refs += 1
+        failure = None
+        if m.class_hash not in self.functions:
+            failure = f"the code of class {m.class_name} never reached the scheduler"
+        elif self.workers and not self._actor_feasible(actor):
+            failure = TaskUnschedulableError(
+                f"actor {m.class_name} asks for num_cpus={actor.num_cpus}"
+                + (f" and resources={actor.resources}" if actor.resources else "")
+                + f", but the largest worker offers {self._capacity_text()}")
+        if failure is not None:
+            self._actor_died(actor, failure if isinstance(failure, BaseException)
+                             else ActorDiedError(failure))
+        else:
+            self.actors_to_place[actor.id] = actor
+            self._place_actors()
+        return self._actor_info(actor)
+
+    def _actor_info(self, actor: ActorState) -> list:
+        return [actor.id, actor.creation_id, actor.class_name, actor.methods,
+                actor.max_task_retries]
+
+    def _new_object(self, object_id: bytes):
+        from graphstore.scheduler.state import PENDING, ObjectState
+        obj = self.objects.get(object_id)
+        if obj is None:
+            obj = self.objects[object_id] = ObjectState(object_id, PENDING)
+            if self.parked_wants:
+                self._unpark(obj)
+        return obj
+
+    def _actor_feasible(self, actor: ActorState) -> bool:
+        from graphstore.scheduler.state import within
+        return within(actor, self.max_capacity["CPU"], self.max_capacity)
+
+    def _place_actors(self) -> None:
+        """Start actors waiting for a host (their arguments ready, resources free)."""
+        from graphstore.scheduler.state import PENDING
+        for actor in list(self.actors_to_place.values()):
+            if actor.state == DEAD:
+                del self.actors_to_place[actor.id]
+                continue
+            if any(self.objects.get(d) is not None and self.objects[d].state == PENDING
+                   for d in actor.deps):
+                continue
+            worker = self._pick_actor_worker(actor)
+            if worker is None:
+                continue
+            del self.actors_to_place[actor.id]
+            actor.worker = worker
+            self.actors_on_worker[worker.id] = self.actors_on_worker.get(worker.id, 0) + 1
+            actor.incarnation += 1
+            actor.state = STARTING if actor.state == PENDING_PLACEMENT else RESTARTING
+            if actor.num_cpus or actor.resources:
+                worker.node.acquire(actor)
+                actor.holds_resources = True
+            self.outbox.append((worker.id, msg.StartActor(actor.id, actor.incarnation)))
+
+    def _pick_actor_worker(self, actor: ActorState):
+        """Spread actors: the fitting worker with the fewest actors, then most free CPUs."""
+        best, best_key = None, None
+        for worker in self.workers.values():
+            if not worker.node.fits_now(actor):
+                continue
+            key = (self.actors_on_worker.get(worker.id, 0),
+                   worker.node.cpus_used - worker.node.num_cpus)
+            if best_key is None or key < best_key:
+                best, best_key = worker, key
+        return best
+
+    # -- the actor's process ------------------------------------------------------------
+    def register_actor_process(self, peer_id: bytes, m: msg.RegisterActorProcess) -> dict:
+        actor = self.actors.get(m.actor_id)
+        if actor is None or actor.incarnation != m.incarnation or actor.state not in (
+                STARTING, RESTARTING) or actor.process_id is not None:
+            raise ValueError("no actor is waiting for this process (killed meanwhile?)")
+        actor.process_id = peer_id
+        actor.address = m.address
+        actor.pid = m.pid
+        self.actor_processes[peer_id] = actor.id
+        self.peer_holds.setdefault(peer_id, set())
+        deps = []
+        for object_id in actor.deps:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                deps.append([object_id, None, _lost_payload(object_id), None])
+            else:
+                deps.append([object_id, obj.payload, obj.error, self.locations_of(obj)])
+        return {"class_code": self.functions[actor.class_hash], "class_name": actor.class_name,
+                "args": actor.args, "deps": deps, "max_concurrency": actor.max_concurrency,
+                "incarnation": actor.incarnation}
+
+    def actor_ready(self, peer_id: bytes, m: msg.ActorReady) -> None:
+        from graphstore.scheduler.state import PENDING, READY
+        actor = self.actors.get(m.actor_id)
+        if actor is None or actor.process_id != peer_id or actor.state == DEAD:
+            return
+        if m.error is not None:
+            actor.no_restart = True        # as in Ray: __init__ failing is final
+            self._actor_died(actor, None, error=m.error)
+            return
+        actor.state = ALIVE
+        creation = self.objects.get(actor.creation_id)
+        if creation is not None and creation.state == PENDING:
+            creation.state = READY
+            creation.payload = []
+            self._object_finished(creation)
+        self.on_actor_update(actor)
+
+    def actor_exiting(self, peer_id: bytes, m: msg.ActorExiting) -> None:
+        actor = self.actors.get(m.actor_id)
+        if actor is not None and actor.process_id == peer_id:
+            actor.exiting = True
+
+    def actor_process_lost(self, peer_id: bytes) -> None:
+        """The actor's process disconnected (it died, was killed, or exited)."""
+        actor = self.actors.get(self.actor_processes.pop(peer_id, b""))
+        if actor is None or actor.process_id != peer_id:
+            return
+        self._actor_process_gone(actor, f"the actor's process (pid {actor.pid}) died")
+
+    def _actor_process_gone(self, actor: ActorState, why: str) -> None:
+        if actor.state == DEAD:
+            return
+        self._release_actor_host(actor)
+        if actor.exiting:
+            self._actor_died(actor, ActorDiedError(
+                f"actor {actor.class_name} exited (exit_actor() was called)"))
+        elif actor.no_restart:
+            self._actor_died(actor, ActorDiedError(
+                f"actor {actor.class_name} was killed"))
+        elif actor.max_restarts != -1 and actor.restarts >= actor.max_restarts:
+            self._actor_died(actor, ActorDiedError(
+                f"actor {actor.class_name} died: {why}; it had restarted "
+                f"{actor.restarts} of max_restarts={actor.max_restarts} time(s)"))
+        else:
+            # Pending calls stay pending: only their caller knows which reached the dead
+            # process; it sends those again while they have retries, else reports them
+            # failed (ActorCallDone), and sends the others to the new process.
+            actor.restarts += 1
+            actor.state = RESTARTING
+            self.on_actor_update(actor)
+            self.actors_to_place[actor.id] = actor
+            self._place_actors()
+
+    def _release_actor_host(self, actor: ActorState) -> None:
+        if actor.worker is not None:
+            count = self.actors_on_worker.get(actor.worker.id, 1) - 1
+            if count > 0:
+                self.actors_on_worker[actor.worker.id] = count
+            else:
+                self.actors_on_worker.pop(actor.worker.id, None)
+        if actor.holds_resources and actor.worker is not None:
+            actor.worker.node.acquire(actor, -1.0)
+        actor.holds_resources = False
+        actor.worker = None
+        if actor.process_id is not None:   # its refs go when its connection closes
+            self.actor_processes.pop(actor.process_id, None)
+        actor.process_id = None
+        actor.address = ""
+
+    def workers_actors_lost(self, worker) -> None:
+        """A worker died: its actors' processes die with it (their stdin pipe closes);
+        those still starting never register, so they are handled here."""
+        for actor in list(self.actors.values()):
+            if actor.worker is worker and actor.process_id is None and actor.state != DEAD:
+                self._actor_process_gone(actor, f"its worker (pid {worker.pid}) died")
+
+    def _actor_died(self, actor: ActorState, cause: BaseException | None,
+                    error: list | None = None) -> None:
+        from graphstore.scheduler.state import ERROR, PENDING, error_payload
+        if actor.state == DEAD:
+            return
+        if actor.worker is not None:      # a process runs or is starting: stop it
+            self.outbox.append((actor.worker.id, msg.StopActor(actor.id, actor.incarnation)))
+        self._release_actor_host(actor)
+        actor.state = DEAD
+        actor.error = error if error is not None else error_payload(cause)
+        if actor.name is not None and self.actor_names.get(
+                (actor.namespace, actor.name)) == actor.id:
+            del self.actor_names[(actor.namespace, actor.name)]
+        for call in list(actor.calls.values()):
+            self._fail_call(call, None, actor.error)
+        creation = self.objects.get(actor.creation_id)
+        if creation is not None and creation.state == PENDING:
+            creation.state = ERROR
+            creation.error = actor.error
+            self._object_finished(creation)
+        for object_id in actor.deps + actor.nested:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.task_refs -= 1
+                self._maybe_free(obj)
+        actor.deps, actor.nested = [], []
+        self.on_actor_update(actor)
+
+    def kill_actor(self, m: msg.KillActor) -> None:
+        actor = self.actors.get(m.actor_id)
+        if actor is None or actor.state == DEAD:
+            return
+        if m.no_restart:
+            actor.no_restart = True
+        if actor.worker is not None:
+            self.outbox.append((actor.worker.id, msg.StopActor(actor.id, actor.incarnation)))
+        else:
+            self._actor_died(actor, ActorDiedError(f"actor {actor.class_name} was killed"))
+
+    def actor_unreferenced(self, creation_id: bytes) -> None:
+        """No handle is left anywhere (and the actor is not named or detached): stop it."""
+        actor = self.actors.get(self.actor_of_creation.pop(creation_id, b""))
+        if actor is None:
+            return
+        if actor.state != DEAD:
+            actor.no_restart = True
+            self._actor_died(actor, ActorDiedError(
+                f"actor {actor.class_name} was stopped: no handle to it was left"))
+        self.actors.pop(actor.id, None)
+
+    def actor_status(self, actor_id: bytes, after: int) -> list | None:
+        """["alive", address, incarnation], ["dead", error], or None (not yet)."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            from graphstore.scheduler.state import error_payload
+            return ["dead", error_payload(ActorDiedError(
+                f"actor {actor_id.hex()} is gone (no handle to it was left)"))]
+        if actor.state == DEAD:
+            return ["dead", actor.error]
+        if actor.state == ALIVE and actor.incarnation > after:
+            return ["alive", actor.address, actor.incarnation]
+        return None
+
+    def named_actor(self, m: msg.GetNamedActor) -> list:
+        namespace = m.namespace or "default"
+        actor = self.actors.get(self.actor_names.get((namespace, m.name), b""))
+        if actor is None or actor.state == DEAD:
+            raise ValueError(f"no actor named {m.name!r} in namespace {namespace!r}")
+        return self._actor_info(actor)
+
+    # -- calls --------------------------------------------------------------------------
+    def actor_call_submitted(self, peer_id: bytes, m: msg.ActorCallSubmitted) -> None:
+        actor = self.actors.get(m.actor_id)
+        for object_id in m.returns:
+            obj = self._new_object(object_id)
+            self._hold(peer_id, obj)
+        if actor is None:
+            from graphstore.exceptions import ActorDiedError as Died
+            for object_id in m.returns:
+                self._finish_call_object(object_id, None, _died_payload(Died(
+                    f"the actor of call {m.name} is gone")))
+            return
+        call = ActorCallState(m, actor, peer_id)
+        for object_id in list(m.deps) + list(m.nested):
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.task_refs += 1
+                call.counted_refs.append(object_id)
+        early = self.early_results.pop(m.call_id, None)
+        self.counts["submitted"] += 1
+        if early is not None:
+            self._apply_call_done(call, early[0], early[1])
+            return
+        if actor.state == DEAD:
+            self._fail_call(call, None, actor.error)
+            return
+        actor.calls[call.id] = call
+        self.actor_calls[call.id] = call
+
+    def caller_gone(self, peer_id: bytes) -> None:
+        """Forget the pending calls of a caller that disconnected (nobody can send them
+        again; their results were held by that caller only)."""
+        for call in [c for c in self.actor_calls.values() if c.caller == peer_id]:
+            self._fail_call(call, ActorDiedError(f"the caller of {call.name} disconnected"))
+
+    def actor_call_done(self, peer_id: bytes, m: msg.ActorCallDone) -> None:
+        call = self.actor_calls.pop(m.call_id, None)
+        if call is None:
+            if len(self.early_results) < _EARLY_RESULTS_MAX:
+                self.early_results[m.call_id] = (peer_id, m)
+            return
+        call.actor.calls.pop(call.id, None)
+        self._apply_call_done(call, peer_id, m)
+
+    def _apply_call_done(self, call: ActorCallState, peer_id: bytes,
+                         m: msg.ActorCallDone) -> None:
+        from graphstore.scheduler.state import DONE, FAILED
+        for object_id, payload, contained, size, location, error in m.results:
+            obj = self.objects.get(object_id)
+            if obj is None:
+                continue
+            if location is not None:
+                worker_id, segment = location[0], location[1]
+                worker = self.workers.get(worker_id)
+                if worker is not None:
+                    obj.size = size
+                    self.add_location(obj, worker, segment)
+                    self.outbox.append((worker_id, msg.SealObjects([object_id])))
+                else:
+                    from graphstore.exceptions import ObjectLostError
+                    error = _died_payload(ObjectLostError(
+                        f"the result of {call.name} was written to a worker that died"))
+            self._finish_call_object(object_id, payload, error, contained, size)
+        self.counts["failed" if m.error_text else "done"] += 1
+        self._release_call_refs(call)
+        self.history.append({
+            "task_id": call.id.hex(), "name": call.name, "state": FAILED if m.error_text
+            else DONE, "submitted_at": call.submitted_at,
+            "started_at": call.submitted_at, "finished_at": time.time(),
+            "placement": {"actor": call.actor.id.hex(), "pid": call.actor.pid},
+            "returns": [r.hex() for r in call.returns], "error": m.error_text})
+
+    def _finish_call_object(self, object_id: bytes, payload, error, contained=(),
+                            size=None) -> None:
+        from graphstore.scheduler.state import ERROR, PENDING, READY
+        obj = self.objects.get(object_id)
+        if obj is None or obj.state != PENDING:
+            return
+        if error is not None:
+            obj.state, obj.error = ERROR, error
+        else:
+            obj.state = READY
+            if payload is not None:
+                obj.payload = payload
+                obj.size = sum(len(b) for b in payload)
+            self._set_contains(obj, list(contained))
+        self._object_finished(obj)
+
+    def _fail_call(self, call: ActorCallState, cause: BaseException | None,
+                   error: list | None = None) -> None:
+        from graphstore.scheduler.state import error_payload
+        error = error if error is not None else error_payload(cause)
+        call.actor.calls.pop(call.id, None)
+        self.actor_calls.pop(call.id, None)
+        for object_id in call.returns:
+            self._finish_call_object(object_id, None, error)
+        self.counts["failed"] += 1
+        self._release_call_refs(call)
+
+    def _release_call_refs(self, call: ActorCallState) -> None:
+        refs, call.counted_refs = call.counted_refs, []
+        for object_id in refs:
+            obj = self.objects.get(object_id)
+            if obj is not None:
+                obj.task_refs -= 1
+                self._maybe_free(obj)
+
+    # -- status -------------------------------------------------------------------------
+    def actor_records(self) -> list[dict]:
+        return [{"actor_id": a.id.hex(), "class_name": a.class_name, "name": a.name,
+                 "namespace": a.namespace, "state": a.state,
+                 "worker": a.worker.id.hex() if a.worker is not None else None,
+                 "node": a.worker.node.id if a.worker is not None else None,
+                 "pid": a.pid, "pending_calls": len(a.calls), "restarts": a.restarts,
+                 "detached": a.detached}
+                for a in self.actors.values()]
+
+
+def _lost_payload(object_id: bytes) -> list:
+    from graphstore.exceptions import ObjectLostError
+    return _died_payload(ObjectLostError(f"argument {object_id.hex()} was freed"))
+
+
+def _died_payload(exc: BaseException) -> list:
+    from graphstore.scheduler.state import error_payload
+    return error_payload(exc)

@@ -1,0 +1,117 @@
+"""Starting and stopping the processes of the actors a worker hosts.
+
+Each actor gets a process of its own, so a crash, ``os._exit()`` or a CPU-bound loop in
+one actor touches nothing else. Starting Python and importing graphstore takes a few
+hundred milliseconds; once a worker has hosted an actor it keeps one process started
+ahead, waiting on stdin for its assignment, so the next actor starts at once. Every
+process's stdin stays a pipe from this worker: when the worker dies, they all exit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+logger = logging.getLogger("graphstore.worker.actors")
+
+
+class ActorProcesses:
+    def __init__(self, assignment: dict):
+        #: What every actor process is told besides its actor: scheduler, token, node.
+        self.assignment = assignment
+        self._running: dict[bytes, tuple[int, subprocess.Popen]] = {}
+        self._spare: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    def _spawn() -> subprocess.Popen:
+        # Output goes where the worker's goes (its log file in a local cluster).
+        return subprocess.Popen([sys.executable, "-m", "graphstore.worker.actor_process"],
+                                stdin=subprocess.PIPE, close_fds=True)
+
+    def start(self, actor_id: bytes, incarnation: int) -> None:
+        """Start (or hand a ready process) the actor's ``incarnation``-th process."""
+        with self._lock:
+            if self._closed:
+                return
+            proc, self._spare = self._spare, None
+        if proc is None or proc.poll() is not None:
+            proc = self._spawn()
+        line = json.dumps({**self.assignment, "actor_id": actor_id.hex(),
+                           "incarnation": incarnation}) + "\n"
+        try:
+            proc.stdin.write(line.encode())
+            proc.stdin.flush()
+        except OSError as exc:   # it died meanwhile: the scheduler sees no registration
+            logger.warning("could not start a process for actor %s: %s", actor_id.hex(), exc)
+        with self._lock:
+            old = self._running.pop(actor_id, None)
+            self._running[actor_id] = (incarnation, proc)
+        if old is not None:
+            self._kill(old[1])
+        self.reap()
+
+    def prepare_spare(self) -> None:
+        """Start a process ahead of the next actor (call off the event loop)."""
+        with self._lock:
+            if self._closed or (self._spare is not None and self._spare.poll() is None):
+                return
+        proc = self._spawn()
+        with self._lock:
+            if self._closed or self._spare is not None:
+                spare_taken = True
+            else:
+                self._spare, spare_taken = proc, False
+        if spare_taken:
+            self._kill(proc)
+
+    def stop(self, actor_id: bytes, incarnation: int) -> None:
+        with self._lock:
+            entry = self._running.get(actor_id)
+            if entry is None or entry[0] > incarnation:
+                return
+            del self._running[actor_id]
+        self._kill(entry[1])
+
+    def reap(self) -> None:
+        """Forget processes that ended (their exit status is collected)."""
+        with self._lock:
+            ended = [a for a, (_, p) in self._running.items() if p.poll() is not None]
+            for actor_id in ended:
+                proc = self._running.pop(actor_id)[1]
+                _close_stdin(proc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            procs = [p for _, p in self._running.values()]
+            if self._spare is not None:
+                procs.append(self._spare)
+            self._running.clear()
+            self._spare = None
+        for proc in procs:
+            self._kill(proc)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except OSError:
+            pass
+        _close_stdin(proc)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _close_stdin(proc: subprocess.Popen) -> None:
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass

@@ -1,0 +1,378 @@
+"""An actor's own process: builds the instance, then serves method calls from callers.
+
+A worker starts it (see ``actor_host.py``) and hands it its assignment as one JSON line on
+stdin; the pipe then ties the process's life to the worker's. Callers connect straight to
+this process's server and send ``ActorCall``s; results go back to the caller on the same
+connection and to the scheduler (``ActorCallDone``) for the object directory. Objects are
+read and written through the host's shared-memory stores, like a driver does.
+
+Calls run one at a time in arrival order (one thread), on ``max_concurrency`` threads,
+or, for a class with ``async def`` methods, as coroutines on an event loop of the actor's
+own (up to ``max_concurrency``, default 1000, at once).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import pickle
+import queue
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from graphstore import _state
+from graphstore.actor import ActorExit
+from graphstore import protocol as msg
+from graphstore.comm import CommServer, connect
+from graphstore.config import Limits, load_config
+from graphstore.exceptions import ActorDiedError, SerializationError, TaskError
+from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
+from graphstore.object_ref import ObjectRef, new_id
+from graphstore.runtime import Runtime
+from graphstore.serialization import dumps, loads
+from graphstore.task_args import unpack_args
+from graphstore.worker import output
+from graphstore.worker.executor import _restore_filename
+
+logger = logging.getLogger("graphstore.actor")
+
+#: Default concurrency of an actor with ``async def`` methods (as in Ray).
+ASYNC_DEFAULT_CONCURRENCY = 1000
+
+
+def pack_error(name: str, exc: BaseException, pid: int, skip_file: str = __file__) -> list:
+    """A pickled ``TaskError`` carrying ``exc`` and its traceback (this module's frames
+    dropped: users want their own code's lines)."""
+    tb_obj = exc.__traceback__
+    while tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == skip_file:
+        tb_obj = tb_obj.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
+    cause: BaseException | None = exc
+    try:
+        loads(dumps(exc)[0])
+    except Exception:
+        cause = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception could "
+                             f"not be pickled)")
+    try:
+        return dumps(TaskError(name, tb, cause, pid, type(exc).__name__))[0]
+    except SerializationError:
+        return dumps(TaskError(name, tb, None, pid, type(exc).__name__))[0]
+
+
+class ActorProcess:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.config = load_config()
+        self.token = bytes.fromhex(spec["token"])
+        self.actor_id = bytes.fromhex(spec["actor_id"])
+        self.incarnation = int(spec["incarnation"])
+        self.node_id = spec["node_id"]
+        self.process_id = new_id()
+        self.pid = os.getpid()
+        self.loop = asyncio.get_event_loop()
+        self.stopped = asyncio.Event()
+        self.server = CommServer(self.token, self._on_caller, limits=Limits(),
+                                 split_bytes=self.config.frame_split_bytes,
+                                 handshake_timeout=self.config.handshake_timeout)
+        self.address = ""
+        self.comm = None
+        self.runtime: Runtime | None = None
+        self.instance = None
+        self.class_name = "actor"
+        self.dispatcher = None
+        self._exiting = False
+
+    # -- start ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.server.listen(0, address=self.spec.get("host", "127.0.0.1"))
+        bound = next(iter(self.server._sockets.values())).getsockname()
+        self.address = f"tcp://{bound[0]}:{bound[1]}"
+        self.comm = await connect(self.spec["scheduler"], self.token,
+                                  split_bytes=self.config.frame_split_bytes,
+                                  timeout=self.config.handshake_timeout)
+        runtime = Runtime(self.loop, self.comm, self.config, self.process_id,
+                          is_driver=False, node_id=self.node_id, token=self.token)
+        self.runtime = runtime
+        runtime.install()
+        _state.set_worker_runtime(runtime)
+        self.comm.handler = lambda c, m: runtime.handle(m) or None
+        self.comm.on_close.append(lambda c: self._lost_scheduler())
+        asyncio.ensure_future(self.comm.read_loop())
+        build = await self.comm.request(msg.RegisterActorProcess(
+            self.actor_id, self.incarnation, self.process_id, self.pid,
+            socket.gethostname(), self.node_id, self.address),
+            timeout=self.config.startup_timeout)
+        runtime.cluster_info = {"num_workers": build["num_workers"],
+                                "resources": build["resources"], "workers": build["workers"]}
+        self.class_name = build["class_name"]
+        self.streams = output.install(runtime.send_from_any_thread)
+        error = await self.loop.run_in_executor(None, self._build, build)
+        self.comm.send(msg.ActorReady(self.actor_id, self.incarnation, error))
+        if error is not None:
+            await self.comm.close()
+            self.stop()
+
+    def _build(self, build: dict) -> list | None:
+        """Make the instance (in a thread); the pickled ActorDiedError if ``__init__``
+        (or loading its arguments) fails."""
+        name = f"{build['class_name']}.__init__"
+        output.current_task.task = (self.actor_id, name)
+        try:
+            cls, filename = pickle.loads(build["class_code"])
+            if filename:
+                for member in vars(cls).values():
+                    if inspect.isfunction(member):
+                        _restore_filename(member, filename)
+            dep_values = [self._dep_value(dep) for dep in build["deps"]]
+            args, kwargs = unpack_args(build["args"], dep_values)
+            self.instance = cls(*args, **kwargs)
+            self.dispatcher = _make_dispatcher(self, cls, build.get("max_concurrency"))
+            return None
+        except BaseException as exc:
+            error = loads(pack_error(name, exc, self.pid))
+            return dumps(ActorDiedError(
+                f"actor {build['class_name']} failed in __init__, so every call fails: "
+                f"{error}"))[0]
+        finally:
+            self._finish_output((self.actor_id, name))
+
+    def _finish_output(self, task) -> None:
+        for stream in self.streams:
+            stream.finish_task(task)
+        output.current_task.task = None
+
+    def _lost_scheduler(self) -> None:
+        if not self.stopped.is_set():
+            logger.warning("lost the scheduler; the actor's process exits")
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.stopped.set()
+
+    # -- calls ------------------------------------------------------------------------
+    def _on_caller(self, comm) -> None:
+        comm.handler = self._on_call
+        asyncio.ensure_future(comm.read_loop())
+
+    def _on_call(self, comm, m):
+        if type(m) is not msg.ActorCall:
+            raise ValueError(f"unexpected message {type(m).__name__} for an actor")
+        self.dispatcher.submit(m, comm)
+
+    def _dep_value(self, dep: list):
+        if len(dep) == 1:   # the caller did not know it: ask the scheduler
+            return self.runtime.get(ObjectRef._new(dep[0]))
+        object_id, payload, error, locations = dep
+        if error is not None:
+            raise loads(error)
+        return self.runtime.load_value(object_id, payload, locations)
+
+    def prepare(self, call: msg.ActorCall):
+        """The bound method and its arguments (dependencies loaded)."""
+        method = getattr(self.instance, call.method)
+        dep_values = [self._dep_value(dep) for dep in call.deps] if call.deps else ()
+        args, kwargs = unpack_args(call.args, dep_values)
+        return method, args, kwargs
+
+    def results(self, call: msg.ActorCall, result) -> list:
+        """``ActorCallDone`` entries for a call's return value(s)."""
+        n = len(call.returns)
+        if n == 1:
+            values = (result,)
+        else:
+            try:
+                values = tuple(result)
+            except TypeError:
+                raise ValueError(f"{call.name} has num_returns={n} but returned a "
+                                 f"{type(result).__name__}, not a sequence") from None
+            if len(values) != n:
+                raise ValueError(f"{call.name} has num_returns={n} but returned "
+                                 f"{len(values)} values")
+        runtime = self.runtime
+        packed = []
+        for object_id, value in zip(call.returns, values):
+            buffers, contained = dumps(value, what=f"the return value of {call.name}")
+            location = None
+            if sum(memoryview(b).nbytes for b in buffers) > runtime.config.inline_threshold:
+                location = runtime._put_stored(object_id, buffers)
+            if location is None:
+                packed.append([object_id, msg.wire_payload(buffers, runtime._split),
+                               contained, 0, None, None])
+            else:
+                worker_id, address, segment, size = location
+                packed.append([object_id, None, contained, size,
+                               [worker_id, segment, size, address], None])
+        return packed
+
+    def run_call(self, call: msg.ActorCall, comm) -> None:
+        """Run one call to the end in this thread and send its outcome."""
+        start = time.perf_counter()
+        task = (call.call_id, call.name)
+        output.current_task.task = task
+        error_text = None
+        try:
+            method, args, kwargs = self.prepare(call)
+            packed = self.results(call, method(*args, **kwargs))
+        except ActorExit:
+            packed, error_text = self._exited(call)
+        except BaseException as exc:
+            packed, error_text = self._failed(call, exc)
+        self._finish_output(task)
+        self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+
+    def _failed(self, call: msg.ActorCall, exc: BaseException) -> tuple[list, str]:
+        error = pack_error(call.name, exc, self.pid)
+        return ([[r, None, [], 0, None, error] for r in call.returns],
+                f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _exited(self, call: msg.ActorCall) -> tuple[list, str]:
+        self._exiting = True
+        self.runtime.send_from_any_thread(msg.ActorExiting(self.actor_id))
+        error = dumps(ActorDiedError(f"actor {self.class_name} exited in {call.name} "
+                                     f"(exit_actor() was called)"))[0]
+        return [[r, None, [], 0, None, error] for r in call.returns], "exit_actor()"
+
+    def send_outcome(self, call: msg.ActorCall, comm, packed: list, duration: float,
+                     error_text: str | None) -> None:
+        """Results to the caller (straight) and to the scheduler (the directory)."""
+        direct = []
+        for object_id, payload, _, size, location, error in packed:
+            where = None if location is None else [[self.node_id, location[3], location[1],
+                                                    size]]
+            direct.append(msg.ObjectReady(object_id, payload, error, where))
+        for entry in packed:
+            if entry[4] is not None:
+                entry[4] = entry[4][:3]
+        self.loop.call_soon_threadsafe(_send_direct, comm, direct)
+        self.runtime.send_from_any_thread(msg.ActorCallDone(
+            call.call_id, self.actor_id, packed, duration, error_text))
+        if self._exiting:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._exit()))
+
+    async def _exit(self) -> None:
+        await asyncio.sleep(0)          # let the outcome be queued first
+        await self.comm.close()
+        self.stop()
+
+
+def _send_direct(comm, messages: list) -> None:
+    if not comm.closed:
+        comm.send_many(messages)
+
+
+# -- dispatchers ------------------------------------------------------------------------
+
+class _Sequential:
+    """One call at a time, in arrival order."""
+
+    def __init__(self, process: ActorProcess):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._process = process
+        threading.Thread(target=self._serve, name="graphstore-actor", daemon=True).start()
+
+    def submit(self, call, comm) -> None:
+        self._queue.put((call, comm))
+
+    def _serve(self) -> None:
+        run = self._process.run_call
+        while True:
+            call, comm = self._queue.get()
+            run(call, comm)
+
+
+class _Threaded:
+    """Up to ``n`` calls at once on threads, started in arrival order."""
+
+    def __init__(self, process: ActorProcess, n: int):
+        from concurrent.futures import ThreadPoolExecutor
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="graphstore-actor")
+        self._process = process
+
+    def submit(self, call, comm) -> None:
+        self._pool.submit(self._process.run_call, call, comm)
+
+
+class _Async:
+    """Coroutines on the actor's own event loop, up to ``n`` at once."""
+
+    def __init__(self, process: ActorProcess, n: int):
+        self._process = process
+        self._loop = new_event_loop()
+        self._limit = asyncio.Semaphore(n)
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self._loop.call_soon(ready.set)
+            self._loop.run_forever()
+        threading.Thread(target=run, name="graphstore-actor-loop", daemon=True).start()
+        ready.wait()
+
+    def submit(self, call, comm) -> None:
+        asyncio.run_coroutine_threadsafe(self._run(call, comm), self._loop)
+
+    async def _run(self, call, comm) -> None:
+        process = self._process
+        loop = asyncio.get_running_loop()
+        async with self._limit:
+            start = time.perf_counter()
+            error_text = None
+            try:
+                method, args, kwargs = await loop.run_in_executor(None, process.prepare, call)
+                result = method(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                packed = await loop.run_in_executor(None, process.results, call, result)
+            except ActorExit:
+                packed, error_text = process._exited(call)
+            except BaseException as exc:
+                packed, error_text = process._failed(call, exc)
+            process.send_outcome(call, comm, packed, time.perf_counter() - start,
+                                 error_text)
+
+
+def _make_dispatcher(process: ActorProcess, cls, max_concurrency):
+    is_async = any(inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+                   for member in vars(cls).values())
+    if is_async:
+        return _Async(process, max_concurrency or ASYNC_DEFAULT_CONCURRENCY)
+    if max_concurrency and max_concurrency > 1:
+        return _Threaded(process, max_concurrency)
+    return _Sequential(process)
+
+
+# -- main -------------------------------------------------------------------------------
+
+def main() -> int:
+    line = sys.stdin.readline()        # a pooled process waits here for its actor
+    if not line:
+        return 0
+    spec = json.loads(line)
+    setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    process = ActorProcess(spec)
+    watch_parent_pipe(process.stop)
+
+    async def run():
+        try:
+            await process.start()
+        except Exception as exc:
+            logger.error("actor process failed to start: %s", exc)
+            process.stop()
+        await process.stopped.wait()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        # Threads may still run user code: leave without waiting for them.
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

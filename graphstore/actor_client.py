@@ -34,7 +34,8 @@ class ActorSend:
 
 
 class _Link:
-    __slots__ = ("actor_id", "state", "comm", "incarnation", "pending", "sent", "error")
+    __slots__ = ("actor_id", "state", "comm", "incarnation", "pending", "sent", "lost",
+                 "error")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -45,6 +46,9 @@ class _Link:
         self.pending: deque[list] = deque()
         #: Calls sent to the current process and not answered in full, in order.
         self.sent: dict[bytes, list] = {}
+        #: Calls in flight when the process died: re-sent or failed once the scheduler
+        #: says whether the actor restarted or died (and why).
+        self.lost: list[list] = []
         self.error: list | None = None
 
 
@@ -107,6 +111,8 @@ class ActorClient:
         link.comm = comm
         link.incarnation = incarnation
         link.state = "alive"
+        if link.lost:
+            self._restarted(link)
         pending, link.pending = link.pending, deque()
         for entry in pending:
             self._send(link, entry)
@@ -127,8 +133,15 @@ class ActorClient:
         if comm is not link.comm or self.runtime._closed:
             return
         link.comm = None
+        link.lost.extend(link.sent.values())
+        link.sent.clear()
+        link.state = "unresolved"
+        self._resolve(link)
+
+    def _restarted(self, link: _Link) -> None:
+        """Calls lost with the old process: again while they have retries, else fail."""
         retry = []
-        for entry in link.sent.values():
+        for entry in link.lost:
             if entry[1] > 0:
                 entry[1] -= 1
                 retry.append(entry)
@@ -137,16 +150,15 @@ class ActorClient:
                     f"the actor's process died while running {entry[0].name}, and the call "
                     f"has no retries left (raise max_task_retries to retry it)"))[0],
                     report=True)
-        link.sent.clear()
+        link.lost = []
         link.pending = deque(retry + list(link.pending))
-        link.state = "unresolved"
-        self._resolve(link)
 
     def _dead(self, link: _Link, error: list) -> None:
         link.state = "dead"
         link.error = error
-        for entry in list(link.sent.values()) + list(link.pending):
+        for entry in link.lost + list(link.sent.values()) + list(link.pending):
             self._fail(entry, error)
+        link.lost = []
         link.sent.clear()
         link.pending.clear()
         if link.comm is not None:

@@ -22,6 +22,8 @@ PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (
     "pending", "starting", "alive", "restarting", "dead")
 #: Holder id of detached actors' creation objects: never a peer, so never released.
 DETACHED_HOLDER = b"\0" * 16
+#: Holder id of named actors' creation objects, released when their creator leaves.
+NAMED_HOLDER = b"\1" * 16
 #: Finished calls kept apart when their results came before their submission.
 _EARLY_RESULTS_MAX = 100_000
 
@@ -123,7 +125,11 @@ class ActorsMixin:
         if name is not None:
             self.actor_names[(actor.namespace, name)] = actor.id
         creation = self._new_object(actor.creation_id)
-        self._hold(DETACHED_HOLDER if actor.detached else peer_id, creation)
+        self._hold(peer_id, creation)
+        if actor.detached:
+            self._hold(DETACHED_HOLDER, creation)
+        elif name is not None:
+            self._hold(NAMED_HOLDER, creation)
         for object_id in actor.deps + actor.nested:   # kept for restarts, until death
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -392,6 +398,15 @@ class ActorsMixin:
             return
         actor.calls[call.id] = call
         self.actor_calls[call.id] = call
+
+    def owner_gone(self, peer_id: bytes) -> None:
+        """A driver left: the named (not detached) actors it made go with it, as in Ray."""
+        for actor in list(self.actors.values()):
+            if actor.owner == peer_id and actor.name is not None and not actor.detached:
+                creation = self.objects.get(actor.creation_id)
+                if creation is not None:
+                    creation.holders.discard(NAMED_HOLDER)
+                    self._maybe_free(creation)
 
     def caller_gone(self, peer_id: bytes) -> None:
         """Forget the pending calls of a caller that disconnected (nobody can send them

@@ -274,6 +274,8 @@ class SchedulerState(ActorsMixin):
             self.actor_process_lost(peer_id)
         if self.actor_calls:
             self.caller_gone(peer_id)
+        if self.actors:
+            self.owner_gone(peer_id)
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
             node = worker.node

@@ -5,7 +5,7 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 from graphstore import actor, exceptions
 from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore._state import init, is_initialized, shutdown
-from graphstore.api import (cluster_resources, cluster_status, get, list_tasks,
+from graphstore.api import (cancel, cluster_resources, cluster_status, get, list_tasks,
                             memory_summary, put, wait)
 from graphstore.object_ref import ObjectRef
 from graphstore.remote_function import remote
@@ -16,6 +16,7 @@ __all__ = [
     "ActorHandle",
     "ObjectRef",
     "actor",
+    "cancel",
     "get_actor",
     "kill",
     "method",

@@ -104,3 +104,11 @@ def format_memory_summary(summary: dict) -> str:
         lines.append(f"{obj['object_id']:34} {size(obj['size']):>12} {obj['state']:8} "
                      f"{where} / {refs}" + (f" ({'; '.join(extra)})" if extra else ""))
     return "\n".join(lines)
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task or actor call producing ``ref``. Not started: it never runs.
+    Running: ``TaskCancelledError`` is raised inside it (``force=True`` ends the worker
+    process running a task; actor calls are always interrupted in place). ``recursive``: tasks it
+    submitted are cancelled too. ``get(ref)`` then raises ``TaskCancelledError``."""
+    _state.runtime_or_auto_init().cancel(ref, force, recursive)

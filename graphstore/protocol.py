@@ -72,6 +72,7 @@ class SubmitTask(NamedTuple):
     num_cpus: float
     resources: dict | None
     max_retries: int
+    parent: bytes | None = None   # the task that submitted it (for recursive cancel)
 
 
 class PutObject(NamedTuple):

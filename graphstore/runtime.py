@@ -41,6 +41,8 @@ from graphstore.task_args import pack_args
 logger = logging.getLogger("graphstore.runtime")
 
 _INC, _DEC = 0, 1
+#: Per thread: ``(task id, name)`` of the task or actor call it runs, else None.
+current_task = threading.local()
 _NOT_READY = object()
 
 
@@ -591,8 +593,10 @@ class Runtime:
         payload, deps, nested = pack_args(task_name, args, kwargs, self._split)
         task_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
+        parent = getattr(current_task, "task", None)
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps,
-                                  nested, returns, num_cpus, resources, max_retries))
+                                  nested, returns, num_cpus, resources, max_retries,
+                                  parent[0] if parent else None))
         return [ObjectRef._new(object_id) for object_id in returns]
 
     # -- actors (user threads) ----------------------------------------------------------
@@ -633,6 +637,11 @@ class Runtime:
         self._send(ActorSend(actor_id, msg.ActorCall(call_id, method, name, payload, deps,
                                                      returns, self.peer_id), retries))
         return [ObjectRef._new(object_id) for object_id in returns]
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
+        self._send(msg.CancelTask(ref._id, bool(force), bool(recursive)))
 
     def _register(self, descriptor: FunctionDescriptor) -> None:
         if descriptor.hash not in self._registered_functions:

@@ -66,6 +66,7 @@ class Scheduler:
             msg.KillActor: lambda peer, m: self.state.kill_actor(m),
             msg.ActorCallSubmitted: lambda peer, m: self.state.actor_call_submitted(peer, m),
             msg.ActorCallDone: lambda peer, m: self.state.actor_call_done(peer, m),
+            msg.CancelTask: lambda peer, m: self.state.cancel(m),
         }
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}

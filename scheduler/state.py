@@ -17,8 +17,8 @@ from collections import deque
 from typing import Iterable
 
 from graphstore import protocol as msg
-from graphstore.exceptions import (ObjectLostError, TaskUnschedulableError,
-                                   WorkerCrashedError)
+from graphstore.exceptions import (ObjectLostError, TaskCancelledError,
+                                   TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler.actors import ActorsMixin
 
 PENDING, READY, ERROR = "pending", "ready", "error"
@@ -69,7 +69,7 @@ class TaskState:
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
-                 "error_text")
+                 "error_text", "parent", "cancelled")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -100,6 +100,9 @@ class TaskState:
         #: Why the task went where it went: worker, node, bytes it had to fetch.
         self.placement: dict | None = None
         self.error_text: str | None = None
+        self.parent = spec.parent
+        #: Set by cancel(force=True): a death of its worker fails it instead of retrying.
+        self.cancelled = False
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else ())
 
@@ -288,7 +291,10 @@ class SchedulerState(ActorsMixin):
             for task in list(worker.assigned.values()):
                 self._release_slot(worker, task)
                 task.worker = None
-                if task.retries_left > 0:
+                if task.cancelled:
+                    self._fail_task(task, error_payload(TaskCancelledError(
+                        f"task {task.name} was cancelled (force=True ended its worker)")))
+                elif task.retries_left > 0:
                     task.retries_left -= 1
                     self.counts["retried"] += 1
                     task.state = QUEUED
@@ -731,6 +737,39 @@ class SchedulerState(ActorsMixin):
                 stack.extend(t for t in dependents if t.state == WAITING)
                 self._maybe_free(obj)
             self._release_task_refs(task)
+
+    # -- cancelling -------------------------------------------------------------------
+    def cancel(self, m: msg.CancelTask) -> None:
+        """Cancel the task or actor call producing ``m.object_id`` (if still pending):
+        unstarted ones fail at once, running ones are interrupted by their process."""
+        obj = self.objects.get(m.object_id)
+        if obj is None or obj.state != PENDING:
+            return                        # finished (or freed): nothing to cancel
+        if obj.producer is not None:
+            self._cancel_task(obj.producer, m.force, m.recursive)
+            return
+        for call in list(self.actor_calls.values()):
+            if m.object_id in call.returns:
+                self._cancel_call(call)
+                return
+
+    def _cancel_task(self, task: TaskState, force: bool, recursive: bool) -> None:
+        if recursive:
+            for child in [t for t in self.tasks.values() if t.parent == task.id]:
+                self._cancel_task(child, force, True)
+        if task.state in (DONE, FAILED) or task.id not in self.tasks:
+            return
+        if task.state in (WAITING, QUEUED):
+            self._fail_task(task, error_payload(TaskCancelledError(
+                f"task {task.name} was cancelled before it started")))
+        elif task.worker is not None:
+            task.cancelled = task.cancelled or force
+            self.outbox.append((task.worker.id, msg.CancelRunning(task.id, force)))
+
+    def _cancel_call(self, call) -> None:
+        actor = call.actor
+        if actor.process_id is not None:
+            self.outbox.append((actor.process_id, msg.CancelRunning(call.id, False)))
 
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []

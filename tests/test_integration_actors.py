@@ -388,3 +388,105 @@ def test_bad_input_gets_clear_errors(cluster):
     with pytest.raises(ValueError, match="non-empty string"):
         graphstore.get_actor("")
     assert graphstore.get(counter.add.remote()) == 1
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+@graphstore.remote
+def spin(seconds):
+    """Busy in Python (not in one C call), so an interrupt lands at once."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.01)
+    return "finished"
+
+
+@graphstore.remote
+def parent_of_spinners(n, seconds):
+    children = [spin.remote(seconds) for _ in range(n)]
+    return graphstore.get(children)
+
+
+@graphstore.remote
+class Spinner:
+    def spin(self, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            time.sleep(0.01)
+        return "finished"
+
+    def ping(self):
+        return "pong"
+
+
+def test_cancel_a_pending_task_before_it_runs(cluster, tmp_path):
+    from helpers import gated
+    from graphstore.exceptions import TaskCancelledError
+    gate = tmp_path / "gate"
+    blocker = gated.remote(str(gate), 1)
+    waiting = spin.remote(0)
+    dependent = slow_square.remote(blocker, 0)     # waits on the gated task
+    graphstore.cancel(dependent)
+    gate.touch()
+    with pytest.raises(TaskCancelledError):
+        graphstore.get(dependent, timeout=30)
+    assert graphstore.get([blocker, waiting], timeout=30) == [1, "finished"]
+
+
+def test_cancel_a_running_task_interrupts_it(cluster):
+    from graphstore.exceptions import TaskCancelledError
+    ref = spin.remote(60)
+    time.sleep(0.5)
+    start = time.monotonic()
+    graphstore.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        graphstore.get(ref, timeout=30)
+    assert time.monotonic() - start < 10
+    assert graphstore.get(spin.remote(0), timeout=30) == "finished"   # the worker lives
+
+
+def test_cancel_recursive_cancels_the_tasks_it_submitted(cluster):
+    from graphstore.exceptions import TaskCancelledError
+    before = {r["task_id"] for r in graphstore.list_tasks()}
+    ref = parent_of_spinners.remote(2, 60)
+    time.sleep(1.0)
+    graphstore.cancel(ref, recursive=True)
+    with pytest.raises(TaskCancelledError):
+        graphstore.get(ref, timeout=30)
+    # Its children ended too (cancelled, not left spinning for a minute).
+    assert _wait_for(lambda: not [r for r in graphstore.list_tasks()
+                                  if r["name"] == "spin" and r["task_id"] not in before
+                                  and r["state"] not in ("done", "failed")], timeout=20)
+
+
+def test_cancel_force_ends_the_worker_running_the_task(fresh_cluster):
+    from graphstore.exceptions import TaskCancelledError
+    fresh_cluster(num_cpus=1)
+    local = graphstore._state.current_local_cluster()
+    worker_pid = local.workers[0].pid
+    ref = spin.remote(60)
+    time.sleep(0.5)
+    graphstore.cancel(ref, force=True)
+    with pytest.raises(TaskCancelledError):
+        graphstore.get(ref, timeout=30)
+    assert _wait_for(lambda: not _alive(worker_pid))
+    assert graphstore.get(spin.remote(0), timeout=60) == "finished"   # a replacement
+
+
+def test_cancel_actor_calls_queued_and_running(cluster):
+    from graphstore.exceptions import TaskCancelledError
+    actor = Spinner.remote()
+    running = actor.spin.remote(60)
+    queued = actor.spin.remote(60)
+    time.sleep(0.5)
+    graphstore.cancel(queued)
+    graphstore.cancel(running)
+    for ref in (running, queued):
+        with pytest.raises(TaskCancelledError):
+            graphstore.get(ref, timeout=30)
+    assert graphstore.get(actor.ping.remote(), timeout=10) == "pong"
+
+
+def test_cancel_takes_an_object_ref(cluster):
+    with pytest.raises(TypeError, match="ObjectRef"):
+        graphstore.cancel("not a ref")

@@ -76,7 +76,7 @@ SAMPLES = {
     p.RegisterWorker: p.RegisterWorker(_id(6), 99, "host-b", "node-b", 4.0, {"GPU": 2.0},
                                        "tcp://10.0.0.1:7000", 2 * 1024**3),
     p.RegisterFunction: p.RegisterFunction(FH, b"\x80\x05cloudpickled"),
-    p.SubmitTask: p.SubmitTask(TID, FH, "g", None, [], [], [_id(9)], 0.0, None, 0),
+    p.SubmitTask: p.SubmitTask(TID, FH, "g", None, [], [], [_id(9)], 0.0, None, 0, _id(8)),
     p.PutObject: p.PutObject(_id(10), [b"\x80\x05stream", Frame(BIG), b""], [_id(11)],
                              None),
     p.IncRef: p.IncRef([_id(12), _id(13)]),

@@ -30,14 +30,15 @@ from graphstore.actor import ActorExit
 from graphstore import protocol as msg
 from graphstore.comm import CommServer, connect
 from graphstore.config import Limits, load_config
-from graphstore.exceptions import ActorDiedError, SerializationError, TaskError
+from graphstore.exceptions import (ActorDiedError, SerializationError, TaskCancelledError,
+                                   TaskError)
 from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.object_ref import ObjectRef, new_id
 from graphstore.runtime import Runtime
 from graphstore.serialization import dumps, loads
 from graphstore.task_args import unpack_args
 from graphstore.worker import output
-from graphstore.worker.executor import _restore_filename
+from graphstore.worker.executor import _restore_filename, interrupt_thread
 
 logger = logging.getLogger("graphstore.actor")
 
@@ -86,6 +87,10 @@ class ActorProcess:
         self.class_name = "actor"
         self.dispatcher = None
         self._exiting = False
+        #: Calls running on a thread -> the thread; calls cancelled before they started.
+        self._lock = threading.Lock()
+        self._running: dict[bytes, int] = {}
+        self._cancelled: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -100,7 +105,7 @@ class ActorProcess:
         self.runtime = runtime
         runtime.install()
         _state.set_worker_runtime(runtime)
-        self.comm.handler = lambda c, m: runtime.handle(m) or None
+        self.comm.handler = self._on_scheduler_message
         self.comm.on_close.append(lambda c: self._lost_scheduler())
         asyncio.ensure_future(self.comm.read_loop())
         build = await self.comm.request(msg.RegisterActorProcess(
@@ -140,6 +145,23 @@ class ActorProcess:
                 f"{error}"))[0]
         finally:
             self._finish_output((self.actor_id, name))
+
+    def _on_scheduler_message(self, comm, m):
+        if type(m) is msg.CancelRunning:
+            self.cancel(m.task_id)
+        elif not self.runtime.handle(m):
+            raise ValueError(f"unexpected message {type(m).__name__}")
+
+    def cancel(self, call_id: bytes) -> None:
+        """Interrupt a running call, or drop a queued one when its turn comes."""
+        if isinstance(self.dispatcher, _Async) and self.dispatcher.cancel(call_id):
+            return
+        with self._lock:
+            ident = self._running.get(call_id)
+            if ident is None:
+                self._cancelled.add(call_id)
+            else:
+                interrupt_thread(ident, TaskCancelledError)
 
     def _finish_output(self, task) -> None:
         for stream in self.streams:
@@ -214,17 +236,34 @@ class ActorProcess:
         """Run one call to the end in this thread and send its outcome."""
         start = time.perf_counter()
         task = (call.call_id, call.name)
+        with self._lock:
+            if call.call_id in self._cancelled:
+                self._cancelled.discard(call.call_id)
+                self.send_outcome(call, comm, *self._was_cancelled(call), 0.0)
+                return
+            self._running[call.call_id] = threading.get_ident()
         output.current_task.task = task
         error_text = None
         try:
             method, args, kwargs = self.prepare(call)
-            packed = self.results(call, method(*args, **kwargs))
+            result = method(*args, **kwargs)
+            with self._lock:           # inside the try: a late interrupt lands here too
+                del self._running[call.call_id]
+            packed = self.results(call, result)
+        except TaskCancelledError:
+            packed, error_text = self._was_cancelled(call)
         except ActorExit:
             packed, error_text = self._exited(call)
         except BaseException as exc:
             packed, error_text = self._failed(call, exc)
+        with self._lock:
+            self._running.pop(call.call_id, None)
         self._finish_output(task)
         self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+
+    def _was_cancelled(self, call: msg.ActorCall) -> tuple[list, str]:
+        error = dumps(TaskCancelledError(f"{call.name} was cancelled"))[0]
+        return [[r, None, [], 0, None, error] for r in call.returns], "TaskCancelledError"
 
     def _failed(self, call: msg.ActorCall, exc: BaseException) -> tuple[list, str]:
         error = pack_error(call.name, exc, self.pid)
@@ -305,6 +344,7 @@ class _Async:
         self._process = process
         self._loop = new_event_loop()
         self._limit = asyncio.Semaphore(n)
+        self._calls: dict = {}
         ready = threading.Event()
 
         def run():
@@ -315,26 +355,37 @@ class _Async:
         ready.wait()
 
     def submit(self, call, comm) -> None:
-        asyncio.run_coroutine_threadsafe(self._run(call, comm), self._loop)
+        self._calls[call.call_id] = asyncio.run_coroutine_threadsafe(
+            self._run(call, comm), self._loop)
+
+    def cancel(self, call_id: bytes) -> bool:
+        future = self._calls.get(call_id)
+        if future is None:
+            return False
+        future.cancel()             # cancels the coroutine's task on the actor's loop
+        return True
 
     async def _run(self, call, comm) -> None:
         process = self._process
         loop = asyncio.get_running_loop()
-        async with self._limit:
-            start = time.perf_counter()
-            error_text = None
-            try:
+        start = time.perf_counter()
+        error_text = None
+        try:
+            async with self._limit:
                 method, args, kwargs = await loop.run_in_executor(None, process.prepare, call)
                 result = method(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
                 packed = await loop.run_in_executor(None, process.results, call, result)
-            except ActorExit:
-                packed, error_text = process._exited(call)
-            except BaseException as exc:
-                packed, error_text = process._failed(call, exc)
-            process.send_outcome(call, comm, packed, time.perf_counter() - start,
-                                 error_text)
+        except asyncio.CancelledError:
+            packed, error_text = process._was_cancelled(call)
+        except ActorExit:
+            packed, error_text = process._exited(call)
+        except BaseException as exc:
+            packed, error_text = process._failed(call, exc)
+        finally:
+            self._calls.pop(call.call_id, None)
+        process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
 
 
 def _make_dispatcher(process: ActorProcess, cls, max_concurrency):

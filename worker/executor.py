@@ -7,6 +7,7 @@ release of any ref the task held.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import queue
@@ -15,13 +16,18 @@ import time
 import traceback
 
 from graphstore import protocol as msg
-from graphstore.exceptions import SerializationError, TaskError
+from graphstore.exceptions import SerializationError, TaskCancelledError, TaskError
 from graphstore.serialization import dumps, loads
 from graphstore.task_args import unpack_args
 
 from graphstore.worker import output
 
 _STOP = object()
+logger = logging.getLogger("graphstore.worker")
+
+
+def _cancelled_payload(name: str) -> list:
+    return dumps(TaskCancelledError(f"task {name} was cancelled"))[0]
 
 
 def _restore_filename(fn, filename: str) -> None:
@@ -41,6 +47,15 @@ def _restore_filename(fn, filename: str) -> None:
         pass
 
 
+def interrupt_thread(ident: int, exc_type: type) -> bool:
+    """Raise ``exc_type`` in the thread ``ident`` at its next Python instruction (how a
+    running task is cancelled without ending its process; a thread blocked in C code
+    sees it once the call returns)."""
+    import ctypes
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(exc_type)) == 1
+
+
 class TaskExecutor:
     def __init__(self, slots: int, runtime, split_bytes: int, streams=None):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -55,6 +70,9 @@ class TaskExecutor:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._blocked = 0
+        #: Running tasks -> their thread; tasks cancelled before they started.
+        self._running: dict[bytes, int] = {}
+        self._cancelled: set[bytes] = set()
         for _ in range(slots):
             self._start_thread()
 
@@ -83,6 +101,20 @@ class TaskExecutor:
         with self._lock:
             self._blocked -= 1
         self._send(msg.TaskUnblocked(task_id))
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        """Interrupt a running task, or drop a queued one when its turn comes; ``force``
+        ends this worker process (the scheduler fails the task, and a local cluster
+        starts a replacement worker)."""
+        if force:
+            logger.warning("task cancelled with force=True: this worker exits")
+            os._exit(1)
+        with self._lock:
+            ident = self._running.get(task_id)
+            if ident is None:
+                self._cancelled.add(task_id)
+            else:
+                interrupt_thread(ident, TaskCancelledError)
 
     def add_function(self, function_hash: bytes, payload: bytes) -> None:
         self._function_code[function_hash] = payload
@@ -124,6 +156,13 @@ class TaskExecutor:
         the scheduler learns what the result contains before those refs are dropped.
         """
         start = time.perf_counter()
+        with self._lock:
+            if task.task_id in self._cancelled:
+                self._cancelled.discard(task.task_id)
+                self._send(msg.TaskFailed(task.task_id, _cancelled_payload(task.name), 0.0,
+                                          "TaskCancelledError"))
+                return
+            self._running[task.task_id] = threading.get_ident()
         output.current_task.task = (task.task_id, task.name)
         try:
             fn = self._function(task.function_hash)
@@ -133,8 +172,13 @@ class TaskExecutor:
                           if task.deps else ())
             args, kwargs = unpack_args(task.args, dep_values)
             result = fn(*args, **kwargs)
+            with self._lock:          # inside the try: a late interrupt lands here too
+                del self._running[task.task_id]
             outcome = msg.TaskDone(task.task_id, self._pack_results(task, result),
                                    time.perf_counter() - start)
+        except TaskCancelledError:
+            outcome = msg.TaskFailed(task.task_id, _cancelled_payload(task.name),
+                                     time.perf_counter() - start, "TaskCancelledError")
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and \
                     threading.current_thread() is threading.main_thread():
@@ -142,6 +186,8 @@ class TaskExecutor:
             outcome = msg.TaskFailed(task.task_id, self._pack_error(task, exc),
                                      time.perf_counter() - start,
                                      f"{type(exc).__name__}: {exc}"[:2000])
+        with self._lock:
+            self._running.pop(task.task_id, None)
         for stream in self._streams:       # the last printed line goes before the result
             stream.finish_task((task.task_id, task.name))
         output.current_task.task = None

@@ -14,7 +14,7 @@ import threading
 
 from graphstore import protocol as msg
 
-current_task = threading.local()
+from graphstore.runtime import current_task  # noqa: E402  (the running task, per thread)
 
 
 class TaskOutputStream(io.TextIOBase):

@@ -191,6 +191,8 @@ class Worker:
         elif cls is msg.RestoreObject:
             return self._in_thread(self.spiller.restore, m.object_id, m.path, m.offset,
                                    m.size)
+        elif cls is msg.CancelRunning:
+            self.executor.cancel(m.task_id, m.force)
         elif cls is msg.StartActor:
             self._in_thread(self._start_actor, m.actor_id, m.incarnation)
         elif cls is msg.StopActor:

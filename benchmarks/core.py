@@ -75,8 +75,9 @@ ALL_BACKENDS = ("graphstore", "ray", "dask")
 # Module that must be importable for a backend to run at all.
 BACKEND_MODULES = {"graphstore": "graphstore", "ray": "ray", "dask": "distributed"}
 BACKEND_LABELS = {"graphstore": "graphstore", "ray": "Ray", "dask": "Dask"}
-SUITES = ("core", "objects", "spill")
-SUITE_TITLES = {"core": "Core API", "objects": "Large objects (200 MB float64 array)",
+SUITES = ("core", "actors", "objects", "spill")
+SUITE_TITLES = {"core": "Core API", "actors": "Actors",
+                "objects": "Large objects (200 MB float64 array)",
                 "spill": "Spilling (2 GiB through a 512 MiB store)"}
 # Suites measured partly once per fresh process (startup, first put): these
 # need ``--repeat`` children per backend; the others need one.
@@ -114,6 +115,17 @@ def array_sum(x):
 
 def array_len(x):
     return len(x)
+
+
+class BenchCounter:
+    """The actor of the actors suite: a counter, so results show call order."""
+
+    def __init__(self):
+        self.n = 0
+
+    def inc(self):
+        self.n += 1
+        return self.n
 
 
 # --------------------------------------------------------------------------
@@ -179,6 +191,17 @@ class Backend:
         spill_seconds, restored_bytes, restore_seconds), or None."""
         return None
 
+    def make_actor(self, cls) -> Any:
+        """An instance of ``cls`` living in the cluster (an actor)."""
+        raise NotImplementedError
+
+    def call(self, actor: Any, method: str, *args: Any) -> Any:
+        """Call an actor method; returns a ref (or future) of its result."""
+        return getattr(actor, method).remote(*args)
+
+    def get_calls(self, refs: list) -> list:
+        return self.get(refs)
+
 
 class GraphstoreBackend(Backend):
     name = "graphstore"
@@ -224,6 +247,9 @@ class GraphstoreBackend(Backend):
 
     def submit_on(self, handle, node_id, *args):
         return handle.options(resources={f"node:{node_id}": 0.001}).remote(*args)
+
+    def make_actor(self, cls):
+        return self.gs.remote(cls).remote()
 
     def init_spilling(self, store_bytes, spill_url, spill_options=None):
         self.gs.shutdown()
@@ -282,6 +308,9 @@ class RayBackend(Backend):
 
     def wait(self, refs, num_returns=1, timeout=None):
         return self.ray.wait(refs, num_returns=num_returns, timeout=timeout)
+
+    def make_actor(self, cls):
+        return self.ray.remote(cls).remote()
 
     def init_spilling(self, store_bytes, spill_url, spill_options=None):
         if "://" in spill_url and not spill_url.startswith("file://"):
@@ -348,6 +377,15 @@ class DaskBackend(Backend):
         # split a list/dict into many futures; hash=False so that equal
         # contents still make a new object (no dedup).
         return self.client.scatter([obj], hash=False)[0]
+
+    def make_actor(self, cls):
+        return self.client.submit(cls, actor=True).result()
+
+    def call(self, actor, method, *args):
+        return getattr(actor, method)(*args)      # an ActorFuture
+
+    def get_calls(self, refs):
+        return [f.result() for f in refs]
 
     def put_large(self, obj):
         # direct=True: the client sends the bytes straight to one worker, which
@@ -450,6 +488,37 @@ def sequential_round_trips(b: Backend, n: int) -> dict[str, float]:
         b.get(b.submit(f))
     dt = now() - t0
     return {"round_trips_per_s": n / dt}
+
+
+# Untimed pause after making an actor: both graphstore and Ray start a process for the
+# next actor in the background, which would compete for this machine's 2 cores.
+ACTOR_SETTLE_S = 1.5
+
+
+def actor_calls(b: Backend, n: int) -> dict[str, float]:
+    actor = b.make_actor(BenchCounter)
+    start = b.get_calls([b.call(actor, "inc")])[0]      # untimed: the actor is up
+    time.sleep(ACTOR_SETTLE_S)
+    t0 = now()
+    refs = [b.call(actor, "inc") for _ in range(n)]
+    results = b.get_calls(refs)
+    dt = now() - t0
+    expected = list(range(start + 1, start + n + 1))
+    if b.name == "dask":      # Dask runs an actor's calls on a thread pool, in any order
+        results = sorted(results)
+    assert results == expected, "calls ran out of order"
+    return {"actor_calls_per_s": n / dt}
+
+
+def actor_round_trips(b: Backend, n: int) -> dict[str, float]:
+    actor = b.make_actor(BenchCounter)
+    b.get_calls([b.call(actor, "inc")])
+    time.sleep(ACTOR_SETTLE_S)
+    t0 = now()
+    for _ in range(n):
+        b.get_calls([b.call(actor, "inc")])
+    dt = now() - t0
+    return {"actor_round_trips_per_s": n / dt}
 
 
 def tree_reduction(b: Backend, leaves: int) -> dict[str, float]:
@@ -970,6 +1039,19 @@ WORKLOADS: list[Workload] = [
              description="5,000 puts of distinct os.urandom(1024) objects (Dask: "
                          "client.scatter, one at a time), then 5,000 single gets "
                          "of the same refs (Dask: future.result())."),
+
+    # ---- actors suite: one actor (a process of its own in graphstore and Ray,
+    # a Dask actor in a worker), created untimed before each run.
+    Workload("actor_calls", actor_calls, size=5000, warmup_size=200, suite="actors",
+             metrics=(Metric("actor_calls_per_s", "5,000 calls on one actor, submitted "
+                             "then gathered", "calls/s", True),),
+             description="5,000 calls of a counter method on one actor submitted, then "
+                         "all results fetched (checked in order); 5,000 / elapsed."),
+    Workload("actor_round_trips", actor_round_trips, size=300, warmup_size=20,
+             suite="actors",
+             metrics=(Metric("actor_round_trips_per_s", "300 sequential call+get round "
+                             "trips on one actor", "round trips/s", True),),
+             description="300 times: call the actor's counter method and get its result."),
 
     # ---- objects suite.  Each child first measures the first 200 MB put of
     # the process (``first_put``, see ``run_workloads``); these then run in
@@ -1538,9 +1620,18 @@ SPILL_TARGETS: list[Target] = [
     Target("restore ≥ 1× Ray's (same workload, same run)",
            ("graphstore", "restore_gbps"), ("ray", "restore_gbps"), 1),
 ]
-SUITE_TARGETS = {"objects": ("issue 3", TARGETS), "spill": ("issue 5", SPILL_TARGETS)}
+# The targets of issue 4 ("Figures"): actor calls.
+ACTOR_TARGETS: list[Target] = [
+    Target("5,000 actor calls ≥ 1.5× Ray's (same run)",
+           ("graphstore", "actor_calls_per_s"), ("ray", "actor_calls_per_s"), 1.5),
+    Target("300 actor round trips ≥ 2× Ray's (same run)",
+           ("graphstore", "actor_round_trips_per_s"), ("ray", "actor_round_trips_per_s"), 2),
+]
+SUITE_TARGETS = {"actors": ("issue 4", ACTOR_TARGETS), "objects": ("issue 3", TARGETS),
+                 "spill": ("issue 5", SPILL_TARGETS)}
 
-_SHORT = {"put_gbps": "put", "put_first_gbps": "first put", "memcpy_gbps": "memcpy",
+_SHORT = {"actor_calls_per_s": "calls", "actor_round_trips_per_s": "round trips",
+          "put_gbps": "put", "put_first_gbps": "first put", "memcpy_gbps": "memcpy",
           "get_ms": "get", "task_arg_gbps": "task", "cross_host_gbps": "cross-host",
           "raw_tcp_gbps": "raw TCP", "spill_gbps": "spill", "restore_gbps": "restore",
           "plain_write_gbps": "plain write", "plain_read_gbps": "plain read"}
@@ -1556,7 +1647,8 @@ def render_targets(results: dict[str, BackendResult],
         return r.median(side[1]) if r is not None else None
 
     def name(side: tuple[str, str]) -> str:
-        unit = "ms" if side[1].endswith("_ms") else "GB/s"
+        unit = ("ms" if side[1].endswith("_ms") else "/s" if side[1].endswith("_per_s")
+                else "GB/s")
         value = med(side)
         shown = "—" if value is None else f"{value:.3g} {unit}"
         who = "" if side[1] in _REFERENCES else BACKEND_LABELS[side[0]] + " "

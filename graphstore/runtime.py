@@ -41,6 +41,11 @@ from graphstore.task_args import pack_args
 logger = logging.getLogger("graphstore.runtime")
 
 _INC, _DEC = 0, 1
+#: Messages that only keep the scheduler's books (no one waits on them): a process
+#: gathers them for up to _DEFER_SECONDS before sending. Anything else flushes them first.
+_DEFERRABLE = frozenset({msg.IncRef, msg.DecRef, msg.ActorCallSubmitted,
+                         msg.ActorCallDone, msg.Pin, msg.Unpin})
+_DEFER_SECONDS = 0.002
 #: Per thread: ``(task id, name)`` of the task or actor call it runs, else None.
 current_task = threading.local()
 _NOT_READY = object()
@@ -74,6 +79,15 @@ class _Waiter:
 
     def wait(self, timeout: float | None) -> bool:
         return self.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+
+
+class DirectReply:
+    """A channel item: messages for a connection other than the scheduler's."""
+    __slots__ = ("comm", "messages")
+
+    def __init__(self, comm, messages: list):
+        self.comm = comm
+        self.messages = messages
 
 
 class FunctionDescriptor:
@@ -117,6 +131,11 @@ class Runtime:
         self._counts: dict[bytes, int] = {}
         self._held: set[bytes] = set()
         self._requested: set[bytes] = set()
+        #: Scheduler-bound bookkeeping gathered for up to _DEFER_SECONDS (loop thread).
+        self._deferred: list = []
+        self._deferred_timer = None
+        #: Results of actor calls this process made: the actor sends them here.
+        self._direct: set[bytes] = set()
         self._registered_functions: set[bytes] = set()
         # Shared, guarded by _lock:
         self._lock = threading.Lock()
@@ -185,6 +204,15 @@ class Runtime:
         """Queue a message in order with this process's ref events."""
         self._send(message)
 
+    def reply_directly(self, comm, messages: list, then=None) -> None:
+        """Queue ``messages`` for another connection (an actor's caller) and ``then``
+        for the scheduler, in order with this process's ref events, with one wake-up."""
+        self._channel.append(DirectReply(comm, messages))
+        if then is not None:
+            self._channel.append(then)
+        if not self._wake_pending:
+            self._wake()
+
     def _drain(self) -> None:
         """Loop thread: turn the channel into messages, keeping its order."""
         self._wake_pending = False
@@ -231,8 +259,16 @@ class Runtime:
             if cls is ActorSend:
                 self.actor_client.dispatch(item)
                 continue
-            if cls is msg.SubmitTask or cls is msg.ActorCallSubmitted:
+            if cls is DirectReply:
+                if not item.comm.closed:
+                    item.comm.send_many(item.messages)
+                continue
+            if cls is msg.SubmitTask:
                 held.update(item.returns)
+            elif cls is msg.ActorCallSubmitted:
+                held.update(item.returns)
+                # The actor sends the results here itself: never ask the scheduler.
+                self._requested.update(item.returns)
             elif cls is msg.CreateActor:
                 held.add(item.creation_id)
             elif cls is msg.PutObject:
@@ -248,8 +284,30 @@ class Runtime:
             out.append(msg.IncRef(incs))
         if decs:
             out.append(msg.DecRef(decs))
-        if out:
-            self.comm.send_many(out)
+        if not out:
+            return
+        if all(type(m) in _DEFERRABLE for m in out):
+            # Bookkeeping only: gather it for a moment, so that a burst of actor calls
+            # costs the scheduler one message instead of one or two per call.
+            self._deferred.extend(out)
+            if self._deferred_timer is None:
+                self._deferred_timer = self.loop.call_later(_DEFER_SECONDS,
+                                                            self.flush_deferred)
+            return
+        if self._deferred:
+            out = self._deferred + out
+            self._deferred = []
+        self.comm.send_many(out)
+
+    def flush_deferred(self) -> None:
+        """Loop thread: send the gathered bookkeeping now (before anything else)."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        if self._deferred:
+            out, self._deferred = self._deferred, []
+            if not self.comm.closed:
+                self.comm.send_many(out)
 
     # -- receiving (loop thread) ------------------------------------------------------
     def handle(self, m) -> bool:
@@ -269,6 +327,7 @@ class Runtime:
 
     def _object_arrived(self, object_id: bytes, payload, error, locations=None) -> None:
         self._requested.discard(object_id)
+        self._direct.discard(object_id)
         with self._lock:
             if object_id in self._counts or object_id in self._waiters:
                 self._local[object_id] = (payload, error, locations)
@@ -564,7 +623,9 @@ class Runtime:
 
     async def close_peers(self) -> None:
         """Close connections to workers' peer servers and to actors (on the loop, before
-        it stops)."""
+        it stops), after sending the gathered bookkeeping."""
+        self._drain()
+        self.flush_deferred()
         self.actor_client.close()
         comms, self._peer_comms = list(self._peer_comms.values()), {}
         for comm in comms:
@@ -633,6 +694,7 @@ class Runtime:
                     deps.append([object_id] if known is None else [object_id, *known])
         call_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
+        self._direct.update(returns)
         self._send(msg.ActorCallSubmitted(call_id, actor_id, name, dep_ids, nested, returns))
         self._send(ActorSend(actor_id, msg.ActorCall(call_id, method, name, payload, deps,
                                                      returns, self.peer_id), retries))
@@ -687,7 +749,9 @@ class Runtime:
             self._unregister(waiter, registered)
             raise ConnectionLostError(
                 "lost the connection to the graphstore scheduler; the cluster is gone")
-        self._send(msg.WantObjects(registered))
+        wanted = [i for i in registered if i not in self._direct]
+        if wanted:            # an actor sends its results here itself
+            self._send(msg.WantObjects(wanted))
         blocked = self.on_block() if self.on_block is not None else None
         try:
             finished = waiter.wait(timeout)
@@ -759,6 +823,7 @@ class Runtime:
             raise ConnectionLostError("lost the connection to the graphstore scheduler")
         async def call():
             self._drain()  # what this thread queued before goes first
+            self.flush_deferred()
             return await self.comm.request(message, timeout)
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
 

@@ -288,21 +288,17 @@ class ActorProcess:
         for entry in packed:
             if entry[4] is not None:
                 entry[4] = entry[4][:3]
-        self.loop.call_soon_threadsafe(_send_direct, comm, direct)
-        self.runtime.send_from_any_thread(msg.ActorCallDone(
+        self.runtime.reply_directly(comm, direct, msg.ActorCallDone(
             call.call_id, self.actor_id, packed, duration, error_text))
         if self._exiting:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._exit()))
 
     async def _exit(self) -> None:
         await asyncio.sleep(0)          # let the outcome be queued first
+        self.runtime._drain()
+        self.runtime.flush_deferred()
         await self.comm.close()
         self.stop()
-
-
-def _send_direct(comm, messages: list) -> None:
-    if not comm.closed:
-        comm.send_many(messages)
 
 
 # -- dispatchers ------------------------------------------------------------------------

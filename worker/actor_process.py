@@ -6,9 +6,13 @@ this process's server and send ``ActorCall``s; results go back to the caller on 
 connection and to the scheduler (``ActorCallDone``) for the object directory. Objects are
 read and written through the host's shared-memory stores, like a driver does.
 
-Calls run one at a time in arrival order (one thread), on ``max_concurrency`` threads,
-or, for a class with ``async def`` methods, as coroutines on an event loop of the actor's
-own (up to ``max_concurrency``, default 1000, at once).
+Two event loops: the main one talks to the scheduler and the stores (the runtime's), the
+other serves the callers' connections. Calls of a plain actor run right on that second
+loop's thread as they arrive, one at a time in arrival order: no hand-off between
+threads on the call path, and a method may still block in ``graphstore.get`` since the
+runtime's I/O happens on the main loop. A threaded actor runs calls on
+``max_concurrency`` threads; an actor with ``async def`` methods runs them as coroutines
+on the callers' loop (up to ``max_concurrency``, default 1000, at once).
 """
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ import json
 import logging
 import os
 import pickle
-import queue
 import socket
 import sys
 import threading
@@ -33,6 +36,7 @@ from graphstore.config import Limits, load_config
 from graphstore.exceptions import (ActorDiedError, SerializationError, TaskCancelledError,
                                    TaskError)
 from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
+from graphstore.loop_thread import LoopThread
 from graphstore.object_ref import ObjectRef, new_id
 from graphstore.runtime import Runtime
 from graphstore.serialization import dumps, loads
@@ -77,9 +81,9 @@ class ActorProcess:
         self.pid = os.getpid()
         self.loop = asyncio.get_event_loop()
         self.stopped = asyncio.Event()
-        self.server = CommServer(self.token, self._on_caller, limits=Limits(),
-                                 split_bytes=self.config.frame_split_bytes,
-                                 handshake_timeout=self.config.handshake_timeout)
+        #: The loop serving callers (and running plain actors' calls).
+        self.calls = LoopThread(name="graphstore-actor-calls")
+        self.server = None
         self.address = ""
         self.comm = None
         self.runtime: Runtime | None = None
@@ -93,10 +97,18 @@ class ActorProcess:
         self._cancelled: set[bytes] = set()
 
     # -- start ------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def _listen(self) -> str:
+        """On the callers' loop: the server that callers connect to."""
+        self.server = CommServer(self.token, self._on_caller, limits=Limits(),
+                                 split_bytes=self.config.frame_split_bytes,
+                                 handshake_timeout=self.config.handshake_timeout)
         self.server.listen(0, address=self.spec.get("host", "127.0.0.1"))
         bound = next(iter(self.server._sockets.values())).getsockname()
-        self.address = f"tcp://{bound[0]}:{bound[1]}"
+        return f"tcp://{bound[0]}:{bound[1]}"
+
+    async def start(self) -> None:
+        self.address = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            self._listen(), self.calls.loop))
         self.comm = await connect(self.spec["scheduler"], self.token,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
@@ -154,7 +166,8 @@ class ActorProcess:
 
     def cancel(self, call_id: bytes) -> None:
         """Interrupt a running call, or drop a queued one when its turn comes."""
-        if isinstance(self.dispatcher, _Async) and self.dispatcher.cancel(call_id):
+        if isinstance(self.dispatcher, _Async):
+            self.calls.loop.call_soon_threadsafe(self.dispatcher.cancel, call_id)
             return
         with self._lock:
             ident = self._running.get(call_id)
@@ -174,7 +187,8 @@ class ActorProcess:
         self.stop()
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.calls.loop.call_soon_threadsafe(self.server.stop)
         self.stopped.set()
 
     # -- calls ------------------------------------------------------------------------
@@ -288,8 +302,12 @@ class ActorProcess:
         for entry in packed:
             if entry[4] is not None:
                 entry[4] = entry[4][:3]
-        self.runtime.reply_directly(comm, direct, msg.ActorCallDone(
+        self.runtime.send_from_any_thread(msg.ActorCallDone(
             call.call_id, self.actor_id, packed, duration, error_text))
+        if threading.get_ident() == self.calls.thread.ident:
+            _send(comm, direct)
+        else:
+            self.calls.loop.call_soon_threadsafe(_send, comm, direct)
         if self._exiting:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._exit()))
 
@@ -301,24 +319,21 @@ class ActorProcess:
         self.stop()
 
 
-# -- dispatchers ------------------------------------------------------------------------
+def _send(comm, messages: list) -> None:
+    if not comm.closed:
+        comm.send_many(messages)
 
-class _Sequential:
-    """One call at a time, in arrival order."""
+
+# -- dispatchers: all called on the callers' loop ---------------------------------------
+
+class _Inline:
+    """One call at a time, in arrival order, run on the callers' loop as it arrives."""
 
     def __init__(self, process: ActorProcess):
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._process = process
-        threading.Thread(target=self._serve, name="graphstore-actor", daemon=True).start()
 
     def submit(self, call, comm) -> None:
-        self._queue.put((call, comm))
-
-    def _serve(self) -> None:
-        run = self._process.run_call
-        while True:
-            call, comm = self._queue.get()
-            run(call, comm)
+        self._process.run_call(call, comm)
 
 
 class _Threaded:
@@ -334,32 +349,22 @@ class _Threaded:
 
 
 class _Async:
-    """Coroutines on the actor's own event loop, up to ``n`` at once."""
+    """Coroutines on the callers' loop, up to ``n`` at once."""
 
     def __init__(self, process: ActorProcess, n: int):
         self._process = process
-        self._loop = new_event_loop()
         self._limit = asyncio.Semaphore(n)
-        self._calls: dict = {}
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self._loop)
-            self._loop.call_soon(ready.set)
-            self._loop.run_forever()
-        threading.Thread(target=run, name="graphstore-actor-loop", daemon=True).start()
-        ready.wait()
+        self._calls: dict[bytes, asyncio.Task] = {}
 
     def submit(self, call, comm) -> None:
-        self._calls[call.call_id] = asyncio.run_coroutine_threadsafe(
-            self._run(call, comm), self._loop)
+        self._calls[call.call_id] = asyncio.ensure_future(self._run(call, comm))
 
-    def cancel(self, call_id: bytes) -> bool:
-        future = self._calls.get(call_id)
-        if future is None:
-            return False
-        future.cancel()             # cancels the coroutine's task on the actor's loop
-        return True
+    def cancel(self, call_id: bytes) -> None:
+        task = self._calls.get(call_id)
+        if task is not None:
+            task.cancel()
+        else:
+            self._process._cancelled.add(call_id)
 
     async def _run(self, call, comm) -> None:
         process = self._process
@@ -367,6 +372,9 @@ class _Async:
         start = time.perf_counter()
         error_text = None
         try:
+            if call.call_id in process._cancelled:
+                process._cancelled.discard(call.call_id)
+                raise asyncio.CancelledError
             async with self._limit:
                 method, args, kwargs = await loop.run_in_executor(None, process.prepare, call)
                 result = method(*args, **kwargs)
@@ -391,7 +399,7 @@ def _make_dispatcher(process: ActorProcess, cls, max_concurrency):
         return _Async(process, max_concurrency or ASYNC_DEFAULT_CONCURRENCY)
     if max_concurrency and max_concurrency > 1:
         return _Threaded(process, max_concurrency)
-    return _Sequential(process)
+    return _Inline(process)
 
 
 # -- main -------------------------------------------------------------------------------

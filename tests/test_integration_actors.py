@@ -171,6 +171,26 @@ def test_object_ref_arguments_are_resolved_like_task_arguments(cluster):
     assert graphstore.get(counter.add.remote(slow_square.remote(3, 0.2))) == 16
 
 
+@graphstore.remote
+def read_then_report(counter, seed):
+    """A task that calls the actor, whose result is then passed to the same actor."""
+    return graphstore.get(counter.get.remote()) + seed
+
+
+def test_a_call_waiting_for_its_arguments_does_not_block_the_actor(cluster):
+    """The argument is a task that itself calls the actor: the actor must serve that
+    call while the first one waits (a deadlock otherwise)."""
+    counter = Counter.remote(1)
+    results = graphstore.get([counter.add.remote(read_then_report.remote(counter, k))
+                              for k in range(5)], timeout=60)
+    assert len(results) == 5 and results == sorted(results)
+    # A caller's own calls still run in its order behind a waiting one.
+    gate = slow_square.remote(2, 0.5)
+    refs = [counter.append.remote(gate), counter.append.remote("after")]
+    graphstore.get(refs, timeout=30)
+    assert graphstore.get(counter.items.remote())[-2:] == [4, "after"]
+
+
 def test_num_returns_from_the_method_decorator_and_options(cluster):
     counter = Counter.remote(4)
     a, b = counter.pair.remote()
@@ -349,7 +369,9 @@ def test_kill_stops_the_actor_and_later_calls_fail(cluster):
 
 
 def test_kill_with_no_restart_false_restarts_the_actor(cluster):
-    counter = Counter.options(max_restarts=1).remote(3)
+    # One retry: the next call may leave before this driver notices the old process is
+    # gone; it is then sent again to the new one.
+    counter = Counter.options(max_restarts=1, max_task_retries=1).remote(3)
     pid = graphstore.get(counter.pid.remote())
     graphstore.kill(counter, no_restart=False)
     assert _wait_for(lambda: not _alive(pid))

@@ -17,6 +17,7 @@ on the callers' loop (up to ``max_concurrency``, default 1000, at once).
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import json
 import logging
@@ -327,13 +328,54 @@ def _send(comm, messages: list) -> None:
 # -- dispatchers: all called on the callers' loop ---------------------------------------
 
 class _Inline:
-    """One call at a time, in arrival order, run on the callers' loop as it arrives."""
+    """One call at a time, run on the callers' loop as it arrives, in each caller's order.
+
+    A call whose ref arguments are not ready yet waits (with the later calls of the same
+    caller) without blocking the actor: calls of other callers go on, so a call that
+    waits for a task which itself calls this actor cannot deadlock it.
+    """
 
     def __init__(self, process: ActorProcess):
         self._process = process
+        #: Caller connection -> its calls waiting behind one whose arguments are pending.
+        self._waiting: dict = {}
 
     def submit(self, call, comm) -> None:
-        self._process.run_call(call, comm)
+        queue = self._waiting.get(comm)
+        if queue is not None:
+            queue.append(call)
+        elif not self._pending_deps(call):
+            self._process.run_call(call, comm)
+        else:
+            self._waiting[comm] = collections.deque([call])
+            self._wait(comm, call)
+
+    def _pending_deps(self, call) -> list[bytes]:
+        runtime = self._process.runtime
+        with runtime._lock:
+            return [d[0] for d in call.deps if len(d) == 1 and d[0] not in runtime._local]
+
+    def _wait(self, comm, call) -> None:
+        runtime = self._process.runtime
+        refs = [ObjectRef._new(i) for i in self._pending_deps(call)]
+        futures = [asyncio.wrap_future(runtime.future(ref)) for ref in refs]
+
+        async def resume():
+            await asyncio.gather(*futures, return_exceptions=True)
+            self._run_waiting(comm)
+            del refs[:]             # held until the calls ran, so the values stayed local
+        asyncio.ensure_future(resume())
+
+    def _run_waiting(self, comm) -> None:
+        queue = self._waiting[comm]
+        while queue:
+            call = queue[0]
+            if self._pending_deps(call):
+                self._wait(comm, call)
+                return
+            queue.popleft()
+            self._process.run_call(call, comm)
+        del self._waiting[comm]
 
 
 class _Threaded:

@@ -19,6 +19,7 @@ from typing import Iterable
 from graphstore import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskUnschedulableError,
                                    WorkerCrashedError)
+from graphstore.scheduler.graph import TaskGraph, describe_where
 
 PENDING, READY, ERROR = "pending", "ready", "error"
 WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
@@ -31,6 +32,18 @@ _DURATION_SMOOTHING = 0.2
 
 def error_payload(exc: BaseException) -> list:
     return [pickle.dumps(exc, protocol=5)]
+
+
+def argument_failed_text(obj: "ObjectState") -> str:
+    """Why a task fails when one of its arguments is an error, for records and pages."""
+    producer = obj.producer
+    text = f"argument {obj.id.hex()} is an error"
+    if producer is not None and producer.error_text:
+        last = producer.error_text.strip().splitlines()[-1:] or [""]
+        text += f": task {producer.name} failed with {last[0][:500]}"
+    elif producer is None or producer.state == DONE:
+        text += " (its value was lost)"
+    return text
 
 
 class ObjectState:
@@ -151,7 +164,7 @@ class WorkerState:
     __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
                  "blocked", "running", "pipelined", "store_capacity", "objects",
-                 "queued_seconds", "stored_bytes")
+                 "queued_seconds", "stored_bytes", "metrics", "last_heartbeat")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
@@ -180,6 +193,9 @@ class WorkerState:
         self.running = 0
         #: Assigned tasks queued behind the running ones, oldest first.
         self.pipelined: deque[TaskState] = deque()
+        #: The worker's own figures from its last heartbeat (store use, spilling).
+        self.metrics: dict = {}
+        self.last_heartbeat = 0.0
 
     def free_slots(self) -> int:
         return self.slots + self.blocked - self.running
@@ -213,6 +229,9 @@ class SchedulerState:
         self.spill_file_writer: dict[str, bytes] = {}
         #: Records of finished tasks, newest last (bounded).
         self.history: deque[dict] = deque(maxlen=history_size)
+        #: Recent tasks and objects with their edges (finished ones bounded likewise).
+        self.graph = TaskGraph(history_size)
+        self.started_at = time.time()
         self.bandwidth = bandwidth
 
     # -- peers ------------------------------------------------------------------------
@@ -278,9 +297,11 @@ class SchedulerState:
                     task.state = QUEUED
                     self.ready.setdefault(task.shape, deque()).appendleft(task)
                 else:
-                    self._fail_task(task, error_payload(WorkerCrashedError(
+                    crash = WorkerCrashedError(
                         f"the worker running task {task.name} (pid {worker.pid}) died and "
-                        f"the task has no retries left; raise max_retries to retry more")))
+                        f"the task has no retries left; raise max_retries to retry more")
+                    self._fail_task(task, error_payload(crash),
+                                    f"WorkerCrashedError: {crash}")
         for object_id in self.peer_pins.pop(peer_id, ()):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -318,6 +339,7 @@ class SchedulerState:
         if obj is None:
             obj = ObjectState(m.object_id, READY)
             self.objects[m.object_id] = obj
+            self.graph.add_object(obj)
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
         obj.state = READY
@@ -508,7 +530,7 @@ class SchedulerState:
                 if task.state != WAITING:
                     continue
                 if obj.state == ERROR:
-                    self._fail_task(task, obj.error)
+                    self._fail_task(task, obj.error, argument_failed_text(obj))
                 else:
                     task.waiting_on -= 1
                     if task.waiting_on == 0:
@@ -523,6 +545,7 @@ class SchedulerState:
             obj = stack.pop()
             if self.objects.pop(obj.id, None) is None:
                 continue
+            self.graph.object_freed(obj, describe_where(obj, self.workers))
             obj.payload = None
             obj.error = None
             if obj.spill is not None:
@@ -552,42 +575,48 @@ class SchedulerState:
         driver = peer_id if peer_id in self.drivers else next(iter(self.drivers), None)
         task = TaskState(spec, peer_id, driver)
         self.tasks[task.id] = task
+        self.graph.add_task(task)
         self.counts["submitted"] += 1
         for object_id in spec.returns:
             obj = ObjectState(object_id, PENDING, producer=task)
             self.objects[object_id] = obj
+            self.graph.add_object(obj)
             self._hold(peer_id, obj)
         failure = None
+        reason = None
         for object_id in spec.deps:
             obj = self.objects.get(object_id)
             if obj is None:
-                failure = failure or error_payload(ObjectLostError(
-                    f"argument {object_id.hex()} of task {spec.name} was freed or never "
-                    f"existed"))
+                if failure is None:
+                    lost = ObjectLostError(f"argument {object_id.hex()} of task {spec.name} "
+                                           f"was freed or never existed")
+                    failure, reason = error_payload(lost), f"ObjectLostError: {lost}"
                 continue
             obj.task_refs += 1
             task.counted_refs.append(object_id)
             if obj.state == PENDING:
                 task.waiting_on += 1
                 obj.dependents.append(task)
-            elif obj.state == ERROR:
-                failure = failure or obj.error
+            elif obj.state == ERROR and failure is None:
+                failure, reason = obj.error, argument_failed_text(obj)
         for object_id in spec.nested:
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.task_refs += 1
                 task.counted_refs.append(object_id)
         if failure is None and spec.function_hash not in self.functions:
-            failure = error_payload(ObjectLostError(
-                f"the code of function {spec.name} never reached the scheduler"))
+            reason = f"the code of function {spec.name} never reached the scheduler"
+            failure = error_payload(ObjectLostError(reason))
+            reason = f"ObjectLostError: {reason}"
         if failure is None and not self._feasible(task):
-            failure = error_payload(TaskUnschedulableError(
-                f"task {spec.name} asks for num_cpus={task.num_cpus}"
-                + (f" and resources={task.resources}" if task.resources else "")
-                + f", but the largest worker offers {self._capacity_text()}; lower the "
-                  f"request or start a worker with enough resources"))
+            reason = (f"task {spec.name} asks for num_cpus={task.num_cpus}"
+                      + (f" and resources={task.resources}" if task.resources else "")
+                      + f", but the largest worker offers {self._capacity_text()}; lower "
+                        f"the request or start a worker with enough resources")
+            failure = error_payload(TaskUnschedulableError(reason))
+            reason = f"TaskUnschedulableError: {reason}"
         if failure is not None:
-            self._fail_task(task, failure)
+            self._fail_task(task, failure, reason)
         elif task.waiting_on == 0:
             self._enqueue(task)
 
@@ -653,8 +682,14 @@ class SchedulerState:
             else previous + _DURATION_SMOOTHING * (duration - previous))
         return task
 
-    def _fail_task(self, task: TaskState, error: list) -> None:
-        """Fail ``task`` and, transitively, every task waiting on what it would produce."""
+    def _fail_task(self, task: TaskState, error: list, text: str | None = None) -> None:
+        """Fail ``task`` and, transitively, every task waiting on what it would produce.
+
+        ``text`` says why, for task records and the status page, when the worker did not
+        (the scheduler failed the task itself).
+        """
+        if task.error_text is None:
+            task.error_text = text
         stack = [task]
         while stack:
             task = stack.pop()
@@ -687,7 +722,11 @@ class SchedulerState:
                         self.outbox.append((peer_id, note))
                     obj.waiters.clear()
                 dependents, obj.dependents = obj.dependents, []
-                stack.extend(t for t in dependents if t.state == WAITING)
+                for dependent in dependents:
+                    if dependent.state == WAITING:
+                        if dependent.error_text is None:
+                            dependent.error_text = argument_failed_text(obj)
+                        stack.append(dependent)
                 self._maybe_free(obj)
             self._release_task_refs(task)
 
@@ -781,7 +820,8 @@ class SchedulerState:
                 if failure is not None:
                     queue.popleft()
                     task.state = WAITING  # so _fail_task does not search the queue
-                    self._fail_task(task, failure)
+                    self._fail_task(task, failure, f"an argument of task {task.name} "
+                                                   f"failed or was lost after it was queued")
                     continue
                 worker = self._pick_worker(task)
                 if worker is None:
@@ -867,6 +907,7 @@ class SchedulerState:
         worker.node.acquire(task)
 
     def _record(self, task: TaskState) -> None:
+        self.graph.task_finished(task)
         self.history.append({
             "task_id": task.id.hex(), "name": task.name, "state": task.state,
             "submitted_at": task.submitted_at, "started_at": task.started_at,
@@ -894,6 +935,22 @@ class SchedulerState:
             self.outbox.append((peer_id, note))
 
     # -- status -----------------------------------------------------------------------
+    def worker_heartbeat(self, worker_id: bytes, metrics: dict) -> None:
+        """A worker's periodic report of its own figures (store use, spilling)."""
+        worker = self.workers.get(worker_id)
+        if worker is None or not isinstance(metrics, dict):
+            return
+        worker.last_heartbeat = time.time()
+        worker.metrics = {k: v for k, v in list(metrics.items())[:64]
+                          if isinstance(k, str) and isinstance(v, (int, float, str, type(None)))
+                          and not isinstance(v, bool)}
+
+    def actor_records(self) -> list[dict]:
+        """Actors for the status page, one dict each with ``actor_id``, ``class_name``,
+        ``name``, ``state``, ``worker``, ``node``, ``pending_calls`` and ``restarts``.
+        Empty until the scheduler hosts actors."""
+        return []
+
     def cluster_resources(self) -> dict:
         total: dict[str, float] = {"CPU": 0.0}
         for node in self.nodes.values():

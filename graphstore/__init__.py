@@ -5,7 +5,7 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 from graphstore import exceptions
 from graphstore._state import init, is_initialized, shutdown
 from graphstore.api import (cluster_resources, cluster_status, get, list_tasks,
-                            memory_summary, put, wait)
+                            memory_summary, put, task_graph, visualize, wait)
 from graphstore.object_ref import ObjectRef
 from graphstore.remote_function import remote
 
@@ -24,5 +24,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "task_graph",
+    "visualize",
     "wait",
 ]

@@ -142,7 +142,8 @@ class TaskFailed(NamedTuple):
     task_id: bytes
     error: list               # payload of a pickled exception (a TaskError)
     duration: float
-    error_text: str           # the error's text, for status pages and task records
+    error_text: str           # the error's traceback (its end, bounded), for status
+                              # pages and task records
 
 
 class TaskBlocked(NamedTuple):
@@ -261,6 +262,25 @@ class GetStatus(NamedTuple):
     pass
 
 
+class WorkerHeartbeat(NamedTuple):
+    """Worker -> scheduler, every ``heartbeat_interval`` seconds: the worker's own figures
+    (``store_used``, ``store_objects``, ``spilled_bytes``, ...; flat numbers and text)."""
+    metrics: dict
+
+
+class GetTaskGraph(NamedTuple):
+    """Request to the scheduler: the task graph in node-link form, the ``limit`` most
+    recent nodes, or the ancestry of the objects ``roots`` (a list of ids) if given."""
+    roots: list | None
+    limit: int
+
+
+class GetClusterOverview(NamedTuple):
+    """Request to the scheduler: the status page's overview and its workers table
+    (``graphstore status``)."""
+    pass
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -268,6 +288,7 @@ MESSAGE_TYPES: list[type] = [
     GetStatus, Pin, Unpin, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
     FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, AllocateOnNode,
     ObjectsSpilled, DeleteSpilled, RestoreObject, RestoreOnNode, LocateObject,
+    WorkerHeartbeat, GetTaskGraph, GetClusterOverview,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

@@ -5,11 +5,13 @@ task is submitted or finishes and when an object is created or freed, and it ans
 snapshots in node-link form, which the client turns into a ``networkx.DiGraph`` and the
 status page into a picture.
 
-While a task or object is live, the graph holds the state machine's own ``TaskState`` /
-``ObjectState`` (nothing is copied on the hot path). When a task finishes or an object is
-freed, its entry becomes a small record, and the oldest records are evicted past
-``max_finished`` each, so memory stays flat however long the cluster runs. Live entries
-are bounded by the state machine itself.
+The graph holds the state machine's own ``TaskState`` of every task, live or finished
+(nothing is copied on the hot path; a finished task has already dropped its arguments),
+and the ``ObjectState`` of every live object; a freed object's entry becomes a small
+``ObjectRecord`` of where it was. Past ``max_finished`` finished tasks and as many freed
+objects, the oldest are evicted, so memory stays flat however long the cluster runs. Live
+entries are bounded by the state machine itself. The finished tasks, in the order they
+finished, are also the scheduler's task records (``list_tasks``).
 
 Edges all follow the flow of data, each read "source <kind> target":
 
@@ -26,7 +28,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 if TYPE_CHECKING:  # the state machine imports this module, not the other way round
     from graphstore.scheduler.state import ObjectState, TaskState, WorkerState
@@ -37,57 +39,37 @@ ARGUMENT_OF, PRODUCES, CONTAINED_IN = "argument_of", "produces", "contained_in"
 FREED = "freed"
 
 
-class TaskRecord:
-    """What the graph keeps of a finished task."""
-    __slots__ = ("id", "name", "state", "worker", "node", "pid", "submitted_at",
-                 "started_at", "finished_at", "error", "deps", "nested", "returns")
+class ObjectRecord(NamedTuple):
+    """The fields of what the graph keeps of a freed object (where it was: formatted when
+    asked). The graph stores them as a plain tuple of plain values, cheap to make on the
+    hot path and dropped by the garbage collector from its tracking, so ten thousand of
+    them cost later collections nothing; ``ObjectRecord._make`` names them when read."""
+    id: bytes
+    size: int
+    #: (pid, node id) of each store that held a copy.
+    stores: tuple
+    spill_path: str | None
+    inline: bool
+    producer: bytes | None
+    contains: tuple
+    created_at: float
 
-    def __init__(self, task: "TaskState"):
-        placement = task.placement or {}
-        self.id = task.id
-        self.name = task.name
-        self.state = task.state
-        self.worker = placement.get("worker")
-        self.node = placement.get("node")
-        self.pid = placement.get("pid")
-        self.submitted_at = task.submitted_at
-        self.started_at = task.started_at
-        self.finished_at = task.finished_at
-        self.error = task.error_text
-        self.deps = tuple(task.deps)
-        self.nested = tuple(task.nested)
-        self.returns = tuple(task.returns)
-
-
-class ObjectRecord:
-    """What the graph keeps of a freed object."""
-    __slots__ = ("id", "size", "where", "spilled", "inline", "producer", "contains",
-                 "created_at", "freed_at", "final_state")
-
-    def __init__(self, obj: "ObjectState", where: list[str]):
-        self.id = obj.id
-        self.size = obj.size
-        self.where = where
-        self.spilled = obj.spill is not None
-        self.inline = obj.payload is not None
-        self.producer = obj.producer.id if obj.producer is not None else None
-        self.contains = tuple(obj.contains)
-        self.created_at = obj.created_at
-        self.freed_at = time.time()
-        #: ready or error: what the object was when it was freed.
-        self.final_state = obj.state
+    def where(self) -> list[str]:
+        return _where(self.stores, self.spill_path, self.inline)
 
 
 def describe_where(obj: "ObjectState", workers: dict[bytes, "WorkerState"]) -> list[str]:
     """Where a live object's value is: store copies, the spill target, or inline."""
-    where = []
-    for worker_id in obj.locations:
-        worker = workers.get(worker_id)
-        if worker is not None:
-            where.append(f"store of pid {worker.pid} on {worker.node.id}")
-    if obj.spill is not None:
-        where.append(f"spilled to {obj.spill[0]}")
-    if obj.payload is not None:
+    stores = [(w.pid, w.node.id) for w in map(workers.get, obj.locations) if w is not None]
+    return _where(stores, obj.spill[0] if obj.spill is not None else None,
+                  obj.payload is not None)
+
+
+def _where(stores, spill_path: str | None, inline: bool) -> list[str]:
+    where = [f"store of pid {pid} on {node}" for pid, node in stores]
+    if spill_path is not None:
+        where.append(f"spilled to {spill_path}")
+    if inline:
         where.append("inline (scheduler)")
     return where
 
@@ -97,44 +79,48 @@ class TaskGraph:
 
     def __init__(self, max_finished: int = 10_000):
         self.max_finished = max(0, int(max_finished))
-        #: id -> [sequence number, TaskState or TaskRecord], in submission order.
-        self.tasks: dict[bytes, list] = {}
-        #: id -> [sequence number, ObjectState or ObjectRecord], in creation order.
-        self.objects: dict[bytes, list] = {}
-        self._finished_tasks: deque[bytes] = deque()
+        #: id -> (sequence number, TaskState), in submission order.
+        self.tasks: dict[bytes, tuple] = {}
+        #: id -> (sequence number, ObjectState or a freed object's record tuple), in
+        #: creation order.
+        self.objects: dict[bytes, tuple] = {}
+        #: Finished tasks, oldest first.
+        self.finished: deque["TaskState"] = deque()
         self._freed_objects: deque[bytes] = deque()
         self._seq = itertools.count()
 
     # -- events from the state machine -------------------------------------------------
     def add_task(self, task: "TaskState") -> None:
-        self.tasks[task.id] = [next(self._seq), task]
+        self.tasks[task.id] = (next(self._seq), task)
 
     def add_object(self, obj: "ObjectState") -> None:
-        self.objects[obj.id] = [next(self._seq), obj]
+        self.objects[obj.id] = (next(self._seq), obj)
 
     def task_finished(self, task: "TaskState") -> None:
-        """``task`` is done or failed: keep a record of it, forget the oldest records."""
-        entry = self.tasks.get(task.id)
+        """``task`` is done or failed (once): forget the oldest finished task."""
+        finished = self.finished
+        finished.append(task)
+        if len(finished) > self.max_finished:
+            self.tasks.pop(finished.popleft().id, None)
+
+    def object_freed(self, obj: "ObjectState", workers: dict[bytes, "WorkerState"]) -> None:
+        """``obj`` is being freed, once (its copies not yet forgotten): keep a record of
+        it, forget the oldest record."""
+        objects = self.objects
+        entry = objects.get(obj.id)
         if entry is None:
             return
-        already = type(entry[1]) is TaskRecord
-        entry[1] = TaskRecord(task)
-        if not already:
-            self._finished_tasks.append(task.id)
-            self._evict(self._finished_tasks, self.tasks)
-
-    def object_freed(self, obj: "ObjectState", where: list[str]) -> None:
-        """``obj`` was freed (``where`` it was last): keep a record, forget the oldest."""
-        entry = self.objects.get(obj.id)
-        if entry is None or type(entry[1]) is ObjectRecord:
-            return
-        entry[1] = ObjectRecord(obj, where)
-        self._freed_objects.append(obj.id)
-        self._evict(self._freed_objects, self.objects)
-
-    def _evict(self, order: deque, table: dict) -> None:
-        while len(order) > self.max_finished:
-            table.pop(order.popleft(), None)
+        locations, spill, producer = obj.locations, obj.spill, obj.producer
+        stores = tuple((w.pid, w.node.id) for w in map(workers.get, locations)
+                       if w is not None) if locations else ()
+        objects[obj.id] = (entry[0], (
+            obj.id, obj.size, stores, spill[0] if spill is not None else None,
+            obj.payload is not None, producer.id if producer is not None else None,
+            tuple(obj.contains) if obj.contains else (), obj.created_at))
+        order = self._freed_objects
+        order.append(obj.id)
+        if len(order) > self.max_finished:
+            self.objects.pop(order.popleft(), None)
 
     def __len__(self) -> int:
         return len(self.tasks) + len(self.objects)
@@ -176,7 +162,7 @@ class TaskGraph:
         def newest(table: dict, kind: str) -> Iterator:
             for key in reversed(table):
                 seq, item = table[key]
-                yield seq, kind, key, item
+                yield seq, kind, key, _named(item)
 
         merged = heapq.merge(newest(self.tasks, "task"), newest(self.objects, "object"),
                              key=lambda t: t[0], reverse=True)
@@ -210,7 +196,7 @@ class TaskGraph:
                 truncated = True
                 break
             seen.add(key)
-            item = table[key][1]
+            item = _named(table[key][1])
             chosen.append((kind, key, item))
             if kind == "task":
                 for object_id in itertools.chain(item.deps, item.nested):
@@ -258,15 +244,10 @@ class TaskGraph:
         return edges
 
     @staticmethod
-    def _task_node(item, workers: dict) -> dict:
-        if type(item) is TaskRecord:
-            worker, node, pid = item.worker, item.node, item.pid
-            error = item.error
-        else:
-            placement = item.placement or {}
-            worker, node, pid = (placement.get("worker"), placement.get("node"),
-                                 placement.get("pid"))
-            error = item.error_text
+    def _task_node(item: "TaskState", workers: dict) -> dict:
+        placement = item.placement or {}
+        worker, node, pid = placement.get("worker"), placement.get("node"), placement.get("pid")
+        error = item.error_text
         started, finished = item.started_at or None, item.finished_at or None
         duration = finished - started if started and finished else None
         return {"id": item.id.hex(), "type": "task", "label": item.name, "name": item.name,
@@ -277,7 +258,8 @@ class TaskGraph:
     @staticmethod
     def _object_node(item, workers: dict) -> dict:
         if type(item) is ObjectRecord:
-            state, where, spilled, inline = FREED, item.where, item.spilled, item.inline
+            state, where, inline = FREED, item.where(), item.inline
+            spilled = item.spill_path is not None
             producer = item.producer
         else:
             state = item.state
@@ -290,6 +272,11 @@ class TaskGraph:
                 "state": state, "size": item.size, "where": where, "spilled": spilled,
                 "inline": inline, "producer": producer.hex() if producer else None,
                 "created_at": item.created_at}
+
+
+def _named(item):
+    """A freed object's record tuple as an ``ObjectRecord``; anything else as it is."""
+    return ObjectRecord._make(item) if type(item) is tuple else item
 
 
 def _producer_id(item) -> bytes | None:

@@ -11,6 +11,7 @@ lose one container reference each.
 """
 from __future__ import annotations
 
+import itertools
 import pickle
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from typing import Iterable
 from graphstore import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskUnschedulableError,
                                    WorkerCrashedError)
-from graphstore.scheduler.graph import TaskGraph, describe_where
+from graphstore.scheduler.graph import TaskGraph
 
 PENDING, READY, ERROR = "pending", "ready", "error"
 WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
@@ -227,9 +228,8 @@ class SchedulerState:
         #: Spill file -> ids of live objects in it, and the worker that wrote it.
         self.spill_files: dict[str, set[bytes]] = {}
         self.spill_file_writer: dict[str, bytes] = {}
-        #: Records of finished tasks, newest last (bounded).
-        self.history: deque[dict] = deque(maxlen=history_size)
-        #: Recent tasks and objects with their edges (finished ones bounded likewise).
+        #: Recent tasks and objects with their edges: every live one, and the last
+        #: ``history_size`` finished tasks and freed objects (the task records too).
         self.graph = TaskGraph(history_size)
         self.started_at = time.time()
         self.bandwidth = bandwidth
@@ -545,7 +545,7 @@ class SchedulerState:
             obj = stack.pop()
             if self.objects.pop(obj.id, None) is None:
                 continue
-            self.graph.object_freed(obj, describe_where(obj, self.workers))
+            self.graph.object_freed(obj, self.workers)
             obj.payload = None
             obj.error = None
             if obj.spill is not None:
@@ -908,22 +908,24 @@ class SchedulerState:
 
     def _record(self, task: TaskState) -> None:
         self.graph.task_finished(task)
-        self.history.append({
-            "task_id": task.id.hex(), "name": task.name, "state": task.state,
-            "submitted_at": task.submitted_at, "started_at": task.started_at,
-            "finished_at": task.finished_at, "placement": task.placement,
-            "returns": [r.hex() for r in task.returns], "error": task.error_text,
-        })
+
+    @staticmethod
+    def _task_record(task: TaskState) -> dict:
+        return {"task_id": task.id.hex(), "name": task.name, "state": task.state,
+                "submitted_at": task.submitted_at, "started_at": task.started_at,
+                "finished_at": task.finished_at, "placement": task.placement,
+                "returns": [r.hex() for r in task.returns], "error": task.error_text}
 
     def task_records(self, limit: int = 1000) -> list[dict]:
-        """Finished tasks (newest last) and those still in flight."""
-        live = [{"task_id": t.id.hex(), "name": t.name, "state": t.state,
-                 "submitted_at": t.submitted_at, "started_at": t.started_at,
-                 "finished_at": 0.0, "placement": t.placement,
-                 "returns": [r.hex() for r in t.returns], "error": None}
-                for t in self.tasks.values()]
-        records = list(self.history) + live
-        return records[-limit:] if limit else records
+        """Finished tasks (in the order they finished) and those still in flight, the
+        newest ``limit`` of them (all for 0)."""
+        live = list(self.tasks.values())
+        finished = self.graph.finished
+        if limit:
+            live = live[-limit:]
+            keep = limit - len(live)
+            finished = list(itertools.islice(reversed(finished), keep))[::-1] if keep else []
+        return [self._task_record(t) for t in itertools.chain(finished, live)]
 
     # -- output -----------------------------------------------------------------------
     def task_output(self, m: msg.TaskOutput) -> None:

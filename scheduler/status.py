@@ -16,7 +16,7 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Iterable
 
-from graphstore.scheduler.graph import TaskRecord, describe_where
+from graphstore.scheduler.graph import describe_where
 
 if TYPE_CHECKING:
     from graphstore.scheduler.state import ObjectState, SchedulerState, TaskState
@@ -168,14 +168,11 @@ def workers(state: "SchedulerState", limit: int) -> dict:
     return {"workers": rows, "total": len(state.workers), "generated_at": now}
 
 
-def task_row(item) -> dict:
-    """A task of the graph (live ``TaskState`` or finished ``TaskRecord``) as a row."""
-    if type(item) is TaskRecord:
-        worker, node, pid, error = item.worker, item.node, item.pid, item.error
-    else:
-        placement = item.placement or {}
-        worker, node, pid = placement.get("worker"), placement.get("node"), placement.get("pid")
-        error = item.error_text
+def task_row(item: "TaskState") -> dict:
+    """A task of the graph as a row."""
+    placement = item.placement or {}
+    worker, node, pid = placement.get("worker"), placement.get("node"), placement.get("pid")
+    error = item.error_text
     started, finished = item.started_at or None, item.finished_at or None
     return {"id": item.id.hex(), "name": item.name, "state": item.state, "worker": worker,
             "node": node, "pid": pid, "submitted_at": item.submitted_at,
@@ -199,8 +196,7 @@ def tasks(state: "SchedulerState", scan: LiveScan, limit: int, only: str | None,
             rows.append(task_row(item))
         if len(failed) < failures and item.state == "failed":
             row = task_row(item)
-            row["traceback"] = cut(item.error if type(item) is TaskRecord
-                                   else item.error_text, MAX_ERROR_CHARS)
+            row["traceback"] = cut(item.error_text, MAX_ERROR_CHARS)
             failed.append(row)
     by_state = dict(scan.task_states)
     by_state["done"] = state.counts["done"]

@@ -283,6 +283,36 @@ def test_responses_stay_bounded_however_many_tasks_ran(cluster):
     assert http(base + "/api/graph?limit=2001").status == 400
 
 
+def test_spilled_objects_show_on_every_view(fresh_cluster, tmp_path):
+    """A 64 MiB store holding 96 MiB: what spilled is marked, counted and reported by the
+    worker's heartbeat."""
+    ctx = fresh_cluster(num_cpus=1, object_store_memory=64 * MB, spill_to=str(tmp_path))
+    base = ctx.dashboard_url
+    refs = [graphstore.put(np.full(8 * MB, i, dtype=np.uint8)) for i in range(12)]
+
+    def spilled_objects():
+        view = get_json(base + "/api/objects?limit=20")
+        return [o for o in view["objects"] if o["spilled"]]
+
+    spilled = wait_until(spilled_objects, timeout=30)
+    assert spilled, get_json(base + "/api/objects?limit=20")
+    assert any(w.startswith(f"spilled to {tmp_path}") for w in spilled[0]["where"])
+    worker = wait_until(lambda: (lambda w: w if w["spilled_bytes"] >= 8 * MB else None)(
+        get_json(base + "/api/workers")["workers"][0]), timeout=15)
+    assert worker, get_json(base + "/api/workers")
+    overview = get_json(base + "/api/overview")
+    assert overview["objects"]["spilled_objects"] >= 1
+    assert overview["objects"]["spilled_bytes"] >= 8 * MB
+    assert overview["store"]["spilled_bytes_total"] >= 8 * MB
+    families = parse_prometheus(http(base + "/metrics").text)
+    assert sum(v for _, v in families["graphstore_spilled_bytes_total"]) >= 8 * MB
+    graph = graphstore.task_graph(refs)
+    assert any(graph.nodes[r.hex()]["spilled"] for r in refs)
+    # Spilled objects still read back.
+    assert int(graphstore.get(refs[0])[0]) == 0
+    del refs
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 def test_unknown_routes_are_404(cluster):

@@ -6,7 +6,7 @@ from graphstore import actor, exceptions
 from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore._state import init, is_initialized, shutdown
 from graphstore.api import (cancel, cluster_resources, cluster_status, get, list_tasks,
-                            memory_summary, put, wait)
+                            memory_summary, put, task_graph, visualize, wait)
 from graphstore.object_ref import ObjectRef
 from graphstore.remote_function import remote
 
@@ -31,5 +31,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "task_graph",
+    "visualize",
     "wait",
 ]

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -37,18 +38,22 @@ class ClusterContext:
     """What ``init()`` returns: where the cluster is. Usable as a context manager."""
 
     def __init__(self, address: str, session_dir: str | None, num_workers: int,
-                 resources: dict):
+                 resources: dict, dashboard_url: str | None = None):
         self.address = address
         self.session_dir = session_dir
         self.num_workers = num_workers
         self.resources = resources
+        #: The scheduler's status page, or None if it has none (``dashboard_port=0``).
+        self.dashboard_url = dashboard_url
 
     @property
     def address_info(self) -> dict:
-        return {"address": self.address, "session_dir": self.session_dir}
+        return {"address": self.address, "session_dir": self.session_dir,
+                "dashboard_url": self.dashboard_url}
 
     def __repr__(self) -> str:
-        return f"ClusterContext(address={self.address!r}, num_workers={self.num_workers})"
+        return (f"ClusterContext(address={self.address!r}, num_workers={self.num_workers}, "
+                f"dashboard_url={self.dashboard_url!r})")
 
     def __enter__(self):
         return self
@@ -67,6 +72,7 @@ class Driver:
         self.cluster: LocalCluster | None = None
         self.loop_thread: LoopThread | None = None
         self.runtime: Runtime | None = None
+        self.dashboard_url: str | None = None
         if address is None:
             workers = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
             self.cluster = LocalCluster(int(workers), resources=resources, env=env,
@@ -120,6 +126,7 @@ class Driver:
                 runtime.cluster_info = {"num_workers": reply["num_workers"],
                                         "resources": reply["resources"],
                                         "workers": reply["workers"]}
+            self.dashboard_url = reply.get("dashboard_url")
             return runtime
 
         self.runtime = self.loop_thread.run(open_connection(),
@@ -143,7 +150,8 @@ class Driver:
         info = self.runtime.cluster_info
         return ClusterContext(self.address,
                               str(self.cluster.session_dir) if self.cluster else None,
-                              info.get("num_workers", 0), info.get("resources", {}))
+                              info.get("num_workers", 0), info.get("resources", {}),
+                              self.dashboard_url)
 
     def close(self) -> None:
         if self.cluster is not None and self.config.keep_spilled:
@@ -228,6 +236,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                for k, v in settings.items() if v is not None}
         _driver = Driver(config, address, num_cpus, resources, token, env, node_id,
                          worker_node_ids)
+        if _driver.cluster is not None and _driver.dashboard_url:
+            print(f"graphstore: started a local cluster at {_driver.address}; status page "
+                  f"at {_driver.dashboard_url}", file=sys.stderr, flush=True)
         return _driver.context()
 
 

@@ -57,6 +57,60 @@ def list_tasks(limit: int = 1000) -> list[dict]:
     return _state.get_runtime().request(msg.GetTaskRecords(limit))
 
 
+def graph_data(refs, limit: int) -> dict:
+    """The scheduler's task graph in node-link form (see ``graph_export``)."""
+    from graphstore import protocol as msg
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    roots = None
+    if refs is not None:
+        items = [refs] if isinstance(refs, ObjectRef) else refs
+        try:
+            items = list(items)
+        except TypeError:
+            items = [items]
+        for item in items:
+            if not isinstance(item, ObjectRef):
+                raise TypeError(f"refs must be an ObjectRef or a list of ObjectRefs, got "
+                                f"{type(item).__name__}")
+        roots = [item._id for item in items]
+    return _state.get_runtime().request(msg.GetTaskGraph(roots, limit), timeout=120)
+
+
+def task_graph(refs=None, *, limit: int = 10_000):
+    """The task graph as a ``networkx.DiGraph``: the ``limit`` most recent tasks and
+    objects, or, given ``refs`` (an ObjectRef or a list of them), those objects and what
+    they were computed from.
+
+    Nodes are hex ids. Task nodes have ``type="task"``, ``name``, ``state``, ``worker``,
+    ``node``, ``pid``, ``submitted_at``, ``started_at``, ``finished_at``, ``duration`` and
+    ``error``; object nodes have ``type="object"``, ``state``, ``size``, ``where``,
+    ``spilled`` and ``inline``. Edges have ``kind``: ``argument_of`` (object -> task;
+    ``nested`` for a ref inside an argument), ``produces`` (task -> object) or
+    ``contained_in`` (object -> the object holding a ref to it). ``G.graph["truncated"]``
+    says whether ``limit`` cut the graph. The scheduler keeps the last ``task_history``
+    finished tasks and freed objects, and everything live.
+    """
+    from graphstore.graph_export import to_networkx
+    return to_networkx(graph_data(refs, limit))
+
+
+def visualize(refs=None, filename: str = "graph.svg", format: str | None = None, *,
+              limit: int = 1000) -> str:
+    """Write the task graph (as in ``task_graph``) to ``filename``; returns its path.
+
+    The format comes from ``format`` or the extension: ``.svg`` or ``.png`` (laid out by
+    Graphviz's ``dot``, which must be installed), ``.dot``, ``.json`` (node-link) or
+    ``.graphml``. Tasks are boxes labelled by name, objects ellipses, filled by state.
+    """
+    from graphstore import graph_export
+    fmt = graph_export.format_for(filename, format)
+    if fmt in ("svg", "png") and graph_export.find_dot() is None:
+        from graphstore.exceptions import GraphvizNotFoundError
+        raise GraphvizNotFoundError(graph_export.graphviz_missing_message(fmt))
+    return graph_export.write_graph(graph_data(refs, limit), filename, fmt)
+
+
 def format_memory_summary(summary: dict) -> str:
     """Human-readable text of ``memory_summary()``."""
     def size(n) -> str:

@@ -1,4 +1,5 @@
-"""The ``graphstore`` command: ``graphstore scheduler`` and ``graphstore worker``."""
+"""The ``graphstore`` command: ``scheduler`` and ``worker`` run a cluster by hand;
+``memory``, ``status`` and ``graph`` inspect a running one."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("--port", type=int, default=6380, help="port (0 picks a free one)")
     sched.add_argument("--token-file", default=None,
                        help="where to write the cluster token (default ~/.graphstore/token)")
+    sched.add_argument("--dashboard-port", type=int, default=None,
+                       help="port of the status page (default 8265; 0 disables it)")
+    sched.add_argument("--dashboard-host", default=None,
+                       help="interface of the status page (default 127.0.0.1)")
     sched.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     _common(sched)
 
@@ -66,6 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
                              "newest local cluster on this machine)")
     memory.add_argument("--json", action="store_true", help="print JSON")
+
+    status = sub.add_parser("status", help="workers, resources, tasks by state and store "
+                                           "use (like `ray status`)")
+    status.add_argument("address", nargs="?", default=None,
+                        help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
+                             "newest local cluster on this machine)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    graph = sub.add_parser("graph", help="write the task graph to a file (.svg, .png, "
+                                         ".dot, .json, .graphml)")
+    graph.add_argument("--out", default="graph.svg",
+                       help="file to write; its extension picks the format (graph.svg)")
+    graph.add_argument("--format", default=None,
+                       choices=["svg", "png", "dot", "json", "graphml"],
+                       help="format, if not the extension's")
+    graph.add_argument("--limit", type=int, default=1000,
+                       help="the most recent tasks and objects to include (1000)")
+    graph.add_argument("--address", default=None,
+                       help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
+                            "newest local cluster on this machine)")
     return parser
 
 
@@ -79,7 +104,8 @@ def run_scheduler(args) -> int:
     from graphstore.scheduler.server import serve
     from graphstore.token import ENV_VAR, new_token, write_token_file
     setup_logging(args.log_level)
-    config = load_config()
+    config = load_config(dashboard_port=args.dashboard_port,
+                         dashboard_host=args.dashboard_host)
     token = os.environ.get(ENV_VAR)
     if not token:
         token = new_token()
@@ -173,10 +199,63 @@ def run_memory(args) -> int:
     return 0
 
 
+def run_status(args) -> int:
+    import json
+    import graphstore
+    from graphstore import _state
+    from graphstore import protocol as msg
+    from graphstore.cluster_report import format_cluster_status
+    _connect_for_tools(args.address)
+    try:
+        report = _state.get_runtime().request(msg.GetClusterOverview())
+    finally:
+        graphstore.shutdown()
+    print(json.dumps(report, indent=2) if args.json else format_cluster_status(report))
+    return 0
+
+
+def run_graph(args) -> int:
+    import graphstore
+    from graphstore.api import graph_data
+    from graphstore.exceptions import GraphvizNotFoundError
+    from graphstore.graph_export import (find_dot, format_for, graphviz_missing_message,
+                                         write_graph)
+    try:
+        fmt = format_for(args.out, args.format)
+    except ValueError as exc:
+        print(f"graphstore graph: {exc}", file=sys.stderr)
+        return 2
+    if args.limit < 1:
+        print("graphstore graph: --limit must be at least 1", file=sys.stderr)
+        return 2
+    if fmt in ("svg", "png") and find_dot() is None:
+        print(f"graphstore graph: {graphviz_missing_message(fmt)}", file=sys.stderr)
+        return 1
+    _connect_for_tools(args.address)
+    try:
+        data = graph_data(None, args.limit)
+    finally:
+        graphstore.shutdown()
+    try:
+        path = write_graph(data, args.out, fmt)
+    except (GraphvizNotFoundError, TimeoutError, RuntimeError, OSError) as exc:
+        print(f"graphstore graph: {exc}", file=sys.stderr)
+        return 1
+    tasks = sum(1 for node in data["nodes"] if node["type"] == "task")
+    note = " (truncated: raise --limit for more)" if data["graph"]["truncated"] else ""
+    print(f"wrote {path}: {tasks} tasks, {len(data['nodes']) - tasks} objects, "
+          f"{len(data['edges'])} edges{note}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "memory":
         return run_memory(args)
+    if args.command == "status":
+        return run_status(args)
+    if args.command == "graph":
+        return run_graph(args)
     if args.command == "scheduler":
         return run_scheduler(args)
     if args.command == "worker":

@@ -63,10 +63,18 @@ class Config:
     keep_spilled: bool = False
     #: Bytes/s assumed between hosts when weighing where a task should run.
     transfer_bandwidth: float = 1e9
-    #: Finished tasks the scheduler remembers (task records, graph export).
+    #: Finished tasks the scheduler remembers (task records, graph export), and freed
+    #: objects the task graph remembers.
     task_history: int = 10_000
     #: Namespace of named actors when none is given (``get_actor``, ``options(name=)``).
     namespace: str = "default"
+    #: Port of the scheduler's status page (0 disables it). If the port is taken, a free
+    #: one is used instead, with a warning.
+    dashboard_port: int = 8265
+    #: Interface the status page binds: loopback by default; "0.0.0.0" exposes it.
+    dashboard_host: str = "127.0.0.1"
+    #: Seconds between a worker's heartbeats (store use and spilling, for the status page).
+    heartbeat_interval: float = 1.0
 
 
 def _coerce(value: str, default):

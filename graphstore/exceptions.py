@@ -129,3 +129,7 @@ class AuthenticationError(GraphstoreError):
 
 class ConnectionLostError(GraphstoreError, ConnectionError):
     """The connection to the scheduler was lost."""
+
+
+class GraphvizNotFoundError(GraphstoreError, RuntimeError):
+    """Writing SVG or PNG needs Graphviz's ``dot`` program, which is not installed."""

@@ -143,7 +143,8 @@ class TaskFailed(NamedTuple):
     task_id: bytes
     error: list               # payload of a pickled exception (a TaskError)
     duration: float
-    error_text: str           # the error's text, for status pages and task records
+    error_text: str           # the error's traceback (its end, bounded), for status
+                              # pages and task records
 
 
 class TaskBlocked(NamedTuple):
@@ -388,6 +389,23 @@ class CancelRunning(NamedTuple):
     """Scheduler -> worker or actor process: interrupt this running task or call."""
     task_id: bytes
     force: bool
+class WorkerHeartbeat(NamedTuple):
+    """Worker -> scheduler, every ``heartbeat_interval`` seconds: the worker's own figures
+    (``store_used``, ``store_objects``, ``spilled_bytes``, ...; flat numbers and text)."""
+    metrics: dict
+
+
+class GetTaskGraph(NamedTuple):
+    """Request to the scheduler: the task graph in node-link form, the ``limit`` most
+    recent nodes, or the ancestry of the objects ``roots`` (a list of ids) if given."""
+    roots: list | None
+    limit: int
+
+
+class GetClusterOverview(NamedTuple):
+    """Request to the scheduler: the status page's overview and its workers table
+    (``graphstore status``)."""
+    pass
 
 
 MESSAGE_TYPES: list[type] = [
@@ -399,7 +417,8 @@ MESSAGE_TYPES: list[type] = [
     ObjectsSpilled, DeleteSpilled, RestoreObject, RestoreOnNode, LocateObject,
     ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
-    ActorCallDone, CancelTask, CancelRunning,
+    ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
+    GetClusterOverview,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

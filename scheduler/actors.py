@@ -34,7 +34,7 @@ class ActorState:
                  "max_concurrency", "name", "namespace", "detached", "methods", "state",
                  "worker", "incarnation", "process_id", "address", "pid", "restarts",
                  "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
-                 "owner")
+                 "owner", "last_call")
 
     def __init__(self, m: msg.CreateActor, owner: bytes):
         options = m.options or {}
@@ -69,19 +69,36 @@ class ActorState:
         self.created_at = time.time()
         self.holds_resources = False
         self.owner = owner
+        self.last_call: bytes | None = None
 
 
 class ActorCallState:
-    __slots__ = ("id", "actor", "name", "returns", "counted_refs", "caller", "submitted_at")
+    """A method call; it has the fields of a ``TaskState`` that the task graph and the
+    task records read, so calls show in both like tasks."""
+    __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
+                 "caller", "submitted_at", "started_at", "finished_at", "state",
+                 "placement", "error_text", "previous_call")
 
     def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
         self.id = m.call_id
         self.actor = actor
         self.name = m.name
         self.returns = list(m.returns)
+        self.deps = list(m.deps)
+        self.nested = list(m.nested)
         self.counted_refs: list[bytes] = []
         self.caller = caller
-        self.submitted_at = time.time()
+        self.submitted_at = self.started_at = time.time()
+        self.finished_at = 0.0
+        self.state = "assigned"
+        worker = actor.worker
+        self.placement = {"actor": actor.id.hex(), "class": actor.class_name,
+                          "worker": worker.id.hex() if worker is not None else None,
+                          "node": worker.node.id if worker is not None else None,
+                          "pid": actor.pid}
+        self.error_text: str | None = None
+        #: The call submitted to the same actor before this one (method chains in order).
+        self.previous_call = actor.last_call
 
 
 class ActorsMixin:
@@ -159,6 +176,7 @@ class ActorsMixin:
         obj = self.objects.get(object_id)
         if obj is None:
             obj = self.objects[object_id] = ObjectState(object_id, PENDING)
+            self.graph.add_object(obj)
             if self.parked_wants:
                 self._unpark(obj)
         return obj
@@ -320,6 +338,10 @@ class ActorsMixin:
             creation.state = ERROR
             creation.error = actor.error
             self._object_finished(creation)
+        if creation is not None:   # dead: only handles keep its record (calls fail fast)
+            creation.holders.discard(NAMED_HOLDER)
+            creation.holders.discard(DETACHED_HOLDER)
+            self._maybe_free(creation)
         for object_id in actor.deps + actor.nested:
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -383,6 +405,12 @@ class ActorsMixin:
                     f"the actor of call {m.name} is gone")))
             return
         call = ActorCallState(m, actor, peer_id)
+        actor.last_call = call.id
+        self.graph.add_task(call)
+        for object_id in m.returns:
+            obj = self.objects.get(object_id)
+            if obj is not None and obj.producer is None:
+                obj.producer = call
         for object_id in list(m.deps) + list(m.nested):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -426,6 +454,7 @@ class ActorsMixin:
     def _apply_call_done(self, call: ActorCallState, peer_id: bytes,
                          m: msg.ActorCallDone) -> None:
         from graphstore.scheduler.state import DONE, FAILED
+        call.error_text = m.error_text     # read by dependents failing on these results
         for object_id, payload, contained, size, location, error in m.results:
             obj = self.objects.get(object_id)
             if obj is None:
@@ -444,12 +473,13 @@ class ActorsMixin:
             self._finish_call_object(object_id, payload, error, contained, size)
         self.counts["failed" if m.error_text else "done"] += 1
         self._release_call_refs(call)
-        self.history.append({
-            "task_id": call.id.hex(), "name": call.name, "state": FAILED if m.error_text
-            else DONE, "submitted_at": call.submitted_at,
-            "started_at": call.submitted_at, "finished_at": time.time(),
-            "placement": {"actor": call.actor.id.hex(), "pid": call.actor.pid},
-            "returns": [r.hex() for r in call.returns], "error": m.error_text})
+        self._call_finished(call, FAILED if m.error_text else DONE, m.error_text)
+
+    def _call_finished(self, call: ActorCallState, state: str, error_text: str | None) -> None:
+        call.state = state
+        call.error_text = error_text
+        call.finished_at = time.time()
+        self.graph.task_finished(call)
 
     def _finish_call_object(self, object_id: bytes, payload, error, contained=(),
                             size=None) -> None:
@@ -477,6 +507,9 @@ class ActorsMixin:
             self._finish_call_object(object_id, None, error)
         self.counts["failed"] += 1
         self._release_call_refs(call)
+        from graphstore.scheduler.state import FAILED
+        self._call_finished(call, FAILED, str(cause) if cause is not None
+                            else "the actor died")
 
     def _release_call_refs(self, call: ActorCallState) -> None:
         refs, call.counted_refs = call.counted_refs, []

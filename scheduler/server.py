@@ -16,9 +16,14 @@ from graphstore.comm import Comm, CommServer, RemoteCallError
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
 from graphstore.config import Config, Limits
 from graphstore.lifecycle import watch_parent_pipe
+from graphstore.scheduler import status
+from graphstore.scheduler.snapshots import LiveScans
 from graphstore.scheduler.state import SchedulerState
 
 logger = logging.getLogger("graphstore.scheduler")
+
+#: The most nodes one task-graph request may ask for.
+MAX_GRAPH_NODES = 100_000
 
 
 class Scheduler:
@@ -35,6 +40,11 @@ class Scheduler:
                                  handshake_timeout=config.handshake_timeout)
         self.address = ""
         self.stopped = asyncio.Event()
+        #: Rate-limited scans of the live state for the status views.
+        self.scans = LiveScans(self.state)
+        #: The status page (``dashboard.py``), if it runs.
+        self.dashboard = None
+        self.dashboard_url: str | None = None
         self._handlers = {
             msg.SubmitTask: self._on_submit,
             msg.PutObject: self._on_put,
@@ -67,6 +77,9 @@ class Scheduler:
             msg.ActorCallSubmitted: lambda peer, m: self.state.actor_call_submitted(peer, m),
             msg.ActorCallDone: lambda peer, m: self.state.actor_call_done(peer, m),
             msg.CancelTask: lambda peer, m: self.state.cancel(m),
+            msg.WorkerHeartbeat: lambda peer, m: self.state.worker_heartbeat(peer, m.metrics),
+            msg.GetTaskGraph: lambda peer, m: self._task_graph(m),
+            msg.GetClusterOverview: lambda peer, m: self._cluster_overview(),
         }
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}
@@ -83,7 +96,16 @@ class Scheduler:
         self.address = f"tcp://{bound[0]}:{bound[1]}"
         return self.address
 
+    def start_dashboard(self, host: str, port: int) -> str | None:
+        """Serve the status page in this process and loop; returns its URL."""
+        from graphstore.scheduler.dashboard import Dashboard
+        self.dashboard = Dashboard(self)
+        self.dashboard_url = self.dashboard.listen(host, port)
+        return self.dashboard_url
+
     def stop(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.server.stop()
         for comm in list(self.comms.values()):
             comm.abort()
@@ -134,7 +156,8 @@ class Scheduler:
         self._schedule_flush()
         return {"address": self.address, "resources": self.state.cluster_resources(),
                 "num_workers": len(self.state.workers), "workers": self._worker_list(),
-                "inline_threshold": self.config.inline_threshold}
+                "inline_threshold": self.config.inline_threshold,
+                "dashboard_url": self.dashboard_url}
 
     def _worker_list(self) -> list:
         return [[w.id, w.node.id, w.address] for w in self.state.workers.values()]
@@ -298,6 +321,23 @@ class Scheduler:
                 "spilled_objects": sum(1 for o in state.objects.values()
                                        if o.spill is not None and not o.locations)}
 
+    def _task_graph(self, m: msg.GetTaskGraph) -> dict:
+        limit, roots = m.limit, m.roots
+        if type(limit) is not int or not 1 <= limit <= MAX_GRAPH_NODES:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_GRAPH_NODES}, "
+                             f"got {limit!r}")
+        if roots is not None and (type(roots) is not list or len(roots) > MAX_GRAPH_NODES
+                                  or not all(type(r) is bytes for r in roots)):
+            raise ValueError("roots must be a list of object ids")
+        return self.state.graph.snapshot(self.state.workers, limit, roots)
+
+    async def _cluster_overview(self) -> dict:
+        """The status page's overview and workers (``graphstore status``)."""
+        scan = await self.scans.get()
+        return {"overview": status.overview(self.state, scan, address=self.address,
+                                            dashboard_url=self.dashboard_url),
+                "workers": status.workers(self.state, 10_000)["workers"]}
+
     # -- output -----------------------------------------------------------------------
     def _schedule_flush(self) -> None:
         """Schedule once per loop iteration, after every message of a batch is handled."""
@@ -338,6 +378,10 @@ async def serve(config: Config, token: bytes, host: str, port: int,
     address = scheduler.listen(host, port, sock)
     asyncio.ensure_future(scheduler._housekeeping())
     logger.info("scheduler listening at %s", address)
+    if config.dashboard_port:
+        url = scheduler.start_dashboard(config.dashboard_host, config.dashboard_port)
+        if url:
+            logger.info("status page at %s", url)
     if watch_stdin:
         watch_parent_pipe(lambda: (logger.info("owner process gone; stopping"),
                                    scheduler.stop()))
@@ -346,4 +390,10 @@ async def serve(config: Config, token: bytes, host: str, port: int,
         os.close(ready_fd)
     else:
         print(f"graphstore scheduler listening at {address}", flush=True)
-    await scheduler.stopped.wait()
+        if scheduler.dashboard_url:
+            print(f"graphstore status page at {scheduler.dashboard_url}", flush=True)
+    try:
+        await scheduler.stopped.wait()
+    finally:
+        if scheduler.dashboard is not None:
+            scheduler.dashboard.stop()

@@ -11,6 +11,7 @@ lose one container reference each.
 """
 from __future__ import annotations
 
+import itertools
 import pickle
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from graphstore import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskCancelledError,
                                    TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler.actors import ActorsMixin
+from graphstore.scheduler.graph import TaskGraph
 
 PENDING, READY, ERROR = "pending", "ready", "error"
 WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
@@ -32,6 +34,18 @@ _DURATION_SMOOTHING = 0.2
 
 def error_payload(exc: BaseException) -> list:
     return [pickle.dumps(exc, protocol=5)]
+
+
+def argument_failed_text(obj: "ObjectState") -> str:
+    """Why a task fails when one of its arguments is an error, for records and pages."""
+    producer = obj.producer
+    text = f"argument {obj.id.hex()} is an error"
+    if producer is not None and producer.error_text:
+        last = producer.error_text.strip().splitlines()[-1:] or [""]
+        text += f": task {producer.name} failed with {last[0][:500]}"
+    elif producer is None or producer.state == DONE:
+        text += " (its value was lost)"
+    return text
 
 
 class ObjectState:
@@ -155,7 +169,7 @@ class WorkerState:
     __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
                  "blocked", "running", "pipelined", "store_capacity", "objects",
-                 "queued_seconds", "stored_bytes")
+                 "queued_seconds", "stored_bytes", "metrics", "last_heartbeat")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
@@ -184,6 +198,9 @@ class WorkerState:
         self.running = 0
         #: Assigned tasks queued behind the running ones, oldest first.
         self.pipelined: deque[TaskState] = deque()
+        #: The worker's own figures from its last heartbeat (store use, spilling).
+        self.metrics: dict = {}
+        self.last_heartbeat = 0.0
 
     def free_slots(self) -> int:
         return self.slots + self.blocked - self.running
@@ -220,8 +237,10 @@ class SchedulerState(ActorsMixin):
         #: Spill file -> ids of live objects in it, and the worker that wrote it.
         self.spill_files: dict[str, set[bytes]] = {}
         self.spill_file_writer: dict[str, bytes] = {}
-        #: Records of finished tasks, newest last (bounded).
-        self.history: deque[dict] = deque(maxlen=history_size)
+        #: Recent tasks and objects with their edges: every live one, and the last
+        #: ``history_size`` finished tasks and freed objects (the task records too).
+        self.graph = TaskGraph(history_size)
+        self.started_at = time.time()
         self.bandwidth = bandwidth
         #: object id -> {actor process peer: deadline}: wants of objects not known yet.
         self.parked_wants: dict[bytes, dict[bytes, float]] = {}
@@ -300,9 +319,11 @@ class SchedulerState(ActorsMixin):
                     task.state = QUEUED
                     self.ready.setdefault(task.shape, deque()).appendleft(task)
                 else:
-                    self._fail_task(task, error_payload(WorkerCrashedError(
+                    crash = WorkerCrashedError(
                         f"the worker running task {task.name} (pid {worker.pid}) died and "
-                        f"the task has no retries left; raise max_retries to retry more")))
+                        f"the task has no retries left; raise max_retries to retry more")
+                    self._fail_task(task, error_payload(crash),
+                                    f"WorkerCrashedError: {crash}")
         for object_id in self.peer_pins.pop(peer_id, ()):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -343,6 +364,7 @@ class SchedulerState(ActorsMixin):
             self.objects[m.object_id] = obj
             if self.parked_wants:
                 self._unpark(obj)
+            self.graph.add_object(obj)
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
         obj.state = READY
@@ -551,7 +573,7 @@ class SchedulerState(ActorsMixin):
                 if task.state != WAITING:
                     continue
                 if obj.state == ERROR:
-                    self._fail_task(task, obj.error)
+                    self._fail_task(task, obj.error, argument_failed_text(obj))
                 else:
                     task.waiting_on -= 1
                     if task.waiting_on == 0:
@@ -568,6 +590,7 @@ class SchedulerState(ActorsMixin):
                 continue
             if obj.id in self.actor_of_creation:
                 self.actor_unreferenced(obj.id)
+            self.graph.object_freed(obj, self.workers)
             obj.payload = None
             obj.error = None
             if obj.spill is not None:
@@ -597,44 +620,50 @@ class SchedulerState(ActorsMixin):
         driver = peer_id if peer_id in self.drivers else next(iter(self.drivers), None)
         task = TaskState(spec, peer_id, driver)
         self.tasks[task.id] = task
+        self.graph.add_task(task)
         self.counts["submitted"] += 1
         for object_id in spec.returns:
             obj = ObjectState(object_id, PENDING, producer=task)
             self.objects[object_id] = obj
+            self.graph.add_object(obj)
             self._hold(peer_id, obj)
             if self.parked_wants:
                 self._unpark(obj)
         failure = None
+        reason = None
         for object_id in spec.deps:
             obj = self.objects.get(object_id)
             if obj is None:
-                failure = failure or error_payload(ObjectLostError(
-                    f"argument {object_id.hex()} of task {spec.name} was freed or never "
-                    f"existed"))
+                if failure is None:
+                    lost = ObjectLostError(f"argument {object_id.hex()} of task {spec.name} "
+                                           f"was freed or never existed")
+                    failure, reason = error_payload(lost), f"ObjectLostError: {lost}"
                 continue
             obj.task_refs += 1
             task.counted_refs.append(object_id)
             if obj.state == PENDING:
                 task.waiting_on += 1
                 obj.dependents.append(task)
-            elif obj.state == ERROR:
-                failure = failure or obj.error
+            elif obj.state == ERROR and failure is None:
+                failure, reason = obj.error, argument_failed_text(obj)
         for object_id in spec.nested:
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.task_refs += 1
                 task.counted_refs.append(object_id)
         if failure is None and spec.function_hash not in self.functions:
-            failure = error_payload(ObjectLostError(
-                f"the code of function {spec.name} never reached the scheduler"))
+            reason = f"the code of function {spec.name} never reached the scheduler"
+            failure = error_payload(ObjectLostError(reason))
+            reason = f"ObjectLostError: {reason}"
         if failure is None and not self._feasible(task):
-            failure = error_payload(TaskUnschedulableError(
-                f"task {spec.name} asks for num_cpus={task.num_cpus}"
-                + (f" and resources={task.resources}" if task.resources else "")
-                + f", but the largest worker offers {self._capacity_text()}; lower the "
-                  f"request or start a worker with enough resources"))
+            reason = (f"task {spec.name} asks for num_cpus={task.num_cpus}"
+                      + (f" and resources={task.resources}" if task.resources else "")
+                      + f", but the largest worker offers {self._capacity_text()}; lower "
+                        f"the request or start a worker with enough resources")
+            failure = error_payload(TaskUnschedulableError(reason))
+            reason = f"TaskUnschedulableError: {reason}"
         if failure is not None:
-            self._fail_task(task, failure)
+            self._fail_task(task, failure, reason)
         elif task.waiting_on == 0:
             self._enqueue(task)
 
@@ -700,8 +729,14 @@ class SchedulerState(ActorsMixin):
             else previous + _DURATION_SMOOTHING * (duration - previous))
         return task
 
-    def _fail_task(self, task: TaskState, error: list) -> None:
-        """Fail ``task`` and, transitively, every task waiting on what it would produce."""
+    def _fail_task(self, task: TaskState, error: list, text: str | None = None) -> None:
+        """Fail ``task`` and, transitively, every task waiting on what it would produce.
+
+        ``text`` says why, for task records and the status page, when the worker did not
+        (the scheduler failed the task itself).
+        """
+        if task.error_text is None:
+            task.error_text = text
         stack = [task]
         while stack:
             task = stack.pop()
@@ -734,7 +769,11 @@ class SchedulerState(ActorsMixin):
                         self.outbox.append((peer_id, note))
                     obj.waiters.clear()
                 dependents, obj.dependents = obj.dependents, []
-                stack.extend(t for t in dependents if t.state == WAITING)
+                for dependent in dependents:
+                    if dependent.state == WAITING:
+                        if dependent.error_text is None:
+                            dependent.error_text = argument_failed_text(obj)
+                        stack.append(dependent)
                 self._maybe_free(obj)
             self._release_task_refs(task)
 
@@ -745,7 +784,7 @@ class SchedulerState(ActorsMixin):
         obj = self.objects.get(m.object_id)
         if obj is None or obj.state != PENDING:
             return                        # finished (or freed): nothing to cancel
-        if obj.producer is not None:
+        if isinstance(obj.producer, TaskState):
             self._cancel_task(obj.producer, m.force, m.recursive)
             return
         for call in list(self.actor_calls.values()):
@@ -863,7 +902,8 @@ class SchedulerState(ActorsMixin):
                 if failure is not None:
                     queue.popleft()
                     task.state = WAITING  # so _fail_task does not search the queue
-                    self._fail_task(task, failure)
+                    self._fail_task(task, failure, f"an argument of task {task.name} "
+                                                   f"failed or was lost after it was queued")
                     continue
                 worker = self._pick_worker(task)
                 if worker is None:
@@ -949,22 +989,25 @@ class SchedulerState(ActorsMixin):
         worker.node.acquire(task)
 
     def _record(self, task: TaskState) -> None:
-        self.history.append({
-            "task_id": task.id.hex(), "name": task.name, "state": task.state,
-            "submitted_at": task.submitted_at, "started_at": task.started_at,
-            "finished_at": task.finished_at, "placement": task.placement,
-            "returns": [r.hex() for r in task.returns], "error": task.error_text,
-        })
+        self.graph.task_finished(task)
+
+    @staticmethod
+    def _task_record(task: TaskState) -> dict:
+        return {"task_id": task.id.hex(), "name": task.name, "state": task.state,
+                "submitted_at": task.submitted_at, "started_at": task.started_at,
+                "finished_at": task.finished_at, "placement": task.placement,
+                "returns": [r.hex() for r in task.returns], "error": task.error_text}
 
     def task_records(self, limit: int = 1000) -> list[dict]:
-        """Finished tasks (newest last) and those still in flight."""
-        live = [{"task_id": t.id.hex(), "name": t.name, "state": t.state,
-                 "submitted_at": t.submitted_at, "started_at": t.started_at,
-                 "finished_at": 0.0, "placement": t.placement,
-                 "returns": [r.hex() for r in t.returns], "error": None}
-                for t in self.tasks.values()]
-        records = list(self.history) + live
-        return records[-limit:] if limit else records
+        """Finished tasks (in the order they finished) and those still in flight, the
+        newest ``limit`` of them (all for 0)."""
+        live = list(self.tasks.values())
+        finished = self.graph.finished
+        if limit:
+            live = live[-limit:]
+            keep = limit - len(live)
+            finished = list(itertools.islice(reversed(finished), keep))[::-1] if keep else []
+        return [self._task_record(t) for t in itertools.chain(finished, live)]
 
     # -- output -----------------------------------------------------------------------
     def task_output(self, m: msg.TaskOutput) -> None:
@@ -976,6 +1019,16 @@ class SchedulerState(ActorsMixin):
             self.outbox.append((peer_id, note))
 
     # -- status -----------------------------------------------------------------------
+    def worker_heartbeat(self, worker_id: bytes, metrics: dict) -> None:
+        """A worker's periodic report of its own figures (store use, spilling)."""
+        worker = self.workers.get(worker_id)
+        if worker is None or not isinstance(metrics, dict):
+            return
+        worker.last_heartbeat = time.time()
+        worker.metrics = {k: v for k, v in list(metrics.items())[:64]
+                          if isinstance(k, str) and isinstance(v, (int, float, str, type(None)))
+                          and not isinstance(v, bool)}
+
     def cluster_resources(self) -> dict:
         total: dict[str, float] = {"CPU": 0.0}
         for node in self.nodes.values():

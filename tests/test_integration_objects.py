@@ -235,11 +235,16 @@ def test_segments_are_swept_after_the_driver_is_killed():
         import sys, time, numpy as np, graphstore
         graphstore.init(num_cpus=2, object_store_memory=256 * 1024 * 1024)
         refs = [graphstore.put(np.ones(1_000_000)) for _ in range(3)]
-        print(graphstore._state.current_local_cluster().cluster_id, flush=True)
+        print("CLUSTER_ID=" + graphstore._state.current_local_cluster().cluster_id,
+              flush=True)
         time.sleep(120)
     """)
     try:
-        cluster_id = proc.stdout.readline().strip()
+        # init() announces the status page on stderr (merged here) before this line.
+        line = ""
+        while line is not None and not line.startswith("CLUSTER_ID="):
+            line = proc.stdout.readline() or None
+        cluster_id = line.strip()[len("CLUSTER_ID="):] if line else ""
         assert cluster_id, proc.stdout.read()
         assert len(_segments(cluster_id)) >= 3
         proc.send_signal(signal.SIGKILL)

@@ -140,6 +140,11 @@ SAMPLES = {
     p.TaskBlocked: p.TaskBlocked(TID),
     p.TaskUnblocked: p.TaskUnblocked(TID),
     p.GetStatus: p.GetStatus(),
+    # The status page and graph export.
+    p.WorkerHeartbeat: p.WorkerHeartbeat({"store_used": 3 * 1024**3, "spilled_bytes": 0,
+                                          "last_spill_error": None, "rss": 123456789}),
+    p.GetTaskGraph: p.GetTaskGraph([_id(30), _id(31)], 500),
+    p.GetClusterOverview: p.GetClusterOverview(),
 }
 
 

@@ -24,6 +24,8 @@ from graphstore.worker import output
 
 _STOP = object()
 logger = logging.getLogger("graphstore.worker")
+#: Characters of a failed task's traceback sent as its error text.
+_ERROR_TEXT_CHARS = 8000
 
 
 def _cancelled_payload(name: str) -> list:
@@ -183,9 +185,8 @@ class TaskExecutor:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and \
                     threading.current_thread() is threading.main_thread():
                 raise
-            outcome = msg.TaskFailed(task.task_id, self._pack_error(task, exc),
-                                     time.perf_counter() - start,
-                                     f"{type(exc).__name__}: {exc}"[:2000])
+            error, text = self._pack_error(task, exc)
+            outcome = msg.TaskFailed(task.task_id, error, time.perf_counter() - start, text)
         with self._lock:
             self._running.pop(task.task_id, None)
         for stream in self._streams:       # the last printed line goes before the result
@@ -214,7 +215,9 @@ class TaskExecutor:
             packed.append([object_id, payload, contained, size, segment])
         return packed
 
-    def _pack_error(self, task: msg.RunTask, exc: BaseException) -> list:
+    def _pack_error(self, task: msg.RunTask, exc: BaseException) -> tuple[list, str]:
+        """The pickled ``TaskError`` and its traceback text (the end of it, at most
+        ``_ERROR_TEXT_CHARS``, for task records and the status page)."""
         # Drop this module's own frame: users want their code's traceback.
         tb_obj = exc.__traceback__
         if tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == __file__:
@@ -226,9 +229,10 @@ class TaskExecutor:
         except Exception:
             cause = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception "
                                  f"could not be pickled)")
+        text = tb if len(tb) <= _ERROR_TEXT_CHARS else "…" + tb[-_ERROR_TEXT_CHARS:]
         error = TaskError(task.name, tb, cause, self._pid, type(exc).__name__)
         try:
-            return dumps(error)[0]
+            return dumps(error)[0], text
         except SerializationError:
             error = TaskError(task.name, tb, None, self._pid, type(exc).__name__)
-            return dumps(error)[0]
+            return dumps(error)[0], text

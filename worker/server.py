@@ -125,6 +125,7 @@ class Worker:
             self.worker_id, os.getpid(), socket.gethostname(), self.node_id,
             float(self.num_cpus), self.resources, self.address, self.store.capacity),
             timeout=self.config.startup_timeout)
+        asyncio.ensure_future(self._heartbeats())
 
     def _spill_problem(self) -> str | None:
         error = self.spiller.stats["last_spill_error"] if self.spiller else None
@@ -167,6 +168,25 @@ class Worker:
                 pass
             reserve = self.store.reserve()
         return list(reserve) if reserve is not None else None
+    async def _heartbeats(self) -> None:
+        """Tell the scheduler this worker's own figures now and then (status page)."""
+        interval = max(0.05, self.config.heartbeat_interval)
+        while not self.stopped.is_set() and not self.comm.closed:
+            self.comm.send(msg.WorkerHeartbeat(self.metrics()))
+            await asyncio.sleep(interval)
+
+    def metrics(self) -> dict:
+        """Store use and spilling, read without the store's lock (plain numbers)."""
+        store = self.store
+        figures = {"store_used": store.used, "store_pooled": store.pooled,
+                   "store_capacity": store.capacity, "store_objects": len(store.objects),
+                   "rss": _rss_bytes()}
+        if self.spiller is not None:
+            stats = self.spiller.stats
+            for key in ("spilled_bytes", "spilled_objects", "restored_bytes",
+                        "restored_objects", "spill_errors", "last_spill_error"):
+                figures[key] = stats.get(key)
+        return figures
 
     # -- scheduler messages -----------------------------------------------------------
     def _on_message(self, comm, m):
@@ -262,6 +282,15 @@ class Worker:
         self.actor_processes.close()
         self.peer_server.stop()
         self.store.close()
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: float,

@@ -1,0 +1,303 @@
+"""The scheduler's task graph: recent tasks and objects and the edges between them.
+
+``TaskGraph`` is pure bookkeeping (no I/O, no networkx): the state machine tells it when a
+task is submitted or finishes and when an object is created or freed, and it answers
+snapshots in node-link form, which the client turns into a ``networkx.DiGraph`` and the
+status page into a picture.
+
+The graph holds the state machine's own ``TaskState`` of every task, live or finished
+(nothing is copied on the hot path; a finished task has already dropped its arguments),
+and the ``ObjectState`` of every live object; a freed object's entry becomes a small
+``ObjectRecord`` of where it was. Past ``max_finished`` finished tasks and as many freed
+objects, the oldest are evicted, so memory stays flat however long the cluster runs. Live
+entries are bounded by the state machine itself. The finished tasks, in the order they
+finished, are also the scheduler's task records (``list_tasks``).
+
+Edges all follow the flow of data, each read "source <kind> target":
+
+* ``argument_of``: object -> task (``nested`` is true for a ref passed inside an argument,
+  which the task receives unresolved);
+* ``produces``: task -> object it returns;
+* ``contained_in``: object -> the object whose value holds a ref to it;
+* ``next_call``: actor method call -> the next call submitted to the same actor.
+
+So the ancestry of an object (what it was computed from) is its predecessors.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
+
+if TYPE_CHECKING:  # the state machine imports this module, not the other way round
+    from graphstore.scheduler.state import ObjectState, TaskState, WorkerState
+
+#: Edge kinds.
+ARGUMENT_OF, PRODUCES, CONTAINED_IN = "argument_of", "produces", "contained_in"
+#: Between two calls of one actor, in the order they were submitted (method chains).
+NEXT_CALL = "next_call"
+#: The state of an object's record once it was freed.
+FREED = "freed"
+
+
+class ObjectRecord(NamedTuple):
+    """The fields of what the graph keeps of a freed object (where it was: formatted when
+    asked). The graph stores them as a plain tuple of plain values, cheap to make on the
+    hot path and dropped by the garbage collector from its tracking, so ten thousand of
+    them cost later collections nothing; ``ObjectRecord._make`` names them when read."""
+    id: bytes
+    size: int
+    #: (pid, node id) of each store that held a copy.
+    stores: tuple
+    spill_path: str | None
+    inline: bool
+    producer: bytes | None
+    contains: tuple
+    created_at: float
+
+    def where(self) -> list[str]:
+        return _where(self.stores, self.spill_path, self.inline)
+
+
+def describe_where(obj: "ObjectState", workers: dict[bytes, "WorkerState"]) -> list[str]:
+    """Where a live object's value is: store copies, the spill target, or inline."""
+    stores = [(w.pid, w.node.id) for w in map(workers.get, obj.locations) if w is not None]
+    return _where(stores, obj.spill[0] if obj.spill is not None else None,
+                  obj.payload is not None)
+
+
+def _where(stores, spill_path: str | None, inline: bool) -> list[str]:
+    where = [f"store of pid {pid} on {node}" for pid, node in stores]
+    if spill_path is not None:
+        where.append(f"spilled to {spill_path}")
+    if inline:
+        where.append("inline (scheduler)")
+    return where
+
+
+class TaskGraph:
+    """Recent tasks and objects, in the order they appeared; finished ones bounded."""
+
+    def __init__(self, max_finished: int = 10_000):
+        self.max_finished = max(0, int(max_finished))
+        #: id -> (sequence number, TaskState), in submission order.
+        self.tasks: dict[bytes, tuple] = {}
+        #: id -> (sequence number, ObjectState or a freed object's record tuple), in
+        #: creation order.
+        self.objects: dict[bytes, tuple] = {}
+        #: Finished tasks, oldest first.
+        self.finished: deque["TaskState"] = deque()
+        self._freed_objects: deque[bytes] = deque()
+        self._seq = itertools.count()
+
+    # -- events from the state machine -------------------------------------------------
+    def add_task(self, task: "TaskState") -> None:
+        self.tasks[task.id] = (next(self._seq), task)
+
+    def add_object(self, obj: "ObjectState") -> None:
+        self.objects[obj.id] = (next(self._seq), obj)
+
+    def task_finished(self, task: "TaskState") -> None:
+        """``task`` is done or failed (once): forget the oldest finished task."""
+        finished = self.finished
+        finished.append(task)
+        if len(finished) > self.max_finished:
+            self.tasks.pop(finished.popleft().id, None)
+
+    def object_freed(self, obj: "ObjectState", workers: dict[bytes, "WorkerState"]) -> None:
+        """``obj`` is being freed, once (its copies not yet forgotten): keep a record of
+        it, forget the oldest record."""
+        objects = self.objects
+        entry = objects.get(obj.id)
+        if entry is None:
+            return
+        locations, spill, producer = obj.locations, obj.spill, obj.producer
+        stores = tuple((w.pid, w.node.id) for w in map(workers.get, locations)
+                       if w is not None) if locations else ()
+        objects[obj.id] = (entry[0], (
+            obj.id, obj.size, stores, spill[0] if spill is not None else None,
+            obj.payload is not None, producer.id if producer is not None else None,
+            tuple(obj.contains) if obj.contains else (), obj.created_at))
+        order = self._freed_objects
+        order.append(obj.id)
+        if len(order) > self.max_finished:
+            self.objects.pop(order.popleft(), None)
+
+    def __len__(self) -> int:
+        return len(self.tasks) + len(self.objects)
+
+    # -- snapshots ---------------------------------------------------------------------
+    def snapshot(self, workers: dict[bytes, "WorkerState"], limit: int,
+                 roots: Iterable[bytes] | None = None) -> dict:
+        """The graph in node-link form: the ``limit`` most recent nodes, or, with
+        ``roots`` (object ids), those objects and their ancestry (at most ``limit``
+        nodes, nearest first). Edges join nodes of the snapshot only.
+
+        Returns ``{"directed", "multigraph", "graph", "nodes", "edges"}`` where ``graph``
+        says whether the snapshot was ``truncated`` and how many nodes the scheduler
+        holds (``total_nodes``); JSON- and msgpack-ready.
+        """
+        limit = max(0, int(limit))
+        missing: list[str] = []
+        if roots is None:
+            chosen, truncated = self._recent(limit)
+        else:
+            chosen, truncated, missing = self._ancestry(list(roots), limit)
+        nodes = []
+        for kind, key, item in chosen:
+            if kind == "task":
+                nodes.append(self._task_node(item, workers))
+            else:
+                nodes.append(self._object_node(item, workers))
+        edges = self._edges(chosen)
+        graph = {"truncated": truncated, "total_nodes": len(self), "limit": limit,
+                 "created_at": time.time()}
+        if roots is not None:
+            graph["roots"] = [bytes(r).hex() for r in roots]
+            graph["missing_roots"] = missing
+        return {"directed": True, "multigraph": False, "graph": graph, "nodes": nodes,
+                "edges": edges}
+
+    def _recent(self, limit: int) -> tuple[list, bool]:
+        """The newest ``limit`` entries of both tables, oldest first; O(limit)."""
+        def newest(table: dict, kind: str) -> Iterator:
+            for key in reversed(table):
+                seq, item = table[key]
+                yield seq, kind, key, _named(item)
+
+        merged = heapq.merge(newest(self.tasks, "task"), newest(self.objects, "object"),
+                             key=lambda t: t[0], reverse=True)
+        chosen = [(kind, key, item) for _, kind, key, item in itertools.islice(merged, limit)]
+        chosen.reverse()
+        return chosen, len(self) > len(chosen)
+
+    def _ancestry(self, roots: list[bytes], limit: int) -> tuple[list, bool, list[str]]:
+        """Breadth-first from ``roots`` against the flow of data."""
+        seen_tasks: set[bytes] = set()
+        seen_objects: set[bytes] = set()
+        chosen: list = []
+        missing = []
+        frontier: deque = deque()
+        for root in roots:
+            root = bytes(root)
+            if root in self.objects:
+                frontier.append(("object", root))
+            elif root in self.tasks:
+                frontier.append(("task", root))
+            else:
+                missing.append(root.hex())
+        truncated = False
+        while frontier:
+            kind, key = frontier.popleft()
+            seen = seen_tasks if kind == "task" else seen_objects
+            table = self.tasks if kind == "task" else self.objects
+            if key in seen or key not in table:
+                continue
+            if len(chosen) >= limit:
+                truncated = True
+                break
+            seen.add(key)
+            item = _named(table[key][1])
+            chosen.append((kind, key, item))
+            if kind == "task":
+                for object_id in itertools.chain(item.deps, item.nested):
+                    frontier.append(("object", object_id))
+            else:
+                producer = _producer_id(item)
+                if producer is not None:
+                    frontier.append(("task", producer))
+                for inner in item.contains:
+                    frontier.append(("object", inner))
+        return chosen, truncated, missing
+
+    def _edges(self, chosen: list) -> list[dict]:
+        tasks = {key for kind, key, _ in chosen if kind == "task"}
+        objects = {key for kind, key, _ in chosen if kind == "object"}
+        edges = []
+        seen: set[tuple] = set()
+
+        def add(source: bytes, target: bytes, kind: str, **attrs) -> None:
+            pair = (source, target)
+            if pair in seen:
+                return  # the same object passed twice: one edge (a DiGraph has no more)
+            seen.add(pair)
+            edges.append({"source": source.hex(), "target": target.hex(), "kind": kind,
+                          **attrs})
+
+        for kind, key, item in chosen:
+            if kind == "task":
+                for position, object_id in enumerate(item.deps):
+                    if object_id in objects:
+                        add(object_id, key, ARGUMENT_OF, nested=False, position=position)
+                for object_id in item.nested:
+                    if object_id in objects:
+                        add(object_id, key, ARGUMENT_OF, nested=True, position=-1)
+                for position, object_id in enumerate(item.returns):
+                    if object_id in objects:
+                        add(key, object_id, PRODUCES, position=position)
+                previous = getattr(item, "previous_call", None)
+                if previous is not None and previous in tasks:
+                    add(previous, key, NEXT_CALL)
+            else:
+                for inner in item.contains:
+                    if inner in objects:
+                        add(inner, key, CONTAINED_IN)
+                producer = _producer_id(item)
+                if producer is not None and producer in tasks:
+                    add(producer, key, PRODUCES, position=0)
+        return edges
+
+    @staticmethod
+    def _task_node(item: "TaskState", workers: dict) -> dict:
+        placement = item.placement or {}
+        worker, node, pid = placement.get("worker"), placement.get("node"), placement.get("pid")
+        error = item.error_text
+        started, finished = item.started_at or None, item.finished_at or None
+        duration = finished - started if started and finished else None
+        node_attrs = {"id": item.id.hex(), "type": "task", "label": item.name,
+                      "name": item.name, "state": item.state, "worker": worker, "node": node,
+                      "pid": pid, "submitted_at": item.submitted_at, "started_at": started,
+                      "finished_at": finished, "duration": duration, "error": error}
+        if "actor" in placement:     # an actor method call
+            node_attrs["actor"] = placement["actor"]
+        return node_attrs
+
+    @staticmethod
+    def _object_node(item, workers: dict) -> dict:
+        if type(item) is ObjectRecord:
+            state, where, inline = FREED, item.where(), item.inline
+            spilled = item.spill_path is not None
+            producer = item.producer
+        else:
+            state = item.state
+            where = describe_where(item, workers)
+            spilled = item.spill is not None
+            inline = item.payload is not None
+            producer = item.producer.id if item.producer is not None else None
+        return {"id": item.id.hex(), "type": "object",
+                "label": f"…{item.id.hex()[-6:]} {format_bytes(item.size)}",
+                "state": state, "size": item.size, "where": where, "spilled": spilled,
+                "inline": inline, "producer": producer.hex() if producer else None,
+                "created_at": item.created_at}
+
+
+def _named(item):
+    """A freed object's record tuple as an ``ObjectRecord``; anything else as it is."""
+    return ObjectRecord._make(item) if type(item) is tuple else item
+
+
+def _producer_id(item) -> bytes | None:
+    if type(item) is ObjectRecord:
+        return item.producer
+    return item.producer.id if item.producer is not None else None
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -1,0 +1,369 @@
+// graphstore status page: fills the page from the JSON API and polls it. No build step.
+// Everything from the API is inserted as text (textContent), never as HTML.
+"use strict";
+
+(function () {
+  const POLL_MS = 2000;
+  const body = document.body;
+  const page = body.dataset.page;
+  const api = body.dataset.api;
+  const content = document.getElementById("content");
+  const statusLine = document.getElementById("status");
+  const query = new URLSearchParams(window.location.search);
+
+  // -- helpers ------------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  function bytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return i === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[i]}`;
+  }
+
+  function seconds(s) {
+    if (s === null || s === undefined) return "–";
+    if (s < 0.001) return `${(s * 1e6).toFixed(0)} µs`;
+    if (s < 1) return `${(s * 1000).toFixed(1)} ms`;
+    if (s < 120) return `${s.toFixed(2)} s`;
+    if (s < 7200) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+    return `${(s / 3600).toFixed(1)} h`;
+  }
+
+  function clock(ts) {
+    if (!ts) return "–";
+    return new Date(ts * 1000).toLocaleTimeString();
+  }
+
+  function num(n, digits) {
+    if (n === null || n === undefined) return "–";
+    return Number(n).toLocaleString(undefined, { maximumFractionDigits: digits ?? 2 });
+  }
+
+  function bar(used, total) {
+    const fraction = total > 0 ? Math.min(1, used / total) : 0;
+    const fill = el("span");
+    fill.style.width = `${(fraction * 100).toFixed(1)}%`;
+    const outer = el("span", { class: fraction > 0.8 ? "bar high" : "bar", role: "meter",
+      "aria-valuemin": "0", "aria-valuemax": String(total), "aria-valuenow": String(used) },
+    fill);
+    return el("span", {}, outer, el("span", { class: "bar-text",
+      text: `${bytes(used)} / ${bytes(total)} (${(fraction * 100).toFixed(0)}%)` }));
+  }
+
+  function chip(state, text) {
+    return el("span", { class: `chip state-${state}`, "data-state": state, text });
+  }
+
+  function table(columns, rows, emptyText) {
+    const head = el("tr", {}, ...columns.map(c => el("th", { class: c.num ? "num" : null,
+      text: c.title })));
+    const tbody = el("tbody");
+    for (const row of rows) {
+      const tr = el("tr", row.attrs || {});
+      for (const c of columns) {
+        const value = c.render(row.data);
+        const td = el("td", { class: c.num ? "num" : (c.mono ? "mono" : null) });
+        td.append(value instanceof Node ? value : String(value ?? "–"));
+        tr.append(td);
+      }
+      tbody.append(tr);
+    }
+    if (!rows.length) {
+      tbody.append(el("tr", { class: "empty-row" }, el("td", { colspan: String(columns.length),
+        class: "empty", text: emptyText || "nothing yet" })));
+    }
+    return el("table", {}, el("thead", {}, head), tbody);
+  }
+
+  function card(label, value, detail, field) {
+    return el("div", { class: "card", "data-card": field },
+      el("div", { class: "label", text: label }),
+      el("div", { class: "value", "data-field": field }, value),
+      detail ? el("div", { class: "detail" }, detail) : null);
+  }
+
+  function apiUrl(path, keep) {
+    const params = new URLSearchParams();
+    for (const name of keep || []) {
+      if (query.has(name)) params.set(name, query.get(name));
+    }
+    const text = params.toString();
+    return text ? `${path}?${text}` : path;
+  }
+
+  async function fetchJson(url) {
+    const response = await fetch(url, { cache: "no-store" });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+    return data;
+  }
+
+  // -- pages --------------------------------------------------------------------------
+  const TASK_STATES = ["waiting", "queued", "assigned", "done", "failed"];
+  const STATE_NAMES = { assigned: "running" };
+
+  function renderOverview(d) {
+    const total = d.resources.total, used = d.resources.used;
+    const tasks = d.tasks.by_state;
+    const chips = el("div", { class: "chips" }, ...TASK_STATES.map(
+      s => chip(s, `${STATE_NAMES[s] || s} ${num(tasks[s] || 0, 0)}`)));
+    const cards = el("div", { class: "cards" },
+      card("Workers", num(d.workers, 0),
+        `${num(d.nodes, 0)} node(s), ${num(d.drivers, 0)} driver(s)`, "workers"),
+      card("CPUs in use", `${num(used.CPU || 0)} / ${num(total.CPU || 0)}`,
+        null, "cpus"),
+      card("Live tasks", num(d.tasks.live, 0),
+        `${num(d.tasks.submitted, 0)} submitted, ${num(d.tasks.retried, 0)} retried`,
+        "tasks"),
+      card("Objects", num(d.objects.count, 0), `${bytes(d.objects.bytes)} in all`,
+        "objects"),
+      card("Object store", bytes(d.store.used), bar(d.store.used, d.store.capacity),
+        "store"),
+      card("Spilled", bytes(d.objects.spilled_bytes),
+        `${num(d.objects.spilled_objects, 0)} objects now; ` +
+        `${bytes(d.store.spilled_bytes_total)} spilled since start`, "spilled"),
+    );
+    const resources = Object.keys(total).filter(k => !k.startsWith("node:")).sort();
+    return [
+      cards,
+      el("h2", { text: "Tasks by state" }), chips,
+      el("h2", { text: "Resources" }),
+      table([{ title: "resource", render: r => r },
+        { title: "in use", num: true, render: r => num(used[r] || 0) },
+        { title: "total", num: true, render: r => num(total[r]) }],
+      resources.map(r => ({ data: r, attrs: { "data-resource": r } }))),
+      el("h2", { text: "Objects" }),
+      table([{ title: "where", render: r => r[0] },
+        { title: "bytes", num: true, render: r => bytes(r[1]) }],
+      [["inline in the scheduler", d.objects.inline_bytes],
+        ["in worker stores", d.objects.stored_bytes],
+        ["spilled (a copy on disk or S3)", d.objects.spilled_bytes]].map(r => ({ data: r }))),
+      el("p", { class: "detail",
+        text: `Scheduler ${d.scheduler.address}, up ${seconds(d.scheduler.uptime)}; ` +
+          `task graph holds ${num(d.graph.nodes, 0)} nodes.` }),
+    ];
+  }
+
+  function renderWorkers(d) {
+    const columns = [
+      { title: "worker", mono: true, render: w => `pid ${w.pid} @ ${w.hostname}` },
+      { title: "node", mono: true, render: w => w.node },
+      { title: "CPUs", num: true, render: w => num(w.num_cpus) },
+      { title: "running", num: true, render: w => num(w.running, 0) },
+      { title: "queued", num: true, render: w => num(w.queued, 0) },
+      { title: "store used / capacity", render: w => bar(w.store_used, w.store_capacity) },
+      { title: "objects", num: true, render: w => num(w.store_objects, 0) },
+      { title: "spilled", num: true, render: w => bytes(w.spilled_bytes) },
+      { title: "restored", num: true, render: w => bytes(w.restored_bytes) },
+      { title: "last heartbeat", render: w => w.heartbeat_age === null ? "none yet"
+        : `${seconds(w.heartbeat_age)} ago` },
+      { title: "address", mono: true, render: w => w.address },
+    ];
+    const rows = d.workers.map(w => ({ data: w, attrs: { "data-worker-pid": String(w.pid),
+      class: "worker-row" } }));
+    const out = [el("p", { text: `${num(d.total, 0)} worker(s).` }),
+      table(columns, rows, "no workers have joined")];
+    const errors = d.workers.filter(w => w.last_spill_error);
+    for (const w of errors) {
+      out.push(el("div", { class: "note warn",
+        text: `worker pid ${w.pid}: last spill error: ${w.last_spill_error}` }));
+    }
+    return out;
+  }
+
+  const openFailures = new Set();
+
+  function renderTasks(d) {
+    const current = d.state;
+    const filters = el("div", { class: "filters" }, "show: ",
+      el("a", { href: "/tasks", "aria-current": current ? null : "page", text: "all" }),
+      ...TASK_STATES.map(s => el("a", { href: `/tasks?state=${s}`,
+        "aria-current": current === s ? "page" : null,
+        text: `${STATE_NAMES[s] || s} (${num(d.by_state[s] || 0, 0)})` })));
+    const columns = [
+      { title: "task", render: t => t.name },
+      { title: "state", render: t => chip(t.state, STATE_NAMES[t.state] || t.state) },
+      { title: "worker", mono: true, render: t => t.pid ? `pid ${t.pid}` : "–" },
+      { title: "node", mono: true, render: t => t.node },
+      { title: "submitted", render: t => clock(t.submitted_at) },
+      { title: "duration", num: true, render: t => seconds(t.duration) },
+      { title: "error", render: t => t.error || "" },
+    ];
+    const rows = d.tasks.map(t => ({ data: t, attrs: { "data-task-id": t.id,
+      "data-task-state": t.state, class: "task-row" } }));
+    const failures = d.failures.map(f => {
+      const details = el("details", { "data-failure-id": f.id, open: openFailures.has(f.id)
+        ? "" : null },
+      el("summary", {}, el("strong", { text: f.name }), ` ${clock(f.finished_at)}: `,
+        f.error || "failed"),
+      el("pre", { class: "traceback", text: f.traceback || "(no traceback)" }));
+      details.addEventListener("toggle", () => {
+        if (details.open) openFailures.add(f.id); else openFailures.delete(f.id);
+      });
+      return details;
+    });
+    return [filters,
+      el("h2", { text: current ? `Newest ${STATE_NAMES[current] || current} tasks`
+        : "Newest tasks" }),
+      table(columns, rows, current ? `no ${current} tasks among the recent ones`
+        : "no tasks yet"),
+      el("h2", { text: "Failures" }),
+      failures.length ? el("div", { class: "failures" }, ...failures)
+        : el("p", { class: "empty", text: "no failed tasks among the recent ones" })];
+  }
+
+  function renderObjects(d) {
+    const columns = [
+      { title: "object", mono: true, render: o => o.id },
+      { title: "size", num: true, render: o => bytes(o.size) },
+      { title: "state", render: o => chip(o.state, o.state) },
+      { title: "where", render: o => o.where.join("; ") || "–" },
+      { title: "spilled", render: o => o.spilled ? chip("spilled", "spilled") : "no" },
+      { title: "produced by", render: o => o.producer || "put" },
+      { title: "refs held", num: true, render: o => num(o.holders, 0) },
+      { title: "pending tasks", num: true, render: o => num(o.pending_tasks, 0) },
+      { title: "inside objects", num: true, render: o => num(o.contained_in, 0) },
+    ];
+    const rows = d.objects.map(o => ({ data: o, attrs: { "data-object-id": o.id,
+      class: "object-row" } }));
+    return [el("p", { text: `${num(d.count, 0)} live objects, ${bytes(d.bytes)}; ` +
+        `${bytes(d.spilled_bytes)} spilled. Largest first.` }),
+    table(columns, rows, "no objects")];
+  }
+
+  function renderActors(d) {
+    const columns = [
+      { title: "actor", mono: true, render: a => a.actor_id },
+      { title: "class", render: a => a.class_name },
+      { title: "name", render: a => a.name || "–" },
+      { title: "state", render: a => a.state },
+      { title: "worker", mono: true, render: a => a.worker },
+      { title: "node", mono: true, render: a => a.node },
+      { title: "pending calls", num: true, render: a => num(a.pending_calls, 0) },
+      { title: "restarts", num: true, render: a => num(a.restarts, 0) },
+    ];
+    const out = [];
+    if (!d.actors.length) {
+      out.push(el("div", { class: "note", "data-note": "no-actors",
+        text: "No actors in this cluster." }));
+    }
+    out.push(table(columns, d.actors.map(a => ({ data: a, attrs: { class: "actor-row" } })),
+      "no actors"));
+    return out;
+  }
+
+  // The graph page keeps its picture between polls; it reloads it when the graph changes.
+  let graphParts = null;
+
+  function renderGraph(d) {
+    const info = d.graph;
+    if (graphParts === null) {
+      const legend = el("div", { class: "legend" }, "tasks: ",
+        ...TASK_STATES.map(s => chip(s, STATE_NAMES[s] || s)), " objects: ",
+        ...["pending", "ready", "error", "freed"].map(s => chip(s, s)),
+        chip("spilled", "spilled"));
+      const image = el("img", { id: "graph-image", alt: "task graph" });
+      graphParts = {
+        summary: el("p", { id: "graph-summary" }),
+        note: el("div", { id: "graph-note", class: "note", hidden: "" }),
+        legend, image, digest: null,
+        frame: el("div", { class: "graph-frame" }, image),
+        empty: el("p", { class: "empty", id: "graph-empty",
+          text: "No tasks or objects yet." }),
+      };
+      image.addEventListener("load", () => {
+        body.dataset.graphDigest = graphParts.digest;
+        if (graphParts.note.classList.contains("warn")) {
+          graphParts.note.classList.remove("warn");
+          graphParts.note.hidden = true;
+        }
+      });
+      image.addEventListener("error", () => {
+        graphParts.note.hidden = false;
+        graphParts.note.classList.add("warn");
+        graphParts.note.textContent = "The picture could not be rendered (is Graphviz " +
+          "installed on the scheduler's host?). The graph is at /api/graph and " +
+          "/api/graph.dot.";
+      });
+      content.replaceChildren(graphParts.summary, graphParts.note, legend,
+        graphParts.frame, graphParts.empty);
+    }
+    const parts = graphParts;
+    parts.summary.textContent = `${num(d.nodes.length, 0)} of ${num(info.total_nodes, 0)} ` +
+      `nodes, ${num(d.edges.length, 0)} edges.`;
+    if (info.truncated) {
+      parts.note.hidden = false;
+      parts.note.classList.remove("warn");
+      parts.note.textContent = `Showing the ${num(d.nodes.length, 0)} most recent of ` +
+        `${num(info.total_nodes, 0)} nodes (truncated; ?limit= shows up to 500).`;
+    } else if (!parts.note.classList.contains("warn")) {
+      parts.note.hidden = true;
+    }
+    parts.empty.hidden = d.nodes.length > 0;
+    parts.frame.hidden = d.nodes.length === 0;
+    if (!info.renderable) {
+      parts.note.hidden = false;
+      parts.note.classList.add("warn");
+      parts.note.textContent = "Graphviz (dot) is not installed on the scheduler's host, " +
+        "so the graph cannot be drawn here; install it (apt-get install graphviz). " +
+        "The graph is at /api/graph and /api/graph.dot.";
+      return null;
+    }
+    if (d.nodes.length && parts.digest !== info.digest) {
+      parts.digest = info.digest;
+      const limit = Math.min(info.limit, 500);
+      parts.image.src = `/api/graph.svg?limit=${limit}&digest=${info.digest}`;
+    }
+    return null;
+  }
+
+  const PAGES = {
+    overview: { url: () => apiUrl(api, []), render: renderOverview },
+    workers: { url: () => apiUrl(api, ["limit"]), render: renderWorkers },
+    tasks: { url: () => apiUrl(api, ["limit", "state", "failures"]), render: renderTasks },
+    objects: { url: () => apiUrl(api, ["limit"]), render: renderObjects },
+    actors: { url: () => apiUrl(api, ["limit"]), render: renderActors },
+    graph: {
+      url: () => { const q = new URLSearchParams({ limit: query.get("limit") || "100" });
+        return `${api}?${q}`; },
+      render: renderGraph,
+    },
+  };
+
+  // -- polling ------------------------------------------------------------------------
+  let polls = 0;
+
+  async function poll() {
+    const spec = PAGES[page];
+    try {
+      const data = await fetchJson(spec.url());
+      const nodes = spec.render(data);
+      if (nodes) content.replaceChildren(...nodes);
+      polls += 1;
+      body.dataset.polls = String(polls);
+      statusLine.classList.remove("stale");
+      statusLine.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (error) {
+      statusLine.classList.add("stale");
+      statusLine.textContent = `cannot reach the scheduler (${error.message}); retrying`;
+    }
+    window.setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+  }
+
+  if (PAGES[page]) poll();
+}());

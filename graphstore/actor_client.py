@@ -7,12 +7,15 @@ alive again (``GetActor``) or dead. Calls in flight when the process died are se
 to the restarted actor while they have retries left (``max_task_retries``), else fail
 with ``ActorDiedError`` -- the same rule the scheduler applies to its copy of the call.
 
-Everything here runs on the runtime's loop thread.
+The loop thread resolves actors and reads results; a call to an actor that is alive, with
+nothing of the same caller ahead of it, is written to the socket by the calling thread
+itself (``send_now``): no hop to the loop on the way out. A lock guards the links.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 
 from graphstore import protocol as msg
@@ -35,7 +38,7 @@ class ActorSend:
 
 class _Link:
     __slots__ = ("actor_id", "state", "comm", "incarnation", "pending", "sent", "lost",
-                 "error")
+                 "error", "queued")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -50,6 +53,9 @@ class _Link:
         #: says whether the actor restarted or died (and why).
         self.lost: list[list] = []
         self.error: list | None = None
+        #: Calls of this link still in the runtime's channel (the loop sends them): a
+        #: later call may not overtake them by ``send_now``.
+        self.queued = 0
 
 
 class ActorClient:
@@ -58,27 +64,49 @@ class ActorClient:
         self.links: dict[bytes, _Link] = {}
         #: Return id -> call id, for calls in flight.
         self._call_of: dict[bytes, bytes] = {}
+        self._lock = threading.RLock()
+
+    def send_now(self, actor_id: bytes, call: msg.ActorCall, retries: int) -> bool:
+        """Any thread: write the call to the actor at once if nothing has to go first;
+        False means: queue an ``ActorSend`` on the runtime's channel instead."""
+        with self._lock:
+            link = self.links.get(actor_id)
+            if link is None:
+                link = self.links[actor_id] = _Link(actor_id)
+            if (link.state == "alive" and not link.pending and not link.queued
+                    and link.comm is not None and not link.comm.closed):
+                self._send(link, [call, retries, len(call.returns)])
+                return True
+            link.queued += 1
+            return False
 
     def dispatch(self, item: ActorSend) -> None:
-        link = self.links.get(item.actor_id)
-        if link is None:
-            link = self.links[item.actor_id] = _Link(item.actor_id)
-        entry = [item.call, item.retries, len(item.call.returns)]
-        if link.state == "dead":
-            self._fail(entry, link.error)
-        elif link.state == "alive" and not link.pending:
-            self._send(link, entry)
-        else:
-            link.pending.append(entry)
-            if link.state == "unresolved":
-                self._resolve(link)
+        with self._lock:
+            link = self.links.get(item.actor_id)
+            if link is None:
+                link = self.links[item.actor_id] = _Link(item.actor_id)
+            link.queued = max(0, link.queued - 1)
+            entry = [item.call, item.retries, len(item.call.returns)]
+            if link.state == "dead":
+                self._fail(entry, link.error)
+            elif link.state == "alive" and not link.pending:
+                self._send(link, entry)
+            else:
+                link.pending.append(entry)
+                if link.state == "unresolved":
+                    self._resolve(link)
 
     def _send(self, link: _Link, entry: list) -> None:
+        """(Lock held.) A write that fails leaves the call in ``sent``: the loop sees the
+        connection close and retries or fails it like any call in flight."""
         call = entry[0]
         link.sent[call.call_id] = entry
         for object_id in call.returns:
             self._call_of[object_id] = call.call_id
-        link.comm.send(call)
+        try:
+            link.comm.write_from_thread([call])
+        except Exception as exc:
+            logger.debug("writing a call to actor %s failed: %s", link.actor_id.hex(), exc)
 
     def _resolve(self, link: _Link) -> None:
         link.state = "resolving"
@@ -108,35 +136,38 @@ class ActorClient:
         comm.handler = lambda c, m: self._on_result(link, m)
         comm.on_close.append(lambda c: self._lost(link, c))
         asyncio.ensure_future(comm.read_loop())
-        link.comm = comm
-        link.incarnation = incarnation
-        link.state = "alive"
-        if link.lost:
-            self._restarted(link)
-        pending, link.pending = link.pending, deque()
-        for entry in pending:
-            self._send(link, entry)
+        with self._lock:
+            link.comm = comm
+            link.incarnation = incarnation
+            link.state = "alive"
+            if link.lost:
+                self._restarted(link)
+            pending, link.pending = link.pending, deque()
+            for entry in pending:
+                self._send(link, entry)
 
     def _on_result(self, link: _Link, m) -> None:
         if type(m) is not msg.ObjectReady:
             raise ValueError(f"unexpected message {type(m).__name__} from an actor")
-        call_id = self._call_of.pop(m.object_id, None)
-        entry = link.sent.get(call_id) if call_id is not None else None
-        if entry is not None:
-            entry[2] -= 1
-            if entry[2] <= 0:
-                del link.sent[call_id]
+        with self._lock:
+            call_id = self._call_of.pop(m.object_id, None)
+            entry = link.sent.get(call_id) if call_id is not None else None
+            if entry is not None:
+                entry[2] -= 1
+                if entry[2] <= 0:
+                    del link.sent[call_id]
         self.runtime.handle(m)
 
     def _lost(self, link: _Link, comm) -> None:
         """The actor's process closed the connection: it died (or was killed)."""
-        if comm is not link.comm or self.runtime._closed:
-            return
-        link.comm = None
-        link.lost.extend(link.sent.values())
-        link.sent.clear()
-        link.state = "unresolved"
-        self._resolve(link)
+        with self._lock:
+            if comm is not link.comm or self.runtime._closed:
+                return
+            link.comm = None
+            link.lost.extend(link.sent.values())
+            link.sent.clear()
+            link.state = "unresolved"
+            self._resolve(link)
 
     def _restarted(self, link: _Link) -> None:
         """Calls lost with the old process: again while they have retries, else fail."""
@@ -154,15 +185,16 @@ class ActorClient:
         link.pending = deque(retry + list(link.pending))
 
     def _dead(self, link: _Link, error: list) -> None:
-        link.state = "dead"
-        link.error = error
-        for entry in link.lost + list(link.sent.values()) + list(link.pending):
-            self._fail(entry, error)
-        link.lost = []
-        link.sent.clear()
-        link.pending.clear()
-        if link.comm is not None:
+        with self._lock:
+            link.state = "dead"
+            link.error = error
+            for entry in link.lost + list(link.sent.values()) + list(link.pending):
+                self._fail(entry, error)
+            link.lost = []
+            link.sent.clear()
+            link.pending.clear()
             comm, link.comm = link.comm, None
+        if comm is not None:
             comm.abort()
 
     def _fail(self, entry: list, error: list, report: bool = False) -> None:
@@ -178,7 +210,8 @@ class ActorClient:
                 0.0, "the actor died while running it"))
 
     def close(self) -> None:
-        for link in self.links.values():
-            if link.comm is not None:
-                link.comm.abort()
-        self.links.clear()
+        with self._lock:
+            comms = [link.comm for link in self.links.values() if link.comm is not None]
+            self.links.clear()
+        for comm in comms:
+            comm.abort()

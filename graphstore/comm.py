@@ -15,8 +15,10 @@ import hmac
 import itertools
 import logging
 import os
+import select
 import socket
 import struct
+import threading
 import inspect
 from typing import Any, Callable
 
@@ -92,8 +94,36 @@ class Comm:
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._loop = asyncio.get_event_loop()
+        self._thread_writes = threading.Lock()
 
     # -- sending ------------------------------------------------------------------------
+    def write_from_thread(self, messages: list) -> None:
+        """Encode ``messages`` and write them now, from any thread, straight to the
+        socket: no hop to the event loop. Only for a connection whose writes all go
+        through here (Tornado then only reads it; the two directions are independent).
+        Concurrent writers are serialized; a full socket buffer waits for room."""
+        if self.closed:
+            raise ConnectionLostError(f"connection to {self.peer} is closed")
+        data = [b for buffers in protocol.encode_batches(messages, self.limits)
+                for b in buffers]
+        with self._thread_writes:
+            sock = self.stream.socket
+            if sock is None:
+                raise ConnectionLostError(f"connection to {self.peer} is closed")
+            for buf in ([b"".join(data)] if len(data) > 1 and
+                        sum(len(b) for b in data) < _SMALL_FRAME else data):
+                view = memoryview(buf).cast("B")
+                while view:
+                    try:
+                        sent = sock.send(view)
+                    except BlockingIOError:
+                        select.select([], [sock], [], 1.0)
+                        continue
+                    except OSError as exc:
+                        raise ConnectionLostError(f"connection to {self.peer} lost: "
+                                                  f"{exc}") from None
+                    view = view[sent:]
+
     def send(self, message) -> None:
         """Queue a one-way message; it leaves with the next batch."""
         if self.closed:

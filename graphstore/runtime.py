@@ -146,6 +146,7 @@ class Runtime:
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._closed = False
         self._lost = False
+        self._drain_timed = False
         self._premapping = False
         self.actor_client = ActorClient(self)
         self._reserves: set[str] = set()  # reserve segments mapped ahead of a put
@@ -164,8 +165,7 @@ class Runtime:
         if self._closed:
             return
         self._channel.append((_DEC, object_id))
-        if not self._wake_pending:
-            self._wake()
+        self._wake_soon()
 
     def install(self) -> None:
         object_ref_module.ref_tracker = self
@@ -193,7 +193,9 @@ class Runtime:
     # -- sending (any thread) ---------------------------------------------------------
     def _send(self, message) -> None:
         self._channel.append(message)
-        if not self._wake_pending:
+        if type(message) in _DEFERRABLE:
+            self._wake_soon()
+        elif not self._wake_pending:
             self._wake()
 
     def _wake(self) -> None:
@@ -202,6 +204,23 @@ class Runtime:
             self.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # loop closed during shutdown
             pass
+
+    def _wake_soon(self) -> None:
+        """For bookkeeping nobody waits on: have the channel drained within
+        _DEFER_SECONDS, waking the loop at most once per such window (a stream of actor
+        calls would otherwise wake it once or twice per call)."""
+        if self._wake_pending or self._drain_timed:
+            return
+        self._drain_timed = True
+        try:
+            self.loop.call_soon_threadsafe(self.loop.call_later, _DEFER_SECONDS,
+                                           self._timed_drain)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _timed_drain(self) -> None:
+        self._drain_timed = False
+        self._drain()
 
     def send_from_any_thread(self, message) -> None:
         """Queue a message in order with this process's ref events."""
@@ -244,6 +263,7 @@ class Runtime:
                         counts[object_id] = n
                         continue
                     counts.pop(object_id, None)
+                    self._direct.discard(object_id)   # a late actor result is not kept
                     if object_id in held:
                         held.discard(object_id)
                         if incs:
@@ -332,7 +352,10 @@ class Runtime:
         self._requested.discard(object_id)
         self._direct.discard(object_id)
         with self._lock:
-            if object_id in self._counts or object_id in self._waiters:
+            # An actor call's result may come before this thread's ref to it is counted
+            # (ref events are drained lazily): keep it while the call is in ``_direct``.
+            if object_id in self._counts or object_id in self._waiters \
+                    or object_id in self._direct:
                 self._local[object_id] = (payload, error, locations)
             waiters = self._waiters.pop(object_id, None)
         if waiters:
@@ -698,17 +721,11 @@ class Runtime:
         call_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
         self._direct.update(returns)
-        idle = not self._wake_pending
         self._send(msg.ActorCallSubmitted(call_id, actor_id, name, dep_ids, nested, returns))
-        self._send(ActorSend(actor_id, msg.ActorCall(call_id, method, name, payload, deps,
-                                                     returns, self.peer_id), retries))
-        refs = [ObjectRef._new(object_id) for object_id in returns]
-        if idle:
-            # The loop thread was idle and is now woken to send the call: give it the
-            # GIL at once, so the call leaves while this thread goes on (a lone call's
-            # latency); in a burst the loop is busy and this is skipped.
-            time.sleep(0)
-        return refs
+        call = msg.ActorCall(call_id, method, name, payload, deps, returns, self.peer_id)
+        if not self.actor_client.send_now(actor_id, call, retries):
+            self._send(ActorSend(actor_id, call, retries))   # the loop sends it, in order
+        return [ObjectRef._new(object_id) for object_id in returns]
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if not isinstance(ref, ObjectRef):

@@ -512,3 +512,41 @@ def test_cancel_actor_calls_queued_and_running(cluster):
 def test_cancel_takes_an_object_ref(cluster):
     with pytest.raises(TypeError, match="ObjectRef"):
         graphstore.cancel("not a ref")
+
+
+def test_results_of_calls_whose_refs_were_dropped_are_not_kept(cluster):
+    """A call's result can reach the caller before its ref is counted there (calls are
+    written straight to the actor; ref events are drained lazily): kept then, but never
+    once the ref is gone."""
+    runtime = graphstore._state.get_runtime()
+    counter = Counter.remote()
+    graphstore.get(counter.get.remote())
+    before = len(runtime._local)
+    for _ in range(500):
+        counter.add.remote()                   # each ref dropped at once
+    assert graphstore.get(counter.get.remote(), timeout=30) == 500
+    assert _wait_for(lambda: len(runtime._local) <= before), \
+        f"{len(runtime._local) - before} results of dropped calls are still kept"
+    assert _wait_for(lambda: not runtime._direct)
+
+
+def test_calls_from_several_threads_all_complete_in_each_threads_order(cluster):
+    counter = Counter.remote()
+    errors = []
+
+    def caller(tag):
+        try:
+            refs = [counter.append.remote((tag, i)) for i in range(300)]
+            graphstore.get(refs, timeout=60)
+        except Exception as exc:   # reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    items = graphstore.get(counter.items.remote())
+    assert len(items) == 1200
+    for tag in range(4):
+        assert [i for t, i in items if t == tag] == list(range(300))

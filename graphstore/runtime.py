@@ -46,6 +46,9 @@ _INC, _DEC = 0, 1
 _DEFERRABLE = frozenset({msg.IncRef, msg.DecRef, msg.ActorCallSubmitted,
                          msg.ActorCallDone, msg.Pin, msg.Unpin})
 _DEFER_SECONDS = 0.002
+#: Seconds a get waits for actor results to come straight from the actor before also
+#: asking the scheduler for them.
+_DIRECT_PATIENCE = 2.0
 #: Per thread: ``(task id, name)`` of the task or actor call it runs, else None.
 current_task = threading.local()
 _NOT_READY = object()
@@ -350,13 +353,13 @@ class Runtime:
 
     def _object_arrived(self, object_id: bytes, payload, error, locations=None) -> None:
         self._requested.discard(object_id)
-        self._direct.discard(object_id)
         with self._lock:
             # An actor call's result may come before this thread's ref to it is counted
             # (ref events are drained lazily): keep it while the call is in ``_direct``.
             if object_id in self._counts or object_id in self._waiters \
                     or object_id in self._direct:
                 self._local[object_id] = (payload, error, locations)
+            self._direct.discard(object_id)
             waiters = self._waiters.pop(object_id, None)
         if waiters:
             for waiter in waiters:
@@ -779,9 +782,23 @@ class Runtime:
         wanted = [i for i in registered if i not in self._direct]
         if wanted:            # an actor sends its results here itself
             self._send(msg.WantObjects(wanted))
+        direct = len(wanted) < len(registered)
         blocked = self.on_block() if self.on_block is not None else None
         try:
-            finished = waiter.wait(timeout)
+            if direct:
+                # Actor results come straight from the actor; should one not come (its
+                # connection broke after the scheduler recorded it), ask the scheduler.
+                first = _DIRECT_PATIENCE if timeout is None else min(timeout,
+                                                                     _DIRECT_PATIENCE)
+                finished = waiter.wait(first)
+                if not finished:
+                    with self._lock:
+                        late = [i for i in registered if i not in self._local]
+                    self._requested.difference_update(late)
+                    self._send(msg.WantObjects(late))
+                    finished = waiter.wait(None if timeout is None else timeout - first)
+            else:
+                finished = waiter.wait(timeout)
         finally:
             if blocked is not None:
                 self.on_unblock(blocked)

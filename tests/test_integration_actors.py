@@ -550,3 +550,14 @@ def test_calls_from_several_threads_all_complete_in_each_threads_order(cluster):
     assert len(items) == 1200
     for tag in range(4):
         assert [i for t, i in items if t == tag] == list(range(300))
+
+
+def test_a_burst_of_calls_submitted_then_gathered(cluster):
+    """Results arrive while the calls are still being made (before their refs are
+    counted here): none may be lost."""
+    counter = Counter.remote()
+    graphstore.get(counter.get.remote())
+    for _ in range(2):
+        refs = [counter.add.remote() for _ in range(5000)]
+        results = graphstore.get(refs, timeout=60)
+        assert results == list(range(results[0], results[0] + 5000))

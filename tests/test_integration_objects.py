@@ -107,9 +107,13 @@ def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
     """Each store keeps a pre-faulted reserve segment; the driver maps it with its page
     tables filled before the first large put, so that put only copies."""
     runtime = graphstore._state.get_runtime()
-    reserves = _wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]])
-    assert reserves, "no store made a reserve segment"
-    assert _wait_for(lambda: any(runtime.mappings.has(n) for n in reserves))
+    stores = len(_stores())
+    reserves = _wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]]
+                         if all(s["reserve"] for s in _stores()) else None)
+    assert reserves and len(reserves) == stores, "not every store made a reserve segment"
+    # The driver maps each store's reserve (asking again after a put used one).
+    assert _wait_for(lambda: all(runtime.mappings.has(n) for n in reserves)
+                     or runtime.premap_reserves())
     array = np.arange(16 * MB // 8, dtype=np.float64)
     ref = graphstore.put(array)
     (location,) = runtime._local[ref._id][2]

@@ -342,12 +342,8 @@ class ActorsMixin:
             creation.holders.discard(NAMED_HOLDER)
             creation.holders.discard(DETACHED_HOLDER)
             self._maybe_free(creation)
-        for object_id in actor.deps + actor.nested:
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.task_refs -= 1
-                self._maybe_free(obj)
-        actor.deps, actor.nested = [], []
+        held, actor.deps, actor.nested = actor.deps + actor.nested, [], []
+        self._drop_task_refs(held)
         self.on_actor_update(actor)
 
     def kill_actor(self, m: msg.KillActor) -> None:
@@ -513,11 +509,7 @@ class ActorsMixin:
 
     def _release_call_refs(self, call: ActorCallState) -> None:
         refs, call.counted_refs = call.counted_refs, []
-        for object_id in refs:
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.task_refs -= 1
-                self._maybe_free(obj)
+        self._drop_task_refs(refs)
 
     # -- status -------------------------------------------------------------------------
     def actor_records(self) -> list[dict]:

@@ -812,12 +812,16 @@ class SchedulerState(ActorsMixin):
 
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []
-        for object_id in counted:
+        self._drop_task_refs(counted)
+        task.args = None
+
+    def _drop_task_refs(self, object_ids) -> None:
+        """Release what a task, actor call or actor held of its arguments."""
+        for object_id in object_ids:
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.task_refs -= 1
                 self._maybe_free(obj)
-        task.args = None
 
     # -- placement --------------------------------------------------------------------
     def _pipeline_depth(self, task: TaskState) -> int:

@@ -23,3 +23,15 @@ def gated(path, value=None):
             raise TimeoutError(f"gate {path} never opened")
         time.sleep(0.005)
     return value
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout``
+    seconds pass (then its last value is returned)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

@@ -13,6 +13,7 @@ import pytest
 
 import graphstore
 from graphstore.exceptions import ActorDiedError, TaskError
+from helpers import wait_for
 
 
 def _alive(pid: int) -> bool:
@@ -28,13 +29,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_for(predicate, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
+    return wait_for(predicate, timeout, interval)
 
 
 @graphstore.remote

@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 import graphstore
+from helpers import wait_for
 from graphstore import shm
 from graphstore.exceptions import ObjectStoreFullError, TaskError
 
@@ -32,13 +32,7 @@ def _cluster_id() -> str:
 
 
 def _wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
+    return wait_for(predicate, timeout, interval)
 
 
 def _stores() -> list[dict]:

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import graphstore
+from helpers import wait_for
 from graphstore.exceptions import GraphstoreError, ObjectLostError, ObjectStoreFullError
 
 MB = 1024 * 1024
@@ -62,13 +63,8 @@ def make_array(seed: int, size: int):
     return _data(seed, size)
 
 
-def _wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+def _wait_for(predicate, timeout=20.0, interval=0.05):
+    return wait_for(predicate, timeout, interval)
 
 
 def _stores() -> list[dict]:

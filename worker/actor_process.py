@@ -27,15 +27,13 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 from graphstore import _state
 from graphstore.actor import ActorExit
 from graphstore import protocol as msg
 from graphstore.comm import CommServer, connect
 from graphstore.config import Limits, load_config
-from graphstore.exceptions import (ActorDiedError, SerializationError, TaskCancelledError,
-                                   TaskError)
+from graphstore.exceptions import ActorDiedError, TaskCancelledError
 from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.loop_thread import LoopThread
 from graphstore.object_ref import ObjectRef, new_id
@@ -43,31 +41,13 @@ from graphstore.runtime import Runtime
 from graphstore.serialization import dumps, loads
 from graphstore.task_args import unpack_args
 from graphstore.worker import output
-from graphstore.worker.executor import _restore_filename, interrupt_thread
+from graphstore.worker.executor import (_restore_filename, interrupt_thread, pack_task_error,
+                                        split_returns)
 
 logger = logging.getLogger("graphstore.actor")
 
 #: Default concurrency of an actor with ``async def`` methods (as in Ray).
 ASYNC_DEFAULT_CONCURRENCY = 1000
-
-
-def pack_error(name: str, exc: BaseException, pid: int, skip_file: str = __file__) -> list:
-    """A pickled ``TaskError`` carrying ``exc`` and its traceback (this module's frames
-    dropped: users want their own code's lines)."""
-    tb_obj = exc.__traceback__
-    while tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == skip_file:
-        tb_obj = tb_obj.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
-    cause: BaseException | None = exc
-    try:
-        loads(dumps(exc)[0])
-    except Exception:
-        cause = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception could "
-                             f"not be pickled)")
-    try:
-        return dumps(TaskError(name, tb, cause, pid, type(exc).__name__))[0]
-    except SerializationError:
-        return dumps(TaskError(name, tb, None, pid, type(exc).__name__))[0]
 
 
 class ActorProcess:
@@ -152,7 +132,7 @@ class ActorProcess:
             self.dispatcher = _make_dispatcher(self, cls, build.get("max_concurrency"))
             return None
         except BaseException as exc:
-            error = loads(pack_error(name, exc, self.pid))
+            error = loads(pack_task_error(name, exc, self.pid, __file__)[0])
             return dumps(ActorDiedError(
                 f"actor {build['class_name']} failed in __init__, so every call fails: "
                 f"{error}"))[0]
@@ -219,18 +199,7 @@ class ActorProcess:
 
     def results(self, call: msg.ActorCall, result) -> list:
         """``ActorCallDone`` entries for a call's return value(s)."""
-        n = len(call.returns)
-        if n == 1:
-            values = (result,)
-        else:
-            try:
-                values = tuple(result)
-            except TypeError:
-                raise ValueError(f"{call.name} has num_returns={n} but returned a "
-                                 f"{type(result).__name__}, not a sequence") from None
-            if len(values) != n:
-                raise ValueError(f"{call.name} has num_returns={n} but returned "
-                                 f"{len(values)} values")
+        values = split_returns(call.name, result, len(call.returns))
         runtime = self.runtime
         packed = []
         for object_id, value in zip(call.returns, values):
@@ -281,9 +250,8 @@ class ActorProcess:
         return [[r, None, [], 0, None, error] for r in call.returns], "TaskCancelledError"
 
     def _failed(self, call: msg.ActorCall, exc: BaseException) -> tuple[list, str]:
-        error = pack_error(call.name, exc, self.pid)
-        return ([[r, None, [], 0, None, error] for r in call.returns],
-                f"{type(exc).__name__}: {exc}"[:2000])
+        error, text = pack_task_error(call.name, exc, self.pid, __file__)
+        return [[r, None, [], 0, None, error] for r in call.returns], text
 
     def _exited(self, call: msg.ActorCall) -> tuple[list, str]:
         self._exiting = True

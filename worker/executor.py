@@ -195,18 +195,7 @@ class TaskExecutor:
         self._send(outcome)
 
     def _pack_results(self, task: msg.RunTask, result) -> list:
-        n = len(task.returns)
-        if n == 1:
-            values = (result,)
-        else:
-            try:
-                values = tuple(result)
-            except TypeError:
-                raise ValueError(f"task {task.name} has num_returns={n} but returned a "
-                                 f"{type(result).__name__}, not a sequence") from None
-            if len(values) != n:
-                raise ValueError(f"task {task.name} has num_returns={n} but returned "
-                                 f"{len(values)} values")
+        values = split_returns(f"task {task.name}", result, len(task.returns))
         packed = []
         store_value = self._runtime.store_value
         for object_id, value in zip(task.returns, values):
@@ -216,23 +205,40 @@ class TaskExecutor:
         return packed
 
     def _pack_error(self, task: msg.RunTask, exc: BaseException) -> tuple[list, str]:
-        """The pickled ``TaskError`` and its traceback text (the end of it, at most
-        ``_ERROR_TEXT_CHARS``, for task records and the status page)."""
-        # Drop this module's own frame: users want their code's traceback.
-        tb_obj = exc.__traceback__
-        if tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == __file__:
-            tb_obj = tb_obj.tb_next
-        tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
-        cause: BaseException | None = exc
-        try:
-            loads(dumps(exc)[0])
-        except Exception:
-            cause = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception "
-                                 f"could not be pickled)")
-        text = tb if len(tb) <= _ERROR_TEXT_CHARS else "…" + tb[-_ERROR_TEXT_CHARS:]
-        error = TaskError(task.name, tb, cause, self._pid, type(exc).__name__)
-        try:
-            return dumps(error)[0], text
-        except SerializationError:
-            error = TaskError(task.name, tb, None, self._pid, type(exc).__name__)
-            return dumps(error)[0], text
+        return pack_task_error(task.name, exc, self._pid, __file__)
+
+
+def pack_task_error(name: str, exc: BaseException, pid: int,
+                    skip_file: str) -> tuple[list, str]:
+    """The pickled ``TaskError`` and its traceback text (the end of it, at most
+    ``_ERROR_TEXT_CHARS``, for task records and the status page). Frames of
+    ``skip_file`` (the runner's own) are dropped: users want their code's traceback."""
+    tb_obj = exc.__traceback__
+    while tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == skip_file:
+        tb_obj = tb_obj.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
+    cause: BaseException | None = exc
+    try:
+        loads(dumps(exc)[0])
+    except Exception:
+        cause = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception "
+                             f"could not be pickled)")
+    text = tb if len(tb) <= _ERROR_TEXT_CHARS else "…" + tb[-_ERROR_TEXT_CHARS:]
+    try:
+        return dumps(TaskError(name, tb, cause, pid, type(exc).__name__))[0], text
+    except SerializationError:
+        return dumps(TaskError(name, tb, None, pid, type(exc).__name__))[0], text
+
+
+def split_returns(what: str, result, n: int) -> tuple:
+    """A call's return value as its ``n`` results (``num_returns``)."""
+    if n == 1:
+        return (result,)
+    try:
+        values = tuple(result)
+    except TypeError:
+        raise ValueError(f"{what} has num_returns={n} but returned a "
+                         f"{type(result).__name__}, not a sequence") from None
+    if len(values) != n:
+        raise ValueError(f"{what} has num_returns={n} but returned {len(values)} values")
+    return values

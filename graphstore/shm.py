@@ -268,6 +268,31 @@ def lease(name: str) -> int | None:
     return None
 
 
+def lease_open(fd: int, name: str, inode: int) -> int | None:
+    """``lease`` through a descriptor of segment ``name`` this process already has open
+    (inode ``inode``): the lock is taken on it, and a duplicate is returned (release it
+    with ``release_lease``: the lock belongs to both descriptors)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None
+    try:
+        if os.stat(segment_path(name)).st_ino == inode:
+            return os.dup(fd)
+    except FileNotFoundError:
+        pass
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return None
+
+
+def release_lease(fd: int) -> None:
+    """End a lease: unlock explicitly (a duplicate of the descriptor may stay open)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def reclaim(name: str, new_name: str) -> bool:
     """Rename segment ``name`` to ``new_name`` if no reader holds a lease on it; False
     (and nothing changed) otherwise. Readers arriving later find the old name gone."""

@@ -133,6 +133,9 @@ class ActorClient:
             link.incarnation = incarnation
             self._resolve(link)
             return
+        if runtime._closed:          # shut down while connecting
+            comm.abort()
+            return
         comm.handler = lambda c, m: self._on_result(link, m)
         comm.on_close.append(lambda c: self._lost(link, c))
         asyncio.ensure_future(comm.read_loop())

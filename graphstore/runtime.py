@@ -692,7 +692,12 @@ class Runtime:
     async def _peer(self, address: str):
         comm = self._peer_comms.get(address)
         if comm is None or comm.closed:
+            if self._closed:     # shutting down: close_peers ran or is about to
+                raise ConnectionLostError("graphstore was shut down")
             comm = await connect(address, self.comm_token, split_bytes=self._split)
+            if self._closed:
+                comm.abort()
+                raise ConnectionLostError("graphstore was shut down")
             comm.handler = lambda c, m: None
             asyncio.ensure_future(comm.read_loop())
             self._peer_comms[address] = comm

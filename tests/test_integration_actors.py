@@ -556,3 +556,15 @@ def test_a_burst_of_calls_submitted_then_gathered(cluster):
         refs = [counter.add.remote() for _ in range(5000)]
         results = graphstore.get(refs, timeout=60)
         assert results == list(range(results[0], results[0] + 5000))
+
+
+def test_the_actors_example_runs(run_driver):
+    from pathlib import Path
+    example = Path(__file__).resolve().parent.parent / "examples" / "actors.py"
+    run = run_driver(f"""
+        import runpy
+        runpy.run_path({str(example)!r}, run_name="__main__")
+    """, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "observed 4,000,000 values" in run.stdout
+    assert "after 20 updates the weights are near 1" in run.stdout

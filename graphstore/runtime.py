@@ -87,15 +87,6 @@ class _Waiter:
         return self.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
 
 
-class DirectReply:
-    """A channel item: messages for a connection other than the scheduler's."""
-    __slots__ = ("comm", "messages")
-
-    def __init__(self, comm, messages: list):
-        self.comm = comm
-        self.messages = messages
-
-
 class FunctionDescriptor:
     """A remote function's pickled code, made once and named by its hash."""
     __slots__ = ("payload", "hash", "name")
@@ -235,15 +226,6 @@ class Runtime:
         """Queue a message in order with this process's ref events."""
         self._send(message)
 
-    def reply_directly(self, comm, messages: list, then=None) -> None:
-        """Queue ``messages`` for another connection (an actor's caller) and ``then``
-        for the scheduler, in order with this process's ref events, with one wake-up."""
-        self._channel.append(DirectReply(comm, messages))
-        if then is not None:
-            self._channel.append(then)
-        if not self._wake_pending:
-            self._wake()
-
     def _drain(self) -> None:
         """Loop thread: turn the channel into messages, keeping its order."""
         self._wake_pending = False
@@ -292,10 +274,6 @@ class Runtime:
             cls = type(item)
             if cls is ActorSend:
                 self.actor_client.dispatch(item)
-                continue
-            if cls is DirectReply:
-                if not item.comm.closed:
-                    item.comm.send_many(item.messages)
                 continue
             if cls is msg.SubmitTask:
                 held.update(item.returns)

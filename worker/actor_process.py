@@ -312,20 +312,22 @@ class _Inline:
         queue = self._waiting.get(comm)
         if queue is not None:
             queue.append(call)
-        elif not self._pending_deps(call):
+            return
+        pending = self._pending_deps(call)
+        if not pending:
             self._process.run_call(call, comm)
         else:
             self._waiting[comm] = collections.deque([call])
-            self._wait(comm, call)
+            self._wait(comm, pending)
 
     def _pending_deps(self, call) -> list[bytes]:
         runtime = self._process.runtime
         with runtime._lock:
             return [d[0] for d in call.deps if len(d) == 1 and d[0] not in runtime._local]
 
-    def _wait(self, comm, call) -> None:
+    def _wait(self, comm, pending: list[bytes]) -> None:
         runtime = self._process.runtime
-        refs = [ObjectRef._new(i) for i in self._pending_deps(call)]
+        refs = [ObjectRef._new(i) for i in pending]
         futures = [asyncio.wrap_future(runtime.future(ref)) for ref in refs]
 
         async def resume():
@@ -338,8 +340,9 @@ class _Inline:
         queue = self._waiting[comm]
         while queue:
             call = queue[0]
-            if self._pending_deps(call):
-                self._wait(comm, call)
+            pending = self._pending_deps(call)
+            if pending:
+                self._wait(comm, pending)
                 return
             queue.popleft()
             self._process.run_call(call, comm)

@@ -5,7 +5,8 @@ the next loop iteration when the link is idle, and grows while a write is in fli
 large frames into preallocated memory with ``read_into``, and matches ``Reply`` messages to
 requests. Every connection starts with an HMAC challenge-response over the cluster token, so
 nothing is unpickled, or even msgpack-decoded, before the peer has proved it knows the token;
-the token never crosses the wire.
+the token never crosses the wire. With a ``TLSConfig`` (``tls.py``), connections are mutual
+TLS first and the token handshake runs inside it.
 """
 from __future__ import annotations
 
@@ -17,19 +18,22 @@ import logging
 import os
 import select
 import socket
+import ssl
 import struct
 import threading
 import inspect
 from typing import Any, Callable
 
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 from tornado.tcpserver import TCPServer
 
 from graphstore import protocol
 from graphstore.config import PROTOCOL_VERSION, Limits
-from graphstore.exceptions import AuthenticationError, ConnectionLostError, ProtocolError
+from graphstore.exceptions import (AuthenticationError, ConnectionLostError, ProtocolError,
+                                   TLSError)
 from graphstore.protocol import Reply, Request
+from graphstore.tls import TLSConfig, explain_handshake_failure
 
 logger = logging.getLogger("graphstore.comm")
 
@@ -95,15 +99,24 @@ class Comm:
         self._pending: dict[int, asyncio.Future] = {}
         self._loop = asyncio.get_event_loop()
         self._thread_writes = threading.Lock()
+        #: TLS: one OpenSSL connection object, which only the loop thread may touch.
+        self.encrypted = isinstance(stream, SSLIOStream)
 
     # -- sending ------------------------------------------------------------------------
     def write_from_thread(self, messages: list) -> None:
         """Encode ``messages`` and write them now, from any thread, straight to the
         socket: no hop to the event loop. Only for a connection whose writes all go
         through here (Tornado then only reads it; the two directions are independent).
-        Concurrent writers are serialized; a full socket buffer waits for room."""
+        Concurrent writers are serialized; a full socket buffer waits for room.
+
+        A TLS connection cannot be written that way (its OpenSSL object is shared by
+        both directions and is not thread-safe): the messages go to the loop instead,
+        in call order, and leave with its next write."""
         if self.closed:
             raise ConnectionLostError(f"connection to {self.peer} is closed")
+        if self.encrypted:
+            self._loop.call_soon_threadsafe(self.send_many, list(messages))
+            return
         data = [b for buffers in protocol.encode_batches(messages, self.limits)
                 for b in buffers]
         with self._thread_writes:
@@ -440,6 +453,9 @@ async def _server_handshake(stream: IOStream, token: bytes, timeout: float) -> N
     answer = await asyncio.wait_for(stream.read_bytes(_ANSWER.size), timeout)
     magic, version, client_nonce, proof = _ANSWER.unpack(answer)
     if magic != _MAGIC:
+        if answer[0] == 0x16 and answer[1] == 0x03:    # a TLS handshake record
+            raise ProtocolError("a TLS client connected, but this server runs without TLS "
+                                "(start it with --tls-cert/--tls-key/--tls-ca)")
         raise ProtocolError("not a graphstore peer (bad magic bytes)")
     if version != PROTOCOL_VERSION:
         await stream.write(_VERDICT.pack(1, b"protocol version".ljust(32)))
@@ -453,7 +469,19 @@ async def _server_handshake(stream: IOStream, token: bytes, timeout: float) -> N
 
 async def _client_handshake(stream: IOStream, token: bytes, timeout: float,
                             address: str) -> None:
-    hello = await asyncio.wait_for(stream.read_bytes(_HELLO.size), timeout)
+    hint = ("check the server's log" if isinstance(stream, SSLIOStream) else
+            "if the cluster uses TLS, give this process its certificate too (tls_cert, "
+            "tls_key, tls_ca); otherwise check that the address is a graphstore server")
+    try:
+        hello = await asyncio.wait_for(stream.read_bytes(_HELLO.size), timeout)
+    except asyncio.TimeoutError:
+        raise ConnectionLostError(f"{address} sent no graphstore greeting within "
+                                  f"{timeout:g} s: {hint}") from None
+    except StreamClosedError as exc:
+        if isinstance(exc.real_error, ssl.SSLError):
+            raise exc.real_error from None
+        raise ConnectionLostError(f"{address} closed the connection before its graphstore "
+                                  f"greeting: {hint}") from None
     magic, version, nonce = _HELLO.unpack(hello)
     if magic != _MAGIC:
         raise ProtocolError(f"{address} is not a graphstore server")
@@ -476,52 +504,111 @@ async def _client_handshake(stream: IOStream, token: bytes, timeout: float,
         raise AuthenticationError(f"{address} does not know the cluster token")
 
 
-async def connect(address: str, token: bytes, *, limits: Limits | None = None,
-                  split_bytes: int = 64 * 1024, timeout: float = 10.0) -> Comm:
-    """Open an authenticated ``Comm`` to ``tcp://host:port``."""
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failed read, write or connect, if that is what it was."""
+    if isinstance(exc, ssl.SSLError):
+        return exc
+    if isinstance(exc, StreamClosedError) and isinstance(exc.real_error, ssl.SSLError):
+        return exc.real_error
+    return None
+
+
+async def connect(address: str, token: bytes, *, tls: TLSConfig | None = None,
+                  limits: Limits | None = None, split_bytes: int = 64 * 1024,
+                  timeout: float = 10.0) -> Comm:
+    """Open an authenticated ``Comm`` to ``tcp://host:port``; with ``tls``, over mutual
+    TLS. A refused certificate raises ``TLSError`` saying whose and why."""
     host, port = parse_address(address)
+    limits = limits or Limits()
     try:
         stream = await asyncio.wait_for(
-            TCPClient().connect(host, port, max_buffer_size=(limits or Limits()).max_header_bytes + 1024),
+            TCPClient().connect(host, port, max_buffer_size=limits.max_header_bytes + 1024,
+                                ssl_options=tls.client_context if tls else None),
             timeout)
     except (OSError, StreamClosedError, asyncio.TimeoutError) as exc:
+        failure = _tls_failure(exc)
+        if failure is not None and tls is not None:
+            raise TLSError(explain_handshake_failure(failure, address, tls)) from None
         raise ConnectionLostError(f"could not connect to {address}: {exc}") from None
     _tune(stream)
     try:
         await _client_handshake(stream, token, timeout, address)
-    except (StreamClosedError, asyncio.TimeoutError, struct.error) as exc:
+    except (OSError, StreamClosedError, asyncio.TimeoutError, struct.error) as exc:
         stream.close()
+        failure = _tls_failure(exc)
+        if failure is not None and tls is not None:
+            raise TLSError(explain_handshake_failure(failure, address, tls)) from None
+        if isinstance(exc, ConnectionLostError):
+            raise
         raise ConnectionLostError(f"handshake with {address} failed: "
                                   f"{type(exc).__name__} {exc}") from None
     except Exception:
         stream.close()
         raise
-    return Comm(stream, address, limits or Limits(), split_bytes)
+    return Comm(stream, address, limits, split_bytes)
+
+
+def _server_tls_failure(exc: BaseException) -> str:
+    """A server's log line for a client whose TLS handshake failed."""
+    detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+    if str(detail) == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        detail = "the client presented no certificate"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        detail = f"the client's certificate failed verification: {detail}"
+    return f"TLS handshake failed: {str(detail).lower().replace('_', ' ')}"
 
 
 class CommServer(TCPServer):
-    """Accepts connections, runs the handshake, then hands each ``Comm`` to ``on_comm``."""
+    """Accepts connections, runs the handshake, then hands each ``Comm`` to ``on_comm``.
+
+    With ``tls``, a client must complete a mutual TLS handshake (its certificate signed
+    by the cluster CA) before the token handshake starts; both within
+    ``handshake_timeout``."""
 
     def __init__(self, token: bytes, on_comm: Callable[[Comm], Any], *,
-                 limits: Limits | None = None, split_bytes: int = 64 * 1024,
-                 handshake_timeout: float = 10.0):
-        super().__init__(max_buffer_size=(limits or Limits()).max_header_bytes + 1024)
+                 tls: TLSConfig | None = None, limits: Limits | None = None,
+                 split_bytes: int = 64 * 1024, handshake_timeout: float = 10.0):
+        super().__init__(max_buffer_size=(limits or Limits()).max_header_bytes + 1024,
+                         ssl_options=tls.server_context if tls else None)
         self.token = token
+        self.tls = tls
         self.on_comm = on_comm
         self.limits = limits or Limits()
         self.split_bytes = split_bytes
         self.handshake_timeout = handshake_timeout
 
+    async def _handshake(self, stream: IOStream) -> None:
+        if isinstance(stream, SSLIOStream):
+            try:
+                await stream.wait_for_handshake()
+            except (OSError, StreamClosedError) as exc:
+                failure = _tls_failure(exc)
+                if failure is None:
+                    raise
+                raise TLSError(_server_tls_failure(failure)) from None
+        await _server_handshake(stream, self.token, self.handshake_timeout)
+
     async def handle_stream(self, stream: IOStream, address) -> None:
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         _tune(stream)
         try:
-            await _server_handshake(stream, self.token, self.handshake_timeout)
+            # The whole handshake has a deadline: TLS writes wait for the peer.
+            await asyncio.wait_for(self._handshake(stream), self.handshake_timeout)
+        except asyncio.TimeoutError:
+            if self.tls is not None and getattr(stream, "_ssl_accepting", False):
+                logger.warning("refused connection from %s: no TLS handshake within %g s "
+                               "(a client without TLS settings?)", peer,
+                               self.handshake_timeout)
+            else:
+                logger.info("connection from %s closed during handshake (TimeoutError)",
+                            peer)
+            stream.close()
+            return
         except (AuthenticationError, ProtocolError) as exc:
             logger.warning("refused connection from %s: %s", peer, exc)
             stream.close()
             return
-        except (StreamClosedError, asyncio.TimeoutError, struct.error) as exc:
+        except (OSError, StreamClosedError, struct.error) as exc:
             logger.info("connection from %s closed during handshake (%s)", peer,
                         type(exc).__name__)
             stream.close()

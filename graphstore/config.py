@@ -31,6 +31,14 @@ class Config:
     frame_split_bytes: int = 64 * 1024
     #: Seconds a new connection has to complete the handshake.
     handshake_timeout: float = 10.0
+    #: Mutual TLS (all three or none; see docs/security.md): this process's certificate
+    #: (PEM), its unencrypted private key, and the cluster CA that signs every member's
+    #: certificate. Every connection then requires and verifies certificates both ways.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    #: With TLS: also require a server's certificate to name the host connected to.
+    tls_check_hostname: bool = False
     #: Seconds ``init()`` waits for a local cluster to come up.
     startup_timeout: float = 60.0
     #: Default retries for a task whose worker died.

@@ -127,6 +127,14 @@ class AuthenticationError(GraphstoreError):
     """A peer failed the cluster-token handshake."""
 
 
+class TLSError(AuthenticationError):
+    """A TLS handshake failed: a certificate was refused, or only one side uses TLS."""
+
+
+class TLSConfigError(GraphstoreError, ValueError):
+    """The TLS settings are incomplete, or a certificate, key or CA file is unusable."""
+
+
 class ConnectionLostError(GraphstoreError, ConnectionError):
     """The connection to the scheduler was lost."""
 

@@ -25,6 +25,7 @@ from graphstore.node import default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
 from graphstore.spill import SpillTarget, default_spill_url, sweep_default_root
+from graphstore.tls import tls_from_config
 from graphstore.token import load_token
 
 logger = logging.getLogger("graphstore")
@@ -73,11 +74,16 @@ class Driver:
         self.loop_thread: LoopThread | None = None
         self.runtime: Runtime | None = None
         self.dashboard_url: str | None = None
+        #: Mutual TLS for every connection (None: off); a local cluster's processes too.
+        self.tls = tls_from_config(config)
         if address is None:
             workers = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+            if self.tls is not None:
+                env = {**env, **self.tls.environment()}
             self.cluster = LocalCluster(int(workers), resources=resources, env=env,
                                         node_ids=worker_node_ids,
-                                        store_capacity=config.object_store_memory)
+                                        store_capacity=config.object_store_memory,
+                                        tls=self.tls.settings() if self.tls else None)
             try:
                 # Fail before any work is accepted if the spill target is unusable.
                 self.spill_target = SpillTarget(config.spill_to or default_spill_url(),
@@ -111,10 +117,11 @@ class Driver:
         peer_id = new_id()
 
         async def open_connection():
-            comm = await connect(self.address, token, split_bytes=config.frame_split_bytes,
+            comm = await connect(self.address, token, tls=self.tls,
+                                 split_bytes=config.frame_split_bytes,
                                  timeout=config.startup_timeout)
             runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, is_driver=True,
-                              node_id=self.node_id, token=token)
+                              node_id=self.node_id, token=token, tls=self.tls)
             comm.handler = lambda c, m: runtime.handle(m) or None
             comm.on_close.append(lambda c: runtime.connection_lost())
             import asyncio
@@ -194,7 +201,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
     shared memory per worker. ``node_id`` names this driver's host; ``worker_node_ids``
     gives each local worker its own host identity (to exercise multi-host behaviour on
     one machine). Other keyword arguments override settings of
-    ``graphstore.config.Config`` for this cluster.
+    ``graphstore.config.Config`` for this cluster, e.g. ``tls_cert``, ``tls_key`` and
+    ``tls_ca`` for mutual TLS (all three or none; a local cluster started with them uses
+    them for every connection: see docs/security.md).
     """
     global _driver
     with _lock:

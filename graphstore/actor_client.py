@@ -9,7 +9,8 @@ with ``ActorDiedError`` -- the same rule the scheduler applies to its copy of th
 
 The loop thread resolves actors and reads results; a call to an actor that is alive, with
 nothing of the same caller ahead of it, is written to the socket by the calling thread
-itself (``send_now``): no hop to the loop on the way out. A lock guards the links.
+itself (``send_now``): no hop to the loop on the way out (over TLS the write itself is
+handed to the loop, in order: see ``Comm.write_from_thread``). A lock guards the links.
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ class ActorClient:
             return
         _, address, incarnation = status
         try:
-            comm = await connect(address, runtime.comm_token, split_bytes=runtime._split,
+            comm = await connect(address, runtime.comm_token, tls=runtime.tls,
+                                 split_bytes=runtime._split,
                                  timeout=runtime.config.handshake_timeout)
         except Exception as exc:   # it died meanwhile: wait for its next incarnation
             logger.debug("could not connect to actor at %s: %s", address, exc)

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("--dashboard-host", default=None,
                        help="interface of the status page (default 127.0.0.1)")
     sched.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    _tls_options(sched)
     _common(sched)
 
     worker = sub.add_parser("worker", help="run a worker that joins a scheduler")
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--token-file", default=None,
                         help="cluster token file (default: GRAPHSTORE_TOKEN or "
                              "~/.graphstore/token)")
+    _tls_options(worker)
     _common(worker)
 
     memory = sub.add_parser("memory", help="objects, references and store use")
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
                              "newest local cluster on this machine)")
     memory.add_argument("--json", action="store_true", help="print JSON")
+    _tls_options(memory)
 
     status = sub.add_parser("status", help="workers, resources, tasks by state and store "
                                            "use (like `ray status`)")
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
                              "newest local cluster on this machine)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    _tls_options(status)
 
     graph = sub.add_parser("graph", help="write the task graph to a file (.svg, .png, "
                                          ".dot, .json, .graphml)")
@@ -91,7 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--address", default=None,
                        help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
                             "newest local cluster on this machine)")
+    _tls_options(graph)
     return parser
+
+
+def _tls_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "mutual TLS", "all three or none (default: GRAPHSTORE_TLS_CERT, GRAPHSTORE_TLS_KEY, "
+        "GRAPHSTORE_TLS_CA); see docs/security.md")
+    group.add_argument("--tls-cert", default=None, metavar="PEM",
+                       help="this process's certificate, signed by the cluster CA")
+    group.add_argument("--tls-key", default=None, metavar="PEM",
+                       help="its private key (unencrypted; keep it mode 0600)")
+    group.add_argument("--tls-ca", default=None, metavar="PEM",
+                       help="the cluster CA's certificate: peers must present a "
+                            "certificate it signed")
+    group.add_argument("--tls-check-hostname", action="store_true", default=None,
+                       help="also require a server's certificate to name its host")
+
+
+def _tls_settings(args) -> dict:
+    """The TLS options given on the command line (the environment fills the rest)."""
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": args.tls_ca,
+            "tls_check_hostname": args.tls_check_hostname}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -102,10 +128,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run_scheduler(args) -> int:
     from graphstore.scheduler.server import serve
+    from graphstore.tls import tls_from_config
     from graphstore.token import ENV_VAR, new_token, write_token_file
     setup_logging(args.log_level)
-    config = load_config(dashboard_port=args.dashboard_port,
-                         dashboard_host=args.dashboard_host)
+    try:
+        config = load_config(dashboard_port=args.dashboard_port,
+                             dashboard_host=args.dashboard_host, **_tls_settings(args))
+        tls = tls_from_config(config)
+    except ValueError as exc:
+        print(f"graphstore scheduler: {exc}", file=sys.stderr)
+        return 2
     token = os.environ.get(ENV_VAR)
     if not token:
         token = new_token()
@@ -121,7 +153,7 @@ def run_scheduler(args) -> int:
     stop_on_signals(lambda: loop.stop())
     try:
         loop.run_until_complete(serve(config, token.encode(), args.host, args.port, sock,
-                                      args.watch_stdin))
+                                      args.watch_stdin, tls=tls))
     except OSError as exc:
         print(f"graphstore scheduler: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
@@ -133,6 +165,7 @@ def run_scheduler(args) -> int:
 
 def run_worker(args) -> int:
     from graphstore.comm import parse_address
+    from graphstore.tls import tls_from_config
     from graphstore.token import load_token
     from graphstore.worker.server import serve
     setup_logging(args.log_level)
@@ -150,10 +183,16 @@ def run_worker(args) -> int:
                   file=sys.stderr)
             return 2
         options[key] = value
-    overrides = {"spill_to": args.spill_to, "spill_threshold": args.spill_threshold}
+    overrides = {"spill_to": args.spill_to, "spill_threshold": args.spill_threshold,
+                 **_tls_settings(args)}
     if options:
         overrides["spill_options"] = options
-    config = load_config(**overrides)
+    try:
+        config = load_config(**overrides)
+        tls = tls_from_config(config)
+    except ValueError as exc:
+        print(f"graphstore worker: {exc}", file=sys.stderr)
+        return 2
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -162,7 +201,7 @@ def run_worker(args) -> int:
         loop.run_until_complete(serve(config, token, args.address, num_cpus,
                                       dict(args.resource), args.node_id, args.watch_stdin,
                                       host=args.host,
-                                      store_capacity=args.object_store_memory))
+                                      store_capacity=args.object_store_memory, tls=tls))
     except RuntimeError:
         pass  # stopped by a signal
     except Exception as exc:
@@ -171,11 +210,12 @@ def run_worker(args) -> int:
     return 0
 
 
-def _connect_for_tools(address: str | None) -> None:
+def _connect_for_tools(address: str | None, args) -> None:
     """Join a cluster as a short-lived client for an inspection command."""
     import graphstore
     from graphstore.local_cluster import find_current_cluster
     token = None
+    tls = {k: v for k, v in _tls_settings(args).items() if v is not None}
     address = address or os.environ.get("GRAPHSTORE_ADDRESS")
     if address is None:
         current = find_current_cluster()
@@ -183,14 +223,21 @@ def _connect_for_tools(address: str | None) -> None:
             raise SystemExit("graphstore: no cluster found: pass --address tcp://HOST:PORT "
                              "or set GRAPHSTORE_ADDRESS")
         address, token = current["address"], current["token"]
-    graphstore.init(address=address, token=token, log_to_driver=False)
+        if not tls and current.get("tls"):
+            tls = current["tls"]          # a local cluster started with TLS
+    try:
+        graphstore.init(address=address, token=token, log_to_driver=False, **tls)
+    except (graphstore.exceptions.AuthenticationError,
+            graphstore.exceptions.TLSConfigError,
+            graphstore.exceptions.ConnectionLostError) as exc:
+        raise SystemExit(f"graphstore: {exc}") from None
 
 
 def run_memory(args) -> int:
     import json
     import graphstore
     from graphstore.api import format_memory_summary
-    _connect_for_tools(args.address)
+    _connect_for_tools(args.address, args)
     try:
         summary = graphstore.memory_summary()
     finally:
@@ -205,7 +252,7 @@ def run_status(args) -> int:
     from graphstore import _state
     from graphstore import protocol as msg
     from graphstore.cluster_report import format_cluster_status
-    _connect_for_tools(args.address)
+    _connect_for_tools(args.address, args)
     try:
         report = _state.get_runtime().request(msg.GetClusterOverview())
     finally:
@@ -231,7 +278,7 @@ def run_graph(args) -> int:
     if fmt in ("svg", "png") and find_dot() is None:
         print(f"graphstore graph: {graphviz_missing_message(fmt)}", file=sys.stderr)
         return 1
-    _connect_for_tools(args.address)
+    _connect_for_tools(args.address, args)
     try:
         data = graph_data(None, args.limit)
     finally:

@@ -72,13 +72,16 @@ def _session_alive(session: Path) -> bool:
 class LocalCluster:
     def __init__(self, num_workers: int, *, cpus_per_worker: float = 1.0,
                  resources: dict | None = None, env: dict | None = None,
-                 node_ids: list[str] | None = None, store_capacity: int = 0):
+                 node_ids: list[str] | None = None, store_capacity: int = 0,
+                 tls: dict | None = None):
         if num_workers < 1:
             raise ValueError(f"a local cluster needs at least one worker (num_cpus >= 1), "
                              f"got {num_workers}")
         self.num_workers = num_workers
         self.cpus_per_worker = cpus_per_worker
         self.resources = dict(resources or {})
+        #: TLS settings (files) its processes use, also told to ``graphstore status``.
+        self.tls = tls
         self.token = new_token()
         self.node_ids = list(node_ids or [])
         self.store_capacity = store_capacity or default_store_capacity(num_workers)
@@ -147,7 +150,7 @@ class LocalCluster:
     def _announce(self) -> None:
         """Let ``graphstore memory``/``status`` in another terminal find this cluster."""
         record = {"address": self.address, "token": self.token, "pid": os.getpid(),
-                  "session_dir": str(self.session_dir)}
+                  "session_dir": str(self.session_dir), "tls": self.tls}
         path = current_cluster_file()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

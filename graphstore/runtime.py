@@ -101,7 +101,7 @@ class Runtime:
     """Owns this process's view of the cluster. Thread-safe for user threads."""
 
     def __init__(self, loop, comm, config: Config, peer_id: bytes, *, is_driver: bool,
-                 node_id: str | None = None, token: bytes = b""):
+                 node_id: str | None = None, token: bytes = b"", tls=None):
         self.loop = loop
         self.comm = comm
         self.config = config
@@ -109,6 +109,8 @@ class Runtime:
         self.is_driver = is_driver
         self.cluster_info: dict = {}
         self.comm_token = token
+        #: The process's ``TLSConfig`` (None: no TLS), for its connections to peers.
+        self.tls = tls
         self.node_id = node_id or default_node_id()
         #: In a worker: its own store and peer address; drivers use a local worker's.
         self.local_store = None
@@ -672,7 +674,8 @@ class Runtime:
         if comm is None or comm.closed:
             if self._closed:     # shutting down: close_peers ran or is about to
                 raise ConnectionLostError("graphstore was shut down")
-            comm = await connect(address, self.comm_token, split_bytes=self._split)
+            comm = await connect(address, self.comm_token, tls=self.tls,
+                                 split_bytes=self._split)
             if self._closed:
                 comm.abort()
                 raise ConnectionLostError("graphstore was shut down")

@@ -31,6 +31,7 @@ from tornado.netutil import bind_sockets
 from graphstore.exceptions import GraphvizNotFoundError
 from graphstore.graph_export import find_dot, graphviz_missing_message, to_dot
 from graphstore.scheduler import status
+from graphstore.tls import is_loopback
 
 if TYPE_CHECKING:
     from graphstore.scheduler.server import Scheduler
@@ -411,6 +412,14 @@ class Dashboard:
         self.server.add_sockets(sockets)
         bound_port = sockets[0].getsockname()[1]
         self.loopback_only = host in LOOPBACK_HOSTS
+        exposed = [s.getsockname()[0] for s in sockets if not is_loopback(s.getsockname()[0])]
+        if exposed:
+            logger.warning(
+                "the status page listens on %s port %s, beyond loopback: anyone who can "
+                "reach it can read the cluster's state (task and function names, errors, "
+                "hosts, object sizes). It is read-only but has no login and no TLS; bind "
+                "127.0.0.1 (dashboard_host) and use an SSH tunnel, or firewall the port",
+                ", ".join(exposed), bound_port)
         shown = host
         if host in ("", "0.0.0.0", "::"):
             shown = socket.gethostname()

@@ -19,6 +19,7 @@ from graphstore.lifecycle import watch_parent_pipe
 from graphstore.scheduler import status
 from graphstore.scheduler.snapshots import LiveScans
 from graphstore.scheduler.state import SchedulerState
+from graphstore.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.scheduler")
 
@@ -27,15 +28,16 @@ MAX_GRAPH_NODES = 100_000
 
 
 class Scheduler:
-    def __init__(self, config: Config, token: bytes):
+    def __init__(self, config: Config, token: bytes, tls: TLSConfig | None = None):
         self.config = config
         self.token = token
+        self.tls = tls
         self.state = SchedulerState(pipeline_seconds=config.worker_pipeline_seconds,
                                     max_queued_per_worker=config.max_tasks_queued_per_worker,
                                     history_size=config.task_history,
                                     bandwidth=config.transfer_bandwidth)
         self.comms: dict[bytes, Comm] = {}
-        self.server = CommServer(token, self._on_comm, limits=Limits(),
+        self.server = CommServer(token, self._on_comm, tls=tls, limits=Limits(),
                                  split_bytes=config.frame_split_bytes,
                                  handshake_timeout=config.handshake_timeout)
         self.address = ""
@@ -94,6 +96,9 @@ class Scheduler:
             self.server.listen(port, address=host)
         bound = next(iter(self.server._sockets.values())).getsockname()
         self.address = f"tcp://{bound[0]}:{bound[1]}"
+        warning = exposure_warning("the scheduler", bound[0], bound[1], self.tls)
+        if warning:
+            logger.warning(warning)
         return self.address
 
     def start_dashboard(self, host: str, port: int) -> str | None:
@@ -373,11 +378,11 @@ class Scheduler:
 
 async def serve(config: Config, token: bytes, host: str, port: int,
                 sock: socket.socket | None, watch_stdin: bool,
-                ready_fd: int | None = None) -> None:
-    scheduler = Scheduler(config, token)
+                ready_fd: int | None = None, tls: TLSConfig | None = None) -> None:
+    scheduler = Scheduler(config, token, tls)
     address = scheduler.listen(host, port, sock)
     asyncio.ensure_future(scheduler._housekeeping())
-    logger.info("scheduler listening at %s", address)
+    logger.info("scheduler listening at %s%s", address, " (mutual TLS)" if tls else "")
     if config.dashboard_port:
         url = scheduler.start_dashboard(config.dashboard_host, config.dashboard_port)
         if url:

@@ -40,6 +40,7 @@ from graphstore.object_ref import ObjectRef, new_id
 from graphstore.runtime import Runtime
 from graphstore.serialization import dumps, loads
 from graphstore.task_args import unpack_args
+from graphstore.tls import TLSConfig
 from graphstore.worker import output
 from graphstore.worker.executor import (_restore_filename, interrupt_thread, pack_task_error,
                                         split_returns)
@@ -55,6 +56,10 @@ class ActorProcess:
         self.spec = spec
         self.config = load_config()
         self.token = bytes.fromhex(spec["token"])
+        #: The worker's TLS settings: callers and the scheduler connect over mutual TLS.
+        tls = spec.get("tls")
+        self.tls = TLSConfig(tls["tls_cert"], tls["tls_key"], tls["tls_ca"],
+                             tls["tls_check_hostname"]) if tls else None
         self.actor_id = bytes.fromhex(spec["actor_id"])
         self.incarnation = int(spec["incarnation"])
         self.node_id = spec["node_id"]
@@ -80,7 +85,7 @@ class ActorProcess:
     # -- start ------------------------------------------------------------------------
     async def _listen(self) -> str:
         """On the callers' loop: the server that callers connect to."""
-        self.server = CommServer(self.token, self._on_caller, limits=Limits(),
+        self.server = CommServer(self.token, self._on_caller, tls=self.tls, limits=Limits(),
                                  split_bytes=self.config.frame_split_bytes,
                                  handshake_timeout=self.config.handshake_timeout)
         self.server.listen(0, address=self.spec.get("host", "127.0.0.1"))
@@ -90,11 +95,12 @@ class ActorProcess:
     async def start(self) -> None:
         self.address = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
             self._listen(), self.calls.loop))
-        self.comm = await connect(self.spec["scheduler"], self.token,
+        self.comm = await connect(self.spec["scheduler"], self.token, tls=self.tls,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
         runtime = Runtime(self.loop, self.comm, self.config, self.process_id,
-                          is_driver=False, node_id=self.node_id, token=self.token)
+                          is_driver=False, node_id=self.node_id, token=self.token,
+                          tls=self.tls)
         self.runtime = runtime
         runtime.install()
         _state.set_worker_runtime(runtime)

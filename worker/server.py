@@ -30,6 +30,7 @@ from graphstore.spill import SpillTarget, default_spill_url
 from graphstore.worker.actor_host import ActorProcesses
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
+from graphstore.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.worker")
 
@@ -57,9 +58,10 @@ def check_shm_room(capacity: int) -> None:
 class Worker:
     def __init__(self, config: Config, token: bytes, scheduler_address: str,
                  num_cpus: float, resources: dict, node_id: str, host: str,
-                 store_capacity: int):
+                 store_capacity: int, tls: TLSConfig | None = None):
         self.config = config
         self.token = token
+        self.tls = tls
         self.scheduler_address = scheduler_address
         self.num_cpus = num_cpus
         self.resources = resources
@@ -75,12 +77,12 @@ class Worker:
         self.comm: Comm | None = None
         self.runtime: Runtime | None = None
         self.executor: TaskExecutor | None = None
-        self.peer_server = CommServer(token, self._on_peer, limits=Limits(),
+        self.peer_server = CommServer(token, self._on_peer, tls=tls, limits=Limits(),
                                       split_bytes=config.frame_split_bytes,
                                       handshake_timeout=config.handshake_timeout)
         self.actor_processes = ActorProcesses({
             "scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
-            "host": host})
+            "host": host, "tls": tls.settings() if tls else None})
         #: Size of the pre-faulted segment kept ready for the next large put.
         self.reserve_bytes = min(config.store_reserve_bytes, store_capacity // 4)
         self._reserve_filled = asyncio.Event()  # set (and replaced) after each fill
@@ -95,11 +97,15 @@ class Worker:
         del sockets
         bound = next(iter(self.peer_server._sockets.values())).getsockname()
         self.address = f"tcp://{bound[0]}:{bound[1]}"
-        self.comm = await connect(self.scheduler_address, self.token,
+        warning = exposure_warning("the worker's peer server (and its actors' processes)",
+                                   bound[0], bound[1], self.tls)
+        if warning:
+            logger.warning(warning)
+        self.comm = await connect(self.scheduler_address, self.token, tls=self.tls,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
         self.runtime = Runtime(loop, self.comm, self.config, self.worker_id, is_driver=False,
-                               node_id=self.node_id, token=self.token)
+                               node_id=self.node_id, token=self.token, tls=self.tls)
         self.runtime.local_store = self.store
         self.runtime.local_address = self.address
         self.runtime.install()
@@ -295,14 +301,15 @@ def _rss_bytes() -> int | None:
 
 async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: float,
                 resources: dict, node_id: str | None, watch_stdin: bool,
-                host: str = "127.0.0.1", store_capacity: int | None = None) -> None:
+                host: str = "127.0.0.1", store_capacity: int | None = None,
+                tls: TLSConfig | None = None) -> None:
     shm.sweep()  # segments of workers on this host that died without cleaning up
     capacity = store_capacity or config.object_store_memory
     if not capacity:
         from graphstore.node import default_store_capacity
         capacity = default_store_capacity(max(1, (os.cpu_count() or 1) // max(1, int(num_cpus))))
     worker = Worker(config, token, scheduler_address, num_cpus, resources,
-                    node_id or default_node_id(), host, capacity)
+                    node_id or default_node_id(), host, capacity, tls)
     try:
         if watch_stdin:
             watch_parent_pipe(worker.stop)

@@ -211,4 +211,5 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     from graphstore import protocol as msg
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"kill() takes an ActorHandle, not {type(handle).__name__}")
-    _state.get_runtime().send_from_any_thread(msg.KillActor(handle._actor_id, no_restart))
+    _state.get_runtime().send_from_any_thread(msg.KillActor(handle._actor_id,
+                                                            bool(no_restart)))

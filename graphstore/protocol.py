@@ -12,10 +12,15 @@ Wire layout of one batch::
 
 Frame 0 is the msgpack header (a list of messages); frames 1.. are raw buffers.
 
+Decoding checks every message's fields against ``FIELD_CHECKS`` (types, ids, finite
+non-negative amounts), so a malformed message is refused at the door, closing that
+connection, and never reaches a handler or the scheduler's state.
+
 Functions here are pure (no sockets) so framing is unit-testable.
 """
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any, NamedTuple
 
@@ -423,6 +428,142 @@ MESSAGE_TYPES: list[type] = [
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
 
+# -- field checks -----------------------------------------------------------------------
+# What a decoded field may hold. Shallow where the receiver looks entries up by id (an
+# unknown id is ignored); deeper where a value is kept and computed with (amounts).
+
+def _any(v) -> bool:
+    return True
+
+
+def _id(v) -> bool:
+    return type(v) is bytes
+
+
+def _ids(v) -> bool:
+    return type(v) is list and all(type(i) is bytes for i in v)
+
+
+def _str(v) -> bool:
+    return type(v) is str
+
+
+def _int(v) -> bool:
+    return type(v) is int
+
+
+def _count(v) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _flag(v) -> bool:
+    return type(v) is bool or type(v) is int
+
+
+def _amount(v) -> bool:
+    """A finite, non-negative number (CPUs, a resource, seconds)."""
+    return (type(v) is int or type(v) is float) and 0 <= v and math.isfinite(v)
+
+
+def _list(v) -> bool:
+    return type(v) is list
+
+
+def _dict(v) -> bool:
+    return type(v) is dict
+
+
+def _buffer(v) -> bool:
+    return type(v) is bytes or type(v) is Frame
+
+
+def _payload(v) -> bool:
+    return type(v) is list and all(type(b) is bytes or type(b) is Frame for b in v)
+
+
+def _resources(v) -> bool:
+    return type(v) is dict and all(type(k) is str and _amount(a) for k, a in v.items())
+
+
+def _opt(check):
+    return lambda v: v is None or check(v)
+
+
+def _location(v) -> bool:
+    """[worker id, segment name, size]: where a put object was written."""
+    return (type(v) is list and len(v) == 3 and type(v[0]) is bytes and type(v[1]) is str
+            and _count(v[2]))
+
+
+_ACTOR_OPTIONS = {"num_cpus": _opt(_amount), "resources": _opt(_resources),
+                  "max_restarts": _int, "max_task_retries": _int,
+                  "max_concurrency": _opt(_count), "name": _opt(_str),
+                  "namespace": _opt(_str), "lifetime": _opt(_str), "get_if_exists": _flag}
+
+
+def _actor_options(v) -> bool:
+    return type(v) is dict and all(type(k) is str and _ACTOR_OPTIONS.get(k, _any)(x)
+                                   for k, x in v.items())
+
+
+def _methods(v) -> bool:
+    return type(v) is dict and all(type(k) is str and _count(n) for k, n in v.items())
+
+
+_opt_id, _opt_payload, _opt_str, _opt_list = _opt(_id), _opt(_payload), _opt(_str), _opt(_list)
+
+#: Message class -> a check per field, in field order.
+FIELD_CHECKS: dict[type, tuple] = {
+    Request: (_int, _any),
+    Reply: (_int, _opt_str, _any),
+    RegisterClient: (_id, _int, _str),
+    RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count),
+    RegisterFunction: (_id, _buffer),
+    SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
+                 _opt_id),
+    PutObject: (_id, _opt_payload, _ids, _opt(_location)),
+    Pin: (_ids,), Unpin: (_ids,), IncRef: (_ids,), DecRef: (_ids,), WantObjects: (_ids,),
+    ObjectAdded: (_id, _str),
+    ObjectReady: (_id, _opt_payload, _opt_payload, _opt_list),
+    FunctionCode: (_id, _buffer),
+    RunTask: (_id, _id, _str, _any, _list, _ids),
+    TaskDone: (_id, _list, _amount),
+    TaskFailed: (_id, _payload, _amount, _str),
+    TaskBlocked: (_id,), TaskUnblocked: (_id,),
+    TaskOutput: (_any, _str, _str, _str),
+    Output: (_str, _str, _str),
+    ClusterInfo: (_count, _dict, _list),
+    Ping: (),
+    FreeObjects: (_list,), SealObjects: (_ids,),
+    AllocateObject: (_id, _count),
+    AllocateOnNode: (_id, _count, _str),
+    ReserveSegment: (),
+    FetchObject: (_id,),
+    GetStoreSummary: (), GetMemorySummary: (), GetStatus: (), GetClusterOverview: (),
+    GetTaskRecords: (_int,),
+    ObjectsSpilled: (_str, _list),
+    DeleteSpilled: (lambda v: type(v) is list and all(type(p) is str for p in v),),
+    RestoreObject: (_id, _str, _count, _count),
+    RestoreOnNode: (_id, _str),
+    LocateObject: (_id,),
+    CreateActor: (_id, _id, _id, _str, _any, _ids, _ids, _actor_options, _methods),
+    StartActor: (_id, _int), StopActor: (_id, _int),
+    RegisterActorProcess: (_id, _int, _id, _int, _str, _str, _str),
+    ActorReady: (_id, _int, _opt_payload),
+    ActorExiting: (_id,),
+    GetActor: (_id, _int),
+    GetNamedActor: (_str, _str),
+    KillActor: (_id, _flag),
+    ActorCallSubmitted: (_id, _id, _str, _ids, _ids, _ids),
+    ActorCall: (_id, _str, _str, _any, _list, _ids, _id),
+    ActorCallDone: (_id, _id, _list, _amount, _opt_str),
+    CancelTask: (_id, _flag, _flag),
+    CancelRunning: (_id, _flag),
+    WorkerHeartbeat: (_dict,),
+    GetTaskGraph: (_opt_list, _int),
+}
+
+
 # -- frames -----------------------------------------------------------------------------
 
 _FRAME_EXT = 1
@@ -494,6 +635,7 @@ def encode_batches(messages: list, limits: Limits) -> list[list]:
 
 
 _N_TYPES = len(MESSAGE_TYPES)
+_CHECKS = [FIELD_CHECKS[cls] for cls in MESSAGE_TYPES]
 
 
 def _from_wire(item, nested: bool = False) -> Any:
@@ -504,10 +646,19 @@ def _from_wire(item, nested: bool = False) -> Any:
         raise ValueError(f"unknown message code {code!r}")
     cls = MESSAGE_TYPES[code]
     if cls is Request:
-        if nested or len(item) != 3:
+        if nested or len(item) != 3 or type(item[1]) is not int:
             raise ValueError("malformed Request")
         return Request(item[1], _from_wire(item[2], True))
-    return cls._make(item[1:])
+    checks = _CHECKS[code]
+    fields = item[1:]
+    if len(fields) != len(checks):
+        raise ValueError(f"{cls.__name__} has {len(fields)} fields, expected {len(checks)}")
+    for check, value in zip(checks, fields):
+        if not check(value):
+            index = next(i for i, c in enumerate(checks) if not c(fields[i]))
+            raise ValueError(f"{cls.__name__}.{cls._fields[index]} holds an invalid "
+                             f"{type(fields[index]).__name__}")
+    return cls._make(fields)
 
 
 def decode_header(header, frames: list) -> list:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from graphstore import _state
@@ -22,13 +23,16 @@ def validate_options(options: dict, allowed=_TASK_OPTIONS) -> dict:
             raise ValueError(f"num_returns must be a positive integer, got {n!r}")
     if "num_cpus" in options:
         n = options["num_cpus"]
-        if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
+        if (not isinstance(n, (int, float)) or isinstance(n, bool) or not n >= 0
+                or not math.isfinite(n)):
             raise ValueError(f"num_cpus must be a non-negative number, got {n!r}")
     if "max_retries" in options:
         n = options["max_retries"]
         if not isinstance(n, int) or isinstance(n, bool) or n < -1:
             raise ValueError(f"max_retries must be an integer >= 0 (or -1 for infinite), "
                              f"got {n!r}")
+    if options.get("name") is not None and not isinstance(options["name"], str):
+        raise ValueError(f"name must be a string, got {options['name']!r}")
     resources = options.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):
@@ -37,7 +41,8 @@ def validate_options(options: dict, allowed=_TASK_OPTIONS) -> dict:
             if not isinstance(name, str) or name == "CPU":
                 raise ValueError(f"resource names must be strings other than 'CPU' (use "
                                  f"num_cpus); got {name!r}")
-            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+            if (not isinstance(amount, (int, float)) or isinstance(amount, bool)
+                    or not amount >= 0 or not math.isfinite(amount)):
                 raise ValueError(f"resource {name!r} needs a non-negative amount, got "
                                  f"{amount!r}")
     return options

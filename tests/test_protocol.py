@@ -416,6 +416,71 @@ def test_mutated_headers_only_raise_value_error():
     assert other == []
 
 
+# -- field checks -----------------------------------------------------------------------
+
+def test_every_message_type_has_a_check_per_field():
+    for cls in ALL_TYPES:
+        assert len(p.FIELD_CHECKS[cls]) == len(cls._fields), cls.__name__
+
+
+def _with(message, **fields):
+    return message._replace(**fields)
+
+
+SUBMIT = SAMPLES[p.SubmitTask]
+
+
+@pytest.mark.parametrize("message, field", [
+    (_with(SUBMIT, num_cpus="2"), "SubmitTask.num_cpus"),
+    (_with(SUBMIT, num_cpus=float("nan")), "SubmitTask.num_cpus"),
+    (_with(SUBMIT, num_cpus=float("inf")), "SubmitTask.num_cpus"),
+    (_with(SUBMIT, num_cpus=-1), "SubmitTask.num_cpus"),
+    (_with(SUBMIT, resources={"GPU": -1}), "SubmitTask.resources"),
+    (_with(SUBMIT, resources={1: 1}), "SubmitTask.resources"),
+    (_with(SUBMIT, deps=[1, 2]), "SubmitTask.deps"),
+    (_with(SUBMIT, returns=_id(1)), "SubmitTask.returns"),
+    (_with(SUBMIT, task_id="not bytes"), "SubmitTask.task_id"),
+    (_with(SUBMIT, max_retries=None), "SubmitTask.max_retries"),
+    (p.PutObject(_id(1), None, [], [_id(2), "seg"]), "PutObject.location"),
+    (p.PutObject(_id(1), [1, 2], [], None), "PutObject.payload"),
+    (p.RegisterClient(7, 1, "host"), "RegisterClient.client_id"),
+    (p.IncRef([[1]]), "IncRef.ids"),
+    (p.AllocateObject(_id(1), -5), "AllocateObject.size"),
+    (_with(SAMPLES[p.CreateActor], options={"num_cpus": "x"}), "CreateActor.options"),
+    (_with(SAMPLES[p.CreateActor], methods={"inc": -1}), "CreateActor.methods"),
+    (p.Reply([1], None, None), "Reply.rid"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_fields_of_the_wrong_kind_are_refused_when_decoded(message, field):
+    """A malformed message never reaches a handler (the connection closes instead)."""
+    header = p.encode_batch([message])[1]
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        p.decode_header(header, [])
+    header = p.encode_batch([p.Request(3, message)])[1]
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        p.decode_header(header, [])
+
+
+def test_wrong_number_of_fields_is_refused():
+    header = msgpack.packb([[p.CODES[p.IncRef], [], "extra"]], use_bin_type=True)
+    with pytest.raises(ValueError, match="IncRef has 2 fields, expected 1"):
+        p.decode_header(header, [])
+    header = msgpack.packb([[p.CODES[p.Request], "rid", [p.CODES[p.Ping]]]])
+    with pytest.raises(ValueError, match="malformed Request"):
+        p.decode_header(header, [])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"num_cpus": float("nan")}, "num_cpus must be a non-negative number"),
+    ({"num_cpus": float("inf")}, "num_cpus must be a non-negative number"),
+    ({"resources": {"GPU": float("nan")}}, "needs a non-negative amount"),
+    ({"name": 3}, "name must be a string"),
+])
+def test_options_the_scheduler_would_refuse_are_refused_at_the_call_site(options, message):
+    from graphstore.remote_function import validate_options
+    with pytest.raises(ValueError, match=message):
+        validate_options(options)
+
+
 # -- limits ---------------------------------------------------------------------------
 
 def test_parse_count_limits():

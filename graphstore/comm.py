@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+import mmap
 import os
 import select
 import socket
@@ -300,7 +301,7 @@ class Comm:
                         continue
                     frame = sinks.get(index)
                     if frame is None:
-                        frame = memoryview(bytearray(n))
+                        frame = _frame_memory(n)
                     have = min(n, len(buf))
                     if have:
                         frame[:have] = buf[:have]
@@ -417,6 +418,14 @@ class Comm:
                 break
             await asyncio.sleep(0)
         self.abort()
+
+
+def _frame_memory(n: int) -> memoryview:
+    """Memory for a large frame about to be read. Anonymous mmap pages are committed as
+    the bytes land (``bytearray(n)`` zero-fills, committing all ``n`` at once), so a
+    peer that announces a frame up to ``max_frame_bytes`` and sends nothing costs this
+    process address space, not memory."""
+    return memoryview(mmap.mmap(-1, n))
 
 
 def _frames_in(value, depth: int = 0):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import socket
 import struct
 import tracemalloc
@@ -369,7 +370,7 @@ def test_50mb_frame_roundtrip_is_read_into_preallocated_memory():
         assert type(frame) is Frame and len(frame) == data.nbytes
         view = frame.buffer
         assert isinstance(view, memoryview) and view.readonly
-        assert isinstance(view.obj, bytearray)             # the buffer read_into filled
+        assert isinstance(view.obj, mmap.mmap)             # the memory read_into filled
         assert np.array_equal(np.frombuffer(view, dtype=np.uint8), data)
         # And back the other way, echoed by the server.
         s.comms[0].send(p.ObjectReady(ID, [Frame(view)], None, None))
@@ -834,3 +835,35 @@ def test_small_frame_limit_is_enforced_before_allocation(caplog):
         _, peak = _peak_during(main)
     assert peak < 20 * 1024**2, f"peak {peak} bytes"
     assert any("exceeds the limit" in r.getMessage() for r in caplog.records)
+
+
+def test_an_announced_frame_costs_no_memory_until_its_bytes_arrive():
+    """A peer may announce a frame up to max_frame_bytes and then send nothing: the
+    receiver reserves address space for it, not memory (pages fill as bytes land)."""
+    import psutil
+    size = 256 * 1024**2
+    me = psutil.Process()
+
+    async def main():
+        s = Served()
+        c = await connect(s.address, TOKEN)
+        header = msgpack.packb([[p.CODES[p.RegisterFunction], ID,
+                                 msgpack.ExtType(1, struct.pack("!I", 1))]],
+                               use_bin_type=True)
+        before = me.memory_info().rss
+        await c.stream.write(struct.pack("!IQQ", 2, len(header), size) + header + b"ab")
+        await asyncio.sleep(0.3)          # the server has read the header and waits
+        announced = me.memory_info().rss - before
+        chunk = b"z" * (16 * 1024**2)
+        await c.stream.write(b"cd" + chunk[:-4])
+        for _ in range(size // len(chunk) - 1):
+            await c.stream.write(chunk)
+        await s.wait_for(1, timeout=30)
+        frame = s.received[0].payload
+        assert len(frame) == size and bytes(frame.buffer[:4]) == b"abcd"
+        c.abort()
+        s.stop()
+        return announced
+
+    announced = run(main(), timeout=60)
+    assert announced < 64 * 1024**2, f"{announced} bytes committed before the data came"

@@ -34,7 +34,7 @@ from graphstore.config import PROTOCOL_VERSION, Limits
 from graphstore.exceptions import (AuthenticationError, ConnectionLostError, ProtocolError,
                                    TLSError)
 from graphstore.protocol import Reply, Request
-from graphstore.tls import TLSConfig, explain_handshake_failure
+from graphstore.tls import TLSConfig, explain_handshake_failure, not_tls_message
 
 logger = logging.getLogger("graphstore.comm")
 
@@ -319,6 +319,8 @@ class Comm:
         try:
             async for messages in self._read_batches():
                 for message in messages:
+                    if self.closed:      # a handler closed it: the rest is not read
+                        return
                     self._dispatch(message)
         except ValueError as exc:
             logger.warning("malformed message from %s: %s; closing that connection",
@@ -346,6 +348,10 @@ class Comm:
             return
         try:
             self.handler(self, message)
+        except ProtocolError as exc:
+            logger.warning("%s from %s: %s; closing that connection", cls.__name__,
+                           self.peer, exc)
+            self.abort()
         except Exception:
             logger.exception("handler failed on %s from %s", cls.__name__, self.peer)
 
@@ -539,6 +545,12 @@ async def connect(address: str, token: bytes, *, tls: TLSConfig | None = None,
         if failure is not None and tls is not None:
             raise TLSError(explain_handshake_failure(failure, address, tls)) from None
         raise ConnectionLostError(f"could not connect to {address}: {exc}") from None
+    except ValueError as exc:
+        # Tornado cannot start TLS on a stream that already received bytes: a plain
+        # graphstore server greets first.
+        if tls is not None and "not idle" in str(exc):
+            raise TLSError(not_tls_message(address, "it sent plain text first")) from None
+        raise
     _tune(stream)
     try:
         await _client_handshake(stream, token, timeout, address)
@@ -588,6 +600,10 @@ class CommServer(TCPServer):
 
     async def _handshake(self, stream: IOStream) -> None:
         if isinstance(stream, SSLIOStream):
+            if stream.closed():        # the TLS handshake failed before this ran
+                failure = _tls_failure(stream.error) if stream.error else None
+                raise TLSError(_server_tls_failure(failure) if failure else
+                               "closed during the TLS handshake")
             try:
                 await stream.wait_for_handshake()
             except (OSError, StreamClosedError) as exc:

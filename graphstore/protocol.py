@@ -506,6 +506,13 @@ def _actor_options(v) -> bool:
                                    for k, x in v.items())
 
 
+def _spilled(v) -> bool:
+    """[[id, offset, size], ...]: where objects sit in a spill file."""
+    return type(v) is list and all(
+        type(e) is list and len(e) == 3 and type(e[0]) is bytes and _count(e[1])
+        and _count(e[2]) for e in v)
+
+
 def _methods(v) -> bool:
     return type(v) is dict and all(type(k) is str and _count(n) for k, n in v.items())
 
@@ -541,7 +548,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     FetchObject: (_id,),
     GetStoreSummary: (), GetMemorySummary: (), GetStatus: (), GetClusterOverview: (),
     GetTaskRecords: (_int,),
-    ObjectsSpilled: (_str, _list),
+    ObjectsSpilled: (_str, _spilled),
     DeleteSpilled: (lambda v: type(v) is list and all(type(p) is str for p in v),),
     RestoreObject: (_id, _str, _count, _count),
     RestoreOnNode: (_id, _str),
@@ -561,6 +568,13 @@ FIELD_CHECKS: dict[type, tuple] = {
     CancelRunning: (_id, _flag),
     WorkerHeartbeat: (_dict,),
     GetTaskGraph: (_opt_list, _int),
+}
+
+#: Checks across the fields of one message.
+MESSAGE_CHECKS: dict[type, tuple] = {
+    # A put is inline (payload) or in a store (location): exactly one of the two.
+    PutObject: ("payload or location, not both",
+                lambda m: (m.payload is None) != (m.location is None)),
 }
 
 
@@ -658,7 +672,12 @@ def _from_wire(item, nested: bool = False) -> Any:
             index = next(i for i, c in enumerate(checks) if not c(fields[i]))
             raise ValueError(f"{cls.__name__}.{cls._fields[index]} holds an invalid "
                              f"{type(fields[index]).__name__}")
-    return cls._make(fields)
+    message = cls._make(fields)
+    if cls in MESSAGE_CHECKS:
+        rule, check = MESSAGE_CHECKS[cls]
+        if not check(message):
+            raise ValueError(f"{cls.__name__} breaks its rule: {rule}")
+    return message
 
 
 def decode_header(header, frames: list) -> list:

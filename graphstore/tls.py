@@ -184,10 +184,15 @@ def explain_handshake_failure(exc: BaseException, address: str,
         return (f"TLS handshake with {address} failed: the server refused this process's "
                 f"certificate {tls.cert} ({reason.lower().replace('_', ' ')})")
     if any(marker in reason for marker in _NOT_TLS) or isinstance(exc, ssl.SSLEOFError):
-        return (f"TLS handshake with {address} failed: the server does not speak TLS "
-                f"({reason or type(exc).__name__}); is the cluster running without TLS? "
-                f"Then drop tls_cert, tls_key and tls_ca here, or restart it with them")
+        return not_tls_message(address, reason or type(exc).__name__)
     return f"TLS handshake with {address} failed: {exc}"
+
+
+def not_tls_message(address: str, detail: str) -> str:
+    """A TLS client's error for a server that answered in plain text."""
+    return (f"TLS handshake with {address} failed: the server does not speak TLS "
+            f"({detail}); is the cluster running without TLS? Then drop tls_cert, tls_key "
+            f"and tls_ca here, or restart it with them")
 
 
 # -- where servers listen ---------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 
 from graphstore import protocol as msg
 from graphstore.comm import Comm, CommServer, RemoteCallError
-from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
+from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
 from graphstore.config import Config, Limits
 from graphstore.lifecycle import watch_parent_pipe
 from graphstore.scheduler import status
@@ -191,7 +191,7 @@ class Scheduler:
     def _on_message(self, comm: Comm, m):
         handler = self._handlers.get(type(m))
         if handler is None:
-            raise ValueError(f"unexpected message {type(m).__name__}")
+            raise ProtocolError(f"unexpected message {type(m).__name__}")
         result = handler(comm.info["peer_id"], m)
         self._schedule_flush()
         return result

@@ -33,7 +33,7 @@ from graphstore.actor import ActorExit
 from graphstore import protocol as msg
 from graphstore.comm import CommServer, connect
 from graphstore.config import Limits, load_config
-from graphstore.exceptions import ActorDiedError, TaskCancelledError
+from graphstore.exceptions import ActorDiedError, ProtocolError, TaskCancelledError
 from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.loop_thread import LoopThread
 from graphstore.object_ref import ObjectRef, new_id
@@ -185,7 +185,7 @@ class ActorProcess:
 
     def _on_call(self, comm, m):
         if type(m) is not msg.ActorCall:
-            raise ValueError(f"unexpected message {type(m).__name__} for an actor")
+            raise ProtocolError(f"unexpected message {type(m).__name__} for an actor")
         self.dispatcher.submit(m, comm)
 
     def _dep_value(self, dep: list):

@@ -19,7 +19,7 @@ from graphstore import _state, shm
 from graphstore import protocol as msg
 from graphstore.comm import Comm, CommServer, RemoteCallError, ReplyThenRun, connect
 from graphstore.config import Config, Limits
-from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
+from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
 from graphstore.lifecycle import watch_parent_pipe
 from graphstore.node import default_node_id
 from graphstore.object_ref import new_id
@@ -268,7 +268,7 @@ class Worker:
             mapping = self.runtime.mappings.get(entry.name, entry.size, populate=True)
             frame = msg.Frame(memoryview(mapping)[:entry.size])
             return ReplyThenRun([entry.size, frame], lambda: self.store.unpin(entry))
-        raise ValueError(f"unexpected peer message {cls.__name__}")
+        raise ProtocolError(f"unexpected peer message {cls.__name__}")
 
     # -- shutdown ---------------------------------------------------------------------
     def _on_scheduler_lost(self, comm) -> None:

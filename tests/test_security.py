@@ -472,3 +472,27 @@ def test_status_page_beyond_loopback_logs_a_warning(fresh_cluster):
     log = (_state.current_local_cluster().log_dir / "scheduler.log").read_text()
     assert "WARNING" in log and "the status page listens on 0.0.0.0 port" in log
     assert "no login and no TLS" in log
+
+
+# -- the example ------------------------------------------------------------------------
+
+def test_the_tls_cluster_example_runs(run_driver, tmp_path):
+    """examples/tls_cluster.py makes its certificates with the openssl commands of
+    docs/security.md and runs a TLS local cluster."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "tls_cluster.py"
+    certs = tmp_path / "certs"
+    run = run_driver(f"""
+        import runpy, sys
+        sys.argv = ["tls_cluster.py", {str(certs)!r}]
+        runpy.run_path({str(example)!r}, run_name="__main__")
+    """, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "every connection mutual TLS" in run.stdout
+    assert "host-b summed the 40 MB array from host-a: 12499997500000" in run.stdout
+    assert "2 workers on 2 hosts" in run.stdout
+    assert "scheduler, workers and actor spoke TLS" in run.stdout
+    from graphstore.tls import TLSConfig
+    tls = TLSConfig(certs / "node.pem", certs / "node-key.pem", certs / "ca.pem",
+                    check_hostname=True)       # valid for 127.0.0.1 and localhost
+    assert tls.cert == str(certs / "node.pem")
+    assert (certs / "node-key.pem").stat().st_mode & 0o077 == 0

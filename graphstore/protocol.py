@@ -73,6 +73,8 @@ class SubmitTask(NamedTuple):
     resources: dict | None
     max_retries: int
     parent: bytes | None = None   # the task that submitted it (for recursive cancel)
+    retry_exceptions: Any = None  # application errors to retry: None, True, or a pickled
+                                  # tuple of exception types (checked by the worker)
 
 
 class PutObject(NamedTuple):
@@ -130,6 +132,8 @@ class RunTask(NamedTuple):
     args: Any
     deps: list                # [[id, payload, locations], ...] aligned with SubmitTask.deps
     returns: list
+    retry_exceptions: Any = None  # as in SubmitTask, when retries are left
+
 
 
 class TaskDone(NamedTuple):
@@ -145,6 +149,8 @@ class TaskFailed(NamedTuple):
     duration: float
     error_text: str           # the error's traceback (its end, bounded), for status
                               # pages and task records
+    retriable: bool = False   # an application error the task asked to retry
+                              # (``retry_exceptions``)
 
 
 class TaskBlocked(NamedTuple):
@@ -395,6 +401,12 @@ class WorkerHeartbeat(NamedTuple):
     metrics: dict
 
 
+class SchedulerHeartbeat(NamedTuple):
+    """Scheduler -> worker, every ``heartbeat_interval`` seconds: a worker that hears
+    nothing for ``worker_timeout`` seconds has lost its scheduler (a cut network does
+    not close the connection) and exits."""
+
+
 class GetTaskGraph(NamedTuple):
     """Request to the scheduler: the task graph in node-link form, the ``limit`` most
     recent nodes, or the ancestry of the objects ``roots`` (a list of ids) if given."""
@@ -418,7 +430,7 @@ MESSAGE_TYPES: list[type] = [
     ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
-    GetClusterOverview,
+    GetClusterOverview, SchedulerHeartbeat,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 

@@ -33,7 +33,8 @@ class Scheduler:
         self.state = SchedulerState(pipeline_seconds=config.worker_pipeline_seconds,
                                     max_queued_per_worker=config.max_tasks_queued_per_worker,
                                     history_size=config.task_history,
-                                    bandwidth=config.transfer_bandwidth)
+                                    bandwidth=config.transfer_bandwidth,
+                                    max_lineage_bytes=config.max_lineage_bytes)
         self.comms: dict[bytes, Comm] = {}
         self.server = CommServer(token, self._on_comm, limits=Limits(),
                                  split_bytes=config.frame_split_bytes,
@@ -219,12 +220,39 @@ class Scheduler:
                 future.set_result(None)
 
     async def _housekeeping(self) -> None:
-        """Once a second: answer wants of objects that never came to exist."""
+        """Every heartbeat interval: tell workers the scheduler is there, count silent
+        workers as lost, answer wants of objects that never came to exist."""
+        interval = max(0.05, self.config.heartbeat_interval)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while not self.stopped.is_set():
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(interval)
+            now = loop.time()
+            # After a stall of this loop, what arrived meanwhile is not read yet: judge
+            # silence only when the loop kept time.
+            if now - last < 2 * interval + 0.5:
+                self._drop_silent_workers(now)
+            last = now
+            beat = msg.SchedulerHeartbeat()
+            for worker_id in self.state.workers:
+                comm = self.comms.get(worker_id)
+                if comm is not None:
+                    comm.send(beat)
             if self.state.parked_wants:
                 self.state.expire_parked_wants(time.monotonic())
                 self._schedule_flush()
+
+    def _drop_silent_workers(self, now: float) -> None:
+        """A worker silent for ``worker_timeout`` seconds is lost: its connection is
+        closed, which retries its tasks and rebuilds its objects elsewhere."""
+        timeout = self.config.worker_timeout
+        for worker_id in list(self.state.workers):
+            comm = self.comms.get(worker_id)
+            if comm is not None and now - comm.last_received > timeout:
+                logger.warning("worker %s (pid %s) sent nothing for %.1f s (worker_timeout "
+                               "%.1f s); counting it as lost", worker_id.hex()[:8],
+                               comm.info.get("pid"), now - comm.last_received, timeout)
+                comm.abort()
 
     async def _allocate_on_node(self, m: msg.AllocateOnNode) -> list:
         """Find a store on the node with room for a put; the store's error if none."""

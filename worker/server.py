@@ -169,11 +169,23 @@ class Worker:
             reserve = self.store.reserve()
         return list(reserve) if reserve is not None else None
     async def _heartbeats(self) -> None:
-        """Tell the scheduler this worker's own figures now and then (status page)."""
+        """Tell the scheduler this worker's own figures now and then (status page, and
+        proof of life); leave when the scheduler has been silent for ``worker_timeout``
+        seconds (its heartbeats stopped: it died, or the network between us is cut)."""
         interval = max(0.05, self.config.heartbeat_interval)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while not self.stopped.is_set() and not self.comm.closed:
             self.comm.send(msg.WorkerHeartbeat(self.metrics()))
             await asyncio.sleep(interval)
+            now = loop.time()
+            silent = now - self.comm.last_received
+            if now - last < 2 * interval + 0.5 and silent > self.config.worker_timeout:
+                logger.warning("heard nothing from the scheduler at %s for %.1f s "
+                               "(worker_timeout %.1f s)", self.scheduler_address, silent,
+                               self.config.worker_timeout)
+                self.comm.abort()
+            last = now
 
     def metrics(self) -> dict:
         """Store use and spilling, read without the store's lock (plain numbers)."""
@@ -219,6 +231,8 @@ class Worker:
             self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
         elif cls is msg.DeleteSpilled:
             self._in_thread(self.spill_target.delete, list(m.paths))
+        elif cls is msg.SchedulerHeartbeat:
+            pass          # its arrival is the point (``_heartbeats``)
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None

@@ -478,6 +478,8 @@ class CliCluster:
     scheduler: subprocess.Popen
     workers: list
     log_dir: Path
+    #: ``add_worker(*args)`` starts one more ``graphstore worker`` (killed at teardown).
+    add_worker: object = None
 
     def env(self) -> dict:
         return {"GRAPHSTORE_TOKEN": self.token}
@@ -497,11 +499,12 @@ def cli_cluster(tmp_path):
         popens.append(popen)
         return popen
 
-    def start(num_workers: int = 1, worker_args: tuple = ()) -> CliCluster:
+    def start(num_workers: int = 1, worker_args: tuple = (), env: dict | None = None
+              ) -> CliCluster:
         log_dir = tmp_path / f"cli-{len(popens)}"
         log_dir.mkdir()
         token_file = log_dir / "token"
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env.pop("GRAPHSTORE_TOKEN", None)
         env["PYTHONUNBUFFERED"] = "1"
         sched_log = log_dir / "scheduler.log"
@@ -523,11 +526,18 @@ def cli_cluster(tmp_path):
         token = token_file.read_text().strip()
         assert token, "the scheduler wrote an empty token file"
         workers = []
-        for i in range(num_workers):
-            workers.append(spawn(["worker", address, "--num-cpus", "1",
-                                  "--token-file", str(token_file), *worker_args],
-                                 log_dir / f"worker-{i}.log", env))
-        return CliCluster(address, token, token_file, scheduler, workers, log_dir)
+
+        def add_worker(*args: str) -> subprocess.Popen:
+            worker = spawn(["worker", address, "--num-cpus", "1",
+                            "--token-file", str(token_file), *(args or worker_args)],
+                           log_dir / f"worker-{len(workers)}.log", env)
+            workers.append(worker)
+            return worker
+
+        for _ in range(num_workers):
+            add_worker()
+        return CliCluster(address, token, token_file, scheduler, workers, log_dir,
+                          add_worker)
 
     try:
         yield start

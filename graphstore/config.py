@@ -78,8 +78,10 @@ class Config:
     heartbeat_interval: float = 1.0
     #: Seconds without a word from a worker after which the scheduler counts it lost
     #: (a cut network leaves the connection open); a worker that hears nothing from the
-    #: scheduler for as long exits. A closed connection counts at once.
-    worker_timeout: float = 5.0
+    #: scheduler for as long exits. A closed connection (a killed process) counts at
+    #: once. Heartbeats come from the event loop, so a task that holds the GIL longer
+    #: than this (some C extensions do) would get its worker counted lost: hence 10 s.
+    worker_timeout: float = 10.0
     #: Bytes of task arguments the scheduler keeps so lost objects can be computed again
     #: (lineage); past this the oldest lineage is dropped and its objects, if lost, stay
     #: lost (ObjectLostError).

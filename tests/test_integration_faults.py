@@ -280,3 +280,17 @@ def test_a_lost_scheduler_fails_every_call_clearly(cli_cluster):
         cli.workers[0].wait(15)                            # the worker leaves too
     finally:
         graphstore.shutdown()
+
+
+def test_the_fault_tolerance_example_runs(run_driver):
+    from pathlib import Path
+    example = Path(__file__).resolve().parent.parent / "examples" / "fault_tolerance.py"
+    run = run_driver(f"""
+        import runpy
+        runpy.run_path({str(example)!r}, run_name="__main__")
+    """, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "downloaded on attempt 3" in run.stdout
+    assert "2 tasks ran again, 2 objects rebuilt" in run.stdout
+    assert "ObjectLostError: object" in run.stdout and "put()" in run.stdout
+    assert "after the faults: [ 94 102 150]" in run.stdout

@@ -63,8 +63,18 @@ def _proof(token: bytes, label: bytes, a: bytes, b: bytes) -> bytes:
 #: closed by the kernel after about KEEPIDLE + KEEPINTVL * KEEPCNT seconds; data left
 #: unacknowledged for USER_TIMEOUT ms closes it too. Heartbeats catch it sooner where
 #: they run (scheduler <-> workers); this bounds every other wait (drivers, transfers).
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
-              ("TCP_USER_TIMEOUT", 60_000))
+#: Set from ``worker_timeout`` by ``set_dead_peer_timeout``.
+_KEEPALIVE = [("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 3), ("TCP_KEEPCNT", 3),
+              ("TCP_USER_TIMEOUT", 20_000)]
+
+
+def set_dead_peer_timeout(seconds: float) -> None:
+    """Have the kernel close connections whose peer has been unreachable for about
+    ``seconds`` to twice that (processes call it with their ``worker_timeout``)."""
+    seconds = max(1.0, float(seconds))
+    _KEEPALIVE[:] = [("TCP_KEEPIDLE", max(1, int(seconds))),
+                     ("TCP_KEEPINTVL", max(1, int(seconds / 3))), ("TCP_KEEPCNT", 3),
+                     ("TCP_USER_TIMEOUT", int(2000 * seconds))]
 
 
 def _tune(stream: IOStream) -> None:

@@ -333,6 +333,7 @@ class Runtime:
         elif cls is msg.ClusterInfo:
             self.cluster_info = {"num_workers": m.num_workers, "resources": m.resources,
                                  "workers": m.workers}
+            self._drop_departed_peers({w[2] for w in m.workers})
         else:
             return False
         return True
@@ -685,6 +686,14 @@ class Runtime:
                 errors.append(f"{address}: {exc}")
         raise ObjectLostError(f"could not fetch object {object_id.hex()} from any copy: "
                               + "; ".join(errors))
+
+    def _drop_departed_peers(self, live_addresses: set) -> None:
+        """Loop thread: close connections to workers the scheduler counts as gone; their
+        pending fetches fail, and readers ask the scheduler for another copy."""
+        for address, comm in list(self._peer_comms.items()):
+            if address not in live_addresses:
+                del self._peer_comms[address]
+                comm.abort()
 
     async def close_peers(self) -> None:
         """Close connections to workers' peer servers and to actors (on the loop, before

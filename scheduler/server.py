@@ -12,7 +12,7 @@ import socket
 import time
 
 from graphstore import protocol as msg
-from graphstore.comm import Comm, CommServer, RemoteCallError
+from graphstore.comm import Comm, CommServer, RemoteCallError, set_dead_peer_timeout
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
 from graphstore.config import Config, Limits
 from graphstore.lifecycle import watch_parent_pipe
@@ -393,7 +393,9 @@ class Scheduler:
     def _broadcast_cluster_info(self) -> None:
         info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources(),
                                self._worker_list())
-        for peer_id in self.state.drivers:
+        # Workers too: a process drops its connections to workers that left, so a fetch
+        # from a silent one fails now instead of waiting on TCP timeouts.
+        for peer_id in [*self.state.drivers, *self.state.workers]:
             comm = self.comms.get(peer_id)
             if comm is not None:
                 comm.send(info)
@@ -402,6 +404,7 @@ class Scheduler:
 async def serve(config: Config, token: bytes, host: str, port: int,
                 sock: socket.socket | None, watch_stdin: bool,
                 ready_fd: int | None = None) -> None:
+    set_dead_peer_timeout(config.worker_timeout)
     scheduler = Scheduler(config, token)
     address = scheduler.listen(host, port, sock)
     asyncio.ensure_future(scheduler._housekeeping())

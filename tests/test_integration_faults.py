@@ -266,6 +266,7 @@ def test_a_lost_scheduler_fails_every_call_clearly(cli_cluster):
     try:
         _workers(1)
         ref = pid_after.remote(30)
+        other = pid_after.remote(30)
         _kill(cli.scheduler)
         start = time.monotonic()
         with pytest.raises(ConnectionLostError, match="scheduler"):
@@ -275,7 +276,7 @@ def test_a_lost_scheduler_fails_every_call_clearly(cli_cluster):
         with pytest.raises(ConnectionLostError, match="scheduler"):
             graphstore.put(1)
         with pytest.raises(ConnectionLostError):
-            graphstore.wait([ref], timeout=None)
+            graphstore.wait([other], timeout=None)      # (ref's error is here: ready)
         assert time.monotonic() - start < 10
         cli.workers[0].wait(15)                            # the worker leaves too
     finally:

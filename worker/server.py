@@ -17,7 +17,8 @@ import socket
 
 from graphstore import _state, shm
 from graphstore import protocol as msg
-from graphstore.comm import Comm, CommServer, RemoteCallError, ReplyThenRun, connect
+from graphstore.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
+                             set_dead_peer_timeout)
 from graphstore.config import Config, Limits
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
 from graphstore.lifecycle import watch_parent_pipe
@@ -311,6 +312,7 @@ async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: 
                 resources: dict, node_id: str | None, watch_stdin: bool,
                 host: str = "127.0.0.1", store_capacity: int | None = None) -> None:
     shm.sweep()  # segments of workers on this host that died without cleaning up
+    set_dead_peer_timeout(config.worker_timeout)
     capacity = store_capacity or config.object_store_memory
     if not capacity:
         from graphstore.node import default_store_capacity

@@ -244,6 +244,7 @@ class ObjectsSpilled(NamedTuple):
     Reply: ids that are already freed (the file is deleted if none is left)."""
     path: str
     entries: list
+    host_local: bool = False  # on the worker's own disk: only its host can read it
 
 
 class DeleteSpilled(NamedTuple):

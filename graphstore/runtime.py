@@ -521,15 +521,21 @@ class Runtime:
                       and loc[0] != self.node_id]
             if spilled:
                 _, path, offset, size = spilled[0]
-                if self.restore_spilled is not None:      # a worker: into its own store
-                    segment = self.restore_spilled(object_id, path, offset, size)
-                    self._send(msg.ObjectAdded(object_id, segment))
-                    locations = [[self.node_id, self.local_address, segment, size]]
-                else:                                     # a driver: a store restores it
-                    _, address, segment, node = self.request(
-                        msg.RestoreOnNode(object_id, self.node_id), timeout=300)
-                    locations = [[node, address, segment, size]]
-                continue
+                try:
+                    if self.restore_spilled is not None:  # a worker: into its own store
+                        segment = self.restore_spilled(object_id, path, offset, size)
+                        self._send(msg.ObjectAdded(object_id, segment))
+                        locations = [[self.node_id, self.local_address, segment, size]]
+                    else:                                 # a driver: a store restores it
+                        _, address, segment, node = self.request(
+                            msg.RestoreOnNode(object_id, self.node_id), timeout=300)
+                        locations = [[node, address, segment, size]]
+                    continue
+                except (ObjectStoreFullError, ConnectionLostError):
+                    raise
+                except (OSError, RemoteCallError, GraphstoreError) as exc:
+                    error = exc     # e.g. the file was on a lost host's disk: ask again
+                    remote = []
             if remote:
                 try:
                     data = self._fetch(object_id, remote)

@@ -28,6 +28,9 @@ WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
 _UNKNOWN_DURATION = 0.5
+#: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
+#: counted against ``max_lineage_bytes``.
+_LINEAGE_ENTRY_BYTES = 1024
 #: Weight of the newest sample in a function's running mean duration.
 _DURATION_SMOOTHING = 0.2
 
@@ -259,6 +262,8 @@ class SchedulerState(ActorsMixin):
         #: Spill file -> ids of live objects in it, and the worker that wrote it.
         self.spill_files: dict[str, set[bytes]] = {}
         self.spill_file_writer: dict[str, bytes] = {}
+        #: Spill files on a host's own disk -> that host (node): lost with the host.
+        self.spill_file_node: dict[str, str] = {}
         #: Recent tasks and objects with their edges: every live one, and the last
         #: ``history_size`` finished tasks and freed objects (the task records too).
         self.graph = TaskGraph(history_size)
@@ -383,9 +388,28 @@ class SchedulerState(ActorsMixin):
             lost.append(obj)
         worker.objects.clear()
         worker.stored_bytes = 0
+        if worker.node.id not in self.nodes:
+            lost.extend(self._lose_host_spills(worker.node.id))
         if lost:
-            self.recover(lost, f"its only copy was in the store of worker pid {worker.pid} "
-                               f"on node {worker.node.id}, which died or was cut off")
+            self.recover(lost, f"its only copy was in the store (or on the local disk) of "
+                               f"worker pid {worker.pid} on node {worker.node.id}, which "
+                               f"died or was cut off")
+
+    def _lose_host_spills(self, node_id: str) -> list[ObjectState]:
+        """The last worker of a host left: spill files on its own disk cannot be read
+        back; returns the ready objects that had no other copy."""
+        lost = []
+        for path in [p for p, n in self.spill_file_node.items() if n == node_id]:
+            del self.spill_file_node[path]
+            self.spill_file_writer.pop(path, None)
+            for object_id in self.spill_files.pop(path, ()):
+                obj = self.objects.get(object_id)
+                if obj is None or obj.spill is None or obj.spill[0] != path:
+                    continue
+                obj.spill = None
+                if not obj.locations and obj.state == READY:
+                    lost.append(obj)
+        return lost
 
     # -- lineage ----------------------------------------------------------------------
     def recover(self, lost: list[ObjectState], why: str) -> None:
@@ -512,7 +536,7 @@ class SchedulerState(ActorsMixin):
                    if (o := self.objects.get(object_id)) is not None and o.producer is task)
         if not live:
             return
-        size = 256 + _payload_size(task.args)
+        size = _LINEAGE_ENTRY_BYTES + _payload_size(task.args)
         task.lineage_refs = live
         task.lineage_size = size
         self.lineage[task.id] = task
@@ -673,6 +697,8 @@ class SchedulerState(ActorsMixin):
         if live:
             self.spill_files[m.path] = live
             self.spill_file_writer[m.path] = worker_id
+            if m.host_local is True and worker is not None:
+                self.spill_file_node[m.path] = worker.node.id
         return gone
 
     def locate(self, object_id: bytes) -> list | None:
@@ -693,6 +719,7 @@ class SchedulerState(ActorsMixin):
         if live:
             return
         del self.spill_files[path]
+        self.spill_file_node.pop(path, None)
         writer = self.spill_file_writer.pop(path, None)
         target = writer if writer in self.workers else next(iter(self.workers), None)
         if target is not None:

@@ -1201,7 +1201,7 @@ def test_lost_objects_that_cannot_be_computed_again_name_the_reason(h):
 
 
 def test_lineage_past_its_byte_budget_is_dropped_oldest_first():
-    h = Harness(max_lineage_bytes=3000)
+    h = Harness(max_lineage_bytes=5000)       # two entries of 1 KiB + 1,000 bytes
     a = h.worker("a", node="n1")
     results = []
     for _ in range(4):
@@ -1209,7 +1209,7 @@ def test_lineage_past_its_byte_budget_is_dropped_oldest_first():
         h.s.schedule()
         h.done_stored(a, t, MB)
         results.append(r)
-    assert h.s.lineage_bytes <= 3000 and len(h.s.lineage) == 2
+    assert h.s.lineage_bytes <= 5000 and len(h.s.lineage) == 2
     h.worker("b", node="n2")
     h.take()
     h.s.remove_peer(a)
@@ -1251,3 +1251,20 @@ def test_application_error_is_retried_when_the_task_asks(h):
     h.s.task_failed(w, msg.TaskFailed(t, error, 0.1, "ValueError: flaky", True))
     assert t not in h.s.tasks                              # no retries left: it fails
     assert isinstance(h.error_of(r), TaskError)
+
+
+def test_spill_files_on_a_gone_hosts_disk_are_lost_with_it(h):
+    a = h.worker("a", node="n1")
+    h.worker("b", node="n2")
+    t, (local,) = h.submit(retries=1, resources={"node:n1": 1})
+    h.s.schedule()
+    h.done_stored(a, t, MB)
+    on_s3 = h.put_stored(a, MB)
+    h.s.objects_spilled(a, msg.ObjectsSpilled("/tmp/spill/a-1", [[local, 0, MB]], True))
+    h.s.objects_spilled(a, msg.ObjectsSpilled("bucket/c/a-2", [[on_s3, 0, MB]], False))
+    assert h.obj(local).locations == {} and h.obj(local).spill is not None
+    h.take()
+    h.s.remove_peer(a)                        # n1's only worker: its disk is gone too
+    assert h.obj(local).state == st.PENDING  # computed again from lineage
+    assert h.obj(on_s3).state == st.READY and h.obj(on_s3).spill[0] == "bucket/c/a-2"
+    assert "/tmp/spill/a-1" not in h.s.spill_files and h.s.spill_file_node == {}

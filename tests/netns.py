@@ -41,6 +41,9 @@ _LINK = re.compile(rf"^{PREFIX}(\d+)(br|h\d+)$")
 _NETNS = re.compile(rf"^{PREFIX}(\d+)-h\d+$")
 #: Subnets are taken from here, one /24 per run.
 _POOL = ipaddress.ip_network("10.77.0.0/16")
+#: iproute2's ``ip``, also when the sbin directories are not on PATH.
+IP = shutil.which("ip") or next(
+    (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip") if os.access(p, os.X_OK)), None)
 
 
 class NetnsUnavailable(Exception):
@@ -54,7 +57,7 @@ class NetnsError(RuntimeError):
 def ip(*args: str, check: bool = True, timeout: float = 10.0) -> str:
     """Run ``ip ARGS``; its stdout, or NetnsError with its stderr."""
     try:
-        done = subprocess.run(["ip", *args], capture_output=True, text=True,
+        done = subprocess.run([IP or "ip", *args], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise NetnsError(f"ip {' '.join(args)}: {exc}") from None
@@ -70,7 +73,7 @@ def unavailable_reason() -> str | None:
         return f"network namespaces need Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "making network namespaces and veth pairs needs root"
-    if shutil.which("ip") is None:
+    if IP is None:
         return "iproute2's `ip` command is not installed (apt-get install iproute2)"
     return None
 
@@ -194,7 +197,7 @@ class Host:
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` to run inside this host's namespace."""
-        return ["ip", "netns", "exec", self.netns, *argv]
+        return [IP or "ip", "netns", "exec", self.netns, *argv]
 
     def pids(self) -> list[int]:
         return netns_pids(self.netns)

@@ -953,23 +953,27 @@ class MultiHostCluster:
         from graphstore import shm
         from graphstore.worker.server import cluster_id_for
         from netns import kill_netns_processes
-        if _current_address() == self.address:
-            graphstore.shutdown()
-        for host in self.network.hosts:       # workers and the actor processes they made
-            kill_netns_processes(host.netns)
-        for popen in self._popens:
-            if popen.poll() is None:
-                popen.kill()
-        for popen in self._popens:
+        try:
+            if _current_address() == self.address:
+                graphstore.shutdown()
+        finally:
             try:
-                popen.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            if popen.stdin is not None:
-                popen.stdin.close()
-        if self.address:
-            # Segments of workers killed above (their owners are dead now).
-            shm.sweep(cluster_id_for(self.address))
+                for host in self.network.hosts:   # workers and the actor processes they made
+                    kill_netns_processes(host.netns)
+            finally:
+                for popen in self._popens:
+                    if popen.poll() is None:
+                        popen.kill()
+                for popen in self._popens:
+                    try:
+                        popen.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if popen.stdin is not None:
+                        popen.stdin.close()
+                if self.address:
+                    # Segments of workers killed above (their owners are dead now).
+                    shm.sweep(cluster_id_for(self.address))
 
 
 @pytest.fixture

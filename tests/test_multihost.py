@@ -213,8 +213,9 @@ def test_an_actor_on_one_host_is_called_from_a_task_on_another(multihost_cluster
 
 def test_worker_port_option_and_a_wildcard_bind_advertise_a_reachable_address(
         multihost_cluster):
-    """``--port`` fixes the peer server's port; with ``--host 0.0.0.0`` the worker
-    advertises its address on the route to the scheduler, not the wildcard."""
+    """``--port`` fixes the peer server's port; with ``--host 0.0.0.0`` the worker (and
+    its actor processes) advertise the address on the route to the scheduler, not the
+    wildcard."""
     multihost_cluster.start()
     a = multihost_cluster.add_worker("host-a", "--host", "0.0.0.0", "--port", "7411")
     b = multihost_cluster.add_worker("host-b", "--port", "7412")
@@ -232,6 +233,10 @@ def test_worker_port_option_and_a_wildcard_bind_advertise_a_reachable_address(
     # Listening where advertised, from the root namespace.
     for host, port in ((a, 7411), (b, 7412)):
         socket.create_connection((host.ip, port), timeout=5).close()
+    # An actor process on the wildcard-bound host advertises a reachable address too.
+    tally = Tally.options(**on(a.node_id)).remote()
+    assert graphstore.get(feed.options(**on(b.node_id)).remote(tally, [5]),
+                          timeout=60) == ([(5, a.node_id)], b.node_id)
 
 
 def _free_port() -> int:

@@ -850,7 +850,9 @@ class MultiHostCluster:
     """``graphstore scheduler`` on the bridge's address (root namespace) and workers, one
     per namespace, each with its own address, node id, token file copy and spill
     directory; the test process is the driver. Everything is started with stdin a pipe
-    from pytest and ``--watch-stdin``: if pytest dies, they all exit."""
+    from pytest and ``--watch-stdin``: if pytest dies, they all exit. ``env`` is the
+    processes' environment (add settings such as ``GRAPHSTORE_WORKER_TIMEOUT`` to it
+    before ``start``)."""
 
     def __init__(self, network, tmp_path: Path):
         self.network = network

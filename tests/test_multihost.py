@@ -273,11 +273,16 @@ def test_worker_port_option_fixes_the_peer_port_and_a_taken_port_is_a_clear_erro
 
 # Cutting a link kills no process and closes no socket: the scheduler only learns that a
 # worker is gone when its heartbeats stop arriving, and the isolated worker only learns
-# that its scheduler is gone when the scheduler's side goes silent. Both are being built
-# (issue 7, faults: heartbeat-based detection of lost workers, lineage reconstruction) on
-# main; these tests state the behaviour expected then. Remove the xfail marks when that
-# lands (at merge time).
+# that its scheduler is gone when the scheduler's side goes silent. Both come with the
+# faults work of issue 7 on main (heartbeat-based detection of lost workers and of a lost
+# scheduler, lineage reconstruction), which this branch does not have yet: these tests
+# state the behaviour expected with it, and pass on a trial merge of main. Remove the
+# xfail marks when merging.
 DETECTION_SECONDS = 10.0
+#: Heartbeats every 0.5 s and a worker silent for 3 s counted lost (settings of the faults
+#: work; a build without them ignores these variables): detection well within the bound
+#: above even on a loaded machine, and a short test.
+FAST_LOSS_ENV = {"GRAPHSTORE_HEARTBEAT_INTERVAL": "0.5", "GRAPHSTORE_WORKER_TIMEOUT": "3"}
 
 
 @pytest.mark.xfail(reason="needs heartbeat-based worker loss detection (issue 7 faults)",
@@ -285,6 +290,7 @@ DETECTION_SECONDS = 10.0
 @pytest.mark.timeout(120)
 def test_a_cut_link_is_survived_tasks_rerun_elsewhere_and_objects_are_rebuilt(
         multihost_cluster):
+    multihost_cluster.env.update(FAST_LOSS_ENV)
     multihost_cluster.start()
     c = multihost_cluster.add_worker("host-c")
     # An object whose only copy is on host C, made while C is the only host.
@@ -327,13 +333,14 @@ def test_a_cut_link_is_survived_tasks_rerun_elsewhere_and_objects_are_rebuilt(
                    strict=False)
 @pytest.mark.timeout(60)
 def test_a_worker_cut_off_from_its_scheduler_exits(multihost_cluster):
+    multihost_cluster.env.update(FAST_LOSS_ENV)
     a, b = multihost_cluster.start("host-a", "host-b")
     multihost_cluster.network.cut(b.host)
-    deadline = time.monotonic() + DETECTION_SECONDS + 5
+    deadline = time.monotonic() + DETECTION_SECONDS
     while b.popen.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert b.popen.poll() is not None, \
-        f"the isolated worker still ran {DETECTION_SECONDS + 5:.0f} s after its link was cut"
+        f"the isolated worker still ran {DETECTION_SECONDS:.0f} s after its link was cut"
     # Its processes are all gone, not only the worker itself.
     assert wait_for(lambda: not b.pids(), timeout=5)
     assert a.popen.poll() is None

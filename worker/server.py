@@ -22,7 +22,7 @@ from graphstore.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, co
 from graphstore.config import Config, Limits
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
 from graphstore.lifecycle import watch_parent_pipe
-from graphstore.node import default_node_id
+from graphstore.node import contact_host, default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
 from graphstore.worker import output
@@ -58,7 +58,7 @@ def check_shm_room(capacity: int) -> None:
 class Worker:
     def __init__(self, config: Config, token: bytes, scheduler_address: str,
                  num_cpus: float, resources: dict, node_id: str, host: str,
-                 store_capacity: int):
+                 store_capacity: int, port: int = 0):
         self.config = config
         self.token = token
         self.scheduler_address = scheduler_address
@@ -66,6 +66,8 @@ class Worker:
         self.resources = resources
         self.node_id = node_id
         self.host = host
+        #: Port of the peer server (0: any free one; fixed ones suit firewalls).
+        self.port = port
         self.worker_id = new_id()
         check_shm_room(store_capacity)
         self.store = SharedMemoryStore(cluster_id_for(scheduler_address),
@@ -92,10 +94,15 @@ class Worker:
         loop = asyncio.get_running_loop()
         # A worker pointed at an unusable spill target must not accept work.
         await loop.run_in_executor(None, self.spill_target.probe)
-        sockets = self.peer_server.listen(0, address=self.host)
-        del sockets
+        try:
+            self.peer_server.listen(self.port, address=self.host)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen for peers on {self.host}:{self.port}: "
+                                     f"{exc.strerror}") from None
         bound = next(iter(self.peer_server._sockets.values())).getsockname()
-        self.address = f"tcp://{bound[0]}:{bound[1]}"
+        # Peers on other hosts connect here: a wildcard bind advertises this host's
+        # address on the route to the scheduler.
+        self.address = f"tcp://{contact_host(bound[0], self.scheduler_address)}:{bound[1]}"
         self.comm = await connect(self.scheduler_address, self.token,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
@@ -310,7 +317,8 @@ def _rss_bytes() -> int | None:
 
 async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: float,
                 resources: dict, node_id: str | None, watch_stdin: bool,
-                host: str = "127.0.0.1", store_capacity: int | None = None) -> None:
+                host: str = "127.0.0.1", store_capacity: int | None = None,
+                port: int = 0) -> None:
     shm.sweep()  # segments of workers on this host that died without cleaning up
     set_dead_peer_timeout(config.worker_timeout)
     capacity = store_capacity or config.object_store_memory
@@ -318,7 +326,7 @@ async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: 
         from graphstore.node import default_store_capacity
         capacity = default_store_capacity(max(1, (os.cpu_count() or 1) // max(1, int(num_cpus))))
     worker = Worker(config, token, scheduler_address, num_cpus, resources,
-                    node_id or default_node_id(), host, capacity)
+                    node_id or default_node_id(), host, capacity, port)
     try:
         if watch_stdin:
             watch_parent_pipe(worker.stop)

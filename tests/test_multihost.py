@@ -273,20 +273,13 @@ def test_worker_port_option_fixes_the_peer_port_and_a_taken_port_is_a_clear_erro
 
 # Cutting a link kills no process and closes no socket: the scheduler only learns that a
 # worker is gone when its heartbeats stop arriving, and the isolated worker only learns
-# that its scheduler is gone when the scheduler's side goes silent. Both come with the
-# faults work of issue 7 on main (heartbeat-based detection of lost workers and of a lost
-# scheduler, lineage reconstruction), which this branch does not have yet: these tests
-# state the behaviour expected with it, and pass on a trial merge of main. Remove the
-# xfail marks when merging.
+# that its scheduler is gone when the scheduler's side goes silent (worker_timeout).
 DETECTION_SECONDS = 10.0
-#: Heartbeats every 0.5 s and a worker silent for 3 s counted lost (settings of the faults
-#: work; a build without them ignores these variables): detection well within the bound
-#: above even on a loaded machine, and a short test.
+#: Heartbeats every 0.5 s and a worker silent for 3 s counted lost: detection well within
+#: the bound above even on a loaded machine, and a short test.
 FAST_LOSS_ENV = {"GRAPHSTORE_HEARTBEAT_INTERVAL": "0.5", "GRAPHSTORE_WORKER_TIMEOUT": "3"}
 
 
-@pytest.mark.xfail(reason="needs heartbeat-based worker loss detection (issue 7 faults)",
-                   strict=False)
 @pytest.mark.timeout(120)
 def test_a_cut_link_is_survived_tasks_rerun_elsewhere_and_objects_are_rebuilt(
         multihost_cluster):
@@ -328,9 +321,6 @@ def test_a_cut_link_is_survived_tasks_rerun_elsewhere_and_objects_are_rebuilt(
     print(f"host C detected lost {detected:.1f} s after its link was cut")
 
 
-@pytest.mark.xfail(reason="needs heartbeat-based worker loss detection (issue 7 faults): "
-                          "a worker cut off from its scheduler does not notice yet",
-                   strict=False)
 @pytest.mark.timeout(60)
 def test_a_worker_cut_off_from_its_scheduler_exits(multihost_cluster):
     multihost_cluster.env.update(FAST_LOSS_ENV)

@@ -16,7 +16,7 @@ import threading
 import time
 
 from graphstore import protocol as msg
-from graphstore.comm import connect
+from graphstore.comm import connect, set_dead_peer_timeout
 from graphstore.config import Config, load_config
 from graphstore.exceptions import GraphstoreError
 from graphstore.local_cluster import LocalCluster
@@ -68,6 +68,7 @@ class Driver:
                  resources: dict | None, token: str | None, env: dict,
                  node_id: str | None = None, worker_node_ids: list | None = None):
         self.config = config
+        set_dead_peer_timeout(config.worker_timeout)
         self.spill_target: SpillTarget | None = None
         self.node_id = node_id or default_node_id()
         self.cluster: LocalCluster | None = None

@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--spill-threshold", type=float, default=None,
                         help="fraction of the store above which objects spill (0.8)")
     worker.add_argument("--host", default="127.0.0.1",
-                        help="interface for the worker's peer server (object transfers)")
+                        help="interface for the worker's peer server (object transfers; "
+                             "default 127.0.0.1: give a reachable address, or 0.0.0.0, "
+                             "when other hosts are in the cluster)")
+    worker.add_argument("--port", type=int, default=0,
+                        help="port of the peer server (default 0: any free port; fix it "
+                             "to open it in a firewall)")
     worker.add_argument("--node-id", default=None,
                         help="host identity (default: derived from this machine)")
     worker.add_argument("--token-file", default=None,
@@ -200,7 +205,7 @@ def run_worker(args) -> int:
     try:
         loop.run_until_complete(serve(config, token, args.address, num_cpus,
                                       dict(args.resource), args.node_id, args.watch_stdin,
-                                      host=args.host,
+                                      host=args.host, port=args.port,
                                       store_capacity=args.object_store_memory, tls=tls))
     except RuntimeError:
         pass  # stopped by a signal

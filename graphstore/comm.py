@@ -64,10 +64,33 @@ def _proof(token: bytes, label: bytes, a: bytes, b: bytes) -> bytes:
     return hmac.new(token, label + a + b, hashlib.sha256).digest()
 
 
+#: TCP keepalive: an idle connection whose peer vanished (host down, network cut) is
+#: closed by the kernel after about KEEPIDLE + KEEPINTVL * KEEPCNT seconds; data left
+#: unacknowledged for USER_TIMEOUT ms closes it too. Heartbeats catch it sooner where
+#: they run (scheduler <-> workers); this bounds every other wait (drivers, transfers).
+#: Set from ``worker_timeout`` by ``set_dead_peer_timeout``.
+_KEEPALIVE = [("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 3), ("TCP_KEEPCNT", 3),
+              ("TCP_USER_TIMEOUT", 20_000)]
+
+
+def set_dead_peer_timeout(seconds: float) -> None:
+    """Have the kernel close connections whose peer has been unreachable for about
+    ``seconds`` to twice that (processes call it with their ``worker_timeout``)."""
+    seconds = max(1.0, float(seconds))
+    _KEEPALIVE[:] = [("TCP_KEEPIDLE", max(1, int(seconds))),
+                     ("TCP_KEEPINTVL", max(1, int(seconds / 3))), ("TCP_KEEPCNT", 3),
+                     ("TCP_USER_TIMEOUT", int(2000 * seconds))]
+
+
 def _tune(stream: IOStream) -> None:
     sock = stream.socket
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
     stream.max_write_buffer_size = None
 
 
@@ -100,6 +123,9 @@ class Comm:
         self._pending: dict[int, asyncio.Future] = {}
         self._loop = asyncio.get_event_loop()
         self._thread_writes = threading.Lock()
+        #: Loop time of the last bytes read: how the scheduler and workers tell a silent
+        #: peer (a cut network leaves the connection open) from a busy one.
+        self.last_received = self._loop.time()
         #: TLS: one OpenSSL connection object, which only the loop thread may touch.
         self.encrypted = isinstance(stream, SSLIOStream)
 
@@ -313,6 +339,7 @@ class Comm:
                     placeholder.buffer = frames[index]
                 yield messages
             buf += await stream.read_bytes(_READ_CHUNK, partial=True)
+            self.last_received = self._loop.time()
 
     async def read_loop(self) -> None:
         """Read and dispatch messages until the connection closes."""

@@ -81,8 +81,19 @@ class Config:
     dashboard_port: int = 8265
     #: Interface the status page binds: loopback by default; "0.0.0.0" exposes it.
     dashboard_host: str = "127.0.0.1"
-    #: Seconds between a worker's heartbeats (store use and spilling, for the status page).
+    #: Seconds between heartbeats: workers send their figures (store use, spilling) to
+    #: the scheduler, and the scheduler tells each worker it is still there.
     heartbeat_interval: float = 1.0
+    #: Seconds without a word from a worker after which the scheduler counts it lost
+    #: (a cut network leaves the connection open); a worker that hears nothing from the
+    #: scheduler for as long exits. A closed connection (a killed process) counts at
+    #: once. Heartbeats come from the event loop, so a task that holds the GIL longer
+    #: than this (some C extensions do) would get its worker counted lost: hence 10 s.
+    worker_timeout: float = 10.0
+    #: Bytes of task arguments the scheduler keeps so lost objects can be computed again
+    #: (lineage); past this the oldest lineage is dropped and its objects, if lost, stay
+    #: lost (ObjectLostError).
+    max_lineage_bytes: int = 256 * 1024 * 1024
 
 
 def _coerce(value: str, default):

@@ -78,6 +78,8 @@ class SubmitTask(NamedTuple):
     resources: dict | None
     max_retries: int
     parent: bytes | None = None   # the task that submitted it (for recursive cancel)
+    retry_exceptions: Any = None  # application errors to retry: None, True, or a pickled
+                                  # tuple of exception types (checked by the worker)
 
 
 class PutObject(NamedTuple):
@@ -135,6 +137,8 @@ class RunTask(NamedTuple):
     args: Any
     deps: list                # [[id, payload, locations], ...] aligned with SubmitTask.deps
     returns: list
+    retry_exceptions: Any = None  # as in SubmitTask, when retries are left
+
 
 
 class TaskDone(NamedTuple):
@@ -150,6 +154,8 @@ class TaskFailed(NamedTuple):
     duration: float
     error_text: str           # the error's traceback (its end, bounded), for status
                               # pages and task records
+    retriable: bool = False   # an application error the task asked to retry
+                              # (``retry_exceptions``)
 
 
 class TaskBlocked(NamedTuple):
@@ -243,6 +249,7 @@ class ObjectsSpilled(NamedTuple):
     Reply: ids that are already freed (the file is deleted if none is left)."""
     path: str
     entries: list
+    host_local: bool = False  # on the worker's own disk: only its host can read it
 
 
 class DeleteSpilled(NamedTuple):
@@ -400,6 +407,12 @@ class WorkerHeartbeat(NamedTuple):
     metrics: dict
 
 
+class SchedulerHeartbeat(NamedTuple):
+    """Scheduler -> worker, every ``heartbeat_interval`` seconds: a worker that hears
+    nothing for ``worker_timeout`` seconds has lost its scheduler (a cut network does
+    not close the connection) and exits."""
+
+
 class GetTaskGraph(NamedTuple):
     """Request to the scheduler: the task graph in node-link form, the ``limit`` most
     recent nodes, or the ancestry of the objects ``roots`` (a list of ids) if given."""
@@ -423,7 +436,7 @@ MESSAGE_TYPES: list[type] = [
     ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
-    GetClusterOverview,
+    GetClusterOverview, SchedulerHeartbeat,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -513,6 +526,11 @@ def _spilled(v) -> bool:
         and _count(e[2]) for e in v)
 
 
+def _retry_exceptions(v) -> bool:
+    """None, True, or the pickled tuple of exception types (see SubmitTask)."""
+    return v is None or v is True or type(v) is bytes
+
+
 def _methods(v) -> bool:
     return type(v) is dict and all(type(k) is str and _count(n) for k, n in v.items())
 
@@ -527,15 +545,15 @@ FIELD_CHECKS: dict[type, tuple] = {
     RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count),
     RegisterFunction: (_id, _buffer),
     SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
-                 _opt_id),
+                 _opt_id, _retry_exceptions),
     PutObject: (_id, _opt_payload, _ids, _opt(_location)),
     Pin: (_ids,), Unpin: (_ids,), IncRef: (_ids,), DecRef: (_ids,), WantObjects: (_ids,),
     ObjectAdded: (_id, _str),
     ObjectReady: (_id, _opt_payload, _opt_payload, _opt_list),
     FunctionCode: (_id, _buffer),
-    RunTask: (_id, _id, _str, _any, _list, _ids),
+    RunTask: (_id, _id, _str, _any, _list, _ids, _retry_exceptions),
     TaskDone: (_id, _list, _amount),
-    TaskFailed: (_id, _payload, _amount, _str),
+    TaskFailed: (_id, _payload, _amount, _str, _flag),
     TaskBlocked: (_id,), TaskUnblocked: (_id,),
     TaskOutput: (_any, _str, _str, _str),
     Output: (_str, _str, _str),
@@ -548,7 +566,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     FetchObject: (_id,),
     GetStoreSummary: (), GetMemorySummary: (), GetStatus: (), GetClusterOverview: (),
     GetTaskRecords: (_int,),
-    ObjectsSpilled: (_str, _spilled),
+    ObjectsSpilled: (_str, _spilled, _flag),
     DeleteSpilled: (lambda v: type(v) is list and all(type(p) is str for p in v),),
     RestoreObject: (_id, _str, _count, _count),
     RestoreOnNode: (_id, _str),
@@ -568,6 +586,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     CancelRunning: (_id, _flag),
     WorkerHeartbeat: (_dict,),
     GetTaskGraph: (_opt_list, _int),
+    SchedulerHeartbeat: (),
 }
 
 #: Checks across the fields of one message.

@@ -8,7 +8,25 @@ from typing import Any
 from graphstore import _state
 from graphstore.runtime import FunctionDescriptor
 
-_TASK_OPTIONS = ("num_returns", "num_cpus", "resources", "max_retries", "name")
+_TASK_OPTIONS = ("num_returns", "num_cpus", "resources", "max_retries", "retry_exceptions",
+                 "name")
+#: Packed ``retry_exceptions`` lists, by the tuple of types (pickled once).
+_packed_retry: dict[tuple, bytes] = {}
+
+
+def pack_retry_exceptions(value):
+    """``retry_exceptions`` as the task carries it: None, True, or the pickled tuple of
+    exception types (the worker, which has the exception, decides)."""
+    if not value:
+        return None
+    if value is True:
+        return True
+    types = tuple(value)
+    packed = _packed_retry.get(types)
+    if packed is None:
+        import cloudpickle
+        packed = _packed_retry[types] = cloudpickle.dumps(types)
+    return packed
 
 
 def validate_options(options: dict, allowed=_TASK_OPTIONS) -> dict:
@@ -33,6 +51,13 @@ def validate_options(options: dict, allowed=_TASK_OPTIONS) -> dict:
                              f"got {n!r}")
     if options.get("name") is not None and not isinstance(options["name"], str):
         raise ValueError(f"name must be a string, got {options['name']!r}")
+    if "retry_exceptions" in options:
+        value = options["retry_exceptions"]
+        if not (isinstance(value, bool) or (
+                isinstance(value, (list, tuple)) and value and all(
+                    isinstance(t, type) and issubclass(t, BaseException) for t in value))):
+            raise ValueError(f"retry_exceptions must be True, False, or a non-empty list of "
+                             f"exception classes, got {value!r}")
     resources = options.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):
@@ -83,7 +108,8 @@ class RemoteFunction:
             max_retries = 2**31 - 1
         refs = runtime.submit(self._descriptor, args, kwargs, num_returns,
                               float(options.get("num_cpus", 1)), options.get("resources"),
-                              max_retries, options.get("name"))
+                              max_retries, options.get("name"),
+                              pack_retry_exceptions(options.get("retry_exceptions")))
         return refs[0] if num_returns == 1 else refs
 
     def __reduce__(self):

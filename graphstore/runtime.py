@@ -335,6 +335,7 @@ class Runtime:
         elif cls is msg.ClusterInfo:
             self.cluster_info = {"num_workers": m.num_workers, "resources": m.resources,
                                  "workers": m.workers}
+            self._drop_departed_peers({w[2] for w in m.workers})
         else:
             return False
         return True
@@ -375,7 +376,15 @@ class Runtime:
             self._object_arrived(object_id, None, error)
 
     # -- user API (user threads) ------------------------------------------------------
+    def check_connected(self) -> None:
+        """Refuse new work once the scheduler is gone: nothing would ever run it."""
+        if self._lost:
+            raise ConnectionLostError(
+                "lost the connection to the graphstore scheduler; the cluster is gone "
+                "(call graphstore.shutdown(), then init() again)")
+
     def put(self, value: Any) -> ObjectRef:
+        self.check_connected()
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself "
                             "(refs are already in the object store)")
@@ -492,44 +501,71 @@ class Runtime:
             return loads(payload)
         return self._load_stored(object_id, locations)
 
-    def _load_stored(self, object_id: bytes, locations, retries: int = 20):
-        for node, address, segment, size in locations:
-            if node != self.node_id or node is None:
-                continue
-            view = self._pinned_view(object_id, segment, size)
-            if view is None:
-                continue  # spilled or freed since this location was known
-            return loads(shm.read_object(view))
-        spilled = [loc for loc in locations if loc[0] is None]
-        if spilled:
-            _, path, offset, size = spilled[0]
-            if self.restore_spilled is not None:          # a worker: into its own store
-                segment = self.restore_spilled(object_id, path, offset, size)
-                self._send(msg.ObjectAdded(object_id, segment))
-                where = [[self.node_id, self.local_address, segment, size]]
-            else:                                         # a driver: a store restores it
-                _, address, segment, node = self.request(
-                    msg.RestoreOnNode(object_id, self.node_id), timeout=300)
-                where = [[node, address, segment, size]]
-            return self._load_stored(object_id, where, retries)
-        remote = [loc for loc in locations if loc[0] != self.node_id]
-        if not remote:
-            if retries <= 0:
-                raise ObjectLostError(f"object {object_id.hex()} could not be found")
-            if retries < 20:
-                time.sleep(0.02)  # a spill is being recorded: give it a moment
+    def _load_stored(self, object_id: bytes, locations):
+        """A stored object's value from where ``locations`` says it is: mapped in place
+        on this host, restored from a spill, or fetched from another host. When no copy
+        can be read (freed, spilled meanwhile, or its worker died), the scheduler is
+        asked again: it knows new copies, or has the object computed again."""
+        deadline = None
+        attempt = 0
+        error = None
+        while True:
+            size = locations[0][3] if locations else 0
+            for node, address, segment, size in locations:
+                if node != self.node_id or node is None:
+                    continue
+                view = self._pinned_view(object_id, segment, size)
+                if view is not None:
+                    return loads(shm.read_object(view))
+                # else spilled or freed since this location was known
+            spilled = [loc for loc in locations if loc[0] is None]
+            remote = [loc for loc in locations if loc[0] is not None
+                      and loc[0] != self.node_id]
+            if spilled:
+                _, path, offset, size = spilled[0]
+                try:
+                    if self.restore_spilled is not None:  # a worker: into its own store
+                        segment = self.restore_spilled(object_id, path, offset, size)
+                        self._send(msg.ObjectAdded(object_id, segment))
+                        locations = [[self.node_id, self.local_address, segment, size]]
+                    else:                                 # a driver: a store restores it
+                        _, address, segment, node = self.request(
+                            msg.RestoreOnNode(object_id, self.node_id), timeout=300)
+                        locations = [[node, address, segment, size]]
+                    continue
+                except (ObjectStoreFullError, ConnectionLostError):
+                    raise
+                except (OSError, RemoteCallError, GraphstoreError) as exc:
+                    error = exc     # e.g. the file was on a lost host's disk: ask again
+                    remote = []
+            if remote:
+                try:
+                    data = self._fetch(object_id, remote)
+                except ObjectLostError as exc:   # no copy answered: its worker may be dead
+                    error = exc
+                else:
+                    if isinstance(data, str):     # landed in this worker's store: map it
+                        locations = [[self.node_id, self.local_address, data, size]]
+                        continue
+                    return loads(shm.read_object(data))
+            attempt += 1
+            now = time.monotonic()
+            if deadline is None:
+                # Long enough for the scheduler to notice a silent worker and say so.
+                deadline = now + 2 * self.config.worker_timeout + 5
+            elif now > deadline:
+                raise ObjectLostError(f"object {object_id.hex()} could not be read from "
+                                      f"any copy: {error or 'every copy is gone'}")
+            if attempt > 1:
+                time.sleep(min(0.5, 0.01 * 2 ** attempt))
             fresh = self.request(msg.LocateObject(object_id))
-            if fresh is None:  # lost or failed meanwhile: fetch the object's own error
-                self._local.pop(object_id, None)
+            if fresh is None:  # being computed again, failed, or lost: wait for it
+                with self._lock:
+                    self._local.pop(object_id, None)
                 self._requested.discard(object_id)
-                self._await([object_id], 1, 60)
+                self._await([object_id], 1, None)
                 return self._value(object_id)
-            return self._load_stored(object_id, fresh, retries - 1)
-        data = self._fetch(object_id, remote)
-        if isinstance(data, str):  # landed in this worker's store: map it
-            return self._load_stored(object_id, [[self.node_id, self.local_address, data,
-                                                  locations[0][3]]])
-        return loads(shm.read_object(data))
+            locations = fresh
 
     def _pinned_view(self, object_id: bytes, segment: str, size: int):
         """A read-only view of an object's segment, pinned while anything views it; None
@@ -659,6 +695,14 @@ class Runtime:
         raise ObjectLostError(f"could not fetch object {object_id.hex()} from any copy: "
                               + "; ".join(errors))
 
+    def _drop_departed_peers(self, live_addresses: set) -> None:
+        """Loop thread: close connections to workers the scheduler counts as gone; their
+        pending fetches fail, and readers ask the scheduler for another copy."""
+        for address, comm in list(self._peer_comms.items()):
+            if address not in live_addresses:
+                del self._peer_comms[address]
+                comm.abort()
+
     async def close_peers(self) -> None:
         """Close connections to workers' peer servers and to actors (on the loop, before
         it stops), after sending the gathered bookkeeping."""
@@ -692,7 +736,9 @@ class Runtime:
 
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
                num_returns: int, num_cpus: float, resources: dict | None,
-               max_retries: int, name: str | None) -> list[ObjectRef]:
+               max_retries: int, name: str | None,
+               retry_exceptions=None) -> list[ObjectRef]:
+        self.check_connected()
         self._register(descriptor)
         task_name = name or descriptor.name
         payload, deps, nested = pack_args(task_name, args, kwargs, self._split)
@@ -701,7 +747,7 @@ class Runtime:
         parent = getattr(current_task, "task", None)
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps,
                                   nested, returns, num_cpus, resources, max_retries,
-                                  parent[0] if parent else None))
+                                  parent[0] if parent else None, retry_exceptions))
         return [ObjectRef._new(object_id) for object_id in returns]
 
     # -- actors (user threads) ----------------------------------------------------------
@@ -709,6 +755,7 @@ class Runtime:
                      kwargs: dict, options: dict, methods: dict) -> list:
         """Ask for an actor; returns [actor id, creation id, class name, methods,
         max_task_retries] (of an existing actor for ``get_if_exists``)."""
+        self.check_connected()
         self._register(descriptor)
         payload, deps, nested = pack_args(f"{class_name}.__init__", args, kwargs,
                                           self._split)

@@ -12,7 +12,7 @@ import socket
 import time
 
 from graphstore import protocol as msg
-from graphstore.comm import Comm, CommServer, RemoteCallError
+from graphstore.comm import Comm, CommServer, RemoteCallError, set_dead_peer_timeout
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
 from graphstore.config import Config, Limits
 from graphstore.lifecycle import watch_parent_pipe
@@ -35,7 +35,8 @@ class Scheduler:
         self.state = SchedulerState(pipeline_seconds=config.worker_pipeline_seconds,
                                     max_queued_per_worker=config.max_tasks_queued_per_worker,
                                     history_size=config.task_history,
-                                    bandwidth=config.transfer_bandwidth)
+                                    bandwidth=config.transfer_bandwidth,
+                                    max_lineage_bytes=config.max_lineage_bytes)
         self.comms: dict[bytes, Comm] = {}
         self.server = CommServer(token, self._on_comm, tls=tls, limits=Limits(),
                                  split_bytes=config.frame_split_bytes,
@@ -224,12 +225,39 @@ class Scheduler:
                 future.set_result(None)
 
     async def _housekeeping(self) -> None:
-        """Once a second: answer wants of objects that never came to exist."""
+        """Every heartbeat interval: tell workers the scheduler is there, count silent
+        workers as lost, answer wants of objects that never came to exist."""
+        interval = max(0.05, self.config.heartbeat_interval)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while not self.stopped.is_set():
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(interval)
+            now = loop.time()
+            # After a stall of this loop, what arrived meanwhile is not read yet: judge
+            # silence only when the loop kept time.
+            if now - last < 2 * interval + 0.5:
+                self._drop_silent_workers(now)
+            last = now
+            beat = msg.SchedulerHeartbeat()
+            for worker_id in self.state.workers:
+                comm = self.comms.get(worker_id)
+                if comm is not None:
+                    comm.send(beat)
             if self.state.parked_wants:
                 self.state.expire_parked_wants(time.monotonic())
                 self._schedule_flush()
+
+    def _drop_silent_workers(self, now: float) -> None:
+        """A worker silent for ``worker_timeout`` seconds is lost: its connection is
+        closed, which retries its tasks and rebuilds its objects elsewhere."""
+        timeout = self.config.worker_timeout
+        for worker_id in list(self.state.workers):
+            comm = self.comms.get(worker_id)
+            if comm is not None and now - comm.last_received > timeout:
+                logger.warning("worker %s (pid %s) sent nothing for %.1f s (worker_timeout "
+                               "%.1f s); counting it as lost", worker_id.hex()[:8],
+                               comm.info.get("pid"), now - comm.last_received, timeout)
+                comm.abort()
 
     async def _allocate_on_node(self, m: msg.AllocateOnNode) -> list:
         """Find a store on the node with room for a put; the store's error if none."""
@@ -370,7 +398,9 @@ class Scheduler:
     def _broadcast_cluster_info(self) -> None:
         info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources(),
                                self._worker_list())
-        for peer_id in self.state.drivers:
+        # Workers too: a process drops its connections to workers that left, so a fetch
+        # from a silent one fails now instead of waiting on TCP timeouts.
+        for peer_id in [*self.state.drivers, *self.state.workers]:
             comm = self.comms.get(peer_id)
             if comm is not None:
                 comm.send(info)
@@ -379,6 +409,7 @@ class Scheduler:
 async def serve(config: Config, token: bytes, host: str, port: int,
                 sock: socket.socket | None, watch_stdin: bool,
                 ready_fd: int | None = None, tls: TLSConfig | None = None) -> None:
+    set_dead_peer_timeout(config.worker_timeout)
     scheduler = Scheduler(config, token, tls)
     address = scheduler.listen(host, port, sock)
     asyncio.ensure_future(scheduler._housekeeping())

@@ -28,12 +28,25 @@ WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
 _UNKNOWN_DURATION = 0.5
+#: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
+#: counted against ``max_lineage_bytes``.
+_LINEAGE_ENTRY_BYTES = 1024
 #: Weight of the newest sample in a function's running mean duration.
 _DURATION_SMOOTHING = 0.2
 
 
 def error_payload(exc: BaseException) -> list:
     return [pickle.dumps(exc, protocol=5)]
+
+
+def _payload_size(payload) -> int:
+    """Bytes of a task's packed arguments (buffers, maybe wrapped as frames)."""
+    if not payload:
+        return 0
+    try:
+        return sum(len(b) for b in payload)
+    except TypeError:
+        return 0
 
 
 def argument_failed_text(obj: "ObjectState") -> str:
@@ -83,7 +96,8 @@ class TaskState:
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
-                 "error_text", "parent", "cancelled")
+                 "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
+                 "lineage_size", "lineage_note")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -117,6 +131,14 @@ class TaskState:
         self.parent = spec.parent
         #: Set by cancel(force=True): a death of its worker fails it instead of retrying.
         self.cancelled = False
+        #: Application errors to retry, as the worker checks them (see SubmitTask).
+        self.retry_exceptions = spec.retry_exceptions
+        #: While kept as lineage (a finished task whose results may have to be computed
+        #: again): its live results plus kept tasks that take them as arguments.
+        self.lineage_refs = 0
+        self.lineage_size = 0
+        #: Why its results cannot be computed again, once that is known.
+        self.lineage_note: str | None = None
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else ())
 
@@ -218,7 +240,8 @@ class SchedulerState(ActorsMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
-                 history_size: int = 10_000, bandwidth: float = 1e9):
+                 history_size: int = 10_000, bandwidth: float = 1e9,
+                 max_lineage_bytes: int = 256 * 1024 * 1024):
         self.objects: dict[bytes, ObjectState] = {}
         self.tasks: dict[bytes, TaskState] = {}
         self.workers: dict[bytes, WorkerState] = {}
@@ -232,11 +255,15 @@ class SchedulerState(ActorsMixin):
         self.pipeline_seconds = pipeline_seconds
         self.max_queued_per_worker = max_queued_per_worker
         self.max_capacity: dict[str, float] = {"CPU": 0.0}
-        self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0}
+        self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0,
+                       "reconstructed": 0, "objects_rebuilt": 0, "objects_lost": 0,
+                       "workers_left": 0}
         self.peer_pins: dict[bytes, set[bytes]] = {}
         #: Spill file -> ids of live objects in it, and the worker that wrote it.
         self.spill_files: dict[str, set[bytes]] = {}
         self.spill_file_writer: dict[str, bytes] = {}
+        #: Spill files on a host's own disk -> that host (node): lost with the host.
+        self.spill_file_node: dict[str, str] = {}
         #: Recent tasks and objects with their edges: every live one, and the last
         #: ``history_size`` finished tasks and freed objects (the task records too).
         self.graph = TaskGraph(history_size)
@@ -244,6 +271,13 @@ class SchedulerState(ActorsMixin):
         self.bandwidth = bandwidth
         #: object id -> {actor process peer: deadline}: wants of objects not known yet.
         self.parked_wants: dict[bytes, dict[bytes, float]] = {}
+        #: Lineage: finished tasks kept so that results lost with a worker can be
+        #: computed again, oldest first, while a result or a kept dependent needs them.
+        self.lineage: dict[bytes, TaskState] = {}
+        #: object id -> the kept task that produces it.
+        self.lineage_producer: dict[bytes, TaskState] = {}
+        self.lineage_bytes = 0
+        self.max_lineage_bytes = max_lineage_bytes
         self._init_actors()
 
     # -- peers ------------------------------------------------------------------------
@@ -300,6 +334,7 @@ class SchedulerState(ActorsMixin):
             self.owner_gone(peer_id)
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
+            self.counts["workers_left"] += 1
             node = worker.node
             del node.workers[worker.id]
             node.num_cpus -= worker.num_cpus
@@ -340,7 +375,9 @@ class SchedulerState(ActorsMixin):
         self.schedule()
 
     def _lose_copies(self, worker: WorkerState) -> None:
-        """Objects whose only copy was on a lost worker are lost."""
+        """Objects whose only copy was on a lost worker are computed again from their
+        lineage when they can be, else they become ``ObjectLostError``s."""
+        lost = []
         for object_id in worker.objects:
             obj = self.objects.get(object_id)
             if obj is None:
@@ -348,13 +385,202 @@ class SchedulerState(ActorsMixin):
             obj.locations.pop(worker.id, None)
             if obj.locations or obj.spill is not None or obj.state != READY:
                 continue
-            obj.state = ERROR
-            obj.error = error_payload(ObjectLostError(
-                f"object {object_id.hex()} ({obj.size:,} bytes) was lost: its only copy "
-                f"was in the store of worker pid {worker.pid}, which died"))
-            self._object_finished(obj)
+            lost.append(obj)
         worker.objects.clear()
         worker.stored_bytes = 0
+        if worker.node.id not in self.nodes:
+            lost.extend(self._lose_host_spills(worker.node.id))
+        if lost:
+            self.recover(lost, f"its only copy was in the store (or on the local disk) of "
+                               f"worker pid {worker.pid} on node {worker.node.id}, which "
+                               f"died or was cut off")
+
+    def _lose_host_spills(self, node_id: str) -> list[ObjectState]:
+        """The last worker of a host left: spill files on its own disk cannot be read
+        back; returns the ready objects that had no other copy."""
+        lost = []
+        for path in [p for p, n in self.spill_file_node.items() if n == node_id]:
+            del self.spill_file_node[path]
+            self.spill_file_writer.pop(path, None)
+            for object_id in self.spill_files.pop(path, ()):
+                obj = self.objects.get(object_id)
+                if obj is None or obj.spill is None or obj.spill[0] != path:
+                    continue
+                obj.spill = None
+                if not obj.locations and obj.state == READY:
+                    lost.append(obj)
+        return lost
+
+    # -- lineage ----------------------------------------------------------------------
+    def recover(self, lost: list[ObjectState], why: str) -> None:
+        """``lost`` (ready objects with no copy left) are computed again by re-running
+        the tasks that made them, and those tasks' freed arguments too, recursively;
+        objects that cannot be become errors naming the object and why."""
+        rerun: list[TaskState] = []
+        unrecoverable = []
+        for obj in lost:
+            reason = self._cannot_rebuild(obj)
+            if reason is not None:
+                unrecoverable.append((obj, reason))
+                continue
+            obj.state = PENDING
+            obj.payload = None
+            self.counts["objects_rebuilt"] += 1
+            # The new value says again what it contains (new objects, if made inside).
+            contains, obj.contains = obj.contains, []
+            for inner_id in contains:
+                inner = self.objects.get(inner_id)
+                if inner is not None:
+                    inner.container_refs -= 1
+                    self._maybe_free(inner)
+            if obj.producer.state == DONE and obj.producer not in rerun:
+                rerun.append(obj.producer)
+        for obj, reason in unrecoverable:
+            self.counts["objects_lost"] += 1
+            obj.state = ERROR
+            obj.error = error_payload(ObjectLostError(
+                f"object {obj.id.hex()} ({obj.size:,} bytes) was lost: {why}; it cannot "
+                f"be computed again because {reason}"))
+            self._object_finished(obj)
+        queued = {task.id for task in rerun}
+        while rerun:      # a list, not recursion: lineage chains may be long
+            self._rerun(rerun.pop(), rerun, queued, why)
+
+    def _cannot_rebuild(self, obj: ObjectState) -> str | None:
+        producer = obj.producer
+        if producer is None:
+            return "it was made by put(), which leaves no lineage (keep a copy, or " \
+                   "make it in a task)"
+        if not isinstance(producer, TaskState):
+            return "it is the result of an actor call (actor calls are not re-run)"
+        if self.lineage.get(producer.id) is not producer:
+            return producer.lineage_note or f"the lineage of task {producer.name} is gone"
+        if producer.retries_left <= 0:
+            return f"its task {producer.name} has no retries left (max_retries)"
+        return None
+
+    def _rerun(self, task: TaskState, rerun: list, queued: set, why: str) -> None:
+        """Submit a finished task again; freed arguments are revived (pending) and their
+        own tasks appended to ``rerun``."""
+        task.retries_left -= 1
+        self.counts["reconstructed"] += 1
+        task.state = WAITING
+        task.worker = None
+        task.waiting_on = 0
+        task.started_at = task.finished_at = 0.0
+        task.placement = None
+        task.error_text = None
+        self.tasks[task.id] = task
+        self.graph.add_task(task)
+        failure = None
+        for index, object_id in enumerate(itertools.chain(task.deps, task.nested)):
+            nested = index >= len(task.deps)
+            obj = self.objects.get(object_id)
+            if obj is None:
+                obj = self._revive(object_id, rerun, queued)
+                if obj is None:
+                    if failure is None:
+                        results = ", ".join(r.hex() for r in task.returns)
+                        failure = error_payload(ObjectLostError(
+                            f"object {results} was lost: {why}; computing it again needs "
+                            f"task {task.name} to run again, but its argument "
+                            f"{object_id.hex()} was freed and "
+                            f"{self._lineage_gone_text(object_id)}"))
+                    continue
+            obj.task_refs += 1
+            task.counted_refs.append(object_id)
+            if nested:
+                continue
+            if obj.state == PENDING:
+                task.waiting_on += 1
+                obj.dependents.append(task)
+            elif obj.state == ERROR and failure is None:
+                failure = obj.error
+        if failure is not None:
+            self._fail_task(task, failure, "an argument needed to compute a lost object "
+                                           "again is gone")
+        elif task.waiting_on == 0:
+            self._enqueue(task)
+
+    def _revive(self, object_id: bytes, rerun: list, queued: set) -> ObjectState | None:
+        """A freed object that its kept task can make again: pending once more."""
+        producer = self.lineage_producer.get(object_id)
+        if producer is None or producer.retries_left <= 0 or producer.state == FAILED:
+            return None
+        obj = ObjectState(object_id, PENDING, producer=producer)
+        self.objects[object_id] = obj
+        self.graph.add_object(obj)
+        producer.lineage_refs += 1
+        self.counts["objects_rebuilt"] += 1
+        if producer.state == DONE and producer.id not in queued:
+            queued.add(producer.id)
+            rerun.append(producer)
+        return obj
+
+    def _lineage_gone_text(self, object_id: bytes) -> str:
+        producer = self.lineage_producer.get(object_id)
+        if producer is None:
+            return "no lineage is kept for it (made by put() or an actor, or its " \
+                   "lineage was dropped)"
+        return f"its task {producer.name} has no retries left (max_retries)"
+
+    def _keep_lineage(self, task: TaskState) -> None:
+        """A task finished: keep it (its arguments) while its results live, so they can
+        be computed again if their only copy is lost."""
+        if task.id in self.lineage:          # a re-run of a kept task
+            return
+        if task.retries_left <= 0:
+            task.lineage_note = f"its task {task.name} has no retries left (max_retries)"
+            return
+        live = sum(1 for object_id in task.returns
+                   if (o := self.objects.get(object_id)) is not None and o.producer is task)
+        if not live:
+            return
+        size = _LINEAGE_ENTRY_BYTES + _payload_size(task.args)
+        task.lineage_refs = live
+        task.lineage_size = size
+        self.lineage[task.id] = task
+        for object_id in task.returns:
+            self.lineage_producer[object_id] = task
+        for object_id in itertools.chain(task.deps, task.nested):
+            producer = self.lineage_producer.get(object_id)
+            if producer is not None:
+                producer.lineage_refs += 1
+        self.lineage_bytes += size
+        while self.lineage_bytes > self.max_lineage_bytes and self.lineage:
+            oldest = next(iter(self.lineage.values()))
+            self._drop_lineage(oldest, "the lineage of its task "
+                                       f"{oldest.name} was dropped to stay under "
+                                       f"max_lineage_bytes ({self.max_lineage_bytes:,})")
+
+    def _lineage_result_freed(self, obj: ObjectState) -> None:
+        producer = obj.producer
+        if producer is not None and self.lineage.get(producer.id) is producer:
+            producer.lineage_refs -= 1
+            if producer.lineage_refs <= 0:
+                self._drop_lineage(producer, None)
+
+    def _drop_lineage(self, task: TaskState, note: str | None) -> None:
+        """Forget kept tasks nothing needs any more (or ``note`` says why one goes)."""
+        stack = [task]
+        while stack:
+            task = stack.pop()
+            if self.lineage.pop(task.id, None) is None:
+                continue
+            if note is not None:
+                task.lineage_note, note = note, None
+            self.lineage_bytes -= task.lineage_size
+            for object_id in task.returns:
+                if self.lineage_producer.get(object_id) is task:
+                    del self.lineage_producer[object_id]
+            if task.state == DONE:
+                task.args = None
+            for object_id in itertools.chain(task.deps, task.nested):
+                producer = self.lineage_producer.get(object_id)
+                if producer is not None:
+                    producer.lineage_refs -= 1
+                    if producer.lineage_refs <= 0:
+                        stack.append(producer)
 
     # -- objects ----------------------------------------------------------------------
     def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:
@@ -471,6 +697,8 @@ class SchedulerState(ActorsMixin):
         if live:
             self.spill_files[m.path] = live
             self.spill_file_writer[m.path] = worker_id
+            if m.host_local is True and worker is not None:
+                self.spill_file_node[m.path] = worker.node.id
         return gone
 
     def locate(self, object_id: bytes) -> list | None:
@@ -491,6 +719,7 @@ class SchedulerState(ActorsMixin):
         if live:
             return
         del self.spill_files[path]
+        self.spill_file_node.pop(path, None)
         writer = self.spill_file_writer.pop(path, None)
         target = writer if writer in self.workers else next(iter(self.workers), None)
         if target is not None:
@@ -590,6 +819,8 @@ class SchedulerState(ActorsMixin):
                 continue
             if obj.id in self.actor_of_creation:
                 self.actor_unreferenced(obj.id)
+            if self.lineage:
+                self._lineage_result_freed(obj)
             self.graph.object_freed(obj, self.workers)
             obj.payload = None
             obj.error = None
@@ -704,14 +935,24 @@ class SchedulerState(ActorsMixin):
                 obj.size = sum(len(b) for b in payload)
             self._set_contains(obj, contained)
             self._object_finished(obj)
+        self._keep_lineage(task)
         self._release_task_refs(task)
         self._record(task)
 
     def task_failed(self, worker_id: bytes, m: msg.TaskFailed) -> None:
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
-        if task is not None:
-            task.error_text = m.error_text
-            self._fail_task(task, m.error)
+        if task is None:
+            return
+        if m.retriable is True and task.retries_left > 0 and not task.cancelled:
+            # An application error the task asked to retry (retry_exceptions).
+            task.retries_left -= 1
+            self.counts["retried"] += 1
+            task.worker = None
+            self.tasks[task.id] = task
+            self._enqueue(task)
+            return
+        task.error_text = m.error_text
+        self._fail_task(task, m.error)
 
     def _finish_on_worker(self, worker_id: bytes, task_id: bytes,
                           duration: float) -> TaskState | None:
@@ -813,7 +1054,8 @@ class SchedulerState(ActorsMixin):
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []
         self._drop_task_refs(counted)
-        task.args = None
+        if task.id not in self.lineage:
+            task.args = None
 
     def _drop_task_refs(self, object_ids) -> None:
         """Release what a task, actor call or actor held of its arguments."""
@@ -840,7 +1082,9 @@ class SchedulerState(ActorsMixin):
                    int(self.pipeline_seconds / max(duration, 1e-6)))
 
     def _lost_dependency(self, task: TaskState) -> list | None:
-        """The error of an argument that failed or was lost after the task was queued."""
+        """The error of an argument that failed or was lost after the task was queued;
+        an argument being computed again sends the task back to waiting (returns [])."""
+        pending = None
         for object_id in task.deps:
             obj = self.objects.get(object_id)
             if obj is None:
@@ -848,6 +1092,16 @@ class SchedulerState(ActorsMixin):
                     f"argument {object_id.hex()} of task {task.name} is gone"))
             if obj.state == ERROR:
                 return obj.error
+            if obj.state == PENDING:
+                if pending is None:
+                    pending = []
+                pending.append(obj)
+        if pending:
+            task.state = WAITING
+            task.waiting_on = len(pending)
+            for obj in pending:
+                obj.dependents.append(task)
+            return []
         return None
 
     def _expected_seconds(self, task: TaskState) -> float:
@@ -903,6 +1157,9 @@ class SchedulerState(ActorsMixin):
             while queue:
                 task = queue[0]
                 failure = self._lost_dependency(task)
+                if failure == []:       # waits again for an argument being rebuilt
+                    queue.popleft()
+                    continue
                 if failure is not None:
                     queue.popleft()
                     task.state = WAITING  # so _fail_task does not search the queue
@@ -941,8 +1198,9 @@ class SchedulerState(ActorsMixin):
         for object_id in task.deps:
             obj = self.objects[object_id]
             deps.append([object_id, obj.payload, self.locations_of(obj)])
-        self.outbox.append((worker.id, msg.RunTask(task.id, task.function_hash, task.name,
-                                                   task.args, deps, task.returns)))
+        self.outbox.append((worker.id, msg.RunTask(
+            task.id, task.function_hash, task.name, task.args, deps, task.returns,
+            task.retry_exceptions if task.retries_left > 0 else None)))
 
     def _release_slot(self, worker: WorkerState, task: TaskState) -> None:
         if worker.assigned.pop(task.id, None) is None:

@@ -21,7 +21,12 @@ over TCP. Everything here exists so that they never leave a process behind:
   ``flaky_s3`` is a test's own moto server it may stop and start again on the same port;
   ``moto_s3_with_auth`` checks credentials (an IAM user, its key, a bucket);
   ``spawn_cli`` runs ``python -m graphstore.cli ...`` with a given environment and kills
-  it at teardown.
+  it at teardown;
+* for several hosts on this one machine: ``host_network`` is a bridge and network
+  namespaces (``netns.py``), skipped with the reason where they cannot be made (not root,
+  no ``ip``); ``multihost_cluster`` runs ``graphstore scheduler`` on the bridge and one
+  ``graphstore worker`` per namespace; all its processes, namespaces, links and shared
+  memory are gone after each test (``netns.sweep_stale`` removes a killed run's).
 """
 from __future__ import annotations
 
@@ -478,6 +483,8 @@ class CliCluster:
     scheduler: subprocess.Popen
     workers: list
     log_dir: Path
+    #: ``add_worker(*args)`` starts one more ``graphstore worker`` (killed at teardown).
+    add_worker: object = None
 
     def env(self) -> dict:
         return {"GRAPHSTORE_TOKEN": self.token}
@@ -497,11 +504,12 @@ def cli_cluster(tmp_path):
         popens.append(popen)
         return popen
 
-    def start(num_workers: int = 1, worker_args: tuple = ()) -> CliCluster:
+    def start(num_workers: int = 1, worker_args: tuple = (), env: dict | None = None
+              ) -> CliCluster:
         log_dir = tmp_path / f"cli-{len(popens)}"
         log_dir.mkdir()
         token_file = log_dir / "token"
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env.pop("GRAPHSTORE_TOKEN", None)
         env["PYTHONUNBUFFERED"] = "1"
         sched_log = log_dir / "scheduler.log"
@@ -523,11 +531,18 @@ def cli_cluster(tmp_path):
         token = token_file.read_text().strip()
         assert token, "the scheduler wrote an empty token file"
         workers = []
-        for i in range(num_workers):
-            workers.append(spawn(["worker", address, "--num-cpus", "1",
-                                  "--token-file", str(token_file), *worker_args],
-                                 log_dir / f"worker-{i}.log", env))
-        return CliCluster(address, token, token_file, scheduler, workers, log_dir)
+
+        def add_worker(*args: str) -> subprocess.Popen:
+            worker = spawn(["worker", address, "--num-cpus", "1",
+                            "--token-file", str(token_file), *(args or worker_args)],
+                           log_dir / f"worker-{len(workers)}.log", env)
+            workers.append(worker)
+            return worker
+
+        for _ in range(num_workers):
+            add_worker()
+        return CliCluster(address, token, token_file, scheduler, workers, log_dir,
+                          add_worker)
 
     try:
         yield start
@@ -793,3 +808,192 @@ def cluster_id():
     yield cid
     for name in shm_files(f"{shm.PREFIX}{cid}-"):
         shm.unlink(name)
+
+
+# -- several hosts: network namespaces ------------------------------------------------------
+
+@pytest.fixture
+def host_network():
+    """A bridge in the root namespace and worker hosts in network namespaces (see
+    ``netns.py``); skips the test, with the reason, where they cannot be made. At
+    teardown every process in the namespaces is killed and everything is removed, also
+    when the test failed."""
+    from netns import HostNetwork, NetnsUnavailable
+    try:
+        network = HostNetwork()
+    except NetnsUnavailable as exc:
+        pytest.skip(f"multi-host tests need network namespaces: {exc}")
+    try:
+        yield network
+    finally:
+        network.close()
+        left = network.leftovers()
+        assert not left, f"namespaces or links left after teardown: {left}"
+
+
+@dataclass
+class WorkerHost:
+    """A ``graphstore worker`` running in a namespace of its own, as a separate host."""
+    host: "object"           # netns.Host: namespace, veth, address
+    node_id: str
+    popen: subprocess.Popen
+    log: Path
+    token_file: Path
+
+    @property
+    def ip(self) -> str:
+        return self.host.ip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def pids(self) -> list[int]:
+        """Processes on this host: the worker and the actor processes it started."""
+        return self.host.pids()
+
+    def link_bytes(self) -> tuple[int, int]:
+        """Bytes (sent by this host, received by it) so far over its link."""
+        return self.host.link_bytes()
+
+
+class MultiHostCluster:
+    """``graphstore scheduler`` on the bridge's address (root namespace) and workers, one
+    per namespace, each with its own address, node id, token file copy and spill
+    directory; the test process is the driver. Everything is started with stdin a pipe
+    from pytest and ``--watch-stdin``: if pytest dies, they all exit. ``env`` is the
+    processes' environment (add settings such as ``GRAPHSTORE_WORKER_TIMEOUT`` to it
+    before ``start``)."""
+
+    def __init__(self, network, tmp_path: Path):
+        self.network = network
+        self.dir = tmp_path
+        self.address = ""
+        self.token = ""
+        self.token_file = tmp_path / "scheduler" / "token"
+        self.scheduler: subprocess.Popen | None = None
+        self.scheduler_log = tmp_path / "scheduler" / "scheduler.log"
+        self.workers: list[WorkerHost] = []
+        self._popens: list[subprocess.Popen] = []
+        self.env = dict(os.environ)
+        for variable in ("GRAPHSTORE_TOKEN", "GRAPHSTORE_TOKEN_FILE", "GRAPHSTORE_ADDRESS",
+                         "GRAPHSTORE_NODE_ID"):
+            self.env.pop(variable, None)
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out,
+                                     stderr=subprocess.STDOUT, env=self.env, cwd=self.dir)
+        self._popens.append(popen)
+        return popen
+
+    def start_scheduler(self) -> str:
+        self.scheduler_log.parent.mkdir()
+        self.scheduler = self._spawn(
+            [sys.executable, "-m", "graphstore.cli", "scheduler", "--host",
+             self.network.gateway, "--port", "0", "--token-file", str(self.token_file),
+             "--dashboard-port", "0", "--watch-stdin"], self.scheduler_log)
+        prefix = "graphstore scheduler listening at "
+        deadline = time.monotonic() + 30
+        while not self.address:
+            for line in self.scheduler_log.read_text(errors="replace").splitlines():
+                if line.startswith(prefix):
+                    self.address = line[len(prefix):].strip()
+            if self.address:
+                break
+            if self.scheduler.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the scheduler did not start:\n"
+                                     f"{self.scheduler_log.read_text(errors='replace')}")
+            time.sleep(0.02)
+        self.token = self.token_file.read_text().strip()
+        return self.address
+
+    def add_worker(self, node_id: str, *args: str, num_cpus: int = 1,
+                   wait: bool = True) -> WorkerHost:
+        """A new host (namespace) running ``graphstore worker`` with ``--host`` its own
+        address (unless ``args`` give one) and ``--node-id node_id``."""
+        from netns import NetnsUnavailable
+        try:
+            host = self.network.add_host()
+        except NetnsUnavailable as exc:
+            pytest.skip(f"multi-host tests need network namespaces: {exc}")
+        home = self.dir / node_id
+        home.mkdir()
+        # As an operator copies the token file to each machine (mode 0600).
+        token_file = home / "token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token + "\n")
+        options = list(args)
+        if "--host" not in options:
+            options += ["--host", host.ip]
+        log = home / "worker.log"
+        popen = self._spawn(host.command(
+            [sys.executable, "-m", "graphstore.cli", "worker", self.address,
+             "--node-id", node_id, "--num-cpus", str(num_cpus),
+             "--object-store-memory", str(256 * 1024**2),
+             "--spill-to", str(home / "spill"), "--token-file", str(token_file),
+             "--watch-stdin", *options]), log)
+        worker = WorkerHost(host, node_id, popen, log, token_file)
+        self.workers.append(worker)
+        if wait:
+            self.wait_joined(worker)
+        return worker
+
+    def wait_joined(self, worker: WorkerHost, timeout: float = 30.0) -> None:
+        """Until the scheduler logs the worker joining from its host's address."""
+        needle = f" joined from {worker.ip}:"
+        deadline = time.monotonic() + timeout
+        while needle not in self.scheduler_log.read_text(errors="replace"):
+            if worker.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker {worker.node_id} did not join (exit code "
+                                     f"{worker.popen.poll()}):\n{worker.output()}")
+            time.sleep(0.02)
+
+    def start(self, *node_ids: str) -> list[WorkerHost]:
+        """Scheduler, one worker host per node id, and this process as the driver."""
+        import graphstore
+        graphstore.shutdown()           # leave the shared local cluster for this test
+        self.start_scheduler()
+        for node_id in node_ids:
+            self.add_worker(node_id)
+        graphstore.init(address=self.address, token=self.token)
+        return list(self.workers)
+
+    def close(self) -> None:
+        import graphstore
+        from graphstore import shm
+        from graphstore.worker.server import cluster_id_for
+        from netns import kill_netns_processes
+        try:
+            if _current_address() == self.address:
+                graphstore.shutdown()
+        finally:
+            try:
+                for host in self.network.hosts:   # workers and the actor processes they made
+                    kill_netns_processes(host.netns)
+            finally:
+                for popen in self._popens:
+                    if popen.poll() is None:
+                        popen.kill()
+                for popen in self._popens:
+                    try:
+                        popen.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if popen.stdin is not None:
+                        popen.stdin.close()
+                if self.address:
+                    # Segments of workers killed above (their owners are dead now).
+                    shm.sweep(cluster_id_for(self.address))
+
+
+@pytest.fixture
+def multihost_cluster(host_network, tmp_path):
+    """A ``MultiHostCluster`` on ``host_network``: ``start("host-a", "host-b")`` runs the
+    scheduler, a worker per host and connects this process; all is stopped at teardown."""
+    cluster = MultiHostCluster(host_network, tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

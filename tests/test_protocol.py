@@ -145,6 +145,7 @@ SAMPLES = {
                                           "last_spill_error": None, "rss": 123456789}),
     p.GetTaskGraph: p.GetTaskGraph([_id(30), _id(31)], 500),
     p.GetClusterOverview: p.GetClusterOverview(),
+    p.SchedulerHeartbeat: p.SchedulerHeartbeat(),
 }
 
 

@@ -1123,3 +1123,148 @@ def test_unschedulable_task_is_recorded_without_placement(h):
     (rec,) = h.s.task_records()
     assert rec["task_id"] == t.hex() and rec["state"] == st.FAILED
     assert rec["placement"] is None
+
+
+# -- lineage: lost objects computed again ------------------------------------------------------
+
+def test_lost_task_result_is_computed_again_elsewhere(h):
+    a = h.worker("a", node="n1")
+    t, (r,) = h.submit(retries=2)
+    h.s.schedule()
+    assert h.run_tasks(a) == [t]
+    h.done_stored(a, t, 5 * MB)
+    assert h.obj(r).state == st.READY and t in h.s.lineage
+    b = h.worker("b", node="n2")
+    h.take()
+    h.s.remove_peer(a)
+    assert h.obj(r).state == st.PENDING
+    h.s.schedule()
+    assert h.run_tasks(b) == [t]
+    h.done_stored(b, t, 5 * MB)
+    assert h.obj(r).state == st.READY and h.obj(r).locations == {b: f"gs-test-{r.hex()[-6:]}"}
+    assert h.s.counts["reconstructed"] == 1 and h.s.counts["objects_rebuilt"] == 1
+    assert h.s.tasks == {} and h.s.lineage[t].retries_left == 1
+    # A driver waiting on it meanwhile is answered once it is back.
+    h.s.remove_peer(b)
+    h.s.want(DRIVER, [r])
+    c = h.worker("c", node="n3")
+    assert h.run_tasks(c) == [t]
+    h.done_stored(c, t, 5 * MB)
+    (note,) = [m for _, m in h.take(msg.ObjectReady)]
+    assert note.object_id == r and note.error is None and note.location[0][1] == "tcp://c:1"
+
+
+def test_freed_arguments_are_revived_through_their_own_lineage(h):
+    a = h.worker("a", node="n1")
+    t1, (x,) = h.submit(retries=1, name="make_x")
+    h.s.schedule()
+    assert h.run_tasks(a) == [t1]
+    h.done_stored(a, t1, 2 * MB)
+    t2, (y,) = h.submit(deps=[x], retries=1, name="make_y")
+    h.s.decref(DRIVER, [x])                    # the driver keeps only y
+    h.s.schedule()
+    assert h.run_tasks(a) == [t2]
+    h.done_stored(a, t2, 3 * MB)
+    assert h.obj(x) is None                    # freed: nothing needs its value
+    assert set(h.s.lineage) == {t1, t2}        # but y's lineage needs its task
+    b = h.worker("b", node="n2")
+    h.take()
+    h.s.remove_peer(a)
+    h.s.schedule()
+    assert h.run_tasks(b) == [t1]              # x first; make_y waits for it
+    assert h.obj(x).state == st.PENDING and h.s.tasks[t2].state == st.WAITING
+    h.done_stored(b, t1, 2 * MB)
+    h.s.schedule()
+    assert h.run_tasks(b) == [t2]
+    h.done_stored(b, t2, 3 * MB)
+    assert h.obj(y).state == st.READY
+    assert h.obj(x) is None                    # freed again once make_y had it
+    assert h.s.counts["objects_rebuilt"] == 2 and h.s.counts["reconstructed"] == 2
+    # Dropping y lets all of its lineage go.
+    h.s.decref(DRIVER, [y])
+    assert h.s.lineage == {} and h.s.lineage_producer == {} and h.s.lineage_bytes == 0
+
+
+def test_lost_objects_that_cannot_be_computed_again_name_the_reason(h):
+    a = h.worker("a", node="n1")
+    put = h.put_stored(a, MB)
+    t0, (no_retry,) = h.submit(retries=0, name="once")
+    h.s.schedule()
+    h.done_stored(a, t0, MB)
+    h.take()
+    h.s.remove_peer(a)
+    err = h.error_of(put)
+    assert isinstance(err, ObjectLostError) and "put()" in str(err) and put.hex() in str(err)
+    err = h.error_of(no_retry)
+    assert "max_retries" in str(err) and "once" in str(err)
+    assert h.s.counts["objects_lost"] == 2
+
+
+def test_lineage_past_its_byte_budget_is_dropped_oldest_first():
+    h = Harness(max_lineage_bytes=5000)       # two entries of 1 KiB + 1,000 bytes
+    a = h.worker("a", node="n1")
+    results = []
+    for _ in range(4):
+        t, (r,) = h.submit(retries=1, args=(b"x" * 1000,))
+        h.s.schedule()
+        h.done_stored(a, t, MB)
+        results.append(r)
+    assert h.s.lineage_bytes <= 5000 and len(h.s.lineage) == 2
+    h.worker("b", node="n2")
+    h.take()
+    h.s.remove_peer(a)
+    assert "max_lineage_bytes" in str(h.error_of(results[0]))
+    assert h.obj(results[-1]).state == st.PENDING
+
+
+def test_queued_task_whose_argument_is_being_rebuilt_waits_for_it(h):
+    a = h.worker("a", node="n1")
+    b = h.worker("b", node="n2", resources={"gate": 1})
+    t, (x,) = h.submit(retries=1)
+    h.s.schedule()
+    assert h.run_tasks(a) == [t]
+    h.done_stored(a, t, MB)
+    blocker, _ = h.submit(resources={"gate": 1})           # holds b's "gate"
+    consumer, (r,) = h.submit(deps=[x], resources={"gate": 1})
+    h.s.schedule()
+    assert h.s.tasks[consumer].state == st.QUEUED
+    h.take()
+    h.s.remove_peer(a)
+    h.done(b, blocker)
+    h.s.schedule()
+    assert h.run_tasks(b) == [t]                           # the rebuild, not the consumer
+    assert h.s.tasks[consumer].state == st.WAITING
+    h.done_stored(b, t, MB)
+    h.s.schedule()
+    assert h.run_tasks(b) == [consumer]
+
+
+def test_application_error_is_retried_when_the_task_asks(h):
+    w = h.worker("w")
+    t, (r,) = h.submit(retries=1)
+    h.s.schedule()
+    assert h.run_tasks(w) == [t]
+    error = [pickle.dumps(TaskError("task", "tb", ValueError("flaky")))]
+    h.s.task_failed(w, msg.TaskFailed(t, error, 0.1, "ValueError: flaky", True))
+    h.s.schedule()
+    assert h.run_tasks(w) == [t] and h.s.counts["retried"] == 1
+    h.s.task_failed(w, msg.TaskFailed(t, error, 0.1, "ValueError: flaky", True))
+    assert t not in h.s.tasks                              # no retries left: it fails
+    assert isinstance(h.error_of(r), TaskError)
+
+
+def test_spill_files_on_a_gone_hosts_disk_are_lost_with_it(h):
+    a = h.worker("a", node="n1")
+    h.worker("b", node="n2")
+    t, (local,) = h.submit(retries=1, resources={"node:n1": 1})
+    h.s.schedule()
+    h.done_stored(a, t, MB)
+    on_s3 = h.put_stored(a, MB)
+    h.s.objects_spilled(a, msg.ObjectsSpilled("/tmp/spill/a-1", [[local, 0, MB]], True))
+    h.s.objects_spilled(a, msg.ObjectsSpilled("bucket/c/a-2", [[on_s3, 0, MB]], False))
+    assert h.obj(local).locations == {} and h.obj(local).spill is not None
+    h.take()
+    h.s.remove_peer(a)                        # n1's only worker: its disk is gone too
+    assert h.obj(local).state == st.PENDING  # computed again from lineage
+    assert h.obj(on_s3).state == st.READY and h.obj(on_s3).spill[0] == "bucket/c/a-2"
+    assert "/tmp/spill/a-1" not in h.s.spill_files and h.s.spill_file_node == {}

@@ -36,6 +36,7 @@ from graphstore.config import Limits, load_config
 from graphstore.exceptions import ActorDiedError, ProtocolError, TaskCancelledError
 from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.loop_thread import LoopThread
+from graphstore.node import contact_host
 from graphstore.object_ref import ObjectRef, new_id
 from graphstore.runtime import Runtime
 from graphstore.serialization import dumps, loads
@@ -90,7 +91,7 @@ class ActorProcess:
                                  handshake_timeout=self.config.handshake_timeout)
         self.server.listen(0, address=self.spec.get("host", "127.0.0.1"))
         bound = next(iter(self.server._sockets.values())).getsockname()
-        return f"tcp://{bound[0]}:{bound[1]}"
+        return f"tcp://{contact_host(bound[0], self.spec['scheduler'])}:{bound[1]}"
 
     async def start(self) -> None:
         self.address = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(

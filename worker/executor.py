@@ -65,6 +65,8 @@ class TaskExecutor:
         self._send = runtime.send_from_any_thread
         self._split = split_bytes
         self._functions: dict[bytes, object] = {}
+        #: Unpickled ``retry_exceptions`` tuples, by their pickled bytes.
+        self._retry_types: dict[bytes, tuple] = {}
         self._function_code: dict[bytes, bytes] = {}
         self._streams = streams or ()
         self._pid = os.getpid()
@@ -186,13 +188,31 @@ class TaskExecutor:
                     threading.current_thread() is threading.main_thread():
                 raise
             error, text = self._pack_error(task, exc)
-            outcome = msg.TaskFailed(task.task_id, error, time.perf_counter() - start, text)
+            outcome = msg.TaskFailed(task.task_id, error, time.perf_counter() - start, text,
+                                     self._retriable(task.retry_exceptions, exc))
         with self._lock:
             self._running.pop(task.task_id, None)
         for stream in self._streams:       # the last printed line goes before the result
             stream.finish_task((task.task_id, task.name))
         output.current_task.task = None
         self._send(outcome)
+
+    def _retriable(self, retry_exceptions, exc: BaseException) -> bool:
+        """Whether the task asked to be retried on this error (``retry_exceptions``)."""
+        if retry_exceptions is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return False
+        if retry_exceptions is True:
+            return isinstance(exc, Exception)
+        types = self._retry_types.get(retry_exceptions)
+        if types is None:
+            try:
+                types = pickle.loads(retry_exceptions)
+            except Exception:
+                logger.warning("could not load a task's retry_exceptions; not retrying",
+                               exc_info=True)
+                types = ()
+            self._retry_types[retry_exceptions] = types
+        return isinstance(exc, types)
 
     def _pack_results(self, task: msg.RunTask, result) -> list:
         values = split_returns(f"task {task.name}", result, len(task.returns))

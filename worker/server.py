@@ -17,11 +17,12 @@ import socket
 
 from graphstore import _state, shm
 from graphstore import protocol as msg
-from graphstore.comm import Comm, CommServer, RemoteCallError, ReplyThenRun, connect
+from graphstore.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
+                             set_dead_peer_timeout)
 from graphstore.config import Config, Limits
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
 from graphstore.lifecycle import watch_parent_pipe
-from graphstore.node import default_node_id
+from graphstore.node import contact_host, default_node_id
 from graphstore.object_ref import new_id
 from graphstore.runtime import Runtime
 from graphstore.worker import output
@@ -58,7 +59,7 @@ def check_shm_room(capacity: int) -> None:
 class Worker:
     def __init__(self, config: Config, token: bytes, scheduler_address: str,
                  num_cpus: float, resources: dict, node_id: str, host: str,
-                 store_capacity: int, tls: TLSConfig | None = None):
+                 store_capacity: int, port: int = 0, tls: TLSConfig | None = None):
         self.config = config
         self.token = token
         self.tls = tls
@@ -67,6 +68,8 @@ class Worker:
         self.resources = resources
         self.node_id = node_id
         self.host = host
+        #: Port of the peer server (0: any free one; fixed ones suit firewalls).
+        self.port = port
         self.worker_id = new_id()
         check_shm_room(store_capacity)
         self.store = SharedMemoryStore(cluster_id_for(scheduler_address),
@@ -93,10 +96,15 @@ class Worker:
         loop = asyncio.get_running_loop()
         # A worker pointed at an unusable spill target must not accept work.
         await loop.run_in_executor(None, self.spill_target.probe)
-        sockets = self.peer_server.listen(0, address=self.host)
-        del sockets
+        try:
+            self.peer_server.listen(self.port, address=self.host)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen for peers on {self.host}:{self.port}: "
+                                     f"{exc.strerror}") from None
         bound = next(iter(self.peer_server._sockets.values())).getsockname()
-        self.address = f"tcp://{bound[0]}:{bound[1]}"
+        # Peers on other hosts connect here: a wildcard bind advertises this host's
+        # address on the route to the scheduler.
+        self.address = f"tcp://{contact_host(bound[0], self.scheduler_address)}:{bound[1]}"
         warning = exposure_warning("the worker's peer server (and its actors' processes)",
                                    bound[0], bound[1], self.tls)
         if warning:
@@ -175,11 +183,23 @@ class Worker:
             reserve = self.store.reserve()
         return list(reserve) if reserve is not None else None
     async def _heartbeats(self) -> None:
-        """Tell the scheduler this worker's own figures now and then (status page)."""
+        """Tell the scheduler this worker's own figures now and then (status page, and
+        proof of life); leave when the scheduler has been silent for ``worker_timeout``
+        seconds (its heartbeats stopped: it died, or the network between us is cut)."""
         interval = max(0.05, self.config.heartbeat_interval)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while not self.stopped.is_set() and not self.comm.closed:
             self.comm.send(msg.WorkerHeartbeat(self.metrics()))
             await asyncio.sleep(interval)
+            now = loop.time()
+            silent = now - self.comm.last_received
+            if now - last < 2 * interval + 0.5 and silent > self.config.worker_timeout:
+                logger.warning("heard nothing from the scheduler at %s for %.1f s "
+                               "(worker_timeout %.1f s)", self.scheduler_address, silent,
+                               self.config.worker_timeout)
+                self.comm.abort()
+            last = now
 
     def metrics(self) -> dict:
         """Store use and spilling, read without the store's lock (plain numbers)."""
@@ -225,6 +245,8 @@ class Worker:
             self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
         elif cls is msg.DeleteSpilled:
             self._in_thread(self.spill_target.delete, list(m.paths))
+        elif cls is msg.SchedulerHeartbeat:
+            pass          # its arrival is the point (``_heartbeats``)
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
@@ -302,14 +324,15 @@ def _rss_bytes() -> int | None:
 async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: float,
                 resources: dict, node_id: str | None, watch_stdin: bool,
                 host: str = "127.0.0.1", store_capacity: int | None = None,
-                tls: TLSConfig | None = None) -> None:
+                port: int = 0, tls: TLSConfig | None = None) -> None:
     shm.sweep()  # segments of workers on this host that died without cleaning up
+    set_dead_peer_timeout(config.worker_timeout)
     capacity = store_capacity or config.object_store_memory
     if not capacity:
         from graphstore.node import default_store_capacity
         capacity = default_store_capacity(max(1, (os.cpu_count() or 1) // max(1, int(num_cpus))))
     worker = Worker(config, token, scheduler_address, num_cpus, resources,
-                    node_id or default_node_id(), host, capacity, tls)
+                    node_id or default_node_id(), host, capacity, port, tls)
     try:
         if watch_stdin:
             watch_parent_pipe(worker.stop)

@@ -106,8 +106,9 @@ class Spiller:
             # Restored objects still have their spill copy: just release the memory.
             for entry in copied:
                 path, offset = entry.spilled_at
-                self.runtime.request(msg.ObjectsSpilled(path, [[entry.id, offset,
-                                                                entry.size]]), timeout=60)
+                self.runtime.request(msg.ObjectsSpilled(
+                    path, [[entry.id, offset, entry.size]], self.target.is_local),
+                    timeout=60)
                 self.store.release_spilled(entry.id, entry)
             batch = [e for e in batch if e.spilled_at is None]
             if not batch:
@@ -129,7 +130,8 @@ class Spiller:
         finally:
             for view in views:
                 view.release()
-        freed = self.runtime.request(msg.ObjectsSpilled(path, entries), timeout=60)
+        freed = self.runtime.request(msg.ObjectsSpilled(path, entries, self.target.is_local),
+                                     timeout=60)
         for entry in batch:
             self.store.release_spilled(entry.id, entry)
         if len(freed) == len(batch):

@@ -496,3 +496,93 @@ def test_the_tls_cluster_example_runs(run_driver, tmp_path):
                     check_hostname=True)       # valid for 127.0.0.1 and localhost
     assert tls.cert == str(certs / "node.pem")
     assert (certs / "node-key.pem").stat().st_mode & 0o077 == 0
+
+
+# -- separate hosts (network namespaces), per-host certificates ----------------------------
+
+@graphstore.remote
+def host_digest(array):
+    import hashlib
+    from graphstore import _state
+    return _state.get_runtime().node_id, hashlib.sha256(array.data).hexdigest()
+
+
+@graphstore.remote
+def host_ramp(n):
+    import numpy as np
+    return np.arange(n, dtype=np.int64)
+
+
+@graphstore.remote
+def call_from_here(actor, array):
+    import graphstore
+    from graphstore import _state
+    return _state.get_runtime().node_id, graphstore.get(actor.add.remote(array))
+
+
+@pytest.mark.timeout(90)
+def test_tls_across_separate_hosts_with_per_host_certificates(multihost_cluster, tmp_path):
+    """The scheduler on the bridge and two worker hosts in network namespaces, each with
+    a certificate for its own address only, and host names checked: objects and actor
+    calls cross real links over TLS, and a peer whose certificate names another address
+    is refused."""
+    import hashlib
+    from certs import make_ca, make_node_cert
+    network = multihost_cluster.network
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    ca = make_ca(pki_dir, "cluster")
+    first = network.subnet.network_address + 2         # the next hosts' addresses
+    addresses = {"scheduler": network.gateway, "host-a": str(first),
+                 "host-b": str(first + 1)}
+    files = {name: make_node_cert(pki_dir, ca, name, hosts=(address,))
+             for name, address in addresses.items()}
+    multihost_cluster.env.update({
+        "GRAPHSTORE_TLS_CERT": str(files["scheduler"][0]),
+        "GRAPHSTORE_TLS_KEY": str(files["scheduler"][1]),
+        "GRAPHSTORE_TLS_CA": str(ca.path), "GRAPHSTORE_TLS_CHECK_HOSTNAME": "1"})
+    graphstore.shutdown()
+    multihost_cluster.start_scheduler()
+    for name in ("host-a", "host-b"):
+        worker = multihost_cluster.add_worker(name, "--tls-cert", str(files[name][0]),
+                                              "--tls-key", str(files[name][1]))
+        assert worker.ip == addresses[name]
+    driver_tls = {"tls_cert": str(files["scheduler"][0]),
+                  "tls_key": str(files["scheduler"][1]), "tls_ca": str(ca.path),
+                  "tls_check_hostname": True}
+    graphstore.init(address=multihost_cluster.address, token=multihost_cluster.token,
+                    **driver_tls)
+    assert "mutual TLS" in multihost_cluster.scheduler_log.read_text()
+    a, b = multihost_cluster.workers
+
+    n = 2 * 1024 * 1024
+    made_on_a = host_ramp.options(resources={"node:host-a": 0.01}).remote(n)
+    graphstore.wait([made_on_a], timeout=30)
+    _, b_rx = b.link_bytes()
+    node, digest = graphstore.get(host_digest.options(
+        resources={"node:host-b": 0.01}).remote(made_on_a), timeout=60)
+    expected = hashlib.sha256(np.arange(n, dtype=np.int64).data).hexdigest()
+    assert (node, digest) == ("host-b", expected)
+    assert b.link_bytes()[1] - b_rx >= n * 8        # it crossed host B's link
+    assert np.array_equal(graphstore.get(made_on_a, timeout=60), np.arange(n))
+
+    acc = Accumulator.options(resources={"node:host-a": 0.01}).remote()
+    node, total = graphstore.get(call_from_here.options(
+        resources={"node:host-b": 0.01}).remote(acc, made_on_a), timeout=60)
+    assert (node, total) == ("host-b", int(np.arange(n).sum()))
+    assert graphstore.get(acc.value.remote(), timeout=30) == total
+
+    # Host A's listener shows a certificate for host A's address only: a client that
+    # checks host names and expects any other address refuses it.
+    runtime = _state.get_runtime()
+    address_a = next(w[2] for w in runtime.cluster_info["workers"] if w[1] == "host-a")
+    host, port = comm_module.parse_address(address_a)
+    assert host == addresses["host-a"]
+    context = ssl.create_default_context(cafile=str(ca.path))
+    context.load_cert_chain(str(files["scheduler"][0]), str(files["scheduler"][1]))
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+            context.wrap_socket(raw, server_hostname=addresses["host-b"])
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            assert tls.recv(4) == comm_module._MAGIC

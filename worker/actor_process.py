@@ -230,7 +230,8 @@ class ActorProcess:
         with self._lock:
             if call.call_id in self._cancelled:
                 self._cancelled.discard(call.call_id)
-                self.send_outcome(call, comm, *self._was_cancelled(call), 0.0)
+                packed, error_text = self._was_cancelled(call)
+                self.send_outcome(call, comm, packed, 0.0, error_text)
                 return
             self._running[call.call_id] = threading.get_ident()
         output.current_task.task = task

@@ -564,20 +564,12 @@ async def connect(address: str, token: bytes, *, tls: TLSConfig | None = None,
     limits = limits or Limits()
     try:
         stream = await asyncio.wait_for(
-            TCPClient().connect(host, port, max_buffer_size=limits.max_header_bytes + 1024,
-                                ssl_options=tls.client_context if tls else None),
+            TCPClient().connect(host, port, max_buffer_size=limits.max_header_bytes + 1024),
             timeout)
     except (OSError, StreamClosedError, asyncio.TimeoutError) as exc:
-        failure = _tls_failure(exc)
-        if failure is not None and tls is not None:
-            raise TLSError(explain_handshake_failure(failure, address, tls)) from None
         raise ConnectionLostError(f"could not connect to {address}: {exc}") from None
-    except ValueError as exc:
-        # Tornado cannot start TLS on a stream that already received bytes: a plain
-        # graphstore server greets first.
-        if tls is not None and "not idle" in str(exc):
-            raise TLSError(not_tls_message(address, "it sent plain text first")) from None
-        raise
+    if tls is not None:
+        stream = await _start_tls(stream, host, address, tls, timeout)
     _tune(stream)
     try:
         await _client_handshake(stream, token, timeout, address)
@@ -594,6 +586,37 @@ async def connect(address: str, token: bytes, *, tls: TLSConfig | None = None,
         stream.close()
         raise
     return Comm(stream, address, limits, split_bytes)
+
+
+#: What a TLS client sends a server that greeted it in plain text, so that the server's
+#: log says a TLS client came (a TLS handshake record header, then padding).
+_TLS_RECORD_HINT = b"\x16\x03\x01" + b"\x00" * (_ANSWER.size - 3)
+
+
+async def _start_tls(stream: IOStream, host: str, address: str, tls: TLSConfig,
+                     timeout: float) -> SSLIOStream:
+    """The client side of the TLS handshake on a connected stream."""
+    try:
+        return await asyncio.wait_for(
+            stream.start_tls(False, ssl_options=tls.client_context, server_hostname=host),
+            timeout)
+    except (OSError, StreamClosedError, asyncio.TimeoutError) as exc:   # SSLError too
+        failure = _tls_failure(exc)
+        if failure is not None:
+            raise TLSError(explain_handshake_failure(failure, address, tls)) from None
+        raise ConnectionLostError(f"TLS handshake with {address} failed: "
+                                  f"{type(exc).__name__} {exc}") from None
+    except ValueError as exc:
+        if "not idle" not in str(exc):
+            raise
+        # Tornado cannot start TLS on a stream that already received bytes: a server
+        # without TLS greets first.
+        try:
+            await stream.write(_TLS_RECORD_HINT)
+        except StreamClosedError:
+            pass
+        stream.close()
+        raise TLSError(not_tls_message(address, "it greeted in plain text")) from None
 
 
 def _server_tls_failure(exc: BaseException) -> str:

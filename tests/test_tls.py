@@ -322,3 +322,33 @@ def test_silent_tls_peer_is_dropped_after_the_handshake_timeout(pki, caplog):
 
     with caplog.at_level(logging.WARNING, logger="graphstore.comm"):
         run(main())
+
+
+def test_tls_client_whose_plain_server_greeted_first_is_told_so(pki, caplog):
+    """The server's plain greeting may arrive before the client starts TLS (Tornado
+    then cannot start it): the client still says the server does not speak TLS, and
+    the server's log still says a TLS client came."""
+    from graphstore import comm as comm_module
+    from tornado.tcpclient import TCPClient
+    tls = TLSConfig(pki.cert, pki.key, pki.ca)
+
+    async def main():
+        s = Server(None)
+        host, port = s.address[len("tcp://"):].rsplit(":", 1)
+        stream = await TCPClient().connect(host, int(port))
+        for _ in range(100):                      # until the greeting is buffered
+            if stream._read_buffer_size:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(TLSError, match="does not speak TLS \\(it greeted in plain"):
+            await comm_module._start_tls(stream, host, s.address, tls, 5)
+        for _ in range(100):
+            if any("a TLS client connected" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+        s.stop()
+
+    with caplog.at_level(logging.WARNING, logger="graphstore.comm"):
+        run(main())
+    assert any("a TLS client connected, but this server runs without TLS" in r.getMessage()
+               for r in caplog.records)

@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interface to bind (default 127.0.0.1, loopback only)")
     sched.add_argument("--port", type=int, default=6380, help="port (0 picks a free one)")
     sched.add_argument("--token-file", default=None,
-                       help="where to write the cluster token (default ~/.graphstore/token)")
+                       help="the cluster token file (default ~/.graphstore/token): its "
+                            "token is used if it exists, else a new one is written there "
+                            "(owner-only); GRAPHSTORE_TOKEN overrides both")
+    sched.add_argument("--new-token", action="store_true",
+                       help="make a new token even if the token file exists")
     sched.add_argument("--dashboard-port", type=int, default=None,
                        help="port of the status page (default 8265; 0 disables it)")
     sched.add_argument("--dashboard-host", default=None,
@@ -134,7 +138,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def run_scheduler(args) -> int:
     from graphstore.scheduler.server import serve
     from graphstore.tls import tls_from_config
-    from graphstore.token import ENV_VAR, new_token, write_token_file
+    from graphstore.token import scheduler_token
     setup_logging(args.log_level)
     try:
         config = load_config(dashboard_port=args.dashboard_port,
@@ -143,12 +147,16 @@ def run_scheduler(args) -> int:
     except ValueError as exc:
         print(f"graphstore scheduler: {exc}", file=sys.stderr)
         return 2
-    token = os.environ.get(ENV_VAR)
-    if not token:
-        token = new_token()
-        path = write_token_file(token, args.token_file)
+    try:
+        token, path, made = scheduler_token(args.token_file, args.new_token)
+    except (OSError, ValueError) as exc:
+        print(f"graphstore scheduler: {exc}", file=sys.stderr)
+        return 2
+    if made:
         print(f"cluster token written to {path} (mode 0600); give it to workers and "
               f"drivers as GRAPHSTORE_TOKEN or the same file", flush=True)
+    elif path is not None:
+        print(f"cluster token read from {path}", flush=True)
     sock = None
     if args.listen_fd is not None:
         sock = socket.socket(fileno=args.listen_fd)

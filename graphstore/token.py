@@ -6,9 +6,12 @@ read; workers and drivers read ``GRAPHSTORE_TOKEN`` or that file.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
+
+logger = logging.getLogger("graphstore.token")
 
 ENV_VAR = "GRAPHSTORE_TOKEN"
 FILE_ENV_VAR = "GRAPHSTORE_TOKEN_FILE"
@@ -33,8 +36,11 @@ def write_token_file(token: str, path: Path | None = None) -> Path:
 
 
 def load_token(explicit: str | None = None, path: Path | None = None) -> bytes:
-    """The token from the argument, the environment, or the token file, in that order."""
-    token = explicit or os.environ.get(ENV_VAR)
+    """The token from the argument, a token file named explicitly, the environment, or
+    the default token file, in that order."""
+    token = explicit
+    if not token and path is None:
+        token = os.environ.get(ENV_VAR)
     if not token:
         file = Path(path or default_token_file())
         try:
@@ -43,4 +49,37 @@ def load_token(explicit: str | None = None, path: Path | None = None) -> bytes:
             raise FileNotFoundError(
                 f"no cluster token: set {ENV_VAR}, or copy the token file the scheduler "
                 f"wrote to {file}") from None
+        if not token:
+            raise ValueError(f"the token file {file} is empty")
+        if _others_can_read(file):
+            logger.warning("token file %s can be read by other users; chmod 600 it", file)
     return token.encode()
+
+
+def scheduler_token(path: Path | None = None, new: bool = False) -> tuple[str, Path | None,
+                                                                            bool]:
+    """The token a scheduler uses, as ``(token, file, made)``: ``GRAPHSTORE_TOKEN`` if
+    set (no file); else the token file's, when it exists, so a restarted scheduler keeps
+    its workers; else (or with ``new``) a new token written to the file, owner-only."""
+    token = os.environ.get(ENV_VAR)
+    if token:
+        return token, None, False
+    file = Path(path or default_token_file())
+    if not new and file.exists():
+        if _others_can_read(file):
+            raise PermissionError(
+                f"the token file {file} can be read by other users "
+                f"(mode {file.stat().st_mode & 0o777:o}): the token may have leaked; "
+                f"remove it (a new one is made) or chmod 600 it")
+        token = file.read_text().strip()
+        if len(token) >= 32:
+            return token, file, False
+    token = new_token()
+    return token, write_token_file(token, file), True
+
+
+def _others_can_read(file: Path) -> bool:
+    try:
+        return bool(file.stat().st_mode & 0o077)
+    except OSError:
+        return False

@@ -26,8 +26,8 @@ import pytest
 
 import graphstore
 from helpers import gated
-from graphstore.exceptions import (GetTimeoutError, GraphstoreError, ObjectLostError,
-                                   SerializationError, TaskError, TaskUnschedulableError)
+from graphstore.exceptions import (GetTimeoutError, GraphstoreError, SerializationError,
+                                   TaskError, TaskUnschedulableError)
 
 # -- remote functions used by the tests ---------------------------------------------------
 

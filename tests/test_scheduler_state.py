@@ -622,6 +622,7 @@ def test_pipeline_depth_is_capped():
     tasks = [h.submit(fn=SHORT)[0] for _ in range(10)]
     h.s.schedule()
     assert len(h.run_tasks(w)) == 2 + 3
+    assert sum(h.s.tasks[t].state == st.QUEUED for t in tasks) == 10 - 5
 
 
 @pytest.mark.parametrize("fn", [FN, LONG], ids=["unknown", "long"])

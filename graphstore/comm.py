@@ -453,11 +453,19 @@ class Comm:
         self.abort()
 
 
+#: Frames at least this large are read into their own anonymous mapping.
+_MAPPED_FRAME = 8 * 1024 * 1024
+
+
 def _frame_memory(n: int) -> memoryview:
     """Memory for a large frame about to be read. Anonymous mmap pages are committed as
     the bytes land (``bytearray(n)`` zero-fills, committing all ``n`` at once), so a
     peer that announces a frame up to ``max_frame_bytes`` and sends nothing costs this
-    process address space, not memory."""
+    process address space, not memory. Smaller frames stay on the heap: each mapping
+    is one of a process's limited memory areas (``vm.max_map_count``), and a scheduler
+    may keep tens of thousands of inline payloads."""
+    if n < _MAPPED_FRAME:
+        return memoryview(bytearray(n))
     return memoryview(mmap.mmap(-1, n))
 
 

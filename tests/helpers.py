@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from pathlib import Path
 
 import graphstore
 from graphstore import shm
@@ -35,3 +37,30 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from a raw socket (for tests that speak the wire by hand)."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(run_driver, name: str, *args: str, timeout: float = 120):
+    """Run ``examples/<name>`` to the end in a driver process of its own (with ``args``
+    as its command line); returns the ``DriverRun``, checked to have succeeded."""
+    argv = [name, *args]
+    run = run_driver(f"""
+        import runpy, sys
+        sys.argv = {argv!r}
+        runpy.run_path({str(EXAMPLES / name)!r}, run_name="__main__")
+    """, timeout=timeout)
+    assert run.returncode == 0, run.stderr
+    return run

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import graphstore
+from helpers import recv_exact
 from graphstore import _state
 from graphstore import comm as comm_module
 from graphstore import protocol as p
@@ -45,16 +46,6 @@ LIMITS = Limits()
 
 
 # -- talking to a server by hand --------------------------------------------------------
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
 
 def answer(token: bytes, hello: bytes) -> bytes:
     """The client's half of the token handshake, for the server's ``hello``."""

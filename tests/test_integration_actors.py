@@ -559,12 +559,7 @@ def test_a_burst_of_calls_submitted_then_gathered(cluster):
 
 
 def test_the_actors_example_runs(run_driver):
-    from pathlib import Path
-    example = Path(__file__).resolve().parent.parent / "examples" / "actors.py"
-    run = run_driver(f"""
-        import runpy
-        runpy.run_path({str(example)!r}, run_name="__main__")
-    """, timeout=120)
-    assert run.returncode == 0, run.stderr
+    from helpers import run_example
+    run = run_example(run_driver, "actors.py")
     assert "observed 4,000,000 values" in run.stdout
     assert "after 20 updates the weights are near 1" in run.stdout

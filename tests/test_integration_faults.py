@@ -17,7 +17,7 @@ import pytest
 
 import graphstore
 from graphstore.exceptions import ConnectionLostError, ObjectLostError, TaskError
-from helpers import wait_for
+from helpers import run_example, wait_for
 
 #: Heartbeats every 0.25 s; 2 s of silence counts a worker (or the scheduler) as lost.
 FAST_FAILURE_ENV = {"GRAPHSTORE_HEARTBEAT_INTERVAL": "0.25", "GRAPHSTORE_WORKER_TIMEOUT": "2"}
@@ -284,13 +284,7 @@ def test_a_lost_scheduler_fails_every_call_clearly(cli_cluster):
 
 
 def test_the_fault_tolerance_example_runs(run_driver):
-    from pathlib import Path
-    example = Path(__file__).resolve().parent.parent / "examples" / "fault_tolerance.py"
-    run = run_driver(f"""
-        import runpy
-        runpy.run_path({str(example)!r}, run_name="__main__")
-    """, timeout=120)
-    assert run.returncode == 0, run.stderr
+    run = run_example(run_driver, "fault_tolerance.py")
     assert "downloaded on attempt 3" in run.stdout
     assert "2 tasks ran again, 2 objects rebuilt" in run.stdout
     assert "ObjectLostError: object" in run.stdout and "put()" in run.stdout

@@ -7,7 +7,6 @@ import os
 import time
 import subprocess
 import sys
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -201,13 +200,8 @@ def test_graph_command_writes_the_graph(cluster, tmp_path):
 
 
 def test_the_task_graph_example_runs(run_driver, tmp_path):
-    example = Path(__file__).resolve().parent.parent / "examples" / "task_graph.py"
-    run = run_driver(f"""
-        import runpy, sys
-        sys.argv = ["task_graph.py", {str(tmp_path / "out")!r}]
-        runpy.run_path({str(example)!r}, run_name="__main__")
-    """, timeout=120)
-    assert run.returncode == 0, run.stderr
+    from helpers import run_example
+    run = run_example(run_driver, "task_graph.py", str(tmp_path / "out"))
     assert "result computed by 19 tasks: load x6, clean x6, stats x6, merge x1" in run.stdout
     assert "failed task checked:" in run.stdout and "status page at http://" in run.stdout
     assert "<svg" in (tmp_path / "out" / "graph.svg").read_text()

@@ -21,7 +21,7 @@ import msgpack
 import pytest
 
 import graphstore
-from helpers import gated
+from helpers import gated, recv_exact
 from graphstore import comm as gs_comm
 from graphstore import protocol as msg
 from graphstore.config import PROTOCOL_VERSION
@@ -345,16 +345,6 @@ def test_cli_scheduler_and_worker_stop_cleanly_on_sigterm(cli_cluster):
 # == bad input on the scheduler's port =========================================================
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
 def _connect_raw(address: str) -> socket.socket:
     host, port = gs_comm.parse_address(address)
     sock = socket.create_connection((host, port), timeout=10)
@@ -364,12 +354,12 @@ def _connect_raw(address: str) -> socket.socket:
 def _handshake(address: str, token: bytes, version: int = PROTOCOL_VERSION):
     """Do the client side of the handshake on a raw socket; return (socket, status)."""
     sock = _connect_raw(address)
-    magic, server_version, nonce = gs_comm._HELLO.unpack(_recv_exact(sock, gs_comm._HELLO.size))
+    magic, server_version, nonce = gs_comm._HELLO.unpack(recv_exact(sock, gs_comm._HELLO.size))
     assert magic == gs_comm._MAGIC and server_version == PROTOCOL_VERSION
     client_nonce = os.urandom(16)
     proof = gs_comm._proof(token, b"client", nonce, client_nonce)
     sock.sendall(gs_comm._ANSWER.pack(gs_comm._MAGIC, version, client_nonce, proof))
-    status, _ = gs_comm._VERDICT.unpack(_recv_exact(sock, gs_comm._VERDICT.size))
+    status, _ = gs_comm._VERDICT.unpack(recv_exact(sock, gs_comm._VERDICT.size))
     return sock, status
 
 
@@ -391,9 +381,9 @@ def _batch(*messages) -> bytes:
 
 
 def _read_messages(sock: socket.socket) -> list:
-    (count,) = struct.unpack("!I", _recv_exact(sock, 4))
-    lengths = [struct.unpack("!Q", _recv_exact(sock, 8))[0] for _ in range(count)]
-    frames = [_recv_exact(sock, n) for n in lengths]
+    (count,) = struct.unpack("!I", recv_exact(sock, 4))
+    lengths = [struct.unpack("!Q", recv_exact(sock, 8))[0] for _ in range(count)]
+    frames = [recv_exact(sock, n) for n in lengths]
     return msg.decode_header(frames[0], frames[1:])
 
 

@@ -479,14 +479,9 @@ def test_status_page_beyond_loopback_logs_a_warning(fresh_cluster):
 def test_the_tls_cluster_example_runs(run_driver, tmp_path):
     """examples/tls_cluster.py makes its certificates with the openssl commands of
     docs/security.md and runs a TLS local cluster."""
-    example = Path(__file__).resolve().parent.parent / "examples" / "tls_cluster.py"
+    from helpers import run_example
     certs = tmp_path / "certs"
-    run = run_driver(f"""
-        import runpy, sys
-        sys.argv = ["tls_cluster.py", {str(certs)!r}]
-        runpy.run_path({str(example)!r}, run_name="__main__")
-    """, timeout=120)
-    assert run.returncode == 0, run.stderr
+    run = run_example(run_driver, "tls_cluster.py", str(certs))
     assert "every connection mutual TLS" in run.stdout
     assert "host-b summed the 40 MB array from host-a: 12499997500000" in run.stdout
     assert "2 workers on 2 hosts" in run.stdout

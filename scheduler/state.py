@@ -1082,8 +1082,8 @@ class SchedulerState(ActorsMixin):
                    int(self.pipeline_seconds / max(duration, 1e-6)))
 
     def _lost_dependency(self, task: TaskState) -> list | None:
-        """The error of an argument that failed or was lost after the task was queued;
-        an argument being computed again sends the task back to waiting (returns [])."""
+        """The error of an argument that failed or was lost after the task was queued.
+        An argument being computed again sends the task back to waiting for it."""
         pending = None
         for object_id in task.deps:
             obj = self.objects.get(object_id)
@@ -1101,7 +1101,6 @@ class SchedulerState(ActorsMixin):
             task.waiting_on = len(pending)
             for obj in pending:
                 obj.dependents.append(task)
-            return []
         return None
 
     def _expected_seconds(self, task: TaskState) -> float:
@@ -1157,7 +1156,7 @@ class SchedulerState(ActorsMixin):
             while queue:
                 task = queue[0]
                 failure = self._lost_dependency(task)
-                if failure == []:       # waits again for an argument being rebuilt
+                if task.state == WAITING:     # for an argument being rebuilt
                     queue.popleft()
                     continue
                 if failure is not None:

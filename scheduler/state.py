@@ -1290,11 +1290,12 @@ class SchedulerState(ActorsMixin):
                           if isinstance(k, str) and isinstance(v, (int, float, str, type(None)))
                           and not isinstance(v, bool)}
 
-    def cluster_resources(self) -> dict:
+    def cluster_resources(self, used: bool = False) -> dict:
+        """The nodes' resources summed (``used``: what tasks hold of them now)."""
         total: dict[str, float] = {"CPU": 0.0}
         for node in self.nodes.values():
-            total["CPU"] += node.num_cpus
-            for name, amount in node.resources.items():
+            total["CPU"] += node.cpus_used if used else node.num_cpus
+            for name, amount in (node.resources_used if used else node.resources).items():
                 total[name] = total.get(name, 0.0) + amount
         return total
 

@@ -95,15 +95,6 @@ class LiveScan:
 
 # -- views --------------------------------------------------------------------------------
 
-def resources_used(state: "SchedulerState") -> dict:
-    used: dict[str, float] = {"CPU": 0.0}
-    for node in state.nodes.values():
-        used["CPU"] += node.cpus_used
-        for name, amount in node.resources_used.items():
-            used[name] = used.get(name, 0.0) + amount
-    return used
-
-
 def overview(state: "SchedulerState", scan: LiveScan, *, address: str = "",
              dashboard_url: str | None = None) -> dict:
     """Workers, CPUs, tasks by state, objects, store use and spilled bytes."""
@@ -125,7 +116,7 @@ def overview(state: "SchedulerState", scan: LiveScan, *, address: str = "",
                       "started_at": state.started_at, "uptime": now - state.started_at},
         "workers": len(state.workers), "nodes": len(state.nodes),
         "drivers": len(state.drivers),
-        "resources": {"total": total, "used": resources_used(state)},
+        "resources": {"total": total, "used": state.cluster_resources(used=True)},
         "tasks": {"by_state": by_state, "submitted": state.counts["submitted"],
                   "retried": state.counts["retried"], "live": sum(scan.task_states.values())},
         "objects": {"count": scan.objects, "by_state": dict(scan.object_states),
@@ -253,7 +244,7 @@ def metrics_text(state: "SchedulerState", scan: LiveScan) -> str:
            [({}, len(state.nodes))])
     family("graphstore_drivers", "gauge", "Drivers connected to the scheduler.",
            [({}, len(state.drivers))])
-    used = resources_used(state)
+    used = state.cluster_resources(used=True)
     total = state.cluster_resources()
     family("graphstore_resources", "gauge", "Resources of the cluster's nodes.",
            [({"resource": name, "kind": "total"}, amount)

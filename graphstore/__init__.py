@@ -4,10 +4,10 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 """
 from graphstore import actor, exceptions
 from graphstore.actor import ActorHandle, get_actor, kill, method
-from graphstore._state import init, is_initialized, shutdown
+from graphstore.session import init, is_initialized, shutdown
 from graphstore.api import (cancel, cluster_resources, cluster_status, get, list_tasks,
                             memory_summary, put, task_graph, visualize, wait)
-from graphstore.object_ref import ObjectRef
+from graphstore.core.object_ref import ObjectRef
 from graphstore.remote_function import remote
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-from graphstore import _state
+from graphstore import session
 from graphstore.remote_function import validate_options
 from graphstore.runtime import FunctionDescriptor
 
@@ -99,7 +99,7 @@ class ActorClass:
         return self._create(self._options, args, kwargs)
 
     def _create(self, options: dict, args: tuple, kwargs: dict) -> "ActorHandle":
-        runtime = _state.runtime_or_auto_init()
+        runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._cls)
         if options.get("namespace") is None and options.get("name") is not None:
@@ -138,7 +138,7 @@ class ActorHandle:
 
     @classmethod
     def _from_info(cls, info: list) -> "ActorHandle":
-        from graphstore.object_ref import ObjectRef
+        from graphstore.core.object_ref import ObjectRef
         actor_id, creation_id, class_name, methods, retries = info
         return cls(actor_id, ObjectRef._new(creation_id), class_name, methods, retries)
 
@@ -180,7 +180,7 @@ class ActorMethod:
 
     def remote(self, *args, **kwargs):
         handle = self._handle
-        runtime = _state.runtime_or_auto_init()
+        runtime = session.runtime_or_auto_init()
         n = self._options.get("num_returns", 1)
         name = self._options.get("name") or f"{handle._class_name}.{self._name}"
         refs = runtime.call_actor(handle._actor_id, self._name, name, args, kwargs, n,
@@ -190,11 +190,11 @@ class ActorMethod:
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """A handle to the live actor named ``name``; ``ValueError`` if there is none."""
-    from graphstore import protocol as msg
-    from graphstore.comm import RemoteCallError
+    from graphstore.core import protocol as msg
+    from graphstore.core.comm import RemoteCallError
     if not isinstance(name, str) or not name:
         raise ValueError(f"an actor name is a non-empty string, got {name!r}")
-    runtime = _state.runtime_or_auto_init()
+    runtime = session.runtime_or_auto_init()
     try:
         info = runtime.request(msg.GetNamedActor(name, namespace or runtime.config.namespace))
     except RemoteCallError as exc:
@@ -208,8 +208,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill the actor's process now. Pending and later calls fail with
     ``ActorDiedError``, unless ``no_restart=False`` and it has restarts left."""
-    from graphstore import protocol as msg
+    from graphstore.core import protocol as msg
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"kill() takes an ActorHandle, not {type(handle).__name__}")
-    _state.get_runtime().send_from_any_thread(msg.KillActor(handle._actor_id,
+    session.get_runtime().send_from_any_thread(msg.KillActor(handle._actor_id,
                                                             bool(no_restart)))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from graphstore import _state
-from graphstore.object_ref import ObjectRef
+from graphstore import session
+from graphstore.core.object_ref import ObjectRef
 
 
 def put(value: Any) -> ObjectRef:
@@ -12,7 +12,7 @@ def put(value: Any) -> ObjectRef:
 
     The object is immutable from now on: later changes to ``value`` do not reach it.
     """
-    return _state.runtime_or_auto_init().put(value)
+    return session.runtime_or_auto_init().put(value)
 
 
 def get(refs, *, timeout: float | None = None):
@@ -21,7 +21,7 @@ def get(refs, *, timeout: float | None = None):
     Raises the task's error (a ``TaskError`` that is also an instance of the original
     exception class) and ``GetTimeoutError`` after ``timeout`` seconds.
     """
-    return _state.runtime_or_auto_init().get(refs, timeout)
+    return session.runtime_or_auto_init().get(refs, timeout)
 
 
 def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
@@ -30,13 +30,13 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
 
     Returns ``(ready, not_ready)``, each in the order of ``refs``.
     """
-    return _state.runtime_or_auto_init().wait(refs, num_returns, timeout, fetch_local)
+    return session.runtime_or_auto_init().wait(refs, num_returns, timeout, fetch_local)
 
 
 def cluster_status() -> dict:
     """The scheduler's summary: workers, nodes, resources, tasks by state, objects."""
-    from graphstore import protocol as msg
-    return _state.get_runtime().request(msg.GetStatus())
+    from graphstore.core import protocol as msg
+    return session.get_runtime().request(msg.GetStatus())
 
 
 def cluster_resources() -> dict:
@@ -47,19 +47,19 @@ def cluster_resources() -> dict:
 def memory_summary() -> dict:
     """Objects by size (where they are, who refers to them) and each store's use, in the
     spirit of ``ray memory``."""
-    from graphstore import protocol as msg
-    return _state.get_runtime().request(msg.GetMemorySummary())
+    from graphstore.core import protocol as msg
+    return session.get_runtime().request(msg.GetMemorySummary())
 
 
 def list_tasks(limit: int = 1000) -> list[dict]:
     """Recent task records: name, state, times, placement (worker, node, bytes fetched)."""
-    from graphstore import protocol as msg
-    return _state.get_runtime().request(msg.GetTaskRecords(limit))
+    from graphstore.core import protocol as msg
+    return session.get_runtime().request(msg.GetTaskRecords(limit))
 
 
 def graph_data(refs, limit: int) -> dict:
     """The scheduler's task graph in node-link form (see ``graph_export``)."""
-    from graphstore import protocol as msg
+    from graphstore.core import protocol as msg
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     roots = None
@@ -74,7 +74,7 @@ def graph_data(refs, limit: int) -> dict:
                 raise TypeError(f"refs must be an ObjectRef or a list of ObjectRefs, got "
                                 f"{type(item).__name__}")
         roots = [item._id for item in items]
-    return _state.get_runtime().request(msg.GetTaskGraph(roots, limit), timeout=120)
+    return session.get_runtime().request(msg.GetTaskGraph(roots, limit), timeout=120)
 
 
 def task_graph(refs=None, *, limit: int = 10_000):
@@ -91,7 +91,7 @@ def task_graph(refs=None, *, limit: int = 10_000):
     says whether ``limit`` cut the graph. The scheduler keeps the last ``task_history``
     finished tasks and freed objects, and everything live.
     """
-    from graphstore.graph_export import to_networkx
+    from graphstore.core.graph_export import to_networkx
     return to_networkx(graph_data(refs, limit))
 
 
@@ -103,7 +103,7 @@ def visualize(refs=None, filename: str = "graph.svg", format: str | None = None,
     Graphviz's ``dot``, which must be installed), ``.dot``, ``.json`` (node-link) or
     ``.graphml``. Tasks are boxes labelled by name, objects ellipses, filled by state.
     """
-    from graphstore import graph_export
+    from graphstore.core import graph_export
     fmt = graph_export.format_for(filename, format)
     if fmt in ("svg", "png") and graph_export.find_dot() is None:
         from graphstore.exceptions import GraphvizNotFoundError
@@ -165,4 +165,4 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     Running: ``TaskCancelledError`` is raised inside it (``force=True`` ends the worker
     process running a task; actor calls are always interrupted in place). ``recursive``: tasks it
     submitted are cancelled too. ``get(ref)`` then raises ``TaskCancelledError``."""
-    _state.runtime_or_auto_init().cancel(ref, force, recursive)
+    session.runtime_or_auto_init().cancel(ref, force, recursive)

@@ -9,8 +9,8 @@ import os
 import socket
 import sys
 
-from graphstore.config import load_config
-from graphstore.lifecycle import new_event_loop, setup_logging, stop_on_signals
+from graphstore.core.config import load_config
+from graphstore.core.lifecycle import new_event_loop, setup_logging, stop_on_signals
 
 
 def _parse_resource(text: str) -> tuple[str, float]:
@@ -137,8 +137,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run_scheduler(args) -> int:
     from graphstore.scheduler.server import serve
-    from graphstore.tls import tls_from_config
-    from graphstore.token import scheduler_token
+    from graphstore.core.tls import tls_from_config
+    from graphstore.core.token import scheduler_token
     setup_logging(args.log_level)
     try:
         config = load_config(dashboard_port=args.dashboard_port,
@@ -177,9 +177,9 @@ def run_scheduler(args) -> int:
 
 
 def run_worker(args) -> int:
-    from graphstore.comm import parse_address
-    from graphstore.tls import tls_from_config
-    from graphstore.token import load_token
+    from graphstore.core.comm import parse_address
+    from graphstore.core.tls import tls_from_config
+    from graphstore.core.token import load_token
     from graphstore.worker.server import serve
     setup_logging(args.log_level)
     try:
@@ -262,12 +262,12 @@ def run_memory(args) -> int:
 def run_status(args) -> int:
     import json
     import graphstore
-    from graphstore import _state
-    from graphstore import protocol as msg
+    from graphstore import session
+    from graphstore.core import protocol as msg
     from graphstore.cluster_report import format_cluster_status
     _connect_for_tools(args.address, args)
     try:
-        report = _state.get_runtime().request(msg.GetClusterOverview())
+        report = session.get_runtime().request(msg.GetClusterOverview())
     finally:
         graphstore.shutdown()
     print(json.dumps(report, indent=2) if args.json else format_cluster_status(report))
@@ -278,7 +278,7 @@ def run_graph(args) -> int:
     import graphstore
     from graphstore.api import graph_data
     from graphstore.exceptions import GraphvizNotFoundError
-    from graphstore.graph_export import (find_dot, format_for, graphviz_missing_message,
+    from graphstore.core.graph_export import (find_dot, format_for, graphviz_missing_message,
                                          write_graph)
     try:
         fmt = format_for(args.out, args.format)

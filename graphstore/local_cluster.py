@@ -20,10 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-from graphstore import shm
-from graphstore.node import default_store_capacity
-from graphstore.token import ENV_VAR as TOKEN_ENV_VAR
-from graphstore.token import new_token
+from graphstore.core import shm
+from graphstore.core.node import default_store_capacity
+from graphstore.core.token import ENV_VAR as TOKEN_ENV_VAR
+from graphstore.core.token import new_token
 
 logger = logging.getLogger("graphstore.local_cluster")
 

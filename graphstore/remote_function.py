@@ -5,7 +5,7 @@ import functools
 import math
 from typing import Any
 
-from graphstore import _state
+from graphstore import session
 from graphstore.runtime import FunctionDescriptor
 
 _TASK_OPTIONS = ("num_returns", "num_cpus", "resources", "max_retries", "retry_exceptions",
@@ -97,7 +97,7 @@ class RemoteFunction:
         return self._submit(self._options, args, kwargs)
 
     def _submit(self, options: dict, args: tuple, kwargs: dict):
-        runtime = _state.runtime_or_auto_init()
+        runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._function)
         num_returns = options.get("num_returns", 1)

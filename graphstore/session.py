@@ -15,18 +15,18 @@ import sys
 import threading
 import time
 
-from graphstore import protocol as msg
-from graphstore.comm import connect, set_dead_peer_timeout
-from graphstore.config import Config, load_config
+from graphstore.core import protocol as msg
+from graphstore.core.comm import connect, set_dead_peer_timeout
+from graphstore.core.config import Config, load_config
 from graphstore.exceptions import GraphstoreError
 from graphstore.local_cluster import LocalCluster
-from graphstore.loop_thread import LoopThread
-from graphstore.node import default_node_id
-from graphstore.object_ref import new_id
+from graphstore.core.loop_thread import LoopThread
+from graphstore.core.node import default_node_id
+from graphstore.core.object_ref import new_id
 from graphstore.runtime import Runtime
-from graphstore.spill import SpillTarget, default_spill_url, sweep_default_root
-from graphstore.tls import tls_from_config
-from graphstore.token import load_token
+from graphstore.core.spill import SpillTarget, default_spill_url, sweep_default_root
+from graphstore.core.tls import tls_from_config
+from graphstore.core.token import load_token
 
 logger = logging.getLogger("graphstore")
 
@@ -202,7 +202,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
     shared memory per worker. ``node_id`` names this driver's host; ``worker_node_ids``
     gives each local worker its own host identity (to exercise multi-host behaviour on
     one machine). Other keyword arguments override settings of
-    ``graphstore.config.Config`` for this cluster, e.g. ``tls_cert``, ``tls_key`` and
+    ``graphstore.core.config.Config`` for this cluster, e.g. ``tls_cert``, ``tls_key`` and
     ``tls_ca`` for mutual TLS (all three or none; a local cluster started with them uses
     them for every connection: see docs/security.md).
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from graphstore import protocol as msg
+from graphstore.core import protocol as msg
 from graphstore.exceptions import ActorDiedError, TaskUnschedulableError
 
 PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (

@@ -29,9 +29,9 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from graphstore.exceptions import GraphvizNotFoundError
-from graphstore.graph_export import find_dot, graphviz_missing_message, to_dot
+from graphstore.core.graph_export import find_dot, graphviz_missing_message, to_dot
 from graphstore.scheduler import status
-from graphstore.tls import is_loopback
+from graphstore.core.tls import is_loopback
 
 if TYPE_CHECKING:
     from graphstore.scheduler.server import Scheduler

@@ -11,15 +11,15 @@ import os
 import socket
 import time
 
-from graphstore import protocol as msg
-from graphstore.comm import Comm, CommServer, RemoteCallError, set_dead_peer_timeout
+from graphstore.core import protocol as msg
+from graphstore.core.comm import Comm, CommServer, RemoteCallError, set_dead_peer_timeout
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
-from graphstore.config import Config, Limits
-from graphstore.lifecycle import watch_parent_pipe
+from graphstore.core.config import Config, Limits
+from graphstore.core.lifecycle import watch_parent_pipe
 from graphstore.scheduler import status
 from graphstore.scheduler.snapshots import LiveScans
 from graphstore.scheduler.state import SchedulerState
-from graphstore.tls import TLSConfig, exposure_warning
+from graphstore.core.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.scheduler")
 
@@ -95,7 +95,7 @@ class Scheduler:
             self.server.add_sockets([sock])
         else:
             self.server.listen(port, address=host)
-        bound = next(iter(self.server._sockets.values())).getsockname()
+        bound = self.server.bound_address()
         self.address = f"tcp://{bound[0]}:{bound[1]}"
         warning = exposure_warning("the scheduler", bound[0], bound[1], self.tls)
         if warning:

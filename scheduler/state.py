@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Iterable
 
-from graphstore import protocol as msg
+from graphstore.core import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskCancelledError,
                                    TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler.actors import ActorsMixin

@@ -220,8 +220,8 @@ def init_cluster():
 
 
 def _current_address() -> str | None:
-    from graphstore import _state
-    driver = _state._driver
+    from graphstore import session
+    driver = session._driver
     return driver.address if driver is not None else None
 
 
@@ -285,14 +285,14 @@ def fresh_cluster():
     checks that its processes are gone.
     """
     import graphstore
-    from graphstore import _state
+    from graphstore import session
     started = []
 
     def start(**kwargs):
         kwargs.setdefault("num_cpus", 2)
         graphstore.shutdown()
         ctx = init_local_cluster(**kwargs)
-        local = _state.current_local_cluster()
+        local = session.current_local_cluster()
         started.append(local.session_name if local is not None else None)
         return ctx
 
@@ -310,8 +310,8 @@ def fresh_cluster():
 
 def local_cluster():
     """The ``LocalCluster`` this process owns (graphstore internals; for pids)."""
-    from graphstore import _state
-    return _state.current_local_cluster()
+    from graphstore import session
+    return session.current_local_cluster()
 
 
 @pytest.fixture
@@ -802,7 +802,7 @@ def cluster_id():
     left under it is removed afterwards."""
     import uuid as _uuid
 
-    from graphstore import shm
+    from graphstore.core import shm
     from helpers import shm_files
     cid = "t" + _uuid.uuid4().hex[:12]
     yield cid
@@ -962,7 +962,7 @@ class MultiHostCluster:
 
     def close(self) -> None:
         import graphstore
-        from graphstore import shm
+        from graphstore.core import shm
         from graphstore.worker.server import cluster_id_for
         from netns import kill_netns_processes
         try:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import graphstore
-from graphstore import shm
+from graphstore.core import shm
 
 
 def shm_files(prefix: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""graphstore.comm over real TCP on 127.0.0.1, inside this process.
+"""graphstore.core.comm over real TCP on 127.0.0.1, inside this process.
 
 Every test runs its own asyncio loop (``asyncio.run``); servers bind port 0.
 """
@@ -19,12 +19,13 @@ from tornado.netutil import bind_sockets
 from tornado.tcpclient import TCPClient
 from tornado.tcpserver import TCPServer
 
-from graphstore import comm as comm_module
-from graphstore import protocol as p
-from graphstore.comm import CommServer, RemoteCallError, connect, parse_address
-from graphstore.config import Limits
+from graphstore.core import comm as comm_module
+from graphstore.core.comm import handshake
+from graphstore.core import protocol as p
+from graphstore.core.comm import CommServer, RemoteCallError, connect, parse_address
+from graphstore.core.config import Limits
 from graphstore.exceptions import AuthenticationError, ConnectionLostError, ProtocolError
-from graphstore.protocol import Frame
+from graphstore.core.protocol import Frame
 
 TOKEN = b"unit-test-token-" * 4
 ID = b"i" * 16
@@ -254,7 +255,7 @@ class WireTap(TCPServer):
         self.address = f"tcp://127.0.0.1:{sockets[0].getsockname()[1]}"
 
     async def handle_stream(self, stream, address):
-        await comm_module._server_handshake(stream, TOKEN, 5)
+        await handshake.server_handshake(stream, TOKEN, 5)
         await self.go.wait()
         try:
             while True:
@@ -686,11 +687,11 @@ def test_wrong_token_is_refused_and_the_server_keeps_serving(caplog):
 def test_client_rejects_a_server_that_does_not_know_the_token():
     class Impostor(TCPServer):
         async def handle_stream(self, stream, address):
-            await stream.write(comm_module._HELLO.pack(comm_module._MAGIC,
-                                                       comm_module.PROTOCOL_VERSION,
+            await stream.write(handshake.HELLO.pack(handshake.MAGIC,
+                                                       handshake.PROTOCOL_VERSION,
                                                        b"n" * 16))
-            await stream.read_bytes(comm_module._ANSWER.size)
-            await stream.write(comm_module._VERDICT.pack(0, b"\x00" * 32))   # "ok", no proof
+            await stream.read_bytes(handshake.ANSWER.size)
+            await stream.write(handshake.VERDICT.pack(0, b"\x00" * 32))   # "ok", no proof
 
     async def main():
         server = Impostor()
@@ -722,12 +723,12 @@ def test_server_refuses_another_protocol_version(caplog):
     async def main():
         s = Served()
         raw = await raw_connect(s.port)
-        magic, version, nonce = comm_module._HELLO.unpack(
-            await raw.read_bytes(comm_module._HELLO.size))
-        assert magic == comm_module._MAGIC and version == comm_module.PROTOCOL_VERSION
-        await raw.write(comm_module._ANSWER.pack(magic, version + 1, b"c" * 16, b"p" * 32))
-        status, reason = comm_module._VERDICT.unpack(
-            await raw.read_bytes(comm_module._VERDICT.size))
+        magic, version, nonce = handshake.HELLO.unpack(
+            await raw.read_bytes(handshake.HELLO.size))
+        assert magic == handshake.MAGIC and version == handshake.PROTOCOL_VERSION
+        await raw.write(handshake.ANSWER.pack(magic, version + 1, b"c" * 16, b"p" * 32))
+        status, reason = handshake.VERDICT.unpack(
+            await raw.read_bytes(handshake.VERDICT.size))
         assert status == 1 and reason.startswith(b"protocol version")
         await wait_closed(raw)
         c = await client(s.address)
@@ -743,8 +744,8 @@ def test_server_refuses_another_protocol_version(caplog):
 def test_client_refuses_another_protocol_version():
     class Future(TCPServer):
         async def handle_stream(self, stream, address):
-            await stream.write(comm_module._HELLO.pack(
-                comm_module._MAGIC, comm_module.PROTOCOL_VERSION + 1, b"n" * 16))
+            await stream.write(handshake.HELLO.pack(
+                handshake.MAGIC, handshake.PROTOCOL_VERSION + 1, b"n" * 16))
             await stream.read_bytes(1)
 
     async def main():
@@ -771,11 +772,11 @@ def test_non_graphstore_clients_do_not_hurt_the_server(caplog):
         short.close()
         # 4: binary junk of exactly the answer's size.
         junk = await raw_connect(s.port)
-        await junk.write(b"\x00\xff" * (comm_module._ANSWER.size // 2))
+        await junk.write(b"\x00\xff" * (handshake.ANSWER.size // 2))
         for stream in (http, silent, junk):
             data = await wait_closed(stream)
-            assert data.startswith(comm_module._MAGIC)      # only the server's hello
-            assert len(data) == comm_module._HELLO.size
+            assert data.startswith(handshake.MAGIC)      # only the server's hello
+            assert len(data) == handshake.HELLO.size
         c = await client(s.address)
         assert await c.request(p.Ping(), timeout=5) == "pong"
         assert len(s.comms) == 1

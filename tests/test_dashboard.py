@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import graphstore
-from graphstore import _state
+from graphstore import session
 
 from test_scheduler_status import parse_prometheus
 
@@ -99,12 +99,12 @@ def explode():
 
 
 def local_worker_pids() -> set[int]:
-    cluster = _state.current_local_cluster()
+    cluster = session.current_local_cluster()
     return {p.pid for p in cluster.workers}
 
 
 def scheduler_log() -> str:
-    cluster = _state.current_local_cluster()
+    cluster = session.current_local_cluster()
     return (cluster.log_dir / "scheduler.log").read_text(errors="replace")
 
 
@@ -113,9 +113,9 @@ def scheduler_log() -> str:
 def test_init_prints_the_url_and_returns_it(run_driver):
     run = run_driver("""
         import urllib.request, graphstore
-        from graphstore import _state
+        from graphstore import session
         ctx = graphstore.init(num_cpus=1)
-        print("SESSION=" + _state.current_local_cluster().session_name, flush=True)
+        print("SESSION=" + session.current_local_cluster().session_name, flush=True)
         print("URL=" + ctx.dashboard_url, flush=True)
         print("INFO=" + ctx.address_info["dashboard_url"], flush=True)
         with urllib.request.urlopen(ctx.dashboard_url + "/api/overview") as reply:
@@ -494,7 +494,7 @@ def test_a_scheduler_started_by_hand_serves_its_page(cli_cluster):
 
 def test_status_command_prints_workers_resources_tasks_and_store(cluster, tmp_path):
     assert graphstore.get(inc.remote(41)) == 42
-    token = _state.current_local_cluster().token
+    token = session.current_local_cluster().token
     env = {**os.environ, "GRAPHSTORE_TOKEN": token}
     env.pop("GRAPHSTORE_ADDRESS", None)
     done = subprocess.run([sys.executable, "-m", "graphstore.cli", "status", cluster.address],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import graphstore
-from graphstore import _state
+from graphstore import session
 
 from conftest import init_local_cluster, kill_all, session_processes, wait_gone
 from test_dashboard import MB, explode, inc, make_array
@@ -60,8 +60,8 @@ class Populated:
     def __init__(self):
         graphstore.shutdown()
         self.ctx = init_local_cluster(num_cpus=2)
-        self.session = _state.current_local_cluster().session_name
-        self.worker_pids = {p.pid for p in _state.current_local_cluster().workers}
+        self.session = session.current_local_cluster().session_name
+        self.worker_pids = {p.pid for p in session.current_local_cluster().workers}
         self.small = graphstore.put(7)
         self.big = graphstore.put(np.zeros(2 * MB, dtype=np.uint8))
         self.chain = inc.remote(inc.remote(self.small))

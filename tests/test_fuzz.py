@@ -32,10 +32,11 @@ from hypothesis import strategies as st
 
 import graphstore
 from helpers import recv_exact
-from graphstore import _state
-from graphstore import comm as comm_module
-from graphstore import protocol as p
-from graphstore.config import PROTOCOL_VERSION, Limits
+from graphstore import session
+from graphstore.core import comm as comm_module
+from graphstore.core.comm import handshake
+from graphstore.core import protocol as p
+from graphstore.core.config import PROTOCOL_VERSION, Limits
 
 ARTIFACTS = Path(os.environ.get("GRAPHSTORE_TEST_ARTIFACTS",
                                 Path(__file__).resolve().parent.parent / "test-artifacts"))
@@ -49,10 +50,10 @@ LIMITS = Limits()
 
 def answer(token: bytes, hello: bytes) -> bytes:
     """The client's half of the token handshake, for the server's ``hello``."""
-    _, _, nonce = comm_module._HELLO.unpack(hello)
+    _, _, nonce = handshake.HELLO.unpack(hello)
     client_nonce = os.urandom(16)
-    return comm_module._ANSWER.pack(comm_module._MAGIC, PROTOCOL_VERSION, client_nonce,
-                                    comm_module._proof(token, b"client", nonce, client_nonce))
+    return handshake.ANSWER.pack(handshake.MAGIC, PROTOCOL_VERSION, client_nonce,
+                                    handshake.token_proof(token, b"client", nonce, client_nonce))
 
 
 def batch_bytes(header: bytes, frames: list = ()) -> bytes:
@@ -188,8 +189,8 @@ def _inputs(register_first: bool):
         make("graphstore frame, no handshake", False,
              messages(plausible_batch, False, False)),
         make("wrong token proof, then a frame", False, st.builds(
-            lambda nonce, proof, data: comm_module._ANSWER.pack(
-                comm_module._MAGIC, PROTOCOL_VERSION, nonce, proof) + data,
+            lambda nonce, proof, data: handshake.ANSWER.pack(
+                handshake.MAGIC, PROTOCOL_VERSION, nonce, proof) + data,
             st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32),
             messages(plausible_batch, True, register_first))),
         make("wrong magic or version", False, st.builds(
@@ -255,10 +256,10 @@ def send_batch(address: str, token: bytes, inputs: list[FuzzInput], figures: dic
         figures["inputs_tried"] += 1
         figures["by_kind"][item.kind] = figures["by_kind"].get(item.kind, 0) + 1
         sock = socket.create_connection((host, port), timeout=10)
-        hello = recv_exact(sock, comm_module._HELLO.size)
+        hello = recv_exact(sock, handshake.HELLO.size)
         if item.authenticated:
             sock.sendall(answer(token, hello))
-            status, _ = comm_module._VERDICT.unpack(recv_exact(sock, comm_module._VERDICT.size))
+            status, _ = handshake.VERDICT.unpack(recv_exact(sock, handshake.VERDICT.size))
             assert status == 0, "the right token was refused"
         try:
             sock.sendall(item.data)
@@ -300,8 +301,8 @@ def send_batch(address: str, token: bytes, inputs: list[FuzzInput], figures: dic
         data = received[id(sock)]
         if not item.authenticated and data:
             # Nothing but a refusal may come back on an unauthenticated connection.
-            status = comm_module._VERDICT.unpack(data[:comm_module._VERDICT.size])[0] \
-                if len(data) == comm_module._VERDICT.size else None
+            status = handshake.VERDICT.unpack(data[:handshake.VERDICT.size])[0] \
+                if len(data) == handshake.VERDICT.size else None
             if status in (None, 0):
                 figures["unauthenticated_replies"] += 1
         sock.close()
@@ -345,9 +346,9 @@ def test_fuzz_scheduler_and_worker_stay_up_and_keep_serving(fresh_cluster, capsy
     # (log_to_driver off: authenticated fuzz peers may send output for drivers to print)
     fresh_cluster(num_cpus=2, worker_node_ids=["near", "far"], node_id="near",
                   dashboard_port=0, log_to_driver=False)
-    local = _state.current_local_cluster()
+    local = session.current_local_cluster()
     token = local.token.encode()
-    workers = _state.get_runtime().cluster_info["workers"]
+    workers = session.get_runtime().cluster_info["workers"]
     far_worker = next(address for _, node, address in workers if node == "far")
     targets = {"scheduler": (local.address, True, 7001), "worker": (far_worker, False, 7002)}
     report = Report()

@@ -8,9 +8,9 @@ import shutil
 import networkx as nx
 import pytest
 
-from graphstore import graph_export
+from graphstore.core import graph_export
 from graphstore.exceptions import GraphvizNotFoundError
-from graphstore.graph_export import format_for, render, to_dot, to_networkx, write_graph
+from graphstore.core.graph_export import format_for, render, to_dot, to_networkx, write_graph
 
 from test_scheduler_graph import Dag
 from test_scheduler_state import Harness

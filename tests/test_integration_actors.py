@@ -146,7 +146,7 @@ def test_state_lives_in_the_actor_process(cluster):
     counter = Counter.remote(10)
     pid = graphstore.get(counter.pid.remote())
     assert pid != os.getpid()
-    assert pid not in [w.pid for w in graphstore._state.current_local_cluster().workers]
+    assert pid not in [w.pid for w in graphstore.session.current_local_cluster().workers]
     assert graphstore.get([counter.add.remote(5), counter.add.remote(5)]) == [15, 20]
 
 
@@ -248,7 +248,7 @@ def test_handles_passed_to_tasks_and_to_other_actors_work_there(cluster):
 
 
 def test_named_actor_is_found_from_a_second_driver(cluster, run_driver):
-    local = graphstore._state.current_local_cluster()
+    local = graphstore.session.current_local_cluster()
     named = Counter.options(name="shared-counter").remote(40)
     try:
         assert graphstore.get(named.add.remote(1)) == 41
@@ -479,7 +479,7 @@ def test_cancel_recursive_cancels_the_tasks_it_submitted(cluster):
 def test_cancel_force_ends_the_worker_running_the_task(fresh_cluster):
     from graphstore.exceptions import TaskCancelledError
     fresh_cluster(num_cpus=1)
-    local = graphstore._state.current_local_cluster()
+    local = graphstore.session.current_local_cluster()
     worker_pid = local.workers[0].pid
     ref = spin.remote(60)
     time.sleep(0.5)
@@ -513,7 +513,7 @@ def test_results_of_calls_whose_refs_were_dropped_are_not_kept(cluster):
     """A call's result can reach the caller before its ref is counted there (calls are
     written straight to the actor; ref events are drained lazily): kept then, but never
     once the ref is gone."""
-    runtime = graphstore._state.get_runtime()
+    runtime = graphstore.session.get_runtime()
     counter = Counter.remote()
     graphstore.get(counter.get.remote())
     before = len(runtime._local)

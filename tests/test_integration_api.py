@@ -1057,7 +1057,7 @@ def test_init_as_a_context_manager(fresh_cluster, init_cluster):
 def test_remote_before_init_starts_a_local_cluster(run_driver, procs):
     run = run_driver("""
         import graphstore
-        from graphstore import _state
+        from graphstore import session
 
         @graphstore.remote
         def square(x):
@@ -1066,7 +1066,7 @@ def test_remote_before_init_starts_a_local_cluster(run_driver, procs):
         assert not graphstore.is_initialized()
         ref = square.remote(7)
         assert graphstore.is_initialized()
-        print("SESSION=" + _state.current_local_cluster().session_name, flush=True)
+        print("SESSION=" + session.current_local_cluster().session_name, flush=True)
         print("RESULT=%d" % graphstore.get(ref), flush=True)
         print("WORKERS=%d" % graphstore.cluster_status()["workers"], flush=True)
         # no shutdown(): the cluster must go away at exit anyway
@@ -1081,11 +1081,11 @@ def test_remote_before_init_starts_a_local_cluster(run_driver, procs):
 def test_put_before_init_starts_a_local_cluster(run_driver, procs):
     run = run_driver("""
         import graphstore
-        from graphstore import _state
+        from graphstore import session
 
         ref = graphstore.put({"answer": 42})
         assert graphstore.is_initialized()
-        print("SESSION=" + _state.current_local_cluster().session_name, flush=True)
+        print("SESSION=" + session.current_local_cluster().session_name, flush=True)
         print("VALUE=%s" % graphstore.get(ref)["answer"], flush=True)
         ready, _ = graphstore.wait([ref])
         print("READY=%d" % len(ready), flush=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import graphstore
-from graphstore import _state
+from graphstore import session
 from graphstore.exceptions import GraphvizNotFoundError
 
 MB = 1024 * 1024
@@ -76,7 +76,7 @@ def test_ancestry_of_a_known_dag(cluster):
     assert nx.is_directed_acyclic_graph(g)
     assert nx.ancestors(g, BOX) == set(g.nodes) - {BOX}
     assert [g.nodes[n]["name"] for n in (L, T, CO)] == ["load", "transform", "combine"]
-    pids = {p.pid for p in _state.current_local_cluster().workers}
+    pids = {p.pid for p in session.current_local_cluster().workers}
     for task in (L, T, CO):
         attrs = g.nodes[task]
         assert attrs["type"] == "task" and attrs["state"] == "done"
@@ -172,7 +172,7 @@ def test_graph_stays_bounded_on_a_long_run(fresh_cluster):
 
 
 def cli(args: list[str], cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GRAPHSTORE_TOKEN": _state.current_local_cluster().token}
+    env = {**os.environ, "GRAPHSTORE_TOKEN": session.current_local_cluster().token}
     env.pop("GRAPHSTORE_ADDRESS", None)
     return subprocess.run([sys.executable, "-m", "graphstore.cli", *args], capture_output=True,
                           text=True, env=env, timeout=60, cwd=cwd)

@@ -22,12 +22,13 @@ import pytest
 
 import graphstore
 from helpers import gated, recv_exact
-from graphstore import comm as gs_comm
-from graphstore import protocol as msg
-from graphstore.config import PROTOCOL_VERSION
+from graphstore.core import comm as gs_comm
+from graphstore.core.comm import handshake
+from graphstore.core import protocol as msg
+from graphstore.core.config import PROTOCOL_VERSION
 from graphstore.exceptions import (AuthenticationError, ConnectionLostError,
                                    GraphstoreError, WorkerCrashedError)
-from graphstore.object_ref import new_id
+from graphstore.core.object_ref import new_id
 
 # -- remote functions ---------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ def test_exception_inside_init_context_leaves_no_process(fresh_cluster, init_clu
 
 DRIVER_WITH_RUNNING_TASKS = """
 import os, sys, time, graphstore
-from graphstore import _state
+from graphstore import session
 
 graphstore.init(num_cpus=2)
 
@@ -141,7 +142,7 @@ def square(x):
 assert graphstore.get(square.remote(3)) == 9
 refs = [forever.remote() for _ in range(2)]     # both workers busy from now on
 time.sleep(0.2)
-cluster = _state.current_local_cluster()
+cluster = session.current_local_cluster()
 print("SESSION=" + cluster.session_name, flush=True)
 print("PIDS=" + ",".join(str(p) for p in cluster.pids()), flush=True)
 print("READY", flush=True)
@@ -354,12 +355,12 @@ def _connect_raw(address: str) -> socket.socket:
 def _handshake(address: str, token: bytes, version: int = PROTOCOL_VERSION):
     """Do the client side of the handshake on a raw socket; return (socket, status)."""
     sock = _connect_raw(address)
-    magic, server_version, nonce = gs_comm._HELLO.unpack(recv_exact(sock, gs_comm._HELLO.size))
-    assert magic == gs_comm._MAGIC and server_version == PROTOCOL_VERSION
+    magic, server_version, nonce = handshake.HELLO.unpack(recv_exact(sock, handshake.HELLO.size))
+    assert magic == handshake.MAGIC and server_version == PROTOCOL_VERSION
     client_nonce = os.urandom(16)
-    proof = gs_comm._proof(token, b"client", nonce, client_nonce)
-    sock.sendall(gs_comm._ANSWER.pack(gs_comm._MAGIC, version, client_nonce, proof))
-    status, _ = gs_comm._VERDICT.unpack(recv_exact(sock, gs_comm._VERDICT.size))
+    proof = handshake.token_proof(token, b"client", nonce, client_nonce)
+    sock.sendall(handshake.ANSWER.pack(handshake.MAGIC, version, client_nonce, proof))
+    status, _ = handshake.VERDICT.unpack(recv_exact(sock, handshake.VERDICT.size))
     return sock, status
 
 

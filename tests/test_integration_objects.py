@@ -16,7 +16,7 @@ import pytest
 
 import graphstore
 from helpers import wait_for
-from graphstore import shm
+from graphstore.core import shm
 from graphstore.exceptions import ObjectStoreFullError, TaskError
 
 MB = 1024 * 1024
@@ -28,7 +28,7 @@ def _segments(cluster_id: str | None = None) -> list[str]:
 
 
 def _cluster_id() -> str:
-    return graphstore._state.current_local_cluster().cluster_id
+    return graphstore.session.current_local_cluster().cluster_id
 
 
 def _wait_for(predicate, timeout=10.0, interval=0.05):
@@ -100,7 +100,7 @@ def test_large_put_lives_in_a_store_and_get_is_zero_copy_and_read_only(cluster):
 def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
     """Each store keeps a pre-faulted reserve segment; the driver maps it with its page
     tables filled before the first large put, so that put only copies."""
-    runtime = graphstore._state.get_runtime()
+    runtime = graphstore.session.get_runtime()
     stores = len(_stores())
     reserves = _wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]]
                          if all(s["reserve"] for s in _stores()) else None)
@@ -233,7 +233,7 @@ def test_segments_are_swept_after_the_driver_is_killed():
         import sys, time, numpy as np, graphstore
         graphstore.init(num_cpus=2, object_store_memory=256 * 1024 * 1024)
         refs = [graphstore.put(np.ones(1_000_000)) for _ in range(3)]
-        print("CLUSTER_ID=" + graphstore._state.current_local_cluster().cluster_id,
+        print("CLUSTER_ID=" + graphstore.session.current_local_cluster().cluster_id,
               flush=True)
         time.sleep(120)
     """)
@@ -259,7 +259,7 @@ def test_segments_are_swept_after_the_driver_is_killed():
 def test_segments_of_a_killed_worker_are_swept(cluster):
     refs = [graphstore.put(np.ones(MB)) for _ in range(2)]
     cluster_id = _cluster_id()
-    local = graphstore._state.current_local_cluster()
+    local = graphstore.session.current_local_cluster()
     stores = _stores()
     victim = [s for s in stores if s["objects"]][0]
     os.kill(victim["pid"], signal.SIGKILL)
@@ -277,7 +277,7 @@ def victim_prefix(store: dict, cluster_id: str) -> str:
 
 def test_memory_cli_lists_objects_and_stores(cluster):
     ref = graphstore.put(np.ones(MB))
-    local = graphstore._state.current_local_cluster()
+    local = graphstore.session.current_local_cluster()
     env = dict(os.environ, GRAPHSTORE_TOKEN=local.token)
     out = subprocess.run([sys.executable, "-m", "graphstore.cli", "memory", "--address",
                           local.address], capture_output=True, text=True, timeout=60,

@@ -392,7 +392,7 @@ def test_s3_spill_keys_restore_bit_for_bit_and_are_deleted(fresh_cluster, local,
     del blob
 
     # The status through the CLI, as JSON, shows the same.
-    run = _cli("memory", "--json", "--address", graphstore._state._driver.address,
+    run = _cli("memory", "--json", "--address", graphstore.session._driver.address,
                env={"GRAPHSTORE_TOKEN": local().token})
     assert run.returncode == 0, run.stderr
     reported = json.loads(run.stdout)
@@ -662,7 +662,7 @@ def test_graphstore_memory_text_shows_spilling(fresh_cluster, local, tmp_path):
     refs = [graphstore.put(_data(800 + i, 16 * MB)) for i in range(5)]
     _settled()
     graphstore.get(refs[0])
-    run = _cli("memory", "--address", graphstore._state._driver.address,
+    run = _cli("memory", "--address", graphstore.session._driver.address,
                env={"GRAPHSTORE_TOKEN": local().token})
     assert run.returncode == 0, run.stderr
     stores_part = run.stdout.split("--- objects")[0]

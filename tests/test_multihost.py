@@ -52,8 +52,8 @@ def make_array(seed, n):
 def digest(array):
     import hashlib
     import numpy as np
-    from graphstore import _state
-    return {"node": _state.get_runtime().node_id,
+    from graphstore import session
+    return {"node": session.get_runtime().node_id,
             "sha": hashlib.sha256(np.ascontiguousarray(array).data).hexdigest(),
             "nbytes": array.nbytes}
 
@@ -63,17 +63,17 @@ def digest_nested(refs):
     """Reads a ref passed inside a list (resolved here, on this task's host)."""
     import hashlib
     import graphstore
-    from graphstore import _state
+    from graphstore import session
     array = graphstore.get(refs[0])
-    return {"node": _state.get_runtime().node_id,
+    return {"node": session.get_runtime().node_id,
             "sha": hashlib.sha256(array.data).hexdigest()}
 
 
 @graphstore.remote
 def where():
     import os
-    from graphstore import _state
-    return _state.get_runtime().node_id, os.getpid()
+    from graphstore import session
+    return session.get_runtime().node_id, os.getpid()
 
 
 @graphstore.remote
@@ -84,9 +84,9 @@ class Tally:
         self.total = 0
 
     def add(self, value):
-        from graphstore import _state
+        from graphstore import session
         self.total += int(value)
-        return self.total, _state.get_runtime().node_id
+        return self.total, session.get_runtime().node_id
 
     def add_array(self, array):
         self.total += int(array.sum() % 1000)
@@ -97,9 +97,9 @@ class Tally:
 def feed(tally, values):
     """A task calling an actor (on another host) through the handle it was given."""
     import graphstore
-    from graphstore import _state
+    from graphstore import session
     totals = [graphstore.get(tally.add.remote(v), timeout=30) for v in values]
-    return totals, _state.get_runtime().node_id
+    return totals, session.get_runtime().node_id
 
 
 @graphstore.remote
@@ -114,9 +114,9 @@ def feed_array(tally, seed, n):
 @graphstore.remote(max_retries=3)
 def slow_square(i):
     import time
-    from graphstore import _state
+    from graphstore import session
     time.sleep(0.3)
-    return i * i, _state.get_runtime().node_id
+    return i * i, session.get_runtime().node_id
 
 
 # -- a healthy cluster --------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_workers_on_separate_hosts_show_their_own_node_ids_and_addresses(multiho
         assert node == host.node_id
         assert pid in host.pids()
     # The driver is on none of the workers' hosts.
-    assert graphstore._state.get_runtime().node_id not in stores
+    assert graphstore.session.get_runtime().node_id not in stores
 
 
 def test_a_large_object_crosses_hosts_over_tcp_bit_exact(multihost_cluster):

@@ -1,7 +1,7 @@
-"""``graphstore.node``: host identity and the address peers reach a server at."""
+"""``graphstore.core.node``: host identity and the address peers reach a server at."""
 from __future__ import annotations
 
-from graphstore.node import contact_host, default_node_id
+from graphstore.core.node import contact_host, default_node_id
 
 
 def test_a_concrete_bind_address_is_advertised_as_is():

@@ -1,4 +1,4 @@
-"""Wire framing: graphstore.protocol, with no sockets.
+"""Wire framing: graphstore.core.protocol, with no sockets.
 
 A batch on the wire is ``u32 nframes | u64 len * nframes | frames``; frame 0 is the msgpack
 header, the others are raw buffers referenced from it. These tests go through real bytes:
@@ -13,9 +13,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from graphstore import protocol as p
-from graphstore.config import Limits
-from graphstore.protocol import Frame
+from graphstore.core import protocol as p
+from graphstore.core.config import Limits
+from graphstore.core.protocol import Frame
 
 LIMITS = Limits()
 

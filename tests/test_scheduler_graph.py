@@ -9,8 +9,8 @@ import pickle
 import networkx as nx
 import pytest
 
-from graphstore import protocol as msg
-from graphstore.graph_export import to_networkx
+from graphstore.core import protocol as msg
+from graphstore.core.graph_export import to_networkx
 from graphstore.scheduler import state as st
 from graphstore.scheduler.graph import TaskGraph
 

@@ -9,7 +9,7 @@ import pickle
 
 import pytest
 
-from graphstore import protocol as msg
+from graphstore.core import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskError, TaskUnschedulableError,
                                    WorkerCrashedError)
 from graphstore.scheduler import state as st

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from graphstore import protocol as msg
+from graphstore.core import protocol as msg
 from graphstore.scheduler import status
 from graphstore.scheduler.snapshots import SLICE, LiveScans
 from graphstore.scheduler.status import LiveScan

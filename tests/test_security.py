@@ -22,9 +22,10 @@ import psutil
 import pytest
 
 import graphstore
-from graphstore import _state
-from graphstore import comm as comm_module
-from graphstore import protocol as p
+from graphstore import session
+from graphstore.core import comm as comm_module
+from graphstore.core.comm import handshake
+from graphstore.core import protocol as p
 from graphstore.exceptions import (AuthenticationError, ConnectionLostError, TLSConfigError,
                                    TLSError)
 
@@ -159,7 +160,7 @@ def _send_unauthenticated(address: str, data: bytes, how: str) -> bytes:
     back once the server closed the connection."""
     host, port = comm_module.parse_address(address)
     with socket.create_connection((host, port), timeout=10) as sock:
-        hello = recv_exact(sock, comm_module._HELLO.size)
+        hello = recv_exact(sock, handshake.HELLO.size)
         if how == "wrong token":
             sock.sendall(answer(b"not the cluster token", hello))
         try:
@@ -185,8 +186,8 @@ def test_a_strangers_pickle_never_runs(fresh_cluster, tmp_path):
     scheduler and to a worker, it never runs, and both keep serving."""
     fresh_cluster(num_cpus=2, worker_node_ids=["near", "far"], node_id="near",
                   dashboard_port=0)
-    local = _state.current_local_cluster()
-    workers = _state.get_runtime().cluster_info["workers"]
+    local = session.current_local_cluster()
+    workers = session.get_runtime().cluster_info["workers"]
     targets = {"scheduler": local.address, "worker": workers[0][2]}
     marker = tmp_path / "pwned"
     data = _evil_batch(marker)
@@ -194,7 +195,7 @@ def test_a_strangers_pickle_never_runs(fresh_cluster, tmp_path):
         for how in ("no handshake", "wrong token"):
             received = _send_unauthenticated(address, data, how)
             if how == "wrong token":        # the refusal, nothing else
-                status, _ = comm_module._VERDICT.unpack(received)
+                status, _ = handshake.VERDICT.unpack(received)
                 assert status == 2, (name, received)
             else:
                 assert received == b"", (name, received)
@@ -211,9 +212,9 @@ def test_a_strangers_pickle_never_runs(fresh_cluster, tmp_path):
     # unpickles the function's code: the payload is live.
     host, port = comm_module.parse_address(local.address)
     with socket.create_connection((host, port), timeout=10) as sock:
-        hello = recv_exact(sock, comm_module._HELLO.size)
+        hello = recv_exact(sock, handshake.HELLO.size)
         sock.sendall(answer(local.token.encode(), hello))
-        assert comm_module._VERDICT.unpack(recv_exact(sock, comm_module._VERDICT.size))[0] == 0
+        assert handshake.VERDICT.unpack(recv_exact(sock, handshake.VERDICT.size))[0] == 0
         sock.sendall(data)
         assert wait_for(marker.exists, timeout=20), "the control payload never ran"
     marker.unlink()
@@ -295,8 +296,8 @@ def _peer_certificate(address: str, pki) -> dict:
     context.load_cert_chain(str(pki.cert), str(pki.key))
     with socket.create_connection((host, port), timeout=10) as raw:
         with context.wrap_socket(raw) as tls:
-            hello = tls.recv(comm_module._HELLO.size)
-            assert hello[:4] == comm_module._MAGIC
+            hello = tls.recv(handshake.HELLO.size)
+            assert hello[:4] == handshake.MAGIC
             return tls.getpeercert()
 
 
@@ -341,7 +342,7 @@ def test_tls_cluster_from_the_command_line_end_to_end(hand_cluster, pki, tmp_pat
 
     # Every listener speaks TLS only: the scheduler, both workers' peer servers and the
     # actor's process. A plain client gets no graphstore greeting from any of them.
-    runtime = _state.get_runtime()
+    runtime = session.get_runtime()
     status = runtime.request(p.GetActor(acc._actor_id, 0))
     assert status[0] == "alive"
     listeners = [cluster.address, *[w[2] for w in runtime.cluster_info["workers"]],
@@ -373,7 +374,7 @@ def test_tls_local_cluster_from_init(fresh_cluster, pki, tmp_path):
     between two workers and an actor answers, over TLS."""
     ctx = fresh_cluster(num_cpus=2, worker_node_ids=["near", "far"], node_id="near",
                         **pki.tls())
-    local = _state.current_local_cluster()
+    local = session.current_local_cluster()
     assert "mutual TLS" in (local.log_dir / "scheduler.log").read_text()
     assert _plain_hello(ctx.address) == b""
     data = np.arange(1_000_000, dtype=np.int64)
@@ -427,7 +428,7 @@ def test_every_listener_binds_loopback_by_default(fresh_cluster):
     ctx = fresh_cluster(num_cpus=2)
     acc = Accumulator.remote()
     assert graphstore.get(acc.value.remote()) == 0
-    local = _state.current_local_cluster()
+    local = session.current_local_cluster()
     pids = [local.scheduler.pid, *[w.pid for w in local.workers]]
     for worker in local.workers:
         pids += [c.pid for c in psutil.Process(worker.pid).children()]
@@ -469,7 +470,7 @@ def test_status_page_beyond_loopback_logs_a_warning(fresh_cluster):
     """(It is read-only: test_dashboard.py checks that no route changes anything.)"""
     fresh_cluster(num_cpus=1, dashboard_host="0.0.0.0")
     assert serves_tasks()
-    log = (_state.current_local_cluster().log_dir / "scheduler.log").read_text()
+    log = (session.current_local_cluster().log_dir / "scheduler.log").read_text()
     assert "WARNING" in log and "the status page listens on 0.0.0.0 port" in log
     assert "no login and no TLS" in log
 
@@ -486,7 +487,7 @@ def test_the_tls_cluster_example_runs(run_driver, tmp_path):
     assert "host-b summed the 40 MB array from host-a: 12499997500000" in run.stdout
     assert "2 workers on 2 hosts" in run.stdout
     assert "scheduler, workers and actor spoke TLS" in run.stdout
-    from graphstore.tls import TLSConfig
+    from graphstore.core.tls import TLSConfig
     tls = TLSConfig(certs / "node.pem", certs / "node-key.pem", certs / "ca.pem",
                     check_hostname=True)       # valid for 127.0.0.1 and localhost
     assert tls.cert == str(certs / "node.pem")
@@ -498,8 +499,8 @@ def test_the_tls_cluster_example_runs(run_driver, tmp_path):
 @graphstore.remote
 def host_digest(array):
     import hashlib
-    from graphstore import _state
-    return _state.get_runtime().node_id, hashlib.sha256(array.data).hexdigest()
+    from graphstore import session
+    return session.get_runtime().node_id, hashlib.sha256(array.data).hexdigest()
 
 
 @graphstore.remote
@@ -511,8 +512,8 @@ def host_ramp(n):
 @graphstore.remote
 def call_from_here(actor, array):
     import graphstore
-    from graphstore import _state
-    return _state.get_runtime().node_id, graphstore.get(actor.add.remote(array))
+    from graphstore import session
+    return session.get_runtime().node_id, graphstore.get(actor.add.remote(array))
 
 
 @pytest.mark.timeout(90)
@@ -569,7 +570,7 @@ def test_tls_across_separate_hosts_with_per_host_certificates(multihost_cluster,
 
     # Host A's listener shows a certificate for host A's address only: a client that
     # checks host names and expects any other address refuses it.
-    runtime = _state.get_runtime()
+    runtime = session.get_runtime()
     address_a = next(w[2] for w in runtime.cluster_info["workers"] if w[1] == "host-a")
     host, port = comm_module.parse_address(address_a)
     assert host == addresses["host-a"]
@@ -580,4 +581,4 @@ def test_tls_across_separate_hosts_with_per_host_certificates(multihost_cluster,
             context.wrap_socket(raw, server_hostname=addresses["host-b"])
     with socket.create_connection((host, port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=host) as tls:
-            assert tls.recv(4) == comm_module._MAGIC
+            assert tls.recv(4) == handshake.MAGIC

@@ -1,4 +1,4 @@
-"""graphstore.serialization, graphstore.task_args and ObjectRef, in one process."""
+"""graphstore.core.serialization, graphstore.core.task_args and ObjectRef, in one process."""
 from __future__ import annotations
 
 import pickle
@@ -9,12 +9,12 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from graphstore import object_ref
+from graphstore.core import object_ref
 from graphstore.exceptions import SerializationError
-from graphstore.object_ref import ObjectRef, new_id
-from graphstore.protocol import Frame
-from graphstore.serialization import dumps, dumps_function, loads, nbytes
-from graphstore.task_args import pack_args, unpack_args
+from graphstore.core.object_ref import ObjectRef, new_id
+from graphstore.core.protocol import Frame
+from graphstore.core.serialization import dumps, dumps_function, loads, nbytes
+from graphstore.core.task_args import pack_args, unpack_args
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""graphstore.shm on the real shared-memory filesystem (no processes but forked children).
+"""graphstore.core.shm on the real shared-memory filesystem (no processes but forked children).
 
 Every test names its segments with a cluster id of its own, and the ``cluster_id``
 fixture removes whatever is left with that prefix, so tests never see each other's files
@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import pytest
 
-from graphstore import shm
+from graphstore.core import shm
 from helpers import shm_files
-from graphstore.serialization import dumps, loads
+from graphstore.core.serialization import dumps, loads
 
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from graphstore import shm
+from graphstore.core import shm
 from helpers import shm_files
 from graphstore.exceptions import ObjectStoreFullError
 from graphstore.worker.store import SharedMemoryStore

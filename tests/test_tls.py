@@ -1,4 +1,4 @@
-"""Mutual TLS in graphstore.comm and graphstore.tls, over real TCP on 127.0.0.1.
+"""Mutual TLS in graphstore.core.comm and graphstore.core.tls, over real TCP on 127.0.0.1.
 
 Certificates come from ``certs.make_pki`` (a cluster CA, a node certificate, and bad
 ones). Each test runs its own asyncio loop; servers bind port 0. The cluster-level tests
@@ -14,11 +14,11 @@ import threading
 import pytest
 
 from certs import make_pki
-from graphstore import protocol as p
-from graphstore.comm import CommServer, connect
+from graphstore.core import protocol as p
+from graphstore.core.comm import CommServer, connect
 from graphstore.exceptions import (AuthenticationError, ConnectionLostError, TLSConfigError,
                                    TLSError)
-from graphstore.tls import TLSConfig, exposure_warning, is_loopback, tls_from_settings
+from graphstore.core.tls import TLSConfig, exposure_warning, is_loopback, tls_from_settings
 
 TOKEN = b"tls-unit-test-token" * 2
 
@@ -42,7 +42,7 @@ class Server:
         self.comms: list = []
         self.server = CommServer(TOKEN, self._on_comm, tls=tls, **kwargs)
         self.server.listen(0, "127.0.0.1")
-        port = next(iter(self.server._sockets.values())).getsockname()[1]
+        port = self.server.bound_address()[1]
         self.address = f"tcp://127.0.0.1:{port}"
 
     def _on_comm(self, comm):
@@ -328,7 +328,7 @@ def test_tls_client_whose_plain_server_greeted_first_is_told_so(pki, caplog):
     """The server's plain greeting may arrive before the client starts TLS (Tornado
     then cannot start it): the client still says the server does not speak TLS, and
     the server's log still says a TLS client came."""
-    from graphstore import comm as comm_module
+    from graphstore.core.comm import client as comm_client
     from tornado.tcpclient import TCPClient
     tls = TLSConfig(pki.cert, pki.key, pki.ca)
 
@@ -341,7 +341,7 @@ def test_tls_client_whose_plain_server_greeted_first_is_told_so(pki, caplog):
                 break
             await asyncio.sleep(0.01)
         with pytest.raises(TLSError, match="does not speak TLS \\(it greeted in plain"):
-            await comm_module._start_tls(stream, host, s.address, tls, 5)
+            await comm_client.start_tls(stream, host, s.address, tls, 5)
         for _ in range(100):
             if any("a TLS client connected" in r.getMessage() for r in caplog.records):
                 break

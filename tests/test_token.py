@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from graphstore import token as tk
+from graphstore.core import token as tk
 
 
 @pytest.fixture(autouse=True)

@@ -28,20 +28,20 @@ import sys
 import threading
 import time
 
-from graphstore import _state
+from graphstore import session
 from graphstore.actor import ActorExit
-from graphstore import protocol as msg
-from graphstore.comm import CommServer, connect
-from graphstore.config import Limits, load_config
+from graphstore.core import protocol as msg
+from graphstore.core.comm import CommServer, connect
+from graphstore.core.config import Limits, load_config
 from graphstore.exceptions import ActorDiedError, ProtocolError, TaskCancelledError
-from graphstore.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
-from graphstore.loop_thread import LoopThread
-from graphstore.node import contact_host
-from graphstore.object_ref import ObjectRef, new_id
+from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
+from graphstore.core.loop_thread import LoopThread
+from graphstore.core.node import contact_host
+from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.runtime import Runtime
-from graphstore.serialization import dumps, loads
-from graphstore.task_args import unpack_args
-from graphstore.tls import TLSConfig
+from graphstore.core.serialization import dumps, loads
+from graphstore.core.task_args import unpack_args
+from graphstore.core.tls import TLSConfig
 from graphstore.worker import output
 from graphstore.worker.executor import (_restore_filename, interrupt_thread, pack_task_error,
                                         split_returns)
@@ -90,7 +90,7 @@ class ActorProcess:
                                  split_bytes=self.config.frame_split_bytes,
                                  handshake_timeout=self.config.handshake_timeout)
         self.server.listen(0, address=self.spec.get("host", "127.0.0.1"))
-        bound = next(iter(self.server._sockets.values())).getsockname()
+        bound = self.server.bound_address()
         return f"tcp://{contact_host(bound[0], self.spec['scheduler'])}:{bound[1]}"
 
     async def start(self) -> None:
@@ -104,7 +104,7 @@ class ActorProcess:
                           tls=self.tls)
         self.runtime = runtime
         runtime.install()
-        _state.set_worker_runtime(runtime)
+        session.set_worker_runtime(runtime)
         self.comm.handler = self._on_scheduler_message
         self.comm.on_close.append(lambda c: self._lost_scheduler())
         asyncio.ensure_future(self.comm.read_loop())

@@ -15,10 +15,10 @@ import threading
 import time
 import traceback
 
-from graphstore import protocol as msg
+from graphstore.core import protocol as msg
 from graphstore.exceptions import SerializationError, TaskCancelledError, TaskError
-from graphstore.serialization import dumps, loads
-from graphstore.task_args import unpack_args
+from graphstore.core.serialization import dumps, loads
+from graphstore.core.task_args import unpack_args
 
 from graphstore.worker import output
 

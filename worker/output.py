@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 
-from graphstore import protocol as msg
+from graphstore.core import protocol as msg
 
 from graphstore.runtime import current_task  # noqa: E402  (the running task, per thread)
 

@@ -15,23 +15,24 @@ import logging
 import os
 import socket
 
-from graphstore import _state, shm
-from graphstore import protocol as msg
-from graphstore.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
+from graphstore import session
+from graphstore.core import shm
+from graphstore.core import protocol as msg
+from graphstore.core.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
                              set_dead_peer_timeout)
-from graphstore.config import Config, Limits
+from graphstore.core.config import Config, Limits
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
-from graphstore.lifecycle import watch_parent_pipe
-from graphstore.node import contact_host, default_node_id
-from graphstore.object_ref import new_id
+from graphstore.core.lifecycle import watch_parent_pipe
+from graphstore.core.node import contact_host, default_node_id
+from graphstore.core.object_ref import new_id
 from graphstore.runtime import Runtime
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
-from graphstore.spill import SpillTarget, default_spill_url
+from graphstore.core.spill import SpillTarget, default_spill_url
 from graphstore.worker.actor_host import ActorProcesses
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
-from graphstore.tls import TLSConfig, exposure_warning
+from graphstore.core.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.worker")
 
@@ -101,7 +102,7 @@ class Worker:
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for peers on {self.host}:{self.port}: "
                                      f"{exc.strerror}") from None
-        bound = next(iter(self.peer_server._sockets.values())).getsockname()
+        bound = self.peer_server.bound_address()
         # Peers on other hosts connect here: a wildcard bind advertises this host's
         # address on the route to the scheduler.
         self.address = f"tcp://{contact_host(bound[0], self.scheduler_address)}:{bound[1]}"
@@ -117,7 +118,7 @@ class Worker:
         self.runtime.local_store = self.store
         self.runtime.local_address = self.address
         self.runtime.install()
-        _state.set_worker_runtime(self.runtime)
+        session.set_worker_runtime(self.runtime)
         streams = output.install(self.runtime.send_from_any_thread)
         self.executor = TaskExecutor(max(1, int(self.num_cpus)), self.runtime,
                                      self.config.frame_split_bytes, streams)
@@ -329,7 +330,7 @@ async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: 
     set_dead_peer_timeout(config.worker_timeout)
     capacity = store_capacity or config.object_store_memory
     if not capacity:
-        from graphstore.node import default_store_capacity
+        from graphstore.core.node import default_store_capacity
         capacity = default_store_capacity(max(1, (os.cpu_count() or 1) // max(1, int(num_cpus))))
     worker = Worker(config, token, scheduler_address, num_cpus, resources,
                     node_id or default_node_id(), host, capacity, port, tls)

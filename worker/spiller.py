@@ -13,8 +13,8 @@ import logging
 import threading
 import time
 
-from graphstore import protocol as msg
-from graphstore.spill import SpillTarget
+from graphstore.core import protocol as msg
+from graphstore.core.spill import SpillTarget
 
 logger = logging.getLogger("graphstore.worker.spill")
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from graphstore import shm
+from graphstore.core import shm
 from graphstore.exceptions import ObjectStoreFullError
 
 #: A pooled segment larger than this multiple of the object is shrunk to fit (the tail's

@@ -8,7 +8,7 @@ import asyncio
 import concurrent.futures
 import threading
 
-from graphstore.lifecycle import new_event_loop
+from graphstore.core.lifecycle import new_event_loop
 
 
 class LoopThread:

@@ -45,7 +45,7 @@ def contact_host(bound_host: str, toward: str) -> str:
     """
     if bound_host not in _WILDCARD_HOSTS:
         return bound_host
-    from graphstore.comm import parse_address
+    from graphstore.core.comm import parse_address
     host, port = parse_address(toward)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:

@@ -88,8 +88,8 @@ class ObjectRef:
 
     def future(self):
         """A ``concurrent.futures.Future`` that completes with the object's value."""
-        from graphstore import _state
-        return _state.get_runtime().future(self)
+        from graphstore import session
+        return session.get_runtime().future(self)
 
     def __await__(self):
         import asyncio

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from graphstore.config import Limits
+from graphstore.core.config import Limits
 
 # -- messages ---------------------------------------------------------------------------
 # Field types: ids are 16-byte ``bytes``; a payload is a list of buffers (see serialization).

@@ -14,8 +14,8 @@ from typing import Any
 import cloudpickle
 
 from graphstore.exceptions import SerializationError
-from graphstore.object_ref import serialization_context
-from graphstore.protocol import Frame, unwrap
+from graphstore.core.object_ref import serialization_context
+from graphstore.core.protocol import Frame, unwrap
 
 #: A serialized object: the pickle stream, then its out-of-band buffers.
 Buffers = list

@@ -151,13 +151,13 @@ def sweep_default_root(own_cluster: str) -> int:
     """Remove what dead local clusters left in the default spill directory.
 
     A cluster is alive while any of its workers holds its lock file in shared memory
-    (see ``graphstore.shm``); a driver killed with SIGKILL cannot clean up after itself,
+    (see ``graphstore.core.shm``); a driver killed with SIGKILL cannot clean up after itself,
     so the next local cluster does. Only the default directory is swept: a directory the
     user named may hold other data.
     """
     import shutil
 
-    from graphstore import shm
+    from graphstore.core import shm
     root = default_spill_url()
     try:
         names = os.listdir(root)

@@ -8,9 +8,9 @@ Ray.
 from __future__ import annotations
 
 from graphstore.exceptions import SerializationError
-from graphstore.object_ref import ObjectRef
-from graphstore.protocol import wire_payload
-from graphstore.serialization import dumps, loads
+from graphstore.core.object_ref import ObjectRef
+from graphstore.core.protocol import wire_payload
+from graphstore.core.serialization import dumps, loads
 
 
 class _Dep:

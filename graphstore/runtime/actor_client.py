@@ -19,10 +19,10 @@ import logging
 import threading
 from collections import deque
 
-from graphstore import protocol as msg
-from graphstore.comm import connect
+from graphstore.core import protocol as msg
+from graphstore.core.comm import connect
 from graphstore.exceptions import ActorDiedError, ConnectionLostError
-from graphstore.serialization import dumps
+from graphstore.core.serialization import dumps
 
 logger = logging.getLogger("graphstore.actor")
 

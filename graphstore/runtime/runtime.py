@@ -23,20 +23,20 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
-from graphstore import object_ref as object_ref_module
-from graphstore import protocol as msg
-from graphstore.config import Config
+from graphstore.core import object_ref as object_ref_module
+from graphstore.core import protocol as msg
+from graphstore.core.config import Config
 from graphstore.exceptions import GetTimeoutError, GraphstoreError, ConnectionLostError
-from graphstore.object_ref import ObjectRef, new_id
-from graphstore.protocol import wire_payload
-from graphstore import shm
-from graphstore.actor_client import ActorClient, ActorSend
-from graphstore.comm import RemoteCallError, connect
+from graphstore.core.object_ref import ObjectRef, new_id
+from graphstore.core.protocol import wire_payload
+from graphstore.core import shm
+from graphstore.runtime.actor_client import ActorClient, ActorSend
+from graphstore.core.comm import RemoteCallError, connect
 from graphstore.exceptions import ObjectLostError, ObjectStoreFullError
-from graphstore.node import default_node_id
-from graphstore.protocol import unwrap
-from graphstore.serialization import dumps, dumps_function, loads, nbytes
-from graphstore.task_args import pack_args
+from graphstore.core.node import default_node_id
+from graphstore.core.protocol import unwrap
+from graphstore.core.serialization import dumps, dumps_function, loads, nbytes
+from graphstore.core.task_args import pack_args
 
 logger = logging.getLogger("graphstore.runtime")
 

@@ -1,97 +1,36 @@
-"""TCP connections between graphstore processes, on Tornado ``IOStream``.
+"""``Comm``: one authenticated, batched, message-oriented connection on a Tornado ``IOStream``.
 
-A ``Comm`` is one authenticated connection. It batches small messages (a batch is sent on
-the next loop iteration when the link is idle, and grows while a write is in flight), reads
-large frames into preallocated memory with ``read_into``, and matches ``Reply`` messages to
-requests. Every connection starts with an HMAC challenge-response over the cluster token, so
-nothing is unpickled, or even msgpack-decoded, before the peer has proved it knows the token;
-the token never crosses the wire. With a ``TLSConfig`` (``tls.py``), connections are mutual
-TLS first and the token handshake runs inside it.
+It batches small messages (a batch is sent on the next loop iteration when the link is
+idle, and grows while a write is in flight), reads large frames into preallocated memory
+with ``read_into``, and matches ``Reply`` messages to requests. Connections are opened by
+``client.connect`` and accepted by ``server.CommServer``; both run the token handshake
+(``handshake.py``) first, so by the time a ``Comm`` exists its peer has proved it knows the
+cluster token.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import logging
-import mmap
-import os
 import select
-import socket
-import ssl
-import struct
 import threading
 import inspect
 from typing import Any, Callable
 
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
-from tornado.tcpclient import TCPClient
-from tornado.tcpserver import TCPServer
 
-from graphstore import protocol
-from graphstore.config import PROTOCOL_VERSION, Limits
-from graphstore.exceptions import (AuthenticationError, ConnectionLostError, ProtocolError,
-                                   TLSError)
-from graphstore.protocol import Reply, Request
-from graphstore.tls import TLSConfig, explain_handshake_failure, not_tls_message
+from graphstore.core import protocol
+from graphstore.core.comm.frames import frame_memory, frames_in
+from graphstore.core.config import Limits
+from graphstore.core.protocol import Reply, Request
+from graphstore.exceptions import ConnectionLostError, ProtocolError
 
 logger = logging.getLogger("graphstore.comm")
-
-_MAGIC = b"GSTR"
-_HELLO = struct.Struct("!4sH16s")           # magic, version, server nonce
-_ANSWER = struct.Struct("!4sH16s32s")       # magic, version, client nonce, client proof
-_VERDICT = struct.Struct("!B32s")           # status (0 ok), server proof or reason
 
 #: Frames smaller than this are read together in one call and sliced.
 _SMALL_FRAME = 64 * 1024
 #: How much one partial read asks for.
 _READ_CHUNK = 256 * 1024
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``tcp://host:port`` (or ``host:port``) to ``(host, port)``, with a clear error."""
-    text = address
-    if text.startswith("tcp://"):
-        text = text[len("tcp://"):]
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"invalid address {address!r}: expected tcp://HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
-def _proof(token: bytes, label: bytes, a: bytes, b: bytes) -> bytes:
-    return hmac.new(token, label + a + b, hashlib.sha256).digest()
-
-
-#: TCP keepalive: an idle connection whose peer vanished (host down, network cut) is
-#: closed by the kernel after about KEEPIDLE + KEEPINTVL * KEEPCNT seconds; data left
-#: unacknowledged for USER_TIMEOUT ms closes it too. Heartbeats catch it sooner where
-#: they run (scheduler <-> workers); this bounds every other wait (drivers, transfers).
-#: Set from ``worker_timeout`` by ``set_dead_peer_timeout``.
-_KEEPALIVE = [("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 3), ("TCP_KEEPCNT", 3),
-              ("TCP_USER_TIMEOUT", 20_000)]
-
-
-def set_dead_peer_timeout(seconds: float) -> None:
-    """Have the kernel close connections whose peer has been unreachable for about
-    ``seconds`` to twice that (processes call it with their ``worker_timeout``)."""
-    seconds = max(1.0, float(seconds))
-    _KEEPALIVE[:] = [("TCP_KEEPIDLE", max(1, int(seconds))),
-                     ("TCP_KEEPINTVL", max(1, int(seconds / 3))), ("TCP_KEEPCNT", 3),
-                     ("TCP_USER_TIMEOUT", int(2000 * seconds))]
-
-
-def _tune(stream: IOStream) -> None:
-    sock = stream.socket
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in _KEEPALIVE:
-            option = getattr(socket, name, None)
-            if option is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    stream.max_write_buffer_size = None
 
 
 class Comm:
@@ -270,7 +209,7 @@ class Comm:
             if type(message) is not Reply or message.rid not in self._sinks:
                 continue
             sinks = list(self._sinks[message.rid])
-            for frame in _frames_in(message.value):
+            for frame in frames_in(message.value):
                 index = index_of.get(id(frame))
                 if index is None or not sinks:
                     continue
@@ -327,7 +266,7 @@ class Comm:
                         continue
                     frame = sinks.get(index)
                     if frame is None:
-                        frame = _frame_memory(n)
+                        frame = frame_memory(n)
                     have = min(n, len(buf))
                     if have:
                         frame[:have] = buf[:have]
@@ -453,33 +392,6 @@ class Comm:
         self.abort()
 
 
-#: Frames at least this large are read into their own anonymous mapping.
-_MAPPED_FRAME = 8 * 1024 * 1024
-
-
-def _frame_memory(n: int) -> memoryview:
-    """Memory for a large frame about to be read. Anonymous mmap pages are committed as
-    the bytes land (``bytearray(n)`` zero-fills, committing all ``n`` at once), so a
-    peer that announces a frame up to ``max_frame_bytes`` and sends nothing costs this
-    process address space, not memory. Smaller frames stay on the heap: each mapping
-    is one of a process's limited memory areas (``vm.max_map_count``), and a scheduler
-    may keep tens of thousands of inline payloads."""
-    if n < _MAPPED_FRAME:
-        return memoryview(bytearray(n))
-    return memoryview(mmap.mmap(-1, n))
-
-
-def _frames_in(value, depth: int = 0):
-    """The ``Frame`` placeholders inside a decoded value (lists and dicts, shallow)."""
-    if type(value) is protocol.Frame:
-        yield value
-    elif depth < 4 and isinstance(value, list):
-        for item in value:
-            yield from _frames_in(item, depth + 1)
-    elif depth < 4 and isinstance(value, dict):
-        for item in value.values():
-            yield from _frames_in(item, depth + 1)
-
 
 class ReplyThenRun:
     """A handler's reply value plus a callback to run once the reply has been written
@@ -493,208 +405,3 @@ class ReplyThenRun:
 
 class RemoteCallError(Exception):
     """The peer failed to serve a request; the message is its error text."""
-
-
-# -- handshake --------------------------------------------------------------------------
-
-async def _server_handshake(stream: IOStream, token: bytes, timeout: float) -> None:
-    nonce = os.urandom(16)
-    await stream.write(_HELLO.pack(_MAGIC, PROTOCOL_VERSION, nonce))
-    answer = await asyncio.wait_for(stream.read_bytes(_ANSWER.size), timeout)
-    magic, version, client_nonce, proof = _ANSWER.unpack(answer)
-    if magic != _MAGIC:
-        if answer[0] == 0x16 and answer[1] == 0x03:    # a TLS handshake record
-            raise ProtocolError("a TLS client connected, but this server runs without TLS "
-                                "(start it with --tls-cert/--tls-key/--tls-ca)")
-        raise ProtocolError("not a graphstore peer (bad magic bytes)")
-    if version != PROTOCOL_VERSION:
-        await stream.write(_VERDICT.pack(1, b"protocol version".ljust(32)))
-        raise ProtocolError(f"protocol version {version} (this server speaks "
-                            f"{PROTOCOL_VERSION})")
-    if not hmac.compare_digest(proof, _proof(token, b"client", nonce, client_nonce)):
-        await stream.write(_VERDICT.pack(2, b"cluster token".ljust(32)))
-        raise AuthenticationError("wrong cluster token")
-    await stream.write(_VERDICT.pack(0, _proof(token, b"server", client_nonce, nonce)))
-
-
-async def _client_handshake(stream: IOStream, token: bytes, timeout: float,
-                            address: str) -> None:
-    hint = ("check the server's log" if isinstance(stream, SSLIOStream) else
-            "if the cluster uses TLS, give this process its certificate too (tls_cert, "
-            "tls_key, tls_ca); otherwise check that the address is a graphstore server")
-    try:
-        hello = await asyncio.wait_for(stream.read_bytes(_HELLO.size), timeout)
-    except asyncio.TimeoutError:
-        raise ConnectionLostError(f"{address} sent no graphstore greeting within "
-                                  f"{timeout:g} s: {hint}") from None
-    except StreamClosedError as exc:
-        if isinstance(exc.real_error, ssl.SSLError):
-            raise exc.real_error from None
-        raise ConnectionLostError(f"{address} closed the connection before its graphstore "
-                                  f"greeting: {hint}") from None
-    magic, version, nonce = _HELLO.unpack(hello)
-    if magic != _MAGIC:
-        raise ProtocolError(f"{address} is not a graphstore server")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"{address} speaks protocol version {version}; this client "
-                            f"speaks {PROTOCOL_VERSION}: install matching versions")
-    client_nonce = os.urandom(16)
-    await stream.write(_ANSWER.pack(_MAGIC, PROTOCOL_VERSION, client_nonce,
-                                    _proof(token, b"client", nonce, client_nonce)))
-    status, proof = _VERDICT.unpack(
-        await asyncio.wait_for(stream.read_bytes(_VERDICT.size), timeout))
-    if status == 2:
-        raise AuthenticationError(
-            f"{address} rejected this process's cluster token: set GRAPHSTORE_TOKEN (or "
-            f"the token file) to the token the scheduler was started with")
-    if status != 0:
-        raise ProtocolError(f"{address} refused the connection: "
-                            f"{proof.rstrip().decode(errors='replace')}")
-    if not hmac.compare_digest(proof, _proof(token, b"server", client_nonce, nonce)):
-        raise AuthenticationError(f"{address} does not know the cluster token")
-
-
-def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error behind a failed read, write or connect, if that is what it was."""
-    if isinstance(exc, ssl.SSLError):
-        return exc
-    if isinstance(exc, StreamClosedError) and isinstance(exc.real_error, ssl.SSLError):
-        return exc.real_error
-    return None
-
-
-async def connect(address: str, token: bytes, *, tls: TLSConfig | None = None,
-                  limits: Limits | None = None, split_bytes: int = 64 * 1024,
-                  timeout: float = 10.0) -> Comm:
-    """Open an authenticated ``Comm`` to ``tcp://host:port``; with ``tls``, over mutual
-    TLS. A refused certificate raises ``TLSError`` saying whose and why."""
-    host, port = parse_address(address)
-    limits = limits or Limits()
-    try:
-        stream = await asyncio.wait_for(
-            TCPClient().connect(host, port, max_buffer_size=limits.max_header_bytes + 1024),
-            timeout)
-    except (OSError, StreamClosedError, asyncio.TimeoutError) as exc:
-        raise ConnectionLostError(f"could not connect to {address}: {exc}") from None
-    if tls is not None:
-        stream = await _start_tls(stream, host, address, tls, timeout)
-    _tune(stream)
-    try:
-        await _client_handshake(stream, token, timeout, address)
-    except (OSError, StreamClosedError, asyncio.TimeoutError, struct.error) as exc:
-        stream.close()
-        failure = _tls_failure(exc)
-        if failure is not None and tls is not None:
-            raise TLSError(explain_handshake_failure(failure, address, tls)) from None
-        if isinstance(exc, ConnectionLostError):
-            raise
-        raise ConnectionLostError(f"handshake with {address} failed: "
-                                  f"{type(exc).__name__} {exc}") from None
-    except Exception:
-        stream.close()
-        raise
-    return Comm(stream, address, limits, split_bytes)
-
-
-#: What a TLS client sends a server that greeted it in plain text, so that the server's
-#: log says a TLS client came (a TLS handshake record header, then padding).
-_TLS_RECORD_HINT = b"\x16\x03\x01" + b"\x00" * (_ANSWER.size - 3)
-
-
-async def _start_tls(stream: IOStream, host: str, address: str, tls: TLSConfig,
-                     timeout: float) -> SSLIOStream:
-    """The client side of the TLS handshake on a connected stream."""
-    try:
-        return await asyncio.wait_for(
-            stream.start_tls(False, ssl_options=tls.client_context, server_hostname=host),
-            timeout)
-    except (OSError, StreamClosedError, asyncio.TimeoutError) as exc:   # SSLError too
-        failure = _tls_failure(exc)
-        if failure is not None:
-            raise TLSError(explain_handshake_failure(failure, address, tls)) from None
-        raise ConnectionLostError(f"TLS handshake with {address} failed: "
-                                  f"{type(exc).__name__} {exc}") from None
-    except ValueError as exc:
-        if "not idle" not in str(exc):
-            raise
-        # Tornado cannot start TLS on a stream that already received bytes: a server
-        # without TLS greets first.
-        try:
-            await stream.write(_TLS_RECORD_HINT)
-        except StreamClosedError:
-            pass
-        stream.close()
-        raise TLSError(not_tls_message(address, "it greeted in plain text")) from None
-
-
-def _server_tls_failure(exc: BaseException) -> str:
-    """A server's log line for a client whose TLS handshake failed."""
-    detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
-    if str(detail) == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-        detail = "the client presented no certificate"
-    elif isinstance(exc, ssl.SSLCertVerificationError):
-        detail = f"the client's certificate failed verification: {detail}"
-    return f"TLS handshake failed: {str(detail).lower().replace('_', ' ')}"
-
-
-class CommServer(TCPServer):
-    """Accepts connections, runs the handshake, then hands each ``Comm`` to ``on_comm``.
-
-    With ``tls``, a client must complete a mutual TLS handshake (its certificate signed
-    by the cluster CA) before the token handshake starts; both within
-    ``handshake_timeout``."""
-
-    def __init__(self, token: bytes, on_comm: Callable[[Comm], Any], *,
-                 tls: TLSConfig | None = None, limits: Limits | None = None,
-                 split_bytes: int = 64 * 1024, handshake_timeout: float = 10.0):
-        super().__init__(max_buffer_size=(limits or Limits()).max_header_bytes + 1024,
-                         ssl_options=tls.server_context if tls else None)
-        self.token = token
-        self.tls = tls
-        self.on_comm = on_comm
-        self.limits = limits or Limits()
-        self.split_bytes = split_bytes
-        self.handshake_timeout = handshake_timeout
-
-    async def _handshake(self, stream: IOStream) -> None:
-        if isinstance(stream, SSLIOStream):
-            if stream.closed():        # the TLS handshake failed before this ran
-                failure = _tls_failure(stream.error) if stream.error else None
-                raise TLSError(_server_tls_failure(failure) if failure else
-                               "closed during the TLS handshake")
-            try:
-                await stream.wait_for_handshake()
-            except (OSError, StreamClosedError) as exc:
-                failure = _tls_failure(exc)
-                if failure is None:
-                    raise
-                raise TLSError(_server_tls_failure(failure)) from None
-        await _server_handshake(stream, self.token, self.handshake_timeout)
-
-    async def handle_stream(self, stream: IOStream, address) -> None:
-        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-        _tune(stream)
-        try:
-            # The whole handshake has a deadline: TLS writes wait for the peer.
-            await asyncio.wait_for(self._handshake(stream), self.handshake_timeout)
-        except asyncio.TimeoutError:
-            if self.tls is not None and getattr(stream, "_ssl_accepting", False):
-                logger.warning("refused connection from %s: no TLS handshake within %g s "
-                               "(a client without TLS settings?)", peer,
-                               self.handshake_timeout)
-            else:
-                logger.info("connection from %s closed during handshake (TimeoutError)",
-                            peer)
-            stream.close()
-            return
-        except (AuthenticationError, ProtocolError) as exc:
-            logger.warning("refused connection from %s: %s", peer, exc)
-            stream.close()
-            return
-        except (OSError, StreamClosedError, struct.error) as exc:
-            logger.info("connection from %s closed during handshake (%s)", peer,
-                        type(exc).__name__)
-            stream.close()
-            return
-        comm = Comm(stream, peer, self.limits, self.split_bytes)
-        self.on_comm(comm)

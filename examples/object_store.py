@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 import graphstore
+from graphstore.cluster_report import format_memory_summary
 
 
 @graphstore.remote
@@ -49,7 +50,7 @@ def main() -> None:
               f"{placement['missing_bytes']:,} bytes")
 
     print()
-    print(graphstore.api.format_memory_summary(graphstore.memory_summary()))
+    print(format_memory_summary(graphstore.memory_summary()))
     graphstore.shutdown()
 
 

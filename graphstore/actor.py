@@ -10,16 +10,13 @@ from __future__ import annotations
 import inspect
 
 from graphstore import session
+from graphstore.exceptions import ActorExit
 from graphstore.remote_function import validate_options
 from graphstore.runtime import FunctionDescriptor
 
 _ACTOR_OPTIONS = ("num_cpus", "resources", "max_restarts", "max_task_retries",
                   "max_concurrency", "name", "namespace", "lifetime", "get_if_exists")
 _METHOD_OPTIONS = ("num_returns", "name")
-
-
-class ActorExit(BaseException):
-    """Raised by ``exit_actor()``; the actor's process ends after the current call."""
 
 
 def exit_actor() -> None:

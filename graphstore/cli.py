@@ -249,7 +249,7 @@ def _connect_for_tools(address: str | None, args) -> None:
 def run_memory(args) -> int:
     import json
     import graphstore
-    from graphstore.api import format_memory_summary
+    from graphstore.cluster_report import format_memory_summary
     _connect_for_tools(args.address, args)
     try:
         summary = graphstore.memory_summary()

@@ -141,3 +141,8 @@ class ConnectionLostError(GraphstoreError, ConnectionError):
 
 class GraphvizNotFoundError(GraphstoreError, RuntimeError):
     """Writing SVG or PNG needs Graphviz's ``dot`` program, which is not installed."""
+
+
+class ActorExit(BaseException):
+    """Raised by ``exit_actor()``; the actor's process ends after the current call. A
+    ``BaseException``, so that user code's ``except Exception`` does not swallow it."""

@@ -16,89 +16,15 @@ from __future__ import annotations
 import time
 
 from graphstore.core import protocol as msg
-from graphstore.exceptions import ActorDiedError, TaskUnschedulableError
+from graphstore.core.serialization import error_payload
+from graphstore.exceptions import ActorDiedError, ObjectLostError, TaskUnschedulableError
+from graphstore.scheduler.entities import (ALIVE, DEAD, DETACHED_HOLDER, DONE, ERROR, FAILED,
+                                           NAMED_HOLDER, PENDING, PENDING_PLACEMENT, READY,
+                                           RESTARTING, STARTING, ActorCallState, ActorState,
+                                           ObjectState, within)
 
-PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (
-    "pending", "starting", "alive", "restarting", "dead")
-#: Holder id of detached actors' creation objects: never a peer, so never released.
-DETACHED_HOLDER = b"\0" * 16
-#: Holder id of named actors' creation objects, released when their creator leaves.
-NAMED_HOLDER = b"\1" * 16
 #: Finished calls kept apart when their results came before their submission.
 _EARLY_RESULTS_MAX = 100_000
-
-
-class ActorState:
-    __slots__ = ("id", "creation_id", "class_hash", "class_name", "args", "deps", "nested",
-                 "num_cpus", "resources", "max_restarts", "max_task_retries",
-                 "max_concurrency", "name", "namespace", "detached", "methods", "state",
-                 "worker", "incarnation", "process_id", "address", "pid", "restarts",
-                 "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
-                 "owner", "last_call")
-
-    def __init__(self, m: msg.CreateActor, owner: bytes):
-        options = m.options or {}
-        self.id = m.actor_id
-        self.creation_id = m.creation_id
-        self.class_hash = m.class_hash
-        self.class_name = m.class_name
-        self.args = m.args
-        self.deps = list(m.deps)
-        self.nested = list(m.nested)
-        self.num_cpus = float(options.get("num_cpus", 0) or 0)
-        self.resources = options.get("resources") or None
-        self.max_restarts = int(options.get("max_restarts", 0))
-        self.max_task_retries = int(options.get("max_task_retries", 0))
-        self.max_concurrency = options.get("max_concurrency")
-        self.name = options.get("name")
-        self.namespace = options.get("namespace") or "default"
-        self.detached = options.get("lifetime") == "detached"
-        self.methods = dict(m.methods or {})
-        self.state = PENDING_PLACEMENT
-        self.worker = None
-        self.incarnation = 0
-        self.process_id: bytes | None = None
-        self.address = ""
-        self.pid = 0
-        self.restarts = 0
-        self.error: list | None = None
-        #: Calls submitted and not finished, by id.
-        self.calls: dict[bytes, ActorCallState] = {}
-        self.no_restart = False
-        self.exiting = False
-        self.created_at = time.time()
-        self.holds_resources = False
-        self.owner = owner
-        self.last_call: bytes | None = None
-
-
-class ActorCallState:
-    """A method call; it has the fields of a ``TaskState`` that the task graph and the
-    task records read, so calls show in both like tasks."""
-    __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
-                 "caller", "submitted_at", "started_at", "finished_at", "state",
-                 "placement", "error_text", "previous_call")
-
-    def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
-        self.id = m.call_id
-        self.actor = actor
-        self.name = m.name
-        self.returns = list(m.returns)
-        self.deps = list(m.deps)
-        self.nested = list(m.nested)
-        self.counted_refs: list[bytes] = []
-        self.caller = caller
-        self.submitted_at = self.started_at = time.time()
-        self.finished_at = 0.0
-        self.state = "assigned"
-        worker = actor.worker
-        self.placement = {"actor": actor.id.hex(), "class": actor.class_name,
-                          "worker": worker.id.hex() if worker is not None else None,
-                          "node": worker.node.id if worker is not None else None,
-                          "pid": actor.pid}
-        self.error_text: str | None = None
-        #: The call submitted to the same actor before this one (method chains in order).
-        self.previous_call = actor.last_call
 
 
 class ActorsMixin:
@@ -172,7 +98,6 @@ class ActorsMixin:
                 actor.max_task_retries]
 
     def _new_object(self, object_id: bytes):
-        from graphstore.scheduler.state import PENDING, ObjectState
         obj = self.objects.get(object_id)
         if obj is None:
             obj = self.objects[object_id] = ObjectState(object_id, PENDING)
@@ -182,12 +107,10 @@ class ActorsMixin:
         return obj
 
     def _actor_feasible(self, actor: ActorState) -> bool:
-        from graphstore.scheduler.state import within
         return within(actor, self.max_capacity["CPU"], self.max_capacity)
 
     def _place_actors(self) -> None:
         """Start actors waiting for a host (their arguments ready, resources free)."""
-        from graphstore.scheduler.state import PENDING
         for actor in list(self.actors_to_place.values()):
             if actor.state == DEAD:
                 del self.actors_to_place[actor.id]
@@ -243,7 +166,6 @@ class ActorsMixin:
                 "incarnation": actor.incarnation}
 
     def actor_ready(self, peer_id: bytes, m: msg.ActorReady) -> None:
-        from graphstore.scheduler.state import PENDING, READY
         actor = self.actors.get(m.actor_id)
         if actor is None or actor.process_id != peer_id or actor.state == DEAD:
             return
@@ -320,7 +242,6 @@ class ActorsMixin:
 
     def _actor_died(self, actor: ActorState, cause: BaseException | None,
                     error: list | None = None) -> None:
-        from graphstore.scheduler.state import ERROR, PENDING, error_payload
         if actor.state == DEAD:
             return
         if actor.worker is not None:      # a process runs or is starting: stop it
@@ -372,7 +293,6 @@ class ActorsMixin:
         """["alive", address, incarnation], ["dead", error], or None (not yet)."""
         actor = self.actors.get(actor_id)
         if actor is None:
-            from graphstore.scheduler.state import error_payload
             return ["dead", error_payload(ActorDiedError(
                 f"actor {actor_id.hex()} is gone (no handle to it was left)"))]
         if actor.state == DEAD:
@@ -397,7 +317,7 @@ class ActorsMixin:
         if actor is None:
             from graphstore.exceptions import ActorDiedError as Died
             for object_id in m.returns:
-                self._finish_call_object(object_id, None, _died_payload(Died(
+                self._finish_call_object(object_id, None, error_payload(Died(
                     f"the actor of call {m.name} is gone")))
             return
         call = ActorCallState(m, actor, peer_id)
@@ -449,7 +369,6 @@ class ActorsMixin:
 
     def _apply_call_done(self, call: ActorCallState, peer_id: bytes,
                          m: msg.ActorCallDone) -> None:
-        from graphstore.scheduler.state import DONE, FAILED
         call.error_text = m.error_text     # read by dependents failing on these results
         for object_id, payload, contained, size, location, error in m.results:
             obj = self.objects.get(object_id)
@@ -463,8 +382,7 @@ class ActorsMixin:
                     self.add_location(obj, worker, segment)
                     self.outbox.append((worker_id, msg.SealObjects([object_id])))
                 else:
-                    from graphstore.exceptions import ObjectLostError
-                    error = _died_payload(ObjectLostError(
+                    error = error_payload(ObjectLostError(
                         f"the result of {call.name} was written to a worker that died"))
             self._finish_call_object(object_id, payload, error, contained, size)
         self.counts["failed" if m.error_text else "done"] += 1
@@ -479,7 +397,6 @@ class ActorsMixin:
 
     def _finish_call_object(self, object_id: bytes, payload, error, contained=(),
                             size=None) -> None:
-        from graphstore.scheduler.state import ERROR, PENDING, READY
         obj = self.objects.get(object_id)
         if obj is None or obj.state != PENDING:
             return
@@ -495,7 +412,6 @@ class ActorsMixin:
 
     def _fail_call(self, call: ActorCallState, cause: BaseException | None,
                    error: list | None = None) -> None:
-        from graphstore.scheduler.state import error_payload
         error = error if error is not None else error_payload(cause)
         call.actor.calls.pop(call.id, None)
         self.actor_calls.pop(call.id, None)
@@ -503,7 +419,6 @@ class ActorsMixin:
             self._finish_call_object(object_id, None, error)
         self.counts["failed"] += 1
         self._release_call_refs(call)
-        from graphstore.scheduler.state import FAILED
         self._call_finished(call, FAILED, str(cause) if cause is not None
                             else "the actor died")
 
@@ -523,10 +438,4 @@ class ActorsMixin:
 
 
 def _lost_payload(object_id: bytes) -> list:
-    from graphstore.exceptions import ObjectLostError
-    return _died_payload(ObjectLostError(f"argument {object_id.hex()} was freed"))
-
-
-def _died_payload(exc: BaseException) -> list:
-    from graphstore.scheduler.state import error_payload
-    return error_payload(exc)
+    return error_payload(ObjectLostError(f"argument {object_id.hex()} was freed"))

@@ -31,8 +31,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
+from graphstore.core.formatting import format_bytes
+
 if TYPE_CHECKING:  # the state machine imports this module, not the other way round
-    from graphstore.scheduler.state import ObjectState, TaskState, WorkerState
+    from graphstore.scheduler.entities import ObjectState, TaskState, WorkerState
 
 #: Edge kinds.
 ARGUMENT_OF, PRODUCES, CONTAINED_IN = "argument_of", "produces", "contained_in"
@@ -292,12 +294,3 @@ def _producer_id(item) -> bytes | None:
     if type(item) is ObjectRecord:
         return item.producer
     return item.producer.id if item.producer is not None else None
-
-
-def format_bytes(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

@@ -12,7 +12,6 @@ lose one container reference each.
 from __future__ import annotations
 
 import itertools
-import pickle
 import time
 from collections import deque
 from typing import Iterable
@@ -20,11 +19,13 @@ from typing import Iterable
 from graphstore.core import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskCancelledError,
                                    TaskUnschedulableError, WorkerCrashedError)
+from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
+from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDING, QUEUED, READY,
+                                           WAITING, NodeState, ObjectState, TaskState,
+                                           WorkerState, argument_failed_text, within)
 from graphstore.scheduler.graph import TaskGraph
 
-PENDING, READY, ERROR = "pending", "ready", "error"
-WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
 _UNKNOWN_DURATION = 0.5
@@ -35,10 +36,6 @@ _LINEAGE_ENTRY_BYTES = 1024
 _DURATION_SMOOTHING = 0.2
 
 
-def error_payload(exc: BaseException) -> list:
-    return [pickle.dumps(exc, protocol=5)]
-
-
 def _payload_size(payload) -> int:
     """Bytes of a task's packed arguments (buffers, maybe wrapped as frames)."""
     if not payload:
@@ -47,188 +44,6 @@ def _payload_size(payload) -> int:
         return sum(len(b) for b in payload)
     except TypeError:
         return 0
-
-
-def argument_failed_text(obj: "ObjectState") -> str:
-    """Why a task fails when one of its arguments is an error, for records and pages."""
-    producer = obj.producer
-    text = f"argument {obj.id.hex()} is an error"
-    if producer is not None and producer.error_text:
-        last = producer.error_text.strip().splitlines()[-1:] or [""]
-        text += f": task {producer.name} failed with {last[0][:500]}"
-    elif producer is None or producer.state == DONE:
-        text += " (its value was lost)"
-    return text
-
-
-class ObjectState:
-    __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
-                 "container_refs", "contains", "waiters", "producer", "dependents",
-                 "created_at", "locations", "pinned_by", "spill")
-
-    def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
-        self.id = object_id
-        self.state = state
-        self.payload: list | None = None
-        self.error: list | None = None
-        self.size = 0
-        self.holders: set[bytes] = set()
-        self.task_refs = 0
-        self.container_refs = 0
-        self.contains: list[bytes] = []
-        self.waiters: set[bytes] = set()
-        self.producer = producer
-        self.dependents: list[TaskState] = []
-        self.created_at = time.time()
-        #: Stored (large) objects: worker id -> segment name of each copy.
-        self.locations: dict[bytes, str] = {}
-        #: Processes mapping the object's memory: a freed segment is reused only if none.
-        self.pinned_by: set[bytes] = set()
-        #: [path, offset, size] in the spill target, once spilled.
-        self.spill: list | None = None
-
-    def referenced(self) -> bool:
-        return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
-
-
-class TaskState:
-    __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
-                 "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
-                 "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
-                 "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
-                 "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
-                 "lineage_size", "lineage_note")
-
-    def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
-        self.id = spec.task_id
-        self.function_hash = spec.function_hash
-        self.name = spec.name
-        self.args = spec.args
-        self.deps = spec.deps
-        self.nested = spec.nested
-        self.returns = spec.returns
-        self.num_cpus = spec.num_cpus
-        self.resources = spec.resources or None
-        self.retries_left = spec.max_retries
-        self.submitter = submitter
-        self.driver = driver
-        self.state = WAITING
-        self.worker: WorkerState | None = None
-        self.waiting_on = 0
-        self.submitted_at = time.time()
-        self.started_at = 0.0
-        self.finished_at = 0.0
-        self.long = False
-        self.blocked = False
-        #: Whether the task occupies one of its worker's slots and its node's CPUs (else
-        #: it is pipelined: queued on the worker behind running tasks).
-        self.holds_slot = False
-        #: Ids whose ``task_refs`` this task incremented, released exactly once.
-        self.counted_refs: list[bytes] = []
-        #: Why the task went where it went: worker, node, bytes it had to fetch.
-        self.placement: dict | None = None
-        self.error_text: str | None = None
-        self.parent = spec.parent
-        #: Set by cancel(force=True): a death of its worker fails it instead of retrying.
-        self.cancelled = False
-        #: Application errors to retry, as the worker checks them (see SubmitTask).
-        self.retry_exceptions = spec.retry_exceptions
-        #: While kept as lineage (a finished task whose results may have to be computed
-        #: again): its live results plus kept tasks that take them as arguments.
-        self.lineage_refs = 0
-        self.lineage_size = 0
-        #: Why its results cannot be computed again, once that is known.
-        self.lineage_note: str | None = None
-        self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
-                      if self.resources else ())
-
-
-def within(task: "TaskState", cpus: float, resources: dict) -> bool:
-    """Whether ``task``'s request fits in ``cpus`` and ``resources`` (totals, not free)."""
-    if task.num_cpus > cpus + 1e-9:
-        return False
-    if task.resources:
-        for name, amount in task.resources.items():
-            if amount > resources.get(name, 0.0) + 1e-9:
-                return False
-    return True
-
-
-class NodeState:
-    """A host: its workers share its CPUs and custom resources, as in Ray."""
-    __slots__ = ("id", "num_cpus", "resources", "cpus_used", "resources_used", "workers")
-
-    def __init__(self, node_id: str):
-        self.id = node_id
-        self.num_cpus = 0.0
-        self.resources: dict[str, float] = {}
-        self.cpus_used = 0.0
-        self.resources_used: dict[str, float] = {}
-        self.workers: dict[bytes, WorkerState] = {}
-
-    def fits_now(self, task: TaskState) -> bool:
-        if self.cpus_used + task.num_cpus > self.num_cpus + 1e-9:
-            return False
-        if task.resources:
-            for name, amount in task.resources.items():
-                if (self.resources_used.get(name, 0.0) + amount
-                        > self.resources.get(name, 0.0) + 1e-9):
-                    return False
-        return True
-
-    def fits_ever(self, task: TaskState) -> bool:
-        return within(task, self.num_cpus, self.resources)
-
-    def acquire(self, task: TaskState, sign: float = 1.0) -> None:
-        self.cpus_used += sign * task.num_cpus
-        if task.resources:
-            for name, amount in task.resources.items():
-                self.resources_used[name] = self.resources_used.get(name, 0.0) + sign * amount
-
-
-class WorkerState:
-    """A worker process: ``slots`` tasks run at once; its node owns the resources."""
-    __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
-                 "slots", "assigned", "known_functions", "registered_at", "long_tasks",
-                 "blocked", "running", "pipelined", "store_capacity", "objects",
-                 "queued_seconds", "stored_bytes", "metrics", "last_heartbeat")
-
-    def __init__(self, reg: msg.RegisterWorker, node: NodeState):
-        self.id = reg.worker_id
-        self.pid = reg.pid
-        self.hostname = reg.hostname
-        self.node = node
-        self.num_cpus = float(reg.num_cpus)
-        self.resources = dict(reg.resources or {})
-        self.address = reg.address
-        self.store_capacity = reg.store_capacity
-        #: Ids of stored objects with a copy in this worker's store.
-        self.objects: set[bytes] = set()
-        self.stored_bytes = 0
-        #: Expected seconds of work assigned here (running and queued).
-        self.queued_seconds = 0.0
-        self.slots = max(1, int(self.num_cpus))
-        self.assigned: dict[bytes, TaskState] = {}
-        self.known_functions: set[bytes] = set()
-        self.registered_at = time.time()
-        #: Assigned tasks that are long or not yet measured: nothing is pipelined behind
-        #: them, so short tasks never wait on a long one in a worker's queue.
-        self.long_tasks = 0
-        #: Tasks waiting inside ``get``; their slots run other tasks meanwhile.
-        self.blocked = 0
-        #: Assigned tasks holding a slot (blocked ones included).
-        self.running = 0
-        #: Assigned tasks queued behind the running ones, oldest first.
-        self.pipelined: deque[TaskState] = deque()
-        #: The worker's own figures from its last heartbeat (store use, spilling).
-        self.metrics: dict = {}
-        self.last_heartbeat = 0.0
-
-    def free_slots(self) -> int:
-        return self.slots + self.blocked - self.running
-
-    def queued_beyond_slots(self) -> int:
-        return len(self.assigned) - self.running
 
 
 #: Seconds an actor process may wait for an object the scheduler has not heard of yet

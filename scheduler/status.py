@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Iterable
 from graphstore.scheduler.graph import describe_where
 
 if TYPE_CHECKING:
-    from graphstore.scheduler.state import ObjectState, SchedulerState, TaskState
+    from graphstore.scheduler.entities import ObjectState, TaskState
+    from graphstore.scheduler.state import SchedulerState
 
 #: Task states in the order they are shown.
 TASK_STATES = ("waiting", "queued", "assigned", "done", "failed")

@@ -11,7 +11,7 @@ import pytest
 
 from graphstore.core import protocol as msg
 from graphstore.core.graph_export import to_networkx
-from graphstore.scheduler import state as st
+from graphstore.scheduler import entities as st
 from graphstore.scheduler.graph import TaskGraph
 
 from test_scheduler_state import DRIVER, MB, Harness

@@ -12,7 +12,7 @@ import pytest
 from graphstore.core import protocol as msg
 from graphstore.exceptions import (ObjectLostError, TaskError, TaskUnschedulableError,
                                    WorkerCrashedError)
-from graphstore.scheduler import state as st
+from graphstore.scheduler import entities as st
 from graphstore.scheduler.state import SchedulerState
 
 DRIVER = b"D" * 16

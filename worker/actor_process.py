@@ -29,17 +29,16 @@ import threading
 import time
 
 from graphstore import session
-from graphstore.actor import ActorExit
 from graphstore.core import protocol as msg
 from graphstore.core.comm import CommServer, connect
 from graphstore.core.config import Limits, load_config
-from graphstore.exceptions import ActorDiedError, ProtocolError, TaskCancelledError
+from graphstore.exceptions import ActorDiedError, ActorExit, ProtocolError, TaskCancelledError
 from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import contact_host
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.runtime import Runtime
-from graphstore.core.serialization import dumps, loads
+from graphstore.core.serialization import dumps, error_payload, loads
 from graphstore.core.task_args import unpack_args
 from graphstore.core.tls import TLSConfig
 from graphstore.worker import output
@@ -140,9 +139,9 @@ class ActorProcess:
             return None
         except BaseException as exc:
             error = loads(pack_task_error(name, exc, self.pid, __file__)[0])
-            return dumps(ActorDiedError(
+            return error_payload(ActorDiedError(
                 f"actor {build['class_name']} failed in __init__, so every call fails: "
-                f"{error}"))[0]
+                f"{error}"))
         finally:
             self._finish_output((self.actor_id, name))
 
@@ -254,7 +253,7 @@ class ActorProcess:
         self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
 
     def _was_cancelled(self, call: msg.ActorCall) -> tuple[list, str]:
-        error = dumps(TaskCancelledError(f"{call.name} was cancelled"))[0]
+        error = error_payload(TaskCancelledError(f"{call.name} was cancelled"))
         return [[r, None, [], 0, None, error] for r in call.returns], "TaskCancelledError"
 
     def _failed(self, call: msg.ActorCall, exc: BaseException) -> tuple[list, str]:
@@ -264,8 +263,8 @@ class ActorProcess:
     def _exited(self, call: msg.ActorCall) -> tuple[list, str]:
         self._exiting = True
         self.runtime.send_from_any_thread(msg.ActorExiting(self.actor_id))
-        error = dumps(ActorDiedError(f"actor {self.class_name} exited in {call.name} "
-                                     f"(exit_actor() was called)"))[0]
+        error = error_payload(ActorDiedError(f"actor {self.class_name} exited in {call.name} "
+                                             f"(exit_actor() was called)"))
         return [[r, None, [], 0, None, error] for r in call.returns], "exit_actor()"
 
     def send_outcome(self, call: msg.ActorCall, comm, packed: list, duration: float,

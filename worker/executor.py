@@ -17,7 +17,7 @@ import traceback
 
 from graphstore.core import protocol as msg
 from graphstore.exceptions import SerializationError, TaskCancelledError, TaskError
-from graphstore.core.serialization import dumps, loads
+from graphstore.core.serialization import dumps, error_payload, loads
 from graphstore.core.task_args import unpack_args
 
 from graphstore.worker import output
@@ -29,7 +29,7 @@ _ERROR_TEXT_CHARS = 8000
 
 
 def _cancelled_payload(name: str) -> list:
-    return dumps(TaskCancelledError(f"task {name} was cancelled"))[0]
+    return error_payload(TaskCancelledError(f"task {name} was cancelled"))
 
 
 def _restore_filename(fn, filename: str) -> None:
@@ -245,9 +245,9 @@ def pack_task_error(name: str, exc: BaseException, pid: int,
                              f"could not be pickled)")
     text = tb if len(tb) <= _ERROR_TEXT_CHARS else "…" + tb[-_ERROR_TEXT_CHARS:]
     try:
-        return dumps(TaskError(name, tb, cause, pid, type(exc).__name__))[0], text
+        return error_payload(TaskError(name, tb, cause, pid, type(exc).__name__)), text
     except SerializationError:
-        return dumps(TaskError(name, tb, None, pid, type(exc).__name__))[0], text
+        return error_payload(TaskError(name, tb, None, pid, type(exc).__name__)), text
 
 
 def split_returns(what: str, result, n: int) -> tuple:

@@ -62,6 +62,12 @@ def dumps(obj: Any, what: str = "object") -> tuple[Buffers, list[bytes]]:
         serialization_context.contained = previous
 
 
+def error_payload(exc: BaseException) -> Buffers:
+    """An exception as an object's error: the buffers ``loads`` raises it back from. The
+    one way every process (scheduler, workers, actors, drivers) records a failure."""
+    return dumps(exc, what="the error")[0]
+
+
 def loads(buffers) -> Any:
     """Rebuild an object from the buffers ``dumps`` produced (frames allowed)."""
     if len(buffers) == 1:

@@ -1,0 +1,279 @@
+"""What the scheduler keeps about each thing it manages, and the names of their states.
+
+Plain records with no behaviour beyond bookkeeping: objects, tasks, nodes, workers,
+actors and actor calls. ``state.py`` (the scheduler's state machine) and ``actors.py``
+(its actor handlers) both build on these, so neither has to import the other's records.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from graphstore.core import protocol as msg
+
+#: Object states.
+PENDING, READY, ERROR = "pending", "ready", "error"
+#: Task states.
+WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
+#: Actor states (an actor pending placement shares the name "pending" with objects).
+PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (
+    "pending", "starting", "alive", "restarting", "dead")
+#: Holder id of detached actors' creation objects: never a peer, so never released.
+DETACHED_HOLDER = b"\0" * 16
+#: Holder id of named actors' creation objects, released when their creator leaves.
+NAMED_HOLDER = b"\1" * 16
+
+
+def argument_failed_text(obj: "ObjectState") -> str:
+    """Why a task fails when one of its arguments is an error, for records and pages."""
+    producer = obj.producer
+    text = f"argument {obj.id.hex()} is an error"
+    if producer is not None and producer.error_text:
+        last = producer.error_text.strip().splitlines()[-1:] or [""]
+        text += f": task {producer.name} failed with {last[0][:500]}"
+    elif producer is None or producer.state == DONE:
+        text += " (its value was lost)"
+    return text
+
+
+class ObjectState:
+    __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
+                 "container_refs", "contains", "waiters", "producer", "dependents",
+                 "created_at", "locations", "pinned_by", "spill")
+
+    def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
+        self.id = object_id
+        self.state = state
+        self.payload: list | None = None
+        self.error: list | None = None
+        self.size = 0
+        self.holders: set[bytes] = set()
+        self.task_refs = 0
+        self.container_refs = 0
+        self.contains: list[bytes] = []
+        self.waiters: set[bytes] = set()
+        self.producer = producer
+        self.dependents: list[TaskState] = []
+        self.created_at = time.time()
+        #: Stored (large) objects: worker id -> segment name of each copy.
+        self.locations: dict[bytes, str] = {}
+        #: Processes mapping the object's memory: a freed segment is reused only if none.
+        self.pinned_by: set[bytes] = set()
+        #: [path, offset, size] in the spill target, once spilled.
+        self.spill: list | None = None
+
+    def referenced(self) -> bool:
+        return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
+
+
+class TaskState:
+    __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
+                 "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
+                 "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
+                 "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
+                 "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
+                 "lineage_size", "lineage_note")
+
+    def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
+        self.id = spec.task_id
+        self.function_hash = spec.function_hash
+        self.name = spec.name
+        self.args = spec.args
+        self.deps = spec.deps
+        self.nested = spec.nested
+        self.returns = spec.returns
+        self.num_cpus = spec.num_cpus
+        self.resources = spec.resources or None
+        self.retries_left = spec.max_retries
+        self.submitter = submitter
+        self.driver = driver
+        self.state = WAITING
+        self.worker: WorkerState | None = None
+        self.waiting_on = 0
+        self.submitted_at = time.time()
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.long = False
+        self.blocked = False
+        #: Whether the task occupies one of its worker's slots and its node's CPUs (else
+        #: it is pipelined: queued on the worker behind running tasks).
+        self.holds_slot = False
+        #: Ids whose ``task_refs`` this task incremented, released exactly once.
+        self.counted_refs: list[bytes] = []
+        #: Why the task went where it went: worker, node, bytes it had to fetch.
+        self.placement: dict | None = None
+        self.error_text: str | None = None
+        self.parent = spec.parent
+        #: Set by cancel(force=True): a death of its worker fails it instead of retrying.
+        self.cancelled = False
+        #: Application errors to retry, as the worker checks them (see SubmitTask).
+        self.retry_exceptions = spec.retry_exceptions
+        #: While kept as lineage (a finished task whose results may have to be computed
+        #: again): its live results plus kept tasks that take them as arguments.
+        self.lineage_refs = 0
+        self.lineage_size = 0
+        #: Why its results cannot be computed again, once that is known.
+        self.lineage_note: str | None = None
+        self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
+                      if self.resources else ())
+
+
+def within(task: "TaskState", cpus: float, resources: dict) -> bool:
+    """Whether ``task``'s request fits in ``cpus`` and ``resources`` (totals, not free)."""
+    if task.num_cpus > cpus + 1e-9:
+        return False
+    if task.resources:
+        for name, amount in task.resources.items():
+            if amount > resources.get(name, 0.0) + 1e-9:
+                return False
+    return True
+
+
+class NodeState:
+    """A host: its workers share its CPUs and custom resources, as in Ray."""
+    __slots__ = ("id", "num_cpus", "resources", "cpus_used", "resources_used", "workers")
+
+    def __init__(self, node_id: str):
+        self.id = node_id
+        self.num_cpus = 0.0
+        self.resources: dict[str, float] = {}
+        self.cpus_used = 0.0
+        self.resources_used: dict[str, float] = {}
+        self.workers: dict[bytes, WorkerState] = {}
+
+    def fits_now(self, task: TaskState) -> bool:
+        if self.cpus_used + task.num_cpus > self.num_cpus + 1e-9:
+            return False
+        if task.resources:
+            for name, amount in task.resources.items():
+                if (self.resources_used.get(name, 0.0) + amount
+                        > self.resources.get(name, 0.0) + 1e-9):
+                    return False
+        return True
+
+    def fits_ever(self, task: TaskState) -> bool:
+        return within(task, self.num_cpus, self.resources)
+
+    def acquire(self, task: TaskState, sign: float = 1.0) -> None:
+        self.cpus_used += sign * task.num_cpus
+        if task.resources:
+            for name, amount in task.resources.items():
+                self.resources_used[name] = self.resources_used.get(name, 0.0) + sign * amount
+
+
+class WorkerState:
+    """A worker process: ``slots`` tasks run at once; its node owns the resources."""
+    __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
+                 "slots", "assigned", "known_functions", "registered_at", "long_tasks",
+                 "blocked", "running", "pipelined", "store_capacity", "objects",
+                 "queued_seconds", "stored_bytes", "metrics", "last_heartbeat")
+
+    def __init__(self, reg: msg.RegisterWorker, node: NodeState):
+        self.id = reg.worker_id
+        self.pid = reg.pid
+        self.hostname = reg.hostname
+        self.node = node
+        self.num_cpus = float(reg.num_cpus)
+        self.resources = dict(reg.resources or {})
+        self.address = reg.address
+        self.store_capacity = reg.store_capacity
+        #: Ids of stored objects with a copy in this worker's store.
+        self.objects: set[bytes] = set()
+        self.stored_bytes = 0
+        #: Expected seconds of work assigned here (running and queued).
+        self.queued_seconds = 0.0
+        self.slots = max(1, int(self.num_cpus))
+        self.assigned: dict[bytes, TaskState] = {}
+        self.known_functions: set[bytes] = set()
+        self.registered_at = time.time()
+        #: Assigned tasks that are long or not yet measured: nothing is pipelined behind
+        #: them, so short tasks never wait on a long one in a worker's queue.
+        self.long_tasks = 0
+        #: Tasks waiting inside ``get``; their slots run other tasks meanwhile.
+        self.blocked = 0
+        #: Assigned tasks holding a slot (blocked ones included).
+        self.running = 0
+        #: Assigned tasks queued behind the running ones, oldest first.
+        self.pipelined: deque[TaskState] = deque()
+        #: The worker's own figures from its last heartbeat (store use, spilling).
+        self.metrics: dict = {}
+        self.last_heartbeat = 0.0
+
+    def free_slots(self) -> int:
+        return self.slots + self.blocked - self.running
+
+    def queued_beyond_slots(self) -> int:
+        return len(self.assigned) - self.running
+
+
+class ActorState:
+    __slots__ = ("id", "creation_id", "class_hash", "class_name", "args", "deps", "nested",
+                 "num_cpus", "resources", "max_restarts", "max_task_retries",
+                 "max_concurrency", "name", "namespace", "detached", "methods", "state",
+                 "worker", "incarnation", "process_id", "address", "pid", "restarts",
+                 "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
+                 "owner", "last_call")
+
+    def __init__(self, m: msg.CreateActor, owner: bytes):
+        options = m.options or {}
+        self.id = m.actor_id
+        self.creation_id = m.creation_id
+        self.class_hash = m.class_hash
+        self.class_name = m.class_name
+        self.args = m.args
+        self.deps = list(m.deps)
+        self.nested = list(m.nested)
+        self.num_cpus = float(options.get("num_cpus", 0) or 0)
+        self.resources = options.get("resources") or None
+        self.max_restarts = int(options.get("max_restarts", 0))
+        self.max_task_retries = int(options.get("max_task_retries", 0))
+        self.max_concurrency = options.get("max_concurrency")
+        self.name = options.get("name")
+        self.namespace = options.get("namespace") or "default"
+        self.detached = options.get("lifetime") == "detached"
+        self.methods = dict(m.methods or {})
+        self.state = PENDING_PLACEMENT
+        self.worker = None
+        self.incarnation = 0
+        self.process_id: bytes | None = None
+        self.address = ""
+        self.pid = 0
+        self.restarts = 0
+        self.error: list | None = None
+        #: Calls submitted and not finished, by id.
+        self.calls: dict[bytes, ActorCallState] = {}
+        self.no_restart = False
+        self.exiting = False
+        self.created_at = time.time()
+        self.holds_resources = False
+        self.owner = owner
+        self.last_call: bytes | None = None
+
+
+class ActorCallState:
+    """A method call; it has the fields of a ``TaskState`` that the task graph and the
+    task records read, so calls show in both like tasks."""
+    __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
+                 "caller", "submitted_at", "started_at", "finished_at", "state",
+                 "placement", "error_text", "previous_call")
+
+    def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
+        self.id = m.call_id
+        self.actor = actor
+        self.name = m.name
+        self.returns = list(m.returns)
+        self.deps = list(m.deps)
+        self.nested = list(m.nested)
+        self.counted_refs: list[bytes] = []
+        self.caller = caller
+        self.submitted_at = self.started_at = time.time()
+        self.finished_at = 0.0
+        self.state = "assigned"
+        worker = actor.worker
+        self.placement = {"actor": actor.id.hex(), "class": actor.class_name,
+                          "worker": worker.id.hex() if worker is not None else None,
+                          "node": worker.node.id if worker is not None else None,
+                          "pid": actor.pid}
+        self.error_text: str | None = None
+        #: The call submitted to the same actor before this one (method chains in order).
+        self.previous_call = actor.last_call

@@ -101,7 +101,7 @@ class ActorClass:
             self._descriptor = FunctionDescriptor(self._cls)
         if options.get("namespace") is None and options.get("name") is not None:
             options = {**options, "namespace": runtime.config.namespace}
-        info = runtime.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
+        info = runtime.submitter.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
                                     options, self._methods)
         return ActorHandle._from_info(info)
 
@@ -180,7 +180,7 @@ class ActorMethod:
         runtime = session.runtime_or_auto_init()
         n = self._options.get("num_returns", 1)
         name = self._options.get("name") or f"{handle._class_name}.{self._name}"
-        refs = runtime.call_actor(handle._actor_id, self._name, name, args, kwargs, n,
+        refs = runtime.submitter.call_actor(handle._actor_id, self._name, name, args, kwargs, n,
                                   handle._retries)
         return refs[0] if n == 1 else refs
 

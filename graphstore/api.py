@@ -116,4 +116,4 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     Running: ``TaskCancelledError`` is raised inside it (``force=True`` ends the worker
     process running a task; actor calls are always interrupted in place). ``recursive``: tasks it
     submitted are cancelled too. ``get(ref)`` then raises ``TaskCancelledError``."""
-    session.runtime_or_auto_init().cancel(ref, force, recursive)
+    session.runtime_or_auto_init().submitter.cancel(ref, force, recursive)

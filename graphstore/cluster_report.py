@@ -60,9 +60,10 @@ def format_cluster_status(report: dict) -> str:
                  f"{format_bytes(objects['spilled_bytes'])} spilled")
     capacity = store["capacity"]
     share = f" ({100 * store['used'] / capacity:.1f}%)" if capacity else ""
-    lines.append(f"  stores: {format_bytes(store['used'])} / {format_bytes(capacity)} used{share} across "
-                 f"{len(workers)} worker(s); {format_bytes(store['spilled_bytes_total'])} spilled "
-                 f"and {format_bytes(store['restored_bytes_total'])} restored since they started")
+    lines.append(f"  stores: {format_bytes(store['used'])} / {format_bytes(capacity)} used"
+                 f"{share} across {len(workers)} worker(s); "
+                 f"{format_bytes(store['spilled_bytes_total'])} spilled and "
+                 f"{format_bytes(store['restored_bytes_total'])} restored since they started")
 
     lines += ["", "Workers", rule]
     if not workers:

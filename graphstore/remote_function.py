@@ -106,7 +106,7 @@ class RemoteFunction:
             max_retries = runtime.config.max_retries
         elif max_retries == -1:
             max_retries = 2**31 - 1
-        refs = runtime.submit(self._descriptor, args, kwargs, num_returns,
+        refs = runtime.submitter.submit(self._descriptor, args, kwargs, num_returns,
                               float(options.get("num_cpus", 1)), options.get("resources"),
                               max_retries, options.get("name"),
                               pack_retry_exceptions(options.get("retry_exceptions")))

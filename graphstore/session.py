@@ -1,8 +1,8 @@
 """The process-wide connection to a cluster: ``init``, ``shutdown`` and the runtime.
 
 A driver has one ``Driver`` (event-loop thread, connection, runtime and, for the embedded
-default, the local cluster it owns). A worker process installs its own runtime instead, so
-tasks can call the same API.
+default, the local cluster it owns). A worker or actor process installs its own runtime
+instead (``runtime.context``), so tasks can call the same API.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from graphstore.local_cluster import LocalCluster
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import default_node_id
 from graphstore.core.object_ref import new_id
-from graphstore.runtime import Runtime
+from graphstore.runtime import DriverRole, Runtime, context
 from graphstore.core.spill import SpillTarget, default_spill_url, sweep_default_root
 from graphstore.core.tls import tls_from_config
 from graphstore.core.token import load_token
@@ -32,7 +32,6 @@ logger = logging.getLogger("graphstore")
 
 _lock = threading.RLock()
 _driver: "Driver | None" = None
-_worker_runtime: Runtime | None = None
 
 
 class ClusterContext:
@@ -121,7 +120,7 @@ class Driver:
             comm = await connect(self.address, token, tls=self.tls,
                                  split_bytes=config.frame_split_bytes,
                                  timeout=config.startup_timeout)
-            runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, is_driver=True,
+            runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, DriverRole(),
                               node_id=self.node_id, token=token, tls=self.tls)
             comm.handler = lambda c, m: runtime.handle(m) or None
             comm.on_close.append(lambda c: runtime.connection_lost())
@@ -152,7 +151,7 @@ class Driver:
                     f"{expected_workers} workers joined within {config.startup_timeout} s; "
                     f"see the logs in {self.cluster.log_dir if self.cluster else '?'}")
             time.sleep(0.002)
-        self.runtime.premap_reserves()
+        self.runtime.objects.premap_reserves()
 
     def context(self) -> ClusterContext:
         info = self.runtime.cluster_info
@@ -208,7 +207,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
     """
     global _driver
     with _lock:
-        if _worker_runtime is not None:
+        if _worker_runtime() is not None:
             raise GraphstoreError("init() cannot be called inside a task: the worker is "
                                   "already connected to its cluster")
         if _driver is not None:
@@ -262,18 +261,22 @@ def shutdown() -> None:
 
 
 def is_initialized() -> bool:
-    return _driver is not None or _worker_runtime is not None
+    return _driver is not None or _worker_runtime() is not None
 
 
-def set_worker_runtime(runtime: Runtime) -> None:
-    global _worker_runtime
-    _worker_runtime = runtime
+def _worker_runtime() -> Runtime | None:
+    """The runtime a worker or actor process installed, if this is one."""
+    runtime = context.installed()
+    if runtime is None or isinstance(runtime.role, DriverRole):
+        return None
+    return runtime
 
 
 def runtime_or_auto_init() -> Runtime:
     """The runtime to use; starts a default local cluster if nothing is connected yet."""
-    if _worker_runtime is not None:
-        return _worker_runtime
+    worker_runtime = _worker_runtime()
+    if worker_runtime is not None:
+        return worker_runtime
     driver = _driver
     if driver is None:
         with _lock:
@@ -284,8 +287,9 @@ def runtime_or_auto_init() -> Runtime:
 
 
 def get_runtime() -> Runtime:
-    if _worker_runtime is not None:
-        return _worker_runtime
+    worker_runtime = _worker_runtime()
+    if worker_runtime is not None:
+        return worker_runtime
     if _driver is None:
         raise GraphstoreError("graphstore is not initialized; call graphstore.init()")
     return _driver.runtime

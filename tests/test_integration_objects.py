@@ -107,7 +107,7 @@ def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
     assert reserves and len(reserves) == stores, "not every store made a reserve segment"
     # The driver maps each store's reserve (asking again after a put used one).
     assert _wait_for(lambda: all(runtime.mappings.has(n) for n in reserves)
-                     or runtime.premap_reserves())
+                     or runtime.objects.premap_reserves())
     array = np.arange(16 * MB // 8, dtype=np.float64)
     ref = graphstore.put(array)
     (location,) = runtime._local[ref._id][2]

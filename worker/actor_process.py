@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 
-from graphstore import session
 from graphstore.core import protocol as msg
 from graphstore.core.comm import CommServer, connect
 from graphstore.core.config import Limits, load_config
@@ -37,7 +36,7 @@ from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_paren
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import contact_host
 from graphstore.core.object_ref import ObjectRef, new_id
-from graphstore.runtime import Runtime
+from graphstore.runtime import ActorRole, Runtime
 from graphstore.core.serialization import dumps, error_payload, loads
 from graphstore.core.task_args import unpack_args
 from graphstore.core.tls import TLSConfig
@@ -98,12 +97,10 @@ class ActorProcess:
         self.comm = await connect(self.spec["scheduler"], self.token, tls=self.tls,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
-        runtime = Runtime(self.loop, self.comm, self.config, self.process_id,
-                          is_driver=False, node_id=self.node_id, token=self.token,
-                          tls=self.tls)
+        runtime = Runtime(self.loop, self.comm, self.config, self.process_id, ActorRole(),
+                          node_id=self.node_id, token=self.token, tls=self.tls)
         self.runtime = runtime
         runtime.install()
-        session.set_worker_runtime(runtime)
         self.comm.handler = self._on_scheduler_message
         self.comm.on_close.append(lambda c: self._lost_scheduler())
         asyncio.ensure_future(self.comm.read_loop())
@@ -194,7 +191,7 @@ class ActorProcess:
         object_id, payload, error, locations = dep
         if error is not None:
             raise loads(error)
-        return self.runtime.load_value(object_id, payload, locations)
+        return self.runtime.objects.load_value(object_id, payload, locations)
 
     def prepare(self, call: msg.ActorCall):
         """The bound method and its arguments (dependencies loaded)."""
@@ -212,9 +209,9 @@ class ActorProcess:
             buffers, contained = dumps(value, what=f"the return value of {call.name}")
             location = None
             if sum(memoryview(b).nbytes for b in buffers) > runtime.config.inline_threshold:
-                location = runtime._put_stored(object_id, buffers)
+                location = runtime.objects.put_stored(object_id, buffers)
             if location is None:
-                packed.append([object_id, msg.wire_payload(buffers, runtime._split),
+                packed.append([object_id, msg.wire_payload(buffers, runtime.split_bytes),
                                contained, 0, None, None])
             else:
                 worker_id, address, segment, size = location
@@ -289,8 +286,7 @@ class ActorProcess:
 
     async def _exit(self) -> None:
         await asyncio.sleep(0)          # let the outcome be queued first
-        self.runtime._drain()
-        self.runtime.flush_deferred()
+        self.runtime.flush()
         await self.comm.close()
         self.stop()
 
@@ -328,9 +324,8 @@ class _Inline:
             self._wait(comm, pending)
 
     def _pending_deps(self, call) -> list[bytes]:
-        runtime = self._process.runtime
-        with runtime._lock:
-            return [d[0] for d in call.deps if len(d) == 1 and d[0] not in runtime._local]
+        return self._process.runtime.missing_locally(
+            [d[0] for d in call.deps if len(d) == 1])
 
     def _wait(self, comm, pending: list[bytes]) -> None:
         runtime = self._process.runtime

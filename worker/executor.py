@@ -170,7 +170,7 @@ class TaskExecutor:
         output.current_task.task = (task.task_id, task.name)
         try:
             fn = self._function(task.function_hash)
-            load = self._runtime.load_value
+            load = self._runtime.objects.load_value
             dep_values = ([load(object_id, payload, locations)
                            for object_id, payload, locations in task.deps]
                           if task.deps else ())
@@ -217,7 +217,7 @@ class TaskExecutor:
     def _pack_results(self, task: msg.RunTask, result) -> list:
         values = split_returns(f"task {task.name}", result, len(task.returns))
         packed = []
-        store_value = self._runtime.store_value
+        store_value = self._runtime.objects.store_value
         for object_id, value in zip(task.returns, values):
             buffers, contained = dumps(value, what=f"the return value of {task.name}")
             payload, size, segment = store_value(object_id, buffers)

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 
-from graphstore import session
 from graphstore.core import shm
 from graphstore.core import protocol as msg
 from graphstore.core.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
@@ -25,7 +24,7 @@ from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, Protoco
 from graphstore.core.lifecycle import watch_parent_pipe
 from graphstore.core.node import contact_host, default_node_id
 from graphstore.core.object_ref import new_id
-from graphstore.runtime import Runtime
+from graphstore.runtime import Runtime, WorkerRole
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
 from graphstore.core.spill import SpillTarget, default_spill_url
@@ -93,6 +92,17 @@ class Worker:
         self.address = ""
         self.stopped = asyncio.Event()
 
+    # The runtime's hooks into this worker (its ``WorkerRole``): the spiller and the
+    # executor are made after the runtime, which they use.
+    def _restore_spilled(self, object_id: bytes, path: str, offset: int, size: int) -> str:
+        return self.spiller.restore(object_id, path, offset, size)
+
+    def _task_blocked(self):
+        return self.executor.task_blocked()
+
+    def _task_unblocked(self, task_id) -> None:
+        self.executor.task_unblocked(task_id)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         # A worker pointed at an unusable spill target must not accept work.
@@ -113,12 +123,13 @@ class Worker:
         self.comm = await connect(self.scheduler_address, self.token, tls=self.tls,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
-        self.runtime = Runtime(loop, self.comm, self.config, self.worker_id, is_driver=False,
+        role = WorkerRole(store=self.store, address=self.address,
+                          restore_spilled=self._restore_spilled,
+                          task_blocked=self._task_blocked,
+                          task_unblocked=self._task_unblocked)
+        self.runtime = Runtime(loop, self.comm, self.config, self.worker_id, role,
                                node_id=self.node_id, token=self.token, tls=self.tls)
-        self.runtime.local_store = self.store
-        self.runtime.local_address = self.address
         self.runtime.install()
-        session.set_worker_runtime(self.runtime)
         streams = output.install(self.runtime.send_from_any_thread)
         self.executor = TaskExecutor(max(1, int(self.num_cpus)), self.runtime,
                                      self.config.frame_split_bytes, streams)
@@ -129,9 +140,6 @@ class Worker:
         self.store.spill_problem = self._spill_problem
         self.store.wait_timeout = self.config.spill_wait_timeout
         self.store.spill_threshold = self.config.spill_threshold
-        self.runtime.restore_spilled = self.spiller.restore
-        self.runtime.on_block = self.executor.task_blocked
-        self.runtime.on_unblock = self.executor.task_unblocked
         self.comm.handler = self._on_message
         self.comm.on_close.append(self._on_scheduler_lost)
         asyncio.ensure_future(self.comm.read_loop())

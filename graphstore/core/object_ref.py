@@ -2,13 +2,17 @@
 
 A ref is a 16-byte id. Creating and dropping refs is reported to the process's runtime
 (through ``ref_tracker``) so the scheduler can count references across processes; the
-tracker is a no-op until a runtime installs itself.
+tracker is a no-op until a runtime installs itself (``install_tracker``). Waiting on a ref
+(``future()``, ``await ref``) asks the installed tracker too, so this module needs nothing
+above the foundation.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import threading
+
+from graphstore.exceptions import GraphstoreError
 
 _id_prefix = os.urandom(8)
 _id_counter = itertools.count(1)
@@ -26,9 +30,26 @@ class _NullTracker:
     def on_ref_deleted(self, object_id: bytes) -> None:
         pass
 
+    def future(self, ref: "ObjectRef"):
+        raise GraphstoreError("graphstore is not initialized; call graphstore.init()")
+
 
 #: The process's runtime replaces this to learn about every ref created and dropped.
 ref_tracker = _NullTracker()
+
+
+def install_tracker(tracker) -> None:
+    """Have ``tracker`` (the process's runtime) hear of every ref created and dropped,
+    and serve ``ObjectRef.future``."""
+    global ref_tracker
+    ref_tracker = tracker
+
+
+def uninstall_tracker(tracker) -> None:
+    """Stop reporting to ``tracker`` if it is still the installed one."""
+    global ref_tracker
+    if ref_tracker is tracker:
+        ref_tracker = _NullTracker()
 
 #: While serializing, ``serialization`` sets ``contained`` here to collect nested refs.
 serialization_context = threading.local()
@@ -88,8 +109,7 @@ class ObjectRef:
 
     def future(self):
         """A ``concurrent.futures.Future`` that completes with the object's value."""
-        from graphstore import session
-        return session.get_runtime().future(self)
+        return ref_tracker.future(self)
 
     def __await__(self):
         import asyncio

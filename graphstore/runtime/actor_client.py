@@ -22,7 +22,7 @@ from collections import deque
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect
 from graphstore.exceptions import ActorDiedError, ConnectionLostError
-from graphstore.core.serialization import dumps
+from graphstore.core.serialization import error_payload
 
 logger = logging.getLogger("graphstore.actor")
 
@@ -119,8 +119,8 @@ class ActorClient:
             status = await runtime.comm.request(msg.GetActor(link.actor_id,
                                                              link.incarnation))
         except Exception as exc:
-            self._dead(link, dumps(ConnectionLostError(
-                f"could not reach the scheduler to find the actor: {exc}"))[0])
+            self._dead(link, error_payload(ConnectionLostError(
+                f"could not reach the scheduler to find the actor: {exc}")))
             return
         if status[0] == "dead":
             self._dead(link, status[1])
@@ -128,14 +128,14 @@ class ActorClient:
         _, address, incarnation = status
         try:
             comm = await connect(address, runtime.comm_token, tls=runtime.tls,
-                                 split_bytes=runtime._split,
+                                 split_bytes=runtime.split_bytes,
                                  timeout=runtime.config.handshake_timeout)
         except Exception as exc:   # it died meanwhile: wait for its next incarnation
             logger.debug("could not connect to actor at %s: %s", address, exc)
             link.incarnation = incarnation
             self._resolve(link)
             return
-        if runtime._closed:          # shut down while connecting
+        if runtime.closed:          # shut down while connecting
             comm.abort()
             return
         comm.handler = lambda c, m: self._on_result(link, m)
@@ -166,7 +166,7 @@ class ActorClient:
     def _lost(self, link: _Link, comm) -> None:
         """The actor's process closed the connection: it died (or was killed)."""
         with self._lock:
-            if comm is not link.comm or self.runtime._closed:
+            if comm is not link.comm or self.runtime.closed:
                 return
             link.comm = None
             link.lost.extend(link.sent.values())
@@ -182,9 +182,9 @@ class ActorClient:
                 entry[1] -= 1
                 retry.append(entry)
             else:
-                self._fail(entry, dumps(ActorDiedError(
+                self._fail(entry, error_payload(ActorDiedError(
                     f"the actor's process died while running {entry[0].name}, and the call "
-                    f"has no retries left (raise max_task_retries to retry it)"))[0],
+                    f"has no retries left (raise max_task_retries to retry it)")),
                     report=True)
         link.lost = []
         link.pending = deque(retry + list(link.pending))
@@ -208,7 +208,7 @@ class ActorClient:
         call = entry[0]
         for object_id in call.returns:
             self._call_of.pop(object_id, None)
-            self.runtime._object_arrived(object_id, None, error)
+            self.runtime.object_arrived(object_id, None, error)
         if report and not self.runtime.comm.closed:
             self.runtime.comm.send(msg.ActorCallDone(
                 call.call_id, b"", [[r, None, [], 0, None, error] for r in call.returns],

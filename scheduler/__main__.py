@@ -1,5 +1,5 @@
 import sys
 
-from graphstore.cli import main
+from graphstore.scheduler.cli import main
 
-sys.exit(main(["scheduler", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,5 @@
 import sys
 
-from graphstore.cli import main
+from graphstore.worker.cli import main
 
-sys.exit(main(["worker", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,50 @@
+"""Command-line options every graphstore process shares: TLS, logging, and how a local
+cluster supervises its children.
+
+The ``graphstore`` command and the services' own entry points (``python -m
+graphstore.scheduler``, ``python -m graphstore.worker``) build their parsers from these,
+so an option is spelled and documented once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "mutual TLS", "all three or none (default: GRAPHSTORE_TLS_CERT, GRAPHSTORE_TLS_KEY, "
+        "GRAPHSTORE_TLS_CA); see docs/security.md")
+    group.add_argument("--tls-cert", default=None, metavar="PEM",
+                       help="this process's certificate, signed by the cluster CA")
+    group.add_argument("--tls-key", default=None, metavar="PEM",
+                       help="its private key (unencrypted; keep it mode 0600)")
+    group.add_argument("--tls-ca", default=None, metavar="PEM",
+                       help="the cluster CA's certificate: peers must present a "
+                            "certificate it signed")
+    group.add_argument("--tls-check-hostname", action="store_true", default=None,
+                       help="also require a server's certificate to name its host")
+
+
+def tls_settings(args: argparse.Namespace) -> dict:
+    """The TLS options given on the command line (the environment fills the rest)."""
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": args.tls_ca,
+            "tls_check_hostname": args.tls_check_hostname}
+
+
+def add_process_options(parser: argparse.ArgumentParser) -> None:
+    """Options of a long-running service process (scheduler, worker)."""
+    parser.add_argument("--log-level", default=os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
+    parser.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--session", default=None, help=argparse.SUPPRESS)
+
+
+def parse_resource(text: str) -> tuple[str, float]:
+    """``NAME=AMOUNT`` -> ``(name, amount)``, for ``--resource``."""
+    name, sep, amount = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(amount)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, got {text!r}") from None

@@ -15,21 +15,9 @@ def shm_files(prefix: str) -> list[str]:
     return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
 
 
-@graphstore.remote
-def gated(path, value=None):
-    """Return ``value`` once the file ``path`` exists (at most 60 s): holds a task
-    pending without depending on timing."""
-    deadline = time.time() + 60
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise TimeoutError(f"gate {path} never opened")
-        time.sleep(0.005)
-    return value
-
-
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
     """Poll ``predicate`` until it returns something true (returned) or ``timeout``
-    seconds pass (then its last value is returned)."""
+    seconds pass (then its last value is returned). The one poller of the test suite."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -37,6 +25,15 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+@graphstore.remote
+def gated(path, value=None):
+    """Return ``value`` once the file ``path`` exists (at most 60 s): holds a task
+    pending without depending on timing."""
+    if not wait_for(lambda: os.path.exists(path), timeout=60, interval=0.005):
+        raise TimeoutError(f"gate {path} never opened")
+    return value
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,19 +113,19 @@ def netns_pids(netns: str) -> list[int]:
 
 def kill_netns_processes(netns: str, timeout: float = 5.0) -> None:
     """SIGKILL every process in ``netns`` until none is left (they may fork meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = [p for p in netns_pids(netns) if p != os.getpid()]
-        if not pids:
-            return
+    from helpers import wait_for
+    pids: list[int] = []
+
+    def none_left() -> bool:
+        pids[:] = [p for p in netns_pids(netns) if p != os.getpid()]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if time.monotonic() > deadline:
-            raise NetnsError(f"processes {pids} in namespace {netns} would not die")
-        time.sleep(0.05)
+        return not pids
+    if not wait_for(none_left, timeout, interval=0.05):
+        raise NetnsError(f"processes {pids} in namespace {netns} would not die")
 
 
 def _remove(netns: list[str], links: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ import pytest
 
 import graphstore
 from graphstore import session
+from helpers import wait_for
 
 from test_scheduler_status import parse_prometheus
 
@@ -61,15 +62,6 @@ def get_json(url: str) -> dict:
     reply = http(url)
     assert reply.status == 200, (url, reply.status, reply.body[:500])
     return reply.json()
-
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 @graphstore.remote
@@ -162,8 +154,8 @@ def test_overview_and_workers_describe_the_cluster(cluster):
     array = make_array.remote(3 * MB)       # larger than inline: lives in a store
     assert graphstore.get(array).nbytes == 3 * MB
     # Figures from the scan of live objects may be half a second old.
-    overview = wait_until(lambda: (lambda o: o if o["objects"]["stored_bytes"] >= 3 * MB
-                                   else None)(get_json(base + "/api/overview")))
+    overview = wait_for(lambda: (lambda o: o if o["objects"]["stored_bytes"] >= 3 * MB
+                                 else None)(get_json(base + "/api/overview")), timeout=15)
     assert overview, "the array never showed up in the overview"
     assert overview["workers"] == 2 and overview["nodes"] == 1 and overview["drivers"] >= 1
     assert overview["resources"]["total"]["CPU"] == 2.0
@@ -178,7 +170,7 @@ def test_overview_and_workers_describe_the_cluster(cluster):
         workers = get_json(base + "/api/workers")["workers"]
         return workers if sum(w["store_used"] for w in workers) >= 3 * MB else None
 
-    workers = wait_until(store_seen)
+    workers = wait_for(store_seen, timeout=15)
     assert workers, "the workers' heartbeats never reported the array's store use"
     assert {w["pid"] for w in workers} == pids
     for row in workers:
@@ -211,8 +203,9 @@ def test_objects_are_listed_largest_first_with_where_they_live(cluster):
     base = cluster.dashboard_url
     refs = [graphstore.put(np.zeros(n * MB, dtype=np.uint8)) for n in (1, 4, 2)]
     expected = [refs[1].hex(), refs[2].hex(), refs[0].hex()]
-    view = wait_until(lambda: (lambda v: v if [r["id"] for r in v["objects"]] == expected
-                               else None)(get_json(base + "/api/objects?limit=3")))
+    view = wait_for(lambda: (lambda v: v if [r["id"] for r in v["objects"]] == expected
+                             else None)(get_json(base + "/api/objects?limit=3")),
+                    timeout=15)
     assert view, get_json(base + "/api/objects?limit=3")
     rows = view["objects"]
     assert [r["id"] for r in rows] == [refs[1].hex(), refs[2].hex(), refs[0].hex()]
@@ -246,19 +239,13 @@ def test_actors_api_lists_live_actors_and_their_state(cluster):
     assert entry["class_name"] == "Tally" and entry["state"] == "alive"
     assert entry["worker"] and entry["node"] and entry["restarts"] == 0
     # The scheduler hears of finished calls a moment after their caller.
-    deadline = time.monotonic() + 10
-    while row()["pending_calls"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: not row()["pending_calls"], timeout=10, interval=0.1)
     assert row()["pending_calls"] == 0
     graphstore.kill(tally)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and row() is not None and row()["state"] != "dead":
-        time.sleep(0.1)
+    wait_for(lambda: row() is None or row()["state"] == "dead", timeout=20, interval=0.1)
     assert row() is None or row()["state"] == "dead"
     del tally
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and row() is not None:
-        time.sleep(0.1)
+    wait_for(lambda: row() is None, timeout=20, interval=0.1)
     assert row() is None, "a dead actor without handles stayed listed"
 
 
@@ -327,10 +314,10 @@ def test_spilled_objects_show_on_every_view(fresh_cluster, tmp_path):
         view = get_json(base + "/api/objects?limit=20")
         return [o for o in view["objects"] if o["spilled"]]
 
-    spilled = wait_until(spilled_objects, timeout=30)
+    spilled = wait_for(spilled_objects, timeout=30)
     assert spilled, get_json(base + "/api/objects?limit=20")
     assert any(w.startswith(f"spilled to {tmp_path}") for w in spilled[0]["where"])
-    worker = wait_until(lambda: (lambda w: w if w["spilled_bytes"] >= 8 * MB else None)(
+    worker = wait_for(lambda: (lambda w: w if w["spilled_bytes"] >= 8 * MB else None)(
         get_json(base + "/api/workers")["workers"][0]), timeout=15)
     assert worker, get_json(base + "/api/workers")
     overview = get_json(base + "/api/overview")
@@ -480,15 +467,14 @@ def test_dashboard_host_exposes_the_page_beyond_loopback(fresh_cluster):
 
 def test_a_scheduler_started_by_hand_serves_its_page(cli_cluster):
     cli = cli_cluster(num_workers=1)
-    deadline = time.monotonic() + 30
-    url = None
-    while url is None and time.monotonic() < deadline:
+
+    def page_url():
         match = re.search(r"graphstore status page at (http://\S+)",
                           (cli.log_dir / "scheduler.log").read_text())
-        url = match.group(1) if match else None
-        time.sleep(0.05)
+        return match.group(1) if match else None
+    url = wait_for(page_url, timeout=30)
     assert url, (cli.log_dir / "scheduler.log").read_text()
-    workers = wait_until(lambda: get_json(url + "/api/workers")["workers"])
+    workers = wait_for(lambda: get_json(url + "/api/workers")["workers"], timeout=15)
     assert [w["pid"] for w in workers] == [cli.workers[0].pid]
 
 

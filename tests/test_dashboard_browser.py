@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,9 @@ import pytest
 import graphstore
 from graphstore import session
 
-from conftest import init_local_cluster, kill_all, session_processes, wait_gone
+from fixtures.clusters import init_local_cluster
+from fixtures.processes import kill_all, session_processes, wait_gone
+from helpers import wait_for
 from test_dashboard import MB, explode, inc, make_array
 
 CHROMIUM = "/usr/bin/chromium"
@@ -70,11 +71,9 @@ class Populated:
         self.actor = PageCounter.options(name="page-counter").remote()
         assert graphstore.get([self.actor.add.remote() for _ in range(3)]) == [1, 2, 3]
         # The scheduler records calls a moment after their caller has the results.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and sum(
-                1 for t in graphstore.list_tasks() if t["name"] == "PageCounter.add"
-                and t["state"] == "done") < 3:
-            time.sleep(0.05)
+        wait_for(lambda: sum(1 for t in graphstore.list_tasks()
+                             if t["name"] == "PageCounter.add"
+                             and t["state"] == "done") >= 3, timeout=10)
         assert graphstore.get(self.chain) == 9
         assert graphstore.get(self.array).nbytes == 3 * MB
         with pytest.raises(ValueError):

@@ -28,10 +28,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_for(predicate, timeout=20.0, interval=0.05):
-    return wait_for(predicate, timeout, interval)
-
-
 @graphstore.remote
 class Counter:
     def __init__(self, start=0):
@@ -204,8 +200,8 @@ def test_large_arguments_and_results_go_through_shared_memory(cluster):
     assert result.flags.writeable is False and result[-1] == 2_999_999
     # The scheduler's directory has the result in a store (its record of the call can
     # come a moment after the caller got the result straight from the actor).
-    assert _wait_for(lambda: any(o["size"] >= 24_000_000 and o["where"] != "inline (scheduler)"
-                                 for o in graphstore.memory_summary()["objects"]))
+    assert wait_for(lambda: any(o["size"] >= 24_000_000 and o["where"] != "inline (scheduler)"
+                                for o in graphstore.memory_summary()["objects"]))
 
 
 # -- concurrency --------------------------------------------------------------------------
@@ -288,7 +284,7 @@ def test_anonymous_actor_stops_when_its_last_handle_is_gone(cluster):
     counter = Counter.remote()
     pid = graphstore.get(counter.pid.remote())
     del counter
-    assert _wait_for(lambda: not _alive(pid)), "the actor's process outlived its handles"
+    assert wait_for(lambda: not _alive(pid)), "the actor's process outlived its handles"
 
 
 def test_named_and_detached_actors_outlive_their_handles(cluster):
@@ -303,7 +299,7 @@ def test_named_and_detached_actors_outlive_their_handles(cluster):
     assert graphstore.get(again.get.remote()) == 7
     graphstore.kill(again)
     graphstore.kill(detached_id)
-    assert _wait_for(lambda: not any(_alive(p) for p in pids))
+    assert wait_for(lambda: not any(_alive(p) for p in pids))
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -358,7 +354,7 @@ def test_kill_stops_the_actor_and_later_calls_fail(cluster):
     counter = Counter.options(max_restarts=3).remote()
     pid = graphstore.get(counter.pid.remote())
     graphstore.kill(counter)                       # no_restart=True by default
-    assert _wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not _alive(pid))
     with pytest.raises(ActorDiedError):
         graphstore.get(counter.get.remote(), timeout=30)
 
@@ -369,7 +365,7 @@ def test_kill_with_no_restart_false_restarts_the_actor(cluster):
     counter = Counter.options(max_restarts=1, max_task_retries=1).remote(3)
     pid = graphstore.get(counter.pid.remote())
     graphstore.kill(counter, no_restart=False)
-    assert _wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not _alive(pid))
     assert graphstore.get(counter.get.remote(), timeout=30) == 3
     assert graphstore.get(counter.pid.remote()) != pid
 
@@ -379,7 +375,7 @@ def test_exit_actor_ends_the_actor_from_inside(cluster):
     pid = graphstore.get(counter.pid.remote())
     with pytest.raises(ActorDiedError, match="exit_actor"):
         graphstore.get(counter.leave.remote(), timeout=30)
-    assert _wait_for(lambda: not _alive(pid))
+    assert wait_for(lambda: not _alive(pid))
     with pytest.raises(ActorDiedError, match="exit"):
         graphstore.get(counter.get.remote(), timeout=30)
 
@@ -471,9 +467,9 @@ def test_cancel_recursive_cancels_the_tasks_it_submitted(cluster):
     with pytest.raises(TaskCancelledError):
         graphstore.get(ref, timeout=30)
     # Its children ended too (cancelled, not left spinning for a minute).
-    assert _wait_for(lambda: not [r for r in graphstore.list_tasks()
-                                  if r["name"] == "spin" and r["task_id"] not in before
-                                  and r["state"] not in ("done", "failed")], timeout=20)
+    assert wait_for(lambda: not [r for r in graphstore.list_tasks()
+                                 if r["name"] == "spin" and r["task_id"] not in before
+                                 and r["state"] not in ("done", "failed")], timeout=20)
 
 
 def test_cancel_force_ends_the_worker_running_the_task(fresh_cluster):
@@ -486,7 +482,7 @@ def test_cancel_force_ends_the_worker_running_the_task(fresh_cluster):
     graphstore.cancel(ref, force=True)
     with pytest.raises(TaskCancelledError):
         graphstore.get(ref, timeout=30)
-    assert _wait_for(lambda: not _alive(worker_pid))
+    assert wait_for(lambda: not _alive(worker_pid))
     assert graphstore.get(spin.remote(0), timeout=60) == "finished"   # a replacement
 
 
@@ -520,9 +516,9 @@ def test_results_of_calls_whose_refs_were_dropped_are_not_kept(cluster):
     for _ in range(500):
         counter.add.remote()                   # each ref dropped at once
     assert graphstore.get(counter.get.remote(), timeout=30) == 500
-    assert _wait_for(lambda: len(runtime._local) <= before), \
+    assert wait_for(lambda: len(runtime._local) <= before), \
         f"{len(runtime._local) - before} results of dropped calls are still kept"
-    assert _wait_for(lambda: not runtime._direct)
+    assert wait_for(lambda: not runtime._direct)
 
 
 def test_calls_from_several_threads_all_complete_in_each_threads_order(cluster):

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import graphstore
-from helpers import gated
+from helpers import gated, wait_for
 from graphstore.exceptions import (GetTimeoutError, GraphstoreError, SerializationError,
                                    TaskError, TaskUnschedulableError)
 
@@ -77,11 +77,8 @@ def deref_first(items):
 
 @graphstore.remote
 def gated_fail(path, message):
-    deadline = time.time() + 60
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise TimeoutError(f"gate {path} never opened")
-        time.sleep(0.005)
+    if not wait_for(lambda: os.path.exists(path), timeout=60, interval=0.005):
+        raise TimeoutError(f"gate {path} never opened")
     raise ValueError(message)
 
 
@@ -209,24 +206,22 @@ def objects_count() -> int:
 def wait_for_objects(expected: int, timeout: float = 10.0) -> int:
     """Poll the scheduler's object count until it equals ``expected`` (releases are
     batched and asynchronous); return the last count seen."""
-    deadline = time.monotonic() + timeout
-    while True:
+    seen = []
+
+    def reached() -> bool:
         gc.collect()
-        count = objects_count()
-        if count == expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.02)
+        seen.append(objects_count())
+        return seen[-1] == expected
+    wait_for(reached, timeout, interval=0.02)
+    return seen[-1]
 
 
 def stays(expected: int, seconds: float = 0.4) -> bool:
     """True if the object count is ``expected`` throughout ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def changed() -> bool:
         gc.collect()
-        if objects_count() != expected:
-            return False
-        time.sleep(0.05)
-    return True
+        return objects_count() != expected
+    return not wait_for(changed, seconds, interval=0.05)
 
 
 # == remote functions and options ===========================================================
@@ -981,10 +976,8 @@ def test_second_init_raises_unless_ignore_reinit_error(cluster):
 
 def test_init_sees_every_worker_join_when_the_driver_is_busy(run_driver):
     # A driver whose own threads keep the GIL busy (a realistic driver) starts local
-    # clusters over and over; every init() must see both workers join. (Regression: the
-    # RegisterClient reply used to overwrite newer ClusterInfo messages that arrived in
-    # the same batch, so init() missed workers that joined meanwhile and timed out;
-    # before the fix this failed within a few iterations.)
+    # clusters over and over; every init() must see both workers join, also when newer
+    # ClusterInfo messages arrive in the same batch as the RegisterClient reply.
     run = run_driver("""
         import sys, threading, time, graphstore
 
@@ -1020,9 +1013,11 @@ def test_init_returns_a_context_describing_the_local_cluster(cluster):
     assert user_resources(graphstore.cluster_resources()) == {"CPU": 2.0}
     # The two workers are distinct processes and both run tasks.
     pids = set()
-    deadline = time.monotonic() + 30
-    while len(pids) < 2 and time.monotonic() < deadline:
+
+    def both_seen() -> bool:
         pids.update(graphstore.get([pid_of.remote(i) for i in range(8)], timeout=30))
+        return len(pids) >= 2
+    wait_for(both_seen, timeout=30, interval=0)
     assert len(pids) == 2
 
 
@@ -1100,12 +1095,9 @@ def test_put_before_init_starts_a_local_cluster(run_driver, procs):
 
 
 def _wait_workers(n: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while graphstore.cluster_status()["workers"] != n:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"expected {n} workers, have "
-                                 f"{graphstore.cluster_status()['workers']}")
-        time.sleep(0.05)
+    if not wait_for(lambda: graphstore.cluster_status()["workers"] == n, timeout):
+        raise AssertionError(f"expected {n} workers, have "
+                             f"{graphstore.cluster_status()['workers']}")
 
 
 def test_init_address_joins_a_cluster_started_from_the_cli(cli_cluster, monkeypatch):

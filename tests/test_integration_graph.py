@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pytest
 import graphstore
 from graphstore import session
 from graphstore.exceptions import GraphvizNotFoundError
+from helpers import wait_for
 
 MB = 1024 * 1024
 
@@ -226,14 +226,14 @@ def test_actor_method_calls_are_nodes_in_order(cluster):
     x = graphstore.put(5)
     results = [acc.add.remote(x), acc.add.remote(1), acc.add.remote(2)]
     assert graphstore.get(results) == [5, 6, 8]
-    deadline = time.monotonic() + 10
-    while True:     # the scheduler hears of results a moment after the caller
-        g = graphstore.task_graph(results)
-        calls = [n for n, a in g.nodes(data=True) if a["type"] == "task"]
-        if all(g.nodes[c]["state"] == "done" for c in calls) and len(calls) == 3 \
-                or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    latest = {}     # the scheduler hears of results a moment after the caller
+
+    def calls_done() -> bool:
+        g = latest["g"] = graphstore.task_graph(results)
+        calls = latest["calls"] = [n for n, a in g.nodes(data=True) if a["type"] == "task"]
+        return all(g.nodes[c]["state"] == "done" for c in calls) and len(calls) == 3
+    wait_for(calls_done, timeout=10, interval=0.1)
+    g, calls = latest["g"], latest["calls"]
     first, second, third = (task_of(g, r.hex()) for r in results)
     assert [g.nodes[c]["name"] for c in (first, second, third)] == ["Accumulator.add"] * 3
     assert all(g.nodes[c]["state"] == "done" and g.nodes[c]["actor"] for c in calls)

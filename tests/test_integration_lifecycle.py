@@ -21,7 +21,7 @@ import msgpack
 import pytest
 
 import graphstore
-from helpers import gated, recv_exact
+from helpers import gated, recv_exact, wait_for
 from graphstore.core import comm as gs_comm
 from graphstore.core.comm import handshake
 from graphstore.core import protocol as msg
@@ -77,14 +77,11 @@ def attempts(directory: Path) -> list[int]:
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
-        time.sleep(interval)
+    """``helpers.wait_for`` that fails (with ``message``) when ``timeout`` passes."""
+    value = wait_for(predicate, timeout, interval)
+    if not value:
+        raise AssertionError(message or f"condition not met within {timeout} s")
+    return value
 
 
 def assert_cluster_serves(n: int = 4) -> None:
@@ -227,9 +224,11 @@ def test_sigkill_of_a_worker_mid_task_retries_the_task_and_replaces_the_worker(
     assert victim not in new_pids and len(new_pids) == 2
     # Both workers, the replacement included, run tasks.
     seen = set()
-    deadline = time.monotonic() + 30
-    while seen != new_pids and time.monotonic() < deadline:
+
+    def all_seen() -> bool:
         seen.update(graphstore.get([pid_of.remote(i) for i in range(10)], timeout=30))
+        return seen == new_pids
+    wait_for(all_seen, timeout=30, interval=0)
     assert seen == new_pids
 
 

@@ -31,10 +31,6 @@ def _cluster_id() -> str:
     return graphstore.session.current_local_cluster().cluster_id
 
 
-def _wait_for(predicate, timeout=10.0, interval=0.05):
-    return wait_for(predicate, timeout, interval)
-
-
 def _stores() -> list[dict]:
     return graphstore.memory_summary()["stores"]
 
@@ -102,12 +98,12 @@ def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
     tables filled before the first large put, so that put only copies."""
     runtime = graphstore.session.get_runtime()
     stores = len(_stores())
-    reserves = _wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]]
-                         if all(s["reserve"] for s in _stores()) else None)
+    reserves = wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]]
+                        if all(s["reserve"] for s in _stores()) else None, timeout=10)
     assert reserves and len(reserves) == stores, "not every store made a reserve segment"
     # The driver maps each store's reserve (asking again after a put used one).
-    assert _wait_for(lambda: all(runtime.mappings.has(n) for n in reserves)
-                     or runtime.objects.premap_reserves())
+    assert wait_for(lambda: all(runtime.mappings.has(n) for n in reserves)
+                    or runtime.objects.premap_reserves(), timeout=10)
     array = np.arange(16 * MB // 8, dtype=np.float64)
     ref = graphstore.put(array)
     (location,) = runtime._local[ref._id][2]
@@ -115,9 +111,11 @@ def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
     np.testing.assert_array_equal(graphstore.get(ref), array)
     # The store makes its next reserve and the driver maps that one too.
     del ref
-    following = _wait_for(lambda: [s["reserve"] for s in _stores()
-                                   if s["reserve"] and s["reserve"] not in reserves])
-    assert following and _wait_for(lambda: any(runtime.mappings.has(n) for n in following))
+    following = wait_for(lambda: [s["reserve"] for s in _stores()
+                                  if s["reserve"] and s["reserve"] not in reserves],
+                         timeout=10)
+    assert following and wait_for(lambda: any(runtime.mappings.has(n) for n in following),
+                                  timeout=10)
 
 
 def test_small_objects_stay_inline(cluster):
@@ -131,7 +129,7 @@ def test_array_outlives_its_refs(cluster):
     ref = graphstore.put(np.full(2 * MB, 7, dtype=np.uint8))
     got = graphstore.get(ref)
     del ref
-    assert _wait_for(lambda: graphstore.memory_summary()["total_objects"] == 0)
+    assert wait_for(lambda: graphstore.memory_summary()["total_objects"] == 0, timeout=10)
     # Reuse of the freed memory must not touch an array still in use.
     for _ in range(3):
         graphstore.put(np.zeros(2 * MB, dtype=np.uint8))
@@ -159,7 +157,7 @@ def test_freed_objects_release_store_memory(cluster):
     refs = [graphstore.put(np.ones(MB)) for _ in range(4)]
     assert sum(s["used"] for s in _stores()) >= 4 * 8 * MB
     del refs
-    assert _wait_for(lambda: sum(s["used"] for s in _stores()) == 0)
+    assert wait_for(lambda: sum(s["used"] for s in _stores()) == 0, timeout=10)
 
 
 def test_unpicklable_out_of_band_arrays_still_work(cluster):
@@ -248,7 +246,7 @@ def test_segments_are_swept_after_the_driver_is_killed():
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         # The workers see their stdin close and clean up after themselves.
-        assert _wait_for(lambda: _segments(cluster_id) == [], timeout=15), \
+        assert wait_for(lambda: _segments(cluster_id) == [], timeout=15), \
             _segments(cluster_id)
     finally:
         if proc.poll() is None:
@@ -266,8 +264,8 @@ def test_segments_of_a_killed_worker_are_swept(cluster):
     tag_segments = lambda: [n for n in _segments(cluster_id)  # noqa: E731
                             if n.startswith(victim_prefix(victim, cluster_id))]
     # The replacement worker sweeps what the dead one left.
-    assert _wait_for(lambda: local.replaced_workers >= 1, timeout=10)
-    assert _wait_for(lambda: tag_segments() == [], timeout=15), tag_segments()
+    assert wait_for(lambda: local.replaced_workers >= 1, timeout=10)
+    assert wait_for(lambda: tag_segments() == [], timeout=15), tag_segments()
     del refs
 
 

@@ -1,7 +1,7 @@
 """Spilling to disk and to S3 on real local clusters (issue 5).
 
 S3 is a real moto server (a subprocess on a loopback port, see ``moto_s3`` and friends in
-conftest.py); disk is a real temporary directory. What is checked is what lands in the
+fixtures/s3.py); disk is a real temporary directory. What is checked is what lands in the
 directory or the bucket, the stores' own status, and that every object comes back bit for
 bit, both through ``get()`` and as a task argument (restored inside a worker).
 
@@ -63,10 +63,6 @@ def make_array(seed: int, size: int):
     return _data(seed, size)
 
 
-def _wait_for(predicate, timeout=20.0, interval=0.05):
-    return wait_for(predicate, timeout, interval)
-
-
 def _stores() -> list[dict]:
     return graphstore.memory_summary()["stores"]
 
@@ -90,7 +86,7 @@ def _settled(threshold: float = THRESHOLD, timeout: float = 30.0) -> list[dict]:
         last[0] = counts
         return stores if done else None
 
-    stores = _wait_for(quiet, timeout=timeout, interval=0.2)
+    stores = wait_for(quiet, timeout=timeout, interval=0.2)
     assert stores, f"spilling did not settle below {threshold:.0%} within {timeout} s: " \
                    f"{_stores()}"
     return stores
@@ -192,7 +188,7 @@ def test_disk_spill_restores_bit_for_bit_and_deletes_files(fresh_cluster, local,
     kept_paths = {p for h, (p, _) in spilled.items() if by_hex[h] not in freed}
     for i in freed:
         del refs[i]
-    assert _wait_for(lambda: not freed_paths & set(_files(cluster_dir))), \
+    assert wait_for(lambda: not freed_paths & set(_files(cluster_dir))), \
         f"spill files of freed objects were not deleted: {freed_paths & set(_files(cluster_dir))}"
     assert kept_paths <= set(_files(cluster_dir)), "a live object's spill file was deleted"
 
@@ -248,7 +244,7 @@ def test_disk_small_objects_spilled_together_share_a_file_until_the_last_is_free
     value = graphstore.get(refs[last], timeout=30)
     assert np.array_equal(value, data[last])
     del value, refs[last]
-    assert _wait_for(lambda: not os.path.exists(shared)), "the fused file was never deleted"
+    assert wait_for(lambda: not os.path.exists(shared)), "the fused file was never deleted"
 
     # The others (a sample: each restore costs a round trip) still read back exactly.
     sample = {i: refs[i] for i in list(refs)[::5]}
@@ -319,7 +315,7 @@ def test_disk_target_failing_later_keeps_objects_in_memory_and_recovers(
     cluster_dir.write_bytes(b"not a directory")
     refs[2] = graphstore.put(data[2])                        # 60 MB: must spill, cannot
 
-    store = _wait_for(lambda: (s := _stores()[0])["last_spill_error"] and s, timeout=20)
+    store = wait_for(lambda: (s := _stores()[0])["last_spill_error"] and s, timeout=20)
     assert store, f"no spill error reported: {_stores()}"
     assert store["spill_errors"] >= 1 and store["spilled_objects"] == 0
     assert "Exists" in store["last_spill_error"] or "directory" in store["last_spill_error"], \
@@ -356,7 +352,7 @@ def test_put_failing_because_the_spill_target_fails_names_the_spill_error(
     shutil.rmtree(cluster_dir, ignore_errors=True)
     cluster_dir.write_bytes(b"not a directory")
     refs.append(graphstore.put(_data(302, 20 * MB)))
-    assert _wait_for(lambda: _stores()[0]["last_spill_error"], timeout=20)
+    assert wait_for(lambda: _stores()[0]["last_spill_error"], timeout=20)
     with pytest.raises(ObjectStoreFullError) as info:
         graphstore.put(_data(303, 20 * MB))
     text = str(info.value)
@@ -411,7 +407,7 @@ def test_s3_spill_keys_restore_bit_for_bit_and_are_deleted(fresh_cluster, local,
     freed_keys = {spilled[refs[i].hex()][0] for i in freed}
     for i in freed:
         del refs[i]
-    assert _wait_for(lambda: not freed_keys & set(s3_spot.keys())), \
+    assert wait_for(lambda: not freed_keys & set(s3_spot.keys())), \
         "keys of freed objects were not deleted"
     # The rest stay referenced through shutdown: their keys go with the prefix.
     assert set(s3_spot.keys()) == {p for h, (p, _) in spilled.items() if by_hex[h] in refs}
@@ -437,9 +433,9 @@ def test_s3_spilled_objects_survive_sigkill_of_the_worker_that_spilled_them(
     assert written_by_victim, (tag, spilled)
 
     os.kill(victim["pid"], signal.SIGKILL)
-    assert _wait_for(lambda: local().replaced_workers >= 1, timeout=20)
-    assert _wait_for(lambda: (lambda s: len(s) == 2 and victim["pid"] not in
-                              [x["pid"] for x in s])(_stores()), timeout=20)
+    assert wait_for(lambda: local().replaced_workers >= 1, timeout=20)
+    assert wait_for(lambda: (lambda s: len(s) == 2 and victim["pid"] not in
+                             [x["pid"] for x in s])(_stores()), timeout=20)
 
     # What the dead worker spilled is restored by another worker, from S3.
     assert set(written_by_victim.values()) <= set(s3_spot.keys())
@@ -450,7 +446,7 @@ def test_s3_spilled_objects_survive_sigkill_of_the_worker_that_spilled_them(
     for i in written_by_victim:
         del refs[i]
     del survivors
-    assert _wait_for(lambda: not set(written_by_victim.values()) & set(s3_spot.keys())), \
+    assert wait_for(lambda: not set(written_by_victim.values()) & set(s3_spot.keys())), \
         "keys written by the dead worker were not deleted when their objects were freed"
 
 
@@ -462,8 +458,8 @@ def test_an_unspilled_object_of_a_killed_worker_is_reported_lost(fresh_cluster, 
     (where,) = obj["where"]
     pid = int(re.search(r"pid=(\d+)", where).group(1))
     os.kill(pid, signal.SIGKILL)
-    assert _wait_for(lambda: local().replaced_workers >= 1, timeout=20)
-    assert _wait_for(lambda: len(_stores()) == 2, timeout=20)
+    assert wait_for(lambda: local().replaced_workers >= 1, timeout=20)
+    assert wait_for(lambda: len(_stores()) == 2, timeout=20)
     time.sleep(0.2)
     with pytest.raises(ObjectLostError, match="died"):
         graphstore.get(ref, timeout=30)
@@ -567,7 +563,7 @@ def test_s3_stopping_mid_run_keeps_objects_and_spilling_resumes(fresh_cluster, l
 
     flaky_s3.stop()                                           # S3 goes away
     refs[2] = graphstore.put(data[2])                         # over the threshold
-    store = _wait_for(lambda: (s := _stores()[0])["last_spill_error"] and s, timeout=30)
+    store = wait_for(lambda: (s := _stores()[0])["last_spill_error"] and s, timeout=30)
     assert store, f"the failure is not reported: {_stores()}"
     assert store["spill_errors"] >= 1 and store["spilled_objects"] == 0, store
     assert flaky_s3.url in store["last_spill_error"] or "connect" in \
@@ -614,7 +610,7 @@ def test_worker_cli_spill_flags(spawn_cli, s3_spot):
     graphstore.shutdown()
     graphstore.init(address=address, token=token, log_to_driver=False)
     try:
-        assert _wait_for(lambda: graphstore.cluster_status()["workers"] == 1, timeout=30), \
+        assert wait_for(lambda: graphstore.cluster_status()["workers"] == 1, timeout=30), \
             worker.output()
         data = {i: _data(700 + i, 16 * MB) for i in range(3)}  # 48 MB: > 50%, < 80%
         refs = {i: graphstore.put(a) for i, a in data.items()}
@@ -625,7 +621,7 @@ def test_worker_cli_spill_flags(spawn_cli, s3_spot):
                             for k in keys), keys
         _check_all(refs, data)
         refs.clear()
-        assert _wait_for(lambda: s3_spot.keys() == []), "keys of freed objects remain"
+        assert wait_for(lambda: s3_spot.keys() == []), "keys of freed objects remain"
     finally:
         graphstore.shutdown()
 
@@ -646,8 +642,8 @@ def test_worker_cli_with_an_unusable_spill_target_refuses_to_start(spawn_cli, mo
     graphstore.shutdown()
     graphstore.init(address=address, token=token, log_to_driver=False)
     try:
-        joined = _wait_for(lambda: worker.popen.poll() is not None
-                           or graphstore.cluster_status()["workers"] > 0, timeout=30)
+        joined = wait_for(lambda: worker.popen.poll() is not None
+                          or graphstore.cluster_status()["workers"] > 0, timeout=30)
         assert joined
         assert graphstore.cluster_status()["workers"] == 0, \
             "a worker that cannot spill joined the cluster"

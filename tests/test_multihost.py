@@ -326,9 +326,7 @@ def test_a_worker_cut_off_from_its_scheduler_exits(multihost_cluster):
     multihost_cluster.env.update(FAST_LOSS_ENV)
     a, b = multihost_cluster.start("host-a", "host-b")
     multihost_cluster.network.cut(b.host)
-    deadline = time.monotonic() + DETECTION_SECONDS
-    while b.popen.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: b.popen.poll() is not None, timeout=DETECTION_SECONDS, interval=0.1)
     assert b.popen.poll() is not None, \
         f"the isolated worker still ran {DETECTION_SECONDS:.0f} s after its link was cut"
     # Its processes are all gone, not only the worker itself.

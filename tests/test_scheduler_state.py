@@ -437,11 +437,6 @@ def test_task_refs_never_go_negative(h):
 
 # -- failures ---------------------------------------------------------------------------
 
-_BUG_FAIL_NOTE = ("BUG: scheduler/state.py _fail_task builds msg.ObjectReady(obj.id, None, "
-                  "error) without the new location field: TypeError whenever a failed "
-                  "task's result has a waiter")
-
-
 def test_failure_propagates_to_dependents_without_waiters(h):
     w = h.worker("w1", cpus=2)
     t1, (r1,) = h.submit()
@@ -883,16 +878,6 @@ def test_worker_loss_loses_objects_whose_only_copy_was_there(h):
     # Freeing the lost object sends nothing to anyone.
     h.s.decref(DRIVER, [only_a])
     assert h.obj(only_a) is None and frees(h) == []
-
-
-_BUG_LOST_DEP_NOTE = (
-    "BUG: scheduler/state.py remove_peer/_lose_copies: only tasks in obj.dependents (those "
-    "that waited on the object while it was PENDING) are failed when an object is lost. A "
-    "task already submitted on the READY object (waiting on another argument, queued, or "
-    "re-queued for retry) stays alive and is later sent RunTask with deps [id, None, None], "
-    "so the worker fails it with a TypeError instead of the task failing with "
-    "ObjectLostError. Fix: fail (or hold back) tasks whose deps are in ERROR, e.g. check "
-    "dep states in _enqueue/_assign, or track consumers of stored objects")
 
 
 def test_waiting_task_whose_ready_argument_is_lost_fails(h):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def _installed_layout(target: Path) -> Path:
 
 
 def _lint(tree: Path, config: Path) -> subprocess.CompletedProcess:
-    lint_imports = shutil.which("lint-imports")
+    # Console scripts sit beside the interpreter (a venv's or pyenv's bin/), even before
+    # a shell's PATH or shims know of them.
+    beside = Path(sys.executable).with_name("lint-imports")
+    lint_imports = str(beside) if beside.exists() else shutil.which("lint-imports")
     if lint_imports is None:
         pytest.fail("lint-imports is missing: pip install -e '.[test]' installs it")
     env = {**os.environ, "PYTHONPATH": str(tree)}

@@ -315,9 +315,8 @@ class ActorsMixin:
             obj = self._new_object(object_id)
             self._hold(peer_id, obj)
         if actor is None:
-            from graphstore.exceptions import ActorDiedError as Died
             for object_id in m.returns:
-                self._finish_call_object(object_id, None, error_payload(Died(
+                self._finish_call_object(object_id, None, error_payload(ActorDiedError(
                     f"the actor of call {m.name} is gone")))
             return
         call = ActorCallState(m, actor, peer_id)

@@ -97,7 +97,7 @@ def test_an_object_is_asked_for_once_until_it_arrives(channel):
     channel.append(msg.WantObjects([A]))
     out, _ = channel.drain()
     assert out == [msg.WantObjects([A, B]), msg.WantObjects([C])]
-    channel.requested.discard(A)    # arrived (or forgotten): a later want asks again
+    channel.ask_again([A])          # arrived (or forgotten): a later want asks again
     channel.append(msg.WantObjects([A, B]))
     assert channel.drain()[0] == [msg.WantObjects([A])]
 

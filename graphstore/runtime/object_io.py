@@ -30,7 +30,7 @@ from graphstore.core.protocol import unwrap, wire_payload
 from graphstore.core.serialization import loads, nbytes
 from graphstore.exceptions import (ConnectionLostError, GraphstoreError, ObjectLostError,
                                    ObjectStoreFullError)
-from graphstore.runtime.roles import Role, WorkerRole
+from graphstore.runtime.roles import DriverRole, Role, WorkerRole
 
 if TYPE_CHECKING:
     from graphstore.runtime.runtime import Runtime
@@ -135,7 +135,7 @@ class ObjectIO:
         speed instead of paying a fault per 4 KiB page (docs/object-store.md).
         Best effort, for drivers; at most one round runs at a time."""
         with self._lock:
-            if not (self._role.kind == "driver") or self._premapping or self._runtime.closed:
+            if not isinstance(self._role, DriverRole) or self._premapping or self._runtime.closed:
                 return
             self._premapping = True
 

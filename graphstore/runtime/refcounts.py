@@ -10,9 +10,10 @@ message, never one per ref.
 
 Pure: no sockets, no loop, no clock. ``drain`` returns what to send.
 
-Thread-safety: ``ref_created``, ``ref_deleted`` and ``append`` may be called from any
-thread (each is one ``deque.append``); ``drain`` and everything else only from the one
-thread that owns the channel (the process's event loop).
+Thread-safety: ``ref_created``, ``ref_deleted``, ``append`` (each one ``deque.append``)
+and ``ask_again`` (one set operation) may be called from any thread; ``drain`` only from
+the one thread that owns the channel (the process's event loop), and the counts are read
+there too.
 """
 from __future__ import annotations
 
@@ -54,8 +55,11 @@ class RefChannel:
     def append(self, item) -> None:
         self._items.append(item)
 
-    def __bool__(self) -> bool:
-        return bool(self._items)
+    def ask_again(self, object_ids) -> None:
+        """Forget that these ids were asked for, so the next ``WantObjects`` of them is
+        sent: they arrived, or an answer may have been lost. One set operation, safe from
+        any thread (``drain`` reads the set between such operations)."""
+        self.requested.difference_update(object_ids)
 
     # -- the owning thread --------------------------------------------------------------
     def drain(self) -> tuple[list, list]:

@@ -14,13 +14,11 @@ from typing import Any, Callable
 @dataclass(frozen=True)
 class DriverRole:
     """The user's program. Maps the pre-faulted reserve of each store on its host."""
-    kind = "driver"
 
 
 @dataclass(frozen=True)
 class ActorRole:
     """One actor's process: asks a store on its host to hold its large results."""
-    kind = "actor"
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,6 @@ class WorkerRole:
     restore_spilled: Callable[[bytes, str, int, int], str]
     task_blocked: Callable[[], Any]
     task_unblocked: Callable[[Any], None]
-    kind = "worker"
 
 
 Role = DriverRole | WorkerRole | ActorRole

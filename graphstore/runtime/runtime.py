@@ -140,7 +140,6 @@ class Runtime:
         elif not self._wake_pending:
             self._wake()
 
-
     def _wake(self) -> None:
         self._wake_pending = True
         try:
@@ -227,7 +226,7 @@ class Runtime:
 
     def object_arrived(self, object_id: bytes, payload, error, locations=None) -> None:
         """Loop thread: an object's value (or error) is here; wake who waits for it."""
-        self._channel.requested.discard(object_id)
+        self._channel.requested.discard(object_id)    # the channel's own (loop) thread
         with self._lock:
             # An actor call's result may come before this thread's ref to it is counted
             # (ref events are drained lazily): keep it while the call is in ``_direct``.
@@ -312,7 +311,7 @@ class Runtime:
         """Drop what is known here of an object, so the next read asks again."""
         with self._lock:
             self._local.pop(object_id, None)
-        self._channel.requested.discard(object_id)
+        self._channel.ask_again([object_id])
 
     def get(self, refs, timeout: float | None = None):
         single = isinstance(refs, ObjectRef)
@@ -368,7 +367,7 @@ class Runtime:
                 if not finished:
                     with self._lock:
                         late = [i for i in registered if i not in self._local]
-                    self._channel.requested.difference_update(late)
+                    self._channel.ask_again(late)
                     self.send_from_any_thread(msg.WantObjects(late))
                     finished = waiter.wait(None if timeout is None else timeout - first)
             else:

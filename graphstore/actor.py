@@ -10,13 +10,13 @@ from __future__ import annotations
 import inspect
 
 from graphstore import session
+from graphstore.core import protocol as msg
+from graphstore.core.comm import RemoteCallError
+from graphstore.core.object_ref import ObjectRef
 from graphstore.exceptions import ActorExit
-from graphstore.remote_function import validate_options
+from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
 from graphstore.runtime import FunctionDescriptor
 
-_ACTOR_OPTIONS = ("num_cpus", "resources", "max_restarts", "max_task_retries",
-                  "max_concurrency", "name", "namespace", "lifetime", "get_if_exists")
-_METHOD_OPTIONS = ("num_returns", "name")
 
 
 def exit_actor() -> None:
@@ -27,36 +27,12 @@ def exit_actor() -> None:
 
 def method(*, num_returns: int = 1):
     """``@graphstore.method(num_returns=2)`` on an actor method sets its default."""
-    validate_options({"num_returns": num_returns}, _METHOD_OPTIONS)
+    validate_options({"num_returns": num_returns}, METHOD_OPTIONS)
 
     def mark(fn):
         fn.__graphstore_num_returns__ = num_returns
         return fn
     return mark
-
-
-def _validate_actor_options(options: dict) -> dict:
-    task_like = {k: v for k, v in options.items() if k in ("num_cpus", "resources")}
-    validate_options(task_like)
-    for key in options:
-        if key not in _ACTOR_OPTIONS:
-            raise ValueError(f"unknown actor option {key!r}; valid options are: "
-                             f"{', '.join(_ACTOR_OPTIONS)}")
-    for key in ("max_restarts", "max_task_retries"):
-        n = options.get(key)
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < -1):
-            raise ValueError(f"{key} must be an integer >= 0 (or -1 for infinite), got {n!r}")
-    n = options.get("max_concurrency")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"max_concurrency must be a positive integer, got {n!r}")
-    for key in ("name", "namespace"):
-        value = options.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ValueError(f"{key} must be a non-empty string, got {value!r}")
-    lifetime = options.get("lifetime")
-    if lifetime not in (None, "detached", "non_detached"):
-        raise ValueError(f"lifetime must be 'detached' or None, got {lifetime!r}")
-    return options
 
 
 def _method_table(cls) -> dict[str, int]:
@@ -76,7 +52,7 @@ class ActorClass:
 
     def __init__(self, cls, options: dict):
         self._cls = cls
-        self._options = _validate_actor_options(dict(options))
+        self._options = validate_actor_options(dict(options))
         self._descriptor: FunctionDescriptor | None = None
         self._methods = _method_table(cls)
         self.__name__ = cls.__name__
@@ -89,7 +65,7 @@ class ActorClass:
 
     def options(self, **options) -> "_ActorClassOptions":
         merged = dict(self._options)
-        merged.update(_validate_actor_options(options))
+        merged.update(validate_actor_options(options))
         return _ActorClassOptions(self, merged)
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
@@ -135,7 +111,6 @@ class ActorHandle:
 
     @classmethod
     def _from_info(cls, info: list) -> "ActorHandle":
-        from graphstore.core.object_ref import ObjectRef
         actor_id, creation_id, class_name, methods, retries = info
         return cls(actor_id, ObjectRef._new(creation_id), class_name, methods, retries)
 
@@ -172,7 +147,7 @@ class ActorMethod:
                         f"{self._name}.remote(...)")
 
     def options(self, **options) -> "ActorMethod":
-        validate_options(options, _METHOD_OPTIONS)
+        validate_options(options, METHOD_OPTIONS)
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 
     def remote(self, *args, **kwargs):
@@ -187,8 +162,6 @@ class ActorMethod:
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """A handle to the live actor named ``name``; ``ValueError`` if there is none."""
-    from graphstore.core import protocol as msg
-    from graphstore.core.comm import RemoteCallError
     if not isinstance(name, str) or not name:
         raise ValueError(f"an actor name is a non-empty string, got {name!r}")
     runtime = session.runtime_or_auto_init()
@@ -205,7 +178,6 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill the actor's process now. Pending and later calls fail with
     ``ActorDiedError``, unless ``no_restart=False`` and it has restarts left."""
-    from graphstore.core import protocol as msg
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"kill() takes an ActorHandle, not {type(handle).__name__}")
     session.get_runtime().send_from_any_thread(msg.KillActor(handle._actor_id,

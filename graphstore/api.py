@@ -4,7 +4,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from graphstore import session
+from graphstore.core import graph_export
+from graphstore.core import protocol as msg
 from graphstore.core.object_ref import ObjectRef
+from graphstore.exceptions import GraphvizNotFoundError
 
 
 def put(value: Any) -> ObjectRef:
@@ -35,7 +38,6 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
 
 def cluster_status() -> dict:
     """The scheduler's summary: workers, nodes, resources, tasks by state, objects."""
-    from graphstore.core import protocol as msg
     return session.get_runtime().request(msg.GetStatus())
 
 
@@ -47,19 +49,16 @@ def cluster_resources() -> dict:
 def memory_summary() -> dict:
     """Objects by size (where they are, who refers to them) and each store's use, in the
     spirit of ``ray memory``."""
-    from graphstore.core import protocol as msg
     return session.get_runtime().request(msg.GetMemorySummary())
 
 
 def list_tasks(limit: int = 1000) -> list[dict]:
     """Recent task records: name, state, times, placement (worker, node, bytes fetched)."""
-    from graphstore.core import protocol as msg
     return session.get_runtime().request(msg.GetTaskRecords(limit))
 
 
 def graph_data(refs, limit: int) -> dict:
     """The scheduler's task graph in node-link form (see ``graph_export``)."""
-    from graphstore.core import protocol as msg
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     roots = None
@@ -91,8 +90,7 @@ def task_graph(refs=None, *, limit: int = 10_000):
     says whether ``limit`` cut the graph. The scheduler keeps the last ``task_history``
     finished tasks and freed objects, and everything live.
     """
-    from graphstore.core.graph_export import to_networkx
-    return to_networkx(graph_data(refs, limit))
+    return graph_export.to_networkx(graph_data(refs, limit))
 
 
 def visualize(refs=None, filename: str = "graph.svg", format: str | None = None, *,
@@ -103,10 +101,8 @@ def visualize(refs=None, filename: str = "graph.svg", format: str | None = None,
     Graphviz's ``dot``, which must be installed), ``.dot``, ``.json`` (node-link) or
     ``.graphml``. Tasks are boxes labelled by name, objects ellipses, filled by state.
     """
-    from graphstore.core import graph_export
     fmt = graph_export.format_for(filename, format)
     if fmt in ("svg", "png") and graph_export.find_dot() is None:
-        from graphstore.exceptions import GraphvizNotFoundError
         raise GraphvizNotFoundError(graph_export.graphviz_missing_message(fmt))
     return graph_export.write_graph(graph_data(refs, limit), filename, fmt)
 

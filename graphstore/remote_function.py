@@ -1,15 +1,15 @@
-"""``@graphstore.remote`` for functions: ``f.remote(...)`` and ``f.options(...)``."""
+"""``@graphstore.remote``: functions become ``RemoteFunction``s here (``f.remote(...)``,
+``f.options(...)``); classes become actors (``actor.ActorClass``)."""
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 from graphstore import session
+from graphstore.actor import ActorClass
+from graphstore.options import ACTOR_OPTIONS, TASK_OPTIONS, validate_options
 from graphstore.runtime import FunctionDescriptor
 
-_TASK_OPTIONS = ("num_returns", "num_cpus", "resources", "max_retries", "retry_exceptions",
-                 "name")
 #: Packed ``retry_exceptions`` lists, by the tuple of types (pickled once).
 _packed_retry: dict[tuple, bytes] = {}
 
@@ -27,50 +27,6 @@ def pack_retry_exceptions(value):
         import cloudpickle
         packed = _packed_retry[types] = cloudpickle.dumps(types)
     return packed
-
-
-def validate_options(options: dict, allowed=_TASK_OPTIONS) -> dict:
-    """Check option names and values now, so mistakes surface at the call site."""
-    for key in options:
-        if key not in allowed:
-            raise ValueError(f"unknown option {key!r}; valid options are: "
-                             f"{', '.join(allowed)}")
-    if "num_returns" in options:
-        n = options["num_returns"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"num_returns must be a positive integer, got {n!r}")
-    if "num_cpus" in options:
-        n = options["num_cpus"]
-        if (not isinstance(n, (int, float)) or isinstance(n, bool) or not n >= 0
-                or not math.isfinite(n)):
-            raise ValueError(f"num_cpus must be a non-negative number, got {n!r}")
-    if "max_retries" in options:
-        n = options["max_retries"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < -1:
-            raise ValueError(f"max_retries must be an integer >= 0 (or -1 for infinite), "
-                             f"got {n!r}")
-    if options.get("name") is not None and not isinstance(options["name"], str):
-        raise ValueError(f"name must be a string, got {options['name']!r}")
-    if "retry_exceptions" in options:
-        value = options["retry_exceptions"]
-        if not (isinstance(value, bool) or (
-                isinstance(value, (list, tuple)) and value and all(
-                    isinstance(t, type) and issubclass(t, BaseException) for t in value))):
-            raise ValueError(f"retry_exceptions must be True, False, or a non-empty list of "
-                             f"exception classes, got {value!r}")
-    resources = options.get("resources")
-    if resources is not None:
-        if not isinstance(resources, dict):
-            raise ValueError(f"resources must be a dict of name -> amount, got {resources!r}")
-        for name, amount in resources.items():
-            if not isinstance(name, str) or name == "CPU":
-                raise ValueError(f"resource names must be strings other than 'CPU' (use "
-                                 f"num_cpus); got {name!r}")
-            if (not isinstance(amount, (int, float)) or isinstance(amount, bool)
-                    or not amount >= 0 or not math.isfinite(amount)):
-                raise ValueError(f"resource {name!r} needs a non-negative amount, got "
-                                 f"{amount!r}")
-    return options
 
 
 class RemoteFunction:
@@ -135,19 +91,17 @@ def remote(*args, **options):
     if args:
         raise TypeError("@graphstore.remote takes keyword options only, e.g. "
                         "@graphstore.remote(num_cpus=2)")
-    from graphstore.actor import _ACTOR_OPTIONS
-    if all(key in _TASK_OPTIONS for key in options):     # mistakes surface right here
+    if all(key in TASK_OPTIONS for key in options):     # mistakes surface right here
         validate_options(options)
-    elif not all(key in _ACTOR_OPTIONS for key in options):
-        unknown = [k for k in options if k not in _TASK_OPTIONS + _ACTOR_OPTIONS]
+    elif not all(key in ACTOR_OPTIONS for key in options):
+        unknown = [k for k in options if k not in TASK_OPTIONS + ACTOR_OPTIONS]
         if unknown:
-            validate_options(options, _TASK_OPTIONS + _ACTOR_OPTIONS)
+            validate_options(options, TASK_OPTIONS + ACTOR_OPTIONS)
     return lambda target: _make_remote(target, options)
 
 
 def _make_remote(target, options: dict):
     if isinstance(target, type):
-        from graphstore.actor import ActorClass
         return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@graphstore.remote needs a function or a class, got "

@@ -480,7 +480,7 @@ def test_wrong_number_of_fields_is_refused():
     ({"name": 3}, "name must be a string"),
 ])
 def test_options_the_scheduler_would_refuse_are_refused_at_the_call_site(options, message):
-    from graphstore.remote_function import validate_options
+    from graphstore.options import validate_options
     with pytest.raises(ValueError, match=message):
         validate_options(options)
 

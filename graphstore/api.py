@@ -4,10 +4,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from graphstore import session
+from graphstore.cluster_report import format_memory_summary as _format_memory_summary
 from graphstore.core import graph_export
 from graphstore.core import protocol as msg
 from graphstore.core.object_ref import ObjectRef
 from graphstore.exceptions import GraphvizNotFoundError
+
+#: Moved to ``cluster_report``; still importable from here, where it used to live.
+format_memory_summary = _format_memory_summary
 
 
 def put(value: Any) -> ObjectRef:

@@ -273,26 +273,31 @@ def _worker_runtime() -> Runtime | None:
 
 
 def runtime_or_auto_init() -> Runtime:
-    """The runtime to use; starts a default local cluster if nothing is connected yet."""
+    """The runtime to use; starts a default local cluster if nothing is connected yet.
+
+    On every API call's path: a driver's case is tested first, with no call (a worker
+    or actor process never has a driver: ``init()`` refuses there)."""
+    driver = _driver
+    if driver is not None:
+        return driver.runtime
     worker_runtime = _worker_runtime()
     if worker_runtime is not None:
         return worker_runtime
-    driver = _driver
-    if driver is None:
-        with _lock:
-            if _driver is None:
-                init()
-            driver = _driver
+    with _lock:
+        if _driver is None:
+            init()
+        driver = _driver
     return driver.runtime
 
 
 def get_runtime() -> Runtime:
+    driver = _driver
+    if driver is not None:
+        return driver.runtime
     worker_runtime = _worker_runtime()
-    if worker_runtime is not None:
-        return worker_runtime
-    if _driver is None:
+    if worker_runtime is None:
         raise GraphstoreError("graphstore is not initialized; call graphstore.init()")
-    return _driver.runtime
+    return worker_runtime
 
 
 def current_local_cluster() -> LocalCluster | None:

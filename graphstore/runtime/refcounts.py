@@ -36,6 +36,9 @@ class RefChannel:
     def __init__(self, on_released: Callable[[bytes], None] = lambda object_id: None,
                  local_types: tuple[type, ...] = ()):
         self._items: deque = deque()
+        #: ``append(item)``: queue a message (any thread); the deque's own method, since
+        #: every message of the process passes here.
+        self.append = self._items.append
         self._on_released = on_released
         self._local_types = frozenset(local_types)
         #: Live refs of this process, per id.
@@ -51,9 +54,6 @@ class RefChannel:
 
     def ref_deleted(self, object_id: bytes) -> None:
         self._items.append((_DEC, object_id))
-
-    def append(self, item) -> None:
-        self._items.append(item)
 
     def ask_again(self, object_ids) -> None:
         """Forget that these ids were asked for, so the next ``WantObjects`` of them is

@@ -74,6 +74,7 @@ class Runtime:
         self._task_blocked = worker.task_blocked if worker else None
         self._task_unblocked = worker.task_unblocked if worker else None
         self._channel = RefChannel(self._released, local_types=(ActorSend,))
+        self.on_ref_created = self._channel.ref_created
         self._wake_pending = False
         self._drain_timed = False
         #: Scheduler-bound bookkeeping gathered for up to _DEFER_SECONDS (loop thread).
@@ -103,6 +104,7 @@ class Runtime:
 
     # -- ref tracking (any thread) ----------------------------------------------------
     def on_ref_created(self, object_id: bytes) -> None:
+        # Replaced in __init__ by the channel's own method: every ref made passes here.
         self._channel.ref_created(object_id)
 
     def on_ref_deleted(self, object_id: bytes) -> None:

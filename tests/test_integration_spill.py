@@ -108,6 +108,24 @@ def _spill_locations(summary: dict) -> dict[str, tuple[str, bool]]:
     return out
 
 
+def _agreed_spill_files(list_files) -> tuple[dict, dict, object]:
+    """The memory summary, its spill locations and ``list_files()`` (the target's files
+    or keys) once the two agree: a spill in flight has written its file before the
+    scheduler lists it (a fraction of a second against moto), so a settled store can
+    still be one file ahead. After 30 s the last, disagreeing, look is returned."""
+    last = {}
+
+    def agree():
+        summary = graphstore.memory_summary()
+        spilled = _spill_locations(summary)
+        files = list_files()
+        last.update(summary=summary, spilled=spilled, files=files)
+        return set(files) == {path for path, _ in spilled.values()}
+
+    wait_for(agree, timeout=30)
+    return last["summary"], last["spilled"], last["files"]
+
+
 def _files(directory: Path) -> dict[str, int]:
     """path -> size of every file under ``directory``."""
     out = {}
@@ -157,9 +175,10 @@ def test_disk_spill_restores_bit_for_bit_and_deletes_files(fresh_cluster, local,
         refs[i] = graphstore.put(array)
         _assert_within_capacity(_stores())
 
-    stores = _settled()
+    _assert_within_capacity(_settled())
+    summary, spilled, files = _agreed_spill_files(lambda: _files(cluster_dir))
+    stores = summary["stores"]
     _assert_within_capacity(stores)
-    summary = graphstore.memory_summary()
     # At least what does not fit in the two stores' thresholds is out of memory.
     assert summary["spilled_bytes"] >= 256 * MB - 2 * THRESHOLD * STORE, summary
     assert summary["spilled_objects"] >= 3
@@ -167,8 +186,6 @@ def test_disk_spill_restores_bit_for_bit_and_deletes_files(fresh_cluster, local,
     assert all(s["spill_url"] == "file://" + str(spill_dir) for s in stores), stores
     assert any(s["spill_throughput"] > 0 for s in stores)
 
-    spilled = _spill_locations(summary)
-    files = _files(cluster_dir)
     assert files, f"nothing was written under {cluster_dir}"
     assert set(files) == {path for path, _ in spilled.values()}, (files, spilled)
     assert sum(files.values()) >= summary["spilled_bytes"]
@@ -370,14 +387,13 @@ def test_s3_spill_keys_restore_bit_for_bit_and_are_deleted(fresh_cluster, local,
     refs = {}
     for i, array in data.items():
         refs[i] = graphstore.put(array)
-    stores = _settled()
+    _assert_within_capacity(_settled())
+    summary, spilled, keys = _agreed_spill_files(s3_spot.keys)
+    stores = summary["stores"]
     _assert_within_capacity(stores)
     assert all(s["spill_url"] == s3_spot.url for s in stores), stores
-    summary = graphstore.memory_summary()
     assert summary["spilled_bytes"] >= 192 * MB - 2 * THRESHOLD * STORE, summary
 
-    keys = s3_spot.keys()
-    spilled = _spill_locations(summary)
     assert keys and all(k.startswith(cluster_prefix) for k in keys), keys
     assert set(keys) == {path for path, _ in spilled.values()}, (keys, spilled)
     # The bytes really are in the bucket: an object's array is inside its key.

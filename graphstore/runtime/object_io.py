@@ -30,7 +30,7 @@ from graphstore.core.protocol import unwrap, wire_payload
 from graphstore.core.serialization import loads, nbytes
 from graphstore.exceptions import (ConnectionLostError, GraphstoreError, ObjectLostError,
                                    ObjectStoreFullError)
-from graphstore.runtime.roles import DriverRole, Role, WorkerRole
+from graphstore.runtime.roles import DriverRole, WorkerRole
 
 if TYPE_CHECKING:
     from graphstore.runtime.runtime import Runtime
@@ -41,17 +41,11 @@ logger = logging.getLogger("graphstore.runtime")
 class ObjectIO:
     """This process's reads and writes of stored objects (see the module docstring)."""
 
-    def __init__(self, runtime: "Runtime", role: Role):
+    def __init__(self, runtime: "Runtime"):
+        #: The process's identity, settings and connection are the runtime's: read there.
         self._runtime = runtime
-        self._role = role
-        config = runtime.config
-        self.config = config
-        self.loop = runtime.loop
-        self.peer_id = runtime.peer_id
-        self.node_id = runtime.node_id
-        self.comm_token = runtime.comm_token
-        self.tls = runtime.tls
-        self._split_bytes = config.frame_split_bytes
+        role = runtime.role
+        self._is_driver = isinstance(role, DriverRole)
         worker = role if isinstance(role, WorkerRole) else None
         #: In a worker: its own store and peer address; drivers use a local worker's.
         self._store = worker.store if worker else None
@@ -96,13 +90,14 @@ class ObjectIO:
         """
         if self._store is not None:
             segment, size = self._write_to_local_store(object_id, buffers)
-            return [self.peer_id, self._address, segment, size]
+            return [self._runtime.peer_id, self._address, segment, size]
         size = shm.encoded_size(buffers)
-        if not any(w[1] == self.node_id for w in self._runtime.cluster_info.get("workers", [])):
+        node_id = self._runtime.node_id
+        if not any(w[1] == node_id for w in self._runtime.cluster_info.get("workers", [])):
             return None
         try:
             worker_id, address, segment = self._runtime.request(
-                msg.AllocateOnNode(object_id, size, self.node_id), timeout=120)
+                msg.AllocateOnNode(object_id, size, self._runtime.node_id), timeout=120)
         except RemoteCallError as exc:
             text = str(exc)
             if text.startswith("ObjectStoreFullError"):
@@ -135,7 +130,7 @@ class ObjectIO:
         speed instead of paying a fault per 4 KiB page (docs/object-store.md).
         Best effort, for drivers; at most one round runs at a time."""
         with self._lock:
-            if not isinstance(self._role, DriverRole) or self._premapping or self._runtime.closed:
+            if not self._is_driver or self._premapping or self._runtime.closed:
                 return
             self._premapping = True
 
@@ -143,7 +138,7 @@ class ObjectIO:
             try:
                 self._reserves = {n for n in self._reserves if self.mappings.has(n)}
                 for _, node, address in self._runtime.cluster_info.get("workers", []):
-                    if node != self.node_id or self._runtime.closed:
+                    if node != self._runtime.node_id or self._runtime.closed:
                         continue
                     reserve = self.peer_request(address, msg.ReserveSegment(), timeout=30)
                     if reserve:
@@ -162,10 +157,10 @@ class ObjectIO:
     def store_value(self, object_id: bytes, buffers) -> tuple:
         """For a task's result: ``(payload, 0, None)`` inline, or ``(None, size,
         segment)`` once written into this worker's store."""
-        if nbytes(buffers) > self.config.inline_threshold and self._store is not None:
+        if nbytes(buffers) > self._runtime.config.inline_threshold and self._store is not None:
             segment, size = self._write_to_local_store(object_id, buffers)
             return None, size, segment
-        return wire_payload(buffers, self._split_bytes), 0, None
+        return wire_payload(buffers, self._runtime.split_bytes), 0, None
 
     def _write_to_local_store(self, object_id: bytes, buffers) -> tuple[str, int]:
         """In a worker: allocate in its own store, copy the buffers in, seal."""
@@ -193,7 +188,7 @@ class ObjectIO:
         while True:
             size = locations[0][3] if locations else 0
             for node, address, segment, size in locations:
-                if node != self.node_id or node is None:
+                if node != self._runtime.node_id or node is None:
                     continue
                 view = self._pinned_view(object_id, segment, size)
                 if view is not None:
@@ -201,17 +196,17 @@ class ObjectIO:
                 # else spilled or freed since this location was known
             spilled = [loc for loc in locations if loc[0] is None]
             remote = [loc for loc in locations if loc[0] is not None
-                      and loc[0] != self.node_id]
+                      and loc[0] != self._runtime.node_id]
             if spilled:
                 _, path, offset, size = spilled[0]
                 try:
                     if self._restore_spilled is not None:  # a worker: into its own store
                         segment = self._restore_spilled(object_id, path, offset, size)
                         self._runtime.send_from_any_thread(msg.ObjectAdded(object_id, segment))
-                        locations = [[self.node_id, self._address, segment, size]]
+                        locations = [[self._runtime.node_id, self._address, segment, size]]
                     else:                                 # a driver: a store restores it
                         _, address, segment, node = self._runtime.request(
-                            msg.RestoreOnNode(object_id, self.node_id), timeout=300)
+                            msg.RestoreOnNode(object_id, self._runtime.node_id), timeout=300)
                         locations = [[node, address, segment, size]]
                     continue
                 except (ObjectStoreFullError, ConnectionLostError):
@@ -226,14 +221,14 @@ class ObjectIO:
                     error = exc
                 else:
                     if isinstance(data, str):     # landed in this worker's store: map it
-                        locations = [[self.node_id, self._address, data, size]]
+                        locations = [[self._runtime.node_id, self._address, data, size]]
                         continue
                     return loads(shm.read_object(data))
             attempt += 1
             now = time.monotonic()
             if deadline is None:
                 # Long enough for the scheduler to notice a silent worker and say so.
-                deadline = now + 2 * self.config.worker_timeout + 5
+                deadline = now + 2 * self._runtime.config.worker_timeout + 5
             elif now > deadline:
                 raise ObjectLostError(f"object {object_id.hex()} could not be read from "
                                       f"any copy: {error or 'every copy is gone'}")
@@ -332,7 +327,7 @@ class ObjectIO:
         if owner:
             try:
                 result = asyncio.run_coroutine_threadsafe(
-                    self._fetch_async(object_id, locations), self.loop).result()
+                    self._fetch_async(object_id, locations), self._runtime.loop).result()
                 future.set_result(result)
             except BaseException as exc:
                 future.set_exception(exc)
@@ -393,8 +388,8 @@ class ObjectIO:
         if comm is None or comm.closed:
             if self._runtime.closed:     # shutting down: close_peers ran or is about to
                 raise ConnectionLostError("graphstore was shut down")
-            comm = await connect(address, self.comm_token, tls=self.tls,
-                                 split_bytes=self._split_bytes)
+            comm = await connect(address, self._runtime.comm_token, tls=self._runtime.tls,
+                                 split_bytes=self._runtime.split_bytes)
             if self._runtime.closed:
                 comm.abort()
                 raise ConnectionLostError("graphstore was shut down")
@@ -407,7 +402,7 @@ class ObjectIO:
         async def call():
             comm = await self._peer(address)
             return await comm.request(message, timeout=timeout)
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout + 5)
+        return asyncio.run_coroutine_threadsafe(call(), self._runtime.loop).result(timeout + 5)
 
 
 def _raise_open_file_limit() -> None:

@@ -88,7 +88,7 @@ class Runtime:
         self._waiters: dict[bytes, list[Waiter]] = {}
         self._closed = False
         self._lost = False
-        self.objects = ObjectIO(self, role)
+        self.objects = ObjectIO(self)
         self.submitter = Submitter(self)
         self.actor_client = ActorClient(self)
 

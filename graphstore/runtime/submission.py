@@ -42,7 +42,6 @@ class Submitter:
         self._runtime = runtime
         #: Queues a message in order with the process's ref events (any thread).
         self._send = runtime.send_from_any_thread
-        self._split_bytes = runtime.config.frame_split_bytes
         self._registered_functions: set[bytes] = set()
 
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
@@ -52,7 +51,7 @@ class Submitter:
         self._runtime.check_connected()
         self._register(descriptor)
         task_name = name or descriptor.name
-        payload, deps, nested = pack_args(task_name, args, kwargs, self._split_bytes)
+        payload, deps, nested = pack_args(task_name, args, kwargs, self._runtime.split_bytes)
         task_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
         parent = getattr(current_task, "task", None)
@@ -68,7 +67,7 @@ class Submitter:
         self._runtime.check_connected()
         self._register(descriptor)
         payload, deps, nested = pack_args(f"{class_name}.__init__", args, kwargs,
-                                          self._split_bytes)
+                                          self._runtime.split_bytes)
         actor_id, creation_id = new_id(), new_id()
         m = msg.CreateActor(actor_id, creation_id, descriptor.hash, class_name, payload,
                             deps, nested, options, methods)
@@ -86,7 +85,7 @@ class Submitter:
 
     def call_actor(self, actor_id: bytes, method: str, name: str, args: tuple,
                    kwargs: dict, num_returns: int, retries: int) -> list[ObjectRef]:
-        payload, dep_ids, nested = pack_args(name, args, kwargs, self._split_bytes)
+        payload, dep_ids, nested = pack_args(name, args, kwargs, self._runtime.split_bytes)
         deps = []
         if dep_ids:
             local = self._runtime.local_entries(dep_ids)

@@ -13,6 +13,7 @@ Mixed into ``SchedulerState`` (see ``state.py``), whose objects and outbox it sh
 """
 from __future__ import annotations
 
+import logging
 import time
 
 from graphstore.core import protocol as msg
@@ -25,6 +26,9 @@ from graphstore.scheduler.entities import (ALIVE, DEAD, DETACHED_HOLDER, DONE, E
 
 #: Finished calls kept apart when their results came before their submission.
 _EARLY_RESULTS_MAX = 100_000
+logger = logging.getLogger("graphstore.scheduler")
+#: Seconds an early result waits for its submission (the caller died in between).
+_EARLY_RESULT_SECONDS = 60.0
 
 
 class ActorsMixin:
@@ -40,8 +44,10 @@ class ActorsMixin:
         #: Actors waiting for a host, in creation order; actors per worker (spreading).
         self.actors_to_place: dict[bytes, ActorState] = {}
         self.actors_on_worker: dict[bytes, int] = {}
-        #: call id -> (actor process peer, ActorCallDone) that came before the submission.
-        self.early_results: dict[bytes, tuple[bytes, msg.ActorCallDone]] = {}
+        #: call id -> (actor process peer, ActorCallDone, ids it holds, expiry) for
+        #: results that came before their submission (see ``actor_call_done``).
+        self.early_results: dict[bytes, tuple[bytes, msg.ActorCallDone, list[bytes],
+                                              float]] = {}
         #: Called (by the server) whenever an actor becomes alive or dead.
         self.on_actor_update = lambda actor: None
 
@@ -335,6 +341,7 @@ class ActorsMixin:
         self.counts["submitted"] += 1
         if early is not None:
             self._apply_call_done(call, early[0], early[1])
+            self._release_early_holds(early[2])
             return
         if actor.state == DEAD:
             self._fail_call(call, None, actor.error)
@@ -360,11 +367,42 @@ class ActorsMixin:
     def actor_call_done(self, peer_id: bytes, m: msg.ActorCallDone) -> None:
         call = self.actor_calls.pop(m.call_id, None)
         if call is None:
-            if len(self.early_results) < _EARLY_RESULTS_MAX:
-                self.early_results[m.call_id] = (peer_id, m)
+            self._keep_early_result(peer_id, m)
             return
         call.actor.calls.pop(call.id, None)
         self._apply_call_done(call, peer_id, m)
+
+    def _keep_early_result(self, peer_id: bytes, m: msg.ActorCallDone) -> None:
+        """A result that overtook its submission (the caller tells the scheduler and the
+        actor on two connections). The refs inside it are held now: the actor drops its
+        own refs to them right after this message, on the same connection, and the
+        caller borrows them only once it has read the result."""
+        if len(self.early_results) >= _EARLY_RESULTS_MAX:
+            logger.error("dropping the early result of actor call %s: %d results wait "
+                         "for their submission", m.call_id.hex(), len(self.early_results))
+            return
+        held = []
+        for entry in m.results:
+            for inner_id in entry[2] or ():
+                inner = self.objects.get(inner_id)
+                if inner is not None:
+                    inner.container_refs += 1
+                    held.append(inner_id)
+        self.early_results[m.call_id] = (peer_id, m, held,
+                                         time.monotonic() + _EARLY_RESULT_SECONDS)
+
+    def _release_early_holds(self, held: list[bytes]) -> None:
+        for inner_id in held:
+            inner = self.objects.get(inner_id)
+            if inner is not None:
+                inner.container_refs -= 1
+                self._maybe_free(inner)
+
+    def expire_early_results(self, now: float) -> None:
+        """Forget results whose submission never came (its caller died before sending
+        it), releasing the refs they held."""
+        for call_id in [i for i, early in self.early_results.items() if early[3] < now]:
+            self._release_early_holds(self.early_results.pop(call_id)[2])
 
     def _apply_call_done(self, call: ActorCallState, peer_id: bytes,
                          m: msg.ActorCallDone) -> None:

@@ -246,6 +246,9 @@ class Scheduler:
             if self.state.parked_wants:
                 self.state.expire_parked_wants(time.monotonic())
                 self._schedule_flush()
+            if self.state.early_results:
+                self.state.expire_early_results(time.monotonic())
+                self._schedule_flush()
 
     def _drop_silent_workers(self, now: float) -> None:
         """A worker silent for ``worker_timeout`` seconds is lost: its connection is

@@ -277,12 +277,29 @@ class ActorProcess:
                 entry[4] = entry[4][:3]
         self.runtime.send_from_any_thread(msg.ActorCallDone(
             call.call_id, self.actor_id, packed, duration, error_text))
-        if threading.get_ident() == self.calls.thread.ident:
+        if any(entry[2] for entry in packed):
+            # The result holds refs. The caller borrows them only after reading it, and
+            # this process drops its own refs right after this call: reply once the
+            # scheduler has applied the result (which holds the refs), never before.
+            asyncio.run_coroutine_threadsafe(self._reply_after_scheduler(comm, direct),
+                                             self.loop)
+        elif threading.get_ident() == self.calls.thread.ident:
             _send(comm, direct)
         else:
             self.calls.loop.call_soon_threadsafe(_send, comm, direct)
         if self._exiting:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._exit()))
+
+    async def _reply_after_scheduler(self, comm, direct: list) -> None:
+        """Main loop: send what is queued for the scheduler (the ``ActorCallDone``
+        first), wait until the scheduler has handled it (a ``Ping`` is answered in
+        order), then reply to the caller."""
+        self.runtime.flush()
+        try:
+            await self.comm.request(msg.Ping())
+        except Exception:       # the scheduler is gone: the caller learns it there too
+            return
+        self.calls.loop.call_soon_threadsafe(_send, comm, direct)
 
     async def _exit(self) -> None:
         await asyncio.sleep(0)          # let the outcome be queued first

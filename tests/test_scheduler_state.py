@@ -1254,3 +1254,20 @@ def test_spill_files_on_a_gone_hosts_disk_are_lost_with_it(h):
     assert h.obj(local).state == st.PENDING  # computed again from lineage
     assert h.obj(on_s3).state == st.READY and h.obj(on_s3).spill[0] == "bucket/c/a-2"
     assert "/tmp/spill/a-1" not in h.s.spill_files and h.s.spill_file_node == {}
+
+
+# -- actor results that overtake their submission -----------------------------------------
+
+def test_early_actor_result_holds_the_refs_inside_it(h):
+    """An actor's ActorCallDone may come before the caller's ActorCallSubmitted; the
+    refs inside it must survive the actor's own DecRef that follows it."""
+    actor_peer = wid("actor-proc")
+    inner = h.put(peer=actor_peer)
+    call_id, ret = oid(), oid()
+    h.s.actor_call_done(actor_peer, msg.ActorCallDone(
+        call_id, oid(), [[ret, [b"list"], [inner], 0, None, None]], 0.01, None))
+    h.s.decref(actor_peer, [inner])
+    assert h.obj(inner) is not None
+    # Its caller died before submitting: the hold ends with the wait.
+    h.s.expire_early_results(float("inf"))
+    assert h.obj(inner) is None and not h.s.early_results

@@ -65,6 +65,7 @@ class Scheduler:
             msg.Pin: lambda peer, m: self.state.pin(peer, m.ids),
             msg.Unpin: lambda peer, m: self.state.unpin(peer, m.ids),
             msg.ObjectAdded: lambda peer, m: self.state.object_added(peer, m),
+            msg.AdoptionFailed: lambda peer, m: self.state.adoption_failed(peer, m),
             msg.GetTaskRecords: lambda peer, m: self.state.task_records(m.limit),
             msg.GetMemorySummary: lambda peer, m: self._memory_summary(),
             msg.AllocateOnNode: lambda peer, m: self._allocate_on_node(m),

@@ -72,7 +72,7 @@ class SchedulerState(ActorsMixin):
         self.max_capacity: dict[str, float] = {"CPU": 0.0}
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0,
                        "reconstructed": 0, "objects_rebuilt": 0, "objects_lost": 0,
-                       "workers_left": 0}
+                       "workers_left": 0, "adopted": 0}
         self.peer_pins: dict[bytes, set[bytes]] = {}
         #: Spill file -> ids of live objects in it, and the worker that wrote it.
         self.spill_files: dict[str, set[bytes]] = {}
@@ -190,25 +190,63 @@ class SchedulerState(ActorsMixin):
         self.schedule()
 
     def _lose_copies(self, worker: WorkerState) -> None:
-        """Objects whose only copy was on a lost worker are computed again from their
+        """Objects whose only copy was on a lost worker are taken over by another worker
+        of its host (their segments outlive the process in shared memory: a task that
+        crashed its worker loses only its own result), else computed again from their
         lineage when they can be, else they become ``ObjectLostError``s."""
         lost = []
+        adopter = self._adopter_for(worker)
+        adopted = []
         for object_id in worker.objects:
             obj = self.objects.get(object_id)
             if obj is None:
                 continue
-            obj.locations.pop(worker.id, None)
+            segment = obj.locations.pop(worker.id, None)
             if obj.locations or obj.spill is not None or obj.state != READY:
+                continue
+            if adopter is not None and segment is not None:
+                self.add_location(obj, adopter, segment)
+                adopted.append([object_id, segment, obj.size])
                 continue
             lost.append(obj)
         worker.objects.clear()
         worker.stored_bytes = 0
+        if adopted:
+            self.counts["adopted"] += len(adopted)
+            self.outbox.append((adopter.id, msg.AdoptSegments(adopted)))
         if worker.node.id not in self.nodes:
             lost.extend(self._lose_host_spills(worker.node.id))
         if lost:
             self.recover(lost, f"its only copy was in the store (or on the local disk) of "
                                f"worker pid {worker.pid} on node {worker.node.id}, which "
                                f"died or was cut off")
+
+    def _adopter_for(self, worker: WorkerState) -> WorkerState | None:
+        """The worker of the same host with the most free store memory, if any."""
+        node = self.nodes.get(worker.node.id)
+        if node is None or node is not worker.node:
+            return None
+        candidates = [w for w in node.workers.values() if w is not worker]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda w: w.store_capacity - w.stored_bytes)
+
+    def adoption_failed(self, worker_id: bytes, m: msg.AdoptionFailed) -> None:
+        """Segments a worker could not take over: those objects are lost after all."""
+        worker = self.workers.get(worker_id)
+        lost = []
+        for object_id in m.ids:
+            obj = self.objects.get(object_id)
+            if obj is None or worker is None or obj.locations.pop(worker_id, None) is None:
+                continue
+            if object_id in worker.objects:
+                worker.objects.discard(object_id)
+                worker.stored_bytes -= obj.size
+            if not obj.locations and obj.spill is None and obj.state == READY:
+                lost.append(obj)
+        if lost:
+            self.recover(lost, "its worker died and its shared memory was gone before "
+                               "another worker of the host could take it over")
 
     def _lose_host_spills(self, node_id: str) -> list[ObjectState]:
         """The last worker of a host left: spill files on its own disk cannot be read

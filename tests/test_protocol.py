@@ -109,6 +109,8 @@ SAMPLES = {
     p.ObjectsSpilled: p.ObjectsSpilled("/tmp/spill/c1/w1-ab12", [[_id(25), 0, 4096],
                                                                [_id(26), 4096, 100]]),
     p.DeleteSpilled: p.DeleteSpilled(["bucket/prefix/c1/w1-ab12"]),
+    p.AdoptSegments: p.AdoptSegments([[_id(22), "gs-cluster-w1-3", 4096]]),
+    p.AdoptionFailed: p.AdoptionFailed([_id(22)]),
     p.RestoreObject: p.RestoreObject(_id(27), "bucket/prefix/c1/w1-ab12", 4096, 100),
     p.RestoreOnNode: p.RestoreOnNode(_id(28), "node-a"),
     p.LocateObject: p.LocateObject(_id(29)),

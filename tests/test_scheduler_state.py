@@ -1271,3 +1271,28 @@ def test_early_actor_result_holds_the_refs_inside_it(h):
     # Its caller died before submitting: the hold ends with the wait.
     h.s.expire_early_results(float("inf"))
     assert h.obj(inner) is None and not h.s.early_results
+
+
+# -- a dead worker's objects taken over by its host -----------------------------------------
+
+def test_dead_workers_objects_are_adopted_by_a_worker_of_its_host(h):
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    far = h.worker("w3", node="node-b")
+    a = h.put_stored(w1, 4096, segment="gs-c-w1-1")
+    h.take()
+    h.s.remove_peer(w1)
+    assert h.obj(a).locations == {w2: "gs-c-w1-1"} and h.obj(a).state == st.READY
+    assert h.take(msg.AdoptSegments) == [(w2, msg.AdoptSegments([[a, "gs-c-w1-1", 4096]]))]
+    assert far not in h.obj(a).locations
+    # The segment was gone after all: a put cannot be rebuilt, so it is lost.
+    h.s.adoption_failed(w2, msg.AdoptionFailed([a]))
+    assert isinstance(h.error_of(a), ObjectLostError)
+
+
+def test_last_worker_of_a_host_has_no_heir(h):
+    w1 = h.worker("w1")
+    h.worker("w3", node="node-b")
+    a = h.put_stored(w1, 4096, segment="gs-c-w1-1")
+    h.s.remove_peer(w1)
+    assert h.take(msg.AdoptSegments) == []
+    assert isinstance(h.error_of(a), ObjectLostError)

@@ -415,3 +415,45 @@ def test_trim_pool_gives_back_idle_segments(make_store):
     assert not exists(a.name) and exists(b.name) and store.pooled == 2 * MB
     assert store.allocate(oid(3), 2 * MB).name == b.name
     assert store.trim_pool(max_idle=0) == 0 and store.used == 2 * MB
+
+
+# -- taking over a dead worker's segments -------------------------------------------------
+
+def _die(store: SharedMemoryStore) -> None:
+    """What a crashed worker leaves: its segments, and its lock file unlocked."""
+    os.close(store._lock_fd)
+    store._lock_fd = None
+    store._closed = True
+
+
+def test_adopt_takes_over_a_dead_workers_sealed_segments(make_store, cluster_id):
+    dead = make_store(tag="dead")
+    kept = put(dead, 1, 2 * MB)
+    unsealed = dead.allocate(oid(2), MB)
+    pooled = put(dead, 3, MB)
+    dead.free(oid(3), reusable=True)
+    with open(shm.segment_path(kept.name), "r+b") as f:
+        f.write(b"still here")
+    _die(dead)
+    heir = make_store(tag="heir")
+    assert heir.adopt([[oid(1), kept.name, 2 * MB], [oid(9), "gs-nope-x-1", 5]]) == [oid(9)]
+    entry = heir.get(oid(1))
+    assert entry is not None and entry.name == kept.name and heir.used == 2 * MB
+    with open(shm.segment_path(kept.name), "rb") as f:
+        assert f.read(10) == b"still here"
+    # The dead worker's other segments are gone; a sweep leaves the adopted one alone.
+    assert not exists(unsealed.name) and not exists(pooled.name)
+    shm.sweep(cluster_id)
+    assert exists(kept.name)
+    # Freed like any object of the heir; closing removes the dead worker's lock too.
+    assert heir.free(oid(1), reusable=False) and not exists(kept.name)
+    heir.close()
+    assert shm_files(f"gs-{cluster_id}-") == []
+
+
+def test_adopt_refuses_segments_of_a_live_worker(make_store):
+    alive = make_store(tag="alive")
+    entry = put(alive, 1, MB)
+    heir = make_store(tag="heir")
+    assert heir.adopt([[oid(1), entry.name, MB]]) == [oid(1)]
+    assert heir.get(oid(1)) is None and exists(entry.name)

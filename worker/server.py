@@ -252,6 +252,8 @@ class Worker:
             self._in_thread(self._start_actor, m.actor_id, m.incarnation)
         elif cls is msg.StopActor:
             self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
+        elif cls is msg.AdoptSegments:
+            self._in_thread(self._adopt, list(m.entries))
         elif cls is msg.DeleteSpilled:
             self._in_thread(self.spill_target.delete, list(m.paths))
         elif cls is msg.SchedulerHeartbeat:
@@ -259,6 +261,12 @@ class Worker:
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
+
+    def _adopt(self, entries: list) -> None:
+        failed = self.store.adopt(entries)
+        if failed:
+            logger.warning("could not take over %d objects of a dead worker", len(failed))
+            self.runtime.send_from_any_thread(msg.AdoptionFailed(failed))
 
     def _start_actor(self, actor_id: bytes, incarnation: int) -> None:
         self.actor_processes.start(actor_id, incarnation)

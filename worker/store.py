@@ -60,6 +60,8 @@ class SharedMemoryStore:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)   # notified when memory is released
         self._lock_fd = shm.hold_lock(cluster_id, worker_tag)
+        #: Locks of dead workers of this host whose segments this store took over.
+        self._adopted_locks: dict[str, int] = {}
         self.stats = {"created": 0, "reused": 0, "reclaimed": 0, "freed": 0,
                       "bytes_written": 0}
         #: Set by the worker when spilling is on: called (without the lock) when the store
@@ -233,6 +235,55 @@ class SharedMemoryStore:
             self._room.notify_all()
             return True
 
+    def adopt(self, entries: list) -> list[bytes]:
+        """Take over sealed objects of a dead worker of this host (``[[id, segment,
+        size], ...]``): their segments outlive it in shared memory. Holding the dead
+        worker's lock keeps sweepers away from them; they are freed, pooled and spilled
+        like this store's own. Returns the ids that could not be taken (a sweeper was
+        first, or the lock is still held: its worker is alive after all)."""
+        failed = []
+        locked_before = set(self._adopted_locks)
+        for object_id, name, size in entries:
+            owner = name.rsplit("-", 1)[0]
+            tag = owner[len(f"{shm.PREFIX}{self.cluster_id}-"):]
+            if (not owner.startswith(f"{shm.PREFIX}{self.cluster_id}-") or not tag
+                    or tag == self.worker_tag or not self._hold_adopted_lock(tag)):
+                failed.append(object_id)
+                continue
+            try:
+                capacity = os.stat(shm.segment_path(name)).st_size
+            except OSError:
+                failed.append(object_id)
+                continue
+            with self._lock:
+                if self._closed:
+                    failed.append(object_id)
+                    continue
+                if object_id in self.objects:
+                    continue
+                entry = StoredObject(object_id, name, size, capacity, None)
+                entry.sealed = True
+                self.objects[object_id] = entry
+                self.used += capacity
+                self.stats["adopted"] = self.stats.get("adopted", 0) + 1
+        kept = {e.name for e in self.objects.values()}
+        for tag in set(self._adopted_locks) - locked_before:
+            # The dead worker's other segments (its pool, its reserve, unsealed writes)
+            # would be swept with its lock; holding the lock, that is now our job.
+            for name in shm.segments_of(self.cluster_id, tag):
+                if name not in kept:
+                    shm.unlink(name)
+        return failed
+
+    def _hold_adopted_lock(self, tag: str) -> bool:
+        if tag in self._adopted_locks:
+            return True
+        try:
+            self._adopted_locks[tag] = shm.hold_lock(self.cluster_id, tag)
+        except OSError:
+            return False
+        return True
+
     def release_spilled(self, object_id: bytes, entry: StoredObject) -> None:
         """An object was written to the spill target: release its memory.
 
@@ -351,3 +402,7 @@ class SharedMemoryStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        for tag, fd in list(self._adopted_locks.items()):
+            shm.unlink(shm.lock_name(self.cluster_id, tag))
+            os.close(fd)
+        self._adopted_locks.clear()

@@ -252,6 +252,17 @@ class ObjectsSpilled(NamedTuple):
     host_local: bool = False  # on the worker's own disk: only its host can read it
 
 
+class AdoptSegments(NamedTuple):
+    """Scheduler -> worker: a worker of this host died; keep these sealed objects of its
+    store, whose segments outlive it in shared memory. ``[[id, segment, size], ...]``."""
+    entries: list
+
+
+class AdoptionFailed(NamedTuple):
+    """Worker -> scheduler: these segments could not be taken over (gone already)."""
+    ids: list
+
+
 class DeleteSpilled(NamedTuple):
     """Scheduler -> worker: spill files whose objects are all freed."""
     paths: list
@@ -436,7 +447,7 @@ MESSAGE_TYPES: list[type] = [
     ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
-    GetClusterOverview, SchedulerHeartbeat,
+    GetClusterOverview, SchedulerHeartbeat, AdoptSegments, AdoptionFailed,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -587,6 +598,10 @@ FIELD_CHECKS: dict[type, tuple] = {
     WorkerHeartbeat: (_dict,),
     GetTaskGraph: (_opt_list, _int),
     SchedulerHeartbeat: (),
+    AdoptSegments: (lambda v: type(v) is list and all(
+        type(e) is list and len(e) == 3 and _id(e[0]) and _str(e[1]) and _count(e[2])
+        for e in v),),
+    AdoptionFailed: (_ids,),
 }
 
 #: Checks across the fields of one message.

@@ -401,6 +401,12 @@ def _entries() -> Iterable[str]:
         return []
 
 
+def segments_of(cluster_id: str, worker_tag: str) -> list[str]:
+    """Names of the segments of one worker (its lock file excluded)."""
+    owner = f"{PREFIX}{cluster_id}-{worker_tag}-"
+    return [n for n in _entries() if n.startswith(owner) and not n.endswith(".lock")]
+
+
 def sweep(cluster_id: str | None = None) -> int:
     """Remove segments whose owning worker is dead (its lock is free).
 

@@ -240,18 +240,30 @@ class ActorsMixin:
         actor.address = ""
 
     def workers_actors_lost(self, worker) -> None:
-        """A worker died: its actors' processes die with it (their stdin pipe closes);
-        those still starting never register, so they are handled here."""
+        """A worker died. Actors whose process runs live on (a task that crashed its
+        worker must not take unrelated actors down; their process leaves with the
+        scheduler connection or a ``StopActor`` sent to it directly); those still
+        starting never register, so they are handled here."""
         for actor in list(self.actors.values()):
             if actor.worker is worker and actor.process_id is None and actor.state != DEAD:
                 self._actor_process_gone(actor, f"its worker (pid {worker.pid}) died")
+
+    def _stop_actor_process(self, actor: ActorState) -> None:
+        """Ask the worker that started the actor's process to stop it, or the process
+        itself when that worker is gone."""
+        if actor.worker is None:
+            return
+        stop = msg.StopActor(actor.id, actor.incarnation)
+        if actor.worker.id in self.workers:
+            self.outbox.append((actor.worker.id, stop))
+        elif actor.process_id is not None:
+            self.outbox.append((actor.process_id, stop))
 
     def _actor_died(self, actor: ActorState, cause: BaseException | None,
                     error: list | None = None) -> None:
         if actor.state == DEAD:
             return
-        if actor.worker is not None:      # a process runs or is starting: stop it
-            self.outbox.append((actor.worker.id, msg.StopActor(actor.id, actor.incarnation)))
+        self._stop_actor_process(actor)   # a process runs or is starting: stop it
         self._release_actor_host(actor)
         actor.state = DEAD
         actor.error = error if error is not None else error_payload(cause)
@@ -280,7 +292,7 @@ class ActorsMixin:
         if m.no_restart:
             actor.no_restart = True
         if actor.worker is not None:
-            self.outbox.append((actor.worker.id, msg.StopActor(actor.id, actor.incarnation)))
+            self._stop_actor_process(actor)
         else:
             self._actor_died(actor, ActorDiedError(f"actor {actor.class_name} was killed"))
 

@@ -89,3 +89,40 @@ def test_objects_of_a_crashed_worker_survive(fresh_cluster, how):
     del big_ref
     wait_for(lambda: big_hex not in {o["object_id"] for o in
                                      graphstore.memory_summary()["objects"]})
+
+
+@graphstore.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+    def pids(self):
+        return os.getpid(), os.getppid()   # its own, and the worker that started it
+
+
+@pytest.mark.parametrize("how", ["exit", "force"])
+def test_actors_outlive_the_worker_that_started_them(fresh_cluster, how):
+    fresh_cluster(num_cpus=2)
+    counter = Counter.remote()
+    assert graphstore.get(counter.add.remote(), timeout=30) == 1
+    actor_pid, worker_pid = graphstore.get(counter.pids.remote(), timeout=30)
+    _crash_worker(worker_pid, how)
+    # The same process, with its state, still answers.
+    assert graphstore.get(counter.pids.remote(), timeout=30)[0] == actor_pid
+    assert graphstore.get(counter.add.remote(), timeout=30) == 2
+    # And it can still be killed, though the worker that started it is gone.
+    graphstore.kill(counter)
+    wait_for(lambda: not _alive(actor_pid), timeout=20)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:        # a zombie has ended
+        return f.read().split(")")[-1].split()[0] != "Z"

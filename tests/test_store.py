@@ -455,5 +455,5 @@ def test_adopt_refuses_segments_of_a_live_worker(make_store):
     alive = make_store(tag="alive")
     entry = put(alive, 1, MB)
     heir = make_store(tag="heir")
-    assert heir.adopt([[oid(1), entry.name, MB]]) == [oid(1)]
+    assert heir.adopt([[oid(1), entry.name, MB]], wait=0.2) == [oid(1)]
     assert heir.get(oid(1)) is None and exists(entry.name)

@@ -145,6 +145,10 @@ class ActorProcess:
     def _on_scheduler_message(self, comm, m):
         if type(m) is msg.CancelRunning:
             self.cancel(m.task_id)
+        elif type(m) is msg.StopActor:   # killed after the worker that started it died
+            if m.actor_id == self.actor_id:
+                logger.info("stopped by the scheduler")
+                self.stop()
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {type(m).__name__}")
 
@@ -445,7 +449,11 @@ def main() -> int:
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     process = ActorProcess(spec)
-    watch_parent_pipe(process.stop)
+    # From here the worker that started this process may die (a task's crash) without
+    # taking the actor along: the process ends with its scheduler connection, or when
+    # the scheduler or that worker stops it.
+    watch_parent_pipe(lambda: logger.info("the worker that started this actor is gone; "
+                                          "the actor goes on"))
 
     async def run():
         try:

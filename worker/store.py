@@ -235,19 +235,21 @@ class SharedMemoryStore:
             self._room.notify_all()
             return True
 
-    def adopt(self, entries: list) -> list[bytes]:
+    def adopt(self, entries: list, wait: float = 5.0) -> list[bytes]:
         """Take over sealed objects of a dead worker of this host (``[[id, segment,
         size], ...]``): their segments outlive it in shared memory. Holding the dead
         worker's lock keeps sweepers away from them; they are freed, pooled and spilled
         like this store's own. Returns the ids that could not be taken (a sweeper was
-        first, or the lock is still held: its worker is alive after all)."""
+        first, or the lock is still held after ``wait`` seconds: its worker is alive
+        after all, only cut off). The wait covers a worker still dying: the scheduler
+        can see its connection close before its process (and its lock) is gone."""
         failed = []
         locked_before = set(self._adopted_locks)
         for object_id, name, size in entries:
             owner = name.rsplit("-", 1)[0]
             tag = owner[len(f"{shm.PREFIX}{self.cluster_id}-"):]
             if (not owner.startswith(f"{shm.PREFIX}{self.cluster_id}-") or not tag
-                    or tag == self.worker_tag or not self._hold_adopted_lock(tag)):
+                    or tag == self.worker_tag or not self._hold_adopted_lock(tag, wait)):
                 failed.append(object_id)
                 continue
             try:
@@ -275,14 +277,18 @@ class SharedMemoryStore:
                     shm.unlink(name)
         return failed
 
-    def _hold_adopted_lock(self, tag: str) -> bool:
+    def _hold_adopted_lock(self, tag: str, wait: float) -> bool:
         if tag in self._adopted_locks:
             return True
-        try:
-            self._adopted_locks[tag] = shm.hold_lock(self.cluster_id, tag)
-        except OSError:
-            return False
-        return True
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._adopted_locks[tag] = shm.hold_lock(self.cluster_id, tag)
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.02)
 
     def release_spilled(self, object_id: bytes, entry: StoredObject) -> None:
         """An object was written to the spill target: release its memory.

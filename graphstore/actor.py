@@ -95,6 +95,9 @@ class _ActorClassOptions:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._actor_class._create(self._options, args, kwargs)
 
+    def __reduce__(self):
+        return (_ActorClassOptions, (self._actor_class, self._options))
+
 
 class ActorHandle:
     """A reference to an actor. Picklable: pass it to tasks and to other actors."""
@@ -149,6 +152,11 @@ class ActorMethod:
     def options(self, **options) -> "ActorMethod":
         validate_options(options, METHOD_OPTIONS)
         return ActorMethod(self._handle, self._name, {**self._options, **options})
+
+    def __reduce__(self):
+        # The class itself is the module-level callable: cloudpickle pickles it by
+        # reference, so a closure over a method pickles like one over its handle.
+        return (ActorMethod, (self._handle, self._name, self._options))
 
     def remote(self, *args, **kwargs):
         handle = self._handle

@@ -82,6 +82,9 @@ class _BoundOptions:
     def remote(self, *args, **kwargs) -> Any:
         return self._remote_function._submit(self._options, args, kwargs)
 
+    def __reduce__(self):
+        return (_BoundOptions, (self._remote_function, self._options))
+
 
 def remote(*args, **options):
     """Make a function or a class (an actor) remote: ``@remote`` or

@@ -13,6 +13,7 @@ from graphstore import session
 from graphstore.core import protocol as msg
 from graphstore.core.comm import RemoteCallError
 from graphstore.core.object_ref import ObjectRef
+from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
 from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
 from graphstore.runtime import FunctionDescriptor
@@ -82,7 +83,13 @@ class ActorClass:
         return ActorHandle._from_info(info)
 
     def __reduce__(self):
-        return (ActorClass, (self._cls, self._options))
+        # As for remote functions: keep the methods' file name for tracebacks.
+        return (_unpickle_actor_class, (self._cls, self._options, source_filename(self._cls)))
+
+
+def _unpickle_actor_class(cls, options: dict, filename) -> ActorClass:
+    restore_filename(cls, filename)
+    return ActorClass(cls, options)
 
 
 class _ActorClassOptions:

@@ -7,6 +7,7 @@ from typing import Any
 
 from graphstore import session
 from graphstore.actor import ActorClass
+from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.options import ACTOR_OPTIONS, TASK_OPTIONS, validate_options
 from graphstore.runtime import FunctionDescriptor
 
@@ -69,7 +70,15 @@ class RemoteFunction:
         return refs[0] if num_returns == 1 else refs
 
     def __reduce__(self):
-        return (RemoteFunction, (self._function, self._options))
+        # Shipped inside other code (a closure, a global of a task): cloudpickle drops
+        # the function's file name, which tracebacks from where it lands need.
+        return (_unpickle_remote_function,
+                (self._function, self._options, source_filename(self._function)))
+
+
+def _unpickle_remote_function(function, options: dict, filename) -> RemoteFunction:
+    restore_filename(function, filename)
+    return RemoteFunction(function, options)
 
 
 class _BoundOptions:

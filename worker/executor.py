@@ -17,7 +17,7 @@ import traceback
 
 from graphstore.core import protocol as msg
 from graphstore.exceptions import SerializationError, TaskCancelledError, TaskError
-from graphstore.core.serialization import dumps, error_payload, loads
+from graphstore.core.serialization import dumps, error_payload, loads, restore_filename
 from graphstore.core.task_args import unpack_args
 
 from graphstore.worker import output
@@ -30,23 +30,6 @@ _ERROR_TEXT_CHARS = 8000
 
 def _cancelled_payload(name: str) -> list:
     return error_payload(TaskCancelledError(f"task {name} was cancelled"))
-
-
-def _restore_filename(fn, filename: str) -> None:
-    """cloudpickle names the code of functions it pickles by value ``<dynamic-code>``;
-    give it back its source file so tracebacks show file names and source lines."""
-    code = getattr(fn, "__code__", None)
-    if code is None or code.co_filename == filename:
-        return
-
-    def rename(c):
-        consts = tuple(rename(k) if isinstance(k, type(c)) else k for k in c.co_consts)
-        return c.replace(co_filename=filename, co_consts=consts)
-
-    try:
-        fn.__code__ = rename(code)
-    except (TypeError, ValueError):
-        pass
 
 
 def interrupt_thread(ident: int, exc_type: type) -> bool:
@@ -147,8 +130,7 @@ class TaskExecutor:
         fn = self._functions.get(function_hash)
         if fn is None:
             fn, filename = pickle.loads(self._function_code[function_hash])
-            if filename:
-                _restore_filename(fn, filename)
+            restore_filename(fn, filename)
             self._functions[function_hash] = fn
         return fn
 

@@ -13,6 +13,7 @@ from graphstore import session
 from graphstore.core import protocol as msg
 from graphstore.core.comm import RemoteCallError
 from graphstore.core.object_ref import ObjectRef
+from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
 from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
 from graphstore.runtime import FunctionDescriptor
@@ -82,7 +83,13 @@ class ActorClass:
         return ActorHandle._from_info(info)
 
     def __reduce__(self):
-        return (ActorClass, (self._cls, self._options))
+        # As for remote functions: keep the methods' file name for tracebacks.
+        return (_unpickle_actor_class, (self._cls, self._options, source_filename(self._cls)))
+
+
+def _unpickle_actor_class(cls, options: dict, filename) -> ActorClass:
+    restore_filename(cls, filename)
+    return ActorClass(cls, options)
 
 
 class _ActorClassOptions:
@@ -94,6 +101,9 @@ class _ActorClassOptions:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._actor_class._create(self._options, args, kwargs)
+
+    def __reduce__(self):
+        return (_ActorClassOptions, (self._actor_class, self._options))
 
 
 class ActorHandle:
@@ -149,6 +159,11 @@ class ActorMethod:
     def options(self, **options) -> "ActorMethod":
         validate_options(options, METHOD_OPTIONS)
         return ActorMethod(self._handle, self._name, {**self._options, **options})
+
+    def __reduce__(self):
+        # The class itself is the module-level callable: cloudpickle pickles it by
+        # reference, so a closure over a method pickles like one over its handle.
+        return (ActorMethod, (self._handle, self._name, self._options))
 
     def remote(self, *args, **kwargs):
         handle = self._handle

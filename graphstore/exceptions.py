@@ -1,6 +1,8 @@
 """Errors users see. Each names what went wrong and what to do about it."""
 from __future__ import annotations
 
+import asyncio
+
 
 class GraphstoreError(Exception):
     """Base class of every error graphstore raises."""
@@ -43,7 +45,7 @@ class TaskError(GraphstoreError):
         cause_cls = type(self.cause)
         if self.cause is None or issubclass(cause_cls, TaskError):
             return self
-        if not issubclass(cause_cls, Exception):
+        if issubclass(cause_cls, _NOT_MIXED_IN):
             return self
         try:
             cls = _dual_classes.get(cause_cls)
@@ -66,6 +68,11 @@ class TaskError(GraphstoreError):
 
 
 _dual_classes: dict[type, type] = {}
+#: Causes whose class is not mixed in: an error ``get()`` raises must not stop the
+#: caller's process, a generator or an asyncio task as these would. (Tasks turn
+#: ``KeyboardInterrupt`` into ``TaskCancelledError``, ``SystemExit`` into
+#: ``WorkerCrashedError``.) Other ``BaseException`` subclasses are mixed in, as in Ray.
+_NOT_MIXED_IN = (SystemExit, KeyboardInterrupt, GeneratorExit, asyncio.CancelledError)
 _TASK_ERROR_FIELDS = frozenset(("function_name", "traceback_str", "cause", "pid",
                                 "cause_type_name"))
 
@@ -99,7 +106,27 @@ class ObjectLostError(GraphstoreError):
     """An object is gone: freed, or lost with every copy and not rebuildable."""
 
 
-class ActorDiedError(GraphstoreError):
+class ObjectReconstructionFailedError(ObjectLostError):
+    """Every copy of an object was lost and it cannot be computed again: it was made by
+    ``put()`` or an actor call, which leave no lineage."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    """Every copy of an object was lost and its task has no retries left to make it
+    again (``max_retries``)."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectReconstructionFailedError):
+    """Every copy of an object was lost and the record of how to make it again is gone
+    (``max_lineage_bytes``)."""
+
+
+class ActorError(GraphstoreError):
+    """Base class of an actor's failures (Ray's ``RayActorError``). An exception raised
+    by a method is a ``TaskError`` instead, as in Ray."""
+
+
+class ActorDiedError(ActorError):
     """The actor's process died, or the actor was killed, before the call finished."""
 
 
@@ -115,8 +142,16 @@ class TaskUnschedulableError(GraphstoreError, ValueError):
     """No worker in the cluster can ever satisfy the task's resource request."""
 
 
+class ActorUnschedulableError(TaskUnschedulableError):
+    """No worker in the cluster can ever satisfy the actor's resource request."""
+
+
 class SerializationError(GraphstoreError, TypeError):
     """An argument or a return value could not be pickled."""
+
+
+class UnserializableException(GraphstoreError, RuntimeError):
+    """Stands in for a task's exception that could not be pickled; carries its text."""
 
 
 class ProtocolError(GraphstoreError):
@@ -146,3 +181,81 @@ class GraphvizNotFoundError(GraphstoreError, RuntimeError):
 class ActorExit(BaseException):
     """Raised by ``exit_actor()``; the actor's process ends after the current call. A
     ``BaseException``, so that user code's ``except Exception`` does not swallow it."""
+
+
+class RuntimeEnvSetupError(GraphstoreError):
+    """A task's or actor's ``runtime_env`` could not be set up."""
+
+
+# -- Ray's names -------------------------------------------------------------------------
+# ``except ray.exceptions.X`` becomes ``except graphstore.exceptions.X`` and catches the
+# same failures: these names are the graphstore classes for them (docs/api.md).
+
+RayError = GraphstoreError
+RayTaskError = TaskError
+RayActorError = ActorError
+RaySystemError = ConnectionLostError
+AsyncioActorExit = ActorExit
+
+
+# Failures graphstore has no cause for: the classes exist, in Ray's hierarchy, so that
+# Ray code catching them runs; graphstore never raises them (docs/api.md says why).
+
+class ActorUnavailableError(ActorError):
+    """Ray: the actor is unreachable for now. graphstore retries calls on a restarting
+    actor within ``max_task_retries`` and fails them with ``ActorDiedError``."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """Ray: the process that owned the object died. graphstore's scheduler owns every
+    object, so a driver or worker dying takes no object's bookkeeping with it."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Ray: no copy was found in time. graphstore raises ``ObjectLostError``."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """Ray: an object was freed while referenced (a Ray bug). graphstore raises
+    ``ObjectLostError`` for an object that was freed."""
+
+
+class NodeDiedError(GraphstoreError):
+    """Ray: a node died. graphstore fails or retries the tasks (``WorkerCrashedError``)
+    and rebuilds or loses the objects (``ObjectLostError``) instead."""
+
+
+class OutOfMemoryError(GraphstoreError):
+    """Ray: its memory monitor killed the task. graphstore has no memory monitor."""
+
+
+class OutOfDiskError(GraphstoreError):
+    """Ray: the store and the disk are full. graphstore raises ``ObjectStoreFullError``."""
+
+
+class LocalRayletDiedError(GraphstoreError):
+    """Ray: the node's raylet died. graphstore has no raylet; a lost scheduler is
+    ``ConnectionLostError``."""
+
+
+class PlasmaObjectNotAvailable(GraphstoreError):
+    """Ray internal: an object was not available within a timeout."""
+
+
+class PendingCallsLimitExceeded(GraphstoreError):
+    """Ray: too many calls queued on an actor (``max_pending_calls``, not an option of
+    graphstore)."""
+
+
+class TaskPlacementGroupRemoved(GraphstoreError):
+    """Ray: the task's placement group was removed (graphstore has no placement
+    groups)."""
+
+
+class ActorPlacementGroupRemoved(GraphstoreError):
+    """Ray: the actor's placement group was removed (graphstore has no placement
+    groups)."""
+
+
+class CrossLanguageError(GraphstoreError):
+    """Ray: raised in another language's worker (graphstore runs Python only)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from graphstore import session
 from graphstore.actor import ActorClass
+from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.options import ACTOR_OPTIONS, TASK_OPTIONS, validate_options
 from graphstore.runtime import FunctionDescriptor
 
@@ -69,7 +70,15 @@ class RemoteFunction:
         return refs[0] if num_returns == 1 else refs
 
     def __reduce__(self):
-        return (RemoteFunction, (self._function, self._options))
+        # Shipped inside other code (a closure, a global of a task): cloudpickle drops
+        # the function's file name, which tracebacks from where it lands need.
+        return (_unpickle_remote_function,
+                (self._function, self._options, source_filename(self._function)))
+
+
+def _unpickle_remote_function(function, options: dict, filename) -> RemoteFunction:
+    restore_filename(function, filename)
+    return RemoteFunction(function, options)
 
 
 class _BoundOptions:
@@ -81,6 +90,9 @@ class _BoundOptions:
 
     def remote(self, *args, **kwargs) -> Any:
         return self._remote_function._submit(self._options, args, kwargs)
+
+    def __reduce__(self):
+        return (_BoundOptions, (self._remote_function, self._options))
 
 
 def remote(*args, **options):

@@ -18,7 +18,7 @@ import time
 
 from graphstore.core import protocol as msg
 from graphstore.core.serialization import error_payload
-from graphstore.exceptions import ActorDiedError, ObjectLostError, TaskUnschedulableError
+from graphstore.exceptions import ActorDiedError, ActorUnschedulableError, ObjectLostError
 from graphstore.scheduler.entities import (ALIVE, DEAD, DETACHED_HOLDER, DONE, ERROR, FAILED,
                                            NAMED_HOLDER, PENDING, PENDING_PLACEMENT, READY,
                                            RESTARTING, STARTING, ActorCallState, ActorState,
@@ -87,7 +87,7 @@ class ActorsMixin:
         if m.class_hash not in self.functions:
             failure = f"the code of class {m.class_name} never reached the scheduler"
         elif self.workers and not self._actor_feasible(actor):
-            failure = TaskUnschedulableError(
+            failure = ActorUnschedulableError(
                 f"actor {m.class_name} asks for num_cpus={actor.num_cpus}"
                 + (f" and resources={actor.resources}" if actor.resources else "")
                 + f", but the largest worker offers {self._capacity_text()}")

@@ -17,8 +17,11 @@ from collections import deque
 from typing import Iterable
 
 from graphstore.core import protocol as msg
-from graphstore.exceptions import (ObjectLostError, TaskCancelledError,
-                                   TaskUnschedulableError, WorkerCrashedError)
+from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedError,
+                                   ObjectReconstructionFailedLineageEvictedError,
+                                   ObjectReconstructionFailedMaxAttemptsExceededError,
+                                   TaskCancelledError, TaskUnschedulableError,
+                                   WorkerCrashedError)
 from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
 from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDING, QUEUED, READY,
@@ -288,10 +291,10 @@ class SchedulerState(ActorsMixin):
                     self._maybe_free(inner)
             if obj.producer.state == DONE and obj.producer not in rerun:
                 rerun.append(obj.producer)
-        for obj, reason in unrecoverable:
+        for obj, (error_class, reason) in unrecoverable:
             self.counts["objects_lost"] += 1
             obj.state = ERROR
-            obj.error = error_payload(ObjectLostError(
+            obj.error = error_payload(error_class(
                 f"object {obj.id.hex()} ({obj.size:,} bytes) was lost: {why}; it cannot "
                 f"be computed again because {reason}"))
             self._object_finished(obj)
@@ -299,17 +302,22 @@ class SchedulerState(ActorsMixin):
         while rerun:      # a list, not recursion: lineage chains may be long
             self._rerun(rerun.pop(), rerun, queued, why)
 
-    def _cannot_rebuild(self, obj: ObjectState) -> str | None:
+    def _cannot_rebuild(self, obj: ObjectState) -> tuple[type, str] | None:
+        """Why ``obj`` cannot be computed again, and the error class that says so (Ray's
+        names for the three cases), or None if it can be."""
         producer = obj.producer
         if producer is None:
-            return "it was made by put(), which leaves no lineage (keep a copy, or " \
-                   "make it in a task)"
+            return ObjectReconstructionFailedError, "it was made by put(), which leaves " \
+                "no lineage (keep a copy, or make it in a task)"
         if not isinstance(producer, TaskState):
-            return "it is the result of an actor call (actor calls are not re-run)"
-        if self.lineage.get(producer.id) is not producer:
-            return producer.lineage_note or f"the lineage of task {producer.name} is gone"
+            return ObjectReconstructionFailedError, "it is the result of an actor call " \
+                "(actor calls are not re-run)"
         if producer.retries_left <= 0:
-            return f"its task {producer.name} has no retries left (max_retries)"
+            return ObjectReconstructionFailedMaxAttemptsExceededError, \
+                f"its task {producer.name} has no retries left (max_retries)"
+        if self.lineage.get(producer.id) is not producer:
+            return ObjectReconstructionFailedLineageEvictedError, \
+                producer.lineage_note or f"the lineage of task {producer.name} is gone"
         return None
 
     def _rerun(self, task: TaskState, rerun: list, queued: set, why: str) -> None:

@@ -129,7 +129,8 @@ def test_cause_that_is_a_task_error_is_not_wrapped_again():
     assert outer.as_instanceof_cause() is outer
 
 
-def test_base_exception_cause_is_not_mixed_in():
+def test_keyboard_interrupt_cause_is_not_mixed_in():
+    # Other BaseException subclasses are (tests/test_ray_exceptions.py).
     err = make(KeyboardInterrupt())
     assert err.as_instanceof_cause() is err
     assert not isinstance(err, KeyboardInterrupt)

@@ -10,8 +10,10 @@ import pickle
 import pytest
 
 from graphstore.core import protocol as msg
-from graphstore.exceptions import (ObjectLostError, TaskError, TaskUnschedulableError,
-                                   WorkerCrashedError)
+from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedError,
+                                   ObjectReconstructionFailedLineageEvictedError,
+                                   ObjectReconstructionFailedMaxAttemptsExceededError,
+                                   TaskError, TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler import entities as st
 from graphstore.scheduler.state import SchedulerState
 
@@ -1181,8 +1183,10 @@ def test_lost_objects_that_cannot_be_computed_again_name_the_reason(h):
     h.s.remove_peer(a)
     err = h.error_of(put)
     assert isinstance(err, ObjectLostError) and "put()" in str(err) and put.hex() in str(err)
+    assert type(err) is ObjectReconstructionFailedError         # Ray's names for the cases
     err = h.error_of(no_retry)
     assert "max_retries" in str(err) and "once" in str(err)
+    assert type(err) is ObjectReconstructionFailedMaxAttemptsExceededError
     assert h.s.counts["objects_lost"] == 2
 
 
@@ -1200,6 +1204,7 @@ def test_lineage_past_its_byte_budget_is_dropped_oldest_first():
     h.take()
     h.s.remove_peer(a)
     assert "max_lineage_bytes" in str(h.error_of(results[0]))
+    assert type(h.error_of(results[0])) is ObjectReconstructionFailedLineageEvictedError
     assert h.obj(results[-1]).state == st.PENDING
 
 

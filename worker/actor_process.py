@@ -37,12 +37,11 @@ from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import contact_host
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.runtime import ActorRole, Runtime
-from graphstore.core.serialization import dumps, error_payload, loads
+from graphstore.core.serialization import dumps, error_payload, loads, restore_filename
 from graphstore.core.task_args import unpack_args
 from graphstore.core.tls import TLSConfig
 from graphstore.worker import output
-from graphstore.worker.executor import (_restore_filename, interrupt_thread, pack_task_error,
-                                        split_returns)
+from graphstore.worker.executor import interrupt_thread, pack_task_error, split_returns
 
 logger = logging.getLogger("graphstore.actor")
 
@@ -125,10 +124,7 @@ class ActorProcess:
         output.current_task.task = (self.actor_id, name)
         try:
             cls, filename = pickle.loads(build["class_code"])
-            if filename:
-                for member in vars(cls).values():
-                    if inspect.isfunction(member):
-                        _restore_filename(member, filename)
+            restore_filename(cls, filename)
             dep_values = [self._dep_value(dep) for dep in build["deps"]]
             args, kwargs = unpack_args(build["args"], dep_values)
             self.instance = cls(*args, **kwargs)

@@ -16,8 +16,9 @@ import time
 import traceback
 
 from graphstore.core import protocol as msg
-from graphstore.exceptions import SerializationError, TaskCancelledError, TaskError
-from graphstore.core.serialization import dumps, error_payload, loads
+from graphstore.exceptions import (SerializationError, TaskCancelledError, TaskError,
+                                   UnserializableException, WorkerCrashedError)
+from graphstore.core.serialization import dumps, error_payload, loads, restore_filename
 from graphstore.core.task_args import unpack_args
 
 from graphstore.worker import output
@@ -30,23 +31,6 @@ _ERROR_TEXT_CHARS = 8000
 
 def _cancelled_payload(name: str) -> list:
     return error_payload(TaskCancelledError(f"task {name} was cancelled"))
-
-
-def _restore_filename(fn, filename: str) -> None:
-    """cloudpickle names the code of functions it pickles by value ``<dynamic-code>``;
-    give it back its source file so tracebacks show file names and source lines."""
-    code = getattr(fn, "__code__", None)
-    if code is None or code.co_filename == filename:
-        return
-
-    def rename(c):
-        consts = tuple(rename(k) if isinstance(k, type(c)) else k for k in c.co_consts)
-        return c.replace(co_filename=filename, co_consts=consts)
-
-    try:
-        fn.__code__ = rename(code)
-    except (TypeError, ValueError):
-        pass
 
 
 def interrupt_thread(ident: int, exc_type: type) -> bool:
@@ -147,8 +131,7 @@ class TaskExecutor:
         fn = self._functions.get(function_hash)
         if fn is None:
             fn, filename = pickle.loads(self._function_code[function_hash])
-            if filename:
-                _restore_filename(fn, filename)
+            restore_filename(fn, filename)
             self._functions[function_hash] = fn
         return fn
 
@@ -187,9 +170,12 @@ class TaskExecutor:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and \
                     threading.current_thread() is threading.main_thread():
                 raise
-            error, text = self._pack_error(task, exc)
-            outcome = msg.TaskFailed(task.task_id, error, time.perf_counter() - start, text,
-                                     self._retriable(task.retry_exceptions, exc))
+            if isinstance(exc, SystemExit):
+                outcome = _exited_outcome(task, exc, time.perf_counter() - start)
+            else:
+                error, text = self._pack_error(task, exc)
+                outcome = msg.TaskFailed(task.task_id, error, time.perf_counter() - start,
+                                         text, self._retriable(task.retry_exceptions, exc))
         with self._lock:
             self._running.pop(task.task_id, None)
         for stream in self._streams:       # the last printed line goes before the result
@@ -228,26 +214,71 @@ class TaskExecutor:
         return pack_task_error(task.name, exc, self._pid, __file__)
 
 
+def _exited_outcome(task: msg.RunTask, exc: SystemExit, duration: float) -> msg.TaskFailed:
+    """``sys.exit()`` in a task: in Ray it ends the worker, so the task fails as a crashed
+    worker would, retried within ``max_retries``. Here only the task's thread ends."""
+    crash = WorkerCrashedError(
+        f"task {task.name} called sys.exit({exc.code!r}), which counts as its worker "
+        f"crashing (as in Ray), and it has no retries left; raise max_retries to retry "
+        f"more, or raise an exception instead")
+    return msg.TaskFailed(task.task_id, error_payload(crash), duration,
+                          f"WorkerCrashedError: {crash}", True)
+
+
+#: Where graphstore's own code lives (the worker package may sit apart in a checkout).
+_INTERNAL_DIRS = tuple({os.path.dirname(os.path.dirname(os.path.abspath(msg.__file__))) + os.sep,
+                        os.path.dirname(os.path.abspath(__file__)) + os.sep})
+
+
+def _user_traceback(exc: BaseException, tb_obj) -> str:
+    """The formatted traceback without graphstore's own frames (a nested ``get`` adds
+    four of them per level), unless nothing else is left of a stack."""
+    formatted = traceback.TracebackException(type(exc), exc, tb_obj)
+    seen = set()
+    stack = [formatted]
+    while stack:
+        te = stack.pop()
+        if te is None or id(te) in seen:
+            continue
+        seen.add(id(te))
+        user = [f for f in te.stack if not f.filename.startswith(_INTERNAL_DIRS)]
+        if user:
+            te.stack = traceback.StackSummary.from_list(user)
+        stack += [te.__cause__, te.__context__]
+    return "".join(formatted.format())
+
+
 def pack_task_error(name: str, exc: BaseException, pid: int,
                     skip_file: str) -> tuple[list, str]:
     """The pickled ``TaskError`` and its traceback text (the end of it, at most
     ``_ERROR_TEXT_CHARS``, for task records and the status page). Frames of
-    ``skip_file`` (the runner's own) are dropped: users want their code's traceback."""
+    ``skip_file`` (the runner's own) are dropped: users want their code's traceback.
+
+    ``KeyboardInterrupt`` is a cancellation (``TaskCancelledError``), as in Ray. A
+    ``TaskError`` from a task this one waited on keeps its original exception as the
+    cause, so ``except ZeroDivisionError`` works however deep it was raised; the text
+    holds the whole chain (each level's traceback ends with the one below)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return _cancelled_payload(name), "TaskCancelledError"
     tb_obj = exc.__traceback__
     while tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == skip_file:
         tb_obj = tb_obj.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
+    tb = _user_traceback(exc, tb_obj)
     cause: BaseException | None = exc
-    try:
-        loads(dumps(exc)[0])
-    except Exception:
-        cause = RuntimeError(f"{type(exc).__name__}: {exc} (the original exception "
-                             f"could not be pickled)")
+    type_name = type(exc).__name__
+    if isinstance(exc, TaskError):
+        cause, type_name = exc.cause, exc.cause_type_name
+    if cause is not None:
+        try:
+            loads(dumps(cause)[0])
+        except Exception:
+            cause = UnserializableException(f"{type_name}: {cause} (the original "
+                                            f"exception could not be pickled)")
     text = tb if len(tb) <= _ERROR_TEXT_CHARS else "…" + tb[-_ERROR_TEXT_CHARS:]
     try:
-        return error_payload(TaskError(name, tb, cause, pid, type(exc).__name__)), text
+        return error_payload(TaskError(name, tb, cause, pid, type_name)), text
     except SerializationError:
-        return error_payload(TaskError(name, tb, None, pid, type(exc).__name__)), text
+        return error_payload(TaskError(name, tb, None, pid, type_name)), text
 
 
 def split_returns(what: str, result, n: int) -> tuple:

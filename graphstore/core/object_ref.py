@@ -105,7 +105,20 @@ class ObjectRef:
         contained = getattr(serialization_context, "contained", None)
         if contained is not None:
             contained.append(self._id)
-        return (ObjectRef._new, (self._id,))
+        else:
+            # Pickled out of band (cloudpickle.dumps by the user, a remote function's
+            # closure): no one can count the copy, so this process holds the object for
+            # as long as it runs, as Ray does.
+            ref_tracker.on_ref_created(self._id)
+        # A module-level function: cloudpickle pickles it by reference. A classmethod
+        # would go by value, with this module's globals (the runtime) in tow.
+        return (_ref_from_id, (self._id,))
+
+    def __copy__(self) -> "ObjectRef":
+        return self          # immutable; and not a pickling, so nothing to pin
+
+    def __deepcopy__(self, memo) -> "ObjectRef":
+        return self
 
     def future(self):
         """A ``concurrent.futures.Future`` that completes with the object's value."""
@@ -114,3 +127,12 @@ class ObjectRef:
     def __await__(self):
         import asyncio
         return asyncio.wrap_future(self.future()).__await__()
+
+
+def _ref_from_id(object_id: bytes) -> ObjectRef:
+    """Unpickle a ref: the process now holds it too (``ObjectRef._new``, inlined: every
+    nested ref unpickled passes here)."""
+    ref = object.__new__(ObjectRef)
+    ref._id = object_id
+    ref_tracker.on_ref_created(object_id)
+    return ref

@@ -8,6 +8,7 @@ scheduler can count them.
 """
 from __future__ import annotations
 
+import inspect
 import pickle
 from typing import Any
 
@@ -75,14 +76,44 @@ def loads(buffers) -> Any:
     return pickle.loads(unwrap(buffers[0]), buffers=[unwrap(b) for b in buffers[1:]])
 
 
+def source_filename(fn) -> str | None:
+    """The file a function (or a class's first method) was defined in."""
+    code = getattr(fn, "__code__", None)
+    if code is None and isinstance(fn, type):       # a class (an actor): its methods'
+        code = next((m.__code__ for m in vars(fn).values() if hasattr(m, "__code__")), None)
+    return code.co_filename if code is not None else None
+
+
+def restore_filename(fn, filename: str | None) -> None:
+    """cloudpickle names the code of functions it pickles by value ``<dynamic-code>``;
+    give it back its source file (``fn`` a function, or a class: its methods) so
+    tracebacks show file names and source lines."""
+    if not filename:
+        return
+    if isinstance(fn, type):
+        for member in vars(fn).values():
+            if inspect.isfunction(member):
+                restore_filename(member, filename)
+        return
+    code = getattr(fn, "__code__", None)
+    if code is None or code.co_filename == filename:
+        return
+
+    def rename(c):
+        consts = tuple(rename(k) if isinstance(k, type(c)) else k for k in c.co_consts)
+        return c.replace(co_filename=filename, co_consts=consts)
+
+    try:
+        fn.__code__ = rename(code)
+    except (TypeError, ValueError):
+        pass
+
+
 def dumps_function(fn) -> bytes:
     """Functions always go through cloudpickle so they work in any process. The payload
     is ``(function, source file name)``: the worker restores the file name cloudpickle
     drops, so remote tracebacks name the user's file and lines."""
-    code = getattr(fn, "__code__", None)
-    if code is None and isinstance(fn, type):       # a class (an actor): its methods'
-        code = next((m.__code__ for m in vars(fn).values() if hasattr(m, "__code__")), None)
-    filename = code.co_filename if code is not None else None
+    filename = source_filename(fn)
     try:
         return cloudpickle.dumps((fn, filename), protocol=5)
     except Exception as exc:

@@ -382,11 +382,10 @@ class ActorsMixin:
     def actor_call_done(self, peer_id: bytes, m: msg.ActorCallDone) -> None:
         call = self.actor_calls.pop(m.call_id, None)
         if call is None:
-            # Early (its submission is on its way), or late: from a process no longer its
-            # actor's (killed, or exited), whose calls were failed already.
-            if len(self.early_results) < _EARLY_RESULTS_MAX and (
-                    peer_id in self.actor_processes or peer_id in self.drivers
-                    or peer_id in self.workers):
+            # Early (its submission is on its way), unless it is a late report of a call
+            # that finished already (failed when its actor was killed, say).
+            if len(self.early_results) < _EARLY_RESULTS_MAX \
+                    and m.call_id not in self.graph.tasks:
                 self.early_results[m.call_id] = (peer_id, m)
             return
         call.actor.calls.pop(call.id, None)

@@ -186,8 +186,19 @@ def test_late_results_of_a_killed_process_are_dropped(h):
     h.s.kill_actor(msg.KillActor(actor_id, True))
     assert isinstance(h.error_of(ret), ActorDiedError)
     h.call_done(call_id, ret, actor_id)          # it finished before the kill landed
-    h.call_done(oid(), oid(), actor_id)          # and one never submitted
     assert not h.s.early_results
+    assert isinstance(h.error_of(ret), ActorDiedError)
+
+
+def test_a_result_that_overtook_its_submission_counts_even_if_the_actor_died(h):
+    actor_id, _ = h.create()
+    h.start(actor_id)
+    call_id, ret = oid(), oid()
+    h.call_done(call_id, ret, actor_id)          # the caller's submission is on its way
+    h.s.kill_actor(msg.KillActor(actor_id, True))
+    h.s.actor_call_submitted(DRIVER, msg.ActorCallSubmitted(call_id, actor_id, "Counter.add",
+                                                            [], [], [ret]))
+    assert h.obj(ret).state == st.READY          # as its caller got it, straight
 
 
 # -- cancelling calls -------------------------------------------------------------------

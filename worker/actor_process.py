@@ -22,6 +22,7 @@ replies are flushed and the process exits. The scheduler does not restart it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import inspect
 import json
@@ -519,6 +520,8 @@ def main() -> int:
         await process.stopped.wait()
     try:
         loop.run_until_complete(run())
+        if process._exit_started:      # exit_actor(): an intended exit runs atexit
+            atexit._run_exitfuncs()     # handlers, as in Ray
     finally:
         # Threads may still run user code: leave without waiting for them.
         os._exit(0)

@@ -365,12 +365,12 @@ class ActorsMixin:
     def _cancel_call(self, call: ActorCallState) -> None:
         """Cancel a call not finished: interrupted if it runs, never started if it waits in
         the actor's process, in a process still to come (told when it registers), or in
-        its caller (told now, while no process of the actor runs)."""
+        its caller (told while the actor is not alive: calls wait there meanwhile)."""
         call.cancelled = True
         actor = call.actor
         if actor.process_id is not None:
             self.outbox.append((actor.process_id, msg.CancelRunning(call.id, False)))
-        else:
+        if actor.state != ALIVE:
             self.outbox.append((call.caller, msg.CancelQueuedCall(call.id)))
 
     def caller_gone(self, peer_id: bytes) -> None:

@@ -354,7 +354,12 @@ def test_calls_cancelled_before_the_actor_started_never_run(cluster, tmp_path, k
         actor = Keeper.options(**options).remote(gate=gate, log=log)
     refs = [actor.work.remote(i, 0.01) for i in range(40)]
     cancelled = refs[::2]
-    for ref in cancelled:
+    for ref in cancelled[:10]:                      # its process may not exist yet
+        graphstore.cancel(ref)
+    ids = {actor._actor_id.hex()}                   # its __init__ runs
+    assert wait_for(lambda: [r["pid"] for r in _actor_rows(cluster) if r["actor_id"] in ids
+                             ] != [0])
+    for ref in cancelled[10:]:
         graphstore.cancel(ref)
     for ref in cancelled:                           # resolved before the actor started
         with pytest.raises(TaskCancelledError):

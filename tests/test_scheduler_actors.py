@@ -213,9 +213,19 @@ def test_cancelling_a_call_before_any_process_tells_its_caller_and_the_process(h
     assert build["cancelled"] == [call_id]
 
 
-def test_cancelling_a_call_of_a_registered_process_goes_to_the_process(h):
+def test_cancelling_a_call_of_a_process_running_init_tells_the_process_and_the_caller(h):
     actor_id, _ = h.create()
-    h.register(actor_id)
+    h.register(actor_id)                         # __init__ runs: calls wait in callers
+    call_id, ret = h.call(actor_id)
+    h.take()
+    h.s.cancel(msg.CancelTask(ret, False, True))
+    assert h.take() == [(PROCESS, msg.CancelRunning(call_id, False)),
+                        (DRIVER, msg.CancelQueuedCall(call_id))]
+
+
+def test_cancelling_a_call_of_a_live_actor_goes_to_its_process(h):
+    actor_id, _ = h.create()
+    h.start(actor_id)
     call_id, ret = h.call(actor_id)
     h.take()
     h.s.cancel(msg.CancelTask(ret, False, True))

@@ -1,9 +1,11 @@
 """Actors: ``@graphstore.remote`` on a class, handles, method calls, and their controls.
 
 ``Actor.remote(...)`` returns an ``ActorHandle`` at once; ``handle.method.remote(...)``
-returns ``ObjectRef``s at once. A handle carries a ref to the actor's creation object, so
-passing handles to tasks and other actors keeps the actor alive exactly as long as some
-handle exists (named and detached actors live on without handles).
+returns ``ObjectRef``s at once. A handle made by ``.remote()`` carries a ref to the actor's
+creation object, so it and its copies passed to tasks and other actors keep the actor
+alive (and so do calls not finished yet), as in Ray. A handle from ``get_actor`` (or from
+``get_if_exists=True`` finding an actor) carries none: it does not keep the actor alive.
+Detached actors live on without handles until killed.
 """
 from __future__ import annotations
 
@@ -17,12 +19,21 @@ from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
 from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
 from graphstore.runtime import FunctionDescriptor
+from graphstore.runtime.context import installed
 
 
 
 def exit_actor() -> None:
-    """End the actor from inside one of its methods (no restart). The current call's
-    result is an ``ActorDiedError``; later calls fail the same way."""
+    """End the actor from inside one of its methods (no restart). From this moment no
+    call of the actor starts; the current call's result and those of the calls queued
+    behind it are ``ActorDiedError``s naming ``exit_actor``."""
+    runtime = installed()
+    request_exit = getattr(getattr(runtime, "role", None), "request_exit", None)
+    if request_exit is None:
+        raise TypeError("exit_actor() ends the actor whose method calls it, and was called "
+                        "outside an actor; use graphstore.kill(handle) to end an actor "
+                        "from outside")
+    request_exit()
     raise ActorExit()
 
 
@@ -80,7 +91,9 @@ class ActorClass:
             options = {**options, "namespace": runtime.config.namespace}
         info = runtime.submitter.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
                                     options, self._methods)
-        return ActorHandle._from_info(info)
+        # ``info`` names an existing actor for ``get_if_exists``: like get_actor's, that
+        # handle does not keep the actor alive.
+        return ActorHandle._from_info(info, owned=not info[5])
 
     def __reduce__(self):
         # As for remote functions: keep the methods' file name for tracebacks.
@@ -120,9 +133,11 @@ class ActorHandle:
         self._retries = retries
 
     @classmethod
-    def _from_info(cls, info: list) -> "ActorHandle":
-        actor_id, creation_id, class_name, methods, retries = info
-        return cls(actor_id, ObjectRef._new(creation_id), class_name, methods, retries)
+    def _from_info(cls, info: list, owned: bool = True) -> "ActorHandle":
+        """``owned``: a handle of the actor's creator (holds a ref to the actor)."""
+        actor_id, creation_id, class_name, methods, retries = info[:5]
+        return cls(actor_id, ObjectRef._new(creation_id) if owned else None, class_name,
+                   methods, retries)
 
     def __getattr__(self, name: str) -> "ActorMethod":
         methods = object.__getattribute__(self, "_methods")
@@ -187,7 +202,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
         if text.startswith("ValueError: "):
             raise ValueError(text[len("ValueError: "):]) from None
         raise
-    return ActorHandle._from_info(info)
+    return ActorHandle._from_info(info, owned=False)
 
 
 def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:

@@ -1,11 +1,14 @@
 """Actors in the scheduler's state machine: placement, lifecycle, restarts, calls. No I/O.
 
 An actor is a process of its own, started by a worker on the chosen host. Its *creation
-object* is ready once ``__init__`` ran; handles hold refs to it, so an anonymous actor
-lives exactly as long as the ordinary reference counting keeps that object (named actors
-are also held by the driver that made them, detached ones by the scheduler). Method calls
-go straight from callers to the actor's process; the scheduler hears of each call
-(``ActorCallSubmitted``) and of its results (``ActorCallDone``) so that results are
+object* is ready once ``__init__`` ran; the handles its creator made and passed on hold refs
+to it, and so does every call not finished yet, so an actor lives exactly as long as the
+ordinary reference counting keeps that object, as in Ray: calls already submitted complete
+after the last handle is gone. Named actors follow the same rule (handles from
+``get_actor`` hold no ref), detached ones are also held by the scheduler until killed, and
+a peer that leaves takes the non-detached actors it created with it (Ray's owner rule).
+Method calls go straight from callers to the actor's process; the scheduler hears of each
+call (``ActorCallSubmitted``) and of its results (``ActorCallDone``) so that results are
 ordinary objects in the directory, and so that a death can fail or keep the calls still
 pending. The two messages come over different connections, so either may come first.
 
@@ -20,9 +23,9 @@ from graphstore.core import protocol as msg
 from graphstore.core.serialization import error_payload
 from graphstore.exceptions import ActorDiedError, ActorUnschedulableError, ObjectLostError
 from graphstore.scheduler.entities import (ALIVE, DEAD, DETACHED_HOLDER, DONE, ERROR, FAILED,
-                                           NAMED_HOLDER, PENDING, PENDING_PLACEMENT, READY,
-                                           RESTARTING, STARTING, ActorCallState, ActorState,
-                                           ObjectState, within)
+                                           PENDING, PENDING_PLACEMENT, READY, RESTARTING,
+                                           STARTING, ActorCallState, ActorState, ObjectState,
+                                           within)
 
 #: Finished calls kept apart when their results came before their submission.
 _EARLY_RESULTS_MAX = 100_000
@@ -77,8 +80,6 @@ class ActorsMixin:
         self._hold(peer_id, creation)
         if actor.detached:
             self._hold(DETACHED_HOLDER, creation)
-        elif name is not None:
-            self._hold(NAMED_HOLDER, creation)
         for object_id in actor.deps + actor.nested:   # kept for restarts, until death
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -169,7 +170,9 @@ class ActorsMixin:
                 deps.append([object_id, obj.payload, obj.error, self.locations_of(obj)])
         return {"class_code": self.functions[actor.class_hash], "class_name": actor.class_name,
                 "args": actor.args, "deps": deps, "max_concurrency": actor.max_concurrency,
-                "incarnation": actor.incarnation}
+                "incarnation": actor.incarnation,
+                # Calls cancelled before this process existed: they may still arrive.
+                "cancelled": [c.id for c in actor.calls.values() if c.cancelled]}
 
     def actor_ready(self, peer_id: bytes, m: msg.ActorReady) -> None:
         actor = self.actors.get(m.actor_id)
@@ -278,7 +281,6 @@ class ActorsMixin:
             creation.error = actor.error
             self._object_finished(creation)
         if creation is not None:   # dead: only handles keep its record (calls fail fast)
-            creation.holders.discard(NAMED_HOLDER)
             creation.holders.discard(DETACHED_HOLDER)
             self._maybe_free(creation)
         held, actor.deps, actor.nested = actor.deps + actor.nested, [], []
@@ -286,18 +288,25 @@ class ActorsMixin:
         self.on_actor_update(actor)
 
     def kill_actor(self, m: msg.KillActor) -> None:
+        """``kill()``: dead at once (its process, starting or not, is stopped, its
+        resources freed); with ``no_restart=False`` its process is stopped and the actor
+        restarts like after a crash, while ``max_restarts`` allows."""
         actor = self.actors.get(m.actor_id)
         if actor is None or actor.state == DEAD:
             return
         if m.no_restart:
             actor.no_restart = True
-        if actor.worker is not None:
-            self._stop_actor_process(actor)
-        else:
             self._actor_died(actor, ActorDiedError(f"actor {actor.class_name} was killed"))
+        elif actor.worker is None:
+            return                       # no process yet: nothing to kill or restart
+        else:
+            self._stop_actor_process(actor)
+            if actor.process_id is None:  # never registered: no connection will close
+                self._actor_process_gone(actor, "it was killed with no_restart=False")
 
     def actor_unreferenced(self, creation_id: bytes) -> None:
-        """No handle is left anywhere (and the actor is not named or detached): stop it."""
+        """No handle and no unfinished call is left (and the actor is not detached): stop
+        it."""
         actor = self.actors.get(self.actor_of_creation.pop(creation_id, b""))
         if actor is None:
             return
@@ -344,7 +353,8 @@ class ActorsMixin:
             obj = self.objects.get(object_id)
             if obj is not None and obj.producer is None:
                 obj.producer = call
-        for object_id in list(m.deps) + list(m.nested):
+        for object_id in [*m.deps, *m.nested, actor.creation_id]:
+            # The creation object too: a call not finished keeps its actor (as in Ray).
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.task_refs += 1
@@ -362,13 +372,25 @@ class ActorsMixin:
         self.actor_calls[call.id] = call
 
     def owner_gone(self, peer_id: bytes) -> None:
-        """A driver left: the named (not detached) actors it made go with it, as in Ray."""
+        """A peer left: the non-detached actors it created go with it, whoever still
+        holds handles to them (Ray's owner rule)."""
         for actor in list(self.actors.values()):
-            if actor.owner == peer_id and actor.name is not None and not actor.detached:
-                creation = self.objects.get(actor.creation_id)
-                if creation is not None:
-                    creation.holders.discard(NAMED_HOLDER)
-                    self._maybe_free(creation)
+            if actor.owner == peer_id and not actor.detached and actor.state != DEAD:
+                actor.no_restart = True
+                self._actor_died(actor, ActorDiedError(
+                    f"actor {actor.class_name} died: the process that created it (its "
+                    f"owner) left; create it with lifetime='detached' to outlive it"))
+
+    def _cancel_call(self, call: ActorCallState) -> None:
+        """Cancel a call not finished: interrupted if it runs, never started if it waits in
+        the actor's process, in a process still to come (told when it registers), or in
+        its caller (told while the actor is not alive: calls wait there meanwhile)."""
+        call.cancelled = True
+        actor = call.actor
+        if actor.process_id is not None:
+            self.outbox.append((actor.process_id, msg.CancelRunning(call.id, False)))
+        if actor.state != ALIVE:
+            self.outbox.append((call.caller, msg.CancelQueuedCall(call.id)))
 
     def caller_gone(self, peer_id: bytes) -> None:
         """Forget the pending calls of a caller that disconnected (nobody can send them
@@ -379,7 +401,10 @@ class ActorsMixin:
     def actor_call_done(self, peer_id: bytes, m: msg.ActorCallDone) -> None:
         call = self.actor_calls.pop(m.call_id, None)
         if call is None:
-            self._keep_early_result(peer_id, m)
+            # Early (its submission is on its way), unless it is a late report of a call
+            # that finished already (failed when its actor was killed, say).
+            if m.call_id not in self.graph.tasks:
+                self._keep_early_result(peer_id, m)
             return
         call.actor.calls.pop(call.id, None)
         self._apply_call_done(call, peer_id, m)

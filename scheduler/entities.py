@@ -20,8 +20,6 @@ PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (
     "pending", "starting", "alive", "restarting", "dead")
 #: Holder id of detached actors' creation objects: never a peer, so never released.
 DETACHED_HOLDER = b"\0" * 16
-#: Holder id of named actors' creation objects, released when their creator leaves.
-NAMED_HOLDER = b"\1" * 16
 
 
 def argument_failed_text(obj: "ObjectState") -> str:
@@ -255,7 +253,7 @@ class ActorCallState:
     task records read, so calls show in both like tasks."""
     __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
                  "caller", "submitted_at", "started_at", "finished_at", "state",
-                 "placement", "error_text", "previous_call")
+                 "placement", "error_text", "previous_call", "cancelled")
 
     def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
         self.id = m.call_id
@@ -277,3 +275,5 @@ class ActorCallState:
         self.error_text: str | None = None
         #: The call submitted to the same actor before this one (method chains in order).
         self.previous_call = actor.last_call
+        #: Cancelled while not running: it must not start when it reaches the actor.
+        self.cancelled = False

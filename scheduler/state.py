@@ -907,11 +907,6 @@ class SchedulerState(ActorsMixin):
             task.cancelled = task.cancelled or force
             self.outbox.append((task.worker.id, msg.CancelRunning(task.id, force)))
 
-    def _cancel_call(self, call) -> None:
-        actor = call.actor
-        if actor.process_id is not None:
-            self.outbox.append((actor.process_id, msg.CancelRunning(call.id, False)))
-
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []
         self._drop_task_refs(counted)

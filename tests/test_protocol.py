@@ -135,6 +135,7 @@ SAMPLES = {
                                      0.01, None),
     p.CancelTask: p.CancelTask(_id(45), False, True),
     p.CancelRunning: p.CancelRunning(_id(44), True),
+    p.CancelQueuedCall: p.CancelQueuedCall(_id(44)),
     p.FetchObject: p.FetchObject(_id(24)),
     p.GetStoreSummary: p.GetStoreSummary(),
     p.GetMemorySummary: p.GetMemorySummary(),

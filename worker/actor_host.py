@@ -5,6 +5,10 @@ one actor touches nothing else. Starting Python and importing graphstore takes a
 hundred milliseconds; once a worker has hosted an actor it keeps one process started
 ahead, waiting on stdin for its assignment, so the next actor starts at once. Every
 process's stdin stays a pipe from this worker: when the worker dies, they all exit.
+
+Starts and stops run on threads of their own and may overtake each other: a stop that
+comes before (or while) its start is remembered, and the start then kills what it spawned,
+so ``kill()`` right after ``Actor.remote()`` always ends the process.
 """
 from __future__ import annotations
 
@@ -14,8 +18,12 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import OrderedDict
 
 logger = logging.getLogger("graphstore.worker.actors")
+
+#: Stopped actors remembered, in case their start comes after the stop.
+_STOPPED_KEPT = 10_000
 
 
 class ActorProcesses:
@@ -24,6 +32,8 @@ class ActorProcesses:
         self.assignment = assignment
         self._running: dict[bytes, tuple[int, subprocess.Popen]] = {}
         self._spare: subprocess.Popen | None = None
+        #: Actor id -> the newest incarnation stopped (its start may still be on its way).
+        self._stopped: OrderedDict[bytes, int] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -36,7 +46,7 @@ class ActorProcesses:
     def start(self, actor_id: bytes, incarnation: int) -> None:
         """Start (or hand a ready process) the actor's ``incarnation``-th process."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._was_stopped(actor_id, incarnation):
                 return
             proc, self._spare = self._spare, None
         if proc is None or proc.poll() is not None:
@@ -49,11 +59,19 @@ class ActorProcesses:
         except OSError as exc:   # it died meanwhile: the scheduler sees no registration
             logger.warning("could not start a process for actor %s: %s", actor_id.hex(), exc)
         with self._lock:
-            old = self._running.pop(actor_id, None)
-            self._running[actor_id] = (incarnation, proc)
+            if self._was_stopped(actor_id, incarnation):   # stopped while it was spawned
+                old = (incarnation, proc)
+            else:
+                old = self._running.pop(actor_id, None)
+                self._running[actor_id] = (incarnation, proc)
         if old is not None:
             self._kill(old[1])
         self.reap()
+
+    def _was_stopped(self, actor_id: bytes, incarnation: int) -> bool:
+        """(Lock held.)"""
+        stopped = self._stopped.get(actor_id)
+        return stopped is not None and stopped >= incarnation
 
     def prepare_spare(self) -> None:
         """Start a process ahead of the next actor (call off the event loop)."""
@@ -71,6 +89,11 @@ class ActorProcesses:
 
     def stop(self, actor_id: bytes, incarnation: int) -> None:
         with self._lock:
+            if self._stopped.get(actor_id, -1) < incarnation:
+                self._stopped[actor_id] = incarnation
+                self._stopped.move_to_end(actor_id)
+                if len(self._stopped) > _STOPPED_KEPT:
+                    self._stopped.popitem(last=False)
             entry = self._running.get(actor_id)
             if entry is None or entry[0] > incarnation:
                 return

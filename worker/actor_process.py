@@ -13,10 +13,16 @@ threads on the call path, and a method may still block in ``graphstore.get`` sin
 runtime's I/O happens on the main loop. A threaded actor runs calls on
 ``max_concurrency`` threads; an actor with ``async def`` methods runs them as coroutines
 on the callers' loop (up to ``max_concurrency``, default 1000, at once).
+
+``exit_actor()`` ends the actor the way Ray does: from the moment it is called no call
+starts (calls that reach the actor later fail with ``ActorDiedError`` naming it); calls
+already running on other threads may finish (for up to ``EXIT_GRACE_SECONDS``), then the
+replies are flushed and the process exits. The scheduler does not restart it.
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import inspect
 import json
@@ -47,6 +53,8 @@ logger = logging.getLogger("graphstore.actor")
 
 #: Default concurrency of an actor with ``async def`` methods (as in Ray).
 ASYNC_DEFAULT_CONCURRENCY = 1000
+#: Seconds calls running on other threads get to finish after ``exit_actor()``.
+EXIT_GRACE_SECONDS = 10.0
 
 
 class ActorProcess:
@@ -74,11 +82,18 @@ class ActorProcess:
         self.instance = None
         self.class_name = "actor"
         self.dispatcher = None
+        #: Set by ``exit_actor()`` (under the lock): no call starts any more.
         self._exiting = False
-        #: Calls running on a thread -> the thread; calls cancelled before they started.
+        self._exit_started = False
+        self._exit_call = ""
+        #: Calls running on a thread -> the thread; calls cancelled before they started;
+        #: calls started whose outcome is not sent yet.
         self._lock = threading.Lock()
         self._running: dict[bytes, int] = {}
         self._cancelled: set[bytes] = set()
+        self._active: set[bytes] = set()
+        #: Connections of callers, closed (their replies flushed) before exiting.
+        self._callers: set = set()
 
     # -- start ------------------------------------------------------------------------
     async def _listen(self) -> str:
@@ -96,7 +111,8 @@ class ActorProcess:
         self.comm = await connect(self.spec["scheduler"], self.token, tls=self.tls,
                                   split_bytes=self.config.frame_split_bytes,
                                   timeout=self.config.handshake_timeout)
-        runtime = Runtime(self.loop, self.comm, self.config, self.process_id, ActorRole(),
+        runtime = Runtime(self.loop, self.comm, self.config, self.process_id,
+                          ActorRole(request_exit=self.request_exit),
                           node_id=self.node_id, token=self.token, tls=self.tls)
         self.runtime = runtime
         runtime.install()
@@ -110,6 +126,8 @@ class ActorProcess:
         runtime.cluster_info = {"num_workers": build["num_workers"],
                                 "resources": build["resources"], "workers": build["workers"]}
         self.class_name = build["class_name"]
+        with self._lock:
+            self._cancelled.update(build.get("cancelled") or ())
         self.streams = output.install(runtime.send_from_any_thread)
         error = await self.loop.run_in_executor(None, self._build, build)
         self.comm.send(msg.ActorReady(self.actor_id, self.incarnation, error))
@@ -178,6 +196,8 @@ class ActorProcess:
     # -- calls ------------------------------------------------------------------------
     def _on_caller(self, comm) -> None:
         comm.handler = self._on_call
+        self._callers.add(comm)
+        comm.on_close.append(self._callers.discard)
         asyncio.ensure_future(comm.read_loop())
 
     def _on_call(self, comm, m):
@@ -219,17 +239,33 @@ class ActorProcess:
                                [worker_id, segment, size, address], None])
         return packed
 
+    def admit(self, call: msg.ActorCall, ident: int | None) -> tuple[list, str] | None:
+        """Start ``call`` (on thread ``ident``; None: a coroutine), or return the outcome
+        of a call that may not start: it was cancelled, or ``exit_actor()`` was called.
+        A call started is active until ``call_ended``."""
+        with self._lock:
+            if call.call_id in self._cancelled:
+                self._cancelled.discard(call.call_id)
+                return self._was_cancelled(call)
+            if self._exiting:
+                error = error_payload(ActorDiedError(
+                    f"actor {self.class_name} exited: exit_actor() was called"
+                    f"{' in ' + self._exit_call if self._exit_call else ''}, and "
+                    f"{call.name} was queued behind it, so it did not run"))
+                return [[r, None, [], 0, None, error] for r in call.returns], "exit_actor()"
+            if ident is not None:
+                self._running[call.call_id] = ident
+            self._active.add(call.call_id)
+            return None
+
     def run_call(self, call: msg.ActorCall, comm) -> None:
         """Run one call to the end in this thread and send its outcome."""
         start = time.perf_counter()
         task = (call.call_id, call.name)
-        with self._lock:
-            if call.call_id in self._cancelled:
-                self._cancelled.discard(call.call_id)
-                packed, error_text = self._was_cancelled(call)
-                self.send_outcome(call, comm, packed, 0.0, error_text)
-                return
-            self._running[call.call_id] = threading.get_ident()
+        refused = self.admit(call, threading.get_ident())
+        if refused is not None:
+            self.send_outcome(call, comm, refused[0], 0.0, refused[1])
+            return
         output.current_task.task = task
         error_text = None
         try:
@@ -244,10 +280,9 @@ class ActorProcess:
             packed, error_text = self._exited(call)
         except BaseException as exc:
             packed, error_text = self._failed(call, exc)
-        with self._lock:
-            self._running.pop(call.call_id, None)
         self._finish_output(task)
         self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+        self.call_ended(call.call_id)
 
     def _was_cancelled(self, call: msg.ActorCall) -> tuple[list, str]:
         error = error_payload(TaskCancelledError(f"{call.name} was cancelled"))
@@ -258,11 +293,40 @@ class ActorProcess:
         return [[r, None, [], 0, None, error] for r in call.returns], text
 
     def _exited(self, call: msg.ActorCall) -> tuple[list, str]:
-        self._exiting = True
-        self.runtime.send_from_any_thread(msg.ActorExiting(self.actor_id))
+        self.request_exit()
         error = error_payload(ActorDiedError(f"actor {self.class_name} exited in {call.name} "
                                              f"(exit_actor() was called)"))
         return [[r, None, [], 0, None, error] for r in call.returns], "exit_actor()"
+
+    # -- exit_actor() -----------------------------------------------------------------
+    def request_exit(self) -> None:
+        """Any thread (``exit_actor()``): from now on no call starts; the scheduler hears
+        at once that this end is intended (no restart)."""
+        task = getattr(output.current_task, "task", None)
+        with self._lock:
+            if self._exiting:
+                return
+            self._exiting = True
+            self._exit_call = task[1] if task else ""
+        self.runtime.send_from_any_thread(msg.ActorExiting(self.actor_id))
+        self.loop.call_soon_threadsafe(self.loop.call_later, EXIT_GRACE_SECONDS,
+                                       self._begin_exit)
+
+    def call_ended(self, call_id: bytes) -> None:
+        """Any thread, after a call's outcome was sent: exit once the last running call
+        of an exiting actor ended."""
+        with self._lock:
+            self._running.pop(call_id, None)
+            self._active.discard(call_id)
+            idle = self._exiting and not self._active
+        if idle:
+            self.loop.call_soon_threadsafe(self._begin_exit)
+
+    def _begin_exit(self) -> None:
+        """Main loop: exit, once."""
+        if not self._exit_started:
+            self._exit_started = True
+            asyncio.ensure_future(self._exit())
 
     def send_outcome(self, call: msg.ActorCall, comm, packed: list, duration: float,
                      error_text: str | None) -> None:
@@ -287,8 +351,6 @@ class ActorProcess:
             _send(comm, direct)
         else:
             self.calls.loop.call_soon_threadsafe(_send, comm, direct)
-        if self._exiting:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._exit()))
 
     async def _reply_after_scheduler(self, comm, direct: list) -> None:
         """Main loop: send what is queued for the scheduler (the ``ActorCallDone``
@@ -302,10 +364,20 @@ class ActorProcess:
         self.calls.loop.call_soon_threadsafe(_send, comm, direct)
 
     async def _exit(self) -> None:
+        """Main loop: flush the replies to callers and the bookkeeping to the scheduler,
+        then stop. Calls still unread fail in their callers, who ask the scheduler."""
         await asyncio.sleep(0)          # let the outcome be queued first
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            self._close_callers(), self.calls.loop))
         self.runtime.flush()
         await self.comm.close()
         self.stop()
+
+    async def _close_callers(self) -> None:
+        """Callers' loop: take no more calls; send what is queued, then close."""
+        self.server.stop()
+        await asyncio.gather(*(comm.close(timeout=5.0) for comm in list(self._callers)),
+                             return_exceptions=True)
 
 
 def _send(comm, messages: list) -> None:
@@ -403,12 +475,19 @@ class _Async:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         error_text = None
+        admitted = False
         try:
-            if call.call_id in process._cancelled:
-                process._cancelled.discard(call.call_id)
-                raise asyncio.CancelledError
             async with self._limit:
-                method, args, kwargs = await loop.run_in_executor(None, process.prepare, call)
+                refused = process.admit(call, None)
+                if refused is not None:
+                    packed, error_text = refused
+                    return
+                admitted = True
+                if call.deps:   # loading ref arguments may block: off the loop
+                    method, args, kwargs = await loop.run_in_executor(None, process.prepare,
+                                                                      call)
+                else:           # no hop: coroutines start in arrival order
+                    method, args, kwargs = process.prepare(call)
                 result = method(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
@@ -421,7 +500,9 @@ class _Async:
             packed, error_text = process._failed(call, exc)
         finally:
             self._calls.pop(call.call_id, None)
-        process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+            process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+            if admitted:
+                process.call_ended(call.call_id)
 
 
 def _make_dispatcher(process: ActorProcess, cls, max_concurrency):
@@ -460,6 +541,8 @@ def main() -> int:
         await process.stopped.wait()
     try:
         loop.run_until_complete(run())
+        if process._exit_started:      # exit_actor(): an intended exit runs atexit
+            atexit._run_exitfuncs()     # handlers, as in Ray
     finally:
         # Threads may still run user code: leave without waiting for them.
         os._exit(0)

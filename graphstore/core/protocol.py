@@ -412,6 +412,12 @@ class CancelRunning(NamedTuple):
     """Scheduler -> worker or actor process: interrupt this running task or call."""
     task_id: bytes
     force: bool
+
+
+class CancelQueuedCall(NamedTuple):
+    """Scheduler -> caller: an actor call was cancelled while no process of its actor
+    runs; if the call still waits in the caller, it fails there and is never sent."""
+    call_id: bytes
 class WorkerHeartbeat(NamedTuple):
     """Worker -> scheduler, every ``heartbeat_interval`` seconds: the worker's own figures
     (``store_used``, ``store_objects``, ``spilled_bytes``, ...; flat numbers and text)."""
@@ -448,6 +454,7 @@ MESSAGE_TYPES: list[type] = [
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
     GetClusterOverview, SchedulerHeartbeat, AdoptSegments, AdoptionFailed,
+    CancelQueuedCall,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -595,6 +602,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     ActorCallDone: (_id, _id, _list, _amount, _opt_str),
     CancelTask: (_id, _flag, _flag),
     CancelRunning: (_id, _flag),
+    CancelQueuedCall: (_id,),
     WorkerHeartbeat: (_dict,),
     GetTaskGraph: (_opt_list, _int),
     SchedulerHeartbeat: (),

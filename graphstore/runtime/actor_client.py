@@ -6,6 +6,9 @@ after its process died) calls wait here, in order; the scheduler tells when the 
 alive again (``GetActor``) or dead. Calls in flight when the process died are sent again
 to the restarted actor while they have retries left (``max_task_retries``), else fail
 with ``ActorDiedError`` -- the same rule the scheduler applies to its copy of the call.
+Once the actor is dead, the outcome of a call that reached its process is the scheduler's
+to tell (the call may have finished before its reply was lost): those results are asked
+from it. A call cancelled while it still waits here (``CancelQueuedCall``) is never sent.
 
 The loop thread resolves actors and reads results; a call to an actor that is alive, with
 nothing of the same caller ahead of it, is written to the socket by the calling thread
@@ -21,7 +24,7 @@ from collections import deque
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect
-from graphstore.exceptions import ActorDiedError, ConnectionLostError
+from graphstore.exceptions import ActorDiedError, ConnectionLostError, TaskCancelledError
 from graphstore.core.serialization import error_payload
 
 logger = logging.getLogger("graphstore.actor")
@@ -120,7 +123,7 @@ class ActorClient:
                                                              link.incarnation))
         except Exception as exc:
             self._dead(link, error_payload(ConnectionLostError(
-                f"could not reach the scheduler to find the actor: {exc}")))
+                f"could not reach the scheduler to find the actor: {exc}")), ask=False)
             return
         if status[0] == "dead":
             self._dead(link, status[1])
@@ -189,18 +192,42 @@ class ActorClient:
         link.lost = []
         link.pending = deque(retry + list(link.pending))
 
-    def _dead(self, link: _Link, error: list) -> None:
+    def _dead(self, link: _Link, error: list, ask: bool = True) -> None:
+        """The actor is dead: calls that never left fail with ``error``; those that
+        reached its process get their outcome from the scheduler (``ask``)."""
         with self._lock:
             link.state = "dead"
             link.error = error
-            for entry in link.lost + list(link.sent.values()) + list(link.pending):
+            reached = link.lost + list(link.sent.values())
+            for entry in reached if not ask else ():
+                self._fail(entry, error)
+            for entry in link.pending:
                 self._fail(entry, error)
             link.lost = []
             link.sent.clear()
             link.pending.clear()
             comm, link.comm = link.comm, None
+        if ask and reached:
+            ids = [object_id for entry in reached for object_id in entry[0].returns]
+            for object_id in ids:
+                self._call_of.pop(object_id, None)
+            self.runtime.ask_scheduler(ids)
         if comm is not None:
             comm.abort()
+
+    def cancel_queued(self, call_id: bytes) -> None:
+        """Loop thread (``CancelQueuedCall``): a call cancelled while no process of its
+        actor runs fails now and is never sent, if it still waits here."""
+        with self._lock:
+            for link in self.links.values():
+                for queue in (link.pending, link.lost):
+                    for entry in queue:
+                        if entry[0].call_id == call_id:
+                            queue.remove(entry)
+                            self._fail(entry, error_payload(TaskCancelledError(
+                                f"{entry[0].name} was cancelled before it started")),
+                                report=True)
+                            return
 
     def _fail(self, entry: list, error: list, report: bool = False) -> None:
         """Fail a call here; ``report``: tell the scheduler too, which keeps calls of a

@@ -18,7 +18,10 @@ class DriverRole:
 
 @dataclass(frozen=True)
 class ActorRole:
-    """One actor's process: asks a store on its host to hold its large results."""
+    """One actor's process: asks a store on its host to hold its large results.
+
+    ``request_exit()`` is what ``exit_actor()`` calls: from then on no call starts."""
+    request_exit: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

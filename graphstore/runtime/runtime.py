@@ -218,6 +218,8 @@ class Runtime:
         elif cls is msg.Output:
             if self.output_enabled:
                 self._print_output(m)
+        elif cls is msg.CancelQueuedCall:
+            self.actor_client.cancel_queued(m.call_id)
         elif cls is msg.ClusterInfo:
             self.cluster_info = {"num_workers": m.num_workers, "resources": m.resources,
                                  "workers": m.workers}
@@ -308,6 +310,16 @@ class Runtime:
         """The ids of these whose values are not here yet."""
         with self._lock:
             return [object_id for object_id in object_ids if object_id not in self._local]
+
+    def ask_scheduler(self, object_ids: list[bytes]) -> None:
+        """Loop thread: have the scheduler send these objects (or their errors) when they
+        exist, though they were expected from an actor whose process is gone. Ids no
+        longer held here are skipped."""
+        counts = self._channel.counts
+        wanted = [i for i in object_ids if i in self._direct or i in counts]
+        if wanted:
+            self._channel.ask_again(wanted)
+            self.send_from_any_thread(msg.WantObjects(wanted))
 
     def forget_local(self, object_id: bytes) -> None:
         """Drop what is known here of an object, so the next read asks again."""

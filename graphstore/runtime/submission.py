@@ -63,7 +63,8 @@ class Submitter:
     def create_actor(self, descriptor: FunctionDescriptor, class_name: str, args: tuple,
                      kwargs: dict, options: dict, methods: dict) -> list:
         """Ask for an actor; returns [actor id, creation id, class name, methods,
-        max_task_retries] (of an existing actor for ``get_if_exists``)."""
+        max_task_retries, existing] (``existing``: an actor found by ``get_if_exists``,
+        which this process did not create)."""
         self._runtime.check_connected()
         self._register(descriptor)
         payload, deps, nested = pack_args(f"{class_name}.__init__", args, kwargs,
@@ -73,7 +74,8 @@ class Submitter:
                             deps, nested, options, methods)
         if options.get("name") is not None:   # the scheduler checks the name first
             try:
-                return self._runtime.request(m)
+                info = self._runtime.request(m)
+                return [*info[:5], info[0] != actor_id]
             except RemoteCallError as exc:
                 text = str(exc)
                 if text.startswith("ValueError: "):
@@ -81,7 +83,7 @@ class Submitter:
                 raise
         self._send(m)
         return [actor_id, creation_id, class_name, methods,
-                int(options.get("max_task_retries", 0))]
+                int(options.get("max_task_retries", 0)), False]
 
     def call_actor(self, actor_id: bytes, method: str, name: str, args: tuple,
                    kwargs: dict, num_returns: int, retries: int) -> list[ObjectRef]:

@@ -100,6 +100,9 @@ class Getter:
     def ping(self):
         return "pong"
 
+    def fail(self):
+        raise ZeroDivisionError("boom")
+
 
 @graphstore.remote
 class Slow:
@@ -175,6 +178,20 @@ def test_get_fails_fast_inside_an_actor(cluster, gate):
                           timeout=PROMPT) == "failed fast: ZeroDivisionError"
     assert graphstore.get(actor.get.remote([boom.remote(), pending], timeout=120),
                           timeout=PROMPT) == "failed fast: ZeroDivisionError"
+
+
+def test_get_fails_fast_on_actor_results(cluster, tmp_path):
+    """Actor results come straight from the actor, not via the scheduler."""
+    release = tmp_path / "release"
+    slow, getter = Slow.remote(), Getter.remote()
+    held = slow.hold.remote(str(release))
+    try:
+        with pytest.raises(ZeroDivisionError):
+            graphstore.get([held, getter.fail.remote()], timeout=120)
+        assert not _ready(held)
+    finally:
+        release.touch()
+    assert graphstore.get(held, timeout=60) == "released"
 
 
 def test_get_of_a_list_still_times_out_without_errors(cluster, gate):

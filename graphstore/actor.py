@@ -209,6 +209,7 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill the actor's process now. Pending and later calls fail with
     ``ActorDiedError``, unless ``no_restart=False`` and it has restarts left."""
     if not isinstance(handle, ActorHandle):
-        raise TypeError(f"kill() takes an ActorHandle, not {type(handle).__name__}")
+        raise ValueError(f"kill() only supported for actors (an ActorHandle). For tasks, "
+                         f"try cancel(). Got: {type(handle)}.")
     session.get_runtime().send_from_any_thread(msg.KillActor(handle._actor_id,
                                                             bool(no_restart)))

@@ -26,7 +26,11 @@ def get(refs, *, timeout: float | None = None):
     """The value of a ref, or a list of values for a list of refs (in order).
 
     Raises the task's error (a ``TaskError`` that is also an instance of the original
-    exception class) and ``GetTimeoutError`` after ``timeout`` seconds.
+    exception class) and ``GetTimeoutError`` after ``timeout`` seconds. A list fails
+    fast, as in Ray: the first object found to be an error is raised at once, without
+    waiting for the others. ``timeout=-1`` means no limit (Ray's spelling of None).
+    Inside a task, a ``cancel()`` of the task wakes the ``get`` with
+    ``TaskCancelledError``.
     """
     return session.runtime_or_auto_init().get(refs, timeout)
 
@@ -35,7 +39,10 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
          fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Wait until ``num_returns`` of ``refs`` are ready or ``timeout`` passes.
 
-    Returns ``(ready, not_ready)``, each in the order of ``refs``.
+    Returns ``(ready, not_ready)``, each in the order of ``refs``; an object that is an
+    error counts as ready. ``wait([])`` is ``([], [])``. As in Ray, ``refs`` must be
+    unique and ``1 <= num_returns <= len(refs)`` (``ValueError``), ``timeout`` not
+    negative (``ValueError``).
     """
     return session.runtime_or_auto_init().wait(refs, num_returns, timeout, fetch_local)
 
@@ -113,7 +120,9 @@ def visualize(refs=None, filename: str = "graph.svg", format: str | None = None,
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task or actor call producing ``ref``. Not started: it never runs.
-    Running: ``TaskCancelledError`` is raised inside it (``force=True`` ends the worker
-    process running a task; actor calls are always interrupted in place). ``recursive``: tasks it
-    submitted are cancelled too. ``get(ref)`` then raises ``TaskCancelledError``."""
+    Running: ``TaskCancelledError`` is raised inside it, also when it is blocked in
+    ``get``/``wait`` (``force=True`` ends the worker process running a task; actor calls
+    are always interrupted in place, and ``force=True`` on one raises ``ValueError``, as
+    in Ray). ``recursive``: tasks it submitted are cancelled too. ``get(ref)`` then
+    raises ``TaskCancelledError``."""
     session.runtime_or_auto_init().submitter.cancel(ref, force, recursive)

@@ -882,10 +882,16 @@ class SchedulerState(ActorsMixin):
     # -- cancelling -------------------------------------------------------------------
     def cancel(self, m: msg.CancelTask) -> None:
         """Cancel the task or actor call producing ``m.object_id`` (if still pending):
-        unstarted ones fail at once, running ones are interrupted by their process."""
+        unstarted ones fail at once, running ones are interrupted by their process.
+        ``force`` on an actor call raises ValueError, as in Ray (the caller asks)."""
         obj = self.objects.get(m.object_id)
-        if obj is None or obj.state != PENDING:
-            return                        # finished (or freed): nothing to cancel
+        if obj is None:
+            return                        # freed: nothing to cancel
+        if m.force and obj.producer is not None and not isinstance(obj.producer, TaskState):
+            raise ValueError("force=True is not supported for actor tasks. Use kill() on "
+                             "the actor's handle to end the actor.")
+        if obj.state != PENDING:
+            return                        # finished: nothing to cancel
         if isinstance(obj.producer, TaskState):
             self._cancel_task(obj.producer, m.force, m.recursive)
             return

@@ -175,7 +175,7 @@ class ActorProcess:
             ident = self._running.get(call_id)
             if ident is None:
                 self._cancelled.add(call_id)
-            else:
+            elif not self.runtime.cancel_wait(ident):   # blocked in get/wait: woken
                 interrupt_thread(ident, TaskCancelledError)
 
     def _finish_output(self, task) -> None:

@@ -93,7 +93,8 @@ class TaskExecutor:
     def cancel(self, task_id: bytes, force: bool) -> None:
         """Interrupt a running task, or drop a queued one when its turn comes; ``force``
         ends this worker process (the scheduler fails the task, and a local cluster
-        starts a replacement worker)."""
+        starts a replacement worker). A task blocked in ``get``/``wait`` is woken to
+        raise there (an injected exception would wait for its next bytecode)."""
         if force:
             logger.warning("task cancelled with force=True: this worker exits")
             os._exit(1)
@@ -101,7 +102,7 @@ class TaskExecutor:
             ident = self._running.get(task_id)
             if ident is None:
                 self._cancelled.add(task_id)
-            else:
+            elif not self._runtime.cancel_wait(ident):
                 interrupt_thread(ident, TaskCancelledError)
 
     def add_function(self, function_hash: bytes, payload: bytes) -> None:

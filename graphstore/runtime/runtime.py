@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import numbers
 import sys
 import threading
 from typing import Any, Sequence
@@ -33,7 +34,8 @@ from graphstore.core.node import default_node_id
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.core.protocol import wire_payload
 from graphstore.core.serialization import dumps, error_payload, loads, nbytes
-from graphstore.exceptions import ConnectionLostError, GetTimeoutError, GraphstoreError
+from graphstore.exceptions import (ConnectionLostError, GetTimeoutError, GraphstoreError,
+                                   TaskCancelledError)
 from graphstore.runtime import context
 from graphstore.runtime.actor_client import ActorClient, ActorSend
 from graphstore.runtime.object_io import ObjectIO
@@ -50,6 +52,23 @@ _DEFER_SECONDS = 0.002
 #: Seconds a get waits for actor results to come straight from the actor before also
 #: asking the scheduler for them.
 _DIRECT_PATIENCE = 2.0
+
+
+def _check_timeout(timeout) -> float:
+    """A timeout in seconds, checked as Ray checks ``wait``'s."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    return timeout
+
+
+def _get_timeout(timeout) -> float | None:
+    """``get``'s timeout: as ``wait``'s, but -1 means no limit, as in Ray."""
+    if timeout == -1 and not isinstance(timeout, bool):
+        return None
+    return _check_timeout(timeout)
 
 
 class Runtime:
@@ -86,6 +105,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._local: dict[bytes, tuple] = {}
         self._waiters: dict[bytes, list[Waiter]] = {}
+        #: Thread ident -> the waiter it is blocked on (``cancel_wait``).
+        self._blocking: dict[int, Waiter] = {}
         self._closed = False
         self._lost = False
         self.objects = ObjectIO(self)
@@ -240,8 +261,9 @@ class Runtime:
             self._direct.discard(object_id)
             waiters = self._waiters.pop(object_id, None)
         if waiters:
+            failed = error is not None
             for waiter in waiters:
-                waiter.arrived(self.value)
+                waiter.arrived(self.value, failed)
 
     def _print_output(self, m: msg.Output) -> None:
         stream = sys.stderr if m.stream == "stderr" else sys.stdout
@@ -328,76 +350,142 @@ class Runtime:
         self._channel.ask_again([object_id])
 
     def get(self, refs, timeout: float | None = None):
+        """The value(s) of ``refs``. A list fails fast, as Ray's ``get`` does: the first
+        object found to be an error is raised without waiting for the others."""
         single = isinstance(refs, ObjectRef)
         if single:
             refs = [refs]
         elif not isinstance(refs, (list, tuple)):
-            raise TypeError(f"get() takes an ObjectRef or a list of them, not "
-                            f"{type(refs).__name__}")
+            raise ValueError(f"Invalid type of object refs, {type(refs)}, is given. "
+                             f"'object_refs' must either be an ObjectRef or a list of "
+                             f"ObjectRefs.")
         else:
             for ref in refs:
                 if not isinstance(ref, ObjectRef):
-                    raise TypeError(f"get() takes ObjectRefs; got {type(ref).__name__} "
-                                    f"in the list")
+                    raise TypeError(f"Attempting to call `get` on the value {ref!r}, "
+                                    f"which is not an ObjectRef.")
+        if timeout is not None:
+            timeout = _get_timeout(timeout)
         local = self._local
         missing = [r._id for r in refs if r._id not in local]
         if missing:
-            self.await_objects(missing, len(set(missing)), timeout)
+            if single:
+                self.await_objects(missing, 1, timeout)
+            else:
+                if len(missing) < len(refs):
+                    self._raise_first_error(refs)     # an error here already: fail now
+                if self.await_objects(missing, len(set(missing)), timeout,
+                                      fail_fast=True):
+                    self._raise_first_error(refs)
         values = [self.value(r._id) for r in refs]
         return values[0] if single else values
 
-    def await_objects(self, ids: list[bytes], needed: int, timeout: float | None) -> None:
-        """Block until ``needed`` of ``ids`` are local (or raise GetTimeoutError)."""
-        waiter = Waiter(needed)
+    def _raise_first_error(self, refs) -> None:
+        """Raise the error of the first of ``refs`` (in order) that is here and failed."""
+        local = self._local
+        for ref in refs:
+            entry = local.get(ref._id)
+            if entry is not None and entry[1] is not None:
+                raise loads(entry[1])
+
+    def await_objects(self, ids: list[bytes], needed: int, timeout: float | None,
+                      fail_fast: bool = False) -> bool:
+        """Block until ``needed`` of ``ids`` are local (or raise GetTimeoutError);
+        ``fail_fast``: or until one of them is an error, then True is returned.
+
+        A task (or actor call) cancelled while it blocks here raises
+        ``TaskCancelledError`` (``cancel_wait``)."""
+        waiter = Waiter(needed, fail_fast=fail_fast)
         registered = []
+        local = self._local
         with self._lock:
             for object_id in dict.fromkeys(ids):
-                if object_id in self._local:
-                    waiter.needed -= 1
-                else:
+                entry = local.get(object_id)
+                if entry is None:
                     self._waiters.setdefault(object_id, []).append(waiter)
                     registered.append(object_id)
-            done = waiter.needed <= 0
+                else:                               # came meanwhile
+                    waiter.needed -= 1
+                    if entry[1] is not None:
+                        waiter.errored = True
+            failed = fail_fast and waiter.errored
+            done = waiter.needed <= 0 or failed
         if done:
             if registered:
                 self._unregister(waiter, registered)
-            return
-        if self._lost or self.comm.closed:
-            self._unregister(waiter, registered)
-            raise ConnectionLostError(
-                "lost the connection to the graphstore scheduler; the cluster is gone")
-        wanted = [i for i in registered if i not in self._direct]
-        if wanted:            # an actor sends its results here itself
-            self.send_from_any_thread(msg.WantObjects(wanted))
-        direct = len(wanted) < len(registered)
-        blocked = self._task_blocked() if self._task_blocked is not None else None
+            return failed
         try:
-            if direct:
-                # Actor results come straight from the actor; should one not come (its
-                # connection broke after the scheduler recorded it), ask the scheduler.
-                first = _DIRECT_PATIENCE if timeout is None else min(timeout,
-                                                                     _DIRECT_PATIENCE)
-                finished = waiter.wait(first)
-                if not finished:
-                    with self._lock:
-                        late = [i for i in registered if i not in self._local]
-                    self._channel.ask_again(late)
-                    self.send_from_any_thread(msg.WantObjects(late))
-                    finished = waiter.wait(None if timeout is None else timeout - first)
-            else:
-                finished = waiter.wait(timeout)
-        finally:
-            if blocked is not None:
-                self._task_unblocked(blocked)
+            if self._lost or self.comm.closed:
+                raise ConnectionLostError(
+                    "lost the connection to the graphstore scheduler; the cluster is gone")
+            wanted = [i for i in registered if i not in self._direct]
+            if wanted:            # an actor sends its results here itself
+                self.send_from_any_thread(msg.WantObjects(wanted))
+            finished = self._block(waiter, registered, len(wanted) < len(registered),
+                                   timeout)
+        except BaseException:
+            # Also an exception injected into this thread (a cancel that came before it
+            # blocked): leave no waiter behind.
+            self._unregister(waiter, registered)
+            raise
+        if waiter.cancelled:
+            self._unregister(waiter, registered)
+            task = getattr(context.current_task, "task", None)
+            raise TaskCancelledError(f"{task[1] if task else 'the task'} was cancelled "
+                                     f"while it waited for objects")
         if not finished:
             self._unregister(waiter, registered)
             if waiter.needed <= 0:
-                return
+                return False
             raise GetTimeoutError(
                 f"get() timed out after {timeout} s with {waiter.needed} of "
                 f"{len(registered)} object(s) not ready")
         if self._closed:
             raise ConnectionLostError("graphstore was shut down while waiting")
+        if waiter.needed > 0:                # woken early: one of them is an error
+            self._unregister(waiter, registered)
+            return True
+        return False
+
+    def _block(self, waiter: Waiter, registered: list[bytes], direct: bool,
+               timeout: float | None) -> bool:
+        """Wait on ``waiter``, visible to ``cancel_wait`` meanwhile; False on timeout."""
+        me = threading.get_ident()
+        try:
+            with self._lock:
+                self._blocking[me] = waiter
+            blocked = self._task_blocked() if self._task_blocked is not None else None
+            try:
+                if not direct:
+                    return waiter.wait(timeout)
+                # Actor results come straight from the actor; should one not come (its
+                # connection broke after the scheduler recorded it), ask the scheduler.
+                first = _DIRECT_PATIENCE if timeout is None else min(timeout,
+                                                                     _DIRECT_PATIENCE)
+                if waiter.wait(first):
+                    return True
+                with self._lock:
+                    late = [i for i in registered if i not in self._local]
+                self._channel.ask_again(late)
+                self.send_from_any_thread(msg.WantObjects(late))
+                return waiter.wait(None if timeout is None else timeout - first)
+            finally:
+                if blocked is not None:
+                    self._task_unblocked(blocked)
+        finally:
+            with self._lock:
+                self._blocking.pop(me, None)
+
+    def cancel_wait(self, thread_ident: int) -> bool:
+        """Loop thread: the task on thread ``thread_ident`` was cancelled. If that thread
+        is blocked in ``get``/``wait``, wake it to raise ``TaskCancelledError`` and return
+        True; else False (the caller interrupts the running code instead)."""
+        with self._lock:
+            waiter = self._blocking.get(thread_ident)
+            if waiter is None:
+                return False
+            waiter.cancel()
+            return True
 
     def _unregister(self, waiter: Waiter, ids: list[bytes]) -> None:
         with self._lock:
@@ -422,16 +510,31 @@ class Runtime:
 
     def wait(self, refs: Sequence[ObjectRef], num_returns: int = 1,
              timeout: float | None = None, fetch_local: bool = True):
-        if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
-            raise TypeError("wait() takes a list of ObjectRefs")
+        """``(ready, not_ready)``; an object that is an error counts as ready. The
+        argument checks are Ray's, in Ray's order."""
+        if isinstance(refs, ObjectRef):
+            raise TypeError("wait() expected a list of ObjectRefs, got a single ObjectRef")
+        if not isinstance(refs, (list, tuple)):
+            raise TypeError(f"wait() expected a list of ObjectRefs, got {type(refs)}")
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
         for ref in refs:
             if not isinstance(ref, ObjectRef):
-                raise TypeError(f"wait() takes ObjectRefs; got {type(ref).__name__}")
+                raise TypeError(f"wait() expected a list of ObjectRefs, got list "
+                                f"containing {type(ref)}")
+        if not refs:
+            return [], []
         if len(set(refs)) != len(refs):
-            raise ValueError("wait() got the same ObjectRef more than once")
-        if not 0 <= num_returns <= len(refs):
-            raise ValueError(f"num_returns={num_returns} must be between 0 and the number "
-                             f"of refs ({len(refs)})")
+            raise ValueError("wait() requires a list of unique ObjectRefs; got the same "
+                             "ObjectRef more than once")
+        if not isinstance(num_returns, numbers.Integral):
+            raise TypeError(f"num_returns must be an int, not {type(num_returns).__name__}")
+        if num_returns <= 0:
+            raise ValueError(f"Invalid number of objects to return {num_returns}.")
+        if num_returns > len(refs):
+            raise ValueError(f"num_returns cannot be greater than the number of objects "
+                             f"provided to wait() (num_returns={num_returns}, "
+                             f"{len(refs)} refs)")
         local = self._local
         missing = [r._id for r in refs if r._id not in local]
         have = len(refs) - len(missing)

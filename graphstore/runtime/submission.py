@@ -105,8 +105,21 @@ class Submitter:
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if not isinstance(ref, ObjectRef):
-            raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
-        self._send(msg.CancelTask(ref._id, bool(force), bool(recursive)))
+            raise TypeError(f"cancel() only supported for object refs (ObjectRef). For "
+                            f"actors, try kill(). Got: {type(ref)}.")
+        m = msg.CancelTask(ref._id, bool(force), bool(recursive))
+        if not force:
+            self._send(m)
+            return
+        # Only the scheduler knows whether an actor call produces the ref, which
+        # force=True must refuse (as Ray does): ask it, and wait for its answer.
+        try:
+            self._runtime.request(m)
+        except RemoteCallError as exc:
+            text = str(exc)
+            if text.startswith("ValueError: "):
+                raise ValueError(text[len("ValueError: "):]) from None
+            raise
 
     def _register(self, descriptor: FunctionDescriptor) -> None:
         if descriptor.hash not in self._registered_functions:

@@ -43,6 +43,7 @@ from graphstore.core.tls import TLSConfig
 from graphstore.worker import output
 from graphstore.worker.executor import (_restore_filename, interrupt_thread, pack_task_error,
                                         split_returns)
+from graphstore.worker.generators import YieldWriter, not_a_generator, store_yielded
 
 logger = logging.getLogger("graphstore.actor")
 
@@ -203,21 +204,52 @@ class ActorProcess:
     def results(self, call: msg.ActorCall, result) -> list:
         """``ActorCallDone`` entries for a call's return value(s)."""
         values = split_returns(call.name, result, len(call.returns))
+        return [self._pack(call, object_id, value)
+                for object_id, value in zip(call.returns, values)]
+
+    def _pack(self, call: msg.ActorCall, object_id: bytes, value) -> list:
+        """One ``ActorCallDone`` entry: the value inline, or written into a store."""
         runtime = self.runtime
-        packed = []
-        for object_id, value in zip(call.returns, values):
-            buffers, contained = dumps(value, what=f"the return value of {call.name}")
-            location = None
-            if sum(memoryview(b).nbytes for b in buffers) > runtime.config.inline_threshold:
-                location = runtime.objects.put_stored(object_id, buffers)
-            if location is None:
-                packed.append([object_id, msg.wire_payload(buffers, runtime.split_bytes),
-                               contained, 0, None, None])
-            else:
-                worker_id, address, segment, size = location
-                packed.append([object_id, None, contained, size,
-                               [worker_id, segment, size, address], None])
-        return packed
+        buffers, contained = dumps(value, what=f"the return value of {call.name}")
+        location = None
+        if sum(memoryview(b).nbytes for b in buffers) > runtime.config.inline_threshold:
+            location = runtime.objects.put_stored(object_id, buffers)
+        if location is None:
+            return [object_id, msg.wire_payload(buffers, runtime.split_bytes),
+                    contained, 0, None, None]
+        worker_id, address, segment, size = location
+        return [object_id, None, contained, size, [worker_id, segment, size, address], None]
+
+    def run_generator(self, call: msg.ActorCall, result, writer: YieldWriter | None,
+                      partial: list | None):
+        """Drain a generator method's values as they come (in the call's thread): into
+        ``writer`` (streaming, dynamic; returns the call's one result) or, for
+        num_returns=N, packed into ``partial`` (returns None)."""
+        if writer is not None:
+            if not inspect.isgenerator(result):
+                raise not_a_generator(call.name, call.mode, result)
+            for value in result:
+                writer.add(value)
+            return writer.result()
+        store_yielded(result, len(call.returns),
+                      lambda i, v: self._pack(call, call.returns[i], v), call.name, partial)
+        return None
+
+    def writer_for(self, call: msg.ActorCall) -> YieldWriter | None:
+        if not call.mode:
+            return None
+        return YieldWriter(self.runtime, call.returns[0], call.mode, call.name, call.caller)
+
+    def after_error(self, call: msg.ActorCall, writer: YieldWriter | None,
+                    partial: list | None, packed: list, text: str) -> tuple[list, str]:
+        """The outcome of a call that raised: a streaming or dynamic generator's error
+        is its last value; a generator with num_returns=N keeps what it yielded."""
+        if writer is not None:
+            writer.add_error(packed[0][5])
+            return self.results(call, writer.result()), text
+        if partial:
+            packed[:len(partial)] = partial
+        return packed, text
 
     def run_call(self, call: msg.ActorCall, comm) -> None:
         """Run one call to the end in this thread and send its outcome."""
@@ -232,18 +264,26 @@ class ActorProcess:
             self._running[call.call_id] = threading.get_ident()
         output.current_task.task = task
         error_text = None
+        writer = self.writer_for(call)
+        partial = None
         try:
             method, args, kwargs = self.prepare(call)
             result = method(*args, **kwargs)
+            if writer is not None or inspect.isgenerator(result):
+                partial = []
+                result = self.run_generator(call, result, writer, partial)
             with self._lock:           # inside the try: a late interrupt lands here too
                 del self._running[call.call_id]
-            packed = self.results(call, result)
+            packed = partial if writer is None and partial is not None else \
+                self.results(call, result)
         except TaskCancelledError:
-            packed, error_text = self._was_cancelled(call)
+            packed, error_text = self.after_error(call, writer, partial,
+                                                  *self._was_cancelled(call))
         except ActorExit:
             packed, error_text = self._exited(call)
         except BaseException as exc:
-            packed, error_text = self._failed(call, exc)
+            packed, error_text = self.after_error(call, writer, partial,
+                                                  *self._failed(call, exc))
         with self._lock:
             self._running.pop(call.call_id, None)
         self._finish_output(task)
@@ -386,6 +426,8 @@ class _Async:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         error_text = None
+        writer = process.writer_for(call)
+        partial = None
         try:
             if call.call_id in process._cancelled:
                 process._cancelled.discard(call.call_id)
@@ -393,18 +435,53 @@ class _Async:
             async with self._limit:
                 method, args, kwargs = await loop.run_in_executor(None, process.prepare, call)
                 result = method(*args, **kwargs)
-                if inspect.isawaitable(result):
+                if writer is not None:
+                    result = await self._drain(call, writer, result)
+                elif inspect.isasyncgen(result):     # num_returns=N
+                    result = [value async for value in result]
+                elif inspect.isawaitable(result):
                     result = await result
-                packed = await loop.run_in_executor(None, process.results, call, result)
+                if writer is None and inspect.isgenerator(result):
+                    partial = []
+                    await loop.run_in_executor(None, process.run_generator, call, result,
+                                               None, partial)
+                    packed = partial
+                else:
+                    packed = await loop.run_in_executor(None, process.results, call,
+                                                        result)
         except asyncio.CancelledError:
-            packed, error_text = process._was_cancelled(call)
+            packed, error_text = await self._after_error(call, writer, partial,
+                                                         *process._was_cancelled(call))
         except ActorExit:
             packed, error_text = process._exited(call)
         except BaseException as exc:
-            packed, error_text = process._failed(call, exc)
+            packed, error_text = await self._after_error(call, writer, partial,
+                                                         *process._failed(call, exc))
         finally:
             self._calls.pop(call.call_id, None)
         process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+
+
+    @staticmethod
+    async def _drain(call, writer: YieldWriter, result):
+        """Store what an async (or plain) generator method yields, as it yields it; a
+        plain one runs in a thread, off the loop."""
+        loop = asyncio.get_running_loop()
+        if inspect.isasyncgen(result):
+            async for value in result:
+                await loop.run_in_executor(None, writer.add, value)
+        elif inspect.isgenerator(result):
+            done = object()
+            while (value := await loop.run_in_executor(None, next, result, done)) \
+                    is not done:
+                await loop.run_in_executor(None, writer.add, value)
+        else:
+            raise not_a_generator(call.name, call.mode, result)
+        return writer.result()
+
+    async def _after_error(self, call, writer, partial, packed, text):
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._process.after_error, call, writer, partial, packed, text)
 
 
 def _make_dispatcher(process: ActorProcess, cls, max_concurrency):

@@ -27,10 +27,12 @@ import socket
 import sys
 import threading
 import time
+from types import GeneratorType
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import CommServer, connect
 from graphstore.core.config import Limits, load_config
+from graphstore.core.generators import STREAMING
 from graphstore.exceptions import ActorDiedError, ActorExit, ProtocolError, TaskCancelledError
 from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.core.loop_thread import LoopThread
@@ -235,9 +237,7 @@ class ActorProcess:
                       lambda i, v: self._pack(call, call.returns[i], v), call.name, partial)
         return None
 
-    def writer_for(self, call: msg.ActorCall) -> YieldWriter | None:
-        if not call.mode:
-            return None
+    def writer_for(self, call: msg.ActorCall) -> YieldWriter:
         return YieldWriter(self.runtime, call.returns[0], call.mode, call.name, call.caller)
 
     def after_error(self, call: msg.ActorCall, writer: YieldWriter | None,
@@ -264,12 +264,12 @@ class ActorProcess:
             self._running[call.call_id] = threading.get_ident()
         output.current_task.task = task
         error_text = None
-        writer = self.writer_for(call)
+        writer = self.writer_for(call) if call.mode else None
         partial = None
         try:
             method, args, kwargs = self.prepare(call)
             result = method(*args, **kwargs)
-            if writer is not None or inspect.isgenerator(result):
+            if writer is not None or type(result) is GeneratorType:
                 partial = []
                 result = self.run_generator(call, result, writer, partial)
             with self._lock:           # inside the try: a late interrupt lands here too
@@ -317,12 +317,22 @@ class ActorProcess:
                 entry[4] = entry[4][:3]
         self.runtime.send_from_any_thread(msg.ActorCallDone(
             call.call_id, self.actor_id, packed, duration, error_text))
-        if threading.get_ident() == self.calls.thread.ident:
+        if call.mode == STREAMING:
+            # The values went to the scheduler, which hands them to the caller: the
+            # caller learns how many there are only once they are on their way.
+            self.loop.call_soon_threadsafe(self._send_after_flush, comm, direct)
+        elif threading.get_ident() == self.calls.thread.ident:
             _send(comm, direct)
         else:
             self.calls.loop.call_soon_threadsafe(_send, comm, direct)
         if self._exiting:
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._exit()))
+
+    def _send_after_flush(self, comm, direct: list) -> None:
+        """Main loop: send what this process queued for the scheduler, then ``direct``
+        to the caller."""
+        self.runtime.flush()
+        self.calls.loop.call_soon_threadsafe(_send, comm, direct)
 
     async def _exit(self) -> None:
         await asyncio.sleep(0)          # let the outcome be queued first
@@ -426,7 +436,7 @@ class _Async:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         error_text = None
-        writer = process.writer_for(call)
+        writer = process.writer_for(call) if call.mode else None
         partial = None
         try:
             if call.call_id in process._cancelled:

@@ -94,6 +94,8 @@ class Runtime:
         self.submitter = Submitter(self)
         self.actor_client = ActorClient(self)
         self.streams = StreamTable(self)
+        #: The open streams by generator id (read without a call on the arrival path).
+        self._open_streams = self.streams.by_id
 
     @property
     def closed(self) -> bool:
@@ -246,7 +248,7 @@ class Runtime:
         if waiters:
             for waiter in waiters:
                 waiter.arrived(self.value)
-        if self.streams:                  # a streaming generator's task ended
+        if self._open_streams:            # a streaming generator's task may have ended
             self.streams.completed(object_id, payload, error)
 
     def _generator_item(self, m: msg.GeneratorItemReady) -> None:

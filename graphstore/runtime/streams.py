@@ -58,21 +58,19 @@ class StreamTable:
     def __init__(self, runtime: "Runtime"):
         self._runtime = runtime
         self._lock = threading.Lock()
-        self._streams: dict[bytes, _Stream] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._streams)
+        #: Open streams by generator id (the runtime reads whether there are any).
+        self.by_id: dict[bytes, _Stream] = {}
 
     def open(self, generator_id: bytes) -> None:
         """Before the call is sent: announcements of it find their stream."""
         with self._lock:
-            self._streams[generator_id] = _Stream()
+            self.by_id[generator_id] = _Stream()
 
     def close(self, generator_id: bytes) -> None:
         """The generator is gone: refs not handed out are dropped (outside the lock, as
         dropping a ref reports to the runtime)."""
         with self._lock:
-            stream = self._streams.pop(generator_id, None)
+            stream = self.by_id.pop(generator_id, None)
         if stream is not None:
             stream.refs.clear()
 
@@ -80,7 +78,7 @@ class StreamTable:
         """The connection is gone: every stream ends, with the generator object's error
         (its get raises that the cluster is gone)."""
         with self._lock:
-            streams = list(self._streams.values())
+            streams = list(self.by_id.values())
             wakers = []
             for stream in streams:
                 if stream.count is None:
@@ -95,7 +93,7 @@ class StreamTable:
         """The ``index``-th value came, as ``ref`` (held for this process). A stream
         closed meanwhile drops it, which releases it."""
         with self._lock:
-            stream = self._streams.get(generator_id)
+            stream = self.by_id.get(generator_id)
             if stream is None or index < stream.next:
                 return
             stream.refs[index] = ref
@@ -106,7 +104,7 @@ class StreamTable:
     def completed(self, generator_id: bytes, payload, error) -> None:
         """The task ended (``payload``: how many values it yielded) or failed."""
         with self._lock:
-            stream = self._streams.get(generator_id)
+            stream = self.by_id.get(generator_id)
             if stream is None or stream.count is not None or stream.failed:
                 return
             if error is not None:
@@ -126,7 +124,7 @@ class StreamTable:
         """The next ref (handed out unless ``take`` is false), ``_END``, or None when it
         has not come yet (then ``waker`` is called at the next change)."""
         with self._lock:
-            stream = self._streams.get(generator_id)
+            stream = self.by_id.get(generator_id)
             if stream is None:
                 return _END
             ref = stream.refs.get(stream.next)
@@ -149,7 +147,7 @@ class StreamTable:
     def finished(self, generator_id: bytes) -> bool:
         """Whether every value was handed out (``next`` would stop)."""
         with self._lock:
-            stream = self._streams.get(generator_id)
+            stream = self.by_id.get(generator_id)
             if stream is None:
                 return True
             if stream.count is not None:

@@ -18,7 +18,8 @@ import pytest
 
 import graphstore
 from graphstore import DynamicObjectRefGenerator, ObjectRefGenerator
-from graphstore.exceptions import ActorDiedError, TaskCancelledError, TaskError
+from graphstore.exceptions import (ActorDiedError, TaskCancelledError, TaskError,
+                                   WorkerCrashedError)
 from helpers import wait_for
 
 MB = 1024 * 1024
@@ -283,6 +284,53 @@ def test_a_retried_generator_hands_out_each_value_once(cluster, tmp_path):
             yield i
     assert [graphstore.get(ref) for ref in flaky.remote(str(marker))] == [0, 1, 2, 3, 4]
     assert marker.exists()
+
+
+@graphstore.remote
+def dies_once(marker, n=4):
+    """Its first run ends its worker's process after two values."""
+    for i in range(n):
+        if i == 2 and not os.path.exists(marker):
+            _open(marker)
+            os._exit(1)
+        yield i
+
+
+def test_a_generator_whose_worker_dies_is_retried_or_ends_with_the_crash(fresh_cluster,
+                                                                          tmp_path):
+    fresh_cluster(num_cpus=2)
+    gen = dies_once.options(max_retries=1).remote(str(tmp_path / "a"))
+    assert [graphstore.get(ref, timeout=60) for ref in gen] == [0, 1, 2, 3]
+    # Without retries: the values that reached the scheduler before the process died
+    # (as in Ray, a crash has no ordering guarantee), then the crash, then the end.
+    gen = dies_once.options(max_retries=0).remote(str(tmp_path / "b"))
+    values = []
+    for ref in gen:
+        try:
+            values.append(graphstore.get(ref, timeout=60))
+        except WorkerCrashedError:
+            break
+    else:
+        pytest.fail("the generator ended without the crash")
+    assert values == [0, 1][:len(values)]
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+@graphstore.remote(max_restarts=1, max_task_retries=1)
+class DiesOnce:
+    def values(self, marker):
+        for i in range(4):
+            if i == 2 and not os.path.exists(marker):
+                _open(marker)
+                os._exit(1)
+            yield i
+
+
+def test_an_actor_generator_is_retried_on_the_restarted_actor(cluster, tmp_path):
+    actor = DiesOnce.remote()
+    gen = actor.values.remote(str(tmp_path / "marker"))
+    assert [graphstore.get(ref, timeout=60) for ref in gen] == [0, 1, 2, 3]
 
 
 # -- dropping and freeing -------------------------------------------------------------------

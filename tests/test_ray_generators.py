@@ -553,6 +553,12 @@ def test_fixed_num_returns_takes_exactly_n_yielded_values(cluster):
     assert "yielded more than 2" in record["error"]
     source = Source.remote()
     assert graphstore.get(source.pair.remote()) == ["a", "b"]
+    first, second = source.fails_after.options(num_returns=2).remote(1)
+    assert graphstore.get(first) == 0
+    with pytest.raises(KeyError):
+        graphstore.get(second)
+    async_source = AsyncSource.remote()
+    assert graphstore.get(async_source.count_to.options(num_returns=2).remote(2)) == [0, 1]
     big_a, big_b = arrays.options(num_returns=2).remote(2)
     assert graphstore.get(big_b)[0] == 1
 

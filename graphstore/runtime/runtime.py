@@ -93,7 +93,7 @@ class Runtime:
         self.objects = ObjectIO(self)
         self.submitter = Submitter(self)
         self.actor_client = ActorClient(self)
-        self.streams = StreamTable(self)
+        self.streams = StreamTable()
         #: The open streams by generator id (read without a call on the arrival path).
         self._open_streams = self.streams.by_id
 

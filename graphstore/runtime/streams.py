@@ -15,7 +15,8 @@ the iteration stops. Dropping the generator drops the refs not handed out yet, a
 scheduler hands no more to it.
 
 Thread-safety: the table's methods may be called from any thread, except ``item_ready``
-and ``completed``, which the loop thread calls; one lock guards every stream. A generator
+and ``completed``, which the loop thread calls; one (reentrant) lock guards every
+stream. Pure: no sockets, no loop; wakers and refs are handed in. A generator
 itself, as in Ray, is for one thread (or one event loop) at a time.
 """
 from __future__ import annotations
@@ -55,9 +56,10 @@ class _Stream:
 class StreamTable:
     """The streams of this process's ``ObjectRefGenerator``s, by generator id."""
 
-    def __init__(self, runtime: "Runtime"):
-        self._runtime = runtime
-        self._lock = threading.Lock()
+    def __init__(self):
+        # Reentrant: a generator's finalizer (``close``) may run in this thread, at a
+        # garbage collection, while the lock is held.
+        self._lock = threading.RLock()
         #: Open streams by generator id (the runtime reads whether there are any).
         self.by_id: dict[bytes, _Stream] = {}
 

@@ -162,14 +162,16 @@ class ActorMethod:
     def remote(self, *args, **kwargs):
         handle = self._handle
         runtime = session.runtime_or_auto_init()
-        n = self._options.get("num_returns", 1)
-        mode, count = (0, n) if type(n) is int else returns_mode(n)
+        count = self._options.get("num_returns", 1)
+        mode = 0
+        if type(count) is not int:          # "streaming" or "dynamic": one ref back
+            mode, count = returns_mode(count)
         name = self._options.get("name") or f"{handle._class_name}.{self._name}"
         refs = runtime.submitter.call_actor(handle._actor_id, self._name, name, args, kwargs,
                                             count, handle._retries, mode)
-        if mode == STREAMING:
-            return ObjectRefGenerator(refs[0], runtime)
-        return refs[0] if count == 1 else refs
+        if count == 1:
+            return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
+        return refs
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

@@ -65,9 +65,10 @@ class RemoteFunction:
         runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._function)
-        num_returns = options.get("num_returns", self._default_returns)
-        mode, count = (0, num_returns) if type(num_returns) is int else \
-            returns_mode(num_returns)
+        count = options.get("num_returns", self._default_returns)
+        mode = 0
+        if type(count) is not int:          # "streaming" or "dynamic": one ref back
+            mode, count = returns_mode(count)
         max_retries = options.get("max_retries")
         if max_retries is None:
             max_retries = runtime.config.max_retries
@@ -77,9 +78,9 @@ class RemoteFunction:
                               float(options.get("num_cpus", 1)), options.get("resources"),
                               max_retries, options.get("name"),
                               pack_retry_exceptions(options.get("retry_exceptions")), mode)
-        if mode == STREAMING:
-            return ObjectRefGenerator(refs[0], runtime)
-        return refs[0] if count == 1 else refs
+        if count == 1:
+            return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
+        return refs
 
     def __reduce__(self):
         return (RemoteFunction, (self._function, self._options))

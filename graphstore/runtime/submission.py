@@ -56,13 +56,14 @@ class Submitter:
         task_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
         parent = getattr(current_task, "task", None)
-        if mode == STREAMING:
+        streaming = mode == STREAMING
+        if streaming:
             self._runtime.streams.open(returns[0])
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps, nested,
                                   returns, num_cpus, resources, max_retries,
                                   parent[0] if parent else None, retry_exceptions, mode))
         refs = [ObjectRef._new(object_id) for object_id in returns]
-        if mode == STREAMING:      # its end (how many values) ends the iteration
+        if streaming:              # its end (how many values) ends the iteration
             self._send(msg.WantObjects(returns))
         return refs
 

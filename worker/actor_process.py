@@ -471,7 +471,6 @@ class _Async:
             self._calls.pop(call.call_id, None)
         process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
 
-
     @staticmethod
     async def _drain(call, writer: YieldWriter, result):
         """Store what an async (or plain) generator method yields, as it yields it; a

@@ -11,8 +11,8 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from graphstore.core import protocol as msg
-from graphstore.core.generators import STREAMING
 from graphstore.core.comm import RemoteCallError
+from graphstore.core.generators import STREAMING
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.core.serialization import dumps_function
 from graphstore.core.task_args import pack_args

@@ -7,14 +7,18 @@ from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore.session import init, is_initialized, shutdown
 from graphstore.api import (cancel, cluster_resources, cluster_status, get, list_tasks,
                             memory_summary, put, task_graph, visualize, wait)
+from graphstore.core.generators import DynamicObjectRefGenerator
 from graphstore.core.object_ref import ObjectRef
+from graphstore.runtime import ObjectRefGenerator
 from graphstore.remote_function import remote
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "actor",
     "cancel",
     "get_actor",

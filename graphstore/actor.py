@@ -14,11 +14,12 @@ import inspect
 from graphstore import session
 from graphstore.core import protocol as msg
 from graphstore.core.comm import RemoteCallError
+from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
 from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
-from graphstore.runtime import FunctionDescriptor
+from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 from graphstore.runtime.context import installed
 
 
@@ -37,25 +38,33 @@ def exit_actor() -> None:
     raise ActorExit()
 
 
-def method(*, num_returns: int = 1):
+def method(*, num_returns: int | str = 1):
     """``@graphstore.method(num_returns=2)`` on an actor method sets its default."""
     validate_options({"num_returns": num_returns}, METHOD_OPTIONS)
 
     def mark(fn):
+        check_generator_mode(num_returns, _is_generator(fn),
+                             getattr(fn, "__qualname__", "the method"))
         fn.__graphstore_num_returns__ = num_returns
         return fn
     return mark
 
 
-def _method_table(cls) -> dict[str, int]:
-    """Public methods of ``cls`` (and its bases) -> default num_returns."""
+def _is_generator(fn) -> bool:
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _method_table(cls) -> dict[str, int | str]:
+    """Public methods of ``cls`` (and its bases) -> default num_returns (generators
+    stream their values unless told otherwise, as in Ray)."""
     table = {}
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name != "__call__":
             continue
         if inspect.isfunction(member) or inspect.ismethoddescriptor(member) \
                 or inspect.iscoroutinefunction(member):
-            table[name] = getattr(member, "__graphstore_num_returns__", 1)
+            default = "streaming" if _is_generator(member) else 1
+            table[name] = getattr(member, "__graphstore_num_returns__", default)
     return table
 
 
@@ -183,11 +192,16 @@ class ActorMethod:
     def remote(self, *args, **kwargs):
         handle = self._handle
         runtime = session.runtime_or_auto_init()
-        n = self._options.get("num_returns", 1)
+        count = self._options.get("num_returns", 1)
+        mode = 0
+        if type(count) is not int:          # "streaming" or "dynamic": one ref back
+            mode, count = returns_mode(count)
         name = self._options.get("name") or f"{handle._class_name}.{self._name}"
-        refs = runtime.submitter.call_actor(handle._actor_id, self._name, name, args, kwargs, n,
-                                  handle._retries)
-        return refs[0] if n == 1 else refs
+        refs = runtime.submitter.call_actor(handle._actor_id, self._name, name, args, kwargs,
+                                            count, handle._retries, mode)
+        if count == 1:
+            return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
+        return refs
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

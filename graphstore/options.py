@@ -22,8 +22,10 @@ def validate_options(options: dict, allowed=TASK_OPTIONS) -> dict:
                              f"{', '.join(allowed)}")
     if "num_returns" in options:
         n = options["num_returns"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"num_returns must be a positive integer, got {n!r}")
+        if n not in ("streaming", "dynamic") and (
+                not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"num_returns must be a positive integer, \"streaming\" or "
+                             f"\"dynamic\" (generators), got {n!r}")
     if "num_cpus" in options:
         n = options["num_cpus"]
         if (not isinstance(n, (int, float)) or isinstance(n, bool) or not n >= 0

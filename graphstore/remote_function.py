@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from graphstore import session
 from graphstore.actor import ActorClass
+from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.options import ACTOR_OPTIONS, TASK_OPTIONS, validate_options
-from graphstore.runtime import FunctionDescriptor
+from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 
 #: Packed ``retry_exceptions`` lists, by the tuple of types (pickled once).
 _packed_retry: dict[tuple, bytes] = {}
@@ -37,6 +39,11 @@ class RemoteFunction:
         self._function = function
         self._options = validate_options(dict(options))
         self._descriptor: FunctionDescriptor | None = None
+        #: As in Ray, a generator function streams its values unless told otherwise.
+        self._is_generator = inspect.isgeneratorfunction(function)
+        self._default_returns = "streaming" if self._is_generator else 1
+        check_generator_mode(self._options.get("num_returns"), self._is_generator,
+                             getattr(function, "__qualname__", repr(function)))
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -48,6 +55,8 @@ class RemoteFunction:
         """Return this function with some options overridden for the next calls."""
         merged = dict(self._options)
         merged.update(validate_options(options))
+        check_generator_mode(merged.get("num_returns"), self._is_generator,
+                             getattr(self._function, "__qualname__", repr(self._function)))
         return _BoundOptions(self, merged)
 
     def remote(self, *args, **kwargs):
@@ -57,17 +66,22 @@ class RemoteFunction:
         runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._function)
-        num_returns = options.get("num_returns", 1)
+        count = options.get("num_returns", self._default_returns)
+        mode = 0
+        if type(count) is not int:          # "streaming" or "dynamic": one ref back
+            mode, count = returns_mode(count)
         max_retries = options.get("max_retries")
         if max_retries is None:
             max_retries = runtime.config.max_retries
         elif max_retries == -1:
             max_retries = 2**31 - 1
-        refs = runtime.submitter.submit(self._descriptor, args, kwargs, num_returns,
+        refs = runtime.submitter.submit(self._descriptor, args, kwargs, count,
                               float(options.get("num_cpus", 1)), options.get("resources"),
                               max_retries, options.get("name"),
-                              pack_retry_exceptions(options.get("retry_exceptions")))
-        return refs[0] if num_returns == 1 else refs
+                              pack_retry_exceptions(options.get("retry_exceptions")), mode)
+        if count == 1:
+            return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
+        return refs
 
     def __reduce__(self):
         # Shipped inside other code (a closure, a global of a task): cloudpickle drops

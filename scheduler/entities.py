@@ -70,7 +70,7 @@ class TaskState:
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
-                 "lineage_size", "lineage_note")
+                 "lineage_size", "lineage_note", "mode")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -106,6 +106,8 @@ class TaskState:
         self.cancelled = False
         #: Application errors to retry, as the worker checks them (see SubmitTask).
         self.retry_exceptions = spec.retry_exceptions
+        #: A generator task's mode (``graphstore.core.generators``), 0 for values.
+        self.mode = spec.mode
         #: While kept as lineage (a finished task whose results may have to be computed
         #: again): its live results plus kept tasks that take them as arguments.
         self.lineage_refs = 0

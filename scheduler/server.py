@@ -81,6 +81,7 @@ class Scheduler:
             msg.ActorCallSubmitted: lambda peer, m: self.state.actor_call_submitted(peer, m),
             msg.ActorCallDone: lambda peer, m: self.state.actor_call_done(peer, m),
             msg.CancelTask: lambda peer, m: self.state.cancel(m),
+            msg.GeneratorItem: lambda peer, m: self.state.generator_item(peer, m),
             msg.WorkerHeartbeat: lambda peer, m: self.state.worker_heartbeat(peer, m.metrics),
             msg.GetTaskGraph: lambda peer, m: self._task_graph(m),
             msg.GetClusterOverview: lambda peer, m: self._cluster_overview(),

@@ -27,6 +27,7 @@ from graphstore.scheduler.actors import ActorsMixin
 from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDING, QUEUED, READY,
                                            WAITING, NodeState, ObjectState, TaskState,
                                            WorkerState, argument_failed_text, within)
+from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 
 
@@ -54,7 +55,7 @@ def _payload_size(payload) -> int:
 _PARKED_WANT_SECONDS = 30.0
 
 
-class SchedulerState(ActorsMixin):
+class SchedulerState(ActorsMixin, GeneratorsMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
@@ -97,6 +98,7 @@ class SchedulerState(ActorsMixin):
         self.lineage_bytes = 0
         self.max_lineage_bytes = max_lineage_bytes
         self._init_actors()
+        self._init_generators()
 
     # -- peers ------------------------------------------------------------------------
     def add_driver(self, peer_id: bytes) -> None:
@@ -150,6 +152,8 @@ class SchedulerState(ActorsMixin):
             self.caller_gone(peer_id)
         if self.actors:
             self.owner_gone(peer_id)
+        if self.streams:
+            self._streams_of_gone_peer(peer_id)
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
             self.counts["workers_left"] += 1
@@ -680,6 +684,8 @@ class SchedulerState(ActorsMixin):
                 continue
             if obj.id in self.actor_of_creation:
                 self.actor_unreferenced(obj.id)
+            if self.streams:
+                self._stream_freed(obj.id)
             if self.lineage:
                 self._lineage_result_freed(obj)
             self.graph.object_freed(obj, self.workers)
@@ -780,12 +786,18 @@ class SchedulerState(ActorsMixin):
             return
         task.state = DONE
         self.counts["done"] += 1
-        worker = self.workers[worker_id]
-        for object_id, payload, contained, size, segment in m.results:
+        self._apply_results(self.workers[worker_id], m.results)
+        self._keep_lineage(task)
+        self._release_task_refs(task)
+        self._record(task)
+
+    def _apply_results(self, worker: WorkerState, results: list) -> None:
+        """A task's results (``TaskDone.results``) become ready objects."""
+        for object_id, payload, contained, size, segment in results:
             obj = self.objects.get(object_id)
             if obj is None or obj.state != PENDING:
                 if payload is None:  # stored, but nobody wants it any more
-                    self.outbox.append((worker_id, msg.FreeObjects([[object_id, True]])))
+                    self.outbox.append((worker.id, msg.FreeObjects([[object_id, True]])))
                 continue
             obj.state = READY
             if payload is None:
@@ -796,15 +808,15 @@ class SchedulerState(ActorsMixin):
                 obj.size = sum(len(b) for b in payload)
             self._set_contains(obj, contained)
             self._object_finished(obj)
-        self._keep_lineage(task)
-        self._release_task_refs(task)
-        self._record(task)
 
     def task_failed(self, worker_id: bytes, m: msg.TaskFailed) -> None:
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        if m.retriable is True and task.retries_left > 0 and not task.cancelled:
+        retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
+        if m.partial:
+            self._partial_results(task, self.workers[worker_id], m.partial, retrying)
+        if retrying:
             # An application error the task asked to retry (retry_exceptions).
             task.retries_left -= 1
             self.counts["retried"] += 1
@@ -1061,7 +1073,7 @@ class SchedulerState(ActorsMixin):
             deps.append([object_id, obj.payload, self.locations_of(obj)])
         self.outbox.append((worker.id, msg.RunTask(
             task.id, task.function_hash, task.name, task.args, deps, task.returns,
-            task.retry_exceptions if task.retries_left > 0 else None)))
+            task.retry_exceptions if task.retries_left > 0 else None, task.mode)))
 
     def _release_slot(self, worker: WorkerState, task: TaskState) -> None:
         if worker.assigned.pop(task.id, None) is None:

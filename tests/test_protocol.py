@@ -149,6 +149,11 @@ SAMPLES = {
     p.GetTaskGraph: p.GetTaskGraph([_id(30), _id(31)], 500),
     p.GetClusterOverview: p.GetClusterOverview(),
     p.SchedulerHeartbeat: p.SchedulerHeartbeat(),
+    # Generator tasks.
+    p.GeneratorItem: p.GeneratorItem(_id(50), 3, _id(51), None, True, _id(43)),
+    p.GeneratorItemReady: p.GeneratorItemReady(
+        _id(50), 3, _id(51), None, None, [["node-a", "tcp://10.0.0.2:7001", "gs-c-w-1",
+                                           50_000_000]]),
 }
 
 
@@ -455,6 +460,11 @@ SUBMIT = SAMPLES[p.SubmitTask]
     (p.AllocateObject(_id(1), -5), "AllocateObject.size"),
     (_with(SAMPLES[p.CreateActor], options={"num_cpus": "x"}), "CreateActor.options"),
     (_with(SAMPLES[p.CreateActor], methods={"inc": -1}), "CreateActor.methods"),
+    (_with(SAMPLES[p.CreateActor], methods={"inc": "many"}), "CreateActor.methods"),
+    (_with(SUBMIT, mode=3), "SubmitTask.mode"),
+    (_with(SAMPLES[p.ActorCall], mode="streaming"), "ActorCall.mode"),
+    (_with(SAMPLES[p.TaskFailed], partial="x"), "TaskFailed.partial"),
+    (p.GeneratorItem(_id(1), -1, _id(2), None, True, b""), "GeneratorItem.index"),
     (p.Reply([1], None, None), "Reply.rid"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_fields_of_the_wrong_kind_are_refused_when_decoded(message, field):

@@ -1,4 +1,5 @@
-"""Unit tests of the runtime's pure parts: the ordered ref channel and the waiter.
+"""Unit tests of the runtime's pure parts: the ordered ref channel, the waiter and the
+table of streaming generators.
 
 No processes, no sockets: ``RefChannel`` is fed ref events and messages and its ``drain``
 checked; ``Waiter`` is woken by hand, from other threads where that is its contract.
@@ -11,7 +12,10 @@ import threading
 import pytest
 
 from graphstore.core import protocol as msg
+from graphstore.core.object_ref import ObjectRef
+from graphstore.core.serialization import dumps, error_payload
 from graphstore.runtime.refcounts import RefChannel
+from graphstore.runtime.streams import _END, StreamTable
 from graphstore.runtime.waiting import Waiter
 
 
@@ -204,3 +208,49 @@ def test_fail_wakes_a_thread_and_fails_a_future():
     Waiter(1, future=future, ref_id=A).fail(ConnectionError("gone"))
     with pytest.raises(ConnectionError, match="gone"):
         future.result(0)
+
+
+# -- streams ------------------------------------------------------------------------------
+
+def test_a_stream_hands_out_refs_in_order_and_ends_at_the_count():
+    table, gen = StreamTable(), ObjectRef._new(A)
+    table.open(A)
+    woken = []
+    assert table.poll(A, gen, lambda: woken.append(1)) is None
+    table.item_ready(A, 1, ObjectRef._new(C))         # out of order: kept for later
+    table.item_ready(A, 0, ObjectRef._new(B))
+    assert woken == [1]
+    assert table.poll(A, gen, take=False) == ObjectRef._new(B)
+    assert [table.poll(A, gen), table.poll(A, gen)] == [ObjectRef._new(B), ObjectRef._new(C)]
+    assert table.poll(A, gen, lambda: woken.append(2)) is None
+    table.completed(A, dumps(2)[0], None)
+    assert woken == [1, 2] and table.poll(A, gen) is _END and table.finished(A)
+
+
+def test_the_count_may_come_before_the_last_values():
+    """An actor call's end comes straight from the actor, its values via the scheduler."""
+    table, gen = StreamTable(), ObjectRef._new(A)
+    table.open(A)
+    table.completed(A, dumps(1)[0], None)
+    assert table.poll(A, gen) is None and not table.finished(A)
+    table.item_ready(A, 0, ObjectRef._new(B))
+    assert table.poll(A, gen) == ObjectRef._new(B) and table.poll(A, gen) is _END
+
+
+def test_a_failed_task_ends_with_its_generator_object_once():
+    table, gen = StreamTable(), ObjectRef._new(A)
+    table.open(A)
+    table.item_ready(A, 0, ObjectRef._new(B))
+    table.completed(A, None, error_payload(ConnectionError("worker died")))
+    assert table.poll(A, gen) == ObjectRef._new(B)
+    assert table.poll(A, gen) is gen                  # its get raises why
+    assert table.poll(A, gen) is _END
+
+
+def test_a_closed_stream_drops_what_comes_for_it():
+    table, gen = StreamTable(), ObjectRef._new(A)
+    table.open(A)
+    table.item_ready(A, 0, ObjectRef._new(B))
+    table.close(A)
+    table.item_ready(A, 1, ObjectRef._new(C))
+    assert table.by_id == {} and table.poll(A, gen) is _END

@@ -1301,3 +1301,85 @@ def test_last_worker_of_a_host_has_no_heir(h):
     h.s.remove_peer(w1)
     assert h.take(msg.AdoptSegments) == []
     assert isinstance(h.error_of(a), ObjectLostError)
+
+
+# -- generator tasks ----------------------------------------------------------------------
+
+def _streaming_task(h, worker):
+    task_id = oid()
+    generator = oid()
+    h.s.submit(DRIVER, msg.SubmitTask(task_id, FN, "gen", None, [], [], [generator], 1.0,
+                                      None, 1, None, None, 2))
+    h.s.schedule()
+    ((_, run),) = h.take(msg.RunTask, worker)
+    assert run.mode == 2
+    return task_id, generator
+
+
+def _yield(h, worker, generator, index, payload=b"v"):
+    """The worker puts a value and reports it, then drops its own ref."""
+    object_id = h.put((payload,), peer=worker)
+    h.s.generator_item(worker, msg.GeneratorItem(generator, index, object_id, None, True, b""))
+    h.s.decref(worker, [object_id])
+    return object_id
+
+
+def test_streamed_values_are_held_for_the_caller_and_announced_in_order(h):
+    w = h.worker("w1")
+    task_id, generator = _streaming_task(h, w)
+    first = _yield(h, w, generator, 0)
+    second = _yield(h, w, generator, 1)
+    notes = [m for _, m in h.take(msg.GeneratorItemReady, DRIVER)]
+    assert [(n.index, n.object_id, n.payload) for n in notes] == [(0, first, [b"v"]),
+                                                                   (1, second, [b"v"])]
+    assert h.obj(first).holders == {DRIVER} and h.obj(second).holders == {DRIVER}
+    h.s.task_done(w, msg.TaskDone(task_id, [[generator, [b"2"], [], 1, None]], 0.1))
+    h.s.decref(DRIVER, [first, generator])
+    assert h.obj(first) is None and h.obj(generator) is None
+    assert generator not in h.s.streams
+
+
+def test_a_retry_repeating_values_hands_out_only_new_ones(h):
+    w = h.worker("w1")
+    task_id, generator = _streaming_task(h, w)
+    _yield(h, w, generator, 0)
+    again = _yield(h, w, generator, 0)        # the retry's first value: a repeat
+    new = _yield(h, w, generator, 1)
+    notes = [m for _, m in h.take(msg.GeneratorItemReady, DRIVER)]
+    assert [n.index for n in notes] == [0, 1] and notes[1].object_id == new
+    assert h.obj(again) is None               # its producer's ref was its only hold
+
+
+def test_values_of_a_dropped_generator_are_freed_at_once(h):
+    w = h.worker("w1")
+    task_id, generator = _streaming_task(h, w)
+    h.s.decref(DRIVER, [generator])           # the caller dropped the generator
+    value = _yield(h, w, generator, 0)
+    assert h.take(msg.GeneratorItemReady) == [] and h.obj(value) is None
+
+
+def test_an_error_raised_in_a_generator_is_an_object_the_sender_holds(h):
+    w = h.worker("w1")
+    task_id, generator = _streaming_task(h, w)
+    error = [pickle.dumps(ValueError("boom"))]
+    h.s.generator_item(w, msg.GeneratorItem(generator, 0, b"e" * 16, error, True, b""))
+    obj = h.obj(b"e" * 16)
+    assert obj.state == st.ERROR and obj.holders == {w, DRIVER}
+    ((_, note),) = h.take(msg.GeneratorItemReady, DRIVER)
+    assert note.error == error
+    # Reports from a worker the task is not on are ignored.
+    h.s.generator_item(wid("other"), msg.GeneratorItem(generator, 1, b"f" * 16, error,
+                                                       True, b""))
+    assert h.obj(b"f" * 16) is None
+
+
+def test_partial_results_of_a_failed_task_stay_good(h):
+    w = h.worker("w1")
+    t, (a, b) = h.submit(returns=2)
+    h.s.schedule()
+    h.take()
+    error = [pickle.dumps(ValueError("boom"))]
+    h.s.task_failed(w, msg.TaskFailed(t, error, 0.1, "ValueError: boom", False,
+                                      [[a, [b"first"], [], 5, None]]))
+    assert h.obj(a).state == st.READY and h.obj(a).payload == [b"first"]
+    assert h.obj(b).state == st.ERROR

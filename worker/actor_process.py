@@ -33,10 +33,12 @@ import socket
 import sys
 import threading
 import time
+from types import GeneratorType
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import CommServer, connect
 from graphstore.core.config import Limits, load_config
+from graphstore.core.generators import STREAMING
 from graphstore.exceptions import ActorDiedError, ActorExit, ProtocolError, TaskCancelledError
 from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.core.loop_thread import LoopThread
@@ -48,6 +50,7 @@ from graphstore.core.task_args import unpack_args
 from graphstore.core.tls import TLSConfig
 from graphstore.worker import output
 from graphstore.worker.executor import interrupt_thread, pack_task_error, split_returns
+from graphstore.worker.generators import YieldWriter, not_a_generator, store_yielded
 
 logger = logging.getLogger("graphstore.actor")
 
@@ -223,21 +226,50 @@ class ActorProcess:
     def results(self, call: msg.ActorCall, result) -> list:
         """``ActorCallDone`` entries for a call's return value(s)."""
         values = split_returns(call.name, result, len(call.returns))
+        return [self._pack(call, object_id, value)
+                for object_id, value in zip(call.returns, values)]
+
+    def _pack(self, call: msg.ActorCall, object_id: bytes, value) -> list:
+        """One ``ActorCallDone`` entry: the value inline, or written into a store."""
         runtime = self.runtime
-        packed = []
-        for object_id, value in zip(call.returns, values):
-            buffers, contained = dumps(value, what=f"the return value of {call.name}")
-            location = None
-            if sum(memoryview(b).nbytes for b in buffers) > runtime.config.inline_threshold:
-                location = runtime.objects.put_stored(object_id, buffers)
-            if location is None:
-                packed.append([object_id, msg.wire_payload(buffers, runtime.split_bytes),
-                               contained, 0, None, None])
-            else:
-                worker_id, address, segment, size = location
-                packed.append([object_id, None, contained, size,
-                               [worker_id, segment, size, address], None])
-        return packed
+        buffers, contained = dumps(value, what=f"the return value of {call.name}")
+        location = None
+        if sum(memoryview(b).nbytes for b in buffers) > runtime.config.inline_threshold:
+            location = runtime.objects.put_stored(object_id, buffers)
+        if location is None:
+            return [object_id, msg.wire_payload(buffers, runtime.split_bytes),
+                    contained, 0, None, None]
+        worker_id, address, segment, size = location
+        return [object_id, None, contained, size, [worker_id, segment, size, address], None]
+
+    def run_generator(self, call: msg.ActorCall, result, writer: YieldWriter | None,
+                      partial: list | None):
+        """Drain a generator method's values as they come (in the call's thread): into
+        ``writer`` (streaming, dynamic; returns the call's one result) or, for
+        num_returns=N, packed into ``partial`` (returns None)."""
+        if writer is not None:
+            if not inspect.isgenerator(result):
+                raise not_a_generator(call.name, call.mode, result)
+            for value in result:
+                writer.add(value)
+            return writer.result()
+        store_yielded(result, len(call.returns),
+                      lambda i, v: self._pack(call, call.returns[i], v), call.name, partial)
+        return None
+
+    def writer_for(self, call: msg.ActorCall) -> YieldWriter:
+        return YieldWriter(self.runtime, call.returns[0], call.mode, call.name, call.caller)
+
+    def after_error(self, call: msg.ActorCall, writer: YieldWriter | None,
+                    partial: list | None, packed: list, text: str) -> tuple[list, str]:
+        """The outcome of a call that raised: a streaming or dynamic generator's error
+        is its last value; a generator with num_returns=N keeps what it yielded."""
+        if writer is not None:
+            writer.add_error(packed[0][5])
+            return self.results(call, writer.result()), text
+        if partial:
+            packed[:len(partial)] = partial
+        return packed, text
 
     def admit(self, call: msg.ActorCall, ident: int | None) -> tuple[list, str] | None:
         """Start ``call`` (on thread ``ident``; None: a coroutine), or return the outcome
@@ -268,18 +300,28 @@ class ActorProcess:
             return
         output.current_task.task = task
         error_text = None
+        writer = self.writer_for(call) if call.mode else None
+        partial = None
         try:
             method, args, kwargs = self.prepare(call)
             result = method(*args, **kwargs)
+            if writer is not None or type(result) is GeneratorType:
+                partial = []
+                result = self.run_generator(call, result, writer, partial)
             with self._lock:           # inside the try: a late interrupt lands here too
                 del self._running[call.call_id]
-            packed = self.results(call, result)
+            packed = partial if writer is None and partial is not None else \
+                self.results(call, result)
         except TaskCancelledError:
-            packed, error_text = self._was_cancelled(call)
+            packed, error_text = self.after_error(call, writer, partial,
+                                                  *self._was_cancelled(call))
         except ActorExit:
             packed, error_text = self._exited(call)
         except BaseException as exc:
-            packed, error_text = self._failed(call, exc)
+            packed, error_text = self.after_error(call, writer, partial,
+                                                  *self._failed(call, exc))
+        with self._lock:
+            self._running.pop(call.call_id, None)
         self._finish_output(task)
         self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
         self.call_ended(call.call_id)
@@ -347,6 +389,10 @@ class ActorProcess:
             # scheduler has applied the result (which holds the refs), never before.
             asyncio.run_coroutine_threadsafe(self._reply_after_scheduler(comm, direct),
                                              self.loop)
+        elif call.mode == STREAMING:
+            # The values went to the scheduler, which hands them to the caller: the
+            # caller learns how many there are only once they are on their way.
+            self.loop.call_soon_threadsafe(self._send_after_flush, comm, direct)
         elif threading.get_ident() == self.calls.thread.ident:
             _send(comm, direct)
         else:
@@ -361,6 +407,12 @@ class ActorProcess:
             await self.comm.request(msg.Ping())
         except Exception:       # the scheduler is gone: the caller learns it there too
             return
+        self.calls.loop.call_soon_threadsafe(_send, comm, direct)
+
+    def _send_after_flush(self, comm, direct: list) -> None:
+        """Main loop: send what this process queued for the scheduler, then ``direct``
+        to the caller."""
+        self.runtime.flush()
         self.calls.loop.call_soon_threadsafe(_send, comm, direct)
 
     async def _exit(self) -> None:
@@ -476,6 +528,8 @@ class _Async:
         start = time.perf_counter()
         error_text = None
         admitted = False
+        writer = process.writer_for(call) if call.mode else None
+        partial = None
         try:
             async with self._limit:
                 refused = process.admit(call, None)
@@ -489,20 +543,54 @@ class _Async:
                 else:           # no hop: coroutines start in arrival order
                     method, args, kwargs = process.prepare(call)
                 result = method(*args, **kwargs)
-                if inspect.isawaitable(result):
+                if writer is not None:
+                    result = await self._drain(call, writer, result)
+                elif inspect.isasyncgen(result):     # num_returns=N
+                    result = [value async for value in result]
+                elif inspect.isawaitable(result):
                     result = await result
-                packed = await loop.run_in_executor(None, process.results, call, result)
+                if writer is None and inspect.isgenerator(result):
+                    partial = []
+                    await loop.run_in_executor(None, process.run_generator, call, result,
+                                               None, partial)
+                    packed = partial
+                else:
+                    packed = await loop.run_in_executor(None, process.results, call,
+                                                        result)
         except asyncio.CancelledError:
-            packed, error_text = process._was_cancelled(call)
+            packed, error_text = await self._after_error(call, writer, partial,
+                                                         *process._was_cancelled(call))
         except ActorExit:
             packed, error_text = process._exited(call)
         except BaseException as exc:
-            packed, error_text = process._failed(call, exc)
+            packed, error_text = await self._after_error(call, writer, partial,
+                                                         *process._failed(call, exc))
         finally:
             self._calls.pop(call.call_id, None)
             process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
             if admitted:
                 process.call_ended(call.call_id)
+
+    @staticmethod
+    async def _drain(call, writer: YieldWriter, result):
+        """Store what an async (or plain) generator method yields, as it yields it; a
+        plain one runs in a thread, off the loop."""
+        loop = asyncio.get_running_loop()
+        if inspect.isasyncgen(result):
+            async for value in result:
+                await loop.run_in_executor(None, writer.add, value)
+        elif inspect.isgenerator(result):
+            done = object()
+            while (value := await loop.run_in_executor(None, next, result, done)) \
+                    is not done:
+                await loop.run_in_executor(None, writer.add, value)
+        else:
+            raise not_a_generator(call.name, call.mode, result)
+        return writer.result()
+
+    async def _after_error(self, call, writer, partial, packed, text):
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._process.after_error, call, writer, partial, packed, text)
 
 
 def _make_dispatcher(process: ActorProcess, cls, max_concurrency):

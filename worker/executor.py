@@ -7,6 +7,7 @@ release of any ref the task held.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
@@ -22,6 +23,8 @@ from graphstore.core.serialization import dumps, error_payload, loads, restore_f
 from graphstore.core.task_args import unpack_args
 
 from graphstore.worker import output
+from graphstore.worker.generators import (YieldWriter, is_generator_function,
+                                          not_a_generator, store_yielded)
 
 _STOP = object()
 logger = logging.getLogger("graphstore.worker")
@@ -49,6 +52,8 @@ class TaskExecutor:
         self._send = runtime.send_from_any_thread
         self._split = split_bytes
         self._functions: dict[bytes, object] = {}
+        #: Hashes of generator functions (their values are stored as they are yielded).
+        self._generators: set[bytes] = set()
         #: Unpickled ``retry_exceptions`` tuples, by their pickled bytes.
         self._retry_types: dict[bytes, tuple] = {}
         self._function_code: dict[bytes, bytes] = {}
@@ -133,6 +138,8 @@ class TaskExecutor:
         if fn is None:
             fn, filename = pickle.loads(self._function_code[function_hash])
             restore_filename(fn, filename)
+            if is_generator_function(fn):
+                self._generators.add(function_hash)
             self._functions[function_hash] = fn
         return fn
 
@@ -152,6 +159,7 @@ class TaskExecutor:
                 return
             self._running[task.task_id] = threading.get_ident()
         output.current_task.task = (task.task_id, task.name)
+        writer = partial = None
         try:
             fn = self._function(task.function_hash)
             load = self._runtime.objects.load_value
@@ -159,14 +167,24 @@ class TaskExecutor:
                            for object_id, payload, locations in task.deps]
                           if task.deps else ())
             args, kwargs = unpack_args(task.args, dep_values)
-            result = fn(*args, **kwargs)
+            if task.mode:
+                writer = YieldWriter(self._runtime, task.returns[0], task.mode,
+                                     f"task {task.name}")
+                result = self._drain(task, writer, fn(*args, **kwargs))
+            elif task.function_hash in self._generators:
+                partial = []
+                store_yielded(fn(*args, **kwargs), len(task.returns),
+                              lambda i, v: self._pack_one(task, task.returns[i], v),
+                              f"task {task.name}", partial)
+            else:
+                result = fn(*args, **kwargs)
             with self._lock:          # inside the try: a late interrupt lands here too
                 del self._running[task.task_id]
-            outcome = msg.TaskDone(task.task_id, self._pack_results(task, result),
-                                   time.perf_counter() - start)
+            packed = partial if partial is not None else self._pack_results(task, result)
+            outcome = msg.TaskDone(task.task_id, packed, time.perf_counter() - start)
         except TaskCancelledError:
-            outcome = msg.TaskFailed(task.task_id, _cancelled_payload(task.name),
-                                     time.perf_counter() - start, "TaskCancelledError")
+            outcome = self._failed(task, writer, partial, _cancelled_payload(task.name),
+                                   "TaskCancelledError", False, start)
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and \
                     threading.current_thread() is threading.main_thread():
@@ -175,14 +193,35 @@ class TaskExecutor:
                 outcome = _exited_outcome(task, exc, time.perf_counter() - start)
             else:
                 error, text = self._pack_error(task, exc)
-                outcome = msg.TaskFailed(task.task_id, error, time.perf_counter() - start,
-                                         text, self._retriable(task.retry_exceptions, exc))
+                outcome = self._failed(task, writer, partial, error, text,
+                                       self._retriable(task.retry_exceptions, exc), start)
         with self._lock:
             self._running.pop(task.task_id, None)
         for stream in self._streams:       # the last printed line goes before the result
             stream.finish_task((task.task_id, task.name))
         output.current_task.task = None
         self._send(outcome)
+
+    @staticmethod
+    def _drain(task: msg.RunTask, writer: YieldWriter, generator):
+        """Run a streaming or dynamic generator to its end; its one result."""
+        if not inspect.isgenerator(generator):
+            raise not_a_generator(f"task {task.name}", task.mode, generator)
+        for value in generator:
+            writer.add(value)
+        return writer.result()
+
+    def _failed(self, task: msg.RunTask, writer: YieldWriter | None, partial: list | None,
+                error: list, text: str, retriable: bool, start: float):
+        """The outcome of a task that raised. A streaming or dynamic generator's error
+        is its last value, unless the task is retried; a generator with num_returns=N
+        keeps the values it yielded before."""
+        duration = time.perf_counter() - start
+        if writer is not None and not retriable:
+            writer.add_error(error)
+            return msg.TaskDone(task.task_id, self._pack_results(task, writer.result()),
+                                duration)
+        return msg.TaskFailed(task.task_id, error, duration, text, retriable, partial or None)
 
     def _retriable(self, retry_exceptions, exc: BaseException) -> bool:
         """Whether the task asked to be retried on this error (``retry_exceptions``)."""
@@ -203,13 +242,14 @@ class TaskExecutor:
 
     def _pack_results(self, task: msg.RunTask, result) -> list:
         values = split_returns(f"task {task.name}", result, len(task.returns))
-        packed = []
-        store_value = self._runtime.objects.store_value
-        for object_id, value in zip(task.returns, values):
-            buffers, contained = dumps(value, what=f"the return value of {task.name}")
-            payload, size, segment = store_value(object_id, buffers)
-            packed.append([object_id, payload, contained, size, segment])
-        return packed
+        return [self._pack_one(task, object_id, value)
+                for object_id, value in zip(task.returns, values)]
+
+    def _pack_one(self, task: msg.RunTask, object_id: bytes, value) -> list:
+        """A ``TaskDone`` result: the value inline, or written into this worker's store."""
+        buffers, contained = dumps(value, what=f"the return value of {task.name}")
+        payload, size, segment = self._runtime.objects.store_value(object_id, buffers)
+        return [object_id, payload, contained, size, segment]
 
     def _pack_error(self, task: msg.RunTask, exc: BaseException) -> tuple[list, str]:
         return pack_task_error(task.name, exc, self._pid, __file__)

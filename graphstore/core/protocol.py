@@ -80,6 +80,8 @@ class SubmitTask(NamedTuple):
     parent: bytes | None = None   # the task that submitted it (for recursive cancel)
     retry_exceptions: Any = None  # application errors to retry: None, True, or a pickled
                                   # tuple of exception types (checked by the worker)
+    mode: int = 0             # 0: returns values; 1: num_returns="dynamic"; 2: "streaming"
+                              # (graphstore.core.generators)
 
 
 class PutObject(NamedTuple):
@@ -138,7 +140,7 @@ class RunTask(NamedTuple):
     deps: list                # [[id, payload, locations], ...] aligned with SubmitTask.deps
     returns: list
     retry_exceptions: Any = None  # as in SubmitTask, when retries are left
-
+    mode: int = 0             # as in SubmitTask
 
 
 class TaskDone(NamedTuple):
@@ -156,6 +158,9 @@ class TaskFailed(NamedTuple):
                               # pages and task records
     retriable: bool = False   # an application error the task asked to retry
                               # (``retry_exceptions``)
+    partial: list | None = None  # results made before the error, as in TaskDone (a
+                                 # generator with num_returns=N that raised after some
+                                 # yields); the other returns get the error
 
 
 class TaskBlocked(NamedTuple):
@@ -388,6 +393,7 @@ class ActorCall(NamedTuple):
     deps: list
     returns: list
     caller: bytes
+    mode: int = 0             # as in SubmitTask
 
 
 class ActorCallDone(NamedTuple):
@@ -418,6 +424,38 @@ class CancelQueuedCall(NamedTuple):
     """Scheduler -> caller: an actor call was cancelled while no process of its actor
     runs; if the call still waits in the caller, it fails there and is never sent."""
     call_id: bytes
+
+
+# -- generator tasks --------------------------------------------------------------------
+
+class GeneratorItem(NamedTuple):
+    """Worker or actor process -> scheduler: a generator task or call (its first return is
+    ``generator_id``) yielded its ``index``-th value, ``object_id``. The object was put by
+    the sender (who holds it until this is handled), or, when ``error`` is given, it is
+    that error (raised in the generator) and the scheduler makes it, held by the sender.
+    ``streaming``: hand it to the caller now (``holder``, for actor calls: the caller;
+    tasks' callers are known to the scheduler); else (``num_returns="dynamic"``) the
+    task's result will contain it."""
+    generator_id: bytes
+    index: int
+    object_id: bytes
+    error: list | None
+    streaming: bool
+    holder: bytes
+
+
+class GeneratorItemReady(NamedTuple):
+    """Scheduler -> caller: the ``index``-th value of the streaming generator
+    ``generator_id`` is ``object_id`` (held for the caller now), with its value or where
+    it is, as in ``ObjectReady``."""
+    generator_id: bytes
+    index: int
+    object_id: bytes
+    payload: list | None
+    error: list | None
+    location: list | None
+
+
 class WorkerHeartbeat(NamedTuple):
     """Worker -> scheduler, every ``heartbeat_interval`` seconds: the worker's own figures
     (``store_used``, ``store_objects``, ``spilled_bytes``, ...; flat numbers and text)."""
@@ -454,7 +492,7 @@ MESSAGE_TYPES: list[type] = [
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
     GetClusterOverview, SchedulerHeartbeat, AdoptSegments, AdoptionFailed,
-    CancelQueuedCall,
+    CancelQueuedCall, GeneratorItem, GeneratorItemReady,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -550,7 +588,22 @@ def _retry_exceptions(v) -> bool:
 
 
 def _methods(v) -> bool:
-    return type(v) is dict and all(type(k) is str and _count(n) for k, n in v.items())
+    """Method name -> default num_returns: a count, or "streaming"/"dynamic"."""
+    return type(v) is dict and all(type(k) is str and (_count(n) or n in _MODE_NAMES)
+                                   for k, n in v.items())
+
+
+_MODE_NAMES = ("streaming", "dynamic")
+
+
+def _mode(v) -> bool:
+    """A call's generator mode (graphstore.core.generators): 0, 1 or 2."""
+    return type(v) is int and 0 <= v <= 2
+
+
+def _any_id(v) -> bool:
+    """An id, or b"" for none."""
+    return type(v) is bytes
 
 
 _opt_id, _opt_payload, _opt_str, _opt_list = _opt(_id), _opt(_payload), _opt(_str), _opt(_list)
@@ -563,15 +616,15 @@ FIELD_CHECKS: dict[type, tuple] = {
     RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count),
     RegisterFunction: (_id, _buffer),
     SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
-                 _opt_id, _retry_exceptions),
+                 _opt_id, _retry_exceptions, _mode),
     PutObject: (_id, _opt_payload, _ids, _opt(_location)),
     Pin: (_ids,), Unpin: (_ids,), IncRef: (_ids,), DecRef: (_ids,), WantObjects: (_ids,),
     ObjectAdded: (_id, _str),
     ObjectReady: (_id, _opt_payload, _opt_payload, _opt_list),
     FunctionCode: (_id, _buffer),
-    RunTask: (_id, _id, _str, _any, _list, _ids, _retry_exceptions),
+    RunTask: (_id, _id, _str, _any, _list, _ids, _retry_exceptions, _mode),
     TaskDone: (_id, _list, _amount),
-    TaskFailed: (_id, _payload, _amount, _str, _flag),
+    TaskFailed: (_id, _payload, _amount, _str, _flag, _opt_list),
     TaskBlocked: (_id,), TaskUnblocked: (_id,),
     TaskOutput: (_any, _str, _str, _str),
     Output: (_str, _str, _str),
@@ -598,7 +651,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     GetNamedActor: (_str, _str),
     KillActor: (_id, _flag),
     ActorCallSubmitted: (_id, _id, _str, _ids, _ids, _ids),
-    ActorCall: (_id, _str, _str, _any, _list, _ids, _id),
+    ActorCall: (_id, _str, _str, _any, _list, _ids, _id, _mode),
     ActorCallDone: (_id, _id, _list, _amount, _opt_str),
     CancelTask: (_id, _flag, _flag),
     CancelRunning: (_id, _flag),
@@ -610,6 +663,8 @@ FIELD_CHECKS: dict[type, tuple] = {
         type(e) is list and len(e) == 3 and _id(e[0]) and _str(e[1]) and _count(e[2])
         for e in v),),
     AdoptionFailed: (_ids,),
+    GeneratorItem: (_id, _count, _id, _opt_payload, _flag, _any_id),
+    GeneratorItemReady: (_id, _count, _id, _opt_payload, _opt_payload, _opt_list),
 }
 
 #: Checks across the fields of one message.

@@ -4,7 +4,8 @@ module holds one of them (see its docstring for its thread-safety contract)."""
 from graphstore.runtime.context import current_task
 from graphstore.runtime.roles import ActorRole, DriverRole, WorkerRole
 from graphstore.runtime.runtime import Runtime
+from graphstore.runtime.streams import ObjectRefGenerator
 from graphstore.runtime.submission import FunctionDescriptor
 
-__all__ = ["ActorRole", "DriverRole", "FunctionDescriptor", "Runtime", "WorkerRole",
-           "current_task"]
+__all__ = ["ActorRole", "DriverRole", "FunctionDescriptor", "ObjectRefGenerator", "Runtime",
+           "WorkerRole", "current_task"]

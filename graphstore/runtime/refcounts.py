@@ -119,6 +119,8 @@ class RefChannel:
                 held.add(item.creation_id)
             elif cls is msg.PutObject:
                 held.add(item.object_id)
+            elif cls is msg.GeneratorItem and item.error is not None:
+                held.add(item.object_id)    # the scheduler makes it, held by us
             elif cls is msg.WantObjects:
                 ids = [i for i in item.ids if i not in self.requested]
                 if not ids:

@@ -8,7 +8,8 @@ Drivers, workers and actor processes each run one ``Runtime``, made with their r
 * ``waiting.Waiter``: a user thread blocked until objects arrive;
 * ``object_io.ObjectIO``: reading and writing large objects (shared memory, peers);
 * ``submission.Submitter``: tasks, actors and actor calls;
-* ``actor_client.ActorClient``: the direct connections to actors.
+* ``actor_client.ActorClient``: the direct connections to actors;
+* ``streams.StreamTable``: the streaming generators this process iterates.
 
 What is left here is the glue: waking the loop once per burst of messages, gathering pure
 bookkeeping for a moment before sending it, receiving objects, and the user calls.
@@ -41,6 +42,7 @@ from graphstore.runtime.actor_client import ActorClient, ActorSend
 from graphstore.runtime.object_io import ObjectIO
 from graphstore.runtime.refcounts import RefChannel
 from graphstore.runtime.roles import Role, WorkerRole
+from graphstore.runtime.streams import ObjectRefGenerator, StreamTable, wait_with_generators
 from graphstore.runtime.submission import Submitter
 from graphstore.runtime.waiting import Waiter
 
@@ -112,6 +114,9 @@ class Runtime:
         self.objects = ObjectIO(self)
         self.submitter = Submitter(self)
         self.actor_client = ActorClient(self)
+        self.streams = StreamTable()
+        #: The open streams by generator id (read without a call on the arrival path).
+        self._open_streams = self.streams.by_id
 
     @property
     def closed(self) -> bool:
@@ -153,6 +158,7 @@ class Runtime:
         self.objects.close()
         for waiter in waiters:
             waiter.fail(ConnectionLostError("graphstore was shut down"))
+        self.streams.abort()
 
     # -- sending (any thread) ---------------------------------------------------------
     def send_from_any_thread(self, message) -> None:
@@ -236,6 +242,8 @@ class Runtime:
         cls = type(m)
         if cls is msg.ObjectReady:
             self.object_arrived(m.object_id, m.payload, m.error, m.location)
+        elif cls is msg.GeneratorItemReady:
+            self._generator_item(m)
         elif cls is msg.Output:
             if self.output_enabled:
                 self._print_output(m)
@@ -264,6 +272,18 @@ class Runtime:
             failed = error is not None
             for waiter in waiters:
                 waiter.arrived(self.value, failed)
+        if self._open_streams:            # a streaming generator's task may have ended
+            self.streams.completed(object_id, payload, error)
+
+    def _generator_item(self, m: msg.GeneratorItemReady) -> None:
+        """Loop thread: a value a streaming generator yielded, now held for this process
+        by the scheduler: its ref goes to the generator (or, if that is gone, is dropped
+        at once, which releases it)."""
+        object_id = m.object_id
+        self._channel.held.add(object_id)
+        with self._lock:
+            self._local[object_id] = (m.payload, m.error, m.location)
+        self.streams.item_ready(m.generator_id, m.index, ObjectRef._new(object_id))
 
     def _print_output(self, m: msg.Output) -> None:
         stream = sys.stderr if m.stream == "stderr" else sys.stdout
@@ -285,6 +305,7 @@ class Runtime:
             ids = list(self._waiters)
         for object_id in ids:
             self.object_arrived(object_id, None, error)
+        self.streams.abort()
 
     # -- user API (user threads) ------------------------------------------------------
     def check_connected(self) -> None:
@@ -299,7 +320,12 @@ class Runtime:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself "
                             "(refs are already in the object store)")
-        buffers, contained = dumps(value, what="the object passed to put()")
+        return self.put_value(value, "the object passed to put()")
+
+    def put_value(self, value: Any, what: str) -> ObjectRef:
+        """Store ``value`` as a new object held by this process (``put`` without its
+        checks; ``what`` names it in serialization errors)."""
+        buffers, contained = dumps(value, what=what)
         object_id = new_id()
         location = None
         if nbytes(buffers) > self.config.inline_threshold:
@@ -487,6 +513,16 @@ class Runtime:
             waiter.cancel()
             return True
 
+    def wait_blocking(self, waiter: Waiter, timeout: float | None) -> bool:
+        """Block this thread until ``waiter`` is woken (False after ``timeout``); a task
+        lends its CPU to other tasks meanwhile, as in ``get``."""
+        blocked = self._task_blocked() if self._task_blocked is not None else None
+        try:
+            return waiter.wait(timeout)
+        finally:
+            if blocked is not None:
+                self._task_unblocked(blocked)
+
     def _unregister(self, waiter: Waiter, ids: list[bytes]) -> None:
         with self._lock:
             for object_id in ids:
@@ -520,6 +556,8 @@ class Runtime:
             timeout = _check_timeout(timeout)
         for ref in refs:
             if not isinstance(ref, ObjectRef):
+                if isinstance(ref, ObjectRefGenerator):   # ready: next() would not block
+                    return wait_with_generators(self, list(refs), num_returns, timeout)
                 raise TypeError(f"wait() expected a list of ObjectRefs, got list "
                                 f"containing {type(ref)}")
         if not refs:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import RemoteCallError
+from graphstore.core.generators import STREAMING
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.core.serialization import dumps_function
 from graphstore.core.task_args import pack_args
@@ -47,7 +48,7 @@ class Submitter:
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
                num_returns: int, num_cpus: float, resources: dict | None,
                max_retries: int, name: str | None,
-               retry_exceptions=None) -> list[ObjectRef]:
+               retry_exceptions=None, mode: int = 0) -> list[ObjectRef]:
         self._runtime.check_connected()
         self._register(descriptor)
         task_name = name or descriptor.name
@@ -55,10 +56,16 @@ class Submitter:
         task_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
         parent = getattr(current_task, "task", None)
+        streaming = mode == STREAMING
+        if streaming:
+            self._runtime.streams.open(returns[0])
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps, nested,
                                   returns, num_cpus, resources, max_retries,
-                                  parent[0] if parent else None, retry_exceptions))
-        return [ObjectRef._new(object_id) for object_id in returns]
+                                  parent[0] if parent else None, retry_exceptions, mode))
+        refs = [ObjectRef._new(object_id) for object_id in returns]
+        if streaming:              # its end (how many values) ends the iteration
+            self._send(msg.WantObjects(returns))
+        return refs
 
     def create_actor(self, descriptor: FunctionDescriptor, class_name: str, args: tuple,
                      kwargs: dict, options: dict, methods: dict) -> list:
@@ -86,7 +93,8 @@ class Submitter:
                 int(options.get("max_task_retries", 0)), False]
 
     def call_actor(self, actor_id: bytes, method: str, name: str, args: tuple,
-                   kwargs: dict, num_returns: int, retries: int) -> list[ObjectRef]:
+                   kwargs: dict, num_returns: int, retries: int,
+                   mode: int = 0) -> list[ObjectRef]:
         payload, dep_ids, nested = pack_args(name, args, kwargs, self._runtime.split_bytes)
         deps = []
         if dep_ids:
@@ -95,15 +103,18 @@ class Submitter:
                 deps.append([object_id] if known is None else [object_id, *known])
         call_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
+        if mode == STREAMING:
+            self._runtime.streams.open(returns[0])
         self._runtime.expect_direct(returns)
         self._send(msg.ActorCallSubmitted(call_id, actor_id, name, dep_ids, nested, returns))
         call = msg.ActorCall(call_id, method, name, payload, deps, returns,
-                            self._runtime.peer_id)
+                            self._runtime.peer_id, mode)
         if not self._runtime.actor_client.send_now(actor_id, call, retries):
             self._send(ActorSend(actor_id, call, retries))   # the loop sends it, in order
         return [ObjectRef._new(object_id) for object_id in returns]
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        ref = getattr(ref, "_generator_ref", ref)   # an ObjectRefGenerator: its task
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"cancel() only supported for object refs (ObjectRef). For "
                             f"actors, try kill(). Got: {type(ref)}.")

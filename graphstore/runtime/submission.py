@@ -47,7 +47,9 @@ class Submitter:
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
                num_returns: int, num_cpus: float, resources: dict | None,
                max_retries: int, name: str | None,
-               retry_exceptions=None) -> list[ObjectRef]:
+               retry_exceptions=None, extra: dict | None = None) -> list[ObjectRef]:
+        """``extra``: the rarely used options (``SubmitTask.extra``); the variables this
+        process's tasks inherit are merged under the task's own."""
         self._runtime.check_connected()
         self._register(descriptor)
         task_name = name or descriptor.name
@@ -55,9 +57,13 @@ class Submitter:
         task_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
         parent = getattr(current_task, "task", None)
+        inherited = self._runtime.inherited_env_vars
+        if inherited:
+            own = extra.get("env_vars") if extra else None
+            extra = {**(extra or {}), "env_vars": {**inherited, **own} if own else inherited}
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps, nested,
                                   returns, num_cpus, resources, max_retries,
-                                  parent[0] if parent else None, retry_exceptions))
+                                  parent[0] if parent else None, retry_exceptions, extra))
         return [ObjectRef._new(object_id) for object_id in returns]
 
     def create_actor(self, descriptor: FunctionDescriptor, class_name: str, args: tuple,

@@ -14,7 +14,8 @@ from graphstore.core import protocol as msg
 from graphstore.core.comm import RemoteCallError
 from graphstore.core.object_ref import ObjectRef
 from graphstore.exceptions import ActorExit
-from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
+from graphstore.options import (METHOD_OPTIONS, actor_options_for_wire,
+                                validate_actor_options, validate_options)
 from graphstore.runtime import FunctionDescriptor
 
 
@@ -76,7 +77,8 @@ class ActorClass:
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._cls)
         if options.get("namespace") is None and options.get("name") is not None:
-            options = {**options, "namespace": runtime.config.namespace}
+            options = {**options, "namespace": runtime.namespace()}
+        options = actor_options_for_wire(options, runtime.inherited_env_vars)
         info = runtime.submitter.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
                                     options, self._methods)
         return ActorHandle._from_info(info)
@@ -166,7 +168,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
         raise ValueError(f"an actor name is a non-empty string, got {name!r}")
     runtime = session.runtime_or_auto_init()
     try:
-        info = runtime.request(msg.GetNamedActor(name, namespace or runtime.config.namespace))
+        info = runtime.request(msg.GetNamedActor(name, namespace or runtime.namespace()))
     except RemoteCallError as exc:
         text = str(exc)
         if text.startswith("ValueError: "):

@@ -23,7 +23,7 @@ from graphstore.local_cluster import LocalCluster
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import default_node_id, detect_gpus
 from graphstore.core.object_ref import new_id
-from graphstore.options import check_gpus, env_vars_of
+from graphstore.options import env_vars_of
 from graphstore.runtime import DriverRole, Runtime, context
 from graphstore.core.spill import SpillTarget, default_spill_url, sweep_default_root
 from graphstore.core.tls import tls_from_config
@@ -259,14 +259,16 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
         if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
                                      or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
-        if num_gpus is not None:
-            check_gpus(num_gpus)
         if resources is not None and "GPU" in resources:
             if num_gpus is not None:
                 raise ValueError("give GPUs as num_gpus or as resources={'GPU': n}, not both")
             resources = dict(resources)
             num_gpus = resources.pop("GPU")
-            check_gpus(num_gpus)
+        if num_gpus is not None and (not isinstance(num_gpus, (int, float))
+                                     or isinstance(num_gpus, bool) or num_gpus < 0
+                                     or num_gpus != int(num_gpus)):
+            raise ValueError(f"num_gpus of a cluster must be a whole number of GPUs, got "
+                             f"{num_gpus!r}")
         if object_store_memory is not None and (not isinstance(object_store_memory, int)
                                                 or object_store_memory <= 0):
             raise ValueError(f"object_store_memory must be a positive number of bytes, got "

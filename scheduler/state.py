@@ -124,6 +124,9 @@ class SchedulerState(ActorsMixin, TaskProcessesMixin):
         if not isinstance(reg.resources, dict) or not all(
                 isinstance(k, str) and number(v) for k, v in reg.resources.items()):
             raise ValueError(f"invalid resources {reg.resources!r}")
+        gpus = reg.resources.get("GPU", 0)
+        if gpus != int(gpus):
+            raise ValueError(f"a worker offers whole GPUs (devices), got GPU={gpus!r}")
         if not isinstance(reg.store_capacity, int) or reg.store_capacity < 0:
             raise ValueError(f"invalid store_capacity {reg.store_capacity!r}")
         if not isinstance(reg.address, str) or not isinstance(reg.pid, int):

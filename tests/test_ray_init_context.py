@@ -90,6 +90,7 @@ def test_a_program_that_configured_logging_gets_no_second_handler(run_driver):
     ({"runtime_env": {"env_vars": {"A": 1}}}, TypeError, "env_vars"),
     ({"num_cpus": -1}, ValueError, "num_cpus"),
     ({"num_gpus": -2}, ValueError, "num_gpus"),
+    ({"num_gpus": 0.5}, ValueError, "whole number"),
     ({"namespace": 5}, TypeError, "namespace"),
     ({"logging_level": "LOUD"}, ValueError, "logging_level"),
     ({"dashboard_port": "8265"}, ValueError, "dashboard_port"),

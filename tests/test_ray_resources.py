@@ -30,6 +30,7 @@ from graphstore.exceptions import TaskUnschedulableError, WorkerCrashedError
 from graphstore.scheduler import entities as st
 from graphstore.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from helpers import gated, wait_for
+from graphstore.scheduler.state import SchedulerState
 from test_scheduler_state import DRIVER, FN, Harness, oid
 
 
@@ -174,6 +175,12 @@ def test_cpu_work_waits_on_a_cluster_without_cpus_and_runs_when_one_joins():
     # Still an error where CPUs exist but the request is beyond every node.
     t2, (r2,) = submit(h, cpus=8)
     assert isinstance(h.error_of(r2), TaskUnschedulableError)
+
+
+def test_a_worker_offering_part_of_a_gpu_is_refused():
+    with pytest.raises(ValueError, match="whole GPUs"):
+        SchedulerState.validate_worker(msg.RegisterWorker(
+            oid(), 1, "h", "n", 1.0, {"GPU": 0.5}, "tcp://h:1", 10**9))
 
 
 def test_hard_affinity_fails_when_its_node_leaves_while_it_waits():

@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if "GPU" not in resources:
         from graphstore.core.node import detect_gpus
         gpus = args.num_gpus if args.num_gpus is not None else detect_gpus()
+        if gpus < 0 or gpus != int(gpus):
+            print(f"graphstore worker: --num-gpus must be a whole number, got {gpus:g}",
+                  file=sys.stderr)
+            return 2
         if gpus:
             resources["GPU"] = float(gpus)
     loop = new_event_loop()

@@ -28,9 +28,9 @@ from graphstore.core import protocol as msg
 from graphstore.core.node import detect_gpus
 from graphstore.exceptions import TaskUnschedulableError, WorkerCrashedError
 from graphstore.scheduler import entities as st
+from graphstore.scheduler.state import SchedulerState
 from graphstore.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from helpers import gated, wait_for
-from graphstore.scheduler.state import SchedulerState
 from test_scheduler_state import DRIVER, FN, Harness, oid
 
 

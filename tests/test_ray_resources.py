@@ -436,6 +436,24 @@ def test_runtime_env_vars_of_actors(cluster):
     assert graphstore.get(other.get.remote("GS_TEST_A"), timeout=60) is None
 
 
+def test_task_process_results_live_in_a_store_and_its_output_reaches_the_driver(
+        cluster, capfd):
+    import numpy as np
+
+    @graphstore.remote(runtime_env={"env_vars": {"GS_TEST_A": "big"}})
+    def big(n):
+        print("made in a task process:", os.environ["GS_TEST_A"], flush=True)
+        return np.ones(n)
+
+    ref = big.remote(1_000_000)
+    value = graphstore.get(ref, timeout=60)
+    assert value.sum() == 1_000_000 and not value.flags.writeable    # a view of a store
+    where = {o["object_id"]: o["where"] for o in graphstore.memory_summary()["objects"]}
+    assert where[ref.hex()][0].startswith("worker pid=")
+    assert wait_for(lambda: "made in a task process: big" in capfd.readouterr().out)
+    del value
+
+
 def test_runtime_env_checks_its_keys_and_values(cluster):
     with pytest.raises(NotImplementedError, match="'pip'"):
         env_of.options(runtime_env={"pip": ["requests"]})

@@ -116,6 +116,8 @@ class ActorsMixin:
         return obj
 
     def _actor_feasible(self, actor: ActorState) -> bool:
+        if self.max_capacity["CPU"] == 0.0:      # a zero-CPU cluster: wait for CPUs
+            return within(actor, float("inf"), self.max_capacity)
         return within(actor, self.max_capacity["CPU"], self.max_capacity)
 
     def _place_actors(self) -> None:

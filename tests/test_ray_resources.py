@@ -243,6 +243,10 @@ def test_zero_cpu_cluster_holds_objects_runs_zero_cpu_work_and_keeps_cpu_work_pe
     # ... one with num_cpus=0 runs here, and holds refs to objects in the store.
     holder = Holder.options(num_cpus=0).remote([large])
     assert graphstore.get(holder.total.remote(), timeout=30) == 499999500000
+    # One that needs a CPU waits too (it is not refused as impossible).
+    cpu_actor = Holder.options(num_cpus=1).remote([large])
+    ready, _ = graphstore.wait([cpu_actor.total.remote()], timeout=1)
+    assert ready == []
 
 
 # == GPUs =====================================================================================

@@ -63,7 +63,9 @@ class ActorsMixin:
         if m.actor_id in self.actors:
             raise ValueError("duplicate actor id")
         actor = ActorState(m, peer_id)
-        actor.job = peer_id if peer_id in self.drivers else self._job_of(peer_id, None)
+        actor.job = peer_id if peer_id in self.drivers else self._job_of(
+            peer_id, options.get("parent_task") if type(options.get("parent_task")) is bytes
+            else None)
         self.actors[actor.id] = actor
         self.actor_of_creation[actor.creation_id] = actor.id
         if name is not None:

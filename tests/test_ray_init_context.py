@@ -249,3 +249,36 @@ def test_runtime_context_in_actors(cluster):
     assert graphstore.get(actor.context.remote(), timeout=60)["restarted"] is True
     graphstore.kill(held)
     graphstore.kill(actor)
+
+
+@graphstore.remote
+def actor_job_from_a_task():
+    actor = Context.remote()
+    return graphstore.get(actor.context.remote())["job"]
+
+
+def test_an_actor_created_in_a_task_belongs_to_the_tasks_job(cluster):
+    assert graphstore.get(actor_job_from_a_task.remote(), timeout=60) == \
+        graphstore.get_runtime_context().get_job_id()
+
+
+def test_tasks_and_actors_made_by_tasks_keep_their_job_among_several_drivers():
+    """In the state machine: with two drivers, work a task submits belongs to the job of
+    that task (not to whichever driver comes first)."""
+    from graphstore.core import protocol as msg
+    from test_scheduler_state import DRIVER, DRIVER2, FN, Harness, oid
+    h = Harness()
+    h.s.add_driver(DRIVER2, "other-namespace")
+    w = h.worker("w1", cpus=2)
+    for job in (DRIVER, DRIVER2):
+        parent, _ = h.submit(peer=job)
+        h.s.schedule()
+        child_id = oid()
+        h.s.submit(w, msg.SubmitTask(child_id, FN, "child", None, [], [], [oid()], 1.0,
+                                     None, 0, parent))
+        assert h.s.task_context(child_id)["job_id"] == job
+        actor_id = oid()
+        h.s.create_actor(w, msg.CreateActor(actor_id, oid(), FN, "A", None, [], [],
+                                            {"parent_task": parent}, {}))
+        assert h.s.actors[actor_id].job == job
+    assert h.s.task_context(child_id)["namespace"] == "other-namespace"

@@ -75,6 +75,9 @@ class Submitter:
         payload, deps, nested = pack_args(f"{class_name}.__init__", args, kwargs,
                                           self._runtime.split_bytes)
         actor_id, creation_id = new_id(), new_id()
+        parent = getattr(current_task, "task", None)
+        if parent is not None:        # its job is that of the task creating it
+            options = {**options, "parent_task": parent[0]}
         m = msg.CreateActor(actor_id, creation_id, descriptor.hash, class_name, payload,
                             deps, nested, options, methods)
         if options.get("name") is not None:   # the scheduler checks the name first

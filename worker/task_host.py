@@ -96,10 +96,6 @@ class TaskProcesses:
         if proc is not None:
             _kill(proc)
 
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [p.pid for p in self._running.values()]
-
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -5,12 +5,15 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 from graphstore import actor, exceptions
 from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore.session import init, is_initialized, shutdown
-from graphstore.api import (cancel, cluster_resources, cluster_status, get, list_tasks,
-                            memory_summary, put, task_graph, visualize, wait)
+from graphstore.api import (available_resources, cancel, cluster_resources, cluster_status,
+                            get, list_tasks, memory_summary, nodes, put, task_graph,
+                            visualize, wait)
 from graphstore.core.generators import DynamicObjectRefGenerator
 from graphstore.core.object_ref import ObjectRef
 from graphstore.runtime import ObjectRefGenerator
 from graphstore.remote_function import remote
+from graphstore.runtime_context import get_gpu_ids, get_runtime_context
+from graphstore import util
 
 __version__ = "0.1.0"
 
@@ -20,6 +23,7 @@ __all__ = [
     "ObjectRef",
     "ObjectRefGenerator",
     "actor",
+    "available_resources",
     "cancel",
     "get_actor",
     "kill",
@@ -28,14 +32,18 @@ __all__ = [
     "cluster_status",
     "exceptions",
     "get",
+    "get_gpu_ids",
+    "get_runtime_context",
     "init",
     "is_initialized",
     "list_tasks",
     "memory_summary",
+    "nodes",
     "put",
     "remote",
     "shutdown",
     "task_graph",
+    "util",
     "visualize",
     "wait",
 ]

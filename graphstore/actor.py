@@ -18,7 +18,8 @@ from graphstore.core.generators import STREAMING, check_generator_mode, returns_
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
-from graphstore.options import METHOD_OPTIONS, validate_actor_options, validate_options
+from graphstore.options import (METHOD_OPTIONS, actor_options_for_wire,
+                                validate_actor_options, validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 from graphstore.runtime.context import installed
 
@@ -97,7 +98,8 @@ class ActorClass:
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._cls)
         if options.get("namespace") is None and options.get("name") is not None:
-            options = {**options, "namespace": runtime.config.namespace}
+            options = {**options, "namespace": runtime.namespace()}
+        options = actor_options_for_wire(options, runtime.inherited_env_vars)
         info = runtime.submitter.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
                                     options, self._methods)
         # ``info`` names an existing actor for ``get_if_exists``: like get_actor's, that
@@ -210,7 +212,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
         raise ValueError(f"an actor name is a non-empty string, got {name!r}")
     runtime = session.runtime_or_auto_init()
     try:
-        info = runtime.request(msg.GetNamedActor(name, namespace or runtime.config.namespace))
+        info = runtime.request(msg.GetNamedActor(name, namespace or runtime.namespace()))
     except RemoteCallError as exc:
         text = str(exc)
         if text.startswith("ValueError: "):

@@ -53,8 +53,39 @@ def cluster_status() -> dict:
 
 
 def cluster_resources() -> dict:
-    """Total resources of the workers in the cluster, e.g. ``{"CPU": 8.0}``."""
-    return cluster_status()["resources"]
+    """Total resources of the nodes in the cluster, e.g. ``{"CPU": 8.0, "GPU": 1.0,
+    "node:<id>": 1.0}`` (as in Ray, each node offers ``node:<its id>``)."""
+    return session.get_runtime().request(msg.GetNodes())["total"]
+
+
+def available_resources() -> dict:
+    """Resources not held by running tasks and actors now, summed over the nodes; those
+    entirely in use are left out, as in Ray."""
+    return session.get_runtime().request(msg.GetNodes())["available"]
+
+
+def nodes() -> list[dict]:
+    """Every node that is or was in the cluster, in Ray's shape: ``NodeID``, ``Alive``
+    (and ``alive``), ``NodeManagerAddress`` / ``NodeManagerHostname`` /
+    ``NodeManagerPort`` (where its first worker serves objects), ``Resources`` (its
+    total resources; ``{}`` once it left), plus graphstore's ``AvailableResources`` and
+    ``Workers``."""
+    out = []
+    for node in session.get_runtime().request(msg.GetNodes())["nodes"]:
+        address = node.get("address") or ""
+        host, _, port = address.removeprefix("tcp://").rpartition(":")
+        host = host.strip("[]")
+        alive = bool(node.get("alive"))
+        out.append({
+            "NodeID": node["node_id"], "Alive": alive, "alive": alive,
+            "NodeManagerAddress": host, "NodeManagerHostname": node.get("hostname", ""),
+            "NodeManagerPort": int(port) if port.isdigit() else 0,
+            "ObjectManagerPort": int(port) if port.isdigit() else 0,
+            "NodeName": host, "Resources": node.get("resources", {}) if alive else {},
+            "AvailableResources": node.get("available", {}) if alive else {},
+            "Workers": node.get("workers", 0), "Labels": {},
+        })
+    return out
 
 
 def memory_summary() -> dict:

@@ -73,13 +73,16 @@ class LocalCluster:
     def __init__(self, num_workers: int, *, cpus_per_worker: float = 1.0,
                  resources: dict | None = None, env: dict | None = None,
                  node_ids: list[str] | None = None, store_capacity: int = 0,
-                 tls: dict | None = None):
+                 tls: dict | None = None, num_gpus: float = 0):
         if num_workers < 1:
             raise ValueError(f"a local cluster needs at least one worker (num_cpus >= 1), "
                              f"got {num_workers}")
         self.num_workers = num_workers
         self.cpus_per_worker = cpus_per_worker
         self.resources = dict(resources or {})
+        #: GPUs of this host, offered by the first worker (each worker is told its
+        #: count, so none counts the host's GPUs again).
+        self.num_gpus = num_gpus
         #: TLS settings (files) its processes use, also told to ``graphstore status``.
         self.tls = tls
         self.token = new_token()
@@ -167,6 +170,7 @@ class LocalCluster:
         if self.resources and self._worker_count == 1:
             for name, amount in self.resources.items():
                 args += ["--resource", f"{name}={amount}"]
+        args += ["--num-gpus", str(self.num_gpus if self._worker_count == 1 else 0)]
         proc = self._spawn(args, f"worker-{self._worker_count}.log")
         proc.worker_args = args  # type: ignore[attr-defined]
         proc.log_name = f"worker-{self._worker_count}.log"  # type: ignore[attr-defined]

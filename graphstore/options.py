@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import math
 
-TASK_OPTIONS = ("num_returns", "num_cpus", "resources", "max_retries", "retry_exceptions",
-                "name")
-ACTOR_OPTIONS = ("num_cpus", "resources", "max_restarts", "max_task_retries",
-                 "max_concurrency", "name", "namespace", "lifetime", "get_if_exists")
+from graphstore.util.scheduling_strategies import to_wire as strategy_to_wire
+
+#: The ``runtime_env`` keys graphstore implements; other Ray keys raise
+#: ``NotImplementedError`` naming the key.
+RUNTIME_ENV_KEYS = ("env_vars",)
+
+TASK_OPTIONS = ("num_returns", "num_cpus", "num_gpus", "resources", "max_retries",
+                "retry_exceptions", "name", "max_calls", "scheduling_strategy",
+                "runtime_env")
+ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_restarts", "max_task_retries",
+                 "max_concurrency", "name", "namespace", "lifetime", "get_if_exists",
+                 "scheduling_strategy", "runtime_env")
 METHOD_OPTIONS = ("num_returns", "name")
 
 
@@ -45,6 +53,16 @@ def validate_options(options: dict, allowed=TASK_OPTIONS) -> dict:
                     isinstance(t, type) and issubclass(t, BaseException) for t in value))):
             raise ValueError(f"retry_exceptions must be True, False, or a non-empty list of "
                              f"exception classes, got {value!r}")
+    if "num_gpus" in options and options["num_gpus"] is not None:
+        check_gpus(options["num_gpus"])
+    if "max_calls" in options:
+        n = options["max_calls"]
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ValueError(f"max_calls must be an integer >= 0 (0: no limit), got {n!r}")
+    if options.get("scheduling_strategy") is not None:
+        strategy_to_wire(options["scheduling_strategy"])
+    if options.get("runtime_env") is not None:
+        env_vars_of(options["runtime_env"])
     resources = options.get("resources")
     if resources is not None:
         if not isinstance(resources, dict):
@@ -57,11 +75,80 @@ def validate_options(options: dict, allowed=TASK_OPTIONS) -> dict:
                     or not amount >= 0 or not math.isfinite(amount)):
                 raise ValueError(f"resource {name!r} needs a non-negative amount, got "
                                  f"{amount!r}")
+        if "GPU" in resources:
+            if options.get("num_gpus") is not None:
+                raise ValueError("give GPUs as num_gpus or as resources={'GPU': n}, not "
+                                 "both")
+            check_gpus(resources["GPU"])
     return options
 
 
+def check_gpus(n) -> None:
+    """GPUs are whole devices above one, as in Ray (fractions of one share a device)."""
+    if (not isinstance(n, (int, float)) or isinstance(n, bool) or not n >= 0
+            or not math.isfinite(n)):
+        raise ValueError(f"num_gpus must be a non-negative number, got {n!r}")
+    if n > 1 and n != int(n):
+        raise ValueError(f"num_gpus above 1 must be a whole number, got {n!r}")
+
+
+def env_vars_of(runtime_env) -> dict:
+    """The ``env_vars`` of a ``runtime_env`` dict, checked. Other keys (``pip``,
+    ``working_dir``, ...) raise ``NotImplementedError`` naming the key."""
+    if runtime_env is None:
+        return {}
+    if not isinstance(runtime_env, dict):
+        raise TypeError(f"runtime_env must be a dict such as {{'env_vars': {{...}}}}, got "
+                        f"{type(runtime_env).__name__}")
+    for key in runtime_env:
+        if key not in RUNTIME_ENV_KEYS:
+            raise NotImplementedError(
+                f"runtime_env key {key!r} is not supported by graphstore (supported: "
+                f"{', '.join(RUNTIME_ENV_KEYS)}); install what the code needs on every "
+                f"host instead")
+    env_vars = runtime_env.get("env_vars") or {}
+    if not isinstance(env_vars, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+        raise TypeError(f"runtime_env['env_vars'] must be a dict of str to str, got "
+                        f"{env_vars!r}")
+    return dict(env_vars)
+
+
+def placement_options(options: dict) -> tuple[float | None, dict | None, object]:
+    """``(num_cpus or None, resources with "GPU" folded in, wire strategy)``."""
+    resources = options.get("resources")
+    gpus = options.get("num_gpus")
+    if gpus:
+        resources = {**(resources or {}), "GPU": float(gpus)}
+    elif resources is not None and "GPU" in resources and not resources["GPU"]:
+        resources = {k: v for k, v in resources.items() if k != "GPU"}
+    return (options.get("num_cpus"), resources or None,
+            strategy_to_wire(options.get("scheduling_strategy")))
+
+
+def actor_options_for_wire(options: dict, inherited_env: dict) -> dict:
+    """An actor's options as ``CreateActor`` carries them: GPUs among its resources, its
+    strategy and environment variables (the creator's merged with its own) in wire
+    form."""
+    out = {k: v for k, v in options.items()
+           if k not in ("num_gpus", "scheduling_strategy", "runtime_env")}
+    _, resources, strategy = placement_options(options)
+    if resources is not None:
+        out["resources"] = resources
+    else:
+        out.pop("resources", None)
+    if strategy is not None:
+        out["scheduling_strategy"] = strategy
+    env = {**inherited_env, **env_vars_of(options.get("runtime_env"))}
+    if env:
+        out["env_vars"] = env
+    return out
+
+
 def validate_actor_options(options: dict) -> dict:
-    task_like = {k: v for k, v in options.items() if k in ("num_cpus", "resources")}
+    task_like = {k: v for k, v in options.items()
+                 if k in ("num_cpus", "num_gpus", "resources", "scheduling_strategy",
+                          "runtime_env")}
     validate_options(task_like)
     for key in options:
         if key not in ACTOR_OPTIONS:

@@ -10,7 +10,8 @@ from graphstore import session
 from graphstore.actor import ActorClass
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
 from graphstore.core.serialization import restore_filename, source_filename
-from graphstore.options import ACTOR_OPTIONS, TASK_OPTIONS, validate_options
+from graphstore.options import (ACTOR_OPTIONS, TASK_OPTIONS, env_vars_of, placement_options,
+                                validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 
 #: Packed ``retry_exceptions`` lists, by the tuple of types (pickled once).
@@ -32,18 +33,47 @@ def pack_retry_exceptions(value):
     return packed
 
 
+def _resolve(options: dict, default_returns=1) -> tuple:
+    """What a call with ``options`` submits, worked out once per options dict:
+    (num_returns, generator mode, num_cpus, resources, max_retries or None, name, packed
+    retry_exceptions, extra or None)."""
+    num_cpus, resources, strategy = placement_options(options)
+    extra = {}
+    env_vars = env_vars_of(options.get("runtime_env"))
+    if env_vars:
+        extra["env_vars"] = env_vars
+    if options.get("max_calls"):
+        extra["max_calls"] = options["max_calls"]
+    if strategy is not None:
+        extra["strategy"] = strategy
+    count = options.get("num_returns", default_returns)
+    mode = 0
+    if type(count) is not int:          # "streaming" or "dynamic": one ref back
+        mode, count = returns_mode(count)
+    return (count, mode, float(1 if num_cpus is None else num_cpus),
+            resources, options.get("max_retries"), options.get("name"),
+            pack_retry_exceptions(options.get("retry_exceptions")), extra or None)
+
+
 class RemoteFunction:
     """A function that runs as tasks on the cluster. Call ``.remote()``, not the function."""
 
     def __init__(self, function, options: dict):
         self._function = function
-        self._options = validate_options(dict(options))
+        options = validate_options(dict(options))
+        gpus = options.get("num_gpus") or (options.get("resources") or {}).get("GPU")
+        if gpus and options.get("max_calls") is None:
+            # As in Ray: a GPU task's process is not reused by default, so whatever the
+            # task left on its GPU goes with the process.
+            options["max_calls"] = 1
+        self._options = options
         self._descriptor: FunctionDescriptor | None = None
         #: As in Ray, a generator function streams its values unless told otherwise.
         self._is_generator = inspect.isgeneratorfunction(function)
         self._default_returns = "streaming" if self._is_generator else 1
         check_generator_mode(self._options.get("num_returns"), self._is_generator,
                              getattr(function, "__qualname__", repr(function)))
+        self._resolved = _resolve(options, self._default_returns)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -57,28 +87,29 @@ class RemoteFunction:
         merged.update(validate_options(options))
         check_generator_mode(merged.get("num_returns"), self._is_generator,
                              getattr(self._function, "__qualname__", repr(self._function)))
-        return _BoundOptions(self, merged)
+        # GPUs given one way override those given the other way in the defaults.
+        if "num_gpus" in options and "resources" not in options:
+            merged["resources"] = {k: v for k, v in (merged.get("resources") or {}).items()
+                                   if k != "GPU"} or None
+        elif "GPU" in (options.get("resources") or {}) and "num_gpus" not in options:
+            merged.pop("num_gpus", None)
+        validate_options(merged)
+        return _BoundOptions(self, merged, _resolve(merged, self._default_returns))
 
     def remote(self, *args, **kwargs):
-        return self._submit(self._options, args, kwargs)
+        return self._submit(self._resolved, args, kwargs)
 
-    def _submit(self, options: dict, args: tuple, kwargs: dict):
+    def _submit(self, resolved: tuple, args: tuple, kwargs: dict):
         runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._function)
-        count = options.get("num_returns", self._default_returns)
-        mode = 0
-        if type(count) is not int:          # "streaming" or "dynamic": one ref back
-            mode, count = returns_mode(count)
-        max_retries = options.get("max_retries")
+        count, mode, num_cpus, resources, max_retries, name, retry, extra = resolved
         if max_retries is None:
             max_retries = runtime.config.max_retries
         elif max_retries == -1:
             max_retries = 2**31 - 1
-        refs = runtime.submitter.submit(self._descriptor, args, kwargs, count,
-                              float(options.get("num_cpus", 1)), options.get("resources"),
-                              max_retries, options.get("name"),
-                              pack_retry_exceptions(options.get("retry_exceptions")), mode)
+        refs = runtime.submitter.submit(self._descriptor, args, kwargs, count, num_cpus,
+                                        resources, max_retries, name, retry, mode, extra)
         if count == 1:
             return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
         return refs
@@ -96,17 +127,18 @@ def _unpickle_remote_function(function, options: dict, filename) -> RemoteFuncti
 
 
 class _BoundOptions:
-    __slots__ = ("_remote_function", "_options")
+    __slots__ = ("_remote_function", "_options", "_resolved")
 
-    def __init__(self, remote_function: RemoteFunction, options: dict):
+    def __init__(self, remote_function: RemoteFunction, options: dict, resolved: tuple):
         self._remote_function = remote_function
         self._options = options
+        self._resolved = resolved
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._remote_function._submit(self._options, args, kwargs)
+        return self._remote_function._submit(self._resolved, args, kwargs)
 
     def __reduce__(self):
-        return (_BoundOptions, (self._remote_function, self._options))
+        return (_BoundOptions, (self._remote_function, self._options, self._resolved))
 
 
 def remote(*args, **options):

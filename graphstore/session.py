@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
+from dataclasses import fields
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect, set_dead_peer_timeout
@@ -21,8 +21,9 @@ from graphstore.core.config import Config, load_config
 from graphstore.exceptions import GraphstoreError
 from graphstore.local_cluster import LocalCluster
 from graphstore.core.loop_thread import LoopThread
-from graphstore.core.node import default_node_id
+from graphstore.core.node import default_node_id, detect_gpus
 from graphstore.core.object_ref import new_id
+from graphstore.options import env_vars_of
 from graphstore.runtime import DriverRole, Runtime, context
 from graphstore.core.spill import SpillTarget, default_spill_url, sweep_default_root
 from graphstore.core.tls import tls_from_config
@@ -65,7 +66,8 @@ class ClusterContext:
 class Driver:
     def __init__(self, config: Config, address: str | None, num_cpus: int | None,
                  resources: dict | None, token: str | None, env: dict,
-                 node_id: str | None = None, worker_node_ids: list | None = None):
+                 node_id: str | None = None, worker_node_ids: list | None = None,
+                 num_gpus: float | None = None, job_env_vars: dict | None = None):
         self.config = config
         set_dead_peer_timeout(config.worker_timeout)
         self.spill_target: SpillTarget | None = None
@@ -76,14 +78,25 @@ class Driver:
         self.dashboard_url: str | None = None
         #: Mutual TLS for every connection (None: off); a local cluster's processes too.
         self.tls = tls_from_config(config)
+        #: The job's runtime_env variables its tasks and actors inherit: a local cluster's
+        #: processes have them from the start; on a cluster joined they are sent along.
+        self.job_env_vars = dict(job_env_vars or {})
         if address is None:
             workers = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
             if self.tls is not None:
                 env = {**env, **self.tls.environment()}
-            self.cluster = LocalCluster(int(workers), resources=resources, env=env,
+            env = {**env, **self.job_env_vars}
+            if num_gpus is None:
+                num_gpus = detect_gpus()
+            # num_cpus=0: one worker with no CPU holds objects and runs zero-CPU tasks;
+            # CPU work waits for workers with CPUs, as on a Ray head node without CPUs.
+            self.cluster = LocalCluster(max(1, int(workers)),
+                                        cpus_per_worker=1.0 if workers else 0.0,
+                                        resources=resources, env=env,
                                         node_ids=worker_node_ids,
                                         store_capacity=config.object_store_memory,
-                                        tls=self.tls.settings() if self.tls else None)
+                                        tls=self.tls.settings() if self.tls else None,
+                                        num_gpus=num_gpus)
             try:
                 # Fail before any work is accepted if the spill target is unusable.
                 self.spill_target = SpillTarget(config.spill_to or default_spill_url(),
@@ -97,11 +110,11 @@ class Driver:
                 raise
             address = self.cluster.start()
             token_bytes = self.cluster.token.encode()
-            expected_workers = int(workers)
+            expected_workers = max(1, int(workers))
         else:
-            if num_cpus is not None or resources or worker_node_ids:
-                raise ValueError("num_cpus, resources and worker_node_ids describe a new "
-                                 "local cluster; they cannot be used with address=")
+            if num_cpus is not None or resources or worker_node_ids or num_gpus is not None:
+                raise ValueError("num_cpus, num_gpus, resources and worker_node_ids describe "
+                                 "a new local cluster; they cannot be used with address=")
             token_bytes = load_token(token)
             expected_workers = 0
         self.address = address
@@ -122,12 +135,17 @@ class Driver:
                                  timeout=config.startup_timeout)
             runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, DriverRole(),
                               node_id=self.node_id, token=token, tls=self.tls)
+            runtime.context.update(job_id=peer_id, worker_id=peer_id,
+                                   namespace=config.namespace)
+            if self.cluster is None:
+                runtime.inherited_env_vars = dict(self.job_env_vars)
             comm.handler = lambda c, m: runtime.handle(m) or None
             comm.on_close.append(lambda c: runtime.connection_lost())
             import asyncio
             asyncio.ensure_future(comm.read_loop())
             reply = await comm.request(msg.RegisterClient(peer_id, os.getpid(),
-                                                          socket.gethostname()),
+                                                          socket.gethostname(),
+                                                          config.namespace),
                                        timeout=config.startup_timeout)
             if not runtime.cluster_info:  # a ClusterInfo that came after is newer
                 runtime.cluster_info = {"num_workers": reply["num_workers"],
@@ -186,30 +204,48 @@ class Driver:
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None,
-         resources: dict | None = None, ignore_reinit_error: bool = False,
-         log_to_driver: bool | None = None, token: str | None = None,
-         object_store_memory: int | None = None, node_id: str | None = None,
-         worker_node_ids: list[str] | None = None, spill_to: str | None = None,
-         spill_options: dict | None = None, spill_threshold: float | None = None,
-         **settings) -> ClusterContext:
+         num_gpus: float | None = None, resources: dict | None = None,
+         object_store_memory: int | None = None, ignore_reinit_error: bool = False,
+         include_dashboard: bool | None = None, dashboard_host: str | None = None,
+         dashboard_port: int | None = None, namespace: str | None = None,
+         runtime_env: dict | None = None, log_to_driver: bool | None = None,
+         logging_level=None, logging_format: str | None = None,
+         configure_logging: bool = True, token: str | None = None,
+         node_id: str | None = None, worker_node_ids: list[str] | None = None,
+         spill_to: str | None = None, spill_options: dict | None = None,
+         spill_threshold: float | None = None, **settings) -> ClusterContext:
     """Start a local cluster (no ``address``) or join the one at ``tcp://host:port``.
+
+    Ray's keywords mean what they mean in ``ray.init``: ``num_cpus`` (0: a node with no
+    CPU, where CPU work waits for workers with CPUs), ``num_gpus`` (default: the GPUs
+    ``CUDA_VISIBLE_DEVICES`` names, else those ``nvidia-smi -L`` lists), ``resources``,
+    ``object_store_memory`` (bytes of shared memory per worker store), ``namespace`` (of
+    named actors), ``runtime_env`` (only ``{"env_vars": {...}}``: every task and actor of
+    this job sees them), ``include_dashboard`` / ``dashboard_host`` /
+    ``dashboard_port`` (the status page), ``log_to_driver`` (task output here),
+    ``logging_level`` / ``logging_format`` / ``configure_logging`` (the "graphstore"
+    logger of this process, and the log level of a local cluster's processes) and
+    ``ignore_reinit_error``.
 
     ``spill_to``: where full stores spill (a directory, ``file://`` or
     ``s3://bucket/prefix`` URL), ``spill_options``: its fsspec/s3fs storage options,
     ``spill_threshold``: the fraction of a store's capacity above which it spills.
-    ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. ``object_store_memory``: bytes of
-    shared memory per worker. ``node_id`` names this driver's host; ``worker_node_ids``
-    gives each local worker its own host identity (to exercise multi-host behaviour on
-    one machine). Other keyword arguments override settings of
+    ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. ``node_id`` names this driver's host;
+    ``worker_node_ids`` gives each local worker its own host identity (to exercise
+    multi-host behaviour on one machine). Other keyword arguments override settings of
     ``graphstore.core.config.Config`` for this cluster, e.g. ``tls_cert``, ``tls_key`` and
     ``tls_ca`` for mutual TLS (all three or none; a local cluster started with them uses
-    them for every connection: see docs/security.md).
+    them for every connection: see docs/security.md); any other keyword is a
+    ``TypeError``.
     """
     global _driver
     with _lock:
         if _worker_runtime() is not None:
             raise GraphstoreError("init() cannot be called inside a task: the worker is "
                                   "already connected to its cluster")
+        _check_settings(settings)
+        if configure_logging:
+            _configure_logging(logging_level, logging_format)
         if _driver is not None:
             if ignore_reinit_error:
                 return _driver.context()
@@ -220,12 +256,26 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             address = os.environ.get("GRAPHSTORE_ADDRESS")
             if not address:
                 raise ValueError("address='auto' needs GRAPHSTORE_ADDRESS to be set")
-        if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
-            raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
+        if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
+                                     or num_cpus < 0):
+            raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
+        if resources is not None and "GPU" in resources:
+            if num_gpus is not None:
+                raise ValueError("give GPUs as num_gpus or as resources={'GPU': n}, not both")
+            resources = dict(resources)
+            num_gpus = resources.pop("GPU")
+        if num_gpus is not None and (not isinstance(num_gpus, (int, float))
+                                     or isinstance(num_gpus, bool) or num_gpus < 0
+                                     or num_gpus != int(num_gpus)):
+            raise ValueError(f"num_gpus of a cluster must be a whole number of GPUs, got "
+                             f"{num_gpus!r}")
         if object_store_memory is not None and (not isinstance(object_store_memory, int)
                                                 or object_store_memory <= 0):
             raise ValueError(f"object_store_memory must be a positive number of bytes, got "
                              f"{object_store_memory!r}")
+        if address is not None and object_store_memory is not None:
+            raise ValueError("object_store_memory sizes the stores of a new local cluster; "
+                             "it cannot be used with address=")
         if worker_node_ids is not None:
             if num_cpus is None:
                 num_cpus = len(worker_node_ids)
@@ -235,20 +285,79 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             raise ValueError(f"spill_threshold must be in (0, 1], got {spill_threshold!r}")
         if spill_options is not None and not isinstance(spill_options, dict):
             raise ValueError("spill_options must be a dict of fsspec storage options")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise TypeError(f"namespace must be a non-empty string, got {namespace!r}")
+        job_env_vars = env_vars_of(runtime_env)
+        if include_dashboard is False:
+            dashboard_port = 0
+        if dashboard_port is not None and (not isinstance(dashboard_port, int)
+                                           or isinstance(dashboard_port, bool)
+                                           or not 0 <= dashboard_port < 65536):
+            raise ValueError(f"dashboard_port must be a port number (0: no status page), "
+                             f"got {dashboard_port!r}")
         for name, value in (("spill_to", spill_to), ("spill_options", spill_options),
-                            ("spill_threshold", spill_threshold)):
+                            ("spill_threshold", spill_threshold),
+                            ("dashboard_host", dashboard_host),
+                            ("dashboard_port", dashboard_port), ("namespace", namespace)):
             if value is not None:
                 settings[name] = value
         config = load_config(log_to_driver=log_to_driver,
                              object_store_memory=object_store_memory, **settings)
         env = {f"GRAPHSTORE_{k.upper()}": json.dumps(v) if isinstance(v, dict) else v
                for k, v in settings.items() if v is not None}
+        if logging_level is not None:
+            env["GRAPHSTORE_LOG_LEVEL"] = logging.getLevelName(_level(logging_level))
         _driver = Driver(config, address, num_cpus, resources, token, env, node_id,
-                         worker_node_ids)
-        if _driver.cluster is not None and _driver.dashboard_url:
-            print(f"graphstore: started a local cluster at {_driver.address}; status page "
-                  f"at {_driver.dashboard_url}", file=sys.stderr, flush=True)
+                         worker_node_ids, num_gpus, job_env_vars)
+        if _driver.cluster is not None:
+            logger.info("started a local cluster at %s%s", _driver.address,
+                        f"; status page at {_driver.dashboard_url}"
+                        if _driver.dashboard_url else "")
         return _driver.context()
+
+
+#: Ray's default log format (time, level, file:line, message).
+_LOG_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
+_log_handler: logging.Handler | None = None
+
+
+def _level(level) -> int:
+    if level is None:
+        return logging.INFO
+    if isinstance(level, str):
+        named = logging.getLevelName(level.upper())
+        if not isinstance(named, int):
+            raise ValueError(f"logging_level {level!r} is not a logging level name")
+        return named
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    raise TypeError(f"logging_level must be a logging level (logging.INFO, 'ERROR', ...), "
+                    f"got {level!r}")
+
+
+def _configure_logging(level, fmt: str | None) -> None:
+    """As ``ray.init`` does for the "ray" logger: the "graphstore" logger gets
+    ``level`` and, unless the program configured logging itself (the root logger has
+    handlers), a stderr handler with ``fmt``, not passed on to the root logger."""
+    global _log_handler
+    graphstore_logger = logging.getLogger("graphstore")
+    graphstore_logger.setLevel(_level(level))
+    if _log_handler is None and not logging.getLogger().handlers:
+        _log_handler = logging.StreamHandler()
+        graphstore_logger.addHandler(_log_handler)
+        graphstore_logger.propagate = False
+    if _log_handler is not None:
+        _log_handler.setFormatter(logging.Formatter(fmt or _LOG_FORMAT))
+
+
+def _check_settings(settings: dict) -> None:
+    """Keywords beyond init()'s own must name settings of ``Config``."""
+    known = {f.name for f in fields(Config)}
+    for name in settings:
+        if name not in known:
+            raise TypeError(
+                f"init() got an unexpected keyword argument {name!r}: it is neither an "
+                f"init() parameter nor a graphstore setting (see docs/configuration.md)")
 
 
 def shutdown() -> None:

@@ -72,6 +72,9 @@ class ActorsMixin:
         if m.actor_id in self.actors:
             raise ValueError("duplicate actor id")
         actor = ActorState(m, peer_id)
+        actor.job = peer_id if peer_id in self.drivers else self._job_of(
+            peer_id, options.get("parent_task") if type(options.get("parent_task")) is bytes
+            else None)
         self.actors[actor.id] = actor
         self.actor_of_creation[actor.creation_id] = actor.id
         if name is not None:
@@ -92,6 +95,14 @@ class ActorsMixin:
                 f"actor {m.class_name} asks for num_cpus={actor.num_cpus}"
                 + (f" and resources={actor.resources}" if actor.resources else "")
                 + f", but the largest worker offers {self._capacity_text()}")
+        elif (actor.strategy is not None and actor.strategy != "SPREAD"
+              and not actor.strategy[2]):
+            node = self.nodes.get(actor.strategy[1])
+            if node is None or not node.fits_ever(actor):
+                failure = TaskUnschedulableError(
+                    f"actor {m.class_name} must run on node {actor.strategy[1]!r} "
+                    f"(NodeAffinitySchedulingStrategy, soft=False), which is not alive "
+                    f"or too small")
         if failure is not None:
             self._actor_died(actor, failure if isinstance(failure, BaseException)
                              else ActorDiedError(failure))
@@ -114,6 +125,8 @@ class ActorsMixin:
         return obj
 
     def _actor_feasible(self, actor: ActorState) -> bool:
+        if self.max_capacity["CPU"] == 0.0:      # a zero-CPU cluster: wait for CPUs
+            return within(actor, float("inf"), self.max_capacity)
         return within(actor, self.max_capacity["CPU"], self.max_capacity)
 
     def _place_actors(self) -> None:
@@ -136,13 +149,32 @@ class ActorsMixin:
             if actor.num_cpus or actor.resources:
                 worker.node.acquire(actor)
                 actor.holds_resources = True
-            self.outbox.append((worker.id, msg.StartActor(actor.id, actor.incarnation)))
+                if actor.resources and actor.resources.get("GPU"):
+                    actor.gpus = worker.node.take_gpus(actor.resources["GPU"])
+            environment = None
+            if actor.env_vars or actor.gpus:
+                environment = {"env_vars": dict(actor.env_vars or {}),
+                               "gpus": list(actor.gpus or [])}
+            self.outbox.append((worker.id, msg.StartActor(actor.id, actor.incarnation,
+                                                          environment)))
 
     def _pick_actor_worker(self, actor: ActorState):
         """Spread actors: the fitting worker with the fewest actors, then most free CPUs."""
         best, best_key = None, None
+        strategy = actor.strategy
+        target = None
+        if strategy is not None and strategy != "SPREAD":
+            target = self.nodes.get(strategy[1])
+            if target is None or not target.fits_ever(actor):
+                if not strategy[2]:
+                    return None          # hard affinity: only that node
+                target = None            # soft: anywhere
         for worker in self.workers.values():
             if not worker.node.fits_now(actor):
+                continue
+            if actor.needs_cpu_node and worker.node.num_cpus < 1.0:
+                continue
+            if target is not None and worker.node is not target:
                 continue
             key = (self.actors_on_worker.get(worker.id, 0),
                    worker.node.cpus_used - worker.node.num_cpus)
@@ -168,9 +200,14 @@ class ActorsMixin:
                 deps.append([object_id, None, _lost_payload(object_id), None])
             else:
                 deps.append([object_id, obj.payload, obj.error, self.locations_of(obj)])
+        resources = {"CPU": actor.num_cpus} if actor.num_cpus else {}
+        resources.update(actor.resources or {})
         return {"class_code": self.functions[actor.class_hash], "class_name": actor.class_name,
                 "args": actor.args, "deps": deps, "max_concurrency": actor.max_concurrency,
-                "incarnation": actor.incarnation,
+                "incarnation": actor.incarnation, "job_id": actor.job,
+                "namespace": self.namespaces.get(actor.job, actor.namespace),
+                "resources_held": resources, "gpus": actor.gpus or [],
+                "restarts": actor.restarts, "name": actor.name,
                 # Calls cancelled before this process existed: they may still arrive.
                 "cancelled": [c.id for c in actor.calls.values() if c.cancelled]}
 
@@ -235,6 +272,9 @@ class ActorsMixin:
                 self.actors_on_worker.pop(actor.worker.id, None)
         if actor.holds_resources and actor.worker is not None:
             actor.worker.node.acquire(actor, -1.0)
+            if actor.gpus is not None:
+                actor.worker.node.give_gpus(actor.gpus, actor.resources["GPU"])
+        actor.gpus = None
         actor.holds_resources = False
         actor.worker = None
         if actor.process_id is not None:   # its refs go when its connection closes

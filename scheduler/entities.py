@@ -70,7 +70,8 @@ class TaskState:
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
-                 "lineage_size", "lineage_note", "mode")
+                 "lineage_size", "lineage_note", "mode", "strategy", "env_vars",
+                 "max_calls", "process", "gpus")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -114,8 +115,24 @@ class TaskState:
         self.lineage_size = 0
         #: Why its results cannot be computed again, once that is known.
         self.lineage_note: str | None = None
+        extra = spec.extra
+        #: Where it may run: None, "SPREAD" or ("node", node id, soft).
+        self.strategy = None
+        #: Environment variables it needs (it runs in a task process with them), and
+        #: after how many calls that process is replaced (0: never).
+        self.env_vars: dict | None = None
+        self.max_calls = 0
+        if extra:
+            strategy = extra.get("strategy")
+            self.strategy = tuple(strategy) if type(strategy) is list else strategy
+            self.env_vars = extra.get("env_vars") or None
+            self.max_calls = extra.get("max_calls") or 0
+        #: The task process running it (``task_processes.py``), if it needs one.
+        self.process = None
+        #: GPU indices on its node while it holds them.
+        self.gpus: list[int] | None = None
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
-                      if self.resources else ())
+                      if self.resources else (), self.strategy)
 
 
 def within(task: "TaskState", cpus: float, resources: dict) -> bool:
@@ -130,8 +147,14 @@ def within(task: "TaskState", cpus: float, resources: dict) -> bool:
 
 
 class NodeState:
-    """A host: its workers share its CPUs and custom resources, as in Ray."""
-    __slots__ = ("id", "num_cpus", "resources", "cpus_used", "resources_used", "workers")
+    """A host: its workers share its CPUs and custom resources, as in Ray.
+
+    Its GPUs are devices as well as an amount: each task or actor holding GPUs holds
+    particular ones (indices 0..n-1, which a worker maps through its
+    ``CUDA_VISIBLE_DEVICES``), a whole device for each whole GPU asked, or a share of one
+    device for a fraction (the fullest device it fits, as Ray does)."""
+    __slots__ = ("id", "num_cpus", "resources", "cpus_used", "resources_used", "workers",
+                 "gpu_free", "hostname", "address", "joined_at")
 
     def __init__(self, node_id: str):
         self.id = node_id
@@ -140,6 +163,11 @@ class NodeState:
         self.cpus_used = 0.0
         self.resources_used: dict[str, float] = {}
         self.workers: dict[bytes, WorkerState] = {}
+        #: Per GPU index: the share of that device not held by anyone.
+        self.gpu_free: list[float] = []
+        self.hostname = ""
+        self.address = ""
+        self.joined_at = time.time()
 
     def fits_now(self, task: TaskState) -> bool:
         if self.cpus_used + task.num_cpus > self.num_cpus + 1e-9:
@@ -149,7 +177,41 @@ class NodeState:
                 if (self.resources_used.get(name, 0.0) + amount
                         > self.resources.get(name, 0.0) + 1e-9):
                     return False
+            gpus = task.resources.get("GPU")
+            if gpus and self._gpu_choice(gpus) is None:
+                return False
         return True
+
+    def resize_gpus(self) -> None:
+        """The node's GPU count changed (a worker with GPUs joined or left)."""
+        count = int(self.resources.get("GPU", 0.0) + 1e-9)
+        if count > len(self.gpu_free):
+            self.gpu_free.extend([1.0] * (count - len(self.gpu_free)))
+        else:
+            del self.gpu_free[count:]
+
+    def _gpu_choice(self, amount: float) -> list[int] | None:
+        free = self.gpu_free
+        if amount >= 1.0 - 1e-9:
+            whole = [i for i, f in enumerate(free) if f >= 1.0 - 1e-9]
+            need = int(amount + 1e-9)
+            return whole[:need] if len(whole) >= need else None
+        fitting = [(f, i) for i, f in enumerate(free) if f >= amount - 1e-9]
+        return [min(fitting)[1]] if fitting else None
+
+    def take_gpus(self, amount: float) -> list[int]:
+        """Hold GPU devices for ``amount`` GPUs (it fits: see ``fits_now``)."""
+        chosen = self._gpu_choice(amount) or []
+        share = 1.0 if amount >= 1.0 - 1e-9 else amount
+        for i in chosen:
+            self.gpu_free[i] -= share
+        return chosen
+
+    def give_gpus(self, indices: list[int], amount: float) -> None:
+        share = 1.0 if amount >= 1.0 - 1e-9 else amount
+        for i in indices:
+            if i < len(self.gpu_free):
+                self.gpu_free[i] = min(1.0, self.gpu_free[i] + share)
 
     def fits_ever(self, task: TaskState) -> bool:
         return within(task, self.num_cpus, self.resources)
@@ -166,7 +228,8 @@ class WorkerState:
     __slots__ = ("id", "pid", "hostname", "node", "num_cpus", "resources", "address",
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
                  "blocked", "running", "pipelined", "store_capacity", "objects",
-                 "queued_seconds", "stored_bytes", "metrics", "last_heartbeat")
+                 "queued_seconds", "stored_bytes", "metrics", "last_heartbeat",
+                 "processes", "process_waiting")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
@@ -198,6 +261,10 @@ class WorkerState:
         #: The worker's own figures from its last heartbeat (store use, spilling).
         self.metrics: dict = {}
         self.last_heartbeat = 0.0
+        #: Task processes this worker started (``task_processes.py``), by process id,
+        #: and its tasks waiting for one, per process key.
+        self.processes: dict[bytes, object] = {}
+        self.process_waiting: dict[tuple, deque[TaskState]] = {}
 
     def free_slots(self) -> int:
         return self.slots + self.blocked - self.running
@@ -212,7 +279,8 @@ class ActorState:
                  "max_concurrency", "name", "namespace", "detached", "methods", "state",
                  "worker", "incarnation", "process_id", "address", "pid", "restarts",
                  "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
-                 "owner", "last_call")
+                 "owner", "last_call", "strategy", "env_vars", "gpus", "needs_cpu_node",
+                 "job")
 
     def __init__(self, m: msg.CreateActor, owner: bytes):
         options = m.options or {}
@@ -248,6 +316,16 @@ class ActorState:
         self.holds_resources = False
         self.owner = owner
         self.last_call: bytes | None = None
+        strategy = options.get("scheduling_strategy")
+        self.strategy = tuple(strategy) if type(strategy) is list else strategy
+        self.env_vars: dict | None = options.get("env_vars") or None
+        #: GPU indices on its node while it holds them.
+        self.gpus: list[int] | None = None
+        #: As in Ray, an actor that does not say ``num_cpus`` needs a node with a CPU to
+        #: be placed (it holds none): it never lands on a zero-CPU node.
+        self.needs_cpu_node = options.get("num_cpus") is None
+        #: The driver whose job made it (what ``get_runtime_context()`` reports).
+        self.job: bytes | None = None
 
 
 class ActorCallState:

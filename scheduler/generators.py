@@ -88,4 +88,4 @@ class GeneratorsMixin:
             if stored:
                 self.outbox.append((worker.id, msg.FreeObjects(stored)))
             return
-        self._apply_results(worker, partial)
+        self._apply_results(worker, partial, task.name)

@@ -85,6 +85,9 @@ class Scheduler:
             msg.WorkerHeartbeat: lambda peer, m: self.state.worker_heartbeat(peer, m.metrics),
             msg.GetTaskGraph: lambda peer, m: self._task_graph(m),
             msg.GetClusterOverview: lambda peer, m: self._cluster_overview(),
+            msg.GetNodes: lambda peer, m: self.state.node_records(),
+            msg.GetTaskContext: lambda peer, m: self.state.task_context(m.task_id),
+            msg.TaskProcessExited: lambda peer, m: self.state.task_process_exited(peer, m),
         }
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}
@@ -130,7 +133,7 @@ class Scheduler:
         if isinstance(m, msg.RegisterClient):
             peer_id = m.client_id
             self._adopt(comm, peer_id, "driver", m.pid, m.hostname)
-            self.state.add_driver(peer_id)
+            self.state.add_driver(peer_id, m.namespace)
         elif isinstance(m, msg.RegisterWorker):
             try:
                 self.state.validate_worker(m)
@@ -156,6 +159,14 @@ class Scheduler:
             return {**build, "address": self.address, "workers": self._worker_list(),
                     "num_workers": len(self.state.workers),
                     "resources": self.state.cluster_resources()}
+        elif isinstance(m, msg.RegisterTaskProcess):
+            try:
+                self.state.register_task_process(m.process_id, m)
+            except ValueError as exc:
+                logger.info("refused task process pid %s: %s", m.pid, exc)
+                comm.abort()
+                raise
+            self._adopt(comm, m.process_id, "task process", m.pid, m.hostname)
         else:
             logger.warning("peer %s sent %s before registering; closing", comm.peer,
                            type(m).__name__)

@@ -29,6 +29,7 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
+from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
@@ -53,9 +54,11 @@ def _payload_size(payload) -> int:
 #: Seconds an actor process may wait for an object the scheduler has not heard of yet
 #: (a call's argument can overtake the caller's own message that creates it).
 _PARKED_WANT_SECONDS = 30.0
+#: Nodes that left, remembered for ``nodes()`` (``Alive: False``), the newest this many.
+_DEPARTED_NODES = 1000
 
 
-class SchedulerState(ActorsMixin, GeneratorsMixin):
+class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
@@ -97,12 +100,20 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         self.lineage_producer: dict[bytes, TaskState] = {}
         self.lineage_bytes = 0
         self.max_lineage_bytes = max_lineage_bytes
+        #: Each driver's namespace (its job's), by driver id.
+        self.namespaces: dict[bytes, str] = {}
+        #: Nodes that left: node id -> what ``nodes()`` says of them.
+        self.departed_nodes: dict[str, dict] = {}
+        #: (driver, task shape) pairs told that their tasks wait for a node with CPUs.
+        self._told_waiting: set = set()
         self._init_actors()
         self._init_generators()
+        self._init_task_processes()
 
     # -- peers ------------------------------------------------------------------------
-    def add_driver(self, peer_id: bytes) -> None:
+    def add_driver(self, peer_id: bytes, namespace: str = "default") -> None:
         self.drivers.add(peer_id)
+        self.namespaces[peer_id] = namespace or "default"
         self.peer_holds.setdefault(peer_id, set())
 
     @staticmethod
@@ -118,6 +129,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         if not isinstance(reg.resources, dict) or not all(
                 isinstance(k, str) and number(v) for k, v in reg.resources.items()):
             raise ValueError(f"invalid resources {reg.resources!r}")
+        gpus = reg.resources.get("GPU", 0)
+        if gpus != int(gpus):
+            raise ValueError(f"a worker offers whole GPUs (devices), got GPU={gpus!r}")
         if not isinstance(reg.store_capacity, int) or reg.store_capacity < 0:
             raise ValueError(f"invalid store_capacity {reg.store_capacity!r}")
         if not isinstance(reg.address, str) or not isinstance(reg.pid, int):
@@ -127,12 +141,17 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         node = self.nodes.get(reg.node_id)
         if node is None:
             node = self.nodes[reg.node_id] = NodeState(reg.node_id)
+            node.hostname = reg.hostname
+            node.address = reg.address
+            self.departed_nodes.pop(reg.node_id, None)
         worker = WorkerState(reg, node)
         self.workers[worker.id] = worker
         node.workers[worker.id] = worker
         node.num_cpus += worker.num_cpus
         for name, amount in worker.resources.items():
             node.resources[name] = node.resources.get(name, 0.0) + amount
+        if "GPU" in worker.resources:
+            node.resize_gpus()
         # As in Ray, a node offers "node:<id>" so tasks can ask to run on that host.
         node.resources[f"node:{node.id}"] = 1.0
         self.peer_holds.setdefault(worker.id, set())
@@ -146,8 +165,11 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         """A driver, worker or actor process disconnected: release its refs, retry its
         tasks, restart or bury its actor."""
         self.drivers.discard(peer_id)
+        self.namespaces.pop(peer_id, None)
         if peer_id in self.actor_processes:
             self.actor_process_lost(peer_id)
+        if peer_id in self.task_processes:
+            self.task_process_lost(peer_id)
         if self.actor_calls:
             self.caller_gone(peer_id)
         if self.actors:
@@ -162,25 +184,15 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
             node.num_cpus -= worker.num_cpus
             for name, amount in worker.resources.items():
                 node.resources[name] = node.resources.get(name, 0.0) - amount
+            if "GPU" in worker.resources:
+                node.resize_gpus()
             if not node.workers:
                 del self.nodes[node.id]
+                self._node_departed(node)
+            self.worker_processes_lost(worker)
             for task in list(worker.assigned.values()):
-                self._release_slot(worker, task)
-                task.worker = None
-                if task.cancelled:
-                    self._fail_task(task, error_payload(TaskCancelledError(
-                        f"task {task.name} was cancelled (force=True ended its worker)")))
-                elif task.retries_left > 0:
-                    task.retries_left -= 1
-                    self.counts["retried"] += 1
-                    task.state = QUEUED
-                    self.ready.setdefault(task.shape, deque()).appendleft(task)
-                else:
-                    crash = WorkerCrashedError(
-                        f"the worker running task {task.name} (pid {worker.pid}) died and "
-                        f"the task has no retries left; raise max_retries to retry more")
-                    self._fail_task(task, error_payload(crash),
-                                    f"WorkerCrashedError: {crash}")
+                self._task_crashed(task, f"the worker running task {task.name} (pid "
+                                         f"{worker.pid}) died")
         for object_id in self.peer_pins.pop(peer_id, ()):
             obj = self.objects.get(object_id)
             if obj is not None:
@@ -195,6 +207,35 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
                 obj.waiters.discard(peer_id)
                 self._maybe_free(obj)
         self.schedule()
+
+    def _task_crashed(self, task: TaskState, why: str) -> None:
+        """The process running ``task`` died: run it again while it has retries, else
+        fail it with ``WorkerCrashedError`` (``TaskCancelledError`` if cancelled with
+        ``force``)."""
+        self._release_slot(task.worker, task)
+        task.worker = None
+        task.process = None
+        if task.cancelled:
+            self._fail_task(task, error_payload(TaskCancelledError(
+                f"task {task.name} was cancelled (force=True ended its process)")))
+        elif task.retries_left > 0:
+            task.retries_left -= 1
+            self.counts["retried"] += 1
+            task.state = QUEUED
+            self.ready.setdefault(task.shape, deque()).appendleft(task)
+        else:
+            crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
+                                       f"max_retries to retry more")
+            self._fail_task(task, error_payload(crash), f"WorkerCrashedError: {crash}")
+
+    def _node_departed(self, node: NodeState) -> None:
+        """Remember a node that left, for ``nodes()``."""
+        self.departed_nodes[node.id] = {
+            "node_id": node.id, "alive": False, "hostname": node.hostname,
+            "address": node.address, "resources": {}, "joined_at": node.joined_at,
+            "left_at": time.time()}
+        while len(self.departed_nodes) > _DEPARTED_NODES:
+            del self.departed_nodes[next(iter(self.departed_nodes))]
 
     def _lose_copies(self, worker: WorkerState) -> None:
         """Objects whose only copy was on a lost worker are taken over by another worker
@@ -715,7 +756,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         self.functions.setdefault(m.function_hash, m.payload)
 
     def submit(self, peer_id: bytes, spec: msg.SubmitTask) -> None:
-        driver = peer_id if peer_id in self.drivers else next(iter(self.drivers), None)
+        driver = peer_id if peer_id in self.drivers else self._job_of(peer_id, spec.parent)
         task = TaskState(spec, peer_id, driver)
         self.tasks[task.id] = task
         self.graph.add_task(task)
@@ -760,15 +801,61 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
                         f"the request or start a worker with enough resources")
             failure = error_payload(TaskUnschedulableError(reason))
             reason = f"TaskUnschedulableError: {reason}"
+        if failure is None and task.strategy is not None and task.strategy[0] == "node":
+            reason = self._affinity_problem(task)
+            if reason is not None:
+                failure = error_payload(TaskUnschedulableError(reason))
+                reason = f"TaskUnschedulableError: {reason}"
         if failure is not None:
             self._fail_task(task, failure, reason)
         elif task.waiting_on == 0:
             self._enqueue(task)
 
+    def _job_of(self, peer_id: bytes, parent: bytes | None) -> bytes | None:
+        """The driver whose job a task submitted by a worker or actor belongs to: that
+        of the task or actor submitting it (any driver when that is unknown)."""
+        parent_task = self.tasks.get(parent) if parent is not None else None
+        if parent_task is not None and parent_task.driver is not None:
+            return parent_task.driver
+        actor = self.actors.get(self.actor_processes.get(peer_id, b""))
+        if actor is not None and actor.job is not None:
+            return actor.job
+        return next(iter(self.drivers), None)
+
     def _feasible(self, task: TaskState) -> bool:
         if not self.workers and self.max_capacity["CPU"] == 0.0:
             return True  # no worker has joined yet: wait for one
-        return within(task, self.max_capacity["CPU"], self.max_capacity)
+        if within(task, self.max_capacity["CPU"], self.max_capacity):
+            return True
+        if self.max_capacity["CPU"] == 0.0 and within(task, float("inf"),
+                                                      self.max_capacity):
+            # No node has a CPU (a zero-CPU head node): CPU work waits for a worker
+            # with CPUs to join, as in Ray; its driver is told once per kind of task.
+            if task.driver is not None and (task.driver, task.shape) not in \
+                    self._told_waiting:
+                self._told_waiting.add((task.driver, task.shape))
+                self.outbox.append((task.driver, msg.Output(
+                    "(scheduler)", "stderr",
+                    f"task {task.name} needs {task.num_cpus:g} CPU but no node of the "
+                    f"cluster has a CPU; it waits until a worker with CPUs joins\n")))
+            return True
+        return False
+
+    def _affinity_problem(self, task: TaskState) -> str | None:
+        """Why a hard node affinity cannot be met now (the node is gone or too small),
+        or None."""
+        _, node_id, soft = task.strategy
+        if soft:
+            return None
+        node = self.nodes.get(node_id)
+        if node is None:
+            return (f"task {task.name} must run on node {node_id!r} "
+                    f"(NodeAffinitySchedulingStrategy, soft=False), which is not alive")
+        if not node.fits_ever(task):
+            return (f"task {task.name} must run on node {node_id!r}, which never has "
+                    f"num_cpus={task.num_cpus:g}"
+                    + (f" and resources={task.resources}" if task.resources else ""))
+        return None
 
     def _capacity_text(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
@@ -780,39 +867,58 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
             queue = self.ready[task.shape] = deque()
         queue.append(task)
 
-    def task_done(self, worker_id: bytes, m: msg.TaskDone) -> None:
+    def task_done(self, peer_id: bytes, m: msg.TaskDone) -> None:
+        worker_id = self.process_host(peer_id, m.task_id) if self.task_processes else peer_id
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
         task.state = DONE
         self.counts["done"] += 1
-        self._apply_results(self.workers[worker_id], m.results)
+        self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
         self._record(task)
+        if peer_id != worker_id:
+            self.process_task_finished(peer_id, m.task_id)
 
-    def _apply_results(self, worker: WorkerState, results: list) -> None:
+    def _apply_results(self, worker: WorkerState, results: list, task_name: str) -> None:
         """A task's results (``TaskDone.results``) become ready objects."""
         for object_id, payload, contained, size, segment in results:
+            store = worker
+            if payload is None and type(segment) is list:
+                # A task process wrote it into a store on its host: [worker id, segment].
+                store = self.workers.get(segment[0])
+                segment = segment[1]
+                if store is not None:
+                    self.outbox.append((store.id, msg.SealObjects([object_id])))
             obj = self.objects.get(object_id)
             if obj is None or obj.state != PENDING:
-                if payload is None:  # stored, but nobody wants it any more
-                    self.outbox.append((worker.id, msg.FreeObjects([[object_id, True]])))
+                if payload is None and store is not None:   # stored, but unwanted now
+                    self.outbox.append((store.id, msg.FreeObjects([[object_id, True]])))
+                continue
+            if payload is None and store is None:
+                obj.state = ERROR
+                obj.error = error_payload(ObjectLostError(
+                    f"the result of task {task_name} was written to a worker that died"))
+                self._object_finished(obj)
                 continue
             obj.state = READY
             if payload is None:
                 obj.size = size
-                self.add_location(obj, worker, segment)
+                self.add_location(obj, store, segment)
             else:
                 obj.payload = payload
                 obj.size = sum(len(b) for b in payload)
             self._set_contains(obj, contained)
             self._object_finished(obj)
 
-    def task_failed(self, worker_id: bytes, m: msg.TaskFailed) -> None:
+    def task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:
+        worker_id = self.process_host(peer_id, m.task_id) if self.task_processes else peer_id
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
+        if peer_id != worker_id:
+            self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
         if m.partial:
             self._partial_results(task, self.workers[worker_id], m.partial, retrying)
@@ -922,8 +1028,13 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
             self._fail_task(task, error_payload(TaskCancelledError(
                 f"task {task.name} was cancelled before it started")))
         elif task.worker is not None:
+            if task.worker.process_waiting and self.cancel_waiting_for_process(task):
+                self._fail_task(task, error_payload(TaskCancelledError(
+                    f"task {task.name} was cancelled before it started")))
+                return
             task.cancelled = task.cancelled or force
-            self.outbox.append((task.worker.id, msg.CancelRunning(task.id, force)))
+            runner = task.process.id if task.process is not None else task.worker.id
+            self.outbox.append((runner, msg.CancelRunning(task.id, force)))
 
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []
@@ -947,7 +1058,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         messages; long or not yet measured ones wait here, where a new or freed worker can
         still take them.
         """
-        if task.resources:
+        if task.resources or task.env_vars or task.max_calls or task.strategy:
             return 0
         duration = self.function_durations.get(task.function_hash)
         if duration is None:
@@ -995,6 +1106,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
     def _pick_worker(self, task: TaskState) -> WorkerState | None:
         """The worker that minimises (argument bytes it must fetch) / bandwidth + its
         queued work, among those whose node has room; else one that may pipeline it."""
+        if task.strategy is not None:
+            return self._pick_by_strategy(task)
         best = None
         best_cost = None
         depth = -1
@@ -1020,6 +1133,31 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
                 best, best_cost = worker, cost
         return best
 
+    def _pick_by_strategy(self, task: TaskState) -> WorkerState | None:
+        """Placement under ``scheduling_strategy``: ``SPREAD`` takes the least loaded node
+        with room; node affinity that node, or (``soft``) anywhere if the node is gone
+        or could never fit the task."""
+        strategy = task.strategy
+        room = [w for w in self.workers.values()
+                if w.free_slots() > 0 and w.node.fits_now(task)]
+        if strategy == "SPREAD":
+            if not room:
+                return None
+            load: dict[str, int] = {}
+            for worker in self.workers.values():
+                node_id = worker.node.id
+                load[node_id] = (load.get(node_id, 0) + len(worker.assigned)
+                                 + self.actors_on_worker.get(worker.id, 0))
+            return min(room, key=lambda w: (load[w.node.id], w.queued_seconds / w.slots))
+        _, node_id, soft = strategy
+        target = self.nodes.get(node_id)
+        if target is not None and target.fits_ever(task):
+            here = [w for w in room if w.node is target]
+            return min(here, key=lambda w: w.queued_seconds / w.slots) if here else None
+        if not soft or not room:
+            return None
+        return min(room, key=lambda w: w.queued_seconds / w.slots)
+
     def schedule(self) -> None:
         """Place waiting actors and queued tasks on workers while any has room."""
         if not self.workers:
@@ -1041,6 +1179,14 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
                     continue
                 worker = self._pick_worker(task)
                 if worker is None:
+                    if task.strategy is not None and task.strategy[0] == "node":
+                        problem = self._affinity_problem(task)
+                        if problem is not None:       # its node left meanwhile
+                            queue.popleft()
+                            task.state = WAITING
+                            self._fail_task(task, error_payload(
+                                TaskUnschedulableError(problem)), problem)
+                            continue
                     break
                 queue.popleft()
                 self._assign(task, worker)
@@ -1053,6 +1199,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
             task.holds_slot = True
             worker.running += 1
             worker.node.acquire(task)
+            if task.resources and task.resources.get("GPU"):
+                task.gpus = worker.node.take_gpus(task.resources["GPU"])
         else:
             worker.pipelined.append(task)
         worker.assigned[task.id] = task
@@ -1063,21 +1211,31 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         worker.queued_seconds += self._expected_seconds(task)
         task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
                           "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
+        if task.gpus or task.env_vars or task.max_calls:
+            self._run_in_process(task, worker, process_key(task))
+            return
         if task.function_hash not in worker.known_functions:
             worker.known_functions.add(task.function_hash)
             self.outbox.append((worker.id, msg.FunctionCode(
                 task.function_hash, self.functions[task.function_hash])))
+        self.outbox.append((worker.id, self._run_task_message(task)))
+
+    def _run_task_message(self, task: TaskState) -> msg.RunTask:
         deps = []
         for object_id in task.deps:
             obj = self.objects[object_id]
             deps.append([object_id, obj.payload, self.locations_of(obj)])
-        self.outbox.append((worker.id, msg.RunTask(
-            task.id, task.function_hash, task.name, task.args, deps, task.returns,
-            task.retry_exceptions if task.retries_left > 0 else None, task.mode)))
+        return msg.RunTask(task.id, task.function_hash, task.name, task.args, deps,
+                           task.returns,
+                           task.retry_exceptions if task.retries_left > 0 else None,
+                           task.mode)
 
     def _release_slot(self, worker: WorkerState, task: TaskState) -> None:
         if worker.assigned.pop(task.id, None) is None:
             return
+        if task.gpus is not None:
+            worker.node.give_gpus(task.gpus, task.resources["GPU"])
+            task.gpus = None
         worker.queued_seconds = max(0.0, worker.queued_seconds - self._expected_seconds(task))
         if task.long:
             worker.long_tasks -= 1
@@ -1104,7 +1262,10 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
             worker.node.acquire(task)
 
     def task_blocked(self, worker_id: bytes, task_id: bytes) -> None:
-        """A task waits on objects: lend its CPUs and slot to other tasks meanwhile."""
+        """A task waits on objects: lend its CPUs and slot to other tasks meanwhile (its
+        GPU devices stay its own)."""
+        if self.task_processes:
+            worker_id = self.process_host(worker_id, task_id)
         worker = self.workers.get(worker_id)
         task = worker.assigned.get(task_id) if worker is not None else None
         if task is None or task.blocked:
@@ -1115,6 +1276,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
         self._promote(worker)
 
     def task_unblocked(self, worker_id: bytes, task_id: bytes) -> None:
+        if self.task_processes:
+            worker_id = self.process_host(worker_id, task_id)
         worker = self.workers.get(worker_id)
         task = worker.assigned.get(task_id) if worker is not None else None
         if task is None or not task.blocked:
@@ -1172,6 +1335,37 @@ class SchedulerState(ActorsMixin, GeneratorsMixin):
             for name, amount in (node.resources_used if used else node.resources).items():
                 total[name] = total.get(name, 0.0) + amount
         return total
+
+    def node_records(self) -> dict:
+        """Every node, alive or departed, with its resources (``nodes()``), and the
+        cluster's total and free resources (``available_resources()``)."""
+        records = []
+        for node in self.nodes.values():
+            total = {"CPU": node.num_cpus, **node.resources}
+            free = {"CPU": node.num_cpus - node.cpus_used}
+            for name, amount in node.resources.items():
+                free[name] = amount - node.resources_used.get(name, 0.0)
+            records.append({"node_id": node.id, "alive": True, "hostname": node.hostname,
+                            "address": node.address, "resources": total,
+                            "available": free, "workers": len(node.workers),
+                            "joined_at": node.joined_at})
+        records.extend(dict(r) for r in self.departed_nodes.values())
+        available: dict[str, float] = {}
+        for record in records:
+            for name, amount in record.get("available", {}).items():
+                available[name] = available.get(name, 0.0) + max(0.0, amount)
+        return {"nodes": records, "total": self.cluster_resources(),
+                "available": {k: v for k, v in available.items() if v > 1e-9}}
+
+    def task_context(self, task_id: bytes) -> dict:
+        """What ``get_runtime_context()`` reports inside a running task."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ValueError(f"task {task_id.hex()} is not running")
+        resources = {"CPU": task.num_cpus} if task.num_cpus else {}
+        resources.update(task.resources or {})
+        return {"job_id": task.driver, "resources": resources, "gpus": task.gpus or [],
+                "namespace": self.namespaces.get(task.driver, "default")}
 
     def summary(self) -> dict:
         states: dict[str, int] = {}

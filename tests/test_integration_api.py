@@ -1029,7 +1029,7 @@ def test_is_initialized_and_shutdown(fresh_cluster):
     assert not graphstore.is_initialized()
     graphstore.shutdown()                    # a second shutdown is harmless
     with pytest.raises(ValueError):
-        graphstore.init(num_cpus=0)
+        graphstore.init(num_cpus=-1)
     assert not graphstore.is_initialized()
     with pytest.raises(ValueError):
         graphstore.init(address="tcp://127.0.0.1:1", num_cpus=2)

@@ -72,11 +72,13 @@ SAMPLES = {
     p.Request: p.Request(7, p.SubmitTask(TID, FH, "f", [b"pickle", Frame(BIG)], [_id(2)],
                                          [_id(3)], [_id(4)], 1.5, {"GPU": 0.5}, 3)),
     p.Reply: p.Reply(7, None, {"address": "tcp://1.2.3.4:5", "n": [1, 2.5, None, True]}),
-    p.RegisterClient: p.RegisterClient(_id(5), 1234, "host-a"),
+    p.RegisterClient: p.RegisterClient(_id(5), 1234, "host-a", "my-namespace"),
     p.RegisterWorker: p.RegisterWorker(_id(6), 99, "host-b", "node-b", 4.0, {"GPU": 2.0},
                                        "tcp://10.0.0.1:7000", 2 * 1024**3),
     p.RegisterFunction: p.RegisterFunction(FH, b"\x80\x05cloudpickled"),
-    p.SubmitTask: p.SubmitTask(TID, FH, "g", None, [], [], [_id(9)], 0.0, None, 0, _id(8)),
+    p.SubmitTask: p.SubmitTask(TID, FH, "g", None, [], [], [_id(9)], 0.0, None, 0, _id(8),
+                               None, 2, {"env_vars": {"A": "b"}, "max_calls": 1,
+                                      "strategy": ["node", "n1", True]}),
     p.PutObject: p.PutObject(_id(10), [b"\x80\x05stream", Frame(BIG), b""], [_id(11)],
                              None),
     p.IncRef: p.IncRef([_id(12), _id(13)]),
@@ -118,7 +120,7 @@ SAMPLES = {
     # Actors.
     p.CreateActor: p.CreateActor(_id(40), _id(41), b"h" * 32, "Counter", [b"args"], [_id(42)],
                                  [], {"name": "c", "max_restarts": 2}, {"inc": 1, "pair": 2}),
-    p.StartActor: p.StartActor(_id(40), 3),
+    p.StartActor: p.StartActor(_id(40), 3, {"env_vars": {"A": "b"}, "gpus": [1]}),
     p.StopActor: p.StopActor(_id(40), 3),
     p.RegisterActorProcess: p.RegisterActorProcess(_id(40), 1, _id(43), 4321, "host-a",
                                                    "node-a", "tcp://127.0.0.1:7001"),
@@ -154,6 +156,14 @@ SAMPLES = {
     p.GeneratorItemReady: p.GeneratorItemReady(
         _id(50), 3, _id(51), None, None, [["node-a", "tcp://10.0.0.2:7001", "gs-c-w-1",
                                            50_000_000]]),
+    # Tasks in processes of their own, runtime context, nodes.
+    p.StartTaskProcess: p.StartTaskProcess(_id(50), {"env_vars": {"A": "1"}, "gpus": [0, 1]},
+                                           1),
+    p.StopTaskProcess: p.StopTaskProcess(_id(50)),
+    p.RegisterTaskProcess: p.RegisterTaskProcess(_id(50), _id(6), 4242, "host-a"),
+    p.TaskProcessExited: p.TaskProcessExited(_id(50), -9),
+    p.GetTaskContext: p.GetTaskContext(TID),
+    p.GetNodes: p.GetNodes(),
 }
 
 
@@ -466,6 +476,14 @@ SUBMIT = SAMPLES[p.SubmitTask]
     (_with(SAMPLES[p.TaskFailed], partial="x"), "TaskFailed.partial"),
     (p.GeneratorItem(_id(1), -1, _id(2), None, True, b""), "GeneratorItem.index"),
     (p.Reply([1], None, None), "Reply.rid"),
+    (_with(SUBMIT, extra={"env_vars": {"A": 1}}), "SubmitTask.extra"),
+    (_with(SUBMIT, extra={"max_calls": -1}), "SubmitTask.extra"),
+    (_with(SUBMIT, extra={"strategy": ["node", 5, True]}), "SubmitTask.extra"),
+    (_with(SUBMIT, extra={"strategy": "EVERYWHERE"}), "SubmitTask.extra"),
+    (p.StartTaskProcess(_id(1), {"gpus": [-1]}, 0), "StartTaskProcess.environment"),
+    (p.StartActor(_id(1), 1, {"env_vars": ["A"]}), "StartActor.environment"),
+    (_with(SAMPLES[p.CreateActor], options={"scheduling_strategy": ["node"]}),
+     "CreateActor.options"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_fields_of_the_wrong_kind_are_refused_when_decoded(message, field):
     """A malformed message never reaches a handler (the connection closes instead)."""

@@ -243,9 +243,9 @@ def test_impossible_request_is_unschedulable(cpus, resources):
 
 
 def test_custom_resources_limit_concurrency(h):
-    h.worker("w1", cpus=4, resources={"GPU": 1})
-    t1, _ = h.submit(resources={"GPU": 1})
-    t2, _ = h.submit(resources={"GPU": 1})
+    h.worker("w1", cpus=4, resources={"special": 1})
+    t1, _ = h.submit(resources={"special": 1})
+    t2, _ = h.submit(resources={"special": 1})
     t3, _ = h.submit()
     h.s.schedule()
     assert sorted(h.run_tasks()) == sorted([t1, t3])
@@ -257,8 +257,8 @@ def test_custom_resources_limit_concurrency(h):
 
 def test_resources_only_on_matching_worker_node(h):
     h.worker("cpu", cpus=4, node="n1")
-    gpu = h.worker("gpu", cpus=1, node="n2", resources={"GPU": 1})
-    t, _ = h.submit(resources={"GPU": 1})
+    gpu = h.worker("gpu", cpus=1, node="n2", resources={"special": 1})
+    t, _ = h.submit(resources={"special": 1})
     h.s.schedule()
     assert h.run_tasks(gpu) == [t]
 

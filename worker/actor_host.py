@@ -43,8 +43,11 @@ class ActorProcesses:
         return subprocess.Popen([sys.executable, "-m", "graphstore.worker.actor_process"],
                                 stdin=subprocess.PIPE, close_fds=True)
 
-    def start(self, actor_id: bytes, incarnation: int) -> None:
-        """Start (or hand a ready process) the actor's ``incarnation``-th process."""
+    def start(self, actor_id: bytes, incarnation: int, env: dict | None = None,
+              gpu_ids: list | None = None) -> None:
+        """Start (or hand a ready process) the actor's ``incarnation``-th process;
+        ``env``: variables it sets before it loads the actor's class (its
+        ``runtime_env`` variables and ``CUDA_VISIBLE_DEVICES``), ``gpu_ids`` its GPUs."""
         with self._lock:
             if self._closed or self._was_stopped(actor_id, incarnation):
                 return
@@ -52,7 +55,8 @@ class ActorProcesses:
         if proc is None or proc.poll() is not None:
             proc = self._spawn()
         line = json.dumps({**self.assignment, "actor_id": actor_id.hex(),
-                           "incarnation": incarnation}) + "\n"
+                           "incarnation": incarnation, "env": env or {},
+                           "gpu_ids": gpu_ids or []}) + "\n"
         try:
             proc.stdin.write(line.encode())
             proc.stdin.flush()

@@ -128,6 +128,15 @@ class ActorProcess:
             timeout=self.config.startup_timeout)
         runtime.cluster_info = {"num_workers": build["num_workers"],
                                 "resources": build["resources"], "workers": build["workers"]}
+        # What get_runtime_context() reports here; tasks it submits inherit its variables.
+        runtime.context.update(
+            actor_id=self.actor_id, worker_id=self.process_id, job_id=build.get("job_id"),
+            namespace=build.get("namespace"), resources=build.get("resources_held", {}),
+            gpu_ids=list(self.spec.get("gpu_ids") or []),
+            restarts=build.get("restarts", self.incarnation - 1),
+            actor_name=build.get("name"))
+        runtime.inherited_env_vars = {k: v for k, v in (self.spec.get("env") or {}).items()
+                                      if k != "CUDA_VISIBLE_DEVICES"}
         self.class_name = build["class_name"]
         with self._lock:
             self._cancelled.update(build.get("cancelled") or ())
@@ -610,6 +619,8 @@ def main() -> int:
     if not line:
         return 0
     spec = json.loads(line)
+    # The actor's own variables, set before its class (and what it imports) is loaded.
+    os.environ.update(spec.get("env") or {})
     setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("address", help="scheduler address, tcp://HOST:PORT")
     parser.add_argument("--num-cpus", type=float, default=None,
                         help="CPU slots this worker offers (default: all CPUs)")
+    parser.add_argument("--num-gpus", type=float, default=None,
+                        help="GPUs this worker offers (default: those CUDA_VISIBLE_DEVICES "
+                             "names, else those `nvidia-smi -L` lists, else none)")
     parser.add_argument("--resource", action="append", type=parse_resource, default=[],
                         metavar="NAME=AMOUNT", help="a custom resource (repeatable)")
     parser.add_argument("--object-store-memory", type=int, default=None,
@@ -78,12 +81,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"graphstore worker: {exc}", file=sys.stderr)
         return 2
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
+    resources = dict(args.resource)
+    if "GPU" not in resources:
+        from graphstore.core.node import detect_gpus
+        gpus = args.num_gpus if args.num_gpus is not None else detect_gpus()
+        if gpus < 0 or gpus != int(gpus):
+            print(f"graphstore worker: --num-gpus must be a whole number, got {gpus:g}",
+                  file=sys.stderr)
+            return 2
+        if gpus:
+            resources["GPU"] = float(gpus)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     stop_on_signals(lambda: loop.stop())
     try:
         loop.run_until_complete(serve(config, token, args.address, num_cpus,
-                                      dict(args.resource), args.node_id, args.watch_stdin,
+                                      resources, args.node_id, args.watch_stdin,
                                       host=args.host, port=args.port,
                                       store_capacity=args.object_store_memory, tls=tls))
     except RuntimeError:

@@ -46,7 +46,8 @@ def interrupt_thread(ident: int, exc_type: type) -> bool:
 
 
 class TaskExecutor:
-    def __init__(self, slots: int, runtime, split_bytes: int, streams=None):
+    def __init__(self, slots: int, runtime, split_bytes: int, streams=None,
+                 after_task=None):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._runtime = runtime
         self._send = runtime.send_from_any_thread
@@ -66,6 +67,8 @@ class TaskExecutor:
         #: Running tasks -> their thread; tasks cancelled before they started.
         self._running: dict[bytes, int] = {}
         self._cancelled: set[bytes] = set()
+        #: Called after each task's outcome is queued (a task process counts its calls).
+        self._after_task = after_task
         for _ in range(slots):
             self._start_thread()
 
@@ -132,6 +135,8 @@ class TaskExecutor:
             if task is _STOP:
                 return
             self._run(task)
+            if self._after_task is not None:
+                self._after_task()
 
     def _function(self, function_hash: bytes):
         fn = self._functions.get(function_hash)

@@ -29,6 +29,7 @@ from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
 from graphstore.core.spill import SpillTarget, default_spill_url
 from graphstore.worker.actor_host import ActorProcesses
+from graphstore.worker.task_host import TaskProcesses, environment_for
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
 from graphstore.core.tls import TLSConfig, exposure_warning
@@ -86,6 +87,10 @@ class Worker:
         self.actor_processes = ActorProcesses({
             "scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
             "host": host, "tls": tls.settings() if tls else None})
+        self.task_processes = TaskProcesses(
+            {"scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
+             "tls": tls.settings() if tls else None, "worker_id": self.worker_id.hex()},
+            self._task_process_exited)
         #: Size of the pre-faulted segment kept ready for the next large put.
         self.reserve_bytes = min(config.store_reserve_bytes, store_capacity // 4)
         self._reserve_filled = asyncio.Event()  # set (and replaced) after each fill
@@ -129,6 +134,7 @@ class Worker:
                           task_unblocked=self._task_unblocked)
         self.runtime = Runtime(loop, self.comm, self.config, self.worker_id, role,
                                node_id=self.node_id, token=self.token, tls=self.tls)
+        self.runtime.context["worker_id"] = self.worker_id
         self.runtime.install()
         streams = output.install(self.runtime.send_from_any_thread)
         self.executor = TaskExecutor(max(1, int(self.num_cpus)), self.runtime,
@@ -249,7 +255,12 @@ class Worker:
         elif cls is msg.CancelRunning:
             self.executor.cancel(m.task_id, m.force)
         elif cls is msg.StartActor:
-            self._in_thread(self._start_actor, m.actor_id, m.incarnation)
+            self._in_thread(self._start_actor, m.actor_id, m.incarnation, m.environment)
+        elif cls is msg.StartTaskProcess:
+            self._in_thread(self.task_processes.start, m.process_id, m.environment,
+                            m.max_calls)
+        elif cls is msg.StopTaskProcess:
+            self._in_thread(self.task_processes.stop, m.process_id)
         elif cls is msg.StopActor:
             self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
         elif cls is msg.AdoptSegments:
@@ -268,8 +279,9 @@ class Worker:
             logger.warning("could not take over %d objects of a dead worker", len(failed))
             self.runtime.send_from_any_thread(msg.AdoptionFailed(failed))
 
-    def _start_actor(self, actor_id: bytes, incarnation: int) -> None:
-        self.actor_processes.start(actor_id, incarnation)
+    def _start_actor(self, actor_id: bytes, incarnation: int, environment) -> None:
+        env, gpu_ids = environment_for(environment)
+        self.actor_processes.start(actor_id, incarnation, env, gpu_ids)
         self.actor_processes.prepare_spare()   # the next actor on this worker starts fast
 
     async def _allocate_for(self, comm: Comm, m: msg.AllocateObject) -> str:
@@ -323,7 +335,14 @@ class Worker:
             self.spiller.stop()
         self.stopped.set()
 
+    def _task_process_exited(self, process_id: bytes, code: int) -> None:
+        """A task process ended (any thread): the scheduler must know if it never
+        registered."""
+        if self.runtime is not None and not self.runtime.closed:
+            self.runtime.send_from_any_thread(msg.TaskProcessExited(process_id, code))
+
     def close(self) -> None:
+        self.task_processes.close()
         self.actor_processes.close()
         self.peer_server.stop()
         self.store.close()

@@ -54,3 +54,44 @@ def contact_host(bound_host: str, toward: str) -> str:
             return probe.getsockname()[0]
     except OSError:
         return socket.gethostname()
+
+
+def visible_gpu_ids() -> list[str] | None:
+    """The GPU ids ``CUDA_VISIBLE_DEVICES`` names, or None when it is not set (then every
+    GPU of the host is visible). As in Ray, an empty value or ``NoDevFiles`` means none."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    value = value.strip()
+    if value in ("", "NoDevFiles"):
+        return []
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def detect_gpus() -> int:
+    """GPUs this host offers: those ``CUDA_VISIBLE_DEVICES`` names if it is set, else
+    the GPUs ``nvidia-smi -L`` lists (0 without it), as Ray counts them."""
+    visible = visible_gpu_ids()
+    if visible is not None:
+        return len(visible)
+    import shutil
+    import subprocess
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if out.returncode != 0:
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def physical_gpu_ids(indices) -> list[str]:
+    """The GPU ids of this host's GPU ``indices`` (0..n-1 as the scheduler counts them):
+    through ``CUDA_VISIBLE_DEVICES`` when it is set, as Ray maps them."""
+    visible = visible_gpu_ids()
+    if visible is None:
+        return [str(i) for i in indices]
+    return [visible[i] if i < len(visible) else str(i) for i in indices]

@@ -45,9 +45,10 @@ class Reply(NamedTuple):
 
 
 class RegisterClient(NamedTuple):
-    client_id: bytes
+    client_id: bytes          # also the job id of what this driver submits
     pid: int
     hostname: str
+    namespace: str = "default"    # the job's namespace (named actors, get_actor)
 
 
 class RegisterWorker(NamedTuple):
@@ -82,6 +83,8 @@ class SubmitTask(NamedTuple):
                                   # tuple of exception types (checked by the worker)
     mode: int = 0             # 0: returns values; 1: num_returns="dynamic"; 2: "streaming"
                               # (graphstore.core.generators)
+    extra: dict | None = None     # rarely used options: "env_vars" (run in a process
+                                  # with these), "max_calls", "strategy" (wire form)
 
 
 class PutObject(NamedTuple):
@@ -319,9 +322,11 @@ class CreateActor(NamedTuple):
 
 
 class StartActor(NamedTuple):
-    """Scheduler -> worker: start a process for this actor (its ``incarnation``-th)."""
+    """Scheduler -> worker: start a process for this actor (its ``incarnation``-th).
+    ``environment``: {"env_vars": {...}, "gpus": [GPU indices on the node]}, or None."""
     actor_id: bytes
     incarnation: int
+    environment: dict | None = None
 
 
 class StopActor(NamedTuple):
@@ -481,6 +486,49 @@ class GetClusterOverview(NamedTuple):
     pass
 
 
+# -- tasks in processes of their own --------------------------------------------------------
+
+class StartTaskProcess(NamedTuple):
+    """Scheduler -> worker: start a task process for tasks that need an environment of
+    their own: {"env_vars": {...}, "gpus": [GPU indices on the node]}; it runs at most
+    ``max_calls`` tasks (0: no limit) and then exits."""
+    process_id: bytes
+    environment: dict
+    max_calls: int
+
+
+class StopTaskProcess(NamedTuple):
+    """Scheduler -> worker: end this idle task process."""
+    process_id: bytes
+
+
+class RegisterTaskProcess(NamedTuple):
+    """First message of a task process to the scheduler (a request)."""
+    process_id: bytes
+    worker_id: bytes          # the worker that started it: its CPUs and slot run the task
+    pid: int
+    hostname: str
+
+
+class TaskProcessExited(NamedTuple):
+    """Worker -> scheduler: a task process it started has exited (for one that never
+    registered: its tasks must not wait for it)."""
+    process_id: bytes
+    returncode: int
+
+
+class GetNodes(NamedTuple):
+    """Request to the scheduler: every node (alive or departed) with its resources, and
+    the cluster's total and available resources: {"nodes", "total", "available"}."""
+    pass
+
+
+class GetTaskContext(NamedTuple):
+    """Request to the scheduler: what ``get_runtime_context()`` says inside a running
+    task: {"job_id", "namespace", "resources", "gpus"}."""
+    task_id: bytes
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -492,7 +540,8 @@ MESSAGE_TYPES: list[type] = [
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
     GetClusterOverview, SchedulerHeartbeat, AdoptSegments, AdoptionFailed,
-    CancelQueuedCall, GeneratorItem, GeneratorItemReady,
+    CancelQueuedCall, GeneratorItem, GeneratorItemReady, StartTaskProcess,
+    StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -565,6 +614,8 @@ def _location(v) -> bool:
 
 
 _ACTOR_OPTIONS = {"num_cpus": _opt(_amount), "resources": _opt(_resources),
+                  "env_vars": lambda v: _env_vars(v),
+                  "scheduling_strategy": lambda v: _strategy(v),
                   "max_restarts": _int, "max_task_retries": _int,
                   "max_concurrency": _opt(_count), "name": _opt(_str),
                   "namespace": _opt(_str), "lifetime": _opt(_str), "get_if_exists": _flag}
@@ -585,6 +636,32 @@ def _spilled(v) -> bool:
 def _retry_exceptions(v) -> bool:
     """None, True, or the pickled tuple of exception types (see SubmitTask)."""
     return v is None or v is True or type(v) is bytes
+
+
+def _env_vars(v) -> bool:
+    return type(v) is dict and all(type(k) is str and type(x) is str for k, x in v.items())
+
+
+def _strategy(v) -> bool:
+    """None, "SPREAD", or ["node", node id, soft]: where a task or actor may run."""
+    return v is None or v == "SPREAD" or (
+        type(v) is list and len(v) == 3 and v[0] == "node" and type(v[1]) is str
+        and _flag(v[2]))
+
+
+def _environment(v) -> bool:
+    """{"env_vars": {str: str}, "gpus": [GPU index, ...]} (both optional)."""
+    return type(v) is dict and _env_vars(v.get("env_vars", {})) and (
+        type(v.get("gpus", [])) is list and all(_count(i) for i in v.get("gpus", [])))
+
+
+_EXTRA = {"env_vars": _env_vars, "max_calls": _count, "strategy": _strategy}
+
+
+def _extra(v) -> bool:
+    """SubmitTask.extra: the rarely used options, each checked."""
+    return type(v) is dict and all(type(k) is str and _EXTRA.get(k, _any)(x)
+                                   for k, x in v.items())
 
 
 def _methods(v) -> bool:
@@ -612,11 +689,11 @@ _opt_id, _opt_payload, _opt_str, _opt_list = _opt(_id), _opt(_payload), _opt(_st
 FIELD_CHECKS: dict[type, tuple] = {
     Request: (_int, _any),
     Reply: (_int, _opt_str, _any),
-    RegisterClient: (_id, _int, _str),
+    RegisterClient: (_id, _int, _str, _str),
     RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count),
     RegisterFunction: (_id, _buffer),
     SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
-                 _opt_id, _retry_exceptions, _mode),
+                 _opt_id, _retry_exceptions, _mode, _opt(_extra)),
     PutObject: (_id, _opt_payload, _ids, _opt(_location)),
     Pin: (_ids,), Unpin: (_ids,), IncRef: (_ids,), DecRef: (_ids,), WantObjects: (_ids,),
     ObjectAdded: (_id, _str),
@@ -643,7 +720,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     RestoreOnNode: (_id, _str),
     LocateObject: (_id,),
     CreateActor: (_id, _id, _id, _str, _any, _ids, _ids, _actor_options, _methods),
-    StartActor: (_id, _int), StopActor: (_id, _int),
+    StartActor: (_id, _int, _opt(_environment)), StopActor: (_id, _int),
     RegisterActorProcess: (_id, _int, _id, _int, _str, _str, _str),
     ActorReady: (_id, _int, _opt_payload),
     ActorExiting: (_id,),
@@ -665,6 +742,12 @@ FIELD_CHECKS: dict[type, tuple] = {
     AdoptionFailed: (_ids,),
     GeneratorItem: (_id, _count, _id, _opt_payload, _flag, _any_id),
     GeneratorItemReady: (_id, _count, _id, _opt_payload, _opt_payload, _opt_list),
+    StartTaskProcess: (_id, _environment, _count),
+    StopTaskProcess: (_id,),
+    RegisterTaskProcess: (_id, _id, _int, _str),
+    TaskProcessExited: (_id, _int),
+    GetTaskContext: (_id,),
+    GetNodes: (),
 }
 
 #: Checks across the fields of one message.

@@ -156,10 +156,16 @@ class ObjectIO:
 
     def store_value(self, object_id: bytes, buffers) -> tuple:
         """For a task's result: ``(payload, 0, None)`` inline, or ``(None, size,
-        segment)`` once written into this worker's store."""
-        if nbytes(buffers) > self._runtime.config.inline_threshold and self._store is not None:
-            segment, size = self._write_to_local_store(object_id, buffers)
-            return None, size, segment
+        segment)`` once written into this worker's store; in a task process (no store of
+        its own) ``(None, size, [worker id, segment])`` of a store on this host."""
+        if nbytes(buffers) > self._runtime.config.inline_threshold:
+            if self._store is not None:
+                segment, size = self._write_to_local_store(object_id, buffers)
+                return None, size, segment
+            if not self._is_driver:
+                location = self.put_stored(object_id, buffers)
+                if location is not None:
+                    return None, location[3], [location[0], location[2]]
         return wire_payload(buffers, self._runtime.split_bytes), 0, None
 
     def _write_to_local_store(self, object_id: bytes, buffers) -> tuple[str, int]:

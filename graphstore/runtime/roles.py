@@ -1,7 +1,8 @@
 """What a process is to the cluster, given to its ``Runtime`` when it is made.
 
 A driver runs the user's program; a worker runs tasks and owns a shared-memory store; an
-actor process runs one actor. The role decides where large objects are written (a worker
+actor process runs one actor; a task process runs tasks that need an environment of their
+own. The role decides where large objects are written (a worker
 writes into its own store, others ask a store on their host), how a spilled object is read
 back, and what a blocking ``get`` inside a task does to the worker's CPU slots.
 """
@@ -42,4 +43,13 @@ class WorkerRole:
     task_unblocked: Callable[[Any], None]
 
 
-Role = DriverRole | WorkerRole | ActorRole
+@dataclass(frozen=True)
+class TaskProcessRole:
+    """A task process (tasks that need an environment of their own): asks a store on its
+    host to hold large results, and lends its task's CPUs out while it blocks in ``get``
+    (the hooks are as in ``WorkerRole``)."""
+    task_blocked: Callable[[], Any]
+    task_unblocked: Callable[[Any], None]
+
+
+Role = DriverRole | WorkerRole | ActorRole | TaskProcessRole

@@ -41,7 +41,7 @@ from graphstore.runtime import context
 from graphstore.runtime.actor_client import ActorClient, ActorSend
 from graphstore.runtime.object_io import ObjectIO
 from graphstore.runtime.refcounts import RefChannel
-from graphstore.runtime.roles import Role, WorkerRole
+from graphstore.runtime.roles import Role
 from graphstore.runtime.streams import ObjectRefGenerator, StreamTable, wait_with_generators
 from graphstore.runtime.submission import Submitter
 from graphstore.runtime.waiting import Waiter
@@ -91,9 +91,14 @@ class Runtime:
         #: Bytes above which a buffer travels as a frame of its own.
         self.split_bytes = config.frame_split_bytes
         self.output_enabled = config.log_to_driver
-        worker = role if isinstance(role, WorkerRole) else None
-        self._task_blocked = worker.task_blocked if worker else None
-        self._task_unblocked = worker.task_unblocked if worker else None
+        self._task_blocked = getattr(role, "task_blocked", None)
+        self._task_unblocked = getattr(role, "task_unblocked", None)
+        #: Environment variables the tasks and actors this process submits inherit (a
+        #: job's ``runtime_env``, a task process's or an actor's own).
+        self.inherited_env_vars: dict = {}
+        #: What ``get_runtime_context()`` reports of this process: "job_id", "namespace",
+        #: "actor_id", "worker_id", "gpu_ids", "resources", "restarts" (what applies).
+        self.context: dict = {}
         self._channel = RefChannel(self._released, local_types=(ActorSend,))
         self.on_ref_created = self._channel.ref_created
         self._wake_pending = False
@@ -588,6 +593,28 @@ class Runtime:
             else:
                 not_ready.append(ref)
         return ready, not_ready
+
+    def namespace(self) -> str:
+        """The namespace of this job (named actors): the driver's own; in a task or an
+        actor, that of the job it belongs to."""
+        known = self.context.get("namespace")
+        if known:
+            return known
+        task = self.task_context()
+        return task["namespace"] if task is not None else self.config.namespace
+
+    def task_context(self) -> dict | None:
+        """What the scheduler says of the task this thread runs ({"job_id", "namespace",
+        "resources", "gpus"}), asked once per task; None outside a task."""
+        task = getattr(context.current_task, "task", None)
+        if task is None or "actor_id" in self.context:
+            return None
+        cached = getattr(context.current_task, "context", None)
+        if cached is not None and cached[0] == task[0]:
+            return cached[1]
+        answer = self.request(msg.GetTaskContext(task[0]))
+        context.current_task.context = (task[0], answer)
+        return answer
 
     def request(self, message, timeout: float | None = 30.0):
         """Send a request to the scheduler from a user thread and wait for the reply."""

@@ -48,7 +48,11 @@ class Submitter:
     def submit(self, descriptor: FunctionDescriptor, args: tuple, kwargs: dict,
                num_returns: int, num_cpus: float, resources: dict | None,
                max_retries: int, name: str | None,
-               retry_exceptions=None, mode: int = 0) -> list[ObjectRef]:
+               retry_exceptions=None, mode: int = 0,
+               extra: dict | None = None) -> list[ObjectRef]:
+        """``mode``: how a generator returns (``SubmitTask.mode``); ``extra``: the rarely
+        used options (``SubmitTask.extra``); the variables this process's tasks inherit
+        are merged under the task's own."""
         self._runtime.check_connected()
         self._register(descriptor)
         task_name = name or descriptor.name
@@ -56,12 +60,17 @@ class Submitter:
         task_id = new_id()
         returns = [new_id() for _ in range(num_returns)]
         parent = getattr(current_task, "task", None)
+        inherited = self._runtime.inherited_env_vars
+        if inherited:
+            own = extra.get("env_vars") if extra else None
+            extra = {**(extra or {}), "env_vars": {**inherited, **own} if own else inherited}
         streaming = mode == STREAMING
         if streaming:
             self._runtime.streams.open(returns[0])
         self._send(msg.SubmitTask(task_id, descriptor.hash, task_name, payload, deps, nested,
                                   returns, num_cpus, resources, max_retries,
-                                  parent[0] if parent else None, retry_exceptions, mode))
+                                  parent[0] if parent else None, retry_exceptions, mode,
+                                  extra))
         refs = [ObjectRef._new(object_id) for object_id in returns]
         if streaming:              # its end (how many values) ends the iteration
             self._send(msg.WantObjects(returns))
@@ -77,6 +86,9 @@ class Submitter:
         payload, deps, nested = pack_args(f"{class_name}.__init__", args, kwargs,
                                           self._runtime.split_bytes)
         actor_id, creation_id = new_id(), new_id()
+        parent = getattr(current_task, "task", None)
+        if parent is not None:        # its job is that of the task creating it
+            options = {**options, "parent_task": parent[0]}
         m = msg.CreateActor(actor_id, creation_id, descriptor.hash, class_name, payload,
                             deps, nested, options, methods)
         if options.get("name") is not None:   # the scheduler checks the name first

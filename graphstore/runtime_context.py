@@ -1,0 +1,124 @@
+"""``get_runtime_context()`` and ``get_gpu_ids()``: who and where the calling code is.
+
+As in Ray: in the driver the job and node; inside a task also the task and what it
+holds; inside an actor also the actor. Ids are hex strings. What only the scheduler knows
+of a task (its job, its resources) is asked once per task, when first wanted.
+"""
+from __future__ import annotations
+
+from graphstore import session
+from graphstore.runtime import current_task
+
+
+def _hex(value) -> str | None:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def _gpu_ids_of(runtime) -> list[str]:
+    gpus = runtime.context.get("gpu_ids")
+    return list(gpus) if gpus else []
+
+
+class RuntimeContext:
+    """The runtime context of the calling driver, task or actor."""
+
+    def _runtime(self):
+        return session.get_runtime()
+
+    def _task_info(self) -> dict | None:
+        """The scheduler's word on the running task ({"job_id", "namespace",
+        "resources", "gpus"}), or None outside a task."""
+        return self._runtime().task_context()
+
+    def get_job_id(self) -> str:
+        """The id of the job (the driver) this code belongs to, in hex."""
+        runtime = self._runtime()
+        job = runtime.context.get("job_id")
+        if job is None:
+            info = runtime.task_context()
+            job = info["job_id"] if info is not None else None
+        if job is None:
+            raise RuntimeError("no job: this process runs no driver, task or actor")
+        return _hex(job)
+
+    def get_node_id(self) -> str:
+        """The node (host) this process runs on, as ``nodes()`` names it."""
+        return self._runtime().node_id
+
+    def get_worker_id(self) -> str:
+        """This process's id in hex (the worker's, the task or actor process's, or the
+        driver's)."""
+        runtime = self._runtime()
+        return _hex(runtime.context.get("worker_id", runtime.peer_id))
+
+    def get_task_id(self) -> str | None:
+        """The running task's (or actor call's) id in hex; None outside one (in the
+        driver)."""
+        task = getattr(current_task, "task", None)
+        return task[0].hex() if task is not None else None
+
+    def get_task_name(self) -> str | None:
+        task = getattr(current_task, "task", None)
+        return task[1] if task is not None else None
+
+    def get_actor_id(self) -> str | None:
+        """The id of the actor this code runs in, in hex; None outside actors."""
+        return _hex(self._runtime().context.get("actor_id"))
+
+    def get_actor_name(self) -> str | None:
+        """The actor's name ("" for an unnamed actor); None outside actors."""
+        runtime = self._runtime()
+        if "actor_id" not in runtime.context:
+            return None
+        return runtime.context.get("actor_name") or ""
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of this job's named actors."""
+        return self._runtime().namespace()
+
+    def get_assigned_resources(self) -> dict:
+        """What the running task or actor holds, e.g. ``{"CPU": 1.0}`` for a default task
+        and ``{}`` for a default actor (as in Ray); ``{}`` in the driver."""
+        runtime = self._runtime()
+        if "actor_id" in runtime.context:
+            return dict(runtime.context.get("resources") or {})
+        info = runtime.task_context()
+        return dict(info["resources"]) if info is not None else {}
+
+    def get_accelerator_ids(self) -> dict:
+        """``{"GPU": [ids as strings]}``: the GPUs this task or actor holds."""
+        return {"GPU": _gpu_ids_of(self._runtime())}
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        """Whether this actor's process is a restart (``max_restarts``)."""
+        return bool(self._runtime().context.get("restarts"))
+
+    def get(self) -> dict:
+        """The context as a dict (Ray's deprecated form)."""
+        out = {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+               "namespace": self.namespace}
+        if self.get_task_id() is not None:
+            out["task_id"] = self.get_task_id()
+        if self.get_actor_id() is not None:
+            out["actor_id"] = self.get_actor_id()
+        return out
+
+
+_context = RuntimeContext()
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The runtime context of the calling driver, task or actor (``get_job_id()``,
+    ``get_task_id()``, ``get_actor_id()``, ``get_node_id()``, ``get_worker_id()``,
+    ``namespace``, ``get_assigned_resources()``, ...)."""
+    return _context
+
+
+def get_gpu_ids() -> list:
+    """The GPUs the calling task or actor holds: their ids as ``CUDA_VISIBLE_DEVICES``
+    names them (ints when numeric, as Ray returns them); ``[]`` in the driver and in
+    code that asked for no GPU."""
+    ids = _gpu_ids_of(session.get_runtime())
+    return [int(i) for i in ids] if all(i.isdigit() for i in ids) else ids

@@ -1,0 +1,1 @@
+"""Utilities at Ray's paths (``ray.util.*``): ``graphstore.util.scheduling_strategies``."""

@@ -1,0 +1,54 @@
+"""Where a task or actor may run: ``scheduling_strategy=`` of ``@remote`` and
+``.options()``, as in ``ray.util.scheduling_strategies``.
+
+``"DEFAULT"`` (or None): the scheduler's choice, near the task's data. ``"SPREAD"``: the
+least used node with room, so tasks and actors spread over the cluster.
+``NodeAffinitySchedulingStrategy(node_id, soft)``: on that node (ids as
+``get_runtime_context().get_node_id()`` and ``nodes()`` give them); ``soft=False`` fails
+with ``TaskUnschedulableError`` if no such node is alive, ``soft=True`` runs elsewhere
+when the node is gone or full.
+"""
+from __future__ import annotations
+
+
+class NodeAffinitySchedulingStrategy:
+    """Run on the node ``node_id``; ``soft`` lets the scheduler go elsewhere when that
+    node is gone or has no room."""
+
+    def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False,
+                 _fail_on_unavailable: bool = False):
+        if not isinstance(node_id, str) or not node_id:
+            raise TypeError(f"node_id must be a node id string (from nodes() or "
+                            f"get_runtime_context().get_node_id()), got {node_id!r}")
+        self.node_id = node_id
+        self.soft = bool(soft)
+        self._spill_on_unavailable = _spill_on_unavailable
+        self._fail_on_unavailable = _fail_on_unavailable
+
+    def __repr__(self) -> str:
+        return f"NodeAffinitySchedulingStrategy(node_id={self.node_id!r}, soft={self.soft})"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, NodeAffinitySchedulingStrategy)
+                and (other.node_id, other.soft) == (self.node_id, self.soft))
+
+    def __hash__(self) -> int:
+        return hash((self.node_id, self.soft))
+
+
+def to_wire(strategy):
+    """The strategy as the scheduler reads it: None (default), ``"SPREAD"``, or
+    ``["node", node id, soft]``; ``ValueError`` for anything else."""
+    if strategy is None or strategy == "DEFAULT":
+        return None
+    if strategy == "SPREAD":
+        return "SPREAD"
+    if isinstance(strategy, NodeAffinitySchedulingStrategy):
+        return ["node", strategy.node_id, strategy.soft]
+    raise ValueError(
+        f"scheduling_strategy must be \"DEFAULT\", \"SPREAD\" or a "
+        f"NodeAffinitySchedulingStrategy, got {strategy!r} (placement groups and node "
+        f"labels are not supported)")
+
+
+__all__ = ["NodeAffinitySchedulingStrategy"]

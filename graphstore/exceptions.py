@@ -146,3 +146,8 @@ class GraphvizNotFoundError(GraphstoreError, RuntimeError):
 class ActorExit(BaseException):
     """Raised by ``exit_actor()``; the actor's process ends after the current call. A
     ``BaseException``, so that user code's ``except Exception`` does not swallow it."""
+
+
+class RemoteUsageError(GraphstoreError, TypeError, AssertionError):
+    """``@remote`` or ``@method`` used with parentheses but no options, or with positional
+    arguments. Also an ``AssertionError``: what Ray raises for the same mistake."""

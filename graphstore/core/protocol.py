@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from graphstore.core.call_signature import valid_params
 from graphstore.core.config import Limits
 
 # -- messages ---------------------------------------------------------------------------
@@ -299,7 +300,9 @@ class CreateActor(NamedTuple):
     nested: list
     options: dict             # num_cpus, resources, max_restarts, max_task_retries,
                               # max_concurrency, name, namespace, lifetime, get_if_exists
-    methods: dict             # method name -> num_returns
+    methods: dict             # method name -> [num_returns, max_task_retries or None,
+                              # retry_exceptions (as in SubmitTask), parameters or None
+                              # (call_signature: [[name, kind, has default], ...])]
 
 
 class StartActor(NamedTuple):
@@ -369,7 +372,8 @@ class ActorCallSubmitted(NamedTuple):
 
 class ActorCall(NamedTuple):
     """Caller -> actor process: run a method. ``deps``: per ref argument, [id, payload,
-    error, locations] when the caller knows its value, or [id] when the actor must ask."""
+    error, locations] when the caller knows its value, or [id] when the actor must ask.
+    ``retry``: [retries left, retry_exceptions] when an error may be retried in place."""
     call_id: bytes
     method: str
     name: str
@@ -377,6 +381,14 @@ class ActorCall(NamedTuple):
     deps: list
     returns: list
     caller: bytes
+    retry: list | None = None
+
+
+class ActorCallRetrying(NamedTuple):
+    """Actor process -> caller: the call raised an error it retries on (its ``retry``),
+    and runs again now; the caller counts one retry used, so that a later death of the
+    process does not grant the call more tries than ``max_task_retries``."""
+    call_id: bytes
 
 
 class ActorCallDone(NamedTuple):
@@ -436,7 +448,7 @@ MESSAGE_TYPES: list[type] = [
     ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
     ActorCallDone, CancelTask, CancelRunning, WorkerHeartbeat, GetTaskGraph,
-    GetClusterOverview, SchedulerHeartbeat,
+    GetClusterOverview, SchedulerHeartbeat, ActorCallRetrying,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -531,8 +543,21 @@ def _retry_exceptions(v) -> bool:
     return v is None or v is True or type(v) is bytes
 
 
+def _method_entry(v) -> bool:
+    """[num_returns, max_task_retries or None, retry_exceptions, parameters or None]."""
+    return (type(v) is list and len(v) == 4 and _count(v[0]) and v[0] >= 1
+            and (v[1] is None or _int(v[1])) and _retry_exceptions(v[2])
+            and (v[3] is None or valid_params(v[3])))
+
+
 def _methods(v) -> bool:
-    return type(v) is dict and all(type(k) is str and _count(n) for k, n in v.items())
+    return type(v) is dict and all(type(k) is str and _method_entry(e) for k, e in v.items())
+
+
+def _actor_retry(v) -> bool:
+    """None, or [retries left, retry_exceptions] of an ActorCall."""
+    return v is None or (type(v) is list and len(v) == 2 and _count(v[0])
+                         and _retry_exceptions(v[1]))
 
 
 _opt_id, _opt_payload, _opt_str, _opt_list = _opt(_id), _opt(_payload), _opt(_str), _opt(_list)
@@ -580,13 +605,14 @@ FIELD_CHECKS: dict[type, tuple] = {
     GetNamedActor: (_str, _str),
     KillActor: (_id, _flag),
     ActorCallSubmitted: (_id, _id, _str, _ids, _ids, _ids),
-    ActorCall: (_id, _str, _str, _any, _list, _ids, _id),
+    ActorCall: (_id, _str, _str, _any, _list, _ids, _id, _actor_retry),
     ActorCallDone: (_id, _id, _list, _amount, _opt_str),
     CancelTask: (_id, _flag, _flag),
     CancelRunning: (_id, _flag),
     WorkerHeartbeat: (_dict,),
     GetTaskGraph: (_opt_list, _int),
     SchedulerHeartbeat: (),
+    ActorCallRetrying: (_id,),
 }
 
 #: Checks across the fields of one message.

@@ -6,6 +6,8 @@ after its process died) calls wait here, in order; the scheduler tells when the 
 alive again (``GetActor``) or dead. Calls in flight when the process died are sent again
 to the restarted actor while they have retries left (``max_task_retries``), else fail
 with ``ActorDiedError`` -- the same rule the scheduler applies to its copy of the call.
+A call that raised one of its ``retry_exceptions`` runs again inside the actor, which
+says so (``ActorCallRetrying``): both kinds of retry count against the same budget.
 
 The loop thread resolves actors and reads results; a call to an actor that is alive, with
 nothing of the same caller ahead of it, is written to the socket by the calling thread
@@ -101,6 +103,9 @@ class ActorClient:
         """(Lock held.) A write that fails leaves the call in ``sent``: the loop sees the
         connection close and retries or fails it like any call in flight."""
         call = entry[0]
+        if call.retry is not None and call.retry[0] != entry[1]:   # sent again: fewer
+            call = entry[0] = call._replace(                        # retries are left
+                retry=[entry[1], call.retry[1]] if entry[1] > 0 else None)
         link.sent[call.call_id] = entry
         for object_id in call.returns:
             self._call_of[object_id] = call.call_id
@@ -153,7 +158,13 @@ class ActorClient:
 
     def _on_result(self, link: _Link, m) -> None:
         if type(m) is not msg.ObjectReady:
-            raise ValueError(f"unexpected message {type(m).__name__} from an actor")
+            if type(m) is not msg.ActorCallRetrying:
+                raise ValueError(f"unexpected message {type(m).__name__} from an actor")
+            with self._lock:           # the actor runs it again, in place
+                entry = link.sent.get(m.call_id)
+                if entry is not None and entry[1] > 0:
+                    entry[1] -= 1
+            return
         with self._lock:
             call_id = self._call_of.pop(m.object_id, None)
             entry = link.sent.get(call_id) if call_id is not None else None

@@ -84,7 +84,10 @@ class Submitter:
                 int(options.get("max_task_retries", 0))]
 
     def call_actor(self, actor_id: bytes, method: str, name: str, args: tuple,
-                   kwargs: dict, num_returns: int, retries: int) -> list[ObjectRef]:
+                   kwargs: dict, num_returns: int, retries: int,
+                   retry_exceptions=None) -> list[ObjectRef]:
+        """``retries``: how often the call may run again (its actor's process died,
+        or it raised one of ``retry_exceptions``, packed as for tasks)."""
         payload, dep_ids, nested = pack_args(name, args, kwargs, self._runtime.split_bytes)
         deps = []
         if dep_ids:
@@ -96,7 +99,9 @@ class Submitter:
         self._runtime.expect_direct(returns)
         self._send(msg.ActorCallSubmitted(call_id, actor_id, name, dep_ids, nested, returns))
         call = msg.ActorCall(call_id, method, name, payload, deps, returns,
-                            self._runtime.peer_id)
+                             self._runtime.peer_id,
+                             [retries, retry_exceptions] if retry_exceptions is not None
+                             and retries > 0 else None)
         if not self._runtime.actor_client.send_now(actor_id, call, retries):
             self._send(ActorSend(actor_id, call, retries))   # the loop sends it, in order
         return [ObjectRef._new(object_id) for object_id in returns]

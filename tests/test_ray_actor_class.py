@@ -14,7 +14,7 @@ import pytest
 
 import graphstore
 from graphstore.exceptions import ActorDiedError
-from helpers import wait_for
+from helpers import process_alive, wait_for
 
 
 class MyError(Exception):
@@ -266,13 +266,4 @@ def test_sys_exit_counts_against_max_restarts(cluster):
     with pytest.raises(ActorDiedError):
         graphstore.get(actor.pid.remote(), timeout=60)
     assert graphstore.get(counter.get_count.remote()) == 2
-    assert wait_for(lambda: not _alive(second), timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, not reaped yet, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    assert wait_for(lambda: not process_alive(second), timeout=30)

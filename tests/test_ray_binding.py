@@ -50,29 +50,33 @@ class Account:
         return graphstore.get(other.deposit.remote(amount))
 
     def call_other(self, other, *args, **kwargs):
-        """Call ``other.deposit`` from inside this actor; the error it raises here."""
+        """Call ``other.deposit`` from inside this actor: the error it raises here, or
+        "no error" once the call ran."""
         try:
-            other.deposit.remote(*args, **kwargs)
+            ref = other.deposit.remote(*args, **kwargs)
         except TypeError as exc:
             return f"TypeError: {exc}"
+        graphstore.get(ref)
         return "no error"
 
 
 @graphstore.remote
 def call_from_task(handle, *args, **kwargs):
     try:
-        handle.deposit.remote(*args, **kwargs)
+        ref = handle.deposit.remote(*args, **kwargs)
     except TypeError as exc:
         return f"TypeError: {exc}"
+    graphstore.get(ref)
     return "no error"
 
 
 @graphstore.remote
 def submit_from_task(*args, **kwargs):
     try:
-        add3.remote(*args, **kwargs)
+        ref = add3.remote(*args, **kwargs)
     except TypeError as exc:
         return f"TypeError: {exc}"
+    graphstore.get(ref)
     return "no error"
 
 

@@ -13,16 +13,22 @@ import inspect
 
 from graphstore import session
 from graphstore.core import protocol as msg
+from graphstore.core.call_signature import CallSignature
 from graphstore.core.comm import RemoteCallError
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
 from graphstore.options import (METHOD_OPTIONS, actor_options_for_wire,
+                                decorator_usage_error, pack_retry_exceptions,
                                 validate_actor_options, validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 from graphstore.runtime.context import installed
 
+#: ``max_task_retries=-1``: retry for as long as the actor restarts.
+_INFINITE_RETRIES = 2**31 - 1
+#: What ``@graphstore.method`` takes (``name`` is per call, in ``.options()``).
+_METHOD_DECORATOR_OPTIONS = tuple(k for k in METHOD_OPTIONS if k != "name")
 
 
 def exit_actor() -> None:
@@ -39,14 +45,21 @@ def exit_actor() -> None:
     raise ActorExit()
 
 
-def method(*, num_returns: int | str = 1):
-    """``@graphstore.method(num_returns=2)`` on an actor method sets its default."""
-    validate_options({"num_returns": num_returns}, METHOD_OPTIONS)
+def method(*args, **options):
+    """``@graphstore.method(num_returns=2, max_task_retries=3, retry_exceptions=[E])`` on
+    an actor method: its defaults. ``max_task_retries`` overrides the actor's;
+    ``handle.method.options(...)`` overrides these for one call. ``num_returns`` may be
+    ``"streaming"`` or ``"dynamic"`` on a generator method."""
+    if args or not options:
+        raise decorator_usage_error("@graphstore.method", _METHOD_DECORATOR_OPTIONS)
+    validate_options(options, _METHOD_DECORATOR_OPTIONS)
 
     def mark(fn):
-        check_generator_mode(num_returns, _is_generator(fn),
-                             getattr(fn, "__qualname__", "the method"))
-        fn.__graphstore_num_returns__ = num_returns
+        target = fn.__func__ if isinstance(fn, (staticmethod, classmethod)) else fn
+        if "num_returns" in options:
+            check_generator_mode(options["num_returns"], _is_generator(target),
+                                 getattr(target, "__qualname__", "the method"))
+        target.__graphstore_method_options__ = dict(options)
         return fn
     return mark
 
@@ -55,31 +68,63 @@ def _is_generator(fn) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
-def _method_table(cls) -> dict[str, int | str]:
-    """Public methods of ``cls`` (and its bases) -> default num_returns (generators
-    stream their values unless told otherwise, as in Ray)."""
+def _method_table(cls) -> dict[str, list]:
+    """Public methods of ``cls`` (and its bases), also static and class methods, ->
+    ``[num_returns, max_task_retries or None, packed retry_exceptions, parameters]``: what
+    a handle needs, in any process, to make and check calls. Generators stream their
+    values unless told otherwise, as in Ray."""
     table = {}
-    for name, member in inspect.getmembers(cls):
+    for name in dir(cls):
         if name.startswith("__") and name != "__call__":
             continue
-        if inspect.isfunction(member) or inspect.ismethoddescriptor(member) \
-                or inspect.iscoroutinefunction(member):
-            default = "streaming" if _is_generator(member) else 1
-            table[name] = getattr(member, "__graphstore_num_returns__", default)
+        try:
+            member = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if isinstance(member, staticmethod):
+            fn, skip_first = member.__func__, False
+        elif isinstance(member, classmethod):     # ``cls`` is bound: skip it
+            fn, skip_first = member.__func__, True
+        elif inspect.isfunction(member) or inspect.ismethoddescriptor(member):
+            fn, skip_first = member, True
+        else:
+            continue
+        options = getattr(fn, "__graphstore_method_options__", {})
+        signature = CallSignature.of(fn, f"{cls.__name__}.{name}", skip_first)
+        default = "streaming" if _is_generator(fn) else 1
+        table[name] = [options.get("num_returns", default), options.get("max_task_retries"),
+                       pack_retry_exceptions(options.get("retry_exceptions")),
+                       signature.params]
     return table
 
 
 class ActorClass:
-    """A class whose instances live in processes of their own. Use ``.remote()``."""
+    """A class whose instances live in processes of their own. Use ``.remote()``.
+
+    Attributes of the user's class (constants, static and class methods) are reachable
+    through it, as in Ray: ``Actor.CONSTANT``, ``Actor.factory()``."""
 
     def __init__(self, cls, options: dict):
         self._cls = cls
         self._options = validate_actor_options(dict(options))
         self._descriptor: FunctionDescriptor | None = None
-        self._methods = _method_table(cls)
+        #: (method table, constructor signature), made at the first use: a class being
+        #: unpickled is still empty while its methods' globals, which may name this
+        #: actor class, are rebuilt.
+        self._metadata: tuple | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
+
+    def __getattr__(self, name: str):
+        try:
+            cls = self.__dict__["_cls"]
+        except KeyError:            # not built yet (unpickling)
+            raise AttributeError(name) from None
+        return getattr(cls, name)
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)) | set(dir(self._cls)))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor class {self._cls.__qualname__} cannot be instantiated "
@@ -93,7 +138,18 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._create(self._options, args, kwargs)
 
+    def _methods_and_constructor(self) -> tuple:
+        if self._metadata is None:
+            self._metadata = (_method_table(self._cls),
+                              CallSignature.of(self._cls, self._cls.__name__))
+        return self._metadata
+
     def _create(self, options: dict, args: tuple, kwargs: dict) -> "ActorHandle":
+        methods, constructor = self._methods_and_constructor()
+        constructor.check(args, kwargs)
+        if options.get("get_if_exists") and options.get("name") is None:
+            raise ValueError(f"get_if_exists=True needs the actor's name: use "
+                             f"{self.__name__}.options(name=..., get_if_exists=True)")
         runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._cls)
@@ -101,7 +157,7 @@ class ActorClass:
             options = {**options, "namespace": runtime.namespace()}
         options = actor_options_for_wire(options, runtime.inherited_env_vars)
         info = runtime.submitter.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
-                                    options, self._methods)
+                                    options, methods)
         # ``info`` names an existing actor for ``get_if_exists``: like get_actor's, that
         # handle does not keep the actor alive.
         return ActorHandle._from_info(info, owned=not info[5])
@@ -130,18 +186,34 @@ class _ActorClassOptions:
         return (_ActorClassOptions, (self._actor_class, self._options))
 
 
+class _MethodSpec:
+    """How to call one method: from the method table, made once per handle and name."""
+    __slots__ = ("call_name", "num_returns", "max_task_retries", "retry_exceptions",
+                 "signature")
+
+    def __init__(self, class_name: str, name: str, entry: list):
+        self.call_name = f"{class_name}.{name}"
+        self.num_returns, self.max_task_retries, self.retry_exceptions, params = entry
+        self.signature = CallSignature.from_wire(self.call_name, params)
+
+
 class ActorHandle:
     """A reference to an actor. Picklable: pass it to tasks and to other actors."""
     __slots__ = ("_actor_id", "_creation_ref", "_class_name", "_methods", "_retries",
-                 "__weakref__")
+                 "_specs", "__weakref__")
 
     def __init__(self, actor_id: bytes, creation_ref, class_name: str, methods: dict,
                  retries: int):
         self._actor_id = actor_id
         self._creation_ref = creation_ref
         self._class_name = class_name
+        #: Method name -> [num_returns, max_task_retries, retry_exceptions, parameters].
         self._methods = methods
+        #: The actor's max_task_retries (a method's own overrides it).
         self._retries = retries
+        #: Method name -> _MethodSpec, made at its first call (handles are unpickled
+        #: often, and most callers call few methods).
+        self._specs: dict[str, _MethodSpec] = {}
 
     @classmethod
     def _from_info(cls, info: list, owned: bool = True) -> "ActorHandle":
@@ -153,8 +225,18 @@ class ActorHandle:
     def __getattr__(self, name: str) -> "ActorMethod":
         methods = object.__getattribute__(self, "_methods")
         if name in methods:
-            return ActorMethod(self, name, {"num_returns": methods[name]})
+            return ActorMethod(self, name, None)
         raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+
+    def __dir__(self):
+        return sorted(self._methods)
+
+    def _spec(self, name: str) -> _MethodSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            spec = self._specs[name] = _MethodSpec(self._class_name, name,
+                                                   self._methods[name])
+        return spec
 
     def __repr__(self) -> str:
         return f"ActorHandle({self._class_name}, {self._actor_id.hex()})"
@@ -171,9 +253,11 @@ class ActorHandle:
 
 
 class ActorMethod:
+    """``handle.method``: ``.remote(...)`` calls it; ``.options(...)`` overrides its
+    ``num_returns``, ``max_task_retries``, ``retry_exceptions`` or ``name`` for a call."""
     __slots__ = ("_handle", "_name", "_options")
 
-    def __init__(self, handle: ActorHandle, name: str, options: dict):
+    def __init__(self, handle: ActorHandle, name: str, options: dict | None):
         self._handle = handle
         self._name = name
         self._options = options
@@ -184,7 +268,7 @@ class ActorMethod:
 
     def options(self, **options) -> "ActorMethod":
         validate_options(options, METHOD_OPTIONS)
-        return ActorMethod(self._handle, self._name, {**self._options, **options})
+        return ActorMethod(self._handle, self._name, {**(self._options or {}), **options})
 
     def __reduce__(self):
         # The class itself is the module-level callable: cloudpickle pickles it by
@@ -193,15 +277,29 @@ class ActorMethod:
 
     def remote(self, *args, **kwargs):
         handle = self._handle
+        spec = handle._spec(self._name)
+        spec.signature.check(args, kwargs)
         runtime = session.runtime_or_auto_init()
-        count = self._options.get("num_returns", 1)
+        options = self._options
+        if options is None:
+            n, name = spec.num_returns, spec.call_name
+            retries, retry_exceptions = spec.max_task_retries, spec.retry_exceptions
+        else:
+            n = options.get("num_returns", spec.num_returns)
+            name = options.get("name") or spec.call_name
+            retries = options.get("max_task_retries", spec.max_task_retries)
+            retry_exceptions = (pack_retry_exceptions(options["retry_exceptions"])
+                                if "retry_exceptions" in options else spec.retry_exceptions)
+        if retries is None:
+            retries = handle._retries
+        if retries < 0:
+            retries = _INFINITE_RETRIES
         mode = 0
-        if type(count) is not int:          # "streaming" or "dynamic": one ref back
-            mode, count = returns_mode(count)
-        name = self._options.get("name") or f"{handle._class_name}.{self._name}"
+        if type(n) is not int:              # "streaming" or "dynamic": one ref back
+            mode, n = returns_mode(n)
         refs = runtime.submitter.call_actor(handle._actor_id, self._name, name, args, kwargs,
-                                            count, handle._retries, mode)
-        if count == 1:
+                                            n, retries, retry_exceptions, mode)
+        if n == 1:
             return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
         return refs
 

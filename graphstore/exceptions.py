@@ -183,6 +183,11 @@ class ActorExit(BaseException):
     ``BaseException``, so that user code's ``except Exception`` does not swallow it."""
 
 
+class RemoteUsageError(GraphstoreError, TypeError, AssertionError):
+    """``@remote`` or ``@method`` used with parentheses but no options, or with positional
+    arguments. Also an ``AssertionError``: what Ray raises for the same mistake."""
+
+
 class RuntimeEnvSetupError(GraphstoreError):
     """A task's or actor's ``runtime_env`` could not be set up."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from graphstore.exceptions import RemoteUsageError
 from graphstore.util.scheduling_strategies import to_wire as strategy_to_wire
 
 #: The ``runtime_env`` keys graphstore implements; other Ray keys raise
@@ -19,7 +20,34 @@ TASK_OPTIONS = ("num_returns", "num_cpus", "num_gpus", "resources", "max_retries
 ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_restarts", "max_task_retries",
                  "max_concurrency", "name", "namespace", "lifetime", "get_if_exists",
                  "scheduling_strategy", "runtime_env")
-METHOD_OPTIONS = ("num_returns", "name")
+#: ``@graphstore.method(...)`` and ``handle.method.options(...)``: the first three also
+#: for ``@method``, whose options override the actor's (``name`` is per call).
+METHOD_OPTIONS = ("num_returns", "max_task_retries", "retry_exceptions", "name")
+
+#: Packed ``retry_exceptions`` lists, by the tuple of types (pickled once).
+_packed_retry: dict[tuple, bytes] = {}
+
+
+def pack_retry_exceptions(value):
+    """``retry_exceptions`` as a task or an actor call carries it: None, True, or the
+    pickled tuple of exception types (the process that has the exception decides)."""
+    if not value:
+        return None
+    if value is True:
+        return True
+    types = tuple(value)
+    packed = _packed_retry.get(types)
+    if packed is None:
+        import cloudpickle
+        packed = _packed_retry[types] = cloudpickle.dumps(types)
+    return packed
+
+
+def decorator_usage_error(what: str, allowed) -> RemoteUsageError:
+    """``@remote()`` / ``@method()`` without options, or with positional arguments."""
+    return RemoteUsageError(
+        f"{what} is applied either bare (@{what.lstrip('@')}) or with keyword options, "
+        f"e.g. {what}(num_returns=2); valid options are: {', '.join(allowed)}")
 
 
 def validate_options(options: dict, allowed=TASK_OPTIONS) -> dict:
@@ -39,13 +67,14 @@ def validate_options(options: dict, allowed=TASK_OPTIONS) -> dict:
         if (not isinstance(n, (int, float)) or isinstance(n, bool) or not n >= 0
                 or not math.isfinite(n)):
             raise ValueError(f"num_cpus must be a non-negative number, got {n!r}")
-    if "max_retries" in options:
-        n = options["max_retries"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < -1:
-            raise ValueError(f"max_retries must be an integer >= 0 (or -1 for infinite), "
+    for key in ("max_retries", "max_task_retries"):
+        n = options.get(key)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < -1):
+            raise ValueError(f"{key} must be an integer >= 0 (or -1 for infinite), "
                              f"got {n!r}")
     if options.get("name") is not None and not isinstance(options["name"], str):
-        raise ValueError(f"name must be a string, got {options['name']!r}")
+        raise TypeError(f"name must be None or a string, got "     # TypeError, as in Ray
+                        f"{type(options['name']).__name__} {options['name']!r}")
     if "retry_exceptions" in options:
         value = options["retry_exceptions"]
         if not (isinstance(value, bool) or (
@@ -161,10 +190,13 @@ def validate_actor_options(options: dict) -> dict:
     n = options.get("max_concurrency")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"max_concurrency must be a positive integer, got {n!r}")
-    for key in ("name", "namespace"):
+    for key in ("name", "namespace"):       # as in Ray: a wrong type is a TypeError
         value = options.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ValueError(f"{key} must be a non-empty string, got {value!r}")
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"actor {key} must be None or a string, got "
+                            f"{type(value).__name__} {value!r}")
+        if value == "":
+            raise ValueError(f"actor {key} must be a non-empty string (or None), got ''")
     lifetime = options.get("lifetime")
     if lifetime not in (None, "detached", "non_detached"):
         raise ValueError(f"lifetime must be 'detached' or None, got {lifetime!r}")

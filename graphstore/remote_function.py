@@ -8,29 +8,13 @@ from typing import Any
 
 from graphstore import session
 from graphstore.actor import ActorClass
+from graphstore.core.call_signature import CallSignature
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
 from graphstore.core.serialization import restore_filename, source_filename
-from graphstore.options import (ACTOR_OPTIONS, TASK_OPTIONS, env_vars_of, placement_options,
+from graphstore.options import (ACTOR_OPTIONS, TASK_OPTIONS, decorator_usage_error,
+                                env_vars_of, pack_retry_exceptions, placement_options,
                                 validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
-
-#: Packed ``retry_exceptions`` lists, by the tuple of types (pickled once).
-_packed_retry: dict[tuple, bytes] = {}
-
-
-def pack_retry_exceptions(value):
-    """``retry_exceptions`` as the task carries it: None, True, or the pickled tuple of
-    exception types (the worker, which has the exception, decides)."""
-    if not value:
-        return None
-    if value is True:
-        return True
-    types = tuple(value)
-    packed = _packed_retry.get(types)
-    if packed is None:
-        import cloudpickle
-        packed = _packed_retry[types] = cloudpickle.dumps(types)
-    return packed
 
 
 def _resolve(options: dict, default_returns=1) -> tuple:
@@ -74,6 +58,8 @@ class RemoteFunction:
         check_generator_mode(self._options.get("num_returns"), self._is_generator,
                              getattr(function, "__qualname__", repr(function)))
         self._resolved = _resolve(options, self._default_returns)
+        #: Made at the first call: a function being unpickled has no defaults yet.
+        self._signature = None
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -100,6 +86,11 @@ class RemoteFunction:
         return self._submit(self._resolved, args, kwargs)
 
     def _submit(self, resolved: tuple, args: tuple, kwargs: dict):
+        signature = self._signature
+        if signature is None:
+            signature = self._signature = CallSignature.of(
+                self._function, getattr(self._function, "__qualname__", "task"))
+        signature.check(args, kwargs)
         runtime = session.runtime_or_auto_init()
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor(self._function)
@@ -143,19 +134,22 @@ class _BoundOptions:
 
 def remote(*args, **options):
     """Make a function or a class (an actor) remote: ``@remote`` or
-    ``@remote(num_cpus=2)``. Options are checked when the decorator is applied."""
+    ``@remote(num_cpus=2)``. Options are checked when the decorator is applied;
+    ``@remote()`` with no options is an error, as in Ray."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
-        raise TypeError("@graphstore.remote takes keyword options only, e.g. "
-                        "@graphstore.remote(num_cpus=2)")
+    if args or not options:
+        raise decorator_usage_error("@graphstore.remote", _ALL_OPTIONS)
     if all(key in TASK_OPTIONS for key in options):     # mistakes surface right here
         validate_options(options)
     elif not all(key in ACTOR_OPTIONS for key in options):
-        unknown = [k for k in options if k not in TASK_OPTIONS + ACTOR_OPTIONS]
+        unknown = [k for k in options if k not in _ALL_OPTIONS]
         if unknown:
-            validate_options(options, TASK_OPTIONS + ACTOR_OPTIONS)
+            validate_options(options, _ALL_OPTIONS)
     return lambda target: _make_remote(target, options)
+
+
+_ALL_OPTIONS = TASK_OPTIONS + tuple(k for k in ACTOR_OPTIONS if k not in TASK_OPTIONS)
 
 
 def _make_remote(target, options: dict):
@@ -164,4 +158,10 @@ def _make_remote(target, options: dict):
     if not callable(target):
         raise TypeError(f"@graphstore.remote needs a function or a class, got "
                         f"{type(target).__name__}")
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        raise ValueError(
+            f"@graphstore.remote cannot make a task of the 'async def' function "
+            f"{target.__qualname__}: a task runs a plain function. Wrap it, e.g. "
+            f"'def f(...): return asyncio.run(coroutine(...))', or use it in an actor "
+            f"(async methods of actors run on the actor's event loop)")
     return RemoteFunction(target, options)

@@ -22,6 +22,8 @@ from graphstore.scheduler.state import SchedulerState
 from graphstore.core.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.scheduler")
+#: Seconds a ``GetActor`` waits for an actor the scheduler has not heard of yet.
+_UNKNOWN_ACTOR_SECONDS = 30.0
 
 #: The most nodes one task-graph request may ask for.
 MAX_GRAPH_NODES = 100_000
@@ -223,14 +225,34 @@ class Scheduler:
         self.state.task_failed(peer_id, m)
 
     async def _get_actor(self, m: msg.GetActor) -> list:
-        """Answer once the actor is alive in an incarnation after ``m.after``, or dead."""
+        """Answer once the actor is alive in an incarnation after ``m.after``, or dead.
+
+        An actor not heard of yet is waited for a while: a handle reaches an actor's
+        process straight from its caller, in a call's arguments, and may overtake the
+        caller's ``CreateActor`` (the same race as ``parked_wants`` for objects)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _UNKNOWN_ACTOR_SECONDS
+        seen = False
         while True:
-            status = self.state.actor_status(m.actor_id, m.after)
-            if status is not None:
-                return status
-            future = asyncio.get_running_loop().create_future()
-            self._actor_watchers.setdefault(m.actor_id, []).append(future)
-            await future
+            seen = seen or m.actor_id in self.state.actors
+            unknown = not seen and loop.time() < deadline
+            if not unknown:
+                status = self.state.actor_status(m.actor_id, m.after)
+                if status is not None:
+                    return status
+            future = loop.create_future()
+            watchers = self._actor_watchers.setdefault(m.actor_id, [])
+            watchers.append(future)
+            if not unknown:
+                await future
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(future), deadline - loop.time())
+            except asyncio.TimeoutError:
+                if future in watchers:
+                    watchers.remove(future)
+                if not watchers:
+                    self._actor_watchers.pop(m.actor_id, None)
 
     def _actor_updated(self, actor) -> None:
         for future in self._actor_watchers.pop(actor.id, ()):

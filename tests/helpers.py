@@ -15,6 +15,19 @@ def shm_files(prefix: str) -> list[str]:
     return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, not reaped yet, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
     """Poll ``predicate`` until it returns something true (returned) or ``timeout``
     seconds pass (then its last value is returned). The one poller of the test suite."""

@@ -115,7 +115,9 @@ def plausible(name: str, hint) -> st.SearchStrategy:
             "name": st.text(max_size=6), "max_concurrency": st.integers(-1, 3),
             "lifetime": st.sampled_from(["detached", "x"])})
     elif name == "methods":
-        base = st.dictionaries(st.text(max_size=6), st.integers(-1, 3), max_size=2)
+        base = st.dictionaries(st.text(max_size=6), st.lists(
+            st.one_of(st.integers(-1, 3), st.none(), st.booleans()), max_size=4),
+            max_size=2)
     elif "int" in text or name in ("size", "offset", "limit"):
         base = st.integers(-3, 2**20)
     elif "float" in text:

@@ -13,19 +13,7 @@ import pytest
 
 import graphstore
 from graphstore.exceptions import ActorDiedError, TaskError
-from helpers import wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:   # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+from helpers import process_alive as _alive, wait_for
 
 
 @graphstore.remote

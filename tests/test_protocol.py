@@ -119,7 +119,10 @@ SAMPLES = {
     p.ReserveSegment: p.ReserveSegment(),
     # Actors.
     p.CreateActor: p.CreateActor(_id(40), _id(41), b"h" * 32, "Counter", [b"args"], [_id(42)],
-                                 [], {"name": "c", "max_restarts": 2}, {"inc": 1, "pair": 2}),
+                                 [], {"name": "c", "max_restarts": 2},
+                                 {"inc": [1, None, None, [["k", 1, True]]],
+                                  "pair": [2, 3, b"types", None],
+                                  "items": ["streaming", None, True, []]}),
     p.StartActor: p.StartActor(_id(40), 3, {"env_vars": {"A": "b"}, "gpus": [1]}),
     p.StopActor: p.StopActor(_id(40), 3),
     p.RegisterActorProcess: p.RegisterActorProcess(_id(40), 1, _id(43), 4321, "host-a",
@@ -132,7 +135,9 @@ SAMPLES = {
     p.ActorCallSubmitted: p.ActorCallSubmitted(_id(44), _id(40), "Counter.inc", [_id(42)],
                                                [], [_id(45)]),
     p.ActorCall: p.ActorCall(_id(44), "inc", "Counter.inc", [b"args"],
-                             [[_id(42), [b"v"], None, None], [_id(46)]], [_id(45)], _id(43)),
+                             [[_id(42), [b"v"], None, None], [_id(46)]], [_id(45)], _id(43),
+                             2, [2, True]),
+    p.ActorCallRetrying: p.ActorCallRetrying(_id(44)),
     p.ActorCallDone: p.ActorCallDone(_id(44), _id(40), [[_id(45), [b"v"], [], 0, None, None]],
                                      0.01, None),
     p.CancelTask: p.CancelTask(_id(45), False, True),
@@ -475,6 +480,13 @@ SUBMIT = SAMPLES[p.SubmitTask]
     (_with(SAMPLES[p.ActorCall], mode="streaming"), "ActorCall.mode"),
     (_with(SAMPLES[p.TaskFailed], partial="x"), "TaskFailed.partial"),
     (p.GeneratorItem(_id(1), -1, _id(2), None, True, b""), "GeneratorItem.index"),
+    (_with(SAMPLES[p.CreateActor], methods={"inc": ["many", None, None, None]}),
+     "CreateActor.methods"),
+    (_with(SAMPLES[p.CreateActor], methods={"inc": [0, None, None, None]}),
+     "CreateActor.methods"),
+    (_with(SAMPLES[p.CreateActor], methods={"inc": [1, None, None, [["k", 7, True]]]}),
+     "CreateActor.methods"),
+    (_with(SAMPLES[p.ActorCall], retry=[-1, True]), "ActorCall.retry"),
     (p.Reply([1], None, None), "Reply.rid"),
     (_with(SUBMIT, extra={"env_vars": {"A": 1}}), "SubmitTask.extra"),
     (_with(SUBMIT, extra={"max_calls": -1}), "SubmitTask.extra"),
@@ -508,11 +520,12 @@ def test_wrong_number_of_fields_is_refused():
     ({"num_cpus": float("nan")}, "num_cpus must be a non-negative number"),
     ({"num_cpus": float("inf")}, "num_cpus must be a non-negative number"),
     ({"resources": {"GPU": float("nan")}}, "needs a non-negative amount"),
-    ({"name": 3}, "name must be a string"),
+    ({"name": 3}, "name must be None or a string"),
 ])
 def test_options_the_scheduler_would_refuse_are_refused_at_the_call_site(options, message):
     from graphstore.options import validate_options
-    with pytest.raises(ValueError, match=message):
+    # A value of the wrong type is a TypeError (as in Ray), a wrong value a ValueError.
+    with pytest.raises(TypeError if "name" in options else ValueError, match=message):
         validate_options(options)
 
 

@@ -18,6 +18,12 @@ on the callers' loop (up to ``max_concurrency``, default 1000, at once).
 starts (calls that reach the actor later fail with ``ActorDiedError`` naming it); calls
 already running on other threads may finish (for up to ``EXIT_GRACE_SECONDS``), then the
 replies are flushed and the process exits. The scheduler does not restart it.
+
+A call runs the method its class defines (an instance attribute of the same name does not
+shadow it). A call that raises one of its ``retry_exceptions`` runs again in place while
+it has retries left, after telling its caller, which counts retries after a crash from
+the same budget. ``sys.exit()`` in a method ends the process as a crash would, so the
+actor restarts within ``max_restarts`` and callers retry their calls, as in Ray.
 """
 from __future__ import annotations
 
@@ -49,7 +55,8 @@ from graphstore.core.serialization import dumps, error_payload, loads, restore_f
 from graphstore.core.task_args import unpack_args
 from graphstore.core.tls import TLSConfig
 from graphstore.worker import output
-from graphstore.worker.executor import interrupt_thread, pack_task_error, split_returns
+from graphstore.worker.executor import (RetryRule, interrupt_thread, pack_task_error,
+                                        split_returns)
 from graphstore.worker.generators import YieldWriter, not_a_generator, store_yielded
 
 logger = logging.getLogger("graphstore.actor")
@@ -89,6 +96,11 @@ class ActorProcess:
         self._exiting = False
         self._exit_started = False
         self._exit_call = ""
+        #: ``sys.exit()`` was called in a method: the process ends; no call starts.
+        self._dying = False
+        #: Method name -> the class's method bound to the instance (see ``_bind``).
+        self._bound: dict[str, object] = {}
+        self._retriable = RetryRule()
         #: Calls running on a thread -> the thread; calls cancelled before they started;
         #: calls started whose outcome is not sent yet.
         self._lock = threading.Lock()
@@ -227,10 +239,85 @@ class ActorProcess:
 
     def prepare(self, call: msg.ActorCall):
         """The bound method and its arguments (dependencies loaded)."""
-        method = getattr(self.instance, call.method)
+        method = self._bound.get(call.method)
+        if method is None:
+            method = self._bind(call.method)
         dep_values = [self._dep_value(dep) for dep in call.deps] if call.deps else ()
         args, kwargs = unpack_args(call.args, dep_values)
         return method, args, kwargs
+
+    def _bind(self, name: str):
+        """The method ``name`` as the class defines it, bound once: an attribute of the
+        instance with the same name does not shadow it, and static and class methods
+        are callable too (as in Ray)."""
+        cls = type(self.instance)
+        try:
+            member = inspect.getattr_static(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor {self.class_name} has no method {name!r}") from None
+        get = getattr(type(member), "__get__", None)
+        bound = self._bound[name] = (get(member, self.instance, cls) if get is not None
+                                     else member)
+        return bound
+
+    def should_retry(self, call: msg.ActorCall, retry: list | None, comm,
+                     exc: BaseException) -> list | None:
+        """After ``exc``: the call's retries left if it runs again in place (the caller
+        is told first, so that both kinds of retry share the budget), else None."""
+        if (retry is None or retry[0] <= 0 or isinstance(exc, TaskCancelledError)
+                or not self._retriable(retry[1], exc)):
+            return None
+        self.tell_caller(comm, msg.ActorCallRetrying(call.call_id))
+        return [retry[0] - 1, retry[1]]
+
+    def run_method(self, call: msg.ActorCall, comm):
+        """Run a (plain) method, again while it raises an error it retries on."""
+        retry = call.retry
+        while True:
+            method, args, kwargs = self.prepare(call)
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                retry = self.should_retry(call, retry, comm, exc)
+                if retry is None:
+                    raise
+
+    def tell_caller(self, comm, message) -> None:
+        """Hand ``message`` to the caller's socket before going on (from any thread): if
+        the process dies next, the caller has it."""
+        def send():
+            if not comm.closed:
+                comm.send_now([message])
+        if threading.get_ident() == self.calls.thread.ident:
+            send()
+            return
+
+        async def send_on_loop():
+            send()
+        try:
+            asyncio.run_coroutine_threadsafe(send_on_loop(), self.calls.loop).result(
+                timeout=10)
+        except Exception as exc:        # the caller is gone or the loop stopped
+            logger.debug("could not tell the caller of a retry: %s", exc)
+
+    def system_exit(self, call: msg.ActorCall, exc: SystemExit) -> None:
+        """``sys.exit()`` in a method ends the process as a crash would, as in Ray: the
+        actor restarts within ``max_restarts`` and callers send their calls in flight
+        again within ``max_task_retries``. No call starts any more; what earlier calls
+        returned reaches the scheduler before the process goes."""
+        with self._lock:
+            if self._dying:
+                return
+            self._dying = True
+        logger.warning("actor %s: %s called sys.exit(%s); the process ends", self.class_name,
+                       call.name, exc.code)
+        self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._die()))
+
+    async def _die(self) -> None:
+        await asyncio.sleep(0)          # outcomes queued by other threads go first
+        self.runtime.flush()
+        await self.comm.close()
+        self.stop()
 
     def results(self, call: msg.ActorCall, result) -> list:
         """``ActorCallDone`` entries for a call's return value(s)."""
@@ -280,11 +367,14 @@ class ActorProcess:
             packed[:len(partial)] = partial
         return packed, text
 
-    def admit(self, call: msg.ActorCall, ident: int | None) -> tuple[list, str] | None:
+    def admit(self, call: msg.ActorCall, ident: int | None) -> tuple | None:
         """Start ``call`` (on thread ``ident``; None: a coroutine), or return the outcome
-        of a call that may not start: it was cancelled, or ``exit_actor()`` was called.
-        A call started is active until ``call_ended``."""
+        of a call that may not start: it was cancelled, or ``exit_actor()`` was called;
+        ``(None, None)`` (no outcome: its caller sends it again, or fails it) once
+        ``sys.exit()`` was called. A call started is active until ``call_ended``."""
         with self._lock:
+            if self._dying:
+                return None, None
             if call.call_id in self._cancelled:
                 self._cancelled.discard(call.call_id)
                 return self._was_cancelled(call)
@@ -305,15 +395,15 @@ class ActorProcess:
         task = (call.call_id, call.name)
         refused = self.admit(call, threading.get_ident())
         if refused is not None:
-            self.send_outcome(call, comm, refused[0], 0.0, refused[1])
+            if refused[0] is not None:
+                self.send_outcome(call, comm, refused[0], 0.0, refused[1])
             return
         output.current_task.task = task
         error_text = None
         writer = self.writer_for(call) if call.mode else None
         partial = None
         try:
-            method, args, kwargs = self.prepare(call)
-            result = method(*args, **kwargs)
+            result = self.run_method(call, comm)
             if writer is not None or type(result) is GeneratorType:
                 partial = []
                 result = self.run_generator(call, result, writer, partial)
@@ -326,13 +416,17 @@ class ActorProcess:
                                                   *self._was_cancelled(call))
         except ActorExit:
             packed, error_text = self._exited(call)
+        except SystemExit as exc:
+            packed = None
+            self.system_exit(call, exc)
         except BaseException as exc:
             packed, error_text = self.after_error(call, writer, partial,
                                                   *self._failed(call, exc))
         with self._lock:
             self._running.pop(call.call_id, None)
         self._finish_output(task)
-        self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+        if packed is not None:
+            self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
         self.call_ended(call.call_id)
 
     def _was_cancelled(self, call: msg.ActorCall) -> tuple[list, str]:
@@ -535,7 +629,7 @@ class _Async:
         process = self._process
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        error_text = None
+        packed = error_text = None
         admitted = False
         writer = process.writer_for(call) if call.mode else None
         partial = None
@@ -546,18 +640,11 @@ class _Async:
                     packed, error_text = refused
                     return
                 admitted = True
-                if call.deps:   # loading ref arguments may block: off the loop
-                    method, args, kwargs = await loop.run_in_executor(None, process.prepare,
-                                                                      call)
-                else:           # no hop: coroutines start in arrival order
-                    method, args, kwargs = process.prepare(call)
-                result = method(*args, **kwargs)
+                result = await self._run_method(call, comm)
                 if writer is not None:
                     result = await self._drain(call, writer, result)
                 elif inspect.isasyncgen(result):     # num_returns=N
                     result = [value async for value in result]
-                elif inspect.isawaitable(result):
-                    result = await result
                 if writer is None and inspect.isgenerator(result):
                     partial = []
                     await loop.run_in_executor(None, process.run_generator, call, result,
@@ -571,12 +658,17 @@ class _Async:
                                                          *process._was_cancelled(call))
         except ActorExit:
             packed, error_text = process._exited(call)
+        except SystemExit as exc:       # a crash: no outcome (see system_exit)
+            packed = None
+            process.system_exit(call, exc)
         except BaseException as exc:
             packed, error_text = await self._after_error(call, writer, partial,
                                                          *process._failed(call, exc))
         finally:
             self._calls.pop(call.call_id, None)
-            process.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+            if packed is not None:
+                process.send_outcome(call, comm, packed, time.perf_counter() - start,
+                                     error_text)
             if admitted:
                 process.call_ended(call.call_id)
 
@@ -600,6 +692,27 @@ class _Async:
     async def _after_error(self, call, writer, partial, packed, text):
         return await asyncio.get_running_loop().run_in_executor(
             None, self._process.after_error, call, writer, partial, packed, text)
+
+    async def _run_method(self, call, comm):
+        """Run a method (a coroutine or not), again while it raises an error it
+        retries on."""
+        process = self._process
+        retry = call.retry
+        while True:
+            if call.deps:   # loading ref arguments may block: off the loop
+                method, args, kwargs = await asyncio.get_running_loop().run_in_executor(
+                    None, process.prepare, call)
+            else:           # no hop: coroutines start in arrival order
+                method, args, kwargs = process.prepare(call)
+            try:
+                result = method(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+            except Exception as exc:
+                retry = process.should_retry(call, retry, comm, exc)
+                if retry is None:
+                    raise
 
 
 def _make_dispatcher(process: ActorProcess, cls, max_concurrency):

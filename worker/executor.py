@@ -45,6 +45,31 @@ def interrupt_thread(ident: int, exc_type: type) -> bool:
         ctypes.c_ulong(ident), ctypes.py_object(exc_type)) == 1
 
 
+class RetryRule:
+    """Whether a task or an actor call asked to be retried on an error
+    (``retry_exceptions``: None, True, or a pickled tuple of exception types, unpickled
+    once here). Thread-safe (a race unpickles a tuple twice)."""
+
+    def __init__(self):
+        self._types: dict[bytes, tuple] = {}
+
+    def __call__(self, retry_exceptions, exc: BaseException) -> bool:
+        if retry_exceptions is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return False
+        if retry_exceptions is True:
+            return isinstance(exc, Exception)
+        types = self._types.get(retry_exceptions)
+        if types is None:
+            try:
+                types = pickle.loads(retry_exceptions)
+            except Exception:
+                logger.warning("could not load retry_exceptions; not retrying",
+                               exc_info=True)
+                types = ()
+            self._types[retry_exceptions] = types
+        return isinstance(exc, types)
+
+
 class TaskExecutor:
     def __init__(self, slots: int, runtime, split_bytes: int, streams=None,
                  after_task=None):
@@ -55,8 +80,7 @@ class TaskExecutor:
         self._functions: dict[bytes, object] = {}
         #: Hashes of generator functions (their values are stored as they are yielded).
         self._generators: set[bytes] = set()
-        #: Unpickled ``retry_exceptions`` tuples, by their pickled bytes.
-        self._retry_types: dict[bytes, tuple] = {}
+        self._retriable = RetryRule()
         self._function_code: dict[bytes, bytes] = {}
         self._streams = streams or ()
         self._pid = os.getpid()
@@ -227,23 +251,6 @@ class TaskExecutor:
             return msg.TaskDone(task.task_id, self._pack_results(task, writer.result()),
                                 duration)
         return msg.TaskFailed(task.task_id, error, duration, text, retriable, partial or None)
-
-    def _retriable(self, retry_exceptions, exc: BaseException) -> bool:
-        """Whether the task asked to be retried on this error (``retry_exceptions``)."""
-        if retry_exceptions is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            return False
-        if retry_exceptions is True:
-            return isinstance(exc, Exception)
-        types = self._retry_types.get(retry_exceptions)
-        if types is None:
-            try:
-                types = pickle.loads(retry_exceptions)
-            except Exception:
-                logger.warning("could not load a task's retry_exceptions; not retrying",
-                               exc_info=True)
-                types = ()
-            self._retry_types[retry_exceptions] = types
-        return isinstance(exc, types)
 
     def _pack_results(self, task: msg.RunTask, result) -> list:
         values = split_returns(f"task {task.name}", result, len(task.returns))

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from graphstore.core.call_signature import valid_params
 from graphstore.core.config import Limits
 
 # -- messages ---------------------------------------------------------------------------
@@ -318,7 +319,10 @@ class CreateActor(NamedTuple):
     nested: list
     options: dict             # num_cpus, resources, max_restarts, max_task_retries,
                               # max_concurrency, name, namespace, lifetime, get_if_exists
-    methods: dict             # method name -> num_returns
+    methods: dict             # method name -> [num_returns (or "streaming"/"dynamic"),
+                              # max_task_retries or None,
+                              # retry_exceptions (as in SubmitTask), parameters or None
+                              # (call_signature: [[name, kind, has default], ...])]
 
 
 class StartActor(NamedTuple):
@@ -390,7 +394,8 @@ class ActorCallSubmitted(NamedTuple):
 
 class ActorCall(NamedTuple):
     """Caller -> actor process: run a method. ``deps``: per ref argument, [id, payload,
-    error, locations] when the caller knows its value, or [id] when the actor must ask."""
+    error, locations] when the caller knows its value, or [id] when the actor must ask.
+    ``retry``: [retries left, retry_exceptions] when an error may be retried in place."""
     call_id: bytes
     method: str
     name: str
@@ -399,6 +404,14 @@ class ActorCall(NamedTuple):
     returns: list
     caller: bytes
     mode: int = 0             # as in SubmitTask
+    retry: list | None = None
+
+
+class ActorCallRetrying(NamedTuple):
+    """Actor process -> caller: the call raised an error it retries on (its ``retry``),
+    and runs again now; the caller counts one retry used, so that a later death of the
+    process does not grant the call more tries than ``max_task_retries``."""
+    call_id: bytes
 
 
 class ActorCallDone(NamedTuple):
@@ -542,6 +555,7 @@ MESSAGE_TYPES: list[type] = [
     GetClusterOverview, SchedulerHeartbeat, AdoptSegments, AdoptionFailed,
     CancelQueuedCall, GeneratorItem, GeneratorItemReady, StartTaskProcess,
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
+    ActorCallRetrying,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -664,12 +678,6 @@ def _extra(v) -> bool:
                                    for k, x in v.items())
 
 
-def _methods(v) -> bool:
-    """Method name -> default num_returns: a count, or "streaming"/"dynamic"."""
-    return type(v) is dict and all(type(k) is str and (_count(n) or n in _MODE_NAMES)
-                                   for k, n in v.items())
-
-
 _MODE_NAMES = ("streaming", "dynamic")
 
 
@@ -681,6 +689,25 @@ def _mode(v) -> bool:
 def _any_id(v) -> bool:
     """An id, or b"" for none."""
     return type(v) is bytes
+
+
+def _method_entry(v) -> bool:
+    """[num_returns (a count, or "streaming"/"dynamic"), max_task_retries or None,
+    retry_exceptions, parameters or None]."""
+    return (type(v) is list and len(v) == 4
+            and ((_count(v[0]) and v[0] >= 1) or v[0] in _MODE_NAMES)
+            and (v[1] is None or _int(v[1])) and _retry_exceptions(v[2])
+            and (v[3] is None or valid_params(v[3])))
+
+
+def _methods(v) -> bool:
+    return type(v) is dict and all(type(k) is str and _method_entry(e) for k, e in v.items())
+
+
+def _actor_retry(v) -> bool:
+    """None, or [retries left, retry_exceptions] of an ActorCall."""
+    return v is None or (type(v) is list and len(v) == 2 and _count(v[0])
+                         and _retry_exceptions(v[1]))
 
 
 _opt_id, _opt_payload, _opt_str, _opt_list = _opt(_id), _opt(_payload), _opt(_str), _opt(_list)
@@ -728,7 +755,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     GetNamedActor: (_str, _str),
     KillActor: (_id, _flag),
     ActorCallSubmitted: (_id, _id, _str, _ids, _ids, _ids),
-    ActorCall: (_id, _str, _str, _any, _list, _ids, _id, _mode),
+    ActorCall: (_id, _str, _str, _any, _list, _ids, _id, _mode, _actor_retry),
     ActorCallDone: (_id, _id, _list, _amount, _opt_str),
     CancelTask: (_id, _flag, _flag),
     CancelRunning: (_id, _flag),
@@ -748,6 +775,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     TaskProcessExited: (_id, _int),
     GetTaskContext: (_id,),
     GetNodes: (),
+    ActorCallRetrying: (_id,),
 }
 
 #: Checks across the fields of one message.

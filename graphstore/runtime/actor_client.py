@@ -9,6 +9,8 @@ with ``ActorDiedError`` -- the same rule the scheduler applies to its copy of th
 Once the actor is dead, the outcome of a call that reached its process is the scheduler's
 to tell (the call may have finished before its reply was lost): those results are asked
 from it. A call cancelled while it still waits here (``CancelQueuedCall``) is never sent.
+A call that raised one of its ``retry_exceptions`` runs again inside the actor, which
+says so (``ActorCallRetrying``): both kinds of retry count against the same budget.
 
 The loop thread resolves actors and reads results; a call to an actor that is alive, with
 nothing of the same caller ahead of it, is written to the socket by the calling thread
@@ -104,6 +106,9 @@ class ActorClient:
         """(Lock held.) A write that fails leaves the call in ``sent``: the loop sees the
         connection close and retries or fails it like any call in flight."""
         call = entry[0]
+        if call.retry is not None and call.retry[0] != entry[1]:   # sent again: fewer
+            call = entry[0] = call._replace(                        # retries are left
+                retry=[entry[1], call.retry[1]] if entry[1] > 0 else None)
         link.sent[call.call_id] = entry
         for object_id in call.returns:
             self._call_of[object_id] = call.call_id
@@ -156,7 +161,13 @@ class ActorClient:
 
     def _on_result(self, link: _Link, m) -> None:
         if type(m) is not msg.ObjectReady:
-            raise ValueError(f"unexpected message {type(m).__name__} from an actor")
+            if type(m) is not msg.ActorCallRetrying:
+                raise ValueError(f"unexpected message {type(m).__name__} from an actor")
+            with self._lock:           # the actor runs it again, in place
+                entry = link.sent.get(m.call_id)
+                if entry is not None and entry[1] > 0:
+                    entry[1] -= 1
+            return
         with self._lock:
             call_id = self._call_of.pop(m.object_id, None)
             entry = link.sent.get(call_id) if call_id is not None else None

@@ -106,7 +106,10 @@ class Submitter:
 
     def call_actor(self, actor_id: bytes, method: str, name: str, args: tuple,
                    kwargs: dict, num_returns: int, retries: int,
-                   mode: int = 0) -> list[ObjectRef]:
+                   retry_exceptions=None, mode: int = 0) -> list[ObjectRef]:
+        """``retries``: how often the call may run again (its actor's process died,
+        or it raised one of ``retry_exceptions``, packed as for tasks); ``mode``: how a
+        generator method returns (``ActorCall.mode``)."""
         payload, dep_ids, nested = pack_args(name, args, kwargs, self._runtime.split_bytes)
         deps = []
         if dep_ids:
@@ -120,7 +123,9 @@ class Submitter:
         self._runtime.expect_direct(returns)
         self._send(msg.ActorCallSubmitted(call_id, actor_id, name, dep_ids, nested, returns))
         call = msg.ActorCall(call_id, method, name, payload, deps, returns,
-                            self._runtime.peer_id, mode)
+                             self._runtime.peer_id, mode,
+                             [retries, retry_exceptions] if retry_exceptions is not None
+                             and retries > 0 else None)
         if not self._runtime.actor_client.send_now(actor_id, call, retries):
             self._send(ActorSend(actor_id, call, retries))   # the loop sends it, in order
         return [ObjectRef._new(object_id) for object_id in returns]

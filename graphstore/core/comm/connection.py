@@ -126,9 +126,19 @@ class Comm:
         if not self._writing:
             self._flush()
 
-    def _flush(self) -> None:
+    def send_now(self, messages) -> None:
+        """Queue messages and hand all that is queued to the socket now, even while a
+        write is in flight (the stream keeps the order): for a message that must be on
+        its way before this thread goes on, with no loop iteration in between (an
+        actor's call telling its caller it runs again). Loop thread only."""
+        if self.closed:
+            return
+        self._outbox.extend(messages)
+        self._flush(even_while_writing=True)
+
+    def _flush(self, even_while_writing: bool = False) -> None:
         self._flush_scheduled = False
-        if self.closed or not self._outbox or self._writing:
+        if self.closed or not self._outbox or (self._writing and not even_while_writing):
             return
         batch, self._outbox = self._outbox, []
         callbacks, self._after_write = self._after_write, []

@@ -32,6 +32,8 @@ _EARLY_RESULTS_MAX = 100_000
 logger = logging.getLogger("graphstore.scheduler")
 #: Seconds an early result waits for its submission (the caller died in between).
 _EARLY_RESULT_SECONDS = 60.0
+#: Actors removed (no handle left) remembered, so ``GetActor`` answers "gone" at once.
+_GONE_ACTORS_MAX = 100_000
 
 
 class ActorsMixin:
@@ -51,6 +53,9 @@ class ActorsMixin:
         #: results that came before their submission (see ``actor_call_done``).
         self.early_results: dict[bytes, tuple[bytes, msg.ActorCallDone, list[bytes],
                                               float]] = {}
+        #: Ids of actors removed from ``actors`` (oldest first, at most
+        #: ``_GONE_ACTORS_MAX``): told apart from actors not heard of yet.
+        self.gone_actors: dict[bytes, None] = {}
         #: Called (by the server) whenever an actor becomes alive or dead.
         self.on_actor_update = lambda actor: None
 
@@ -355,6 +360,14 @@ class ActorsMixin:
             self._actor_died(actor, ActorDiedError(
                 f"actor {actor.class_name} was stopped: no handle to it was left"))
         self.actors.pop(actor.id, None)
+        self.gone_actors[actor.id] = None
+        if len(self.gone_actors) > _GONE_ACTORS_MAX:
+            del self.gone_actors[next(iter(self.gone_actors))]
+
+    def actor_known(self, actor_id: bytes) -> bool:
+        """Whether the actor exists or existed (recently): not one whose ``CreateActor``
+        has yet to come (a handle passed in a call's arguments may overtake it)."""
+        return actor_id in self.actors or actor_id in self.gone_actors
 
     def actor_status(self, actor_id: bytes, after: int) -> list | None:
         """["alive", address, incarnation], ["dead", error], or None (not yet)."""

@@ -234,7 +234,8 @@ class Scheduler:
         deadline = loop.time() + _UNKNOWN_ACTOR_SECONDS
         seen = False
         while True:
-            seen = seen or m.actor_id in self.state.actors
+            # A caller that saw an incarnation (``after``) saw the actor known.
+            seen = seen or m.after > 0 or self.state.actor_known(m.actor_id)
             unknown = not seen and loop.time() < deadline
             if not unknown:
                 status = self.state.actor_status(m.actor_id, m.after)

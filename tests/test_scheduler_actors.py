@@ -84,6 +84,18 @@ def test_a_call_not_finished_keeps_its_actor_after_the_last_handle(h):
     assert actor_id not in h.s.actors
 
 
+def test_an_actor_collected_stays_known_so_get_actor_answers_gone_at_once(h):
+    """GetActor waits for actors not heard of yet (a handle may overtake its actor's
+    CreateActor); one collected after its last handle is known, and dead."""
+    actor_id, creation_id = h.create()
+    h.start(actor_id)
+    assert h.s.actor_known(actor_id) and not h.s.actor_known(oid())
+    h.s.decref(DRIVER, [creation_id])
+    assert actor_id not in h.s.actors
+    assert h.s.actor_known(actor_id)
+    assert h.s.actor_status(actor_id, 1)[0] == "dead"
+
+
 def test_several_queued_calls_all_finish_before_the_actor_goes(h):
     actor_id, creation_id = h.create()
     h.start(actor_id)

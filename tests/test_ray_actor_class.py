@@ -267,3 +267,31 @@ def test_sys_exit_counts_against_max_restarts(cluster):
         graphstore.get(actor.pid.remote(), timeout=60)
     assert graphstore.get(counter.get_count.remote()) == 2
     assert wait_for(lambda: not process_alive(second), timeout=30)
+
+
+# -- per-method options on generator methods (with the generator work) -----------------
+
+@graphstore.remote
+class Streamer:
+    @graphstore.method(num_returns="streaming", max_task_retries=1,
+                       retry_exceptions=[MyError])
+    def values(self, n, *, start=0):
+        for i in range(start, start + n):
+            yield i
+
+    def plain_generator(self):
+        yield from (1, 2)
+
+
+def test_generator_methods_take_method_options_and_check_their_arguments(cluster):
+    actor = Streamer.remote()
+    assert [graphstore.get(r) for r in actor.values.remote(3, start=2)] == [2, 3, 4]
+    assert [graphstore.get(r) for r in actor.plain_generator.remote()] == [1, 2]
+    with pytest.raises(TypeError, match="values"):      # checked at the call
+        actor.values.remote(start=1)
+    refs = actor.values.options(num_returns=2, max_task_retries=0).remote(2)
+    assert graphstore.get(refs) == [0, 1]
+    dynamic = graphstore.get(actor.values.options(num_returns="dynamic").remote(2))
+    assert [graphstore.get(r) for r in dynamic] == [0, 1]
+    with pytest.raises(ValueError, match="generator"):
+        graphstore.method(num_returns="streaming")(lambda self: 1)

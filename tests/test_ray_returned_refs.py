@@ -64,8 +64,7 @@ def _expected(kind: str, n: int):
 def _read(kind: str, outer_ref):
     """The inner values, after dropping the outer ref: only the borrow holds them."""
     inner = graphstore.get(outer_ref, timeout=30)
-    del outer_ref
-    gc.collect()
+    del outer_ref                     # refs hold no cycles: released here
     if kind == "nested":
         big = graphstore.get(inner["big"], timeout=30)
         return (graphstore.get(inner["refs"], timeout=30), int(big[0]))

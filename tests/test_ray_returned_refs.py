@@ -142,7 +142,7 @@ def test_returned_refs_are_freed_once_nobody_holds_them(cluster):
     assert ids <= _known_objects()
     del inner
     gc.collect()
-    wait_for(lambda: not (ids & _known_objects()), timeout=20)
+    assert wait_for(lambda: not (ids & _known_objects()), timeout=20)
 
 
 def _known_objects() -> set[str]:

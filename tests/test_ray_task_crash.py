@@ -14,7 +14,7 @@ import pytest
 
 import graphstore
 from graphstore.exceptions import TaskCancelledError, WorkerCrashedError
-from helpers import wait_for
+from helpers import process_alive, wait_for
 
 BIG = 2_000_000          # int64s: 16 MB, well above the inline threshold
 
@@ -87,8 +87,8 @@ def test_objects_of_a_crashed_worker_survive(fresh_cluster, how):
     # Freeing it later removes the adopted segment like any other.
     big_hex = big_ref.hex()
     del big_ref
-    wait_for(lambda: big_hex not in {o["object_id"] for o in
-                                     graphstore.memory_summary()["objects"]})
+    assert wait_for(lambda: big_hex not in {o["object_id"] for o in
+                                            graphstore.memory_summary()["objects"]})
 
 
 @graphstore.remote
@@ -116,13 +116,5 @@ def test_actors_outlive_the_worker_that_started_them(fresh_cluster, how):
     assert graphstore.get(counter.add.remote(), timeout=30) == 2
     # And it can still be killed, though the worker that started it is gone.
     graphstore.kill(counter)
-    wait_for(lambda: not _alive(actor_pid), timeout=20)
+    assert wait_for(lambda: not process_alive(actor_pid), timeout=20)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:        # a zombie has ended
-        return f.read().split(")")[-1].split()[0] != "Z"

@@ -354,3 +354,24 @@ def test_ref_tracker_sees_creation_and_deletion(monkeypatch):
     copy = loads(dumps(ref)[0])       # in band; out of band pins (test_ray_pickling.py)
     del ref, copy
     assert events == [("+", oid), ("+", oid), ("-", oid), ("-", oid)]
+
+
+def test_an_actor_class_from_an_importable_module_pickles_by_value(tmp_path, monkeypatch):
+    """The decorated class hands out the user's methods (``module.Actor.method``), which
+    must not make cloudpickle pickle them by reference: workers may lack the module."""
+    import importlib
+    import sys
+    from graphstore.core.serialization import dumps_function
+    (tmp_path / "gs_actor_module.py").write_text(
+        "import graphstore\n"
+        "@graphstore.remote\n"
+        "class Acc:\n"
+        "    def add(self, x):\n"
+        "        return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("gs_actor_module")
+    payload = dumps_function(module.Acc._cls)
+    del sys.modules["gs_actor_module"]
+    monkeypatch.undo()                       # the module is no longer importable
+    cls, _ = pickle.loads(payload)
+    assert cls().add(1) == 2

@@ -110,7 +110,7 @@ class ActorProcesses:
             ended = [a for a, (_, p) in self._running.items() if p.poll() is not None]
             for actor_id in ended:
                 proc = self._running.pop(actor_id)[1]
-                _close_stdin(proc)
+                close_stdin(proc)
 
     def close(self) -> None:
         with self._lock:
@@ -125,18 +125,23 @@ class ActorProcesses:
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except OSError:
-            pass
-        _close_stdin(proc)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_child(proc)
 
 
-def _close_stdin(proc: subprocess.Popen) -> None:
+def kill_child(proc: subprocess.Popen) -> None:
+    """SIGKILL a process this worker started, close its stdin and reap it."""
+    try:
+        proc.send_signal(signal.SIGKILL)
+    except OSError:
+        pass
+    close_stdin(proc)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def close_stdin(proc: subprocess.Popen) -> None:
     try:
         if proc.stdin is not None:
             proc.stdin.close()

@@ -53,7 +53,7 @@ from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.runtime import ActorRole, Runtime
 from graphstore.core.serialization import dumps, error_payload, loads, restore_filename
 from graphstore.core.task_args import unpack_args
-from graphstore.core.tls import TLSConfig
+from graphstore.core.tls import tls_from_spec
 from graphstore.worker import output
 from graphstore.worker.executor import (RetryRule, interrupt_thread, pack_task_error,
                                         split_returns)
@@ -73,9 +73,7 @@ class ActorProcess:
         self.config = load_config()
         self.token = bytes.fromhex(spec["token"])
         #: The worker's TLS settings: callers and the scheduler connect over mutual TLS.
-        tls = spec.get("tls")
-        self.tls = TLSConfig(tls["tls_cert"], tls["tls_key"], tls["tls_ca"],
-                             tls["tls_check_hostname"]) if tls else None
+        self.tls = tls_from_spec(spec.get("tls"))
         self.actor_id = bytes.fromhex(spec["actor_id"])
         self.incarnation = int(spec["incarnation"])
         self.node_id = spec["node_id"]

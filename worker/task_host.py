@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 from typing import Callable
 
 from graphstore.core.node import physical_gpu_ids
+from graphstore.worker.actor_host import close_stdin, kill_child
 
 logger = logging.getLogger("graphstore.worker.tasks")
 
@@ -76,7 +76,7 @@ class TaskProcesses:
             if not closed:
                 self._running[process_id] = proc
         if closed:
-            _kill(proc)
+            kill_child(proc)
             return
         threading.Thread(target=self._watch, args=(process_id, proc), daemon=True,
                          name="graphstore-task-process").start()
@@ -86,7 +86,7 @@ class TaskProcesses:
         with self._lock:
             self._running.pop(process_id, None)
             closed = self._closed
-        _close_stdin(proc)
+        close_stdin(proc)
         if not closed:
             self._report_exit(process_id, code)
 
@@ -94,7 +94,7 @@ class TaskProcesses:
         with self._lock:
             proc = self._running.get(process_id)
         if proc is not None:
-            _kill(proc)
+            kill_child(proc)
 
     def close(self) -> None:
         with self._lock:
@@ -102,24 +102,4 @@ class TaskProcesses:
             procs = list(self._running.values())
             self._running.clear()
         for proc in procs:
-            _kill(proc)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        proc.send_signal(signal.SIGKILL)
-    except OSError:
-        pass
-    _close_stdin(proc)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _close_stdin(proc: subprocess.Popen) -> None:
-    try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-    except OSError:
-        pass
+            kill_child(proc)

@@ -24,7 +24,7 @@ from graphstore.core import protocol as msg
 from graphstore.core.comm import connect
 from graphstore.core.config import load_config
 from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
-from graphstore.core.tls import TLSConfig
+from graphstore.core.tls import tls_from_spec
 from graphstore.runtime import Runtime, TaskProcessRole
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
@@ -37,9 +37,7 @@ class TaskProcess:
         self.spec = spec
         self.config = load_config()
         self.token = bytes.fromhex(spec["token"])
-        tls = spec.get("tls")
-        self.tls = TLSConfig(tls["tls_cert"], tls["tls_key"], tls["tls_ca"],
-                             tls["tls_check_hostname"]) if tls else None
+        self.tls = tls_from_spec(spec.get("tls"))
         self.process_id = bytes.fromhex(spec["process_id"])
         self.worker_id = bytes.fromhex(spec["worker_id"])
         self.max_calls = int(spec.get("max_calls") or 0)

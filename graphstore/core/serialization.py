@@ -9,7 +9,9 @@ scheduler can count them.
 from __future__ import annotations
 
 import inspect
+import io
 import pickle
+import types
 from typing import Any
 
 import cloudpickle
@@ -109,12 +111,34 @@ def restore_filename(fn, filename: str | None) -> None:
         pass
 
 
+class _ClassPickler(cloudpickle.Pickler):
+    """Pickles an actor class with its own methods by value. cloudpickle pickles a
+    function by reference when ``module.Qual.name`` finds it, and the decorated class
+    (``module.Actor``, an ``ActorClass``) hands out the user's class attributes, methods
+    included: the workers would then need to import the user's module."""
+
+    def __init__(self, file, owner: type):
+        super().__init__(file, protocol=5)
+        self._module = owner.__module__
+        self._prefix = owner.__qualname__ + "."
+
+    def reducer_override(self, obj):
+        if (type(obj) is types.FunctionType and obj.__module__ == self._module
+                and obj.__qualname__.startswith(self._prefix)):
+            return self._dynamic_function_reduce(obj)
+        return super().reducer_override(obj)
+
+
 def dumps_function(fn) -> bytes:
     """Functions always go through cloudpickle so they work in any process. The payload
     is ``(function, source file name)``: the worker restores the file name cloudpickle
     drops, so remote tracebacks name the user's file and lines."""
     filename = source_filename(fn)
     try:
+        if isinstance(fn, type):
+            buffer = io.BytesIO()
+            _ClassPickler(buffer, fn).dump((fn, filename))
+            return buffer.getvalue()
         return cloudpickle.dumps((fn, filename), protocol=5)
     except Exception as exc:
         raise SerializationError(

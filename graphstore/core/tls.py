@@ -219,3 +219,10 @@ def exposure_warning(what: str, host: str, port: int, tls: TLSConfig | None) -> 
             f"only the cluster token keeps strangers out. Use --tls-cert/--tls-key/--tls-ca "
             f"(docs/security.md), or bind 127.0.0.1 and reach it through an SSH tunnel or "
             f"a private network")
+
+
+def tls_from_spec(tls: dict | None) -> "TLSConfig | None":
+    """The TLS settings a worker hands the processes it starts (``None``: plain TCP)."""
+    if not tls:
+        return None
+    return TLSConfig(tls["tls_cert"], tls["tls_key"], tls["tls_ca"], tls["tls_check_hostname"])

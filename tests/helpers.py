@@ -49,6 +49,16 @@ def gated(path, value=None):
     return value
 
 
+class Gate:
+    """A file whose creation releases ``gated`` tasks."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+
 def recv_exact(sock: socket.socket, n: int) -> bytes:
     """Exactly ``n`` bytes from a raw socket (for tests that speak the wire by hand)."""
     data = b""

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import graphstore
-from helpers import gated, wait_for
+from helpers import Gate, gated, wait_for
 from graphstore.core.serialization import dumps, loads
 from graphstore.exceptions import (GetTimeoutError, GraphstoreError, SerializationError,
                                    TaskError, TaskUnschedulableError)
@@ -169,16 +169,6 @@ class Box:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-class Gate:
-    """A file whose creation releases ``gated`` tasks."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
 
 
 @pytest.fixture

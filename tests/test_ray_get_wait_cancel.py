@@ -13,21 +13,11 @@ import pytest
 
 import graphstore
 from graphstore.exceptions import GetTimeoutError, TaskCancelledError
-from helpers import gated, wait_for
+from helpers import Gate, gated, wait_for
 
 #: Seconds within which a fail-fast get or a cancel must be seen: far below the 60 s a
 #: gated task holds on, far above a loaded machine's latency.
 PROMPT = 20.0
-
-
-class Gate:
-    """A file whose creation releases ``gated`` tasks."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ class ActorsMixin:
               and not actor.strategy[2]):
             node = self.nodes.get(actor.strategy[1])
             if node is None or not node.fits_ever(actor):
-                failure = TaskUnschedulableError(
+                failure = ActorUnschedulableError(
                     f"actor {m.class_name} must run on node {actor.strategy[1]!r} "
                     f"(NodeAffinitySchedulingStrategy, soft=False), which is not alive "
                     f"or too small")

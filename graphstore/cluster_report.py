@@ -95,6 +95,14 @@ def format_memory_summary(summary: dict) -> str:
                      f"{format_bytes(used)} / {format_bytes(cap)} used ({100 * used / cap:.1f}%), "
                      f"{store['objects']} objects, {store['pinned']} pinned, "
                      f"{format_bytes(store['pooled'])} kept for reuse")
+        if "arenas" in store:
+            lines.append(
+                f"    arenas: {format_bytes(store['arena_allocated'])} allocated of "
+                f"{format_bytes(store['arena_bytes'])} in {store['arenas']} arena(s) "
+                f"(largest free block {format_bytes(store['arena_largest_free'])}); "
+                f"{format_bytes(store['dedicated_bytes'])} in dedicated segments"
+                + (f"; {store['held']} freed object(s) still viewed "
+                   f"({format_bytes(store['held_bytes'])})" if store.get("held") else ""))
         if store.get("spilled_objects") or store.get("restored_objects") or \
                 store.get("last_spill_error"):
             lines.append(

@@ -37,7 +37,7 @@ def argument_failed_text(obj: "ObjectState") -> str:
 class ObjectState:
     __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
                  "container_refs", "contains", "waiters", "producer", "dependents",
-                 "created_at", "locations", "pinned_by", "spill")
+                 "created_at", "locations", "spill")
 
     def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
         self.id = object_id
@@ -56,7 +56,6 @@ class ObjectState:
         #: Stored (large) objects: worker id -> segment name of each copy.
         self.locations: dict[bytes, str] = {}
         #: Processes mapping the object's memory: a freed segment is reused only if none.
-        self.pinned_by: set[bytes] = set()
         #: [path, offset, size] in the spill target, once spilled.
         self.spill: list | None = None
 

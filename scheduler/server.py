@@ -13,7 +13,7 @@ import time
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import Comm, CommServer, RemoteCallError, set_dead_peer_timeout
-from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
+from graphstore.exceptions import ObjectLostError, ProtocolError
 from graphstore.core.config import Config, Limits
 from graphstore.core.lifecycle import watch_parent_pipe
 from graphstore.scheduler import status
@@ -64,13 +64,10 @@ class Scheduler:
             msg.TaskUnblocked: lambda peer, m: self.state.task_unblocked(peer, m.task_id),
             msg.Ping: lambda peer, m: "pong",
             msg.GetStatus: lambda peer, m: self.state.summary(),
-            msg.Pin: lambda peer, m: self.state.pin(peer, m.ids),
-            msg.Unpin: lambda peer, m: self.state.unpin(peer, m.ids),
             msg.ObjectAdded: lambda peer, m: self.state.object_added(peer, m),
             msg.AdoptionFailed: lambda peer, m: self.state.adoption_failed(peer, m),
             msg.GetTaskRecords: lambda peer, m: self.state.task_records(m.limit),
             msg.GetMemorySummary: lambda peer, m: self._memory_summary(),
-            msg.AllocateOnNode: lambda peer, m: self._allocate_on_node(m),
             msg.ObjectsSpilled: lambda peer, m: self.state.objects_spilled(peer, m),
             msg.LocateObject: lambda peer, m: self.state.locate(m.object_id),
             msg.RestoreOnNode: lambda peer, m: self._restore_on_node(m),
@@ -298,18 +295,6 @@ class Scheduler:
                                comm.info.get("pid"), now - comm.last_received, timeout)
                 comm.abort()
 
-    async def _allocate_on_node(self, m: msg.AllocateOnNode) -> list:
-        """Find a store on the node with room for a put; the store's error if none."""
-        candidates = self.state.stores_on_node(m.node_id)
-        if not candidates:
-            raise LookupError(f"no worker with an object store on node {m.node_id!r}")
-        try:
-            worker, segment = await self._ask_workers(
-                candidates, msg.AllocateObject(m.object_id, m.size), timeout=60)
-        except RemoteCallError as exc:
-            raise ObjectStoreFullError(str(exc).partition(": ")[2]) from None
-        return [worker.id, worker.address, segment]
-
     async def _ask_workers(self, workers: list, message, timeout: float):
         """Send ``message`` to each worker in turn until one answers; return
         ``(worker, reply)``, or raise the last worker's error."""
@@ -359,19 +344,6 @@ class Scheduler:
                 return peer_id.hex()[:8]
             return f"{comm.info.get('kind')} pid={comm.info.get('pid')}"
 
-        objects = []
-        for obj in sorted(state.objects.values(), key=lambda o: -o.size)[:1000]:
-            objects.append({
-                "object_id": obj.id.hex(), "size": obj.size, "state": obj.state,
-                "where": ("inline (scheduler)" if not obj.locations and obj.spill is None else
-                          [f"worker pid={state.workers[w].pid} node={state.workers[w].node.id}"
-                           for w in obj.locations if w in state.workers]
-                          + ([f"spilled: {obj.spill[0]} @ {obj.spill[1]}"]
-                             if obj.spill is not None else [])),
-                "holders": sorted(describe_peer(p) for p in obj.holders),
-                "pending_tasks": obj.task_refs, "contained_in": obj.container_refs,
-                "pinned_by": len(obj.pinned_by),
-            })
         stores = []
         for worker in list(state.workers.values()):
             comm = self.comms.get(worker.id)
@@ -383,6 +355,23 @@ class Scheduler:
                     summary = {"error": str(exc)}
             stores.append({"worker": worker.id.hex(), "pid": worker.pid,
                            "node": worker.node.id, "address": worker.address, **summary})
+        in_use: dict[str, int] = {}     # object -> processes viewing or leasing it
+        for store in stores:
+            for object_hex, users in (store.pop("in_use", None) or {}).items():
+                in_use[object_hex] = in_use.get(object_hex, 0) + users
+        objects = []
+        for obj in sorted(state.objects.values(), key=lambda o: -o.size)[:1000]:
+            objects.append({
+                "object_id": obj.id.hex(), "size": obj.size, "state": obj.state,
+                "where": ("inline (scheduler)" if not obj.locations and obj.spill is None else
+                          [f"worker pid={state.workers[w].pid} node={state.workers[w].node.id}"
+                           for w in obj.locations if w in state.workers]
+                          + ([f"spilled: {obj.spill[0]} @ {obj.spill[1]}"]
+                             if obj.spill is not None else [])),
+                "holders": sorted(describe_peer(p) for p in obj.holders),
+                "pending_tasks": obj.task_refs, "contained_in": obj.container_refs,
+                "pinned_by": in_use.get(obj.id.hex(), 0),
+            })
         return {"objects": objects, "stores": stores,
                 "total_objects": len(state.objects),
                 "inline_bytes": sum(o.size for o in state.objects.values()

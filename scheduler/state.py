@@ -80,7 +80,6 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "retried": 0,
                        "reconstructed": 0, "objects_rebuilt": 0, "objects_lost": 0,
                        "workers_left": 0, "adopted": 0}
-        self.peer_pins: dict[bytes, set[bytes]] = {}
         #: Spill file -> ids of live objects in it, and the worker that wrote it.
         self.spill_files: dict[str, set[bytes]] = {}
         self.spill_file_writer: dict[str, bytes] = {}
@@ -193,10 +192,6 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             for task in list(worker.assigned.values()):
                 self._task_crashed(task, f"the worker running task {task.name} (pid "
                                          f"{worker.pid}) died")
-        for object_id in self.peer_pins.pop(peer_id, ()):
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.pinned_by.discard(peer_id)
         if worker is not None:
             self._lose_copies(worker)
             self.workers_actors_lost(worker)
@@ -527,12 +522,13 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             worker.stored_bytes += obj.size
 
     def stores_on_node(self, node_id: str) -> list[WorkerState]:
-        """Workers of a node, the one with the most free store memory first."""
+        """Workers of a node, the one with the most free store memory first (by what
+        the worker last reported, which counts memory readers still hold, if more)."""
         node = self.nodes.get(node_id)
         if node is None:
             return []
-        return sorted(node.workers.values(),
-                      key=lambda w: -(w.store_capacity - w.stored_bytes))
+        return sorted(node.workers.values(), key=lambda w: -(w.store_capacity - max(
+            w.stored_bytes, w.metrics.get("store_used") or 0)))
 
     def object_added(self, worker_id: bytes, m: msg.ObjectAdded) -> None:
         """A worker made a copy of a stored object (a transfer)."""
@@ -545,23 +541,6 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self.outbox.append((worker_id, msg.FreeObjects([[m.object_id, False]])))
             return
         self.add_location(obj, worker, m.segment)
-
-    def pin(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
-        pins = self.peer_pins.setdefault(peer_id, set())
-        for object_id in ids:
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.pinned_by.add(peer_id)
-                pins.add(object_id)
-
-    def unpin(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
-        pins = self.peer_pins.get(peer_id)
-        for object_id in ids:
-            obj = self.objects.get(object_id)
-            if obj is not None:
-                obj.pinned_by.discard(peer_id)
-            if pins is not None:
-                pins.discard(object_id)
 
     def locations_of(self, obj: ObjectState) -> list | None:
         """Where a stored object can be read: [[node, worker address, segment, size]],
@@ -735,14 +714,13 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if obj.spill is not None:
                 self._forget_spilled(obj)
             if obj.locations:
-                reusable = not obj.pinned_by
                 for worker_id in obj.locations:
                     worker = self.workers.get(worker_id)
                     if worker is not None:
                         if obj.id in worker.objects:
                             worker.objects.discard(obj.id)
                             worker.stored_bytes -= obj.size
-                        self.outbox.append((worker_id, msg.FreeObjects([[obj.id, reusable]])))
+                        self.outbox.append((worker_id, msg.FreeObjects([[obj.id, True]])))
                 obj.locations = {}
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)

@@ -147,6 +147,8 @@ def workers(state: "SchedulerState", limit: int) -> dict:
             "store_capacity": worker.store_capacity,
             "store_used": metrics.get("store_used", worker.stored_bytes),
             "store_pooled": metrics.get("store_pooled", 0),
+            "store_arena_bytes": metrics.get("store_arena_bytes", 0),
+            "store_arena_allocated": metrics.get("store_arena_allocated", 0),
             "store_objects": metrics.get("store_objects", len(worker.objects)),
             "spilled_bytes": metrics.get("spilled_bytes", 0),
             "spilled_objects": metrics.get("spilled_objects", 0),
@@ -208,7 +210,7 @@ def objects(state: "SchedulerState", scan: LiveScan, limit: int) -> dict:
             "spilled": obj.spill is not None, "inline": obj.payload is not None,
             "producer": producer.name if producer is not None else None,
             "holders": len(obj.holders), "pending_tasks": obj.task_refs,
-            "contained_in": obj.container_refs, "pinned_by": len(obj.pinned_by),
+            "contained_in": obj.container_refs,
             "created_at": obj.created_at,
         })
     return {"objects": rows, "count": scan.objects, "bytes": scan.object_bytes,
@@ -274,6 +276,13 @@ def metrics_text(state: "SchedulerState", scan: LiveScan) -> str:
     family("graphstore_store_used_bytes", "gauge", "Bytes used in each worker's store.",
            [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid},
              w.metrics.get("store_used", w.stored_bytes)) for w in workers_])
+    family("graphstore_store_arena_bytes", "gauge",
+           "Bytes of each worker's store arenas, and of them allocated to objects "
+           "(the difference is free space, fragmented or not).",
+           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid, "kind": kind},
+             w.metrics.get(key, 0)) for w in workers_
+            for kind, key in (("arenas", "store_arena_bytes"),
+                              ("allocated", "store_arena_allocated"))])
     family("graphstore_store_capacity_bytes", "gauge", "Capacity of each worker's store.",
            [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid}, w.store_capacity)
             for w in workers_])

@@ -782,29 +782,6 @@ def test_free_of_a_stored_object_releases_it_for_reuse(h):
     assert h.s.workers[w].objects == set() and h.s.workers[w].stored_bytes == 0
 
 
-def test_free_of_a_pinned_object_forbids_reuse(h):
-    w = h.worker("w1")
-    x, y = h.put_stored(w, MB), h.put_stored(w, MB)
-    h.take()
-    h.s.pin(DRIVER2, [x, y])                      # another process maps them
-    h.s.unpin(DRIVER2, [y])
-    h.s.decref(DRIVER, [x, y])
-    assert sorted(frees(h, w)) == sorted([[x, False], [y, True]])
-
-
-def test_pins_of_a_departed_peer_are_dropped(h):
-    h.s.add_driver(DRIVER2)
-    w = h.worker("w1")
-    x = h.put_stored(w, MB)
-    h.s.pin(DRIVER2, [x])
-    assert h.obj(x).pinned_by == {DRIVER2}
-    h.s.remove_peer(DRIVER2)
-    assert h.obj(x).pinned_by == set()
-    h.take()
-    h.s.decref(DRIVER, [x])
-    assert frees(h, w) == [[x, True]]
-
-
 def test_every_copy_is_freed(h):
     a = h.worker("a", node="n1")
     b = h.worker("b", node="n2")

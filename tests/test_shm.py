@@ -126,56 +126,45 @@ def test_mapping_outlives_the_unlinked_file(cluster_id):
     np.testing.assert_array_equal(arr, np.arange(10_000, dtype=np.int64))
 
 
-# -- leases and reclaiming ---------------------------------------------------------------
+# -- segments of objects in arenas ---------------------------------------------------
 
-def test_reclaim_renames_a_segment_no_reader_leases(cluster_id):
-    name = _segment(cluster_id, "w", 1)
-    new = f"{shm.PREFIX}{cluster_id}-w-2"
-    inode = os.stat(shm.segment_path(name)).st_ino
-    assert shm.reclaim(name, new)
-    assert not os.path.exists(shm.segment_path(name))
-    assert os.stat(shm.segment_path(new)).st_ino == inode      # same pages, new name
-    assert shm.lease(name) is None                              # the old name is gone
-    assert not shm.reclaim(name, f"{shm.PREFIX}{cluster_id}-w-3")
+def test_arena_segments_name_a_file_and_an_offset():
+    assert shm.arena_segment("gs-c-w-3", 4096) == "gs-c-w-3@4096"
+    assert shm.split_segment("gs-c-w-3@4096") == ("gs-c-w-3", 4096)
+    assert shm.split_segment("gs-c-w-7") == ("gs-c-w-7", None)     # dedicated: whole file
+    assert shm.file_of("gs-c-w-3@64") == "gs-c-w-3" == shm.file_of("gs-c-w-3")
+    with pytest.raises(ValueError, match="malformed object segment"):
+        shm.split_segment("gs-c-w-3@-1")
 
 
-def test_a_lease_blocks_reclaim_until_released(cluster_id):
-    name = _segment(cluster_id, "w", 1)
-    new = f"{shm.PREFIX}{cluster_id}-w-2"
-    first, second = shm.lease(name), shm.lease(name)            # shared: both succeed
-    assert first is not None and second is not None
-    assert not shm.reclaim(name, new)
-    os.close(first)
-    assert not shm.reclaim(name, new)                           # the other still holds it
-    assert os.path.exists(shm.segment_path(name))
-    os.close(second)
-    assert shm.reclaim(name, new)
+def test_objects_at_offsets_of_one_arena_share_one_mapping(cluster_id):
+    name = _segment(cluster_id, "w", 1, 1024 * 1024)
+    cache = shm.MappingCache()
+    arrays = {}
+    for offset in (0, 64 * 1024, 512 * 1024):
+        value = np.full(1000, offset, dtype=np.int64)
+        buffers, _ = dumps(value)
+        size = shm.encoded_size(buffers)
+        segment = shm.arena_segment(name, offset)
+        shm.write_object(cache.region(segment, size, populate=True), buffers)
+        arrays[offset] = loads(shm.read_object(cache.region(segment, size)))
+    assert cache.count() == 1                                   # one mapping, one fd
+    for offset, arr in arrays.items():
+        np.testing.assert_array_equal(arr, np.full(1000, offset, dtype=np.int64))
+        assert arr.ctypes.data % 64 == 0
 
 
-def test_a_lease_taken_on_a_renamed_file_is_refused(cluster_id):
-    """A reader that opened the old name just before the rename must not use it."""
-    name = _segment(cluster_id, "w", 1)
-    fd = os.open(shm.segment_path(name), os.O_RDONLY)           # the reader's open ...
-    try:
-        assert shm.reclaim(name, f"{shm.PREFIX}{cluster_id}-w-2")  # ... then the rename
-        # lease() checks the name still names the file it locked:
-        assert shm.lease(name) is None
-    finally:
-        os.close(fd)
-
-
-def test_reclaim_waits_for_no_reader_holding_the_lock_exclusively(cluster_id):
-    """While the store reclaims (exclusive lock held), a lease is refused at once."""
-    name = _segment(cluster_id, "w", 1)
-    fd = os.open(shm.segment_path(name), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert shm.lease(name) is None
-    finally:
-        os.close(fd)
-    lease = shm.lease(name)
-    assert lease is not None
-    os.close(lease)
+def test_an_arena_mapping_is_dropped_once_its_file_is_gone(cluster_id, monkeypatch):
+    name = _segment(cluster_id, "w", 1, 4096)
+    cache = shm.MappingCache()
+    view = cache.region(shm.arena_segment(name, 64), 100)
+    assert cache.has(name)
+    shm.unlink(name)
+    monkeypatch.setattr(cache, "_checked", 0.0)
+    cache._drop_unlinked()
+    assert not cache.has(name) and cache.count() == 0
+    view[0] = 7                                   # the view keeps its mapping alive
+    assert view[0] == 7
 
 
 def test_create_refuses_an_existing_name(cluster_id):

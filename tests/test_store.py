@@ -1,7 +1,9 @@
 """The worker's SharedMemoryStore on the real shared-memory filesystem.
 
 Each test's store has a cluster id of its own; the fixture closes it and removes anything
-left with that prefix (and the assertions check the store itself left nothing).
+left with that prefix (and the assertions check the store itself left nothing). Stores
+here have 64 KiB arenas unless a test says otherwise, so objects of more than 32 KiB get
+dedicated segments (the reuse pool's tests) and smaller ones share arenas.
 """
 from __future__ import annotations
 
@@ -24,15 +26,16 @@ def oid(n: int) -> bytes:
 
 
 def exists(name: str) -> bool:
-    return os.path.exists(shm.segment_path(name))
+    return os.path.exists(shm.segment_path(shm.file_of(name)))
 
 
 @pytest.fixture
 def make_store(cluster_id):
     stores = []
 
-    def make(capacity: int = 10 * MB, tag: str = "w1") -> SharedMemoryStore:
-        store = SharedMemoryStore(cluster_id, tag, capacity)
+    def make(capacity: int = 10 * MB, tag: str = "w1",
+             arena_bytes: int = 64 * 1024) -> SharedMemoryStore:
+        store = SharedMemoryStore(cluster_id, tag, capacity, arena_bytes)
         stores.append(store)
         return store
     yield make
@@ -167,14 +170,30 @@ def test_not_reusable_free_unlinks(make_store):
     assert store.allocate(oid(2), MB).name != entry.name
 
 
-def test_pinned_object_is_unlinked_not_pooled_when_freed(make_store):
+def test_a_pinned_dedicated_segment_freed_is_unlinked_not_pooled(make_store):
     store = make_store()
     entry = put(store, 1, MB)
     assert store.pin(oid(1)) is entry and entry.pins == 1
     assert store.free(oid(1), reusable=True)
-    assert not exists(entry.name)
+    assert store.get(oid(1)) is None and store.pin(oid(1)) is None   # gone for readers
+    assert not exists(entry.name)          # its users' mappings keep their bytes alive
     assert store.pooled == 0 and store.used == 0
     assert store.allocate(oid(2), MB).name != entry.name
+    store.unpin(entry)                     # harmless: nothing left to give back
+    assert store.pooled == 0 and store.used == MB
+
+
+def test_a_pinned_arena_region_freed_is_held_until_unpinned(make_store):
+    store = make_store()
+    entry = put(store, 1, 10_000)
+    store.pin(oid(1))
+    assert store.free(oid(1))
+    assert store.get(oid(1)) is None                                   # gone for readers
+    assert store.used == entry.capacity and store.summary()["held"] == 1  # bytes kept
+    assert store.allocate(oid(2), 10_000).name != entry.name
+    store.unpin(entry)                                 # the last user: reusable now
+    assert store.summary()["held"] == 0
+    assert store.allocate(oid(3), 10_000).name == entry.name
 
 
 def test_unpinned_object_is_pooled_again(make_store):
@@ -197,27 +216,57 @@ def _spilled(store, n: int, size: int):
     return entry
 
 
-def test_spilled_segment_without_readers_is_reclaimed_into_the_pool(make_store):
+def test_spilled_segment_without_readers_goes_to_the_pool(make_store):
     store = make_store()
     entry = _spilled(store, 1, MB)
-    assert not exists(entry.name)           # readers of the old name find it gone ...
-    assert store.used == 0 and store.pooled == MB and store.stats["reclaimed"] == 1
-    again = store.allocate(oid(2), MB)      # ... and its pages serve the next object
-    assert again.name != entry.name and store.stats["reused"] == 1
+    assert store.get(oid(1)) is None        # readers ask the scheduler, find the spill
+    assert store.used == 0 and store.pooled == MB
+    again = store.allocate(oid(2), MB)      # its pages serve the next object
+    assert again.name == entry.name and store.stats["reused"] == 1
 
 
-def test_spilled_segment_a_reader_leases_is_unlinked_not_reused(make_store):
+class Holder:
+    """A lease holder (another process's connection) that records revocations."""
+
+    def __init__(self, store):
+        self.asked = []
+        store.revoke = lambda holder, keys: self.asked.append((holder, keys))
+
+
+def test_a_leased_object_spilled_is_held_until_its_holder_gives_it_back(make_store):
     store = make_store()
-    entry = put(store, 1, MB)
-    lease = shm.lease(entry.name)
-    try:
-        store.pin(oid(1))
-        store.release_spilled(oid(1), entry)
-        assert not exists(entry.name)
-        assert store.pooled == 0 and store.used == 0 and store.stats["reclaimed"] == 0
-    finally:
-        os.close(lease)
-    assert store.allocate(oid(2), MB).name != entry.name
+    holder = Holder(store)
+    entry = put(store, 1, 10_000)
+    assert store.lease(oid(1), "reader") is entry
+    store.pin(oid(1))
+    store.release_spilled(oid(1), entry)
+    assert holder.asked == [("reader", [[oid(1), entry.name]])]   # asked for it back
+    assert store.used == entry.capacity and store.summary()["held"] == 1
+    assert store.allocate(oid(2), 10_000).name != entry.name      # not reused meanwhile
+    store.release_leases("reader", [[oid(1), entry.name]])
+    assert store.summary()["held"] == 0
+    assert store.allocate(oid(3), 10_000).name == entry.name
+
+
+def test_a_lease_given_with_the_allocation_and_dropped_with_its_holder(make_store):
+    store = make_store()
+    holder = Holder(store)
+    entry = store.allocate(oid(1), 1000, writer="driver", lessee="driver")
+    store.seal(oid(1))
+    assert store.summary()["leases"] == 1 and store.in_use() == {oid(1).hex(): 1}
+    store.free(oid(1))
+    assert holder.asked == [("driver", [[oid(1), entry.name]])]
+    assert store.used == entry.capacity                            # held for the driver
+    store.drop_holder("driver")                                    # its connection closed
+    assert store.used == 0 and store.summary()["leases"] == 0
+
+
+def test_a_lease_on_a_missing_or_unsealed_object_is_refused(make_store):
+    store = make_store()
+    store.allocate(oid(1), 1000)
+    assert store.lease(oid(1), "r") is None and store.lease(oid(2), "r") is None
+    store.release_leases("r", [[oid(1), "gs-x-y-1@0"]])            # unknown: harmless
+    store.drop_holder("nobody")
 
 
 def test_free_of_an_unknown_object_is_false(make_store):
@@ -258,10 +307,10 @@ def test_pooled_bytes_count_against_capacity_only_while_needed(make_store):
 
 def test_pool_holds_at_most_32_segments(make_store):
     store = make_store(capacity=100 * MB)
-    entries = [put(store, i, 4096) for i in range(40)]
+    entries = [put(store, i, 100_000) for i in range(40)]
     for i in range(40):
         store.free(oid(i), reusable=True)
-    assert store.pooled == 32 * 4096 and store.used == 0
+    assert store.pooled == 32 * 100_000 and store.used == 0
     assert sum(exists(e.name) for e in entries) == 32
 
 
@@ -347,7 +396,7 @@ def test_sealing_forgets_the_writer(make_store):
 # -- closing ------------------------------------------------------------------------------
 
 def test_close_removes_every_file_and_the_lock(cluster_id):
-    store = SharedMemoryStore(cluster_id, "w1", 20 * MB)
+    store = SharedMemoryStore(cluster_id, "w1", 20 * MB, arena_bytes=64 * 1024)
     lock = shm.lock_name(cluster_id, "w1")
     put(store, 1, MB)
     store.allocate(oid(2), MB, writer=b"d")               # unsealed
@@ -355,10 +404,14 @@ def test_close_removes_every_file_and_the_lock(cluster_id):
     store.pin(oid(3))
     put(store, 4, MB)
     store.free(oid(4), reusable=True)                   # pooled
-    assert len(shm_files(f"gs-{cluster_id}-")) == 5          # four segments and the lock
+    put(store, 5, 1000)                                 # in an arena
+    put(store, 6, 1000)
+    store.lease(oid(6), "reader")
+    store.free(oid(6))                                  # held for its reader
+    assert len(shm_files(f"gs-{cluster_id}-")) == 6     # four segments, an arena, the lock
     assert lock in shm_files(f"gs-{cluster_id}-")
     # While the store is open, a sweep sees its owner alive.
-    assert shm.sweep(cluster_id) == 0 and len(shm_files(f"gs-{cluster_id}-")) == 5
+    assert shm.sweep(cluster_id) == 0 and len(shm_files(f"gs-{cluster_id}-")) == 6
     store.close()
     assert shm_files(f"gs-{cluster_id}-") == []
     assert store.used == 0 and store.pooled == 0 and not store.objects
@@ -396,9 +449,11 @@ def test_concurrent_allocate_and_free_keep_the_books(make_store):
         t.join()
     assert errors == []
     assert store.used == 0 and not store.objects
-    # What is left on disk is exactly the pool.
+    # What is left on disk is exactly the arenas.
     left = shm_files(f"gs-{store.cluster_id}-w1-")
-    assert store.pooled == sum(os.path.getsize(shm.segment_path(n)) for n in left)
+    assert store.pooled + store.arena_total == sum(
+        os.path.getsize(shm.segment_path(n)) for n in left)
+    assert all(a.allocator.empty for a in store.arenas)
     assert store.summary()["freed"] == 300
 
 
@@ -457,3 +512,131 @@ def test_adopt_refuses_segments_of_a_live_worker(make_store):
     heir = make_store(tag="heir")
     assert heir.adopt([[oid(1), entry.name, MB]], wait=0.2) == [oid(1)]
     assert heir.get(oid(1)) is None and exists(entry.name)
+
+
+# -- arenas -------------------------------------------------------------------------------
+
+def test_small_objects_share_a_few_arena_files(make_store, cluster_id):
+    store = make_store(capacity=64 * MB, arena_bytes=4 * MB)
+    entries = [put(store, i, 128 * 1024 + i) for i in range(100)]     # 12.8 MB of objects
+    files = shm_files(f"gs-{cluster_id}-w1-")
+    assert len(files) == len(store.arenas) == 4                       # not 100 files
+    assert store.summary()["arenas"] == 4
+    assert store.stats["created"] == 0                                # no dedicated one
+    regions = sorted((shm.split_segment(e.name), e.capacity) for e in entries)
+    for ((name, offset), capacity), ((next_name, next_offset), _) in zip(regions,
+                                                                        regions[1:]):
+        assert offset % 64 == 0
+        if name == next_name:
+            assert offset + capacity <= next_offset                   # disjoint regions
+    summary = store.summary()
+    assert summary["arena_bytes"] == 16 * MB
+    assert summary["arena_allocated"] == store.used >= sum(e.size for e in entries)
+
+
+def test_a_freed_region_is_reused_in_place(make_store):
+    store = make_store(capacity=64 * MB, arena_bytes=4 * MB)
+    first = put(store, 1, 100_000)
+    put(store, 2, 100_000)
+    store.free(oid(1))
+    again = put(store, 3, 90_000)
+    assert again.name == first.name                       # the same bytes, still warm
+    assert store.used == again.capacity + store.objects[oid(2)].capacity
+
+
+def test_arena_space_is_reused_by_thousands_of_objects_with_bounded_files(make_store,
+                                                                        cluster_id):
+    store = make_store(capacity=32 * MB, arena_bytes=8 * MB)
+    live = []
+    for i in range(5000):
+        live.append(put(store, i, 1000 + (i * 7919) % 60_000))
+        if len(live) > 200:
+            store.free(live.pop(0).id)
+    assert len(shm_files(f"gs-{cluster_id}-w1-")) <= 4
+    for entry in live:
+        store.free(entry.id)
+    assert store.used == 0
+    for arena in store.arenas:
+        arena.allocator.check()
+        assert arena.allocator.empty and arena.allocator.largest_free() == arena.size
+
+
+def test_objects_above_a_quarter_of_an_arena_get_dedicated_segments(make_store):
+    store = make_store(capacity=64 * MB, arena_bytes=4 * MB)
+    assert store.dedicated_above == MB
+    small, large = put(store, 1, MB), put(store, 2, MB + 1)
+    assert "@" in small.name and "@" not in large.name
+    assert store.summary()["dedicated_bytes"] == MB + 1
+
+
+def test_arena_size_follows_the_capacity():
+    from graphstore.worker.store import arena_bytes_for
+    assert arena_bytes_for(4 * 1024 * MB) == 256 * MB          # a 16th
+    assert arena_bytes_for(8 * MB) == MB                       # at least 1 MiB ...
+    assert arena_bytes_for(MB) == MB // 2                      # ... but half at most
+    assert arena_bytes_for(64 * 1024 * MB) == 1024 * MB        # at most 1 GiB
+    assert arena_bytes_for(10 * MB, configured=MB + 3) == MB   # 64-byte aligned
+
+
+def test_a_full_store_with_arenas_names_the_sizes(make_store):
+    store = make_store(capacity=4 * MB, arena_bytes=2 * MB)
+    for i in range(15):
+        put(store, i, 250_000)
+    with pytest.raises(ObjectStoreFullError, match="250,000 bytes does not fit"):
+        for i in range(15, 40):
+            put(store, i, 250_000)
+    assert len(store.arenas) == 2
+
+
+def test_empty_arenas_make_room_for_a_dedicated_segment(make_store):
+    store = make_store(capacity=8 * MB, arena_bytes=2 * MB)
+    for i in range(40):
+        put(store, i, 150_000)                 # three arenas (and some of a fourth)
+    for i in range(40):
+        store.free(oid(i))
+    assert len(store.arenas) >= 3
+    put(store, 99, 7 * MB)                     # needs the empty arenas' room
+    assert store.arena_total + store.dedicated <= store.capacity
+
+
+def test_trim_pool_drops_arenas_empty_for_a_while_but_the_first(make_store):
+    store = make_store(capacity=16 * MB, arena_bytes=MB)
+    for i in range(12):
+        put(store, i, 200_000)
+    for i in range(12):
+        store.free(oid(i))
+    arenas = len(store.arenas)
+    assert arenas >= 3
+    assert store.trim_pool(max_idle=3600) == 0
+    time.sleep(0.05)
+    assert store.trim_pool(max_idle=0.01) == arenas - 1
+    assert len(store.arenas) == 1 and store.arena_total == MB
+
+
+def test_spilling_is_asked_for_at_least_the_waiting_size(make_store):
+    store = make_store(capacity=4 * MB, arena_bytes=2 * MB)
+    store.spill_threshold = 0.9
+    assert store.spill_need(0) < 0
+    store._waiting = 1                       # an allocation waits: arenas may be split up
+    assert store.spill_need(300_000) == 300_000
+
+
+def test_adopt_takes_over_objects_in_a_dead_workers_arena(make_store, cluster_id):
+    dead = make_store(tag="dead", capacity=16 * MB, arena_bytes=MB)
+    a, b = put(dead, 1, 5000), put(dead, 2, 7000)
+    with open(shm.segment_path(shm.file_of(a.name)), "r+b") as f:
+        f.seek(shm.split_segment(b.name)[1])
+        f.write(b"object b")
+    _die(dead)
+    heir = make_store(tag="heir")
+    assert heir.adopt([[oid(1), a.name, 5000], [oid(2), b.name, 7000],
+                       [oid(3), a.name + "x", 10]]) == [oid(3)]
+    assert heir.get(oid(2)).name == b.name and heir.used == 12_000
+    heir.free(oid(1))
+    assert exists(a.name)                              # b still lives in that arena
+    with open(shm.segment_path(shm.file_of(b.name)), "rb") as f:
+        f.seek(shm.split_segment(b.name)[1])
+        assert f.read(8) == b"object b"
+    heir.free(oid(2))
+    assert not exists(a.name) and heir.used == 0       # its last object: unlinked
+    assert heir.allocate(oid(4), 1000).name.startswith(f"gs-{cluster_id}-heir-")

@@ -74,7 +74,8 @@ class Worker:
         self.worker_id = new_id()
         check_shm_room(store_capacity)
         self.store = SharedMemoryStore(cluster_id_for(scheduler_address),
-                                       self.worker_id.hex()[:12], store_capacity)
+                                       self.worker_id.hex()[:12], store_capacity,
+                                       config.store_arena_bytes)
         self.spill_target = SpillTarget(config.spill_to or default_spill_url(),
                                         config.spill_options, self.store.cluster_id)
         self.spiller: Spiller | None = None
@@ -143,6 +144,7 @@ class Worker:
                                self.store.worker_tag)
         self.store.on_pressure = self.spiller.request
         self.store.forget_mapping = self.runtime.mappings.forget
+        self.store.revoke = self._revoke_leases
         self.store.spill_problem = self._spill_problem
         self.store.wait_timeout = self.config.spill_wait_timeout
         self.store.spill_threshold = self.config.spill_threshold
@@ -220,6 +222,8 @@ class Worker:
         """Store use and spilling, read without the store's lock (plain numbers)."""
         store = self.store
         figures = {"store_used": store.used, "store_pooled": store.pooled,
+                   "store_arena_bytes": store.arena_total,
+                   "store_arena_allocated": store.arena_allocated(),
                    "store_capacity": store.capacity, "store_objects": len(store.objects),
                    "rss": _rss_bytes()}
         if self.spiller is not None:
@@ -244,6 +248,7 @@ class Worker:
                 self.store.seal(object_id)
         elif cls is msg.GetStoreSummary:
             summary = self.store.summary()
+            summary["in_use"] = self.store.in_use()
             if self.spiller is not None:
                 summary.update(self.spiller.summary())
             return summary
@@ -287,10 +292,28 @@ class Worker:
     async def _allocate_for(self, comm: Comm, m: msg.AllocateObject) -> str:
         """A segment for a writer in another process; a reused segment's tail is trimmed
         after the reply, off the writer's critical path."""
-        entry = await self._in_thread(lambda: self.store.allocate(
-            m.object_id, m.size, writer=comm, defer_shrink=True))
-        self._in_thread(self.store.apply_shrinks)
+        lessee = comm if m.lease else None
+        try:
+            entry = self.store.try_allocate(m.object_id, m.size, writer=comm, lessee=lessee)
+        except ObjectStoreFullError:     # wait for spilling to make room, off the loop
+            entry = await self._in_thread(lambda: self.store.allocate(
+                m.object_id, m.size, writer=comm, defer_shrink=True, lessee=lessee))
+        if self.store.shrinks_pending:
+            self._in_thread(self.store.apply_shrinks)
         return entry.name
+
+    def _revoke_leases(self, holder: Comm, keys: list) -> None:
+        """Any thread: ask a lease holder for leases of freed or spilled objects back
+        (``store.revoke``); those it gives back now are released when it answers."""
+        async def ask():
+            try:
+                released = await holder.request(msg.RevokeLeases(keys), timeout=60)
+            except Exception as exc:   # gone: its leases ended with its connection
+                logger.debug("lease holder did not answer a revocation: %r", exc)
+                return
+            self.store.release_leases(holder, released)
+        if not holder.closed:
+            self.runtime.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(ask()))
 
     @staticmethod
     def _in_thread(fn, *args):
@@ -301,10 +324,20 @@ class Worker:
     def _on_peer(self, comm: Comm) -> None:
         comm.handler = self._on_peer_message
         comm.on_close.append(lambda c: self.store.abort_writes_of(c))
+        comm.on_close.append(self.store.drop_holder)
         asyncio.ensure_future(comm.read_loop())
 
     def _on_peer_message(self, comm: Comm, m):
         cls = type(m)
+        if cls is msg.LeaseObjects:
+            granted = []
+            for object_id in m.ids:
+                entry = self.store.lease(object_id, comm)
+                granted.append(None if entry is None else [entry.name, entry.size])
+            return granted
+        if cls is msg.ReleaseLeases:
+            self.store.release_leases(comm, m.keys)
+            return None
         if cls is msg.AllocateObject:
             if not isinstance(m.size, int) or m.size < 0:
                 raise ValueError(f"invalid object size {m.size!r}")
@@ -316,8 +349,8 @@ class Worker:
             if entry is None:
                 raise ObjectLostError(f"object {bytes(m.object_id).hex()} is not in the "
                                       f"store of worker {self.address}")
-            mapping = self.runtime.mappings.get(entry.name, entry.size, populate=True)
-            frame = msg.Frame(memoryview(mapping)[:entry.size])
+            frame = msg.Frame(self.runtime.mappings.region(entry.name, entry.size,
+                                                           populate=True))
             return ReplyThenRun([entry.size, frame], lambda: self.store.unpin(entry))
         raise ProtocolError(f"unexpected peer message {cls.__name__}")
 

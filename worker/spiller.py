@@ -75,7 +75,7 @@ class Spiller:
         store = self.store
         spilled = 0
         while True:
-            need = max(store.pressure(), room - (store.capacity - store.used))
+            need = store.spill_need(room)
             if need <= 0:
                 return spilled
             batch = self._pick(need)
@@ -116,8 +116,7 @@ class Spiller:
         path = self.target.new_path(self.worker_tag)
         views, entries, offset = [], [], 0
         for entry in batch:
-            mapping = self.runtime.mappings.get(entry.name, entry.size, populate=True)
-            view = memoryview(mapping)[:entry.size]
+            view = self.runtime.mappings.region(entry.name, entry.size, populate=True)
             views.append(view)
             entries.append([entry.id, offset, entry.size])
             offset += entry.size
@@ -148,8 +147,7 @@ class Spiller:
         if entry.sealed:
             return entry.name            # restored meanwhile by another reader
         # Mapped lazily: the readers fault the fresh pages in on several cores at once.
-        mapping = self.runtime.mappings.get(entry.name, size)
-        view = memoryview(mapping)[:size]
+        view = self.runtime.mappings.region(entry.name, size)
         try:
             self.target.read_into(path, offset, view)
         except BaseException:

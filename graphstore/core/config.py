@@ -53,6 +53,9 @@ class Config:
     #: Bytes of shared memory each worker's object store may use; 0 picks 30% of the
     #: machine's memory divided among the local workers.
     object_store_memory: int = 0
+    #: Bytes of each arena (the large files a store allocates objects in); 0 picks a 16th
+    #: of the store's capacity, between 1 MiB and 1 GiB.
+    store_arena_bytes: int = 0
     #: Bytes of one pre-faulted segment each store keeps ready (at most a quarter of its
     #: capacity), so a large put does not pay first-touch page faults; 0 disables.
     store_reserve_bytes: int = 256 * 1024 * 1024

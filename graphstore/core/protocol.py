@@ -95,13 +95,23 @@ class PutObject(NamedTuple):
     location: list | None     # [worker id, segment name, size] of the store holding it
 
 
-class Pin(NamedTuple):
-    """This process maps these objects' segments: do not reuse the memory when freed."""
+class LeaseObjects(NamedTuple):
+    """Request to a worker's peer server, from a process of its host about to map these
+    objects: keep their bytes until the lease is given back. Reply: [segment, size] per
+    id, or None for one the store does not hold (spilled or freed)."""
     ids: list
 
 
-class Unpin(NamedTuple):
-    ids: list
+class ReleaseLeases(NamedTuple):
+    """To a worker's peer server: leases given back; [[object id, segment], ...]."""
+    keys: list
+
+
+class RevokeLeases(NamedTuple):
+    """Worker -> a lease holder, as a request: these objects were freed or spilled; give
+    the leases back. Reply: the [object id, segment] given back now; the others follow
+    in a ``ReleaseLeases`` when the holder's last view of them dies."""
+    keys: list
 
 
 class ObjectAdded(NamedTuple):
@@ -211,18 +221,12 @@ class SealObjects(NamedTuple):
 
 
 class AllocateObject(NamedTuple):
-    """Request to a worker's peer server: a segment of ``size`` bytes for a put."""
+    """Request to a worker's peer server: room for ``size`` bytes of an object a process
+    of its host writes (``lease``: with a lease on it, for a put the writer reads back).
+    Reply: the segment."""
     object_id: bytes
     size: int
-
-
-class AllocateOnNode(NamedTuple):
-    """Request to the scheduler: a segment for a put, in a store on ``node_id``. Going
-    through the scheduler orders it after this driver's earlier frees, so the store can
-    hand back a warm segment. Reply: [worker id, worker address, segment]."""
-    object_id: bytes
-    size: int
-    node_id: str
+    lease: bool
 
 
 class ReserveSegment(NamedTuple):
@@ -546,8 +550,8 @@ MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
     TaskFailed, TaskOutput, Output, ClusterInfo, Ping, TaskBlocked, TaskUnblocked,
-    GetStatus, Pin, Unpin, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
-    FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, AllocateOnNode,
+    GetStatus, LeaseObjects, ReleaseLeases, ObjectAdded, FreeObjects, SealObjects, AllocateObject,
+    FetchObject, GetStoreSummary, GetMemorySummary, GetTaskRecords, RevokeLeases,
     ObjectsSpilled, DeleteSpilled, RestoreObject, RestoreOnNode, LocateObject,
     ReserveSegment, CreateActor, StartActor, StopActor, RegisterActorProcess, ActorReady,
     ActorExiting, GetActor, GetNamedActor, KillActor, ActorCallSubmitted, ActorCall,
@@ -710,6 +714,12 @@ def _actor_retry(v) -> bool:
                          and _retry_exceptions(v[1]))
 
 
+def _lease_keys(v) -> bool:
+    """[[object id, segment], ...]."""
+    return type(v) is list and all(type(k) is list and len(k) == 2 and _id(k[0])
+                                   and type(k[1]) is str for k in v)
+
+
 _opt_id, _opt_payload, _opt_str, _opt_list = _opt(_id), _opt(_payload), _opt(_str), _opt(_list)
 
 #: Message class -> a check per field, in field order.
@@ -722,7 +732,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
                  _opt_id, _retry_exceptions, _mode, _opt(_extra)),
     PutObject: (_id, _opt_payload, _ids, _opt(_location)),
-    Pin: (_ids,), Unpin: (_ids,), IncRef: (_ids,), DecRef: (_ids,), WantObjects: (_ids,),
+    LeaseObjects: (_ids,), IncRef: (_ids,), DecRef: (_ids,), WantObjects: (_ids,),
     ObjectAdded: (_id, _str),
     ObjectReady: (_id, _opt_payload, _opt_payload, _opt_list),
     FunctionCode: (_id, _buffer),
@@ -735,8 +745,8 @@ FIELD_CHECKS: dict[type, tuple] = {
     ClusterInfo: (_count, _dict, _list),
     Ping: (),
     FreeObjects: (_list,), SealObjects: (_ids,),
-    AllocateObject: (_id, _count),
-    AllocateOnNode: (_id, _count, _str),
+    AllocateObject: (_id, _count, _flag),
+    ReleaseLeases: (_lease_keys,), RevokeLeases: (_lease_keys,),
     ReserveSegment: (),
     FetchObject: (_id,),
     GetStoreSummary: (), GetMemorySummary: (), GetStatus: (), GetClusterOverview: (),

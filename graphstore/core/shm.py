@@ -1,19 +1,21 @@
-"""Shared-memory segments that hold large objects, and how an object is laid out in one.
+"""Shared-memory files that hold large objects, and how an object is laid out in them.
 
-One object is one file in ``/dev/shm`` named ``gs-<cluster>-<worker>-<n>``. A worker's
-``SharedMemoryStore`` creates and owns them; any process on the host maps them by name.
-A mapping stays valid after the file is unlinked, so a reader's zero-copy arrays outlive
-a free or a spill of the object.
+A worker's ``SharedMemoryStore`` owns two kinds of files in ``/dev/shm``, both named
+``gs-<cluster>-<worker>-<n>``: *arenas*, large files holding many objects each at an
+offset its allocator chose, and *dedicated segments*, one per object too large for an
+arena. Any process on the host maps them by name. An object's *segment* (what locations
+carry) is ``<file>@<offset>`` inside an arena, or the file's name alone. A mapping stays
+valid after the file is unlinked, so a reader's zero-copy arrays outlive the file.
 
-Layout of a segment::
+Layout of an object::
 
     u32 magic | u32 buffer count | (u64 offset, u64 length) per buffer | buffers...
 
 Buffer 0 is the pickle stream; the others are its out-of-band buffers, each 64-byte
-aligned so numpy views of them are aligned too.
+aligned (objects start 64-byte aligned) so numpy views of them are aligned too.
 
 Each live worker holds an ``flock`` on ``gs-<cluster>-<worker>.lock``; a lock that can be
-taken belongs to a dead worker, and ``sweep`` removes its segments.
+taken belongs to a dead worker, and ``sweep`` removes its files.
 """
 from __future__ import annotations
 
@@ -35,6 +37,26 @@ _ALIGN = 64
 
 def segment_path(name: str) -> str:
     return os.path.join(SHM_DIR, name)
+
+
+def arena_segment(arena: str, offset: int) -> str:
+    """The segment of an object at ``offset`` in ``arena``."""
+    return f"{arena}@{offset}"
+
+
+def split_segment(segment: str) -> tuple[str, int | None]:
+    """(file name, offset in an arena) of a segment; the offset is None for a dedicated
+    segment, which is the whole file."""
+    name, at, offset = segment.partition("@")
+    if not at:
+        return name, None
+    if not offset.isdigit():
+        raise ValueError(f"malformed object segment {segment!r}")
+    return name, int(offset)
+
+
+def file_of(segment: str) -> str:
+    return segment.partition("@")[0]
 
 
 def layout(sizes: list[int]) -> tuple[list[int], int]:
@@ -85,25 +107,29 @@ def _libc_madvise():
     return _madvise
 
 
-def _populate(mapping: mmap.mmap, writable: bool) -> bool:
-    """Fill the page tables of ``mapping`` without holding the GIL; False where the
-    kernel cannot (then the caller maps with MAP_POPULATE)."""
+def _populate(mapping: mmap.mmap, writable: bool, start: int = 0,
+              length: int | None = None) -> bool:
+    """Fill the page tables of ``mapping`` (or of its bytes ``start`` to ``start +
+    length``) without holding the GIL; False where the kernel cannot (then the caller
+    maps with MAP_POPULATE, or lets the pages fault in)."""
     try:
         import numpy
         address = numpy.frombuffer(mapping, dtype=numpy.uint8).ctypes.data
-        return _libc_madvise()(address, len(mapping), _MADV_POPULATE[writable]) == 0
+        end = len(mapping) if length is None else min(len(mapping), start + length)
+        start -= start % mmap.PAGESIZE
+        if end <= start:
+            return True
+        return _libc_madvise()(address + start, end - start,
+                               _MADV_POPULATE[writable]) == 0
     except (OSError, AttributeError, TypeError, ValueError):
         return False
 
 
 def map_segment(name: str, size: int, *, writable: bool = True, populate: bool = False,
-                whole_file: bool = False, fd: int | None = None) -> mmap.mmap:
-    """Map ``size`` bytes of segment ``name`` (``whole_file``: the file's whole length,
+                whole_file: bool = False) -> mmap.mmap:
+    """Map ``size`` bytes of file ``name`` (``whole_file``: the file's whole length,
     if larger). ``populate`` fills the page tables up front, for callers about to touch
-    every page. ``fd``: an open descriptor of the segment (a lease) to map instead of
-    opening the name again."""
-    if fd is not None:
-        return _map_fd(os.dup(fd), size, writable, populate, whole_file)
+    every page."""
     return _map_fd(os.open(segment_path(name), os.O_RDWR if writable else os.O_RDONLY),
                    size, writable, populate, whole_file)
 
@@ -149,33 +175,57 @@ def map_readonly(name: str, size: int, populate: bool = False) -> mmap.mmap:
 
 
 class MappingCache:
-    """Mappings of segments kept open in this process, by segment name.
+    """Mappings of shared-memory files kept open in this process, by file name.
 
-    Mapping a segment costs a page-table entry per 4 KiB page on first touch, and
-    unmapping costs again: for a 200 MB object that is more than the copy itself. Stores
-    reuse segments (same name, same file), so keeping a few mappings makes repeated puts
-    and reads run at memcpy speed. A name is never given to another file, so a cached
-    mapping is always of the right file. Bounded in entries and bytes; entries whose file
-    is gone are dropped first (they keep unlinked memory alive).
+    Mapping a file costs a page-table entry per 4 KiB page on first touch, and unmapping
+    costs again: for a 200 MB object that is more than the copy itself. Arenas are mapped
+    once, whole, and kept for as long as they exist (a store has a few). Dedicated
+    segments are reused by their stores (same name, same file), so keeping a few of them
+    mapped makes repeated puts and reads run at memcpy speed; those are bounded in entries
+    and bytes. A name is never given to another file, so a cached mapping is always of
+    the right file. Mappings of unlinked files are dropped first (they keep unlinked
+    memory alive). Each mapping holds one descriptor (``mmap`` keeps a duplicate).
     """
 
     def __init__(self, max_entries: int = 16, max_bytes: int = 2 * 1024**3):
         import threading
         from collections import OrderedDict
-        self._maps: "OrderedDict[str, mmap.mmap]" = OrderedDict()
+        self._maps: "OrderedDict[str, mmap.mmap]" = OrderedDict()   # dedicated segments
+        self._arenas: dict[str, mmap.mmap] = {}
         self._bytes = 0
         self._checked = 0.0
         self._lock = threading.Lock()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
 
-    def get(self, name: str, size: int, populate: bool = False,
-            fd: int | None = None) -> mmap.mmap:
-        """A read-write mapping of at least ``size`` bytes of segment ``name``.
+    def region(self, segment: str, size: int, populate: bool = False) -> memoryview:
+        """A writable view of the ``size`` bytes of the object at ``segment``.
+
+        ``populate`` fills the page tables of those bytes up front (for writers, who
+        touch every page); readers map lazily so a ``get`` returns at once."""
+        name, offset = split_segment(segment)
+        if offset is None:
+            return memoryview(self.get(name, size, populate))[:size]
+        mapping = self._arena(name, offset + size)
+        if populate:
+            _populate(mapping, True, offset, size)
+        return memoryview(mapping)[offset:offset + size]
+
+    def _arena(self, name: str, needed: int) -> mmap.mmap:
+        self._drop_unlinked()
+        mapping = self._arenas.get(name)
+        if mapping is not None and len(mapping) >= needed:
+            return mapping
+        mapping = map_segment(name, needed, whole_file=True)
+        with self._lock:
+            self._arenas[name] = mapping
+        return mapping
+
+    def get(self, name: str, size: int, populate: bool = False) -> mmap.mmap:
+        """A read-write mapping of at least ``size`` bytes of dedicated segment ``name``.
 
         ``populate`` fills the page tables up front (for writers, who touch every page);
-        readers map lazily so a ``get`` returns at once. ``fd``: the segment's open
-        descriptor (a reader's lease), used in place of its name, which may be gone.
+        readers map lazily so a ``get`` returns at once.
         """
         self._drop_unlinked()
         with self._lock:
@@ -185,7 +235,7 @@ class MappingCache:
                 return mapping
         # Populating costs per page: map what the writer needs; a lazy reader may map
         # the whole file so the mapping serves later, larger objects too.
-        mapping = map_segment(name, size, populate=populate, whole_file=not populate, fd=fd)
+        mapping = map_segment(name, size, populate=populate, whole_file=not populate)
         with self._lock:
             old = self._maps.pop(name, None)
             if old is not None:
@@ -196,11 +246,15 @@ class MappingCache:
         return mapping
 
     def has(self, name: str) -> bool:
-        return name in self._maps
+        return name in self._maps or name in self._arenas
+
+    def count(self) -> int:
+        """Mappings held (each holds a descriptor)."""
+        return len(self._maps) + len(self._arenas)
 
     def _drop_unlinked(self) -> None:
-        """Forget mappings of segments that were freed or spilled, so their memory goes
-        back to the system (checked at most every 50 ms)."""
+        """Forget mappings of files that were unlinked, so their memory goes back to the
+        system (checked at most every 50 ms)."""
         now = time.monotonic()
         if now - self._checked < 0.05:
             return
@@ -209,6 +263,8 @@ class MappingCache:
             gone = [n for n in self._maps if not os.path.exists(segment_path(n))]
             for name in gone:
                 self._bytes -= len(self._maps.pop(name))
+            for name in [n for n in self._arenas if not os.path.exists(segment_path(n))]:
+                del self._arenas[name]
 
     def _trim(self) -> None:
         if len(self._maps) <= self.max_entries and self._bytes <= self.max_bytes:
@@ -225,10 +281,12 @@ class MappingCache:
             mapping = self._maps.pop(name, None)
             if mapping is not None:
                 self._bytes -= len(mapping)
+            self._arenas.pop(name, None)
 
     def clear(self) -> None:
         with self._lock:
             self._maps.clear()
+            self._arenas.clear()
             self._bytes = 0
 
 
@@ -237,77 +295,6 @@ def unlink(name: str) -> None:
         os.unlink(segment_path(name))
     except FileNotFoundError:
         pass
-
-
-# -- leases: reusing the memory of a spilled object safely -----------------------------
-#
-# A store may give a spilled object's segment to another object (its pages are already
-# allocated, which makes a restore or put into it 2-3x faster than into fresh memory), but
-# only when no process can still read the old object there. Readers hold a shared
-# ``flock`` on the segment for as long as their views live (``lease``); the store renames
-# the file to a fresh name under an exclusive lock (``reclaim``), so a reader that finds
-# the old name gone, or the lock taken, looks the object up again. Names are never reused.
-
-def lease(name: str) -> int | None:
-    """Open segment ``name`` and take a shared lock on it, for as long as a reader's
-    views of it live; None when the segment is gone or being reclaimed. Close the
-    returned descriptor to release it."""
-    path = segment_path(name)
-    try:
-        fd = os.open(path, os.O_RDWR)   # read-write: cached mappings serve writers too
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        # Renamed between our open and lock? Then the name is gone (never reused).
-        if os.stat(path).st_ino == os.fstat(fd).st_ino:
-            return fd
-    except (BlockingIOError, FileNotFoundError):
-        pass
-    os.close(fd)
-    return None
-
-
-def lease_open(fd: int, name: str, inode: int) -> int | None:
-    """``lease`` through a descriptor of segment ``name`` this process already has open
-    (inode ``inode``): the lock is taken on it, and a duplicate is returned (release it
-    with ``release_lease``: the lock belongs to both descriptors)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return None
-    try:
-        if os.stat(segment_path(name)).st_ino == inode:
-            return os.dup(fd)
-    except FileNotFoundError:
-        pass
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return None
-
-
-def release_lease(fd: int) -> None:
-    """End a lease: unlock explicitly (a duplicate of the descriptor may stay open)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def reclaim(name: str, new_name: str) -> bool:
-    """Rename segment ``name`` to ``new_name`` if no reader holds a lease on it; False
-    (and nothing changed) otherwise. Readers arriving later find the old name gone."""
-    try:
-        fd = os.open(segment_path(name), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(segment_path(name), segment_path(new_name))
-        return True
-    except (BlockingIOError, FileNotFoundError):
-        return False
-    finally:
-        os.close(fd)  # releases the lock
 
 
 #: Buffers at least this large are copied by several threads (numpy releases the GIL).

@@ -1,23 +1,31 @@
 """Reading and writing large objects: shared memory on this host, fetches from others.
 
 An object above the inline threshold lives in a worker's shared-memory store. ``put``
-writes it once into a store on this host (a worker's own, or one the scheduler allocates
-on the host for a driver or actor process); ``get`` maps it in place, read-only, pinned
-while any view of it lives; an object on another host streams over TCP from its worker's
-peer server, straight into this worker's store (or this driver's memory); a spilled one
-is read back by a store first.
+writes it once into a store on this host (a worker's own, or, from a driver, task or
+actor process, one of the host's workers it asks directly); ``get`` maps it in place,
+read-only; an object on another host streams over TCP from its worker's peer server,
+straight into this worker's store (or this driver's memory); a spilled one is read back
+by a store first.
+
+**Leases.** A process other than the store's worker reads an object only under a lease
+from the store (``LeaseObjects``; a put comes with one): the store does not reuse the
+object's bytes until the lease is given back. The lease is kept, idle, while this process
+holds a ref to the object, so later gets of it cost no round trip; it is given back
+(``ReleaseLeases``) when the last ref and the last view of it are gone, or at once when
+the store asks (``RevokeLeases``: the object was freed or spilled) unless views of it
+still live, then when they die. The store's own worker pins instead (``store.pin``).
 
 Thread-safety: ``put_stored``, ``load_stored``, ``store_value``, ``load_value`` and
-``premap_reserves`` may be called from any thread; ``drop_departed_peers``,
+``premap_reserves`` may be called from any thread; ``forget``, ``drop_departed_peers``,
 ``close_peers`` and the coroutines only on the process's event loop. One lock guards the
-leases, views and fetches in flight.
+leases and fetches in flight.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
-import os
 import threading
 import time
 import weakref
@@ -38,6 +46,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger("graphstore.runtime")
 
 
+#: How long a store's request for a lease this process does not know is remembered: longer
+#: than any grant can be on its way (requests time out after 60 s).
+_GRANT_IN_FLIGHT_SECONDS = 120.0
+
+
+class _Lease:
+    """This process's right to read one object's bytes in one store, and its views."""
+    __slots__ = ("address", "segment", "size", "views", "wanted", "returned", "entry")
+
+    def __init__(self, address: str, segment: str, size: int, views: int, entry=None):
+        self.address = address      # the store's worker
+        self.segment = segment
+        self.size = size
+        self.views = views          # live arrays built on it
+        self.wanted = True          # this process still holds a ref to the object
+        self.returned = False       # given back on the store's request (RevokeLeases)
+        self.entry = entry          # in the store's own worker: its pinned entry
+
+
 class ObjectIO:
     """This process's reads and writes of stored objects (see the module docstring)."""
 
@@ -52,77 +79,89 @@ class ObjectIO:
         self._address = worker.address if worker else ""
         #: In a worker: reads a spilled object back into its store (returns the segment).
         self._restore_spilled = worker.restore_spilled if worker else None
-        self._lock = threading.Lock()
+        #: Reentrant: a view's finalizer may run (garbage collection) while it is held.
+        self._lock = threading.RLock()
         self._peer_comms: dict[str, object] = {}
-        self._mapped: dict[bytes, int] = {}
-        _raise_open_file_limit()  # a lease is a descriptor per segment this process views
-        #: segment -> [fd holding a shared lock, number of live views]: see shm.lease.
-        self._leases: dict[str, list] = {}
-        #: Objects this process put into a store, while it holds them -> (segment, an
-        #: open descriptor of it without a lock, its inode): see ``keep_open``.
-        self._put_files: dict[bytes, tuple] = {}
+        #: The lease new views of an object use; retired ones (revoked, or replaced by a
+        #: lease in another store) live on while their views do.
+        self._leases: dict[bytes, _Lease] = {}
+        self._retired: dict[tuple[bytes, str], _Lease] = {}
+        #: Leases a store asked back before this process knew it had them: a grant whose
+        #: reply was still on its way to the thread that asked. (object id, segment) ->
+        #: when asked; such a grant, once it arrives, is given back unused.
+        self._revoked_early: dict[tuple[bytes, str], float] = {}
+        #: Leases to give back, by store address, sent in one message per loop turn.
+        self._to_release: dict[str, list] = {}
+        self._release_scheduled = False
         self._fetching: dict[bytes, concurrent.futures.Future] = {}
+        self._next_store = itertools.count()
         self.mappings = shm.MappingCache()
         self._premapping = False
         self._reserves: set[str] = set()  # reserve segments mapped ahead of a put
 
-    def forget_put(self, object_id: bytes) -> None:
-        """Loop thread: this process's last ref to its own put is gone."""
-        put = self._put_files.pop(object_id, None)
-        if put is not None:
-            os.close(put[1])
+    def forget(self, object_id: bytes) -> None:
+        """Loop thread: this process's last ref to the object is gone: give back its
+        lease once no view of it lives."""
+        with self._lock:
+            lease = self._leases.get(object_id)
+            if lease is None or lease.entry is not None:
+                return
+            lease.wanted = False
+            if lease.views == 0:
+                del self._leases[object_id]
+                self._release_later(object_id, lease)
 
     def close(self) -> None:
-        """Close every descriptor held (the cluster's stores are going away with it)."""
+        """Forget every lease (the cluster's stores are going away with it)."""
         with self._lock:
-            leases, self._leases = self._leases, {}
-            puts, self._put_files = self._put_files, {}
-        for fd, _ in leases.values():
-            os.close(fd)
-        for _, fd, _ in puts.values():
-            os.close(fd)
+            self._leases.clear()
+            self._retired.clear()
+            self._to_release.clear()
 
-    def put_stored(self, object_id: bytes, buffers) -> list | None:
+    def put_stored(self, object_id: bytes, buffers, lease: bool = False) -> list | None:
         """Write a large object straight into a store on this host (one copy).
 
         Returns [worker id, worker address, segment, size], or None when this host has
-        no store (the object then travels inline).
+        no store (the object then travels inline). ``lease``: keep a lease on it, for a
+        process that will read it back (a put; a task's result is not read here).
         """
         if self._store is not None:
             segment, size = self._write_to_local_store(object_id, buffers)
             return [self._runtime.peer_id, self._address, segment, size]
         size = shm.encoded_size(buffers)
         node_id = self._runtime.node_id
-        if not any(w[1] == node_id for w in self._runtime.cluster_info.get("workers", [])):
+        stores = [w for w in self._runtime.cluster_info.get("workers", []) if w[1] == node_id]
+        if not stores:
             return None
-        try:
-            worker_id, address, segment = self._runtime.request(
-                msg.AllocateOnNode(object_id, size, self._runtime.node_id), timeout=120)
-        except RemoteCallError as exc:
-            text = str(exc)
-            if text.startswith("ObjectStoreFullError"):
-                raise ObjectStoreFullError(text.partition(": ")[2]) from None
-            if text.startswith("LookupError"):
-                return None
-            raise
+        first = next(self._next_store) % len(stores)
+        error: Exception | None = None
+        for worker_id, _, address in stores[first:] + stores[:first]:
+            try:
+                segment = self.peer_request(
+                    address, msg.AllocateObject(object_id, size, lease), timeout=120)
+                break
+            except RemoteCallError as exc:
+                text = str(exc)
+                if not text.startswith("ObjectStoreFullError"):
+                    raise
+                error = ObjectStoreFullError(text.partition(": ")[2])
+            except (ConnectionLostError, OSError, concurrent.futures.TimeoutError) as exc:
+                error = exc        # that worker is going away: another store of the host
+        else:
+            raise error
         # A reserve (mapped ahead or not) is used up: map the store's next one meanwhile.
-        used_reserve = segment in self._reserves or not self.mappings.has(segment)
+        name = shm.file_of(segment)
+        used_reserve = name in self._reserves or not self.mappings.has(name)
         self._write_segment(segment, size, buffers)
+        if lease:
+            granted = _Lease(address, segment, size, 0)
+            if not self._revoked_before_known(object_id, granted):
+                with self._lock:
+                    self._leases[object_id] = granted
         if used_reserve:
-            self._reserves.discard(segment)
+            self._reserves.discard(name)
             self.premap_reserves()
         return [worker_id, address, segment, size]
-
-    def keep_open(self, object_id: bytes, segment: str) -> None:
-        """Keep the segment of this process's own put open while it holds the ref, so
-        that a get of it needs no open() (slow right after a large copy). Only open, not
-        locked: the store may still reclaim the segment once the object spilled (the get
-        then sees the name gone)."""
-        try:
-            fd = os.open(shm.segment_path(segment), os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
-        self._put_files[object_id] = (segment, fd, os.fstat(fd).st_ino)
 
     def premap_reserves(self) -> None:
         """Map the pre-faulted reserve segment of each store on this host, page tables
@@ -151,8 +190,11 @@ class ObjectIO:
         threading.Thread(target=run, name="graphstore-premap", daemon=True).start()
 
     def _write_segment(self, segment: str, size: int, buffers) -> None:
-        shm.write_object(memoryview(self.mappings.get(segment, size, populate=True))[:size],
-                         buffers)
+        target = self.mappings.region(segment, size, populate=True)
+        try:
+            shm.write_object(target, buffers)
+        finally:
+            target.release()
 
     def store_value(self, object_id: bytes, buffers) -> tuple:
         """For a task's result: ``(payload, 0, None)`` inline, or ``(None, size,
@@ -196,7 +238,7 @@ class ObjectIO:
             for node, address, segment, size in locations:
                 if node != self._runtime.node_id or node is None:
                     continue
-                view = self._pinned_view(object_id, segment, size)
+                view = self._leased_view(object_id, address, segment, size)
                 if view is not None:
                     return loads(shm.read_object(view))
                 # else spilled or freed since this location was known
@@ -247,79 +289,208 @@ class ObjectIO:
                 return self._runtime.value(object_id)
             locations = fresh
 
-    def _pinned_view(self, object_id: bytes, segment: str, size: int):
-        """A read-only view of an object's segment, pinned while anything views it; None
-        when the segment is gone (spilled or freed since its location was known).
+    def _leased_view(self, object_id: bytes, address: str, segment: str, size: int):
+        """A read-only view of an object's bytes in the store at ``address``, under a
+        lease (a pin in the store's own worker) while any array built on it lives; None
+        when the store no longer has it there (spilled or freed since the location was
+        known).
 
         The view is a fresh numpy array over the (cached) mapping; every buffer handed
         to unpickling derives from it, so when the last array built on the object dies,
-        the view dies and the pin is released. Until then this process holds a lease on
-        the segment (the store cannot give its memory to another object) and the
-        scheduler tells the store not to reuse it once freed.
+        the view dies and the lease goes idle (or back to the store).
         """
         import numpy
         with self._lock:
-            held = self._leases.get(segment)
-            if held is not None:
-                held[1] += 1
-        if held is not None and not os.path.exists(shm.segment_path(segment)):
-            # Leased (held views, or this process's own put) but unlinked since: freed,
-            # spilled, or its store died -- the current state is the scheduler's to say.
-            self._release_lease(segment)
-            return None
-        if held is None:
-            put = self._put_files.get(object_id)
-            if put is not None and put[0] == segment:
-                fd = shm.lease_open(put[1], segment, put[2])
+            lease = self._leases.get(object_id)
+            if lease is not None and lease.address == address:
+                lease.views += 1
             else:
-                fd = shm.lease(segment)
-            if fd is None:
+                lease = None
+        if lease is None:
+            lease = self._new_lease(object_id, address)
+            if lease is None:
                 return None
-            with self._lock:
-                held = self._leases.get(segment)
-                if held is None:
-                    held = self._leases[segment] = [fd, 1]
-                else:                       # another thread leased it meanwhile
-                    held[1] += 1
-                    os.close(fd)
         try:
-            # Through the leased descriptor: the name may be unlinked by now.
-            mapping = self.mappings.get(segment, size, fd=held[0])
+            region = self.mappings.region(lease.segment, lease.size)
+        except FileNotFoundError:
+            # Its store's worker died and its files were swept: the scheduler knows
+            # where the object is now (taken over by another worker, or lost).
+            with self._lock:
+                lease.returned = True
+                if self._leases.get(object_id) is lease:
+                    del self._leases[object_id]
+            return None
         except BaseException:
-            self._release_lease(segment)
+            self._view_gone(object_id, lease)
             raise
-        view = numpy.frombuffer(memoryview(mapping).toreadonly(), dtype=numpy.uint8,
-                                count=size)
-        with self._lock:
-            n = self._mapped.get(object_id, 0)
-            self._mapped[object_id] = n + 1
-        if n == 0:
-            self._runtime.send_from_any_thread(msg.Pin([object_id]))
-        weakref.finalize(view, self._unmapped, object_id, segment)
+        view = numpy.frombuffer(region.toreadonly(), dtype=numpy.uint8)
+        weakref.finalize(view, self._view_gone, object_id, lease)
         return view
 
-    def _release_lease(self, segment: str) -> None:
+    def _new_lease(self, object_id: bytes, address: str) -> _Lease | None:
+        """Ask the store at ``address`` for the object (a round trip; in the store's own
+        worker, a pin), with one view counted; None when it is not there."""
+        if self._store is not None and address == self._address:
+            entry = self._store.pin(object_id)
+            if entry is None:
+                return None
+            lease = _Lease(address, entry.name, entry.size, 1, entry)
+        else:
+            try:
+                granted = self.peer_request(address, msg.LeaseObjects([object_id]))[0]
+            except (ConnectionLostError, OSError, concurrent.futures.TimeoutError):
+                return None      # its worker is gone: the scheduler knows what is left
+            if granted is None:
+                return None
+            lease = _Lease(address, granted[0], granted[1], 1)
+            if self._revoked_before_known(object_id, lease):
+                return None
         with self._lock:
-            held = self._leases.get(segment)
-            if held is None:
-                return
-            held[1] -= 1
-            if held[1] > 0:
-                return
-            del self._leases[segment]
-        shm.release_lease(held[0])
+            current = self._leases.get(object_id)
+            if (current is not None and current.address == address
+                    and current.segment == lease.segment):
+                current.views += 1         # another thread leased it meanwhile: the same
+                if lease.entry is not None:
+                    self._store.unpin(lease.entry)
+                return current
+            if current is not None:
+                self._retire(object_id, current)
+            self._leases[object_id] = lease
+        return lease
 
-    def _unmapped(self, object_id: bytes, segment: str) -> None:
+    def _revoked_before_known(self, object_id: bytes, lease: _Lease) -> bool:
+        """True (and the lease is given back) when the store asked for this grant back
+        while its reply was on the way: the object is no longer there."""
+        with self._lock:
+            if self._revoked_early.pop((object_id, lease.segment), None) is None:
+                return False
+            self._release_later(object_id, lease)
+            return True
+
+    def lease_ahead(self, stored: list) -> None:
+        """Before reading many stored objects (``[(id, locations)]``): lease those on
+        this host that need it, in one request per store instead of one per object."""
+        wanted: dict[str, list[bytes]] = {}
+        with self._lock:
+            for object_id, locations in stored:
+                if object_id in self._leases:
+                    continue
+                for node, address, _, _ in locations:
+                    if node == self._runtime.node_id and address != self._address:
+                        wanted.setdefault(address, []).append(object_id)
+                        break
+        if not wanted or sum(len(ids) for ids in wanted.values()) < 2:
+            return
+
+        async def ask(address: str, ids: list):
+            try:
+                comm = await self._peer(address)
+                return address, ids, await comm.request(msg.LeaseObjects(ids), timeout=60)
+            except Exception:       # the reads ask again, one by one
+                return address, ids, [None] * len(ids)
+
+        async def ask_all():
+            return await asyncio.gather(*(ask(a, ids) for a, ids in wanted.items()))
+        replies = asyncio.run_coroutine_threadsafe(ask_all(), self._runtime.loop).result(90)
+        for address, ids, granted in replies:
+            for object_id, grant in zip(ids, granted):
+                if grant is None:
+                    continue
+                lease = _Lease(address, grant[0], grant[1], 0)
+                if self._revoked_before_known(object_id, lease):
+                    continue
+                with self._lock:
+                    current = self._leases.get(object_id)
+                    if current is not None and (current.address, current.segment) == (
+                            address, lease.segment):
+                        continue          # leased meanwhile by a read: the same lease
+                    if current is not None:
+                        self._retire(object_id, current)
+                    self._leases[object_id] = lease
+
+    def _retire(self, object_id: bytes, lease: _Lease) -> None:
+        """Under the lock: ``lease`` serves no new view; given back when idle."""
+        if self._leases.get(object_id) is lease:
+            del self._leases[object_id]
+        if lease.views:
+            self._retired[(object_id, lease.segment)] = lease
+        else:
+            self._give_back(object_id, lease)
+
+    def _view_gone(self, object_id: bytes, lease: _Lease) -> None:
+        """Any thread (a finalizer): one view of ``lease`` died."""
         if self._runtime.closed:
             return
-        self._release_lease(segment)
         with self._lock:
-            n = self._mapped.get(object_id, 1) - 1
-            if n > 0:
-                self._mapped[object_id] = n
+            lease.views -= 1
+            if lease.views > 0:
                 return
-            self._mapped.pop(object_id, None)
-        self._runtime.send_from_any_thread(msg.Unpin([object_id]))
+            current = self._leases.get(object_id) is lease
+            if current and lease.entry is None and lease.wanted:
+                return                     # idle: kept for this process's next get
+            if current:
+                del self._leases[object_id]
+            else:
+                self._retired.pop((object_id, lease.segment), None)
+            self._give_back(object_id, lease)
+
+    def _give_back(self, object_id: bytes, lease: _Lease) -> None:
+        """Under the lock: end a lease with no views."""
+        if lease.entry is not None:
+            self._store.unpin(lease.entry)
+        elif not lease.returned:
+            self._release_later(object_id, lease)
+
+    def _release_later(self, object_id: bytes, lease: _Lease) -> None:
+        """Under the lock: queue a ``ReleaseLeases`` for the store (sent from the loop,
+        one message per store and loop turn)."""
+        self._to_release.setdefault(lease.address, []).append([object_id, lease.segment])
+        if not self._release_scheduled and not self._runtime.closed:
+            self._release_scheduled = True
+            self._runtime.loop.call_soon_threadsafe(self._send_releases)
+
+    def _send_releases(self) -> None:
+        with self._lock:
+            pending, self._to_release = self._to_release, {}
+            self._release_scheduled = False
+        for address, keys in pending.items():
+            comm = self._peer_comms.get(address)
+            if comm is not None and not comm.closed:  # else its leases ended with it
+                comm.send(msg.ReleaseLeases(keys))
+
+    def _on_store_message(self, comm, m):
+        """Loop thread: a store asks for leases back (``RevokeLeases``); reply with
+        those given back now, the others follow when their views die."""
+        if type(m) is not msg.RevokeLeases:
+            return None
+        released = []
+        now = time.monotonic()
+        with self._lock:
+            if self._revoked_early:
+                self._revoked_early = {k: t for k, t in self._revoked_early.items()
+                                       if now - t < _GRANT_IN_FLIGHT_SECONDS}
+            for object_id, segment in m.keys:
+                object_id = bytes(object_id)
+                lease = self._leases.get(object_id)
+                if lease is None or lease.segment != segment:
+                    lease = self._retired.get((object_id, segment))
+                if lease is None:
+                    # Given back already (that message is ahead of this reply), or its
+                    # grant has not reached the thread that asked yet: then that thread
+                    # gives it back (``_revoked_before_known``). Never answered here, so
+                    # a later grant of the same object and segment is not released.
+                    self._revoked_early[(object_id, segment)] = now
+                    continue
+                if lease.returned:
+                    continue                       # answered before
+                if self._leases.get(object_id) is lease:
+                    del self._leases[object_id]
+                if lease.views:                    # given back when its views die
+                    self._retired[(object_id, segment)] = lease
+                else:
+                    lease.returned = True
+                    released.append([object_id, segment])
+        return released
 
     def _fetch(self, object_id: bytes, locations):
         """Bring a stored object from another host: into this worker's store (returns
@@ -350,8 +521,7 @@ class ObjectIO:
                 if self._store is not None:
                     entry = await asyncio.get_running_loop().run_in_executor(
                         None, self._store.allocate, object_id, size)
-                    mapping = self.mappings.get(entry.name, size, populate=True)
-                    target = memoryview(mapping)[:size]
+                    target = self.mappings.region(entry.name, size, populate=True)
                     try:
                         reply = await comm.request(msg.FetchObject(object_id),
                                                    sinks=[target])
@@ -377,7 +547,13 @@ class ObjectIO:
 
     def drop_departed_peers(self, live_addresses: set) -> None:
         """Loop thread: close connections to workers the scheduler counts as gone; their
-        pending fetches fail, and readers ask the scheduler for another copy."""
+        pending fetches fail, and readers ask the scheduler for another copy. Leases
+        from their stores end (their views keep the bytes they map)."""
+        with self._lock:
+            for object_id, lease in list(self._leases.items()):
+                if lease.address not in live_addresses and lease.entry is None:
+                    lease.returned = True
+                    del self._leases[object_id]
         for address, comm in list(self._peer_comms.items()):
             if address not in live_addresses:
                 del self._peer_comms[address]
@@ -399,7 +575,7 @@ class ObjectIO:
             if self._runtime.closed:
                 comm.abort()
                 raise ConnectionLostError("graphstore was shut down")
-            comm.handler = lambda c, m: None
+            comm.handler = self._on_store_message
             asyncio.ensure_future(comm.read_loop())
             self._peer_comms[address] = comm
         return comm
@@ -409,14 +585,3 @@ class ObjectIO:
             comm = await self._peer(address)
             return await comm.request(message, timeout=timeout)
         return asyncio.run_coroutine_threadsafe(call(), self._runtime.loop).result(timeout + 5)
-
-
-def _raise_open_file_limit() -> None:
-    """Lift the soft limit on open descriptors to the hard one (as Ray and Dask do)."""
-    try:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass

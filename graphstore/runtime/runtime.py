@@ -49,7 +49,7 @@ from graphstore.runtime.waiting import Waiter
 #: Messages that only keep the scheduler's books (no one waits on them): a process
 #: gathers them for up to _DEFER_SECONDS before sending. Anything else flushes them first.
 _DEFERRABLE = frozenset({msg.IncRef, msg.DecRef, msg.ActorCallSubmitted,
-                         msg.ActorCallDone, msg.Pin, msg.Unpin})
+                         msg.ActorCallDone})
 _DEFER_SECONDS = 0.002
 #: Seconds a get waits for actor results to come straight from the actor before also
 #: asking the scheduler for them.
@@ -147,7 +147,7 @@ class Runtime:
     def _released(self, object_id: bytes) -> None:
         """Loop thread, while draining: this process's last ref to an id is gone."""
         self._direct.discard(object_id)   # a late actor result is not kept
-        self.objects.forget_put(object_id)
+        self.objects.forget(object_id)
         self._local.pop(object_id, None)
 
     def install(self) -> None:
@@ -334,7 +334,7 @@ class Runtime:
         object_id = new_id()
         location = None
         if nbytes(buffers) > self.config.inline_threshold:
-            location = self.objects.put_stored(object_id, buffers)
+            location = self.objects.put_stored(object_id, buffers, lease=True)
         if location is None:
             payload = wire_payload(buffers, self.split_bytes)
             self._local[object_id] = (payload, None, None)
@@ -345,7 +345,6 @@ class Runtime:
                                                    size]])
             self.send_from_any_thread(msg.PutObject(object_id, None, contained,
                                      [location[0], segment, size]))
-            self.objects.keep_open(object_id, segment)
         return ObjectRef._new(object_id)
 
     # -- what this process holds (user threads) -----------------------------------------
@@ -408,6 +407,9 @@ class Runtime:
                 if self.await_objects(missing, len(set(missing)), timeout,
                                       fail_fast=True):
                     self._raise_first_error(refs)
+        if len(refs) > 1:
+            self.objects.lease_ahead([(r._id, local[r._id][2]) for r in refs
+                                      if r._id in local and local[r._id][2]])
         values = [self.value(r._id) for r in refs]
         return values[0] if single else values
 

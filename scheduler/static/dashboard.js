@@ -167,6 +167,8 @@
       { title: "running", num: true, render: w => num(w.running, 0) },
       { title: "queued", num: true, render: w => num(w.queued, 0) },
       { title: "store used / capacity", render: w => bar(w.store_used, w.store_capacity) },
+      { title: "arenas: allocated / size", render: w => bar(w.store_arena_allocated,
+        w.store_arena_bytes) },
       { title: "objects", num: true, render: w => num(w.store_objects, 0) },
       { title: "spilled", num: true, render: w => bytes(w.spilled_bytes) },
       { title: "restored", num: true, render: w => bytes(w.restored_bytes) },

@@ -117,6 +117,8 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     Check("get", "one get of {n} objects of 128 KiB in the store", "get",
           10_000, 2_000, 4 * GiB, 1 * GiB,
           target="graphstore's get at most 0.5x Ray's time"),
+    Check("get_tasks", "one get of {n} objects of 128 KiB in the store, returned by "
+          "tasks (100 each)", "get", 10_000, 2_000, 4 * GiB, 1 * GiB),
     Check("hold", "{n} objects of 128 KiB held at once by the driver (spilling), "
           "all read back", "put+read", 100_000, 5_000, 2 * GiB, 384 * MiB),
     Check("noop", "{n} no-op tasks queued at once, all results gathered", "tasks",
@@ -427,6 +429,28 @@ def run_get(env, n: int, t: Timer, probe: Probe) -> str:
     return f"{n:,} x 128 KiB checked"
 
 
+TASK_RETURNS = 100                 # objects each task of the get_tasks check returns
+
+
+def run_get_tasks(env, n: int, t: Timer, probe: Probe) -> str:
+    def make(start, count):
+        return tuple(obj(start + j) for j in range(count))
+    f = env.m.remote(make).options(num_returns=TASK_RETURNS)
+    with t("make"):
+        refs = []
+        for start in range(0, n, TASK_RETURNS):
+            refs.extend(f.remote(start, TASK_RETURNS))
+        env.m.wait(refs, num_returns=len(refs))
+    probe()
+    with t("get"):
+        values = env.m.get(refs)
+    probe()
+    for i, v in enumerate(values):
+        check_obj(i, v)
+    del values
+    return f"{n:,} x 128 KiB checked"
+
+
 def run_hold(env, n: int, t: Timer, probe: Probe) -> str:
     t0 = time.perf_counter()
     with t("put"):
@@ -497,6 +521,7 @@ def run_largest(env, nbytes: int, t: Timer, probe: Probe) -> str:
 
 
 RUNNERS = {"returns": run_returns, "lists": run_lists, "get": run_get,
+           "get_tasks": run_get_tasks,
            "hold": run_hold, "noop": run_noop, "largest": run_largest}
 
 

@@ -617,6 +617,7 @@ class Outcome:
     max_shm_fds_proc: str = ""
     samples: int = 0
     process_limits: dict = field(default_factory=dict)
+    process_counts: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
 
@@ -777,6 +778,16 @@ def run_one(backend: str, check: str, scale: str, timeout: float) -> Outcome:
     if out.status == "ok" and not out.passed:
         out.error = (f"a process held {out.max_shm_fds} descriptors into /dev/shm "
                      f"(> {MAX_STORE_FDS}): {out.max_shm_fds_proc}")
+    # Processes seen, by name: more graphstore workers than the two started
+    # means some died and the local cluster replaced them.
+    counts: dict[str, int] = {}
+    for key in stats.processes:
+        name = key.split(" ", 1)[1]
+        counts[name] = counts.get(name, 0) + 1
+    out.process_counts = counts
+    if counts.get("graphstore.worker", 0) > 2:
+        out.notes.append(f"{counts['graphstore.worker']} graphstore.worker processes "
+                         "seen for 2 workers: workers died and were replaced")
     wrong = sorted({v for v in stats.processes.values()
                     if v not in ("?", f"{NOFILE_LIMIT}/{NOFILE_LIMIT}")})
     if wrong:

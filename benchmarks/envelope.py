@@ -665,9 +665,15 @@ def run_one(backend: str, check: str, scale: str, timeout: float) -> Outcome:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     stats, known = FdStats(), {}
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=_limit_nofile)
+    try:
+        proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=_limit_nofile)
+    except (OSError, subprocess.SubprocessError) as exc:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+        out.error = (f"could not start the check's process with RLIMIT_NOFILE "
+                     f"{NOFILE_LIMIT}: {type(exc).__name__}: {exc}")
+        return out
     sid = proc.pid
     stop = threading.Event()
 
@@ -940,6 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout or (1800 if args.scale == "full" else 300)
 
     notes = list(args.note)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and args.nofile > hard:
+        p.error(f"--nofile {args.nofile} is above this shell's hard limit ({hard})")
     if args.nofile != NOFILE_LIMIT:
         notes.insert(0, f"**Run with `--nofile {args.nofile}`, not under issue 14's "
                         f"limit of {NOFILE_LIMIT} descriptors.**")

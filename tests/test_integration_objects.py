@@ -94,28 +94,29 @@ def test_large_put_lives_in_a_store_and_get_is_zero_copy_and_read_only(cluster):
 
 
 def test_a_large_put_lands_in_the_reserve_the_driver_mapped_beforehand(cluster):
-    """Each store keeps a pre-faulted reserve segment; the driver maps it with its page
-    tables filled before the first large put, so that put only copies."""
+    """Each store keeps pre-faulted reserve segments; the driver maps them with their
+    page tables filled before its large puts, so those puts only copy."""
     runtime = graphstore.session.get_runtime()
-    stores = len(_stores())
-    reserves = wait_for(lambda: [s["reserve"] for s in _stores() if s["reserve"]]
-                        if all(s["reserve"] for s in _stores()) else None, timeout=10)
-    assert reserves and len(reserves) == stores, "not every store made a reserve segment"
-    # The driver maps each store's reserve (asking again after a put used one).
+    stores = _stores()
+    count = graphstore.session.get_runtime().config.store_reserve_count
+    reserves = wait_for(lambda: [n for s in _stores() for n in s["reserves"]]
+                        if all(len(s["reserves"]) == count for s in _stores()) else None,
+                        timeout=10)
+    assert reserves and len(reserves) == count * len(stores), "a store has no reserves"
+    # The driver maps each store's reserves (asking again after a put used one).
     assert wait_for(lambda: all(runtime.mappings.has(n) for n in reserves)
                     or runtime.objects.premap_reserves(), timeout=10)
     # Large enough for a dedicated segment (smaller objects share arenas).
-    size = max(s["dedicated_above"] for s in _stores()) + MB
+    size = max(s["dedicated_above"] for s in stores) + MB
     array = np.arange(size // 8, dtype=np.float64)
     ref = graphstore.put(array)
     (location,) = runtime._local[ref._id][2]
-    assert location[2] in reserves            # the put used the mapped reserve
+    assert location[2] in reserves            # the put used a mapped reserve
     np.testing.assert_array_equal(graphstore.get(ref), array)
-    # The store makes its next reserve and the driver maps that one too.
+    # The store makes a new reserve once idle, and the driver maps that one too.
     del ref
-    following = wait_for(lambda: [s["reserve"] for s in _stores()
-                                  if s["reserve"] and s["reserve"] not in reserves],
-                         timeout=10)
+    following = wait_for(lambda: [n for s in _stores() for n in s["reserves"]
+                                  if n not in reserves], timeout=10)
     assert following and wait_for(lambda: any(runtime.mappings.has(n) for n in following),
                                   timeout=10)
 

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 
 from graphstore.core import shm
 from graphstore.core import protocol as msg
@@ -35,6 +36,9 @@ from graphstore.worker.store import SharedMemoryStore
 from graphstore.core.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.worker")
+
+#: Reserves are made only once no object was given room for this long.
+_RESERVE_AFTER_IDLE_SECONDS = 0.5
 
 
 def cluster_id_for(scheduler_address: str) -> str:
@@ -92,8 +96,11 @@ class Worker:
             {"scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
              "tls": tls.settings() if tls else None, "worker_id": self.worker_id.hex()},
             self._task_process_exited)
-        #: Size of the pre-faulted segment kept ready for the next large put.
-        self.reserve_bytes = min(config.store_reserve_bytes, store_capacity // 4)
+        #: Pre-faulted segments kept ready for the next large puts: at most a quarter of
+        #: the capacity in all.
+        self.reserve_count = max(0, config.store_reserve_count)
+        self.reserve_bytes = min(config.store_reserve_bytes,
+                                 store_capacity // (4 * max(1, self.reserve_count)))
         self._reserve_filled = asyncio.Event()  # set (and replaced) after each fill
         self.address = ""
         self.stopped = asyncio.Event()
@@ -172,33 +179,33 @@ class Worker:
             await asyncio.sleep(1.0)
 
     async def _fill_reserve(self) -> None:
-        """Make the reserve segment if there is none; its pages stay mapped here, so a
-        task result written into it pays no page faults either."""
-        if self.reserve_bytes and self.store.reserve_name is None:
+        """Make the missing reserve segments while the store idles (a fill during a
+        burst of puts would compete with the puts for the CPU)."""
+        store = self.store
+        while (self.reserve_bytes and len(store.reserve_names) < self.reserve_count
+               and time.monotonic() - store.last_allocation > _RESERVE_AFTER_IDLE_SECONDS
+               and not self.stopped.is_set()):
             try:
-                await self._in_thread(self.store.fill_reserve, self.reserve_bytes,
-                                      self._map_populated)
+                if not await self._in_thread(store.fill_reserve, self.reserve_bytes,
+                                             shm.prefault, self.reserve_count):
+                    break
             except OSError as exc:
                 logger.warning("could not make a reserve segment: %s", exc)
+                break
         self._reserve_filled.set()
         self._reserve_filled = asyncio.Event()
 
-    def _map_populated(self, name: str, size: int) -> None:
-        self.runtime.mappings.get(name, size, populate=True)
-
-    async def _reserve_for_writer(self) -> list | None:
-        """A writer on this host asks for the reserve, to map it before its next put.
-        When there is none yet, wait for housekeeping's next fill (up to a few seconds)
-        rather than fill now: a fill right after a put would compete with the writer's
-        next put for the CPU."""
-        reserve = self.store.reserve()
-        if reserve is None:
+    async def _reserve_for_writer(self) -> list:
+        """A writer on this host asks for the reserves, to map them before its next
+        puts: [[segment, size], ...]. When some are missing, wait for housekeeping's
+        next fill (up to a few seconds) rather than fill now: a fill right after a put
+        would compete with the writer's next put for the CPU."""
+        if len(self.store.reserves()) < self.reserve_count and self.reserve_bytes:
             try:
                 await asyncio.wait_for(self._reserve_filled.wait(), 5.0)
             except asyncio.TimeoutError:
                 pass
-            reserve = self.store.reserve()
-        return list(reserve) if reserve is not None else None
+        return [list(r) for r in self.store.reserves()]
     async def _heartbeats(self) -> None:
         """Tell the scheduler this worker's own figures now and then (status page, and
         proof of life); leave when the scheduler has been silent for ``worker_timeout``

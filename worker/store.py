@@ -108,8 +108,10 @@ class SharedMemoryStore:
         #: Lease holder -> {(object id, segment): entry}.
         self._leases: dict[object, dict[tuple[bytes, str], StoredObject]] = {}
         self._pool: list[tuple[int, str, float]] = []  # (size, name, freed at)
-        #: Name of the pre-faulted reserve segment while it waits in the pool.
-        self.reserve_name: str | None = None
+        #: Names of the pre-faulted reserve segments waiting in the pool.
+        self.reserve_names: list[str] = []
+        #: When an object was last given room (reserves are made when the store idles).
+        self.last_allocation = 0.0
         self._shrinks: list[tuple[str, int]] = []
         self._closed = False
         self._names = itertools.count(1)
@@ -225,6 +227,7 @@ class SharedMemoryStore:
             self.objects[object_id] = entry
             self.used += entry.capacity
             self.stats["allocated"] += 1
+            self.last_allocation = time.monotonic()
             if lessee is not None:
                 self._add_lease(entry, lessee)
             return entry
@@ -289,8 +292,8 @@ class SharedMemoryStore:
             return None
         segment_size, name, _ = self._pool.pop(best)
         self.pooled -= segment_size
-        if name == self.reserve_name:
-            self.reserve_name = None
+        if name in self.reserve_names:
+            self.reserve_names.remove(name)
         if segment_size > size * _SHRINK_ABOVE:
             self._shrinks.append((name, size))
             segment_size = size
@@ -306,8 +309,8 @@ class SharedMemoryStore:
         while self._pool and self._footprint() + size > self.capacity:
             segment_size, name, _ = self._pool.pop(0)
             self.pooled -= segment_size
-            if name == self.reserve_name:
-                self.reserve_name = None
+            if name in self.reserve_names:
+                self.reserve_names.remove(name)
             self._unlink(name)
         for arena in reversed(list(self.arenas)):
             if self._footprint() + size <= self.capacity:
@@ -588,7 +591,8 @@ class SharedMemoryStore:
         the system soon after a burst ends."""
         cutoff = time.monotonic() - max_idle
         with self._lock:
-            expired = [p for p in self._pool if p[2] < cutoff and p[1] != self.reserve_name]
+            expired = [p for p in self._pool
+                       if p[2] < cutoff and p[1] not in self.reserve_names]
             self._pool = [p for p in self._pool if p not in expired]
             for size, name, _ in expired:
                 self.pooled -= size
@@ -603,17 +607,21 @@ class SharedMemoryStore:
             self._unlink(name)
         return len(expired) + len(empty)
 
-    def fill_reserve(self, size: int, prefault=shm.prefault) -> bool:
-        """Create one pre-faulted dedicated segment of ``size`` bytes and pool it.
+    @property
+    def reserve_name(self) -> str | None:
+        return self.reserve_names[0] if self.reserve_names else None
+
+    def fill_reserve(self, size: int, prefault=shm.prefault, count: int = 1) -> bool:
+        """Create one more pre-faulted dedicated segment of ``size`` bytes, up to
+        ``count`` of them, and pool it.
 
         Fresh shared memory costs a page fault per page (about 1 GB/s); a large put that
-        lands in the reserve runs at memory speed. Called from a background thread when
+        lands in a reserve runs at memory speed. Called from a background thread when
         the store is idle; returns True when a reserve was made. ``prefault(name, size)``
-        touches the pages (the worker passes one that keeps its mapping for later
-        writes).
+        allocates the pages (the worker's ``fallocate``s them: writers map them).
         """
         with self._lock:
-            if (self._closed or self.reserve_name is not None
+            if (self._closed or len(self.reserve_names) >= count
                     or size <= self.dedicated_above
                     or self._footprint() + size > self.capacity * self.spill_threshold):
                 return False
@@ -630,17 +638,15 @@ class SharedMemoryStore:
                 return False
             self._pool.append((size, name, time.monotonic()))
             self.pooled += size
-            self.reserve_name = name
+            self.reserve_names.append(name)
             self._room.notify_all()
         return True
 
-    def reserve(self) -> tuple[str, int] | None:
-        """The reserve segment waiting in the pool, as (name, size), if any."""
+    def reserves(self) -> list[tuple[str, int]]:
+        """The reserve segments waiting in the pool, as (name, size)."""
         with self._lock:
-            for size, name, _ in self._pool:
-                if name == self.reserve_name:
-                    return name, size
-        return None
+            return [(name, size) for size, name, _ in self._pool
+                    if name in self.reserve_names]
 
     def lru_candidates(self) -> list[StoredObject]:
         """Sealed objects nobody in this process uses, least recently used first (a
@@ -685,6 +691,7 @@ class SharedMemoryStore:
                                           default=0),
                 "dedicated_bytes": self.dedicated,
                 "reserve": self.reserve_name,
+                "reserves": list(self.reserve_names),
                 **self.stats,
             }
 

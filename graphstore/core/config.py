@@ -59,6 +59,8 @@ class Config:
     #: Bytes of one pre-faulted segment each store keeps ready (at most a quarter of its
     #: capacity), so a large put does not pay first-touch page faults; 0 disables.
     store_reserve_bytes: int = 256 * 1024 * 1024
+    #: How many such segments each store keeps: a burst of large puts lands in them.
+    store_reserve_count: int = 2
     #: Seconds a freed segment is kept for reuse before its memory goes back to the OS.
     store_pool_idle_seconds: float = 10.0
     #: Where stores spill when memory runs short: a directory, file:// or s3://bucket/prefix

@@ -230,9 +230,9 @@ class AllocateObject(NamedTuple):
 
 
 class ReserveSegment(NamedTuple):
-    """Request to a worker's peer server: its pre-faulted reserve segment (made now if
-    there is room and none is ready), so that a writer on the same host can map it before
-    its next put. Reply: [segment, size], or None when the store has no reserve."""
+    """Request to a worker's peer server: its pre-faulted reserve segments, so that a
+    writer on the same host can map them before its next puts. Reply: [[segment, size],
+    ...] (empty when the store keeps none)."""
     pass
 
 

@@ -158,8 +158,18 @@ def resize(name: str, size: int) -> None:
 
 
 def prefault(name: str, size: int) -> None:
-    """Allocate every page of a segment now, so a later writer finds them resident."""
-    map_segment(name, size, populate=True).close()
+    """Allocate every page of a segment now, so a later writer finds them resident.
+
+    ``fallocate`` allocates and zeroes the pages without mapping them (about 0.3 s of
+    CPU per GB here, against about 0.75 s to populate a mapping); the writer then only
+    fills its own page tables."""
+    fd = os.open(segment_path(name), os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        map_segment(name, size, populate=True).close()   # no fallocate on this fs
+    finally:
+        os.close(fd)
 
 
 def map_writable(name: str, size: int) -> mmap.mmap:

@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -164,10 +165,10 @@ class ObjectIO:
         return [worker_id, address, segment, size]
 
     def premap_reserves(self) -> None:
-        """Map the pre-faulted reserve segment of each store on this host, page tables
-        filled, in a background thread: a put that lands there then copies at memory
-        speed instead of paying a fault per 4 KiB page (docs/object-store.md).
-        Best effort, for drivers; at most one round runs at a time."""
+        """Map the pre-faulted reserve segments of each store on this host, page tables
+        filled, in a background thread at the lowest priority: a put that lands there
+        then copies at memory speed instead of paying a fault per 4 KiB page
+        (docs/object-store.md). Best effort, for drivers; at most one round at a time."""
         with self._lock:
             if not self._is_driver or self._premapping or self._runtime.closed:
                 return
@@ -175,14 +176,19 @@ class ObjectIO:
 
         def run():
             try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except (AttributeError, OSError):
+                pass          # only this thread is lowered (Linux); elsewhere it runs as is
+            try:
                 self._reserves = {n for n in self._reserves if self.mappings.has(n)}
                 for _, node, address in self._runtime.cluster_info.get("workers", []):
                     if node != self._runtime.node_id or self._runtime.closed:
                         continue
-                    reserve = self.peer_request(address, msg.ReserveSegment(), timeout=30)
-                    if reserve:
-                        self.mappings.get(reserve[0], reserve[1], populate=True)
-                        self._reserves.add(reserve[0])
+                    for name, size in self.peer_request(address, msg.ReserveSegment(),
+                                                        timeout=30) or ():
+                        if name not in self._reserves:
+                            self.mappings.get(name, size, populate=True)
+                            self._reserves.add(name)
             except Exception as exc:  # a put maps the segment itself
                 logger.debug("could not map a store's reserve: %r", exc)
             finally:

@@ -11,8 +11,10 @@ copying (``shm.write_object``), timed by wrapping those functions.
 ``shm.write_object_file`` (pwrite, no mapping) instead of populate + copy;
 ``--pwrite-all`` does so for every put, premapped reserves included. Both patch
 ``ObjectIO._write_segment`` as it is at this commit (an experiment, not the product).
+``--populate2``: the put's own MADV_POPULATE_WRITE (on the main thread) is split in
+two halves, one in a helper thread (background populates stay on one thread).
 
-    python benchmarks/fresh_puts_probe.py [PAUSE_S] [--pwrite | --pwrite-all]
+    python benchmarks/fresh_puts_probe.py [PAUSE_S] [--pwrite | --pwrite-all] [--populate2]
 """
 import os
 import sys
@@ -41,6 +43,25 @@ shm.write_object = timed(lambda kw: "copy", shm.write_object)
 shm.map_segment = timed(
     lambda kw: f"map({threading.current_thread().name[:12]}, populate={kw.get('populate')})",
     shm.map_segment)
+
+if "--populate2" in sys.argv:
+    one_thread_populate = shm._populate
+
+    def _populate(mapping, writable):
+        if threading.current_thread() is not threading.main_thread() or len(mapping) < 2**25:
+            return one_thread_populate(mapping, writable)
+        address = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+        half = len(mapping) // 2 & ~4095
+        advice = shm._MADV_POPULATE[writable]
+        madvise = shm._libc_madvise()
+        other = []
+        helper = threading.Thread(target=lambda: other.append(
+            madvise(address + half, len(mapping) - half, advice)))
+        helper.start()
+        ok = madvise(address, half, advice) == 0
+        helper.join()
+        return ok and other == [0]
+    shm._populate = _populate
 
 ALL = "--pwrite-all" in sys.argv
 PWRITE = ALL or "--pwrite" in sys.argv

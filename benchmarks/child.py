@@ -35,7 +35,8 @@ def sanity_check(b: Backend) -> None:
 
 
 def run_child(backend: str, repeat: int, startup_only: bool,
-              suites: tuple[str, ...] = SUITES) -> int:
+              suites: tuple[str, ...] = SUITES,
+              only: tuple[str, ...] | None = None) -> int:
     try:
         b = ADAPTERS[backend]()
     except ImportError as e:
@@ -43,7 +44,7 @@ def run_child(backend: str, repeat: int, startup_only: bool,
         return 0
     emit(kind="meta", version=b.version())
     try:
-        run_workloads(b, repeat, startup_only, suites)
+        run_workloads(b, repeat, startup_only, suites, only)
     except Exception as e:
         emit(kind="error", workload="startup", message=f"{type(e).__name__}: {e}")
         return 1
@@ -57,7 +58,10 @@ def run_child(backend: str, repeat: int, startup_only: bool,
 
 
 def run_workloads(b: Backend, repeat: int, startup_only: bool,
-                  suites: tuple[str, ...] = SUITES) -> None:
+                  suites: tuple[str, ...] = SUITES,
+                  only: tuple[str, ...] | None = None) -> None:
+    """``only``: names of the workloads to run (``first_put``: the first put of
+    the process), or None for all of the suites'."""
     # 1. Startup: the first thing this fresh process does with the backend.
     #    (Creating the remote function is not part of it, as with a
     #    module-level @remote decorator.)  Reported with the core suite.
@@ -70,7 +74,7 @@ def run_workloads(b: Backend, repeat: int, startup_only: bool,
     # The first large put of the process: also once per fresh process, after
     # a pause so that start-up work still going on in the background (worker
     # processes booting) does not compete with it on a small machine.
-    if "objects" in suites:
+    if "objects" in suites and (only is None or "first_put" in only):
         large_array(LARGE_BYTES)  # made before timing
         time.sleep(FIRST_PUT_PAUSE_S)
         try:
@@ -89,7 +93,8 @@ def run_workloads(b: Backend, repeat: int, startup_only: bool,
 
     # 2. Timed workloads: one small untimed warm-up, then `repeat` timed runs.
     #    A failing workload is reported and the next one still runs.
-    chosen = [w for w in WORKLOADS if w.suite in suites and w.applies(b.name)]
+    chosen = [w for w in WORKLOADS if w.suite in suites and w.applies(b.name)
+              and (only is None or w.name in only)]
     for w in chosen:
         if w.cluster == "default":
             run_workload(b, w, repeat)

@@ -79,7 +79,7 @@ from backends import ALL_BACKENDS
 from child import run_child
 from report import render_report
 from runner import log, run_backend
-from workloads import SUITES
+from workloads import SUITES, WORKLOADS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated subset of: %(default)s")
     p.add_argument("--repeat", type=int, default=3,
                    help="timed runs per workload; the median is reported (default 3)")
+    p.add_argument("--workloads",
+                   help="run only these workloads of the chosen suites (comma-separated "
+                        "names from workloads/; `first_put` for the first put of each "
+                        "fresh process), e.g. --suite objects --workloads "
+                        "warm_memcpy,fresh_puts")
     p.add_argument("--out", help="also write the Markdown report to this file")
     p.add_argument("--note", action="append", default=[],
                    help="a remark on the run's conditions for the report "
@@ -110,16 +115,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown suite(s): {', '.join(bad) or args.suite!r} "
                 f"(choose from: {', '.join(SUITES)}, all)")
     suites = tuple(x for x in SUITES if x in names)
+    only = None
+    if args.workloads:
+        only = tuple(x.strip() for x in args.workloads.split(",") if x.strip())
+        known = {w.name for w in WORKLOADS} | {"first_put"}
+        if not only or set(only) - known:
+            p.error(f"unknown workload(s): {', '.join(sorted(set(only) - known))} "
+                    f"(choose from: {', '.join(sorted(known))})")
 
     if args.child:
-        return run_child(args.child, args.repeat, args.startup_only, suites)
+        return run_child(args.child, args.repeat, args.startup_only, suites, only)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         p.error(f"unknown backend(s): {', '.join(unknown)}")
 
-    results = {b: run_backend(b, args.repeat, args.timeout, suites) for b in backends}
+    results = {b: run_backend(b, args.repeat, args.timeout, suites, only)
+               for b in backends}
     report = render_report(results, args.repeat, suites, args.note)
     print(report)
     if args.out:

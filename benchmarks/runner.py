@@ -51,11 +51,14 @@ class BackendResult:
 
 
 def run_child_process(backend: str, repeat: int, startup_only: bool,
-                      timeout: float, suites: tuple[str, ...] = SUITES
+                      timeout: float, suites: tuple[str, ...] = SUITES,
+                      only: tuple[str, ...] | None = None
                       ) -> tuple[list[dict], str | None]:
     """Run one child; return its JSON records and an error message (or None)."""
     cmd = [sys.executable, SCRIPT, "--child", backend,
            "--repeat", str(repeat), "--suite", ",".join(suites)]
+    if only:
+        cmd += ["--workloads", ",".join(only)]
     if startup_only:
         cmd.append("--startup-only")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -93,7 +96,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_backend(backend: str, repeat: int, timeout: float,
-                suites: tuple[str, ...] = SUITES) -> BackendResult:
+                suites: tuple[str, ...] = SUITES,
+                only: tuple[str, ...] | None = None) -> BackendResult:
+    """``only``: the names of the workloads to run (``first_put`` included), or all."""
     result = BackendResult(backend)
     if importlib.util.find_spec(BACKEND_MODULES[backend]) is None:
         result.status = "skipped"
@@ -111,6 +116,8 @@ def run_backend(backend: str, repeat: int, timeout: float,
         result.status = "n/a"
         return result
     per_process = any(x in PER_PROCESS_SUITES for x in suites)
+    if only is not None:    # per-process samples only for what was asked
+        per_process = "first_put" in only and "objects" in suites
 
     # Startup (core suite) and the first large put (objects suite) need one
     # fresh process per sample: `repeat` children, the first also running
@@ -121,7 +128,7 @@ def run_backend(backend: str, repeat: int, timeout: float,
         log(f"[{backend}] child {i + 1}/{children}"
             + (" (all workloads)" if i == 0 else " (fresh-process measurements only)"))
         records, error = run_child_process(backend, repeat, startup_only=i > 0,
-                                           timeout=timeout, suites=suites)
+                                           timeout=timeout, suites=suites, only=only)
         for r in records:
             if r["kind"] == "unavailable":
                 result.status = "skipped"

@@ -346,6 +346,35 @@ def write_object(target, buffers) -> int:
     return total
 
 
+def write_object_file(fd: int, buffers, offset: int = 0) -> int:
+    """Write ``buffers`` as an object into the segment file ``fd`` at ``offset`` with
+    ``pwrite`` instead of through a mapping; return bytes used.
+
+    For memory this process has not mapped, this is the cheaper way in: tmpfs allocates
+    a page for a write without zeroing it first and fills no page table here. Measured
+    with ``benchmarks/fresh_pages.py`` (200 MB): into fresh memory 1.7 GB/s against 1.0
+    for populate + copy, at about half the CPU; into pages allocated ahead
+    (``fallocate``) 5 GB/s against 1.9. Into memory this process already maps with its
+    page tables filled, a copy through the mapping stays faster (8-9 GB/s)."""
+    views = [memoryview(b).cast("B") if memoryview(b).format != "B" or memoryview(b).ndim != 1
+             else memoryview(b) for b in buffers]
+    offsets, total = layout([v.nbytes for v in views])
+    head = bytearray(_HEAD.size + _ENTRY.size * len(views))
+    _HEAD.pack_into(head, 0, _MAGIC, len(views))
+    for i, (start, view) in enumerate(zip(offsets, views)):
+        _ENTRY.pack_into(head, _HEAD.size + _ENTRY.size * i, start, view.nbytes)
+    _pwrite_all(fd, memoryview(head), offset)
+    for start, view in zip(offsets, views):
+        _pwrite_all(fd, view, offset + start)
+    return total
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
 def read_object(source) -> list[memoryview]:
     """The buffers stored in ``source`` (views into it, no copy)."""
     view = memoryview(source)

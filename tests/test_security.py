@@ -150,7 +150,7 @@ def _evil_batch(path: Path) -> bytes:
         p.SubmitTask(b"T" * 16, function_hash, "evil", [payload], [], [], [b"R" * 16], 0.0,
                      None, 0, None),
         p.PutObject(b"O" * 16, [payload], [], None),
-        p.Request(1, p.AllocateObject(b"A" * 16, 1024)),
+        p.Request(1, p.AllocateObject(b"A" * 16, 1024, True)),
         p.Request(2, p.FetchObject(b"O" * 16)),
     ])
 

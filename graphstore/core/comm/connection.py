@@ -26,6 +26,10 @@ from graphstore.core.protocol import Reply, Request
 from graphstore.exceptions import ConnectionLostError, ProtocolError
 
 logger = logging.getLogger("graphstore.comm")
+#: A batch of this many messages or more is handled in slices, with a turn of the event
+#: loop between them: a flood on one connection (a million task submissions) must not
+#: keep a process from its heartbeats and its other peers for seconds.
+_YIELD_EVERY = 1000
 
 #: Frames smaller than this are read together in one call and sliced.
 _SMALL_FRAME = 64 * 1024
@@ -294,9 +298,11 @@ class Comm:
         """Read and dispatch messages until the connection closes."""
         try:
             async for messages in self._read_batches():
-                for message in messages:
+                for i, message in enumerate(messages):
                     if self.closed:      # a handler closed it: the rest is not read
                         return
+                    if i and not i % _YIELD_EVERY:
+                        await asyncio.sleep(0)   # let heartbeats and other peers in
                     self._dispatch(message)
         except ValueError as exc:
             logger.warning("malformed message from %s: %s; closing that connection",

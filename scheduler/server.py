@@ -13,6 +13,7 @@ import time
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import Comm, CommServer, RemoteCallError, set_dead_peer_timeout
+from graphstore.core.gc_policy import throttle_full_collections
 from graphstore.exceptions import ObjectLostError, ProtocolError
 from graphstore.core.config import Config, Limits
 from graphstore.core.lifecycle import watch_parent_pipe
@@ -438,6 +439,7 @@ async def serve(config: Config, token: bytes, host: str, port: int,
                 sock: socket.socket | None, watch_stdin: bool,
                 ready_fd: int | None = None, tls: TLSConfig | None = None) -> None:
     set_dead_peer_timeout(config.worker_timeout)
+    throttle_full_collections()
     scheduler = Scheduler(config, token, tls)
     address = scheduler.listen(host, port, sock)
     asyncio.ensure_future(scheduler._housekeeping())

@@ -87,3 +87,17 @@ def test_a_store_holds_few_descriptors_whatever_the_number_of_objects(small_stor
     for pid in pids:
         assert _shm_descriptors(pid) <= 16, (pid, _shm_descriptors(pid))
     assert sum(s["arenas"] for s in _stores()) <= 32
+
+
+def test_the_many_objects_example_runs_under_a_1024_descriptor_limit(run_driver):
+    from helpers import EXAMPLES
+    run = run_driver(f"""
+        import resource, runpy, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        sys.argv = ["many_objects.py", "3000"]
+        runpy.run_path({str(EXAMPLES / "many_objects.py")!r}, run_name="__main__")
+    """, timeout=240)
+    assert run.returncode == 0, run.stderr
+    for line in ("open-file limit: 1024 (hard 1024)", "put 3,000 arrays",
+                 "arenas:", "read all 3,000 back bit for bit", "sums match", "done"):
+        assert line in run.stdout, f"{line!r} missing from:\n{run.stdout}"

@@ -50,6 +50,8 @@ logger = logging.getLogger("graphstore.runtime")
 #: Objects of at least this many bytes are written with pwrite into a dedicated segment
 #: this process has not mapped (see ``shm.write_object_file``).
 _PWRITE_ABOVE = 16 * 1024 * 1024
+#: Restores a get of many spilled objects keeps in flight at once.
+_RESTORES_IN_FLIGHT = 32
 #: How long a store's request for a lease this process does not know is remembered: longer
 #: than any grant can be on its way (requests time out after 60 s).
 _GRANT_IN_FLIGHT_SECONDS = 120.0
@@ -57,7 +59,8 @@ _GRANT_IN_FLIGHT_SECONDS = 120.0
 
 class _Lease:
     """This process's right to read one object's bytes in one store, and its views."""
-    __slots__ = ("address", "segment", "size", "views", "wanted", "returned", "entry")
+    __slots__ = ("address", "segment", "size", "views", "wanted", "returned", "entry",
+                 "region")
 
     def __init__(self, address: str, segment: str, size: int, views: int, entry=None):
         self.address = address      # the store's worker
@@ -67,6 +70,7 @@ class _Lease:
         self.wanted = True          # this process still holds a ref to the object
         self.returned = False       # given back on the store's request (RevokeLeases)
         self.entry = entry          # in the store's own worker: its pinned entry
+        self.region = None          # a read-only view of its bytes, once mapped
 
 
 class ObjectIO:
@@ -98,6 +102,10 @@ class ObjectIO:
         self._to_release: dict[str, list] = {}
         self._release_scheduled = False
         self._fetching: dict[bytes, concurrent.futures.Future] = {}
+        #: Where ``lease_ahead`` had spilled objects restored, for the reads after it.
+        self._restored: dict[bytes, list] = {}
+        #: Weak references to live views, whose callbacks end their leases' views.
+        self._view_refs: dict[int, weakref.ref] = {}
         self._next_store = itertools.count()
         self.mappings = shm.MappingCache()
         self._premapping = False
@@ -107,6 +115,7 @@ class ObjectIO:
         """Loop thread: this process's last ref to the object is gone: give back its
         lease once no view of it lives."""
         with self._lock:
+            self._restored.pop(object_id, None)
             lease = self._leases.get(object_id)
             if lease is None or lease.entry is not None:
                 return
@@ -251,6 +260,11 @@ class ObjectIO:
         deadline = None
         attempt = 0
         error = None
+        if self._restored:
+            with self._lock:
+                restored = self._restored.pop(object_id, None)
+            if restored is not None:
+                locations = restored + list(locations)
         while True:
             size = locations[0][3] if locations else 0
             for node, address, segment, size in locations:
@@ -329,7 +343,10 @@ class ObjectIO:
             if lease is None:
                 return None
         try:
-            region = self.mappings.region(lease.segment, lease.size)
+            region = lease.region
+            if region is None:
+                region = lease.region = self.mappings.region(
+                    lease.segment, lease.size).toreadonly()
         except FileNotFoundError:
             # Its store's worker died and its files were swept: the scheduler knows
             # where the object is now (taken over by another worker, or lost).
@@ -341,8 +358,16 @@ class ObjectIO:
         except BaseException:
             self._view_gone(object_id, lease)
             raise
-        view = numpy.frombuffer(region.toreadonly(), dtype=numpy.uint8)
-        weakref.finalize(view, self._view_gone, object_id, lease)
+        view = numpy.frombuffer(region, dtype=numpy.uint8)
+        # A weak reference with a callback (lighter than weakref.finalize: a get of ten
+        # thousand objects makes ten thousand), kept alive until it fires.
+        refs = self._view_refs
+
+        def gone(ref, object_id=object_id, lease=lease):
+            refs.pop(id(ref), None)
+            self._view_gone(object_id, lease)
+        ref = weakref.ref(view, gone)
+        refs[id(ref)] = ref        # by id: a weak reference hashes as its array would
         return view
 
     def _new_lease(self, object_id: bytes, address: str) -> _Lease | None:
@@ -387,18 +412,37 @@ class ObjectIO:
 
     def lease_ahead(self, stored: list) -> None:
         """Before reading many stored objects (``[(id, locations)]``): lease those on
-        this host that need it, in one request per store instead of one per object."""
-        wanted: dict[str, list[bytes]] = {}
+        this host that need it, in one request per store instead of one per object; in
+        a driver, have those no longer in memory (spilled) restored, many at once, and
+        lease them too. What fails here is left to the reads, one by one."""
+        node_id = self._runtime.node_id
         with self._lock:
-            for object_id, locations in stored:
-                if object_id in self._leases:
-                    continue
-                for node, address, _, _ in locations:
-                    if node == self._runtime.node_id and address != self._address:
-                        wanted.setdefault(address, []).append(object_id)
-                        break
-        if not wanted or sum(len(ids) for ids in wanted.values()) < 2:
+            todo = [(object_id, locations) for object_id, locations in stored
+                    if object_id not in self._leases]
+        if len(todo) < 2:
             return
+        in_memory = [(i, locs) for i, locs in todo if any(loc[0] == node_id for loc in locs)]
+        missing = self._lease_many(in_memory)
+        if self._restore_spilled is None:        # a driver (a worker restores itself)
+            missing += [i for i, locs in todo
+                        if not any(loc[0] == node_id for loc in locs)
+                        and any(loc[0] is None for loc in locs)]
+            if len(missing) > 1:
+                restored = self._restore_many(missing)
+                self._lease_many(list(restored.items()))
+
+    def _lease_many(self, stored: list) -> list:
+        """Lease ``[(id, locations)]`` from the stores of this host that hold them, one
+        request per store; returns the ids no store had."""
+        node_id = self._runtime.node_id
+        wanted: dict[str, list[bytes]] = {}
+        for object_id, locations in stored:
+            for node, address, _, _ in locations:
+                if node == node_id and address != self._address:
+                    wanted.setdefault(address, []).append(object_id)
+                    break
+        if not wanted:
+            return []
 
         async def ask(address: str, ids: list):
             try:
@@ -410,9 +454,11 @@ class ObjectIO:
         async def ask_all():
             return await asyncio.gather(*(ask(a, ids) for a, ids in wanted.items()))
         replies = asyncio.run_coroutine_threadsafe(ask_all(), self._runtime.loop).result(90)
+        missing = []
         for address, ids, granted in replies:
             for object_id, grant in zip(ids, granted):
                 if grant is None:
+                    missing.append(object_id)
                     continue
                 lease = _Lease(address, grant[0], grant[1], 0)
                 if self._revoked_before_known(object_id, lease):
@@ -425,6 +471,43 @@ class ObjectIO:
                     if current is not None:
                         self._retire(object_id, current)
                     self._leases[object_id] = lease
+        return missing
+
+    def _restore_many(self, ids: list) -> dict:
+        """Find where objects are now and have the spilled ones restored by stores on
+        this host, many requests in flight at once: {id: [[node, address, segment,
+        size]]} of those now in memory here. The reads that follow use these locations
+        (``load_stored``)."""
+        runtime = self._runtime
+        node_id = runtime.node_id
+
+        async def locate(object_id, limit):
+            async with limit:
+                try:
+                    locations = await runtime.comm.request(msg.LocateObject(object_id), 60)
+                    if not locations:
+                        return None
+                    for loc in locations:
+                        if loc[0] == node_id:
+                            return object_id, [loc]
+                    spill = [loc for loc in locations if loc[0] is None]
+                    if not spill:
+                        return None
+                    _, address, segment, node = await runtime.comm.request(
+                        msg.RestoreOnNode(object_id, node_id), 300)
+                    return object_id, [[node, address, segment, spill[0][3]]]
+                except Exception:
+                    return None
+
+        async def locate_all():
+            limit = asyncio.Semaphore(_RESTORES_IN_FLIGHT)
+            runtime.flush()
+            return await asyncio.gather(*(locate(i, limit) for i in ids))
+        restored = dict(done for done in asyncio.run_coroutine_threadsafe(
+            locate_all(), runtime.loop).result() if done is not None)
+        with self._lock:
+            self._restored.update(restored)
+        return restored
 
     def _retire(self, object_id: bytes, lease: _Lease) -> None:
         """Under the lock: ``lease`` serves no new view; given back when idle."""

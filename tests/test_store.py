@@ -170,17 +170,32 @@ def test_not_reusable_free_unlinks(make_store):
     assert store.allocate(oid(2), MB).name != entry.name
 
 
-def test_a_pinned_dedicated_segment_freed_is_unlinked_not_pooled(make_store):
+def test_a_pinned_dedicated_segment_freed_is_held_then_pooled(make_store):
     store = make_store()
     entry = put(store, 1, MB)
     assert store.pin(oid(1)) is entry and entry.pins == 1
     assert store.free(oid(1), reusable=True)
     assert store.get(oid(1)) is None and store.pin(oid(1)) is None   # gone for readers
-    assert not exists(entry.name)          # its users' mappings keep their bytes alive
-    assert store.pooled == 0 and store.used == 0
+    assert exists(entry.name) and store.used == MB and store.pooled == 0
     assert store.allocate(oid(2), MB).name != entry.name
-    store.unpin(entry)                     # harmless: nothing left to give back
-    assert store.pooled == 0 and store.used == MB
+    store.unpin(entry)                     # the last user: pooled, warm
+    assert store.pooled == MB and store.used == MB
+
+
+def test_a_dedicated_segment_its_holder_still_views_is_unlinked_when_it_says_so(
+        make_store):
+    store = make_store()
+    holder = Holder(store)
+    entry = put(store, 1, MB)
+    store.lease(oid(1), "reader")
+    store.free(oid(1))
+    (_, keys), = holder.asked
+    assert exists(entry.name) and store.used == MB               # held, while it asks
+    store.release_leases("reader", [])
+    store.revocation_answered("reader", keys, [])                # "I still view it"
+    assert not exists(entry.name) and store.used == 0 and store.pooled == 0
+    store.release_leases("reader", keys)                         # its views died: no-op
+    assert store.used == 0 and store.pooled == 0 and store.summary()["held"] == 0
 
 
 def test_a_pinned_arena_region_freed_is_held_until_unpinned(make_store):

@@ -319,6 +319,7 @@ class Worker:
                 logger.debug("lease holder did not answer a revocation: %r", exc)
                 return
             self.store.release_leases(holder, released)
+            self.store.revocation_answered(holder, keys, released)
         if not holder.closed:
             self.runtime.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(ask()))
 

@@ -402,6 +402,20 @@ class SharedMemoryStore:
             if not held:
                 del self._leases[holder]
 
+    def revocation_answered(self, holder, keys, released) -> None:
+        """``holder`` answered a ``revoke`` of ``keys``, giving back ``released`` now;
+        it still views the others. A dedicated segment it still views is unlinked now
+        rather than held: its mapping keeps the bytes it views alive, the store's memory
+        is free again, and a name is never given to another file. (Once given back,
+        segments go to the reuse pool, warm: a spilled object's segment serves the next
+        restore.)"""
+        kept = {(bytes(i), s) for i, s in keys} - {(bytes(i), s) for i, s in released}
+        with self._lock:
+            for key in kept:
+                entry = self._held.get(key)
+                if entry is not None and entry.arena is None:
+                    self._release_region(entry, False)
+
     def drop_holder(self, holder) -> None:
         """A lease holder went away (its connection closed): all its leases end."""
         with self._lock:
@@ -445,12 +459,7 @@ class SharedMemoryStore:
         if not entry.in_use():
             self._release_region(entry, reusable)
             return []
-        if entry.arena is None:
-            # A dedicated segment is unlinked now: its users' mappings keep the bytes
-            # they view alive, and a name is never given to another file.
-            self._release_region(entry, False)
-        else:
-            self._held[(entry.id, entry.name)] = entry
+        self._held[(entry.id, entry.name)] = entry
         return [(holder, [[entry.id, entry.name]]) for holder in entry.holders or ()]
 
     def _send_revocations(self, revocations: list) -> None:

@@ -35,11 +35,64 @@ def _buffer_callback(out: list):
     return callback
 
 
+#: First bytes of the head of a plain numpy array (``_array_buffers``). A pickle stream
+#: starts with the PROTO opcode (0x80), never with a zero byte.
+_ARRAY_MARK = b"\x00gs-ndarray\x00"
+
+
+def _array_buffers(obj) -> Buffers | None:
+    """A plain, contiguous numpy array as [head, data]: its dtype and shape, then its
+    bytes, out of band. Rebuilding it is one ``frombuffer`` (about 1 µs) where
+    unpickling takes about 10: a get of ten thousand arrays is mostly that."""
+    numpy = _numpy()
+    if numpy is None or type(obj) is not numpy.ndarray:
+        return None
+    dtype = obj.dtype
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        return None
+    if obj.flags.c_contiguous:
+        order = b"C"
+    elif obj.flags.f_contiguous:
+        order = b"F"
+    else:
+        return None
+    shape = b",".join(str(n).encode() for n in obj.shape)
+    head = b"%s%s;%s;%s" % (_ARRAY_MARK, dtype.str.encode(), order, shape)
+    data = obj.reshape(-1, order="A") if obj.ndim != 1 else obj
+    return [head, memoryview(data.view(numpy.uint8) if data.size else b"")]
+
+
+def _array_from(head: bytes, data):
+    numpy = _numpy()
+    dtype, order, shape = bytes(head[len(_ARRAY_MARK):]).split(b";")
+    dims = tuple(int(n) for n in shape.split(b",")) if shape else ()
+    flat = numpy.frombuffer(data, dtype=numpy.dtype(dtype.decode()))
+    return flat.reshape(dims, order=order.decode())
+
+
+_numpy_module = False
+
+
+def _numpy():
+    """numpy if this process imported it (a value that is an array means it did)."""
+    global _numpy_module
+    if _numpy_module is False:
+        import sys
+        module = sys.modules.get("numpy")
+        if module is None:
+            return None
+        _numpy_module = module
+    return _numpy_module
+
+
 def dumps(obj: Any, what: str = "object") -> tuple[Buffers, list[bytes]]:
     """Serialize ``obj``; return ``(buffers, ids of refs nested inside it)``.
 
     ``what`` names the object in the error raised when it cannot be pickled.
     """
+    array = _array_buffers(obj)
+    if array is not None:
+        return array, []
     contained: list[bytes] = []
     previous = getattr(serialization_context, "contained", None)
     serialization_context.contained = contained
@@ -75,7 +128,10 @@ def loads(buffers) -> Any:
     """Rebuild an object from the buffers ``dumps`` produced (frames allowed)."""
     if len(buffers) == 1:
         return pickle.loads(unwrap(buffers[0]))
-    return pickle.loads(unwrap(buffers[0]), buffers=[unwrap(b) for b in buffers[1:]])
+    head = unwrap(buffers[0])
+    if len(buffers) == 2 and head[:1] == b"\x00" and bytes(head[:len(_ARRAY_MARK)]) == _ARRAY_MARK:
+        return _array_from(head, unwrap(buffers[1]))
+    return pickle.loads(head, buffers=[unwrap(b) for b in buffers[1:]])
 
 
 def source_filename(fn) -> str | None:

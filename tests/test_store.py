@@ -191,8 +191,7 @@ def test_a_dedicated_segment_its_holder_still_views_is_unlinked_when_it_says_so(
     store.free(oid(1))
     (_, keys), = holder.asked
     assert exists(entry.name) and store.used == MB               # held, while it asks
-    store.release_leases("reader", [])
-    store.revocation_answered("reader", keys, [])                # "I still view it"
+    store.still_viewed(keys)                                     # the holder's answer
     assert not exists(entry.name) and store.used == 0 and store.pooled == 0
     store.release_leases("reader", keys)                         # its views died: no-op
     assert store.used == 0 and store.pooled == 0 and store.summary()["held"] == 0

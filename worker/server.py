@@ -314,12 +314,12 @@ class Worker:
         (``store.revoke``); those it gives back now are released when it answers."""
         async def ask():
             try:
-                released = await holder.request(msg.RevokeLeases(keys), timeout=60)
+                released, viewed = await holder.request(msg.RevokeLeases(keys), timeout=60)
             except Exception as exc:   # gone: its leases ended with its connection
                 logger.debug("lease holder did not answer a revocation: %r", exc)
                 return
             self.store.release_leases(holder, released)
-            self.store.revocation_answered(holder, keys, released)
+            self.store.still_viewed(viewed)
         if not holder.closed:
             self.runtime.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(ask()))
 

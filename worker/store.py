@@ -402,17 +402,16 @@ class SharedMemoryStore:
             if not held:
                 del self._leases[holder]
 
-    def revocation_answered(self, holder, keys, released) -> None:
-        """``holder`` answered a ``revoke`` of ``keys``, giving back ``released`` now;
-        it still views the others. A dedicated segment it still views is unlinked now
-        rather than held: its mapping keeps the bytes it views alive, the store's memory
-        is free again, and a name is never given to another file. (Once given back,
-        segments go to the reuse pool, warm: a spilled object's segment serves the next
-        restore.)"""
-        kept = {(bytes(i), s) for i, s in keys} - {(bytes(i), s) for i, s in released}
+    def still_viewed(self, keys) -> None:
+        """A lease holder answered a ``revoke``: it still views these objects (and
+        gives their leases back when its arrays die). A dedicated segment among them is
+        unlinked now rather than held: the holder's mapping keeps the bytes it views
+        alive, the store's memory is free again, and a name is never given to another
+        file. (Segments given back go to the reuse pool, warm: a spilled object's
+        segment serves the next restore.)"""
         with self._lock:
-            for key in kept:
-                entry = self._held.get(key)
+            for object_id, segment in keys:
+                entry = self._held.get((bytes(object_id), segment))
                 if entry is not None and entry.arena is None:
                     self._release_region(entry, False)
 

@@ -109,8 +109,9 @@ class ReleaseLeases(NamedTuple):
 
 class RevokeLeases(NamedTuple):
     """Worker -> a lease holder, as a request: these objects were freed or spilled; give
-    the leases back. Reply: the [object id, segment] given back now; the others follow
-    in a ``ReleaseLeases`` when the holder's last view of them dies."""
+    the leases back. Reply: [[object id, segment] given back now, those still viewed
+    (they follow in a ``ReleaseLeases`` when the holder's last view of them dies)]; a
+    lease the holder gave back already is in neither."""
     keys: list
 
 

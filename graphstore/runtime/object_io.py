@@ -560,11 +560,11 @@ class ObjectIO:
                 comm.send(msg.ReleaseLeases(keys))
 
     def _on_store_message(self, comm, m):
-        """Loop thread: a store asks for leases back (``RevokeLeases``); reply with
-        those given back now, the others follow when their views die."""
+        """Loop thread: a store asks for leases back (``RevokeLeases``); reply [those
+        given back now, those still viewed (given back when their views die)]."""
         if type(m) is not msg.RevokeLeases:
             return None
-        released = []
+        released, viewed = [], []
         now = time.monotonic()
         with self._lock:
             if self._revoked_early:
@@ -588,10 +588,11 @@ class ObjectIO:
                     del self._leases[object_id]
                 if lease.views:                    # given back when its views die
                     self._retired[(object_id, segment)] = lease
+                    viewed.append([object_id, segment])
                 else:
                     lease.returned = True
                     released.append([object_id, segment])
-        return released
+        return [released, viewed]
 
     def _fetch(self, object_id: bytes, locations):
         """Bring a stored object from another host: into this worker's store (returns

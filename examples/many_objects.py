@@ -2,7 +2,7 @@
 
 Each store allocates objects inside a few large shared-memory files (arenas), so the
 number of objects costs bookkeeping, not files or descriptors. This program puts 20,000
-arrays of 128 KiB (2.6 GB) into a store of 1 GiB per worker, so most of them spill to
+arrays of 128 KiB (2.6 GB) into two stores of 1 GiB, so about a third of them spill to
 disk, reads every one back bit for bit, and shows the stores' arenas and this process's
 descriptors along the way.
 

@@ -63,7 +63,7 @@ def _array_buffers(obj) -> Buffers | None:
 
 
 def _array_from(head: bytes, data):
-    numpy = _numpy()
+    import numpy
     dtype, order, shape = bytes(head[len(_ARRAY_MARK):]).split(b";")
     dims = tuple(int(n) for n in shape.split(b",")) if shape else ()
     flat = numpy.frombuffer(data, dtype=numpy.dtype(dtype.decode()))

@@ -686,4 +686,7 @@ class ObjectIO:
         async def call():
             comm = await self._peer(address)
             return await comm.request(message, timeout=timeout)
+        if self._runtime.closed or self._runtime.loop.is_closed():
+            # Shutting down (a thread still mapping reserves): no coroutine left unrun.
+            raise ConnectionLostError("graphstore was shut down")
         return asyncio.run_coroutine_threadsafe(call(), self._runtime.loop).result(timeout + 5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import io
 import pickle
+import sys
 import types
 from typing import Any
 
@@ -70,19 +71,9 @@ def _array_from(head: bytes, data):
     return flat.reshape(dims, order=order.decode())
 
 
-_numpy_module = False
-
-
 def _numpy():
     """numpy if this process imported it (a value that is an array means it did)."""
-    global _numpy_module
-    if _numpy_module is False:
-        import sys
-        module = sys.modules.get("numpy")
-        if module is None:
-            return None
-        _numpy_module = module
-    return _numpy_module
+    return sys.modules.get("numpy")
 
 
 def dumps(obj: Any, what: str = "object") -> tuple[Buffers, list[bytes]]:

@@ -36,6 +36,8 @@ MiB = 1024 * 1024
 _SHRINK_ABOVE = 1.25
 #: At most this many idle dedicated segments are kept for reuse.
 _POOL_MAX_SEGMENTS = 32
+#: Seconds a restored object is not spilled again (see ``lru_candidates``).
+_RESTORED_GRACE_SECONDS = 1.0
 
 
 def arena_bytes_for(capacity: int, configured: int = 0) -> int:
@@ -658,9 +660,13 @@ class SharedMemoryStore:
 
     def lru_candidates(self) -> list[StoredObject]:
         """Sealed objects nobody in this process uses, least recently used first (a
-        leased one too: its holder is asked to give it back once it is spilled)."""
+        leased one too: its holder is asked to give it back once it is spilled). An
+        object restored in the last second is left alone: its reader has yet to lease
+        it, and spilling it again at once can starve that reader."""
+        recent = time.monotonic() - _RESTORED_GRACE_SECONDS
         with self._lock:
-            return [e for e in self.objects.values() if e.sealed and e.pins == 0]
+            return [e for e in self.objects.values() if e.sealed and e.pins == 0
+                    and not (e.spilled_at is not None and e.last_use > recent)]
 
     def arena_allocated(self) -> int:
         """Bytes allocated to objects inside this store's arenas (racy read, no lock:

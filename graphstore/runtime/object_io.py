@@ -388,11 +388,17 @@ class ObjectIO:
             lease = _Lease(address, granted[0], granted[1], 1)
             if self._revoked_before_known(object_id, lease):
                 return None
+        return self._install(object_id, lease)
+
+    def _install(self, object_id: bytes, lease: _Lease) -> _Lease:
+        """Make ``lease`` the one new views of the object use, and return the lease in
+        use: another thread's grant of the same bytes meanwhile is the same lease (its
+        views are added to it); a lease of other bytes is retired."""
         with self._lock:
             current = self._leases.get(object_id)
-            if (current is not None and current.address == address
+            if (current is not None and current.address == lease.address
                     and current.segment == lease.segment):
-                current.views += 1         # another thread leased it meanwhile: the same
+                current.views += lease.views
                 if lease.entry is not None:
                     self._store.unpin(lease.entry)
                 return current
@@ -461,16 +467,8 @@ class ObjectIO:
                     missing.append(object_id)
                     continue
                 lease = _Lease(address, grant[0], grant[1], 0)
-                if self._revoked_before_known(object_id, lease):
-                    continue
-                with self._lock:
-                    current = self._leases.get(object_id)
-                    if current is not None and (current.address, current.segment) == (
-                            address, lease.segment):
-                        continue          # leased meanwhile by a read: the same lease
-                    if current is not None:
-                        self._retire(object_id, current)
-                    self._leases[object_id] = lease
+                if not self._revoked_before_known(object_id, lease):
+                    self._install(object_id, lease)
         return missing
 
     def _restore_many(self, ids: list) -> dict:

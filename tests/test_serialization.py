@@ -375,3 +375,20 @@ def test_an_actor_class_from_an_importable_module_pickles_by_value(tmp_path, mon
     monkeypatch.undo()                       # the module is no longer importable
     cls, _ = pickle.loads(payload)
     assert cls().add(1) == 2
+
+
+def test_dumps_works_while_another_thread_is_still_importing_numpy(monkeypatch):
+    """numpy is in ``sys.modules`` before it has its attributes while a thread imports
+    it: ``dumps`` in another thread must not fail on the half-built module."""
+    import types
+    from graphstore.core import serialization
+    half_built = types.ModuleType("numpy")          # what another thread's import shows
+    monkeypatch.setattr(serialization, "_ndarray", None)
+    monkeypatch.setitem(sys.modules, "numpy", half_built)
+    buffers, _ = dumps({"a": 1})
+    assert loads(buffers) == {"a": 1}
+    assert serialization._ndarray is None            # not cached: looked up again later
+    monkeypatch.setitem(sys.modules, "numpy", np)
+    buffers, _ = dumps(np.arange(4))
+    assert serialization._ndarray is np.ndarray
+    assert list(loads(buffers)) == [0, 1, 2, 3]

@@ -45,9 +45,10 @@ def _array_buffers(obj) -> Buffers | None:
     """A plain, contiguous numpy array as [head, data]: its dtype and shape, then its
     bytes, out of band. Rebuilding it is one ``frombuffer`` (about 1 µs) where
     unpickling takes about 10: a get of ten thousand arrays is mostly that."""
-    numpy = _numpy()
-    if numpy is None or type(obj) is not numpy.ndarray:
+    ndarray = _ndarray_type()
+    if ndarray is None or type(obj) is not ndarray:
         return None
+    numpy = sys.modules["numpy"]
     dtype = obj.dtype
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         return None
@@ -71,9 +72,19 @@ def _array_from(head: bytes, data):
     return flat.reshape(dims, order=order.decode())
 
 
-def _numpy():
-    """numpy if this process imported it (a value that is an array means it did)."""
-    return sys.modules.get("numpy")
+#: ``numpy.ndarray`` once this process has imported numpy (see ``_ndarray_type``).
+_ndarray = None
+
+
+def _ndarray_type():
+    """``numpy.ndarray`` if this process imported numpy, else None: a value that is an
+    array means it did, so numpy is never imported here. Another thread may be importing
+    it right now (the module is in ``sys.modules`` before it has its attributes): until
+    it is done no value can be an array."""
+    global _ndarray
+    if _ndarray is None:
+        _ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+    return _ndarray
 
 
 def dumps(obj: Any, what: str = "object") -> tuple[Buffers, list[bytes]]:

@@ -14,7 +14,7 @@ import pytest
 from graphstore.core import protocol as msg
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import dumps, error_payload
-from graphstore.runtime.refcounts import RefChannel
+from graphstore.runtime.refcounts import AskAgain, RefChannel
 from graphstore.runtime.streams import _END, StreamTable
 from graphstore.runtime.waiting import Waiter
 
@@ -113,6 +113,17 @@ def test_actor_call_results_are_never_asked_of_the_scheduler(channel):
     out, _ = channel.drain()
     assert out == [submitted, msg.WantObjects([B])]
     assert A in channel.held
+
+
+def test_asking_again_for_an_actor_result_wins_over_its_queued_submission(channel):
+    """The actor's process died before the call's submission left the channel: the ask
+    made then (queued after it) must still reach the scheduler, once."""
+    submitted = msg.ActorCallSubmitted(oid(20), oid(21), "m", [], [], [A])
+    channel.append(submitted)
+    channel.append(AskAgain([A]))
+    channel.append(msg.WantObjects([A]))
+    out, _ = channel.drain()
+    assert out == [submitted, msg.WantObjects([A])]
 
 
 def test_local_items_come_back_apart_in_order_after_pending_ref_events(channel):

@@ -158,6 +158,8 @@ class ActorClient:
             pending, link.pending = link.pending, deque()
             for entry in pending:
                 self._send(link, entry)
+        if comm.closed:     # closed before it was the link's: ``_lost`` skipped it
+            self._lost(link, comm)
 
     def _on_result(self, link: _Link, m) -> None:
         if type(m) is not msg.ObjectReady:

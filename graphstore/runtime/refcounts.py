@@ -18,11 +18,20 @@ there too.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from graphstore.core import protocol as msg
 
 _INC, _DEC = 0, 1
+
+
+class AskAgain(NamedTuple):
+    """A channel item: ask the scheduler for these ids even if they were asked for
+    before, or were to come straight from an actor (an answer may have been lost, or the
+    actor's process is gone). It is a ``WantObjects`` that goes out in any case; in order
+    with the other items, it wins over the ``ActorCallSubmitted`` of the same ids when
+    that is still queued ahead of it."""
+    ids: list
 
 
 class RefChannel:
@@ -127,6 +136,9 @@ class RefChannel:
                     continue
                 self.requested.update(ids)
                 item = msg.WantObjects(ids)
+            elif cls is AskAgain:
+                self.requested.update(item.ids)
+                item = msg.WantObjects(list(item.ids))
             out.append(item)
         if incs:
             out.append(msg.IncRef(incs))

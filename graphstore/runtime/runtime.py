@@ -40,7 +40,7 @@ from graphstore.exceptions import (ConnectionLostError, GetTimeoutError, Graphst
 from graphstore.runtime import context
 from graphstore.runtime.actor_client import ActorClient, ActorSend
 from graphstore.runtime.object_io import ObjectIO
-from graphstore.runtime.refcounts import RefChannel
+from graphstore.runtime.refcounts import AskAgain, RefChannel
 from graphstore.runtime.roles import Role
 from graphstore.runtime.streams import ObjectRefGenerator, StreamTable, wait_with_generators
 from graphstore.runtime.submission import Submitter
@@ -370,8 +370,7 @@ class Runtime:
         counts = self._channel.counts
         wanted = [i for i in object_ids if i in self._direct or i in counts]
         if wanted:
-            self._channel.ask_again(wanted)
-            self.send_from_any_thread(msg.WantObjects(wanted))
+            self.send_from_any_thread(AskAgain(wanted))
 
     def forget_local(self, object_id: bytes) -> None:
         """Drop what is known here of an object, so the next read asks again."""
@@ -499,8 +498,7 @@ class Runtime:
                     return True
                 with self._lock:
                     late = [i for i in registered if i not in self._local]
-                self._channel.ask_again(late)
-                self.send_from_any_thread(msg.WantObjects(late))
+                self.send_from_any_thread(AskAgain(late))
                 return waiter.wait(None if timeout is None else timeout - first)
             finally:
                 if blocked is not None:

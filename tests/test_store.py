@@ -161,6 +161,19 @@ def test_reserve_is_prefaulted_pooled_and_not_trimmed(make_store):
     assert store.stats["reused"] == 1 and store.pooled == 0
 
 
+def test_pool_prefers_a_freed_segment_to_a_reserve_of_the_same_size(make_store):
+    """Readers and writers still have a freed segment mapped; a reserve is new to them."""
+    store = make_store(capacity=64 * MB)
+    store.spill_threshold = 0.8
+    first = put(store, 1, 8 * MB)
+    assert store.fill_reserve(8 * MB)
+    reserve = store.reserve_name
+    store.free(oid(1), reusable=True)
+    assert store.allocate(oid(2), 8 * MB).name == first.name
+    assert store.reserve_name == reserve                      # kept for a fresh put
+    assert store.allocate(oid(3), 8 * MB).name == reserve
+
+
 def test_not_reusable_free_unlinks(make_store):
     store = make_store()
     entry = put(store, 1, MB)

@@ -36,3 +36,32 @@ def test_full_collections_run_from_the_loop_after_enough_allocation():
     run = subprocess.run([sys.executable, "-c", SCENARIO], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+def test_collector_paused_nests_across_threads_and_restores_the_setting():
+    import gc
+    import threading
+    from graphstore.core.gc_policy import collector_paused
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with collector_paused():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other)
+    with collector_paused():
+        thread.start()
+        assert inside.wait(10) and not gc.isenabled()
+    assert not gc.isenabled()          # the other thread is still inside
+    release.set()
+    thread.join(10)
+    assert gc.isenabled()
+    gc.disable()                       # off before: stays off after
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -392,3 +392,49 @@ def test_dumps_works_while_another_thread_is_still_importing_numpy(monkeypatch):
     buffers, _ = dumps(np.arange(4))
     assert serialization._ndarray is np.ndarray
     assert list(loads(buffers)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(12.0).reshape(3, 4),
+    lambda: np.asfortranarray(np.arange(12).reshape(3, 4)),
+    lambda: np.zeros((0, 5)),
+    lambda: np.array(3.5),
+    lambda: np.array(["ab", "cde"]),
+    lambda: np.array([True, False, True]),
+    lambda: np.arange(6, dtype=">i4"),
+    lambda: {"not": "an array", "data": np.arange(3)},
+    lambda: b"x" * 100,
+])
+def test_loads_at_rebuilds_what_a_stored_segment_holds(make):
+    """A segment read in place (``loads_at`` over the stored bytes) gives the value back;
+    a plain array is built over the segment's memory, read-only, with no copy."""
+    from graphstore.core import shm
+    from graphstore.core.serialization import loads_at
+    value = make()
+    buffers, _ = dumps(value)
+    segment = bytearray(shm.encoded_size(buffers))
+    shm.write_object(memoryview(segment), buffers)
+    source = np.frombuffer(bytes(segment), dtype=np.uint8)
+    out = loads_at(source, shm.buffer_table(source))
+    if isinstance(value, np.ndarray):
+        assert type(out) is np.ndarray and out.dtype == value.dtype
+        assert out.shape == value.shape and np.array_equal(out, value)
+        assert not out.flags.writeable and (out.size == 0 or np.shares_memory(out, source))
+        assert out.flags.f_contiguous == value.flags.f_contiguous
+    elif isinstance(value, dict):
+        assert out.keys() == value.keys() and np.array_equal(out["data"], value["data"])
+    else:
+        assert out == value
+
+
+def test_buffer_table_rejects_corrupt_segments():
+    from graphstore.core import shm
+    buffers, _ = dumps(np.arange(4.0))
+    segment = bytearray(shm.encoded_size(buffers))
+    shm.write_object(memoryview(segment), buffers)
+    with pytest.raises(ValueError, match="past the end"):
+        shm.buffer_table(segment[:-8])
+    with pytest.raises(ValueError, match="not a graphstore object"):
+        shm.buffer_table(bytes(8) + segment[8:])
+    with pytest.raises(ValueError, match="shorter than its header"):
+        shm.buffer_table(b"abc")

@@ -12,12 +12,16 @@ find most cycles), makes full collections manual, and runs one from the event lo
 after enough allocation, and never more than ``duty`` of the time: after a collection
 that took ``t`` seconds, the next waits at least ``t / duty`` seconds. This is what Dask
 does for its workers (``ThrottledGC``), for the same reason.
+
+``collector_paused`` holds collections off while a process builds many values at once.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import threading
 import time
 
 logger = logging.getLogger("graphstore.gc")
@@ -49,3 +53,31 @@ async def _collect_now_and_then(duty: float, check_every: float) -> None:
         not_before = time.monotonic() + took / duty
         if took > 1.0:
             logger.info("a full garbage collection took %.1f s", took)
+
+
+_pause_lock = threading.Lock()
+_pause_depth = 0
+_resume = False
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """No cyclic collection while building many values at once (a ``get`` of thousands
+    of objects): each value allocates a few tracked objects, none of them garbage, and
+    the collections that allocation triggers traverse the whole heap again and again (a
+    get of 10,000 arrays ran one or two full collections, a third of its time). Threads
+    may nest and overlap; the collector runs again when the last of them is done, if it
+    was on before the first."""
+    global _pause_depth, _resume
+    with _pause_lock:
+        if _pause_depth == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pause_depth += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pause_depth -= 1
+            if _pause_depth == 0 and _resume:
+                gc.enable()

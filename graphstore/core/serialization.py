@@ -64,12 +64,58 @@ def _array_buffers(obj) -> Buffers | None:
     return [head, memoryview(data.view(numpy.uint8) if data.size else b"")]
 
 
-def _array_from(head: bytes, data):
+def _array_from(head, data, offset: int = 0):
+    """The array whose head is ``head``, over ``data`` from ``offset`` (no copy)."""
     import numpy
-    dtype, order, shape = bytes(head[len(_ARRAY_MARK):]).split(b";")
-    dims = tuple(int(n) for n in shape.split(b",")) if shape else ()
-    flat = numpy.frombuffer(data, dtype=numpy.dtype(dtype.decode()))
-    return flat.reshape(dims, order=order.decode())
+    shape, dtype, order = _array_spec(bytes(head))
+    return numpy.ndarray(shape, dtype, buffer=data, offset=offset, order=order)
+
+
+#: Parsed array heads, (shape, dtype, order) by head: a get of ten thousand arrays of
+#: one shape parses one head.
+_array_specs: dict = {}
+
+
+def _array_spec(head: bytes) -> tuple:
+    spec = _array_specs.get(head)
+    if spec is None:
+        import numpy
+        dtype, order, shape = head[len(_ARRAY_MARK):].split(b";")
+        spec = (tuple(int(n) for n in shape.split(b",")) if shape else (),
+                numpy.dtype(dtype.decode()), order.decode())
+        if len(_array_specs) >= 1024:
+            _array_specs.clear()
+        _array_specs[head] = spec
+    return spec
+
+
+def is_array_head(head) -> bool:
+    """Whether a payload's first buffer is the head of a plain array (``dumps``)."""
+    return head[:1] == b"\x00" and bytes(head[:len(_ARRAY_MARK)]) == _ARRAY_MARK
+
+
+def loads_at(source, table: list) -> Any:
+    """``loads`` of the buffers at ``table``'s (offset, length) pairs of ``source`` (a
+    stored segment): a plain array is built over ``source`` directly, with no
+    intermediate views."""
+    if len(table) == 2:
+        (head_at, head_len), (data_at, data_len) = table
+        head = bytes(source[head_at:head_at + head_len])
+        if is_array_head(head):
+            shape, dtype, order = _array_spec(head)
+            if dtype.itemsize * _count(shape) == data_len:
+                import numpy
+                return numpy.ndarray(shape, dtype, buffer=source, offset=data_at,
+                                     order=order)
+    view = memoryview(source)
+    return loads([view[at:at + length] for at, length in table])
+
+
+def _count(shape: tuple) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
 
 
 #: ``numpy.ndarray`` once this process has imported numpy (see ``_ndarray_type``).
@@ -131,7 +177,7 @@ def loads(buffers) -> Any:
     if len(buffers) == 1:
         return pickle.loads(unwrap(buffers[0]))
     head = unwrap(buffers[0])
-    if len(buffers) == 2 and head[:1] == b"\x00" and bytes(head[:len(_ARRAY_MARK)]) == _ARRAY_MARK:
+    if len(buffers) == 2 and is_array_head(head):
         return _array_from(head, unwrap(buffers[1]))
     return pickle.loads(head, buffers=[unwrap(b) for b in buffers[1:]])
 

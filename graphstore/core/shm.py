@@ -32,6 +32,7 @@ PREFIX = "gs-"
 _MAGIC = 0x47534F31  # "GSO1"
 _HEAD = struct.Struct("<II")
 _ENTRY = struct.Struct("<QQ")
+_TWO = struct.Struct("<IIQQQQ")      # the header and table of a two-buffer object
 _ALIGN = 64
 
 
@@ -380,20 +381,33 @@ def read_object(source) -> list[memoryview]:
     view = memoryview(source)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
-    if view.nbytes < _HEAD.size:
+    return [view[offset:offset + length] for offset, length in buffer_table(view)]
+
+
+def buffer_table(source) -> list[tuple[int, int]]:
+    """The (offset, length) of each buffer stored in ``source`` (bytes-like, of bytes),
+    checked against its size."""
+    size = len(source)
+    if size >= _TWO.size:             # most objects: two buffers, one unpack
+        magic, count, first_at, first_len, second_at, second_len = _TWO.unpack_from(source)
+        if magic == _MAGIC and count == 2:
+            if first_at + first_len > size or second_at + second_len > size:
+                raise ValueError("corrupt object segment: buffer past the end")
+            return [(first_at, first_len), (second_at, second_len)]
+    if size < _HEAD.size:
         raise ValueError("corrupt object segment: shorter than its header")
-    magic, count = _HEAD.unpack_from(view, 0)
+    magic, count = _HEAD.unpack_from(source, 0)
     if magic != _MAGIC:
         raise ValueError("not a graphstore object segment")
-    if view.nbytes < _HEAD.size + _ENTRY.size * count:
+    if size < _HEAD.size + _ENTRY.size * count:
         raise ValueError("corrupt object segment: truncated buffer table")
-    buffers = []
+    table = []
     for i in range(count):
-        offset, length = _ENTRY.unpack_from(view, _HEAD.size + _ENTRY.size * i)
-        if offset + length > view.nbytes:
+        offset, length = _ENTRY.unpack_from(source, _HEAD.size + _ENTRY.size * i)
+        if offset + length > size:
             raise ValueError("corrupt object segment: buffer past the end")
-        buffers.append(view[offset:offset + length])
-    return buffers
+        table.append((offset, length))
+    return table
 
 
 # -- ownership and sweeping ----------------------------------------------------------

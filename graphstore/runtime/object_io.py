@@ -36,7 +36,7 @@ from graphstore.core import protocol as msg
 from graphstore.core import shm
 from graphstore.core.comm import RemoteCallError, connect
 from graphstore.core.protocol import unwrap, wire_payload
-from graphstore.core.serialization import loads, nbytes
+from graphstore.core.serialization import loads, loads_at, nbytes
 from graphstore.exceptions import (ConnectionLostError, GraphstoreError, ObjectLostError,
                                    ObjectStoreFullError)
 from graphstore.runtime.roles import DriverRole, WorkerRole
@@ -272,7 +272,7 @@ class ObjectIO:
                     continue
                 view = self._leased_view(object_id, address, segment, size)
                 if view is not None:
-                    return loads(shm.read_object(view))
+                    return loads_at(view, shm.buffer_table(view))
                 # else spilled or freed since this location was known
             spilled = [loc for loc in locations if loc[0] is None]
             remote = [loc for loc in locations if loc[0] is not None

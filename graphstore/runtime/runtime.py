@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from graphstore.core import protocol as msg
 from graphstore.core.config import Config
+from graphstore.core.gc_policy import collector_paused
 from graphstore.core.node import default_node_id
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.core.protocol import wire_payload
@@ -54,6 +55,9 @@ _DEFER_SECONDS = 0.002
 #: Seconds a get waits for actor results to come straight from the actor before also
 #: asking the scheduler for them.
 _DIRECT_PATIENCE = 2.0
+#: A get of at least this many refs builds its values with the cyclic collector paused
+#: (``gc_policy.collector_paused``).
+_PAUSE_GC_FROM = 256
 
 
 def _check_timeout(timeout) -> float:
@@ -406,11 +410,19 @@ class Runtime:
                 if self.await_objects(missing, len(set(missing)), timeout,
                                       fail_fast=True):
                     self._raise_first_error(refs)
-        if len(refs) > 1:
-            self.objects.lease_ahead([(r._id, local[r._id][2]) for r in refs
-                                      if r._id in local and local[r._id][2]])
-        values = [self.value(r._id) for r in refs]
-        return values[0] if single else values
+        if len(refs) == 1:
+            return self.value(refs[0]._id) if single else [self.value(refs[0]._id)]
+        if len(refs) < _PAUSE_GC_FROM:
+            return self._values(refs)
+        with collector_paused():      # all here: no wait for anything while paused
+            return self._values(refs)
+
+    def _values(self, refs) -> list:
+        """The values of ``refs``, all here (or known to be stored on some worker)."""
+        local = self._local
+        self.objects.lease_ahead([(r._id, local[r._id][2]) for r in refs
+                                  if r._id in local and local[r._id][2]])
+        return [self.value(r._id) for r in refs]
 
     def _raise_first_error(self, refs) -> None:
         """Raise the error of the first of ``refs`` (in order) that is here and failed."""

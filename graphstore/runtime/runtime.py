@@ -49,7 +49,11 @@ from graphstore.runtime.waiting import Waiter
 
 #: Messages that only keep the scheduler's books (no one waits on them): a process
 #: gathers them for up to _DEFER_SECONDS before sending. Anything else flushes them first.
-_DEFERRABLE = frozenset({msg.IncRef, msg.DecRef, msg.ActorCallSubmitted,
+#: A ``PutObject`` too: only refs passed on tell others of the object, and those go out
+#: after it (a task's submission flushes it; an actor that asks for an object not known
+#: yet is answered when it is, ``parked_wants``); a burst of small puts wakes the loop
+#: thread once per window instead of once or twice per put.
+_DEFERRABLE = frozenset({msg.IncRef, msg.DecRef, msg.ActorCallSubmitted, msg.PutObject,
                          msg.ActorCallDone})
 _DEFER_SECONDS = 0.002
 #: Seconds a get waits for actor results to come straight from the actor before also

@@ -333,11 +333,20 @@ def test_killing_a_cli_scheduler_stops_its_cli_workers(cli_cluster):
             pytest.fail("a `graphstore worker` kept running 5 s after its scheduler died")
 
 
+def _shm_files() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("gs-")}
+
+
 def test_cli_scheduler_and_worker_stop_cleanly_on_sigterm(cli_cluster):
+    before = _shm_files()
     cli = cli_cluster(num_workers=1)
     _wait_for_log(cli.log_dir / "scheduler.log", " joined from ")
+    # Its store's first arena and lock file (reserves come once it idles).
+    wait_until(lambda: len(_shm_files() - before) >= 2, 20,
+               message="the worker never made its store's files")
     cli.workers[0].send_signal(signal.SIGTERM)
-    assert cli.workers[0].wait(10) is not None
+    assert cli.workers[0].wait(10) == 0
+    assert _shm_files() - before == set(), "a worker stopped by SIGTERM left its files"
     cli.scheduler.send_signal(signal.SIGTERM)
     assert cli.scheduler.wait(10) == 0
 

@@ -93,13 +93,16 @@ def run(args: argparse.Namespace) -> int:
             resources["GPU"] = float(gpus)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    stop_on_signals(lambda: loop.stop())
+    serving = loop.create_task(serve(config, token, args.address, num_cpus, resources,
+                                     args.node_id, args.watch_stdin, host=args.host,
+                                     port=args.port,
+                                     store_capacity=args.object_store_memory, tls=tls))
+    # A signal cancels the worker rather than stopping the loop under it: its cleanup
+    # (task processes stopped, its shared-memory files unlinked) runs on the way out.
+    stop_on_signals(serving.cancel)
     try:
-        loop.run_until_complete(serve(config, token, args.address, num_cpus,
-                                      resources, args.node_id, args.watch_stdin,
-                                      host=args.host, port=args.port,
-                                      store_capacity=args.object_store_memory, tls=tls))
-    except RuntimeError:
+        loop.run_until_complete(serving)
+    except asyncio.CancelledError:
         pass  # stopped by a signal
     except Exception as exc:
         logging.getLogger("graphstore.worker").error("worker failed: %s", exc)

@@ -1,0 +1,182 @@
+"""``ActorPool``: spread calls over a fixed set of actors, as Ray's ``ray.util.ActorPool``.
+
+A call is made with ``fn(actor, value)`` on an idle actor, or waits in the pool until one
+is free (an actor is free again once its result has been taken with ``get_next`` or
+``get_next_unordered``). Results come back in submission order (``get_next``, ``map``)
+or as they finish (``get_next_unordered``, ``map_unordered``). Built on the public API
+only: ``wait`` and ``get``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+import graphstore
+from graphstore.core.object_ref import ObjectRef
+
+__all__ = ["ActorPool"]
+
+_TIMED_OUT = "Timed out waiting for result"
+
+
+class ActorPool:
+    """A pool of actors to run ``fn(actor, value)`` calls on, one call per actor at a
+    time.
+
+    >>> pool = ActorPool([Worker.remote(), Worker.remote()])
+    >>> list(pool.map(lambda a, v: a.double.remote(v), [1, 2, 3, 4]))
+    [2, 4, 6, 8]
+    """
+
+    def __init__(self, actors: Iterable):
+        self._idle_actors = list(actors)
+        #: Key of a result's ref -> (submission index, the actor running it).
+        self._future_to_actor: dict = {}
+        #: Submission index -> ref(s), for results not taken yet.
+        self._index_to_future: dict = {}
+        self._next_task_index = 0
+        self._next_return_index = 0
+        #: (fn, value) submitted while every actor was busy, in order.
+        self._pending_submits: list = []
+
+    # -- submitting ---------------------------------------------------------------------
+    def map(self, fn: Callable[[Any, Any], Any], values: Iterable) -> Iterator:
+        """Run ``fn(actor, v)`` for each ``v`` and yield the results in the order of
+        ``values``. Results of earlier submissions not taken yet are dropped first."""
+        self._drop_unread()
+        for value in values:
+            self.submit(fn, value)
+
+        def results():
+            while self.has_next():
+                yield self.get_next()
+        return results()
+
+    def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable) -> Iterator:
+        """As ``map``, yielding each result as soon as it is ready."""
+        self._drop_unread()
+        for value in values:
+            self.submit(fn, value)
+
+        def results():
+            while self.has_next():
+                yield self.get_next_unordered()
+        return results()
+
+    def submit(self, fn: Callable[[Any, Any], Any], value: Any) -> None:
+        """Call ``fn(actor, value)`` on an idle actor (it must return a ref, or a list
+        of refs), or queue the call until an actor is free."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable as fn(actor, value), not "
+                            f"{type(fn).__name__}")
+        if self._idle_actors:
+            actor = self._idle_actors.pop()
+            future = fn(actor, value)
+            _check_refs(future)
+            self._future_to_actor[_key(future)] = (self._next_task_index, actor)
+            self._index_to_future[self._next_task_index] = future
+            self._next_task_index += 1
+        else:
+            self._pending_submits.append((fn, value))
+
+    # -- results ------------------------------------------------------------------------
+    def has_next(self) -> bool:
+        """Whether a submitted call's result has not been taken yet."""
+        return bool(self._future_to_actor)
+
+    def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False):
+        """The next result in submission order. ``timeout``: raise ``TimeoutError`` if
+        it is not ready by then (with ``ignore_if_timedout`` the call is dropped from
+        the pool, its actor freed, before raising)."""
+        if not self.has_next():
+            raise StopIteration("No more results to get")
+        if self._next_return_index >= self._next_task_index:
+            raise ValueError("It is not allowed to call get_next() after "
+                             "get_next_unordered().")
+        future = self._index_to_future[self._next_return_index]
+        ignored = False
+        if timeout is not None:
+            ready, _ = graphstore.wait(_as_list(future), num_returns=len(_as_list(future)),
+                                       timeout=timeout)
+            if len(ready) < len(_as_list(future)):
+                if not ignore_if_timedout:
+                    raise TimeoutError(_TIMED_OUT)
+                ignored = True
+        del self._index_to_future[self._next_return_index]
+        self._next_return_index += 1
+        _, actor = self._future_to_actor.pop(_key(future))
+        self._return_actor(actor)
+        if ignored:
+            raise TimeoutError(f"{_TIMED_OUT}. The task {future} has been ignored.")
+        return graphstore.get(future)
+
+    def get_next_unordered(self, timeout: float | None = None,
+                           ignore_if_timedout: bool = False):
+        """Any next result, the first to be ready. ``timeout`` as for ``get_next``."""
+        if not self.has_next():
+            raise StopIteration("No more results to get")
+        refs = [ref for key in self._future_to_actor for ref in _refs_of(key)]
+        ready, _ = graphstore.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            raise TimeoutError(_TIMED_OUT)
+        key = next(k for k in self._future_to_actor if ready[0] in _refs_of(k))
+        future = _from_key(key)
+        if isinstance(future, list):     # every ref of a multi-result call
+            graphstore.wait(future, num_returns=len(future), timeout=timeout)
+        index, actor = self._future_to_actor.pop(key)
+        self._return_actor(actor)
+        del self._index_to_future[index]
+        self._next_return_index = max(self._next_return_index, index + 1)
+        return graphstore.get(future)
+
+    # -- the actors -----------------------------------------------------------------------
+    def has_free(self) -> bool:
+        """Whether an actor is idle and no call waits for one."""
+        return bool(self._idle_actors) and not self._pending_submits
+
+    def pop_idle(self):
+        """Take an idle actor out of the pool (None if none is free)."""
+        return self._idle_actors.pop() if self.has_free() else None
+
+    def push(self, actor) -> None:
+        """Add an actor to the pool (it takes a waiting call at once, if any)."""
+        busy = [entry[1] for entry in self._future_to_actor.values()]
+        if any(actor is a or actor == a for a in self._idle_actors + busy):
+            raise ValueError("Actor already belongs to current ActorPool")
+        self._return_actor(actor)
+
+    def _return_actor(self, actor) -> None:
+        self._idle_actors.append(actor)
+        if self._pending_submits:
+            self.submit(*self._pending_submits.pop(0))
+
+    def _drop_unread(self) -> None:
+        """Forget results of earlier submissions nobody took (their actors are freed)."""
+        while self.has_next():
+            try:
+                self.get_next(timeout=0, ignore_if_timedout=True)
+            except TimeoutError:
+                pass
+
+
+def _check_refs(future) -> None:
+    refs = future if isinstance(future, list) else [future]
+    if not refs or not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError(f"fn(actor, value) must return an ObjectRef (e.g. "
+                        f"actor.method.remote(value)) or a list of them, not "
+                        f"{type(future).__name__}")
+
+
+def _key(future):
+    return tuple(future) if isinstance(future, list) else future
+
+
+def _from_key(key):
+    return list(key) if isinstance(key, tuple) else key
+
+
+def _refs_of(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _as_list(future) -> list:
+    return future if isinstance(future, list) else [future]

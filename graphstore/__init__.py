@@ -5,7 +5,8 @@ Ray's core API on a Dask-style architecture. The whole public API is on this scr
 from graphstore import actor, exceptions
 from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore.session import init, is_initialized, shutdown
-from graphstore.api import (available_resources, cancel, cluster_resources, cluster_status,
+from graphstore.api import (as_completed, available_resources, cancel, cluster_resources,
+                            cluster_status,
                             get, list_tasks, memory_summary, nodes, put, task_graph,
                             visualize, wait)
 from graphstore.core.generators import DynamicObjectRefGenerator
@@ -23,6 +24,7 @@ __all__ = [
     "ObjectRef",
     "ObjectRefGenerator",
     "actor",
+    "as_completed",
     "available_resources",
     "cancel",
     "get_actor",

@@ -1,14 +1,14 @@
 """``put``, ``get`` and ``wait``: moving objects in and out of the object store."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from graphstore import session
 from graphstore.cluster_report import format_memory_summary as _format_memory_summary
 from graphstore.core import graph_export
 from graphstore.core import protocol as msg
 from graphstore.core.object_ref import ObjectRef
-from graphstore.exceptions import GraphvizNotFoundError
+from graphstore.exceptions import GetTimeoutError, GraphvizNotFoundError
 
 #: Moved to ``cluster_report``; still importable from here, where it used to live.
 format_memory_summary = _format_memory_summary
@@ -45,6 +45,44 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
     negative (``ValueError``).
     """
     return session.runtime_or_auto_init().wait(refs, num_returns, timeout, fetch_local)
+
+
+def as_completed(refs: Iterable[ObjectRef], *, timeout: float | None = None
+                 ) -> Iterator[ObjectRef]:
+    """Yield each of ``refs`` once its object is ready (a value or an error), in the
+    order they finish; a ref given twice is yielded once.
+
+    Raises ``GetTimeoutError`` (a ``TimeoutError``) if some are still not ready
+    ``timeout`` seconds after the first ``next()``. Values are not fetched: ``get`` the
+    yielded ref (it raises the error of a failed task). With tqdm::
+
+        for ref in tqdm(graphstore.as_completed(refs), total=len(refs)): ...
+    """
+    refs = list(refs)
+    for ref in refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"as_completed() takes ObjectRefs, not {type(ref).__name__}")
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, "
+                         f"not {timeout!r}")
+    return _as_completed(refs, timeout)
+
+
+def _as_completed(refs: list, timeout: float | None) -> Iterator[ObjectRef]:
+    import concurrent.futures
+    runtime = session.runtime_or_auto_init()
+    waiting = {runtime.future(ref, value=False): ref for ref in dict.fromkeys(refs)}
+    total = len(waiting)
+    try:
+        for done in concurrent.futures.as_completed(waiting, timeout=timeout):
+            failure = done.exception()
+            if failure is not None:          # nothing will come: shut down, connection lost
+                raise failure
+            yield waiting.pop(done)
+    except concurrent.futures.TimeoutError:
+        raise GetTimeoutError(f"as_completed() timed out after {timeout} s with "
+                              f"{len(waiting)} of {total} object(s) not ready") from None
 
 
 def cluster_status() -> dict:

@@ -641,15 +641,19 @@ class Runtime:
             return await self.comm.request(message, timeout)
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
 
-    def future(self, ref: ObjectRef) -> concurrent.futures.Future:
+    def future(self, ref: ObjectRef, value: bool = True) -> concurrent.futures.Future:
+        """A future of the object's value; ``value=False``: of its id, completed once
+        the object is here (a value or an error), the value not built."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         object_id = ref._id
         with self._lock:
             ready = object_id in self._local
             if not ready:
                 self._waiters.setdefault(object_id, []).append(
-                    Waiter(1, future=future, ref_id=object_id))
-        if ready:
+                    Waiter(1, future=future, ref_id=object_id, value_wanted=value))
+        if ready and not value:
+            future.set_result(object_id)
+        elif ready:
             try:
                 future.set_result(self.value(object_id))
             except BaseException as exc:

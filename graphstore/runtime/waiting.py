@@ -24,13 +24,17 @@ from typing import Any, Callable
 class Waiter:
     """Woken by the loop thread as objects arrive; ``needed`` of them complete it."""
     __slots__ = ("needed", "lock", "future", "ref_id", "fail_fast", "woken", "errored",
-                 "cancelled")
+                 "cancelled", "value_wanted")
 
     def __init__(self, needed: int, future: concurrent.futures.Future | None = None,
-                 ref_id: bytes | None = None, fail_fast: bool = False):
+                 ref_id: bytes | None = None, fail_fast: bool = False,
+                 value_wanted: bool = True):
         self.needed = needed
         self.future = future
         self.ref_id = ref_id
+        #: A future completes with the object's value; else with its id, once it is here
+        #: (value or error), without building the value.
+        self.value_wanted = value_wanted
         #: Wake at the first object that is an error (``get``), not only at ``needed``.
         self.fail_fast = fail_fast
         self.woken = False
@@ -51,7 +55,11 @@ class Waiter:
             self.errored = True
         if self.needed == 0 or (error and self.fail_fast):
             if self.future is not None:
-                if not self.future.done():
+                if self.future.done():
+                    pass
+                elif not self.value_wanted:
+                    self.future.set_result(self.ref_id)
+                else:
                     try:
                         self.future.set_result(value_of(self.ref_id))
                     except BaseException as exc:  # the object is an error

@@ -1,0 +1,170 @@
+"""``Executor``: a ``concurrent.futures.Executor`` whose calls run as graphstore tasks.
+
+Libraries that take an executor (``loop.run_in_executor``, ``concurrent.futures.wait``,
+code written for ``ProcessPoolExecutor``) run on the cluster with it. ``submit`` returns
+a standard ``Future``; its ``ref`` attribute is the task's ``ObjectRef`` once the task
+was submitted. ``max_workers`` bounds the tasks in flight (the others wait in this
+process, in order); without it the cluster's resources are the only bound.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator
+
+import graphstore
+
+__all__ = ["Executor"]
+
+
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def _call_chunk(fn, chunk: list) -> list:
+    return [fn(*args) for args in chunk]
+
+
+class Executor(concurrent.futures.Executor):
+    """Run callables as graphstore tasks.
+
+    ``task_options`` are the options of each task (``num_cpus``, ``max_retries``,
+    ``resources``, ...), as for ``f.options(...)``.
+
+    >>> with Executor(max_workers=4) as pool:
+    ...     list(pool.map(pow, [2, 3], [5, 2]))
+    [32, 9]
+    """
+
+    def __init__(self, max_workers: int | None = None, **task_options):
+        if max_workers is not None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+                raise TypeError(f"max_workers must be an int or None, not "
+                                f"{type(max_workers).__name__}")
+            if max_workers <= 0:
+                raise ValueError("max_workers must be greater than 0")
+        self._max_workers = max_workers
+        call = graphstore.remote(_call)
+        chunk = graphstore.remote(_call_chunk)
+        # Options are checked here, at construction, not at the first submit.
+        self._call = call.options(**task_options) if task_options else call
+        self._chunk = chunk.options(**task_options) if task_options else chunk
+        self._lock = threading.Condition()
+        self._shutdown = False
+        self._in_flight = 0
+        #: Submissions waiting for a slot (only with ``max_workers``).
+        self._queue: deque = deque()
+        self._futures: set = set()
+        self._dispatcher: threading.Thread | None = None
+
+    # -- concurrent.futures.Executor ----------------------------------------------------
+    def submit(self, fn: Callable, /, *args, **kwargs) -> concurrent.futures.Future:
+        return self._submit(self._call, fn, args, kwargs)
+
+    def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
+            chunksize: int = 1) -> Iterator:
+        """As ``concurrent.futures.Executor.map``; ``chunksize`` > 1 runs that many
+        calls per task (fewer, larger tasks for many small calls)."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        calls = zip(*iterables)
+        chunks = iter(lambda: list(itertools.islice(calls, chunksize)), [])
+        futures = [self._submit(self._chunk, fn, (chunk,), {}) for chunk in chunks]
+        return _flatten(futures, timeout)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more submissions; ``cancel_futures`` cancels those still waiting for a
+        slot (tasks already submitted run to the end); ``wait`` waits for the rest."""
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while self._queue:
+                    cancelled = self._queue.popleft()[0]
+                    cancelled.cancel()
+                    self._futures.discard(cancelled)
+            self._lock.notify_all()
+            futures = list(self._futures)
+        if wait:
+            concurrent.futures.wait(futures)
+
+    # -- inside -------------------------------------------------------------------------
+    def _submit(self, task, fn, args, kwargs) -> concurrent.futures.Future:
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._futures.add(future)
+            now = self._max_workers is None or self._in_flight < self._max_workers
+            if now:
+                self._in_flight += 1
+            else:
+                self._queue.append((future, task, fn, args, kwargs))
+                if self._dispatcher is None:
+                    self._dispatcher = threading.Thread(
+                        target=self._dispatch, name="graphstore-executor", daemon=True)
+                    self._dispatcher.start()
+        if now:
+            self._start(future, task, fn, args, kwargs)
+        return future
+
+    def _start(self, future, task, fn, args, kwargs) -> None:
+        """Submit the task (a slot is taken); the future follows its result."""
+        if not future.set_running_or_notify_cancel():     # cancelled while it waited
+            self._finished(future)
+            return
+        try:
+            ref = task.remote(fn, *args, **kwargs)
+        except BaseException as exc:
+            future.set_exception(exc)
+            self._finished(future)
+            return
+        future.ref = ref
+        ref.future().add_done_callback(lambda result: self._settle(future, result))
+
+    def _settle(self, future, result: concurrent.futures.Future) -> None:
+        """The loop thread: the task's outcome is here."""
+        error = result.exception()
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result.result())
+        self._finished(future)
+
+    def _finished(self, future) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._futures.discard(future)
+            self._lock.notify_all()
+
+    def _dispatch(self) -> None:
+        """Start waiting submissions as slots free up (never on the loop thread: a
+        submission may need a round trip that the loop thread serves)."""
+        while True:
+            with self._lock:
+                while not self._queue or self._in_flight >= self._max_workers:
+                    if self._shutdown and not self._queue:
+                        self._dispatcher = None
+                        return
+                    self._lock.wait()
+                item = self._queue.popleft()
+                self._in_flight += 1
+            self._start(*item)
+
+
+def _flatten(futures: list, timeout: float | None) -> Iterator[Any]:
+    """The results of chunk futures in order, within ``timeout`` overall."""
+    import time
+    end = None if timeout is None else time.monotonic() + timeout
+    try:
+        for future in futures:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            yield from future.result(left)
+    finally:
+        for future in futures:
+            future.cancel()

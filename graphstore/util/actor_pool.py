@@ -42,24 +42,20 @@ class ActorPool:
     def map(self, fn: Callable[[Any, Any], Any], values: Iterable) -> Iterator:
         """Run ``fn(actor, v)`` for each ``v`` and yield the results in the order of
         ``values``. Results of earlier submissions not taken yet are dropped first."""
-        self._drop_unread()
-        for value in values:
-            self.submit(fn, value)
-
-        def results():
-            while self.has_next():
-                yield self.get_next()
-        return results()
+        return self._map(fn, values, self.get_next)
 
     def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable) -> Iterator:
         """As ``map``, yielding each result as soon as it is ready."""
+        return self._map(fn, values, self.get_next_unordered)
+
+    def _map(self, fn, values: Iterable, take: Callable[[], Any]) -> Iterator:
         self._drop_unread()
         for value in values:
             self.submit(fn, value)
 
         def results():
             while self.has_next():
-                yield self.get_next_unordered()
+                yield take()
         return results()
 
     def submit(self, fn: Callable[[Any, Any], Any], value: Any) -> None:

@@ -1,6 +1,7 @@
 """Utilities at Ray's paths (``ray.util.*``): ``graphstore.util.scheduling_strategies``,
-``graphstore.util.ActorPool`` (``actor_pool``), ``graphstore.util.queue.Queue`` and
-``graphstore.util.Executor`` (a ``concurrent.futures.Executor`` running tasks)."""
+``graphstore.util.ActorPool`` (``actor_pool``), ``graphstore.util.queue.Queue``,
+``graphstore.util.multiprocessing.Pool`` and ``graphstore.util.Executor`` (a
+``concurrent.futures.Executor`` running tasks)."""
 from graphstore.util.actor_pool import ActorPool
 from graphstore.util.executor import Executor
 

@@ -1,0 +1,294 @@
+"""``Pool``: a drop-in for ``multiprocessing.Pool`` whose processes are graphstore actors,
+as Ray's ``ray.util.multiprocessing.Pool``.
+
+Each of the pool's ``processes`` is an actor: ``initializer(*initargs)`` runs once in it,
+so state it sets up (globals, connections) is there for every call it serves, as in a
+process of the standard library's pool. Work goes to the actors in chunks, round robin,
+queued in each actor; results come back in order (``map``, ``imap``) or as they finish
+(``imap_unordered``). Errors are raised as the standard library raises them: the first
+failing item's exception, of its own type. ``maxtasksperchild``: an actor that was given
+that many chunks is let go once it has served them, and a fresh one takes its place.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing as _stdlib_mp
+import os
+import queue as _queue
+import threading
+from typing import Any, Callable, Iterable, Iterator
+
+import graphstore
+
+__all__ = ["Pool", "AsyncResult", "TimeoutError"]
+
+TimeoutError = _stdlib_mp.TimeoutError
+
+
+class _PoolProcess:
+    """One process of the pool."""
+
+    def __init__(self, initializer, initargs):
+        if initializer is not None:
+            initializer(*initargs)
+
+    def run(self, func, chunk: list, star: bool) -> list:
+        if star:
+            return [func(*args) for args in chunk]
+        return [func(arg) for arg in chunk]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class AsyncResult:
+    """The result of ``apply_async``/``map_async``/``starmap_async``, as the standard
+    library's ``AsyncResult``."""
+
+    def __init__(self, refs: list, single: bool, callback=None, error_callback=None):
+        self._refs = refs
+        self._single = single
+        self._callback = callback
+        self._error_callback = error_callback
+        self._done = threading.Event()
+        self._value = None
+        self._error: BaseException | None = None
+
+    def ready(self) -> bool:
+        if not self._done.is_set():
+            ready, _ = graphstore.wait(self._refs, num_returns=len(self._refs), timeout=0)
+            if len(ready) == len(self._refs):
+                self._settle()
+        return self._done.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        if not self._done.is_set():
+            graphstore.wait(self._refs, num_returns=len(self._refs), timeout=timeout)
+            self.ready()
+
+    def get(self, timeout: float | None = None):
+        self.wait(timeout)
+        if not self._done.is_set():
+            raise TimeoutError
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def _settle(self) -> None:
+        """All chunks are done: take the value (or the first error), once."""
+        if self._done.is_set():
+            return
+        try:
+            chunks = graphstore.get(self._refs)
+            values = [value for chunk in chunks for value in chunk]
+            self._value = values[0] if self._single else values
+        except Exception as exc:
+            self._error = exc
+        self._done.set()
+
+    def _run_callbacks(self) -> None:
+        """The pool's result thread: once done, call the callback (or error_callback)."""
+        self.wait()
+        if self._error is None and self._callback is not None:
+            self._callback(self._value)
+        elif self._error is not None and self._error_callback is not None:
+            self._error_callback(self._error)
+
+
+class Pool:
+    """A pool of ``processes`` actors (default: the cluster's CPUs) running functions
+    over iterables, with the standard library's ``multiprocessing.Pool`` interface.
+
+    ``ray_remote_args`` (Ray's name) are the options of each actor, e.g.
+    ``{"num_cpus": 1}`` (the default: each process holds one CPU, as a process would).
+    ``context`` is accepted for compatibility and ignored."""
+
+    def __init__(self, processes: int | None = None, initializer: Callable | None = None,
+                 initargs: tuple = (), maxtasksperchild: int | None = None,
+                 context: Any = None, ray_remote_args: dict | None = None):
+        from graphstore import session
+        session.runtime_or_auto_init()           # as Ray's Pool: starts a local cluster
+        if processes is None:
+            processes = max(1, int(graphstore.cluster_resources().get("CPU", 1)))
+        if isinstance(processes, bool) or not isinstance(processes, int):
+            raise TypeError(f"processes must be an int, not {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if maxtasksperchild is not None and (isinstance(maxtasksperchild, bool)
+                                             or not isinstance(maxtasksperchild, int)
+                                             or maxtasksperchild < 1):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        self._processes = processes
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._maxtasksperchild = maxtasksperchild
+        options = {"num_cpus": 1, **(ray_remote_args or {})}
+        self._actor_class = graphstore.remote(_PoolProcess).options(**options)
+        self._actors = [self._new_actor() for _ in range(processes)]
+        self._given = [0] * processes          # chunks given to each actor
+        self._last: list = [None] * processes  # the last chunk's ref, per actor
+        #: The last chunk given to each actor replaced after ``maxtasksperchild`` chunks
+        #: (an actor serves its calls in order): what ``join`` waits for. Not the actor's
+        #: handle: without handles it goes, and frees its CPU, once it has served them.
+        self._retired: list = []
+        self._next = itertools.count()
+        self._state = "running"
+        self._lock = threading.Lock()
+        self._callbacks: _queue.Queue | None = None
+        self._result_thread: threading.Thread | None = None
+
+    def _new_actor(self):
+        return self._actor_class.remote(self._initializer, self._initargs)
+
+    # -- the standard library's interface ---------------------------------------------
+    def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None):
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func: Callable, args: tuple = (), kwds: dict | None = None,
+                    callback=None, error_callback=None) -> AsyncResult:
+        self._check_running()
+        call = _Call(func, tuple(args), dict(kwds or {}))
+        return self._async([self._submit(call, [()], star=True)], True, callback,
+                           error_callback)
+
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        return self.map_async(func, iterable, chunksize).get()
+
+    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                  callback=None, error_callback=None) -> AsyncResult:
+        return self._map_async(func, iterable, chunksize, False, callback, error_callback)
+
+    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None
+                ) -> list:
+        return self.starmap_async(func, iterable, chunksize).get()
+
+    def starmap_async(self, func: Callable, iterable: Iterable,
+                      chunksize: int | None = None, callback=None,
+                      error_callback=None) -> AsyncResult:
+        return self._map_async(func, iterable, chunksize, True, callback, error_callback)
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """Results in order, each as soon as it and those before it are ready."""
+        refs = self._submit_chunks(func, iterable, chunksize, star=False)
+
+        def results():
+            for ref in refs:
+                yield from graphstore.get(ref)
+        return results()
+
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1
+                       ) -> Iterator:
+        """Results as they finish (a chunk's results together)."""
+        refs = self._submit_chunks(func, iterable, chunksize, star=False)
+
+        def results():
+            for ref in graphstore.as_completed(refs):
+                yield from graphstore.get(ref)
+        return results()
+
+    def close(self) -> None:
+        """No more work; ``join`` then waits for what was submitted."""
+        self._state = "closed"
+
+    def terminate(self) -> None:
+        """Stop the processes at once; work not finished is lost."""
+        self._state = "terminated"
+        for actor in self._actors:
+            graphstore.kill(actor)
+        self._retired = []
+
+    def join(self) -> None:
+        if self._state == "running":
+            raise ValueError("Pool is still running")
+        if self._state == "closed":       # every actor has served what it was given
+            graphstore.wait(self._retired + [actor.pid.remote() for actor in self._actors],
+                            num_returns=len(self._retired) + len(self._actors))
+            self._retired = []
+        if self._result_thread is not None:
+            self._callbacks.put(None)
+            self._result_thread.join()
+            self._result_thread = None
+
+    def __enter__(self) -> "Pool":
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.terminate()
+
+    # -- inside ---------------------------------------------------------------------------
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise ValueError("Pool not running")
+
+    def _map_async(self, func, iterable, chunksize, star, callback, error_callback):
+        items = list(iterable)
+        if chunksize is None:            # the standard library's default
+            chunksize, extra = divmod(len(items), self._processes * 4)
+            if extra:
+                chunksize += 1
+        refs = self._submit_chunks(func, items, max(1, chunksize), star)
+        return self._async(refs, False, callback, error_callback)
+
+    def _submit_chunks(self, func, iterable, chunksize: int, star: bool) -> list:
+        self._check_running()
+        if not callable(func):
+            raise TypeError(f"{type(func).__name__!r} object is not callable")
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+        items = iter(iterable)
+        chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
+        return [self._submit(func, chunk, star) for chunk in chunks]
+
+    def _submit(self, func, chunk: list, star: bool):
+        """One chunk to the next actor (round robin), replaced after
+        ``maxtasksperchild`` chunks (the old one goes once it has served them)."""
+        with self._lock:
+            i = next(self._next) % self._processes
+            if self._maxtasksperchild is not None and \
+                    self._given[i] >= self._maxtasksperchild:
+                self._retired.append(self._last[i])
+                self._actors[i] = self._new_actor()
+                self._given[i] = 0
+            self._given[i] += 1
+            ref = self._last[i] = self._actors[i].run.remote(func, chunk, star)
+        return ref
+
+    def _async(self, refs, single, callback, error_callback) -> AsyncResult:
+        result = AsyncResult(refs, single, callback, error_callback)
+        if callback is not None or error_callback is not None:
+            with self._lock:
+                if self._result_thread is None:
+                    self._callbacks = _queue.Queue()
+                    self._result_thread = threading.Thread(
+                        target=_call_back, args=(self._callbacks,),
+                        name="graphstore-pool-results", daemon=True)
+                    self._result_thread.start()
+            self._callbacks.put(result)
+        return result
+
+
+class _Call:
+    """``func(*args, **kwds)`` as a one-item chunk's function (``apply``)."""
+
+    def __init__(self, func, args, kwds):
+        self.func, self.args, self.kwds = func, args, kwds
+
+    def __call__(self):
+        return self.func(*self.args, **self.kwds)
+
+
+def _call_back(results: _queue.Queue) -> None:
+    while (result := results.get()) is not None:
+        try:
+            result._run_callbacks()
+        except Exception:      # a failing callback must not stop the others
+            import logging
+            logging.getLogger("graphstore.pool").exception("a Pool callback failed")

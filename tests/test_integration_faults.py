@@ -247,7 +247,8 @@ def test_a_killed_driver_releases_its_objects_but_not_its_detached_actor(cli_clu
     """, ready_line="READY", timeout=60)
     _connect(cli)
     try:
-        assert graphstore.cluster_status()["objects"] >= 4
+        # Bookkeeping of small puts reaches the scheduler within a few milliseconds.
+        assert wait_for(lambda: graphstore.cluster_status()["objects"] >= 4, 20)
         os.kill(driver.pid, signal.SIGKILL)
         assert wait_for(lambda: graphstore.cluster_status()["drivers"] == 1, 20)
         # Only the detached actor's creation object is left.

@@ -49,10 +49,11 @@ from graphstore.runtime.waiting import Waiter
 
 #: Messages that only keep the scheduler's books (no one waits on them): a process
 #: gathers them for up to _DEFER_SECONDS before sending. Anything else flushes them first.
-#: A ``PutObject`` too: only refs passed on tell others of the object, and those go out
-#: after it (a task's submission flushes it; an actor that asks for an object not known
-#: yet is answered when it is, ``parked_wants``); a burst of small puts wakes the loop
-#: thread once per window instead of once or twice per put.
+#: A ``PutObject`` of a small (inline) object too: only refs passed on tell others of
+#: the object, and those go out after it (a task's submission flushes it; an actor that
+#: asks for an object not known yet is answered when it is, ``parked_wants``); a burst
+#: of small puts wakes the loop thread once per window instead of once or twice per put.
+#: (The scheduler's counts, ``cluster_status()``, may lag a put by that window.)
 _DEFERRABLE = frozenset({msg.IncRef, msg.DecRef, msg.ActorCallSubmitted, msg.PutObject,
                          msg.ActorCallDone})
 _DEFER_SECONDS = 0.002
@@ -174,10 +175,11 @@ class Runtime:
         self.streams.abort()
 
     # -- sending (any thread) ---------------------------------------------------------
-    def send_from_any_thread(self, message) -> None:
-        """Queue a message in order with this process's ref events."""
+    def send_from_any_thread(self, message, urgent: bool = False) -> None:
+        """Queue a message in order with this process's ref events (``urgent``: sent
+        at once even if its type may wait)."""
         self._channel.append(message)
-        if type(message) in _DEFERRABLE:
+        if type(message) in _DEFERRABLE and not urgent:
             self._wake_soon()
         elif not self._wake_pending:
             self._wake()
@@ -351,8 +353,10 @@ class Runtime:
             worker_address, segment, size = location[1], location[2], location[3]
             self._local[object_id] = (None, None, [[self.node_id, worker_address, segment,
                                                    size]])
+            # At once: a store holds it now, and the scheduler must know whose it is.
             self.send_from_any_thread(msg.PutObject(object_id, None, contained,
-                                     [location[0], segment, size]))
+                                                    [location[0], segment, size]),
+                                      urgent=True)
         return ObjectRef._new(object_id)
 
     # -- what this process holds (user threads) -----------------------------------------

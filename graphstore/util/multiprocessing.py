@@ -3,8 +3,9 @@ as Ray's ``ray.util.multiprocessing.Pool``.
 
 Each of the pool's ``processes`` is an actor: ``initializer(*initargs)`` runs once in it,
 so state it sets up (globals, connections) is there for every call it serves, as in a
-process of the standard library's pool. Work goes to the actors in chunks, round robin,
-queued in each actor; results come back in order (``map``, ``imap``) or as they finish
+process of the standard library's pool. The function is put in the object store once
+per call of ``map`` (each actor keeps the last few it used); work goes to the actors in
+chunks, round robin, queued in each actor; results come back in order (``map``, ``imap``) or as they finish
 (``imap_unordered``). Errors are raised as the standard library raises them: the first
 failing item's exception, of its own type. ``maxtasksperchild``: an actor that was given
 that many chunks is let go once it has served them, and a fresh one takes its place.
@@ -31,11 +32,24 @@ class _PoolProcess:
     def __init__(self, initializer, initargs):
         if initializer is not None:
             initializer(*initargs)
+        #: Functions by the ref they were put under (the pool puts each once, so a
+        #: chunk carries a ref, not the pickled function): the last few used.
+        self._functions: dict = {}
 
-    def run(self, func, chunk: list, star: bool) -> list:
+    def run(self, boxed_function: list, chunk: list, star: bool) -> list:
+        func = self._function(boxed_function[0])
         if star:
             return [func(*args) for args in chunk]
         return [func(arg) for arg in chunk]
+
+    def _function(self, ref):
+        func = self._functions.pop(ref, None)
+        if func is None:
+            func = graphstore.get(ref)
+            if len(self._functions) >= 8:
+                del self._functions[next(iter(self._functions))]
+        self._functions[ref] = func          # most recently used last
+        return func
 
     def pid(self) -> int:
         return os.getpid()
@@ -155,8 +169,8 @@ class Pool:
                     callback=None, error_callback=None) -> AsyncResult:
         self._check_running()
         call = _Call(func, tuple(args), dict(kwds or {}))
-        return self._async([self._submit(call, [()], star=True)], True, callback,
-                           error_callback)
+        return self._async([self._submit([graphstore.put(call)], [()], star=True)], True,
+                           callback, error_callback)
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self.map_async(func, iterable, chunksize).get()
@@ -245,9 +259,10 @@ class Pool:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
         items = iter(iterable)
         chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
-        return [self._submit(func, chunk, star) for chunk in chunks]
+        boxed = [graphstore.put(func)]      # in a list: the actor gets the ref itself
+        return [self._submit(boxed, chunk, star) for chunk in chunks]
 
-    def _submit(self, func, chunk: list, star: bool):
+    def _submit(self, boxed_function: list, chunk: list, star: bool):
         """One chunk to the next actor (round robin), replaced after
         ``maxtasksperchild`` chunks (the old one goes once it has served them)."""
         with self._lock:
@@ -258,7 +273,7 @@ class Pool:
                 self._actors[i] = self._new_actor()
                 self._given[i] = 0
             self._given[i] += 1
-            ref = self._last[i] = self._actors[i].run.remote(func, chunk, star)
+            ref = self._last[i] = self._actors[i].run.remote(boxed_function, chunk, star)
         return ref
 
     def _async(self, refs, single, callback, error_callback) -> AsyncResult:

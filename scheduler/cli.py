@@ -9,7 +9,7 @@ import sys
 
 from graphstore.core.cli_options import add_process_options, add_tls_options, tls_settings
 from graphstore.core.config import load_config
-from graphstore.core.lifecycle import new_event_loop, setup_logging, stop_on_signals
+from graphstore.core.lifecycle import new_event_loop, run_until_signalled, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,16 +60,14 @@ def run(args: argparse.Namespace) -> int:
         sock.setblocking(False)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    stop_on_signals(lambda: loop.stop())
     try:
-        loop.run_until_complete(serve(config, token.encode(), args.host, args.port, sock,
-                                      args.watch_stdin, tls=tls))
+        # A signal cancels the scheduler: its cleanup (the status page) runs on the way out.
+        run_until_signalled(loop, serve(config, token.encode(), args.host, args.port, sock,
+                                        args.watch_stdin, tls=tls))
     except OSError as exc:
         print(f"graphstore scheduler: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 1
-    except RuntimeError:
-        pass  # stopped by a signal
     return 0
 
 

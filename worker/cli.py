@@ -11,7 +11,7 @@ import sys
 from graphstore.core.cli_options import (add_process_options, add_tls_options,
                                          parse_resource, tls_settings)
 from graphstore.core.config import load_config
-from graphstore.core.lifecycle import new_event_loop, setup_logging, stop_on_signals
+from graphstore.core.lifecycle import new_event_loop, run_until_signalled, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,17 +93,14 @@ def run(args: argparse.Namespace) -> int:
             resources["GPU"] = float(gpus)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    serving = loop.create_task(serve(config, token, args.address, num_cpus, resources,
-                                     args.node_id, args.watch_stdin, host=args.host,
-                                     port=args.port,
-                                     store_capacity=args.object_store_memory, tls=tls))
-    # A signal cancels the worker rather than stopping the loop under it: its cleanup
-    # (task processes stopped, its shared-memory files unlinked) runs on the way out.
-    stop_on_signals(serving.cancel)
     try:
-        loop.run_until_complete(serving)
-    except asyncio.CancelledError:
-        pass  # stopped by a signal
+        # A signal cancels the worker: its cleanup (task processes stopped, its
+        # shared-memory files unlinked) runs on the way out.
+        run_until_signalled(loop, serve(config, token, args.address, num_cpus, resources,
+                                        args.node_id, args.watch_stdin, host=args.host,
+                                        port=args.port,
+                                        store_capacity=args.object_store_memory,
+                                        tls=tls))
     except Exception as exc:
         logging.getLogger("graphstore.worker").error("worker failed: %s", exc)
         return 1

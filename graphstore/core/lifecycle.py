@@ -45,11 +45,18 @@ def watch_parent_pipe(on_lost) -> None:
     loop.add_reader(fd, readable)
 
 
-def stop_on_signals(on_signal) -> None:
-    """SIGTERM and SIGINT end the process cleanly through ``on_signal``."""
-    loop = asyncio.get_event_loop()
+def run_until_signalled(loop: asyncio.AbstractEventLoop, main) -> None:
+    """Run coroutine ``main`` on ``loop`` to its end; SIGTERM and SIGINT cancel it, so
+    its ``finally`` blocks (files unlinked, servers stopped) run on the way out rather
+    than being abandoned with the loop. Returns normally when a signal ended it; any
+    other exception of ``main`` propagates."""
+    serving = loop.create_task(main)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, serving.cancel)
+    try:
+        loop.run_until_complete(serving)
+    except asyncio.CancelledError:
+        pass  # stopped by a signal
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import pickle
 import sys
 import types
@@ -64,11 +65,11 @@ def _array_buffers(obj) -> Buffers | None:
     return [head, memoryview(data.view(numpy.uint8) if data.size else b"")]
 
 
-def _array_from(head, data, offset: int = 0):
-    """The array whose head is ``head``, over ``data`` from ``offset`` (no copy)."""
+def _array_from(head, data):
+    """The array whose head is ``head``, over ``data`` (no copy)."""
     import numpy
     shape, dtype, order = _array_spec(bytes(head))
-    return numpy.ndarray(shape, dtype, buffer=data, offset=offset, order=order)
+    return numpy.ndarray(shape, dtype, buffer=data, order=order)
 
 
 #: Parsed array heads, (shape, dtype, order) by head: a get of ten thousand arrays of
@@ -103,19 +104,12 @@ def loads_at(source, table: list) -> Any:
         head = bytes(source[head_at:head_at + head_len])
         if is_array_head(head):
             shape, dtype, order = _array_spec(head)
-            if dtype.itemsize * _count(shape) == data_len:
-                import numpy
+            if dtype.itemsize * math.prod(shape) == data_len:
+                import numpy        # built here, not via _array_from: a hot path, per object
                 return numpy.ndarray(shape, dtype, buffer=source, offset=data_at,
                                      order=order)
     view = memoryview(source)
     return loads([view[at:at + length] for at, length in table])
-
-
-def _count(shape: tuple) -> int:
-    n = 1
-    for dim in shape:
-        n *= dim
-    return n
 
 
 #: ``numpy.ndarray`` once this process has imported numpy (see ``_ndarray_type``).

@@ -91,9 +91,9 @@ class ActorPool:
         future = self._index_to_future[self._next_return_index]
         ignored = False
         if timeout is not None:
-            ready, _ = graphstore.wait(_as_list(future), num_returns=len(_as_list(future)),
-                                       timeout=timeout)
-            if len(ready) < len(_as_list(future)):
+            refs = _as_list(future)
+            ready, _ = graphstore.wait(refs, num_returns=len(refs), timeout=timeout)
+            if len(ready) < len(refs):
                 if not ignore_if_timedout:
                     raise TimeoutError(_TIMED_OUT)
                 ignored = True

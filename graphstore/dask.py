@@ -1,0 +1,235 @@
+"""Dask collections on graphstore: a Dask scheduler whose tasks are graphstore tasks.
+
+``dask.compute(x, scheduler=graphstore.dask.get)`` (or ``dask.config.set(scheduler=
+graphstore.dask.get)``) runs a ``dask.array``, ``dask.dataframe``, ``dask.bag`` or
+``dask.delayed`` graph on the cluster. Each Dask task becomes one graphstore task whose
+inputs are the refs of the tasks it depends on, so chunks stay in the workers' shared
+memory and are read where they are (zero-copy on the same host); the scheduler places each
+task near the bytes it reads. The driver lets go of an intermediate's ref once every task
+that reads it has been submitted, so the store frees it as soon as those have run.
+
+``persist=True`` (or ``graphstore.dask.persist``) leaves the results in the store: the
+persisted collection holds refs, and computing it again reads them where they are.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from collections.abc import Mapping
+
+import cloudpickle
+
+from graphstore import api
+from graphstore.core.object_ref import ObjectRef
+from graphstore.remote_function import remote
+
+try:
+    import dask
+    from dask._task_spec import Alias, DataNode, convert_legacy_graph
+    from dask.core import flatten
+    from dask.order import order
+    from dask.utils import key_split
+except ImportError as error:        # pragma: no cover - depends on the environment
+    raise ImportError("graphstore.dask needs Dask: pip install 'graphstore[dask]'") from error
+
+__all__ = ["get", "persist"]
+
+
+def _run_node(blob: bytes, keys: list, *values):
+    """Worker side: run one Dask task on the values of its dependencies.
+
+    ``values`` are the dependencies' values (one per key) followed by the values of the
+    refs found inside the task itself (see ``_TaskPickler``)."""
+    dependencies, inner = values[:len(keys)], values[len(keys):]
+    node = _TaskUnpickler(io.BytesIO(blob), inner).load()
+    return node(dict(zip(keys, dependencies)))
+
+
+#: Arrays and frames at least this large that Dask inlined into tasks are put in the store
+#: once per ``get`` and read from there (zero-copy) by every task that uses them.
+_LARGE_LITERAL_BYTES = 1 << 20
+
+
+class _TaskPickler(cloudpickle.Pickler):
+    """Pickles a Dask task with its refs and large data swapped for placeholders.
+
+    Dask inlines data into the tasks that read it: ``from_array`` puts the whole source
+    array into every chunk's task, and blockwise fusion does the same to the chunks of a
+    persisted collection. Refs found in a task, and arrays or frames of a megabyte or
+    more (put in the store once per ``get``, shared by every task of the graph), travel
+    as the task's arguments, which the worker receives as values read from the store.
+    """
+
+    def __init__(self, file, shared: dict, bulky: tuple):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.refs: list = []
+        self._positions: dict = {}
+        self._shared = shared
+        self._bulky = bulky
+
+    def persistent_id(self, obj):
+        kind = type(obj)
+        if kind is ObjectRef:
+            ref = obj
+        elif kind in self._bulky and _nbytes(obj) >= _LARGE_LITERAL_BYTES:
+            entry = self._shared.get(id(obj))
+            if entry is None:           # the object is kept so its id stays its own
+                entry = self._shared[id(obj)] = (obj, api.put(obj))
+            ref = entry[1]
+        else:
+            return None
+        position = self._positions.get(ref)
+        if position is None:
+            position = self._positions[ref] = len(self.refs)
+            self.refs.append(ref)
+        return position
+
+
+def _bulky_types() -> tuple:
+    """The types whose large instances go through the store (pandas only if loaded)."""
+    import numpy
+    kinds = [numpy.ndarray]
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        kinds += [pandas.DataFrame, pandas.Series]
+    return tuple(kinds)
+
+
+def _nbytes(obj) -> int:
+    nbytes = getattr(obj, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    usage = obj.memory_usage(index=True, deep=False)
+    return int(usage if isinstance(usage, int) else usage.sum())
+
+
+class _TaskUnpickler(pickle.Unpickler):
+    def __init__(self, file, values):
+        super().__init__(file)
+        self._values = values
+
+    def persistent_load(self, index):
+        return self._values[index]
+
+
+_run = remote(_run_node)
+
+
+def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None, **kwargs):
+    """Run a Dask graph on graphstore and return the values of ``keys``.
+
+    ``keys`` is one key or a (nested) list of keys; the result has the same shape. With
+    ``persist=True`` the results are ``ObjectRef``s left in the object store (what
+    ``dask.persist`` needs to keep a collection on the cluster). ``ray_persist`` is the
+    same switch under Ray's name. Other keywords Dask passes to schedulers
+    (``num_workers``, ``pool``...) are accepted and ignored: the cluster decides.
+    A failing task raises its error, which is an instance of the original exception's
+    class, as ``get`` does for any task.
+    """
+    persist = persist or bool(ray_persist)
+    if not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
+    refs = _submit_graph(convert_legacy_graph(dsk), set(wanted))
+    flat = [refs[key] for key in wanted]
+    values = flat if persist else api.get(flat)
+    by_key = dict(zip(wanted, values))
+    return _pack(keys, by_key)
+
+
+def persist(*collections, **kwargs):
+    """``dask.persist`` on graphstore: the collections' chunks stay in the object store.
+
+    The returned collections hold refs; computing them with ``get`` reads the chunks
+    where they are. Keywords go to ``dask.persist``.
+    """
+    return dask.persist(*collections, scheduler=get, persist=True, **kwargs)
+
+
+def _submit_graph(graph: dict, wanted: set) -> dict:
+    """Submit every task ``wanted`` needs, dependencies first, in Dask's order.
+
+    Returns the refs of ``wanted`` (and of nothing else: every other ref is dropped as
+    soon as the last task reading it has been submitted)."""
+    needed = _needed(graph, wanted)
+    readers: dict = dict.fromkeys(needed, 0)
+    for key in needed:
+        for dep in graph[key].dependencies:
+            readers[dep] += 1
+    priority = order({key: graph[key] for key in needed}) if len(needed) > 1 else {}
+    refs: dict = {}
+    literals = _Literals()
+    for key in sorted(needed, key=lambda k: priority.get(k, 0)):
+        _submit(key, graph, refs, readers, wanted, literals)
+    return refs
+
+
+class _Literals:
+    """Large data found inside this graph's tasks, put once: id(obj) -> (obj, ref)."""
+
+    def __init__(self):
+        self.shared: dict = {}
+        self.bulky = _bulky_types()
+
+
+def _needed(graph: dict, wanted: set) -> set:
+    """The keys ``wanted`` depends on, directly or not (Dask usually culled already)."""
+    missing = [key for key in wanted if key not in graph]
+    if missing:
+        raise KeyError(f"graphstore.dask.get: keys not in the graph: {missing[:5]}")
+    needed, stack = set(), list(wanted)
+    while stack:
+        key = stack.pop()
+        if key in needed:
+            continue
+        needed.add(key)
+        for dep in graph[key].dependencies:
+            if dep not in graph:
+                raise KeyError(f"graphstore.dask.get: task {key!r} depends on {dep!r}, "
+                               f"which is not in the graph")
+            stack.append(dep)
+    return needed
+
+
+def _submit(key, graph: dict, refs: dict, readers: dict, wanted: set,
+            literals: _Literals) -> None:
+    """Submit ``key`` (and, should Dask's order ever put it first, its dependencies)."""
+    stack = [key]
+    while stack:
+        key = stack[-1]
+        if key in refs:
+            stack.pop()
+            continue
+        node = graph[key]
+        pending = [dep for dep in node.dependencies if dep not in refs]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        refs[key] = _ref_for(node, refs, literals)
+        for dep in node.dependencies:
+            readers[dep] -= 1
+            if readers[dep] == 0 and dep not in wanted:
+                del refs[dep]          # the store frees it once its readers have run
+
+
+def _ref_for(node, refs: dict, literals: _Literals) -> ObjectRef:
+    if isinstance(node, Alias):
+        return refs[node.target]
+    if isinstance(node, DataNode):
+        value = node.value
+        return value if isinstance(value, ObjectRef) else api.put(value)
+    dependencies = list(node.dependencies)
+    buffer = io.BytesIO()
+    pickler = _TaskPickler(buffer, literals.shared, literals.bulky)
+    pickler.dump(node)
+    return _run.options(name=key_split(node.key)).remote(
+        buffer.getvalue(), dependencies, *(refs[dep] for dep in dependencies),
+        *pickler.refs)
+
+
+def _pack(keys, by_key: dict):
+    if isinstance(keys, list):
+        return [_pack(key, by_key) for key in keys]
+    return by_key[keys]

@@ -33,7 +33,7 @@ try:
 except ImportError as error:        # pragma: no cover - depends on the environment
     raise ImportError("graphstore.dask needs Dask: pip install 'graphstore[dask]'") from error
 
-__all__ = ["get", "persist"]
+__all__ = ["disable", "enable", "get", "persist"]
 
 
 def _run_node(blob: bytes, keys: list, *values):
@@ -145,6 +145,19 @@ def persist(*collections, **kwargs):
     where they are. Keywords go to ``dask.persist``.
     """
     return dask.persist(*collections, scheduler=get, persist=True, **kwargs)
+
+
+def enable(**config):
+    """Make graphstore Dask's default scheduler (Ray: ``enable_dask_on_ray``).
+
+    Returns ``dask.config.set(...)``, so ``with graphstore.dask.enable():`` limits it to
+    a block; other keywords are more Dask settings to set with it."""
+    return dask.config.set(scheduler=get, **config)
+
+
+def disable():
+    """Give Dask back its own default scheduler (Ray: ``disable_dask_on_ray``)."""
+    return dask.config.set(scheduler=None)
 
 
 def _submit_graph(graph: dict, wanted: set) -> dict:

@@ -119,6 +119,16 @@ def test_config_set_scheduler_and_compute_many(cluster):
         pid, s, (m,) = dask.compute(a, x.sum(), [x.max()])
     assert pid != os.getpid()
     assert s == 100 and m == 1
+    with gd.enable():
+        assert dask.config.get("scheduler") is gd.get
+        assert dask.delayed(os.getpid)().compute() != os.getpid()
+    assert dask.config.get("scheduler", None) is not gd.get
+    gd.enable()
+    try:
+        assert dask.config.get("scheduler") is gd.get
+    finally:
+        gd.disable()
+    assert dask.config.get("scheduler", None) is None
 
 
 def test_persist_keeps_chunks_in_the_store_and_reuses_them(cluster):

@@ -134,3 +134,32 @@ print("PIDS=%d,%d" % tuple(pids), flush=True)
             sorted(mine) == sorted([f"(count pid={pid}) waiting for the gate - open",
                                     f"(count pid={pid}) {name}: 10/10"]), rows
     assert "DRIVER_DONE" in rows
+
+
+def test_progress_in_a_terminal_draws_below_the_tasks_bars(run_driver, tmp_path):
+    gate = tmp_path / "gate"
+    driver = run_driver.start(bars_driver(f"""
+refs = [count.remote("task", 4, {str(gate)!r}), graphstore.put(1)]
+graphstore.progress(refs, desc="refs", bar_format="{{desc}}: {{n}}/{{total}}")
+print("PROGRESS_DONE", flush=True)
+"""), terminal=True)
+
+    def screen() -> list[str]:
+        terminal = Terminal()
+        terminal.feed(driver.raw_stdout())
+        return terminal.lines()
+
+    def both_live():
+        rows = screen()
+        return rows if rows[-2:-1] and rows[-2].endswith(" task: 2/4") and \
+            rows[-1] == "refs: 1/2" else None
+
+    assert wait_for(both_live, timeout=30), f"screen:\n{screen()}"
+    gate.touch()
+    assert driver.popen.wait(60) == 0, driver.stdout()
+    driver.reader.join(10)
+    rows = screen()
+    assert len([r for r in rows if r.endswith(" task: 4/4")]) == 1
+    assert rows.count("refs: 2/2") == 1
+    assert not [r for r in rows if r.endswith(("task: 2/4", "refs: 1/2"))]
+    assert rows.index("refs: 2/2") < rows.index("PROGRESS_DONE")

@@ -6,10 +6,9 @@ it waits for; nothing here depends on how long anything takes.
 """
 from __future__ import annotations
 
-import os
 import re
 
-from helpers import Terminal, wait_for
+from helpers import Terminal, run_example, wait_for
 
 BARS_DRIVER = """
 import os, sys, time, graphstore
@@ -163,3 +162,11 @@ print("PROGRESS_DONE", flush=True)
     assert rows.count("refs: 2/2") == 1
     assert not [r for r in rows if r.endswith(("task: 2/4", "refs: 1/2"))]
     assert rows.index("refs: 2/2") < rows.index("PROGRESS_DONE")
+
+
+def test_the_progress_example_runs(run_driver):
+    run = run_example(run_driver, "progress.py")
+    assert "means: [" in run.stdout and "squares: [0, 1, 4, 9" in run.stdout
+    assert re.search(r"^\(Trainer\.fit pid=\d+\) loading data\.\.\. done$", run.stdout, re.M)
+    for seed in range(4):
+        assert len(re.findall(rf"\) simulate {seed}: 100%", run.stderr)) == 1

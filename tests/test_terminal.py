@@ -225,3 +225,23 @@ def test_display_width():
     assert display_width("\x1b[1mabc\x1b[0m") == 3
     assert display_width("█▏") == 2
     assert display_width("日本") == 4
+
+
+def test_a_line_in_one_write_then_a_lower_bar_adds_no_blank_line():
+    f = Feed()
+    f.write("logged\n")                        # logging writes message and newline at once
+    for _ in bar(f, 2, desc="lower", position=1):
+        pass
+    out = f.finish().splitlines()
+    assert out[0] == "logged" and len(out) == 2 and out[1].startswith("lower: 100%")
+
+
+def test_write_fast_leaves_anything_but_plain_text_to_write():
+    screen = LineScreen()
+    assert screen.write_fast("abc") == ""
+    assert screen.write_fast("def\ngh") == "abcdef\n"
+    assert screen.write_fast("\rbar") is None      # a carriage return: the full model
+    screen.write("\rbar", 0.0)
+    assert screen.write_fast("more") is None       # a bar is shown
+    fresh = LineScreen()
+    assert fresh.write_fast("\n") is None           # a lone newline may be tqdm's move

@@ -69,23 +69,33 @@ class TaskOutputStream(io.TextIOBase):
         task = getattr(current_task, "task", None)
         if task is None:
             return self._fallback.write(text)
-        now = time.monotonic()
+        task_id = task[0]
         with self._lock:
-            screen = self._screens.get(task[0])
+            screen = self._screens.get(task_id)
             if screen is None:
-                screen = self._screens[task[0]] = _TaskScreen(
-                    task[0], f"({task[1]} pid={self._pid})")
-            screen.screen.write(text, now)
-            self._send_changes(screen, now)
-        if self.sibling is not None:
-            self.sibling.wrote_elsewhere(task[0], now)
+                screen = self._screens[task_id] = _TaskScreen(
+                    task_id, f"({task[1]} pid={self._pid})")
+            finished = None if screen.live else screen.screen.write_fast(text)
+            if finished is not None:       # plain text, no bar shown: lines go out
+                if finished:
+                    self._send(msg.TaskOutput(task_id, screen.prefix, self.name, finished))
+            else:
+                now = time.monotonic()
+                screen.screen.write(text, now)
+                self._send_changes(screen, now)
+        sibling = self.sibling
+        if sibling is not None:
+            other = sibling._screens.get(task_id)
+            if other is not None and other.screen.pending_since is not None:
+                sibling.wrote_elsewhere(task_id)
         return len(text)
 
-    def wrote_elsewhere(self, task_id: bytes, now: float) -> None:
+    def wrote_elsewhere(self, task_id: bytes) -> None:
         """The task wrote to the other stream: a newline it left pending here was a real
         one (tqdm's moves never write elsewhere in between)."""
         with self._lock:
             screen = self._screens.get(task_id)
+            now = time.monotonic()
             if screen is not None and screen.screen.settle(now, force=True):
                 self._send_changes(screen, now)
 

@@ -104,6 +104,27 @@ class LineScreen:
                 self._text(token, saw_cr)
         self._commit_above()
 
+    def write_fast(self, text: str) -> str | None:
+        """``write`` then ``take`` for the common case, plain text on a plain row: the
+        finished text; None (nothing done) when ``write`` is needed instead."""
+        if self._pending or self._out or len(self._rows) != 1 or "\r" in text \
+                or "\x1b" in text:
+            return None
+        row = self._rows[0]
+        if row.bar or row.stale or (self._cr and row.text):
+            return None
+        self._cr = False
+        if "\n" not in text:
+            row.text += text
+            row.touched = True
+            return ""
+        if not row.touched and text.count("\n") == len(text):
+            return None                    # a lone newline from a fresh row: tqdm's?
+        head, _, tail = text.rpartition("\n")
+        finished = row.text[row.sent:] + head + "\n"
+        row.text, row.sent, row.touched = tail, 0, bool(tail)
+        return finished
+
     def flush(self, hand_on: bool = True) -> None:
         """The program flushed: a partial plain line is handed on now (``take``), unless
         not ``hand_on`` (it then stays ``partial()`` until its newline)."""
@@ -191,9 +212,10 @@ class LineScreen:
         if newline:
             self._out.append(row.text[row.sent:] + head + "\n")
             row.text, row.sent = tail, 0
+            row.touched = bool(tail)       # a fresh row, as after a lone newline
         else:
             row.text += text
-        row.touched = True
+            row.touched = True
 
     def _newlines(self, count: int, now: float) -> None:
         for _ in range(count):

@@ -220,6 +220,14 @@ def install(send) -> tuple[TaskOutputStream, TaskOutputStream]:
     stdout = TaskOutputStream("stdout", original_stdout, send, ticker)
     stderr = TaskOutputStream("stderr", original_stderr, send, ticker)
     stdout.sibling, stderr.sibling = stderr, stdout
+
+    def after_fork() -> None:
+        # A task that forks (multiprocessing's "fork") leaves the ticker thread behind
+        # and maybe a lock held by it: the child starts with fresh ones.
+        ticker.__init__()
+        for stream in (stdout, stderr):
+            stream._lock = threading.Lock()
+    os.register_at_fork(after_in_child=after_fork)
     sys.stdout, sys.stderr = stdout, stderr
     # Handlers made before this point hold the original streams: logging calls made in a
     # task must reach the driver like print() does.

@@ -31,7 +31,7 @@ LIVE_INTERVAL = 0.1
 
 class _TaskScreen:
     """One running task's output on one stream."""
-    __slots__ = ("task_id", "prefix", "screen", "live", "live_at", "held")
+    __slots__ = ("task_id", "prefix", "screen", "live", "live_at")
 
     def __init__(self, task_id: bytes, prefix: str):
         self.task_id = task_id
@@ -39,7 +39,6 @@ class _TaskScreen:
         self.screen = LineScreen()
         self.live: list[str] = []          # the live rows the driver was last sent
         self.live_at = -LIVE_INTERVAL      # when they were sent
-        self.held = False                  # a newer state waits for the interval
 
 
 class TaskOutputStream(io.TextIOBase):
@@ -153,12 +152,8 @@ class TaskOutputStream(io.TextIOBase):
                 if text or now >= screen.live_at + LIVE_INTERVAL:
                     live = screen.live = rows
                     screen.live_at = now
-                    screen.held = False
-                else:
-                    screen.held = True
+                else:                      # held back: the ticker sends the latest
                     due = screen.live_at + LIVE_INTERVAL
-            else:
-                screen.held = False
         if text or live is not None:
             self._send(msg.TaskOutput(screen.task_id, screen.prefix, self.name, text, live))
         if due is not None and arm:

@@ -8,13 +8,13 @@ are drawn a few rows lower with tqdm's cursor moves: newlines down, ``ESC[A`` ba
 ``LineScreen`` reads such a stream and tells apart what is *finished* (lines that will
 not change: hand them on once) from what is *live* (rows that may still be redrawn: show
 their latest state). A worker keeps one per running task and stream
-(``graphstore.worker.output``); a driver keeps one for its own output while task bars
-are shown on its terminal (``graphstore.runtime.output``).
+(``graphstore.worker.output``); a driver on a terminal keeps one for its own output
+(``graphstore.runtime.output``), to draw it together with the tasks' bars.
 
 A lone newline is ambiguous: ``print()`` ends its line with a ``write("\\n")``, and tqdm
 moves to a lower row with the same ``write("\\n")``. tqdm follows that newline with a
 ``flush()`` and comes back up (``ESC[A``) at once; ``print()`` does not. So a newline
-written alone from a bar row is a *pending* move down: the next write (without a flush
+written alone from a bar row (or a fresh, empty one) is a *pending* move down: the next write (without a flush
 between) or plain text (not redrawn after ``"\\r"``) makes it a real newline; coming back
 up makes it a cursor move; if neither happens within ``settle`` seconds
 (``LineScreen.settle``) it is a real newline after all.
@@ -290,8 +290,8 @@ class LineScreen:
             row.text += text
             row.stale = False
         row.touched = True
-        if len(row.text) > 4 * MAX_ROW_CHARS:
-            row.text = row.text[-MAX_ROW_CHARS:]
+        if row.bar and len(row.text) > 4 * MAX_ROW_CHARS:
+            row.text = row.text[-MAX_ROW_CHARS:]   # a bar redrawn without "\r" ever
 
     @staticmethod
     def _replace(row: _Row, text: str) -> None:

@@ -7,8 +7,8 @@ from graphstore.actor import ActorHandle, get_actor, kill, method
 from graphstore.session import init, is_initialized, shutdown
 from graphstore.api import (as_completed, available_resources, cancel, cluster_resources,
                             cluster_status,
-                            get, list_tasks, memory_summary, nodes, put, task_graph,
-                            visualize, wait)
+                            get, list_tasks, memory_summary, nodes, progress, put,
+                            task_graph, visualize, wait)
 from graphstore.core.generators import DynamicObjectRefGenerator
 from graphstore.core.object_ref import ObjectRef
 from graphstore.runtime import ObjectRefGenerator
@@ -41,6 +41,7 @@ __all__ = [
     "list_tasks",
     "memory_summary",
     "nodes",
+    "progress",
     "put",
     "remote",
     "shutdown",

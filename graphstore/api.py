@@ -1,6 +1,8 @@
 """``put``, ``get`` and ``wait``: moving objects in and out of the object store."""
 from __future__ import annotations
 
+import queue
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 from graphstore import session
@@ -83,6 +85,99 @@ def _as_completed(refs: list, timeout: float | None) -> Iterator[ObjectRef]:
     except concurrent.futures.TimeoutError:
         raise GetTimeoutError(f"as_completed() timed out after {timeout} s with "
                               f"{len(waiting)} of {total} object(s) not ready") from None
+
+
+def progress(refs, *, desc: str | None = None, total: int | None = None,
+             timeout: float | None = None, **tqdm_kwargs):
+    """Show a progress bar that advances as ``refs`` finish; return ``refs`` once all
+    are done.
+
+    ``refs`` is an ObjectRef, a list or tuple of them (returned as given, same object,
+    same order), or any iterable of them, such as the ``ObjectRefGenerator`` of a
+    streaming generator call: its refs are counted as they come, and returned as a list
+    in that order. A failed task counts as done: its error is raised when you ``get``
+    its ref. The bar is ``tqdm.auto``'s (a widget in a notebook); ``desc``, ``total``
+    (default: how many refs there are, when that is known) and any other keyword
+    (``unit``, ``leave``, ``file``, ``disable``, ...) go to it. Raises
+    ``GetTimeoutError`` if some refs are not done ``timeout`` seconds after the call.
+    A duplicate ref counts once for each time it is given. ::
+
+        results = graphstore.get(graphstore.progress([f.remote(x) for x in xs]))
+    """
+    from tqdm.auto import tqdm
+    if isinstance(refs, ObjectRef):
+        items, given = [refs], refs
+    elif isinstance(refs, (list, tuple)):
+        items, given = refs, refs
+    else:
+        try:
+            items, given = iter(refs), None
+        except TypeError:
+            raise TypeError(f"progress() takes an ObjectRef or an iterable of ObjectRefs, "
+                            f"not {type(refs).__name__}") from None
+        if total is None and hasattr(refs, "__len__"):
+            total = len(refs)
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, "
+                         f"not {timeout!r}")
+    if total is None and given is not None:
+        total = len(items)
+    runtime = session.runtime_or_auto_init()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    counts: dict[bytes, int] = {}         # object id -> times given, while not done
+    done: set[bytes] = set()
+    collected: list[ObjectRef] = []
+    with tqdm(total=total, desc=desc, **tqdm_kwargs) as bar:
+
+        def arrived(future) -> None:
+            failure = future.exception()
+            if failure is not None:        # nothing will come: shut down, connection lost
+                raise failure
+            object_id = future.result()
+            done.add(object_id)
+            bar.update(counts.pop(object_id))
+
+        def show() -> None:
+            """Before waiting: draw the count now, even if tqdm's ``mininterval`` kept
+            the last updates from being drawn (nothing else would draw it meanwhile)."""
+            if bar.n != getattr(bar, "last_print_n", bar.n):
+                bar.refresh()
+
+        for ref in items:
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(f"progress() takes ObjectRefs, not {type(ref).__name__}")
+            collected.append(ref)
+            object_id = ref._id
+            if object_id in done:
+                bar.update(1)
+            elif object_id in counts:
+                counts[object_id] += 1
+            else:
+                counts[object_id] = 1
+                runtime.future(ref, value=False).add_done_callback(finished.put)
+            while not finished.empty():    # what finished while refs were still coming
+                arrived(finished.get())
+            if given is None:              # the next ref may take a while to come
+                show()
+        if bar.total is None:
+            bar.total = len(collected)
+            bar.refresh()
+        while counts:
+            while not finished.empty():
+                arrived(finished.get())
+            if not counts:
+                break
+            show()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                arrived(finished.get(timeout=wait))
+            except queue.Empty:
+                raise GetTimeoutError(
+                    f"progress() timed out after {timeout} s with {len(counts)} of "
+                    f"{len(counts) + len(done)} object(s) not ready") from None
+    return given if given is not None else collected
 
 
 def cluster_status() -> dict:

@@ -1290,7 +1290,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task = self.tasks.get(m.task_id)
         driver = task.driver if task is not None else None
         targets = [driver] if driver is not None else list(self.drivers)
-        note = msg.Output(m.prefix, m.stream, m.text)
+        source = m.task_id if type(m.task_id) is bytes else b""
+        note = msg.Output(m.prefix, m.stream, m.text, source, m.live)
         for peer_id in targets:
             self.outbox.append((peer_id, note))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -84,3 +85,42 @@ def run_example(run_driver, name: str, *args: str, timeout: float = 120):
     """, timeout=timeout)
     assert run.returncode == 0, run.stderr
     return run
+
+
+# -- what a terminal shows -------------------------------------------------------------
+
+class Terminal:
+    """Replays ``\\r``, ``\\n``, ``ESC[nA``, ``ESC[J`` and ``ESC[K`` onto rows."""
+
+    def __init__(self):
+        self.rows = [""]
+        self.row = self.col = 0
+
+    def feed(self, text: str) -> None:
+        for token in re.findall(r"\x1b\[\d*[A-Za-z]|\r|\n|[^\r\n\x1b]+", text):
+            if token == "\r":
+                self.col = 0
+            elif token == "\n":
+                self.row += 1
+                self.col = 0
+                if self.row == len(self.rows):
+                    self.rows.append("")
+            elif token.startswith("\x1b["):
+                n, final = int(token[2:-1] or 1), token[-1]
+                if final == "A":
+                    self.row = max(0, self.row - n)
+                elif final == "J":
+                    self.rows[self.row] = self.rows[self.row][:self.col]
+                    del self.rows[self.row + 1:]
+                elif final == "K":
+                    self.rows[self.row] = self.rows[self.row][:self.col]
+            else:
+                line = self.rows[self.row].ljust(self.col)
+                self.rows[self.row] = line[:self.col] + token + line[self.col + len(token):]
+                self.col += len(token)
+
+    def lines(self) -> list[str]:
+        rows = [r.rstrip() for r in self.rows]
+        while rows and not rows[-1]:
+            rows.pop()
+        return rows

@@ -715,7 +715,12 @@ def test_task_output_goes_to_the_submitting_driver(h):
     h.s.schedule()
     h.take()
     h.s.task_output(msg.TaskOutput(t, "(task pid=1)", "stdout", "hi\n"))
-    assert h.take() == [(DRIVER2, msg.Output("(task pid=1)", "stdout", "hi\n"))]
+    assert h.take() == [(DRIVER2, msg.Output("(task pid=1)", "stdout", "hi\n", t))]
+    # Live rows (a progress bar) travel with the task's id, so the driver keeps each
+    # task's apart.
+    h.s.task_output(msg.TaskOutput(t, "(task pid=1)", "stderr", "", ["bar:  50%"]))
+    assert h.take() == [(DRIVER2, msg.Output("(task pid=1)", "stderr", "", t,
+                                             ["bar:  50%"]))]
     # Output of an unknown task goes to every driver.
     h.s.task_output(msg.TaskOutput(oid(), "p", "stderr", "x"))
     assert sorted(p for p, _ in h.take(msg.Output)) == sorted([DRIVER, DRIVER2])

@@ -192,13 +192,21 @@ class TaskOutput(NamedTuple):
     task_id: bytes
     prefix: str
     stream: str
-    text: str
+    text: str                 # finished text: whole lines, or after a flush() the start
+                              # of a line that the next text continues
+    live: list | None = None  # the rows the task redraws in place (progress bars), in
+                              # their latest state, replacing those sent before ([]:
+                              # none left); None: unchanged
 
 
 class Output(NamedTuple):
+    """A task's output, from the scheduler to the driver that submitted the task."""
     prefix: str
     stream: str
     text: str
+    source: bytes = b""       # the task (or actor call): its lines and live rows apart
+                              # from those of other tasks running at the same time
+    live: list | None = None  # as in TaskOutput
 
 
 class ClusterInfo(NamedTuple):
@@ -589,6 +597,10 @@ def _int(v) -> bool:
     return type(v) is int
 
 
+def _strs(v) -> bool:
+    return type(v) is list and all(type(s) is str for s in v)
+
+
 def _count(v) -> bool:
     return type(v) is int and v >= 0
 
@@ -741,8 +753,8 @@ FIELD_CHECKS: dict[type, tuple] = {
     TaskDone: (_id, _list, _amount),
     TaskFailed: (_id, _payload, _amount, _str, _flag, _opt_list),
     TaskBlocked: (_id,), TaskUnblocked: (_id,),
-    TaskOutput: (_any, _str, _str, _str),
-    Output: (_str, _str, _str),
+    TaskOutput: (_any, _str, _str, _str, _opt(_strs)),
+    Output: (_str, _str, _str, _any_id, _opt(_strs)),
     ClusterInfo: (_count, _dict, _list),
     Ping: (),
     FreeObjects: (_list,), SealObjects: (_ids,),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import numbers
-import sys
 import threading
 from typing import Any, Sequence
 
@@ -41,8 +40,9 @@ from graphstore.exceptions import (ConnectionLostError, GetTimeoutError, Graphst
 from graphstore.runtime import context
 from graphstore.runtime.actor_client import ActorClient, ActorSend
 from graphstore.runtime.object_io import ObjectIO
+from graphstore.runtime.output import OutputRenderer
 from graphstore.runtime.refcounts import AskAgain, RefChannel
-from graphstore.runtime.roles import Role
+from graphstore.runtime.roles import DriverRole, Role
 from graphstore.runtime.streams import ObjectRefGenerator, StreamTable, wait_with_generators
 from graphstore.runtime.submission import Submitter
 from graphstore.runtime.waiting import Waiter
@@ -100,6 +100,9 @@ class Runtime:
         #: Bytes above which a buffer travels as a frame of its own.
         self.split_bytes = config.frame_split_bytes
         self.output_enabled = config.log_to_driver
+        #: Prints the output of tasks this driver submitted (``msg.Output``).
+        self.output = OutputRenderer(schedule=self._call_later)
+        self._render_scheduled = False
         self._task_blocked = getattr(role, "task_blocked", None)
         self._task_unblocked = getattr(role, "task_unblocked", None)
         #: Environment variables the tasks and actors this process submits inherit (a
@@ -160,12 +163,17 @@ class Runtime:
         self._local.pop(object_id, None)
 
     def install(self) -> None:
-        """Make this the process's runtime: refs report here, the API calls here."""
+        """Make this the process's runtime: refs report here, the API calls here. A
+        driver that shows task output takes part in its terminal streams (see
+        ``output.OutputRenderer``)."""
         context.install(self)
+        if self.output_enabled and isinstance(self.role, DriverRole):
+            self.output.install()
 
     def uninstall(self) -> None:
         self._closed = True
         context.uninstall(self)
+        self.output.close()
         with self._lock:
             waiters = [w for ws in self._waiters.values() for w in ws]
             self._waiters.clear()
@@ -301,14 +309,24 @@ class Runtime:
         self.streams.item_ready(m.generator_id, m.index, ObjectRef._new(object_id))
 
     def _print_output(self, m: msg.Output) -> None:
-        stream = sys.stderr if m.stream == "stderr" else sys.stdout
-        text = m.text
-        if text.endswith("\n"):
-            text = text[:-1]
+        """Loop thread: a task's output. Lines are printed at once, before a result
+        that follows them is handled; live rows alone once per burst of messages."""
+        self.output.receive(m.source, m.prefix, m.stream, m.text, m.live)
+        if m.text:
+            self.output.render()
+        elif not self._render_scheduled:
+            self._render_scheduled = True
+            self.loop.call_soon(self._render_output)
+
+    def _render_output(self) -> None:
+        self._render_scheduled = False
+        self.output.render()
+
+    def _call_later(self, delay: float, callback) -> None:
+        """Any thread: ``callback()`` on the loop thread after ``delay`` seconds."""
         try:
-            stream.write("".join(f"{m.prefix} {line}\n" for line in text.split("\n")))
-            stream.flush()
-        except Exception:
+            self.loop.call_soon_threadsafe(self.loop.call_later, delay, callback)
+        except RuntimeError:  # loop closed during shutdown
             pass
 
     def connection_lost(self) -> None:

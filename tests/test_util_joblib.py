@@ -143,10 +143,13 @@ def _blas_threads(_):
 
 
 def test_thread_pools_in_a_task_get_its_cpus(cluster):
-    with joblib.parallel_config(backend="graphstore"):
-        assert Parallel(n_jobs=2)(delayed(_blas_threads)(i) for i in range(2)) == [{1}] * 2
     with joblib.parallel_config(backend="graphstore", inner_max_num_threads=2):
         assert Parallel(n_jobs=2)(delayed(_blas_threads)(i) for i in range(2)) == [{2}] * 2
+    with joblib.parallel_config(backend="graphstore"):
+        assert Parallel(n_jobs=2)(delayed(_blas_threads)(i) for i in range(2)) == [{1}] * 2
+    # Other tasks in those workers find the pools as they were.
+    plain = graphstore.remote(_blas_threads)
+    assert graphstore.get([plain.remote(i) for i in range(4)]) == [_blas_threads(0)] * 4
 
 
 def test_an_error_keeps_its_type_and_cancels_the_rest(cluster, tmp_path):

@@ -61,7 +61,7 @@ def _run_batch(payload: bytes, writable: bool, max_threads: int, *arrays):
     if writable:                          # mmap_mode "r+", "w+" or "c": a private copy
         arrays = tuple(array.copy() for array in arrays)
     batch = _BatchUnpickler(payload, arrays).load()   # imports what the batch needs
-    with _thread_limits(max_threads):
+    with _thread_pools.held_to(max_threads):
         return batch()
 
 
@@ -74,22 +74,50 @@ class _BatchUnpickler(pickle.Unpickler):
         return self._arrays[index]
 
 
-#: The process's threadpoolctl controller and how many modules were loaded when it
-#: looked for thread pools (a module imported since may have brought a new one).
-_controller: Any = None
-_controller_modules = 0
+class _ThreadPoolLimits:
+    """Holds this process's BLAS and OpenMP thread pools (threadpoolctl) to a number of
+    threads while joblib batches run in it. A worker runs its tasks in threads and the
+    pools belong to the process: the first batch to start sets the limit (batches
+    running beside it share it) and the last to end gives the pools their sizes back."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = 0
+        self._limiter: Any = None
+        self._controller: Any = None
+        #: How many modules were loaded when the controller looked for pools: a module
+        #: imported since may have brought a new one.
+        self._modules = 0
+
+    @contextlib.contextmanager
+    def held_to(self, max_threads: int):
+        with self._lock:
+            if self._running == 0:
+                controller = self._current_controller()
+                if controller is not None:
+                    self._limiter = controller.limit(limits=max_threads)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0 and self._limiter is not None:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+    def _current_controller(self):
+        if self._controller is None or len(sys.modules) != self._modules:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:           # scikit-learn brings it; without, no limits
+                return None
+            self._controller = ThreadpoolController()   # a few ms: reads the loaded libraries
+            self._modules = len(sys.modules)
+        return self._controller
 
 
-def _thread_limits(max_threads: int):
-    global _controller, _controller_modules
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:                   # scikit-learn brings it; without, no limits
-        return contextlib.nullcontext()
-    if _controller is None or len(sys.modules) != _controller_modules:
-        _controller = ThreadpoolController()  # a few ms: finds the loaded libraries
-        _controller_modules = len(sys.modules)
-    return _controller.limit(limits=max_threads)
+_thread_pools = _ThreadPoolLimits()
 
 
 _run_batch_task = graphstore.remote(_run_batch)

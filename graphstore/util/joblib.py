@@ -138,7 +138,8 @@ class _SharedArrays:
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
+        #: Reentrant: an array may die, and its entry go, while this thread puts another.
+        self._lock = threading.RLock()
         self._refs: dict[int, tuple[weakref.ref, graphstore.ObjectRef]] = {}
 
     def ref(self, array) -> graphstore.ObjectRef:

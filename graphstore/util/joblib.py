@@ -8,7 +8,9 @@ cluster. Ray's ``ray.util.joblib.register_ray`` is the same idea.
     with joblib.parallel_config(backend="graphstore"):
         GridSearchCV(model, grid, n_jobs=-1).fit(X, y)
 
-Each batch joblib forms (a ``BatchedCalls``) is one task. Numpy arrays of at least
+Each batch joblib forms (a ``BatchedCalls``) is one task, run in a task process of a
+worker that has loky's thread variables set (``OMP_NUM_THREADS``... at the task's
+CPUs), as loky's own workers do. Numpy arrays of at least
 joblib's ``max_nbytes`` (1 MB by default) anywhere in a batch are put in the object store
 once per ``Parallel`` call and reach the tasks as their arguments, read-only, without
 a copy on the same host; the rest of the batch is pickled with cloudpickle. Results come
@@ -22,9 +24,9 @@ Importing this module imports joblib; importing graphstore does not.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
+import os
 import pickle
 import queue
 import sys
@@ -52,17 +54,11 @@ def register() -> None:
 
 # -- the task -------------------------------------------------------------------------------
 
-def _run_batch(payload: bytes, writable: bool, max_threads: int, *arrays):
-    """Run one joblib batch; ``arrays`` are its large arrays, put once by the driver.
-
-    BLAS and OpenMP thread pools are held to ``max_threads`` while it runs (the task's
-    CPUs, or joblib's ``inner_max_num_threads``): loky limits its workers the same way,
-    and without it each worker's pools take every core of the host."""
+def _run_batch(payload: bytes, writable: bool, *arrays):
+    """Run one joblib batch; ``arrays`` are its large arrays, put once by the driver."""
     if writable:                          # mmap_mode "r+", "w+" or "c": a private copy
         arrays = tuple(array.copy() for array in arrays)
-    batch = _BatchUnpickler(payload, arrays).load()   # imports what the batch needs
-    with _thread_pools.held_to(max_threads):
-        return batch()
+    return _BatchUnpickler(payload, arrays).load()()
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -72,52 +68,6 @@ class _BatchUnpickler(pickle.Unpickler):
 
     def persistent_load(self, index: int):
         return self._arrays[index]
-
-
-class _ThreadPoolLimits:
-    """Holds this process's BLAS and OpenMP thread pools (threadpoolctl) to a number of
-    threads while joblib batches run in it. A worker runs its tasks in threads and the
-    pools belong to the process: the first batch to start sets the limit (batches
-    running beside it share it) and the last to end gives the pools their sizes back."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._running = 0
-        self._limiter: Any = None
-        self._controller: Any = None
-        #: How many modules were loaded when the controller looked for pools: a module
-        #: imported since may have brought a new one.
-        self._modules = 0
-
-    @contextlib.contextmanager
-    def held_to(self, max_threads: int):
-        with self._lock:
-            if self._running == 0:
-                controller = self._current_controller()
-                if controller is not None:
-                    self._limiter = controller.limit(limits=max_threads)
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-                if self._running == 0 and self._limiter is not None:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
-
-    def _current_controller(self):
-        if self._controller is None or len(sys.modules) != self._modules:
-            try:
-                from threadpoolctl import ThreadpoolController
-            except ImportError:           # scikit-learn brings it; without, no limits
-                return None
-            self._controller = ThreadpoolController()   # a few ms: reads the loaded libraries
-            self._modules = len(sys.modules)
-        return self._controller
-
-
-_thread_pools = _ThreadPoolLimits()
 
 
 _run_batch_task = graphstore.remote(_run_batch)
@@ -220,8 +170,13 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
     as with every joblib backend. ``ray_remote_args`` (Ray's name, as for
     ``graphstore.util.multiprocessing.Pool``) are the options of each batch's task:
     ``num_cpus``, ``resources``, ``max_retries``, ``scheduling_strategy``, ...; given to
-    ``parallel_config`` or to ``Parallel``. A task's BLAS/OpenMP pools get its
-    ``num_cpus`` threads (1 by default), or ``inner_max_num_threads``.
+    ``parallel_config`` or to ``Parallel``.
+
+    Batches run in task processes of the workers (reused from batch to batch), started
+    with the variables loky sets in its workers (``OMP_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``...) at the task's ``num_cpus`` (1), or
+    ``inner_max_num_threads``: native thread pools do not oversubscribe the host, and
+    batches on a worker of several slots do not share its GIL.
     """
 
     supports_retrieve_callback = True     # generators, timeouts and callbacks
@@ -233,7 +188,10 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
                  ray_remote_args: dict | None = None):
         super().__init__(nesting_level=nesting_level,
                          inner_max_num_threads=inner_max_num_threads)
-        self._set_task_options(ray_remote_args)
+        self._set_remote_args(ray_remote_args)
+        self._options: dict | None = None
+        #: The batch task with ``_options``, by task name (``_task_named``).
+        self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
         #: Tasks of this backend not finished yet (an abort cancels them).
         self._in_flight: set[graphstore.ObjectRef] = set()
@@ -242,13 +200,11 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         self._min_nbytes: int | None = 1_000_000
         self._writable = False
 
-    def _set_task_options(self, ray_remote_args: dict | None) -> None:
-        options = dict(ray_remote_args or {})
-        _run_batch_task.options(**options)        # a bad option raises here
-        self._options = options
-        #: The batch task with these options, by task name (``_task_named``).
-        self._tasks: dict[str, Any] = {}
-        num_cpus = options.get("num_cpus", 1)
+    def _set_remote_args(self, ray_remote_args: dict | None) -> None:
+        remote_args = dict(ray_remote_args or {})
+        _run_batch_task.options(**remote_args)        # a bad option raises here
+        self._remote_args = remote_args
+        num_cpus = remote_args.get("num_cpus", 1)
         self._cpus_per_task = num_cpus if num_cpus and num_cpus > 0 else None
 
     # -- joblib's backend API ------------------------------------------------------------
@@ -274,7 +230,8 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         joblib's other settings (``temp_folder``, ``context``...) have no meaning here."""
         _connect()
         if ray_remote_args is not None:
-            self._set_task_options(ray_remote_args)
+            self._set_remote_args(ray_remote_args)
+        self._set_options()
         self.parallel = parallel
         self._min_nbytes = None if mmap_mode is None else max_nbytes
         self._writable = mmap_mode not in ("r", None)
@@ -300,8 +257,7 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
             pickler = _BatchPickler(buffer, self._shared, self._min_nbytes)
             pickler.dump(func)
             payload, refs = buffer.getvalue(), pickler.refs
-        ref = self._task_named(func).remote(payload, self._writable, self._max_threads(),
-                                            *refs)
+        ref = self._task_named(func).remote(payload, self._writable, *refs)
         callbacks = self._callback_thread()
         with self._lock:
             self._in_flight.add(ref)
@@ -332,10 +288,26 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         self.reset_batch_stats()
 
     # -- inside -----------------------------------------------------------------------------
-    def _max_threads(self) -> int:
-        if self.inner_max_num_threads is not None:
-            return max(1, int(self.inner_max_num_threads))
-        return max(1, int(self._cpus_per_task or 1))
+    def _set_options(self) -> None:
+        """The batch task's options: ``ray_remote_args``, with the thread variables in
+        ``runtime_env`` (those the user gives there win)."""
+        runtime_env = dict(self._remote_args.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**self._thread_variables(),
+                                   **(runtime_env.get("env_vars") or {})}
+        options = {**self._remote_args, "runtime_env": runtime_env}
+        if options != self._options:
+            self._options, self._tasks = options, {}
+
+    def _thread_variables(self) -> dict:
+        """What loky sets in its workers (joblib's ``_prepare_worker_env``), for a task's
+        CPUs instead of this host's CPUs over ``n_jobs``."""
+        threads = self.inner_max_num_threads
+        default = max(1, int(self._cpus_per_task or 1))
+        env = {var: str(threads if threads is not None else os.environ.get(var, default))
+               for var in self.MAX_NUM_THREADS_VARS}
+        if self.TBB_ENABLE_IPC_VAR not in os.environ:
+            env[self.TBB_ENABLE_IPC_VAR] = "1"
+        return env
 
     def _callback_thread(self) -> _CallbackThread:
         with self._lock:
@@ -346,6 +318,8 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
     def _task_named(self, batch):
         """The batch task, named after the function the batch calls (as the status page
         and ``list_tasks`` show it), unless ``ray_remote_args`` names it."""
+        if self._options is None:              # submitted without configure()
+            self._set_options()
         items = getattr(batch, "items", None)
         function = items[0][0] if items else batch
         name = self._options.get("name") or "joblib:" + getattr(

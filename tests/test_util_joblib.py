@@ -205,7 +205,7 @@ def test_results_as_generators(cluster, tmp_path):
 
 
 def test_a_large_array_is_put_once_per_call(cluster, monkeypatch):
-    big = np.arange(500_000, dtype=np.float64)          # 4 MB: above max_nbytes (1 MB)
+    big = np.arange(500_000, dtype=np.float64)          # 4 MB: above max_nbytes (1 MiB)
     weights = np.ones(200_000)                          # 1.6 MB, inside a dict
     puts = []
     real_put = graphstore.put

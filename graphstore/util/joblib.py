@@ -11,7 +11,7 @@ cluster. Ray's ``ray.util.joblib.register_ray`` is the same idea.
 Each batch joblib forms (a ``BatchedCalls``) is one task, run in a task process of a
 worker that has loky's thread variables set (``OMP_NUM_THREADS``... at the task's
 CPUs), as loky's own workers do. Numpy arrays of at least
-joblib's ``max_nbytes`` (1 MB by default) anywhere in a batch are put in the object store
+joblib's ``max_nbytes`` (1 MiB by default) anywhere in a batch are put in the object store
 once per ``Parallel`` call and reach the tasks as their arguments, read-only, without
 a copy on the same host; the rest of the batch is pickled with cloudpickle. Results come
 back through ``ObjectRef.future()``; joblib's callbacks (its progress output, its next
@@ -197,7 +197,7 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         self._in_flight: set[graphstore.ObjectRef] = set()
         self._shared = _SharedArrays()
         self._callbacks: _CallbackThread | None = None
-        self._min_nbytes: int | None = 1_000_000
+        self._min_nbytes: int | None = 2**20              # joblib's "1M"
         self._writable = False
 
     def _set_remote_args(self, ray_remote_args: dict | None) -> None:
@@ -221,7 +221,7 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         return max(1, slots + 1 + n_jobs)
 
     def configure(self, n_jobs: int = 1, parallel=None, prefer=None, require=None,
-                  ray_remote_args: dict | None = None, max_nbytes: int | None = 1_000_000,
+                  ray_remote_args: dict | None = None, max_nbytes: int | None = 2**20,
                   mmap_mode: str | None = "r", **_joblib_settings) -> int:
         """Called by ``Parallel`` with its settings: ``max_nbytes`` is the size from which
         an array goes through the object store (``None``: never), ``mmap_mode`` how a task

@@ -1,7 +1,8 @@
 """Utilities at Ray's paths (``ray.util.*``): ``graphstore.util.scheduling_strategies``,
 ``graphstore.util.ActorPool`` (``actor_pool``), ``graphstore.util.queue.Queue``,
-``graphstore.util.multiprocessing.Pool`` and ``graphstore.util.Executor`` (a
-``concurrent.futures.Executor`` running tasks)."""
+``graphstore.util.multiprocessing.Pool``, ``graphstore.util.Executor`` (a
+``concurrent.futures.Executor`` running tasks) and ``graphstore.util.joblib`` (a joblib
+backend; it imports joblib, so it is not imported here)."""
 from graphstore.util.actor_pool import ActorPool
 from graphstore.util.executor import Executor
 

@@ -3,7 +3,7 @@
 ``dask.compute(x, scheduler=graphstore.dask.get)`` (or ``dask.config.set(scheduler=
 graphstore.dask.get)``) runs a ``dask.array``, ``dask.dataframe``, ``dask.bag`` or
 ``dask.delayed`` graph on the cluster. Each Dask task becomes one graphstore task whose
-inputs are the refs of the tasks it depends on, so chunks stay in the workers' shared
+inputs are the refs of the tasks it depends on (linear chains fused into one task), so chunks stay in the workers' shared
 memory and are read where they are (zero-copy on the same host); the scheduler places each
 task near the bytes it reads. The driver lets go of an intermediate's ref once every task
 that reads it has been submitted, so the store frees it as soon as those have run.
@@ -26,7 +26,7 @@ from graphstore.remote_function import remote
 
 try:
     import dask
-    from dask._task_spec import Alias, DataNode, convert_legacy_graph
+    from dask._task_spec import Alias, DataNode, convert_legacy_graph, fuse_linear_task_spec
     from dask.core import flatten
     from dask.order import order
     from dask.utils import key_split
@@ -131,7 +131,10 @@ def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None, **
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
     wanted = list(flatten(keys)) if isinstance(keys, list) else [keys]
-    refs = _submit_graph(convert_legacy_graph(dsk), set(wanted))
+    # A chain of tasks each read by the next alone runs as one task, as in Dask
+    # distributed: its links then never go through the store.
+    graph = fuse_linear_task_spec(convert_legacy_graph(dsk), wanted)
+    refs = _submit_graph(graph, set(wanted))
     flat = [refs[key] for key in wanted]
     values = flat if persist else api.get(flat)
     by_key = dict(zip(wanted, values))

@@ -32,9 +32,10 @@ def _new_tasks(before: int) -> list[dict]:
     return tasks[before:] if len(tasks) >= before else tasks
 
 
-def _object_count() -> int:
+def _object_count(min_size: int = 0) -> int:
     """Objects with a value (pending results of queued tasks are not counted)."""
-    return sum(o["state"] == "ready" for o in graphstore.memory_summary()["objects"])
+    return sum(o["state"] == "ready" and o["size"] >= min_size
+               for o in graphstore.memory_summary()["objects"])
 
 
 def test_array_reduction_equals_dask_and_runs_as_named_tasks(cluster):
@@ -157,7 +158,7 @@ def test_persist_keeps_chunks_in_the_store_and_reuses_them(cluster):
 
 
 def test_intermediates_are_freed_once_their_readers_ran(cluster):
-    baseline = _object_count()
+    baseline = _object_count(MB)
 
     @dask.delayed
     def step(previous, i):
@@ -165,27 +166,53 @@ def test_intermediates_are_freed_once_their_readers_ran(cluster):
         # 2 MB per step: each result lives in a store.
         return np.full(2 * MB // 8, float(i)) + (previous[:1] if previous is not None else 0)
 
-    value = None
+    @dask.delayed
+    def head(array):
+        return float(array[0])
+
+    # Each step is read by the next step and by a small summary, so the chain is not
+    # fused into one task: every step's 2 MB result goes through a store.
+    value, heads = None, []
     for i in range(30):
         value = step(value, i)
+        heads.append(head(value))
+    total = dask.delayed(sum)(heads)
+    expected, running = 0.0, 0.0
+    for i in range(30):
+        running += i
+        expected += running
     counts: list[int] = []
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            counts.append(_object_count() - baseline)
+            counts.append(_object_count(MB) - baseline)
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        assert value.compute(scheduler=gd.get)[0] == sum(range(30))
+        assert total.compute(scheduler=gd.get) == expected
     finally:
         done.set()
         sampler.join()
     # A chain holds a few results at a time, not all thirty.
     assert len(counts) >= 10 and max(counts) <= 4, counts
-    assert wait_for(lambda: _object_count() <= baseline, timeout=30)
+    assert wait_for(lambda: _object_count(MB) <= baseline, timeout=30)
+
+
+def test_a_linear_chain_runs_as_one_task(cluster):
+    @dask.delayed
+    def grow(values):
+        return values + [os.getpid()]
+
+    chain = []
+    for _ in range(5):
+        chain = grow(chain)
+    before = len(graphstore.list_tasks(limit=100_000))
+    pids = chain.compute(scheduler=gd.get)
+    assert len(pids) == 5 and len(set(pids)) == 1 and pids[0] != os.getpid()
+    assert len(_new_tasks(before)) == 1, _names(_new_tasks(before))
 
 
 def test_bad_input_gets_a_clear_error(cluster):
@@ -199,3 +226,11 @@ def test_bad_input_gets_a_clear_error(cluster):
     assert gd.get({"a": 1, "b": (sum, ["a", "a"])}, ["b", ["a"]]) == [2, [1]]
     with pytest.raises((TypeError, AttributeError)):
         gd.get(42, ["a"])
+
+
+def test_the_dask_example_runs(run_driver):
+    from helpers import run_example
+    run = run_example(run_driver, "dask_on_graphstore.py")
+    assert "delayed failure is a ZeroDivisionError: True" in run.stdout
+    assert "persisted chunks are refs: True" in run.stdout
+    assert "bag frequencies: [('a', 3), ('b', 1), ('c', 1)]" in run.stdout

@@ -11,6 +11,7 @@ from graphstore.core import graph_export
 from graphstore.core import protocol as msg
 from graphstore.core.object_ref import ObjectRef
 from graphstore.exceptions import GetTimeoutError, GraphvizNotFoundError
+from graphstore.runtime import ObjectRefGenerator
 
 #: Moved to ``cluster_report``; still importable from here, where it used to live.
 format_memory_summary = _format_memory_summary
@@ -85,6 +86,9 @@ def _as_completed(refs: list, timeout: float | None) -> Iterator[ObjectRef]:
     except concurrent.futures.TimeoutError:
         raise GetTimeoutError(f"as_completed() timed out after {timeout} s with "
                               f"{len(waiting)} of {total} object(s) not ready") from None
+    finally:                                 # timed out, or the consumer stopped early
+        for future, ref in waiting.items():
+            runtime.drop_future(ref, future)
 
 
 def progress(refs, *, desc: str | None = None, total: int | None = None,
@@ -129,6 +133,13 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
     counts: dict[bytes, int] = {}         # object id -> times given, while not done
     done: set[bytes] = set()
     collected: list[ObjectRef] = []
+    pending: dict[bytes, tuple] = {}      # object id -> (ref, its future), while not done
+
+    def timed_out(what: str) -> GetTimeoutError:
+        return GetTimeoutError(f"progress() timed out after {timeout} s {what}, with "
+                               f"{len(counts)} of {len(counts) + len(done)} object(s) "
+                               f"not ready")
+
     with tqdm(total=total, desc=desc, **tqdm_kwargs) as bar:
 
         def arrived(future) -> None:
@@ -136,6 +147,7 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
             if failure is not None:        # nothing will come: shut down, connection lost
                 raise failure
             object_id = future.result()
+            pending.pop(object_id, None)
             done.add(object_id)
             bar.update(counts.pop(object_id))
 
@@ -145,39 +157,66 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
             if bar.n != getattr(bar, "last_print_n", bar.n):
                 bar.refresh()
 
-        for ref in items:
-            if not isinstance(ref, ObjectRef):
-                raise TypeError(f"progress() takes ObjectRefs, not {type(ref).__name__}")
-            collected.append(ref)
-            object_id = ref._id
-            if object_id in done:
-                bar.update(1)
-            elif object_id in counts:
-                counts[object_id] += 1
-            else:
-                counts[object_id] = 1
-                runtime.future(ref, value=False).add_done_callback(finished.put)
-            while not finished.empty():    # what finished while refs were still coming
-                arrived(finished.get())
-            if given is None:              # the next ref may take a while to come
+        try:
+            for ref in _refs_until(items, deadline, timed_out):
+                if not isinstance(ref, ObjectRef):
+                    raise TypeError(f"progress() takes ObjectRefs, not "
+                                    f"{type(ref).__name__}")
+                collected.append(ref)
+                object_id = ref._id
+                if object_id in done:
+                    bar.update(1)
+                elif object_id in counts:
+                    counts[object_id] += 1
+                else:
+                    counts[object_id] = 1
+                    future = runtime.future(ref, value=False)
+                    pending[object_id] = (ref, future)
+                    future.add_done_callback(finished.put)
+                while not finished.empty():    # what finished while refs were still coming
+                    arrived(finished.get())
+                if given is None:              # the next ref may take a while to come
+                    show()
+            if bar.total is None:
+                bar.total = len(collected)
+                bar.refresh()
+            while counts:
+                while not finished.empty():
+                    arrived(finished.get())
+                if not counts:
+                    break
                 show()
-        if bar.total is None:
-            bar.total = len(collected)
-            bar.refresh()
-        while counts:
-            while not finished.empty():
-                arrived(finished.get())
-            if not counts:
-                break
-            show()
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                arrived(finished.get(timeout=wait))
-            except queue.Empty:
-                raise GetTimeoutError(
-                    f"progress() timed out after {timeout} s with {len(counts)} of "
-                    f"{len(counts) + len(done)} object(s) not ready") from None
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    arrived(finished.get(timeout=wait))
+                except queue.Empty:
+                    raise timed_out("waiting for them") from None
+        finally:        # a timeout or an error: stop waiting for what is left
+            for ref, future in pending.values():
+                runtime.drop_future(ref, future)
     return given if given is not None else collected
+
+
+def _refs_until(items, deadline: float | None, timed_out) -> Iterator[ObjectRef]:
+    """The refs of ``items``; past ``deadline``, ``timed_out(what)`` is raised. The next
+    ref of a streaming generator is waited for only until then; any other iterable is
+    checked between items (its ``next`` cannot be interrupted)."""
+    if deadline is None:
+        yield from items
+        return
+    if isinstance(items, ObjectRefGenerator):
+        while True:
+            try:
+                ref = items._next_sync(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise timed_out("waiting for the generator's next ref") from None
+            if ref is None:
+                return
+            yield ref
+    for ref in items:
+        if time.monotonic() > deadline:
+            raise timed_out("while its refs were still coming")
+        yield ref
 
 
 def cluster_status() -> dict:

@@ -154,3 +154,50 @@ def test_a_task_line_does_not_glue_to_the_drivers_bar():
     send(renderer, b"t1", F, "stdout", "hello\n")
     assert seen(tty) == [f"{F} hello", "driver: 1/2"]
     bar.close()
+
+
+class _FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_stand_ins_write_to_their_terminal_whatever_is_in_front_of_them(monkeypatch):
+    """A tee put in front of the stand-in after ``init()`` (it writes into the stand-in)
+    must not loop back into itself, and a stream redirected for a while does not take
+    what is written through a handle on the stand-in."""
+    import contextlib
+    import sys
+    tty_out, tty_err = _FakeTerminal(), _FakeTerminal()
+    monkeypatch.setattr(sys, "stdout", tty_out)
+    monkeypatch.setattr(sys, "stderr", tty_err)
+    renderer = OutputRenderer()
+    renderer.install()
+    try:
+        assert isinstance(sys.stdout, TerminalStream) and isinstance(sys.stderr, TerminalStream)
+        handle = sys.stderr                      # e.g. a logging handler made after init
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured):
+            handle.write("to the terminal\n")
+        assert captured.getvalue() == "" and tty_err.getvalue() == "to the terminal\n"
+
+        class Tee:
+            def __init__(self, inner):
+                self.inner, self.copy = inner, io.StringIO()
+
+            def write(self, text):
+                self.copy.write(text)
+                return self.inner.write(text)
+
+            def flush(self):
+                self.inner.flush()
+
+        tee = Tee(sys.stdout)
+        sys.stdout = tee
+        print("hello")                           # RecursionError before the fix
+        renderer.receive(b"t", F, "stdout", "from a task\n", None)
+        renderer.render()
+        assert tee.copy.getvalue() == "hello\n"
+        assert tty_out.getvalue() == f"hello\n{F} from a task\n"
+    finally:
+        sys.stdout = tty_out
+        renderer.uninstall()

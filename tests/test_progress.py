@@ -50,6 +50,13 @@ def _count(n):
 
 
 @graphstore.remote(num_cpus=0)
+def _yield_then_wait(gate):
+    yield 1
+    _wait_for_file(gate)
+    yield 2
+
+
+@graphstore.remote(num_cpus=0)
 class _Counter:
     def __init__(self):
         self.n = 0
@@ -120,6 +127,8 @@ def test_times_out_and_checks_its_arguments(cluster, tmp_path):
     never = _square.remote(1, str(tmp_path / "never"))
     with pytest.raises(GetTimeoutError, match="1 of 2"):
         graphstore.progress([graphstore.put(0), never], timeout=0.5, file=io.StringIO())
+    # Once it gave up, progress() no longer waits for (nor holds) what it was given.
+    assert never._id not in graphstore.session.get_runtime()._waiters
     graphstore.cancel(never)
     assert wait_for(lambda: graphstore.wait([never], timeout=1)[0], timeout=30)
     with pytest.raises(TypeError, match="ObjectRef"):
@@ -129,3 +138,25 @@ def test_times_out_and_checks_its_arguments(cluster, tmp_path):
     with pytest.raises(ValueError, match="timeout"):
         graphstore.progress([], timeout=-1)
     assert graphstore.progress([], file=io.StringIO()) == []
+
+
+def test_the_timeout_covers_a_generator_that_stops_yielding(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    generator = _yield_then_wait.remote(str(gate))
+    start = time.monotonic()
+    with pytest.raises(GetTimeoutError, match="next ref"):
+        graphstore.progress(generator, timeout=1, file=io.StringIO())
+    assert time.monotonic() - start < 30     # not until the generator yields again
+    gate.write_text("go")
+    assert [graphstore.get(ref) for ref in generator] == [2]
+
+
+def test_as_completed_stops_waiting_when_its_consumer_does(cluster, tmp_path):
+    never = _square.remote(1, str(tmp_path / "never"))
+    ready = graphstore.put(5)
+    stream = graphstore.as_completed([ready, never])
+    assert next(stream) == ready
+    stream.close()                           # the consumer stopped early
+    assert never._id not in graphstore.session.get_runtime()._waiters
+    (tmp_path / "never").write_text("go")
+    assert graphstore.get(never, timeout=60) == 1

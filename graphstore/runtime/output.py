@@ -89,9 +89,16 @@ class OutputRenderer:
             self._installed.clear()
 
     def _stream(self, name: str):
-        """(file, is it a terminal) for a stream name."""
+        """(file, is it a terminal) for a stream name.
+
+        While this renderer stands in for the stream, the terminal it wraps, whatever
+        ``sys.<name>`` is now: a tee or redirect the user put in front of the stand-in
+        writes through it into this renderer, and writing back into them would loop."""
         if self._fixed_streams is not None:
             return self._fixed_streams[name]
+        proxy = self._installed.get(name)
+        if proxy is not None:
+            return proxy.real, True
         current = getattr(sys, name)
         if isinstance(current, TerminalStream):
             return current.real, True
@@ -202,25 +209,26 @@ class OutputRenderer:
         return rows
 
     # -- the driver's own output (user threads) ---------------------------------------
-    def driver_write(self, name: str, text: str) -> None:
-        """The driver wrote ``text`` to a terminal stream: straight through while no
-        area is shown, else its finished lines above the area, the rest in it."""
+    def driver_write(self, name: str, text: str, real=None) -> None:
+        """The driver wrote ``text`` to a terminal stream (``real``, the one its stand-in
+        wraps): straight through while no area is shown, else its finished lines above
+        the area, the rest in it."""
         with self._lock:
             self._screen.write(text, time.monotonic())
             finished = self._screen.take()
             if not self._drawn:
-                self._stream(name)[0].write(text)
+                (real if real is not None else self._stream(name)[0]).write(text)
             else:
                 if finished:
                     self._writes.append(("driver", finished))
                 self._render()
             self._arm_settle()
 
-    def driver_flush(self, name: str) -> None:
+    def driver_flush(self, name: str, real=None) -> None:
         with self._lock:
             self._screen.flush(hand_on=False)
             if not self._drawn:
-                _flush(self._stream(name)[0])
+                _flush(real if real is not None else self._stream(name)[0])
             else:
                 self._render()
             self._arm_settle()
@@ -280,7 +288,7 @@ class TerminalStream:
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._renderer.driver_write(self._stream, text)
+        self._renderer.driver_write(self._stream, text, self.real)
         return len(text)
 
     def writelines(self, lines) -> None:
@@ -288,7 +296,7 @@ class TerminalStream:
             self.write(line)
 
     def flush(self) -> None:
-        self._renderer.driver_flush(self._stream)
+        self._renderer.driver_flush(self._stream, self.real)
 
     def isatty(self) -> bool:
         return True

@@ -685,3 +685,15 @@ class Runtime:
             # Keep the ref alive until the future completes, so the object stays held.
             future.add_done_callback(lambda f, keep=ref: None)
         return future
+
+    def drop_future(self, ref: ObjectRef, future: concurrent.futures.Future) -> None:
+        """Stop waiting for ``future`` (of ``future(ref)``) and cancel it: its waiter no
+        longer holds the future, nor the future the ref (for callers that gave up:
+        a timeout, an error, a consumer gone)."""
+        with self._lock:
+            waiters = self._waiters.get(ref._id)
+            if waiters:
+                waiters[:] = [w for w in waiters if w.future is not future]
+                if not waiters:
+                    del self._waiters[ref._id]
+        future.cancel()

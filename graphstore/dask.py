@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import io
 import pickle
+import queue
 import sys
 from collections.abc import Mapping
 
 import cloudpickle
 
-from graphstore import api
+from graphstore import api, session
 from graphstore.core.object_ref import ObjectRef
 from graphstore.remote_function import remote
 
 try:
     import dask
     from dask._task_spec import Alias, DataNode, convert_legacy_graph, fuse_linear_task_spec
+    from dask.callbacks import local_callbacks, unpack_callbacks
     from dask.core import flatten
     from dask.order import order
     from dask.utils import key_split
@@ -116,7 +118,8 @@ class _TaskUnpickler(pickle.Unpickler):
 _run = remote(_run_node)
 
 
-def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None, **kwargs):
+def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None,
+        callbacks=None, **kwargs):
     """Run a Dask graph on graphstore and return the values of ``keys``.
 
     ``keys`` is one key or a (nested) list of keys; the result has the same shape. With
@@ -126,6 +129,10 @@ def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None, **
     (``num_workers``, ``pool``...) are accepted and ignored: the cluster decides.
     A failing task raises its error, which is an instance of the original exception's
     class, as ``get`` does for any task.
+
+    Dask's callbacks (``dask.diagnostics.ProgressBar``, ``Profiler``, or ``callbacks=``)
+    are called: ``pretask`` when a task is submitted, ``posttask`` (without the value,
+    which stays in the store) when its result is ready, ``finish`` at the end.
     """
     persist = persist or bool(ray_persist)
     if not isinstance(dsk, Mapping):
@@ -134,11 +141,78 @@ def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None, **
     # A chain of tasks each read by the next alone runs as one task, as in Dask
     # distributed: its links then never go through the store.
     graph = fuse_linear_task_spec(convert_legacy_graph(dsk), wanted)
-    refs = _submit_graph(graph, set(wanted))
+    with local_callbacks(callbacks) as active:
+        if not active:
+            return _pack(keys, _compute(graph, wanted, persist, None))
+        progress = _Progress(graph, unpack_callbacks(active))
+        try:
+            values = _compute(graph, wanted, persist, progress)
+        except BaseException:
+            progress.finish(errored=True)
+            raise
+        progress.finish(errored=False)
+        return _pack(keys, values)
+
+
+def _compute(graph: dict, wanted: list, persist: bool, progress) -> dict:
+    refs = _submit_graph(graph, set(wanted), progress)
     flat = [refs[key] for key in wanted]
-    values = flat if persist else api.get(flat)
-    by_key = dict(zip(wanted, values))
-    return _pack(keys, by_key)
+    if progress is not None:
+        progress.wait()
+    return dict(zip(wanted, flat if persist else api.get(flat)))
+
+
+class _Progress:
+    """Dask's local-scheduler callbacks, fed by graphstore: a task is "running" from
+    its submission until its result is ready (the driver hears of that without
+    fetching the value)."""
+
+    def __init__(self, graph: dict, callbacks):
+        self.start, start_state, self.pretask, self.posttask, self.finish_callbacks = \
+            callbacks
+        self.graph = graph
+        tasks = {key for key, node in graph.items()
+                 if not isinstance(node, (Alias, DataNode))}
+        self.state = {"waiting": tasks, "ready": set(), "running": set(),
+                      "finished": set(), "released": set(), "cache": {}}
+        self._runtime = session.runtime_or_auto_init()
+        self._futures: dict = {}                 # key -> (ref, future), until ready
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        for callback in self.start:
+            callback(graph)
+        for callback in start_state:
+            callback(graph, self.state)
+
+    def submitted(self, key, node, ref: ObjectRef) -> None:
+        if isinstance(node, (Alias, DataNode)):
+            return
+        self.state["waiting"].discard(key)
+        self.state["running"].add(key)
+        for callback in self.pretask:
+            callback(key, self.graph, self.state)
+        future = self._runtime.future(ref, value=False)
+        self._futures[key] = (ref, future)
+        future.add_done_callback(lambda _, key=key: self._done.put(key))
+
+    def wait(self) -> None:
+        """Call ``posttask`` for each task as its result is ready, until all are."""
+        while self._futures:
+            key = self._done.get()
+            _, future = self._futures.pop(key)
+            failure = future.exception()
+            if failure is not None:              # shut down, connection lost
+                raise failure
+            self.state["running"].discard(key)
+            self.state["finished"].add(key)
+            for callback in self.posttask:
+                callback(key, None, self.graph, self.state, None)
+
+    def finish(self, errored: bool) -> None:
+        for ref, future in self._futures.values():
+            self._runtime.drop_future(ref, future)
+        self._futures.clear()
+        for callback in self.finish_callbacks:
+            callback(self.graph, self.state, errored)
 
 
 def persist(*collections, **kwargs):
@@ -163,7 +237,7 @@ def disable():
     return dask.config.set(scheduler=None)
 
 
-def _submit_graph(graph: dict, wanted: set) -> dict:
+def _submit_graph(graph: dict, wanted: set, progress=None) -> dict:
     """Submit every task ``wanted`` needs, dependencies first, in Dask's order.
 
     Returns the refs of ``wanted`` (and of nothing else: every other ref is dropped as
@@ -177,7 +251,7 @@ def _submit_graph(graph: dict, wanted: set) -> dict:
     refs: dict = {}
     literals = _Literals()
     for key in sorted(needed, key=lambda k: priority.get(k, 0)):
-        _submit(key, graph, refs, readers, wanted, literals)
+        _submit(key, graph, refs, readers, wanted, literals, progress)
     return refs
 
 
@@ -209,7 +283,7 @@ def _needed(graph: dict, wanted: set) -> set:
 
 
 def _submit(key, graph: dict, refs: dict, readers: dict, wanted: set,
-            literals: _Literals) -> None:
+            literals: _Literals, progress) -> None:
     """Submit ``key`` (and, should Dask's order ever put it first, its dependencies)."""
     stack = [key]
     while stack:
@@ -224,6 +298,8 @@ def _submit(key, graph: dict, refs: dict, readers: dict, wanted: set,
             continue
         stack.pop()
         refs[key] = _ref_for(node, refs, literals)
+        if progress is not None:
+            progress.submitted(key, node, refs[key])
         for dep in node.dependencies:
             readers[dep] -= 1
             if readers[dep] == 0 and dep not in wanted:

@@ -2,6 +2,7 @@
 checked against Dask's own synchronous scheduler."""
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -234,3 +235,30 @@ def test_the_dask_example_runs(run_driver):
     assert "delayed failure is a ZeroDivisionError: True" in run.stdout
     assert "persisted chunks are refs: True" in run.stdout
     assert "bag frequencies: [('a', 3), ('b', 1), ('c', 1)]" in run.stdout
+
+
+def test_dask_callbacks_progress_bar_and_profiler(cluster):
+    from dask.diagnostics import ProgressBar, Profiler
+    x = da.random.random((400, 400), chunks=(100, 100))
+    out = io.StringIO()
+    with ProgressBar(out=out, minimum=0, dt=0.01), Profiler() as profile:
+        total = x.sum().compute(scheduler=gd.get)
+    np.testing.assert_allclose(total, x.sum().compute(scheduler="sync"))
+    assert "100% Completed" in out.getvalue()
+    # One record per graphstore task, with the keys Dask knows them by.
+    assert len(profile.results) >= 16
+    assert all(start <= end for _, _, start, end, _ in profile.results)
+
+    @dask.delayed
+    def broken():
+        raise ValueError("no")
+
+    out = io.StringIO()
+    with pytest.raises(ValueError), ProgressBar(out=out, minimum=0, dt=0.01):
+        broken().compute(scheduler=gd.get)
+    assert "100% Completed" not in out.getvalue()
+    # Callbacks given to compute itself, as Dask's local schedulers take them.
+    seen = []
+    dask.delayed(sum)([1, 2]).compute(scheduler=gd.get, callbacks=[
+        (None, None, None, lambda key, result, dsk, state, worker: seen.append(key), None)])
+    assert len(seen) == 1

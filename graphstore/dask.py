@@ -13,17 +13,14 @@ persisted collection holds refs, and computing it again reads them where they ar
 """
 from __future__ import annotations
 
-import io
-import pickle
 import queue
 import sys
 from collections.abc import Mapping
 
-import cloudpickle
-
 from graphstore import api, session
 from graphstore.core.object_ref import ObjectRef
 from graphstore.remote_function import remote
+from graphstore.util.ref_pickling import dumps_with_refs, loads_with_values
 
 try:
     import dask
@@ -42,50 +39,15 @@ def _run_node(blob: bytes, keys: list, *values):
     """Worker side: run one Dask task on the values of its dependencies.
 
     ``values`` are the dependencies' values (one per key) followed by the values of the
-    refs found inside the task itself (see ``_TaskPickler``)."""
+    refs found inside the task itself (see ``_Literals``)."""
     dependencies, inner = values[:len(keys)], values[len(keys):]
-    node = _TaskUnpickler(io.BytesIO(blob), inner).load()
+    node = loads_with_values(blob, inner)
     return node(dict(zip(keys, dependencies)))
 
 
 #: Arrays and frames at least this large that Dask inlined into tasks are put in the store
 #: once per ``get`` and read from there (zero-copy) by every task that uses them.
 _LARGE_LITERAL_BYTES = 1 << 20
-
-
-class _TaskPickler(cloudpickle.Pickler):
-    """Pickles a Dask task with its refs and large data swapped for placeholders.
-
-    Dask inlines data into the tasks that read it: ``from_array`` puts the whole source
-    array into every chunk's task, and blockwise fusion does the same to the chunks of a
-    persisted collection. Refs found in a task, and arrays or frames of a megabyte or
-    more (put in the store once per ``get``, shared by every task of the graph), travel
-    as the task's arguments, which the worker receives as values read from the store.
-    """
-
-    def __init__(self, file, shared: dict, bulky: tuple):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.refs: list = []
-        self._positions: dict = {}
-        self._shared = shared
-        self._bulky = bulky
-
-    def persistent_id(self, obj):
-        kind = type(obj)
-        if kind is ObjectRef:
-            ref = obj
-        elif kind in self._bulky and _nbytes(obj) >= _LARGE_LITERAL_BYTES:
-            entry = self._shared.get(id(obj))
-            if entry is None:           # the object is kept so its id stays its own
-                entry = self._shared[id(obj)] = (obj, api.put(obj))
-            ref = entry[1]
-        else:
-            return None
-        position = self._positions.get(ref)
-        if position is None:
-            position = self._positions[ref] = len(self.refs)
-            self.refs.append(ref)
-        return position
 
 
 def _bulky_types() -> tuple:
@@ -104,15 +66,6 @@ def _nbytes(obj) -> int:
         return nbytes
     usage = obj.memory_usage(index=True, deep=False)
     return int(usage if isinstance(usage, int) else usage.sum())
-
-
-class _TaskUnpickler(pickle.Unpickler):
-    def __init__(self, file, values):
-        super().__init__(file)
-        self._values = values
-
-    def persistent_load(self, index):
-        return self._values[index]
 
 
 _run = remote(_run_node)
@@ -256,11 +209,30 @@ def _submit_graph(graph: dict, wanted: set, progress=None) -> dict:
 
 
 class _Literals:
-    """Large data found inside this graph's tasks, put once: id(obj) -> (obj, ref)."""
+    """What of a Dask task travels beside it, as its arguments (``dumps_with_refs``).
+
+    Dask inlines data into the tasks that read it: ``from_array`` puts the whole source
+    array into every chunk's task, and blockwise fusion does the same to the chunks of a
+    persisted collection. Refs found in a task, and arrays or frames of a megabyte or
+    more (put in the store once per ``get``, shared by every task of the graph), travel
+    as the task's arguments, which the worker receives as values read from the store.
+    """
 
     def __init__(self):
-        self.shared: dict = {}
-        self.bulky = _bulky_types()
+        #: id(obj) -> (obj, its ref); the object is kept so its id stays its own.
+        self._shared: dict = {}
+        self._bulky = _bulky_types()
+
+    def __call__(self, obj) -> ObjectRef | None:
+        kind = type(obj)
+        if kind is ObjectRef:
+            return obj
+        if kind not in self._bulky or _nbytes(obj) < _LARGE_LITERAL_BYTES:
+            return None
+        entry = self._shared.get(id(obj))
+        if entry is None:
+            entry = self._shared[id(obj)] = (obj, api.put(obj))
+        return entry[1]
 
 
 def _needed(graph: dict, wanted: set) -> set:
@@ -313,12 +285,9 @@ def _ref_for(node, refs: dict, literals: _Literals) -> ObjectRef:
         value = node.value
         return value if isinstance(value, ObjectRef) else api.put(value)
     dependencies = list(node.dependencies)
-    buffer = io.BytesIO()
-    pickler = _TaskPickler(buffer, literals.shared, literals.bulky)
-    pickler.dump(node)
+    blob, inner = dumps_with_refs(node, literals)
     return _run.options(name=key_split(node.key)).remote(
-        buffer.getvalue(), dependencies, *(refs[dep] for dep in dependencies),
-        *pickler.refs)
+        blob, dependencies, *(refs[dep] for dep in dependencies), *inner)
 
 
 def _pack(keys, by_key: dict):

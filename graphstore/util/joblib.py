@@ -24,7 +24,6 @@ Importing this module imports joblib; importing graphstore does not.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
@@ -40,6 +39,7 @@ from joblib.parallel import (AutoBatchingMixin, ParallelBackendBase,
 
 import graphstore
 from graphstore.exceptions import TaskError
+from graphstore.util.ref_pickling import dumps_with_refs, loads_with_values
 
 __all__ = ["register", "GraphstoreBackend"]
 
@@ -58,16 +58,7 @@ def _run_batch(payload: bytes, writable: bool, *arrays):
     """Run one joblib batch; ``arrays`` are its large arrays, put once by the driver."""
     if writable:                          # mmap_mode "r+", "w+" or "c": a private copy
         arrays = tuple(array.copy() for array in arrays)
-    return _BatchUnpickler(payload, arrays).load()()
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    def __init__(self, payload: bytes, arrays: tuple):
-        super().__init__(io.BytesIO(payload))
-        self._arrays = arrays
-
-    def persistent_load(self, index: int):
-        return self._arrays[index]
+    return loads_with_values(payload, arrays)()
 
 
 _run_batch_task = graphstore.remote(_run_batch)
@@ -112,28 +103,17 @@ class _SharedArrays:
             self._refs.clear()
 
 
-class _BatchPickler(cloudpickle.Pickler):
-    """Pickles a batch; numpy arrays of at least ``min_nbytes`` become persistent ids
-    (indices into ``refs``), wherever they are: arguments, DataFrames, sparse matrices,
-    dicts of fit parameters."""
+def _large_arrays(shared: _SharedArrays, min_nbytes: int):
+    """For ``dumps_with_refs``: numpy arrays of at least ``min_nbytes``, wherever they are
+    in a batch (arguments, DataFrames, sparse matrices, dicts of fit parameters), travel
+    as refs, each put once per ``Parallel`` call."""
+    ndarray = getattr(sys.modules.get("numpy"), "ndarray", ())
 
-    def __init__(self, file, shared: _SharedArrays, min_nbytes: int):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._shared = shared
-        self._min_nbytes = min_nbytes
-        self._ndarray = getattr(sys.modules.get("numpy"), "ndarray", ())
-        self.refs: list[graphstore.ObjectRef] = []
-        self._index: dict[graphstore.ObjectRef, int] = {}
-
-    def persistent_id(self, obj):
-        if not isinstance(obj, self._ndarray) or obj.nbytes < self._min_nbytes:
-            return None
-        ref = self._shared.ref(obj)
-        index = self._index.get(ref)
-        if index is None:
-            index = self._index[ref] = len(self.refs)
-            self.refs.append(ref)
-        return index
+    def as_ref(obj):
+        if isinstance(obj, ndarray) and obj.nbytes >= min_nbytes:
+            return shared.ref(obj)
+        return None
+    return as_ref
 
 
 class _CallbackThread:
@@ -253,10 +233,8 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         if self._min_nbytes is None:
             payload, refs = cloudpickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL), []
         else:
-            buffer = io.BytesIO()
-            pickler = _BatchPickler(buffer, self._shared, self._min_nbytes)
-            pickler.dump(func)
-            payload, refs = buffer.getvalue(), pickler.refs
+            payload, refs = dumps_with_refs(func, _large_arrays(self._shared,
+                                                                self._min_nbytes))
         ref = self._task_named(func).remote(payload, self._writable, *refs)
         callbacks = self._callback_thread()
         with self._lock:

@@ -92,6 +92,13 @@ def run_example(run_driver, name: str, *args: str, timeout: float = 120):
 class Terminal:
     """Replays ``\\r``, ``\\n``, ``ESC[nA``, ``ESC[J`` and ``ESC[K`` onto rows."""
 
+    @classmethod
+    def shows(cls, text: str) -> list[str]:
+        """The lines a terminal shows after ``text`` was written to it."""
+        terminal = cls()
+        terminal.feed(text)
+        return terminal.lines()
+
     def __init__(self):
         self.rows = [""]
         self.row = self.col = 0

@@ -103,9 +103,7 @@ print("PIDS=%d,%d" % tuple(pids), flush=True)
         after_gate='print(" - open")'), terminal=True)
 
     def screen() -> list[str]:
-        terminal = Terminal()
-        terminal.feed(driver.raw_stdout())
-        return terminal.lines()
+        return Terminal.shows(driver.raw_stdout())
 
     def halfway():
         rows = screen()
@@ -144,9 +142,7 @@ print("PROGRESS_DONE", flush=True)
 """), terminal=True)
 
     def screen() -> list[str]:
-        terminal = Terminal()
-        terminal.feed(driver.raw_stdout())
-        return terminal.lines()
+        return Terminal.shows(driver.raw_stdout())
 
     def both_live():
         rows = screen()

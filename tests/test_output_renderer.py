@@ -32,9 +32,7 @@ def terminal(width=200):
 
 
 def seen(tty: io.StringIO) -> list[str]:
-    screen = Terminal()
-    screen.feed(tty.getvalue())
-    return screen.lines()
+    return Terminal.shows(tty.getvalue())
 
 
 def send(renderer, source, prefix, stream, text="", live=None):

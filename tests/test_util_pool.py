@@ -8,7 +8,10 @@ import time
 
 import pytest
 
+import graphstore
+
 from graphstore.util.multiprocessing import Pool
+from helpers import wait_for
 
 _SETTING = None
 
@@ -112,6 +115,10 @@ def test_close_join_and_terminate_follow_the_stdlib(cluster):
         pool.map(_square, [1])
     pool.join()
     assert result.get(timeout=1) == [x * x for x in range(10)]
+    # Joined, the processes have ended and their CPUs are free again, even while the
+    # pool object lives on (another driver's work would otherwise wait for them).
+    assert wait_for(lambda: graphstore.available_resources().get("CPU", 0)
+                    == graphstore.cluster_resources()["CPU"], timeout=30)
     pool.terminate()
     with Pool(1) as pool:
         pass

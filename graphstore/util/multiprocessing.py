@@ -54,6 +54,11 @@ class _PoolProcess:
     def pid(self) -> int:
         return os.getpid()
 
+    def stop(self) -> None:
+        """Queued behind the calls the actor was given: it ends once it served them,
+        and its CPU goes back to the cluster."""
+        graphstore.actor.exit_actor()
+
 
 class AsyncResult:
     """The result of ``apply_async``/``map_async``/``starmap_async``, as the standard
@@ -149,8 +154,9 @@ class Pool:
         self._given = [0] * processes          # chunks given to each actor
         self._last: list = [None] * processes  # the last chunk's ref, per actor
         #: The last chunk given to each actor replaced after ``maxtasksperchild`` chunks
-        #: (an actor serves its calls in order): what ``join`` waits for. Not the actor's
-        #: handle: without handles it goes, and frees its CPU, once it has served them.
+        #: (an actor serves its calls in order), and after ``close`` each actor's
+        #: ``stop``: what ``join`` waits for. Not a replaced actor's handle: without
+        #: handles it goes, and frees its CPU, once it has served them.
         self._retired: list = []
         self._next = itertools.count()
         self._state = "running"
@@ -208,8 +214,13 @@ class Pool:
         return results()
 
     def close(self) -> None:
-        """No more work; ``join`` then waits for what was submitted."""
-        self._state = "closed"
+        """No more work: each process ends once it has done what it was given (as in
+        the standard library, and Ray), freeing its CPU; ``join`` waits for that."""
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "closed"
+            self._retired += [actor.stop.remote() for actor in self._actors]
 
     def terminate(self) -> None:
         """Stop the processes at once; work not finished is lost."""
@@ -222,8 +233,7 @@ class Pool:
         if self._state == "running":
             raise ValueError("Pool is still running")
         if self._state == "closed":       # every actor has served what it was given
-            graphstore.wait(self._retired + [actor.pid.remote() for actor in self._actors],
-                            num_returns=len(self._retired) + len(self._actors))
+            graphstore.wait(self._retired, num_returns=len(self._retired))
             self._retired = []
         if self._result_thread is not None:
             self._callbacks.put(None)

@@ -305,7 +305,11 @@ def test_disk_keep_spilled_keeps_the_files_of_live_objects(fresh_cluster, local,
         assert files
         graphstore.shutdown()
         del refs
-        assert _files(cluster_dir) == files, "keep_spilled=True: spill files must stay"
+        # A spill round may still be writing a file when the snapshot is taken (the
+        # counts move only when it ends): a file may grow or appear, never go or shrink.
+        after = _files(cluster_dir)
+        lost = {path: size for path, size in files.items() if after.get(path, -1) < size}
+        assert not lost, f"keep_spilled=True: spill files must stay; gone or cut: {lost}"
 
 
 def test_spill_settings_from_the_environment(fresh_cluster, local, tmp_path, monkeypatch):

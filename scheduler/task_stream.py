@@ -1,0 +1,71 @@
+"""The scheduler's memory of recent work: profile events per worker, bounded.
+
+Each worker gets a ring of its most recent events, so one busy worker cannot push the
+others' history out and memory stays bounded whatever the run's length (Dask's task
+stream keeps a deque of recent ``startstops``; Ray's timeline a bounded buffer of profile
+events). A sequence number per event lets the status page ask for what is new since its
+last poll. Pure bookkeeping, no I/O.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable, NamedTuple
+
+from graphstore.core.profile_events import ProfileEvent
+
+
+class StreamEntry(NamedTuple):
+    seq: int                  # increases by one per event recorded, cluster-wide
+    worker: bytes             # the worker whose host did the work
+    event: ProfileEvent
+    parents: tuple            # task ids whose results this task read (flow arrows)
+
+
+class TaskStream:
+    def __init__(self, per_worker: int = 10_000, retired_workers: int = 64):
+        if per_worker < 1:
+            raise ValueError(f"per_worker must be at least 1, got {per_worker}")
+        self.per_worker = per_worker
+        self.retired_workers = retired_workers
+        self._rings: dict[bytes, deque[StreamEntry]] = {}
+        self._retired: deque[bytes] = deque()
+        self.seq = 0
+
+    def record(self, worker: bytes, events: Iterable[ProfileEvent],
+               parents: tuple = ()) -> None:
+        """Keep ``events`` of ``worker``; ``parents`` are the producers of the inputs of
+        the task these events belong to."""
+        ring = self._rings.get(worker)
+        if ring is None:
+            ring = self._rings[worker] = deque(maxlen=self.per_worker)
+        for event in events:
+            self.seq += 1
+            ring.append(StreamEntry(self.seq, worker, event, parents))
+
+    def retire(self, worker: bytes) -> None:
+        """A worker left: its history stays for the timeline until ``retired_workers``
+        newer departures push it out."""
+        if worker in self._rings and worker not in self._retired:
+            self._retired.append(worker)
+            while len(self._retired) > self.retired_workers:
+                self._rings.pop(self._retired.popleft(), None)
+
+    def since(self, seq: int = 0, limit: int | None = None) -> list[StreamEntry]:
+        """Entries recorded after ``seq``, oldest first; with ``limit``, the newest
+        ``limit`` of them."""
+        out = []
+        for ring in self._rings.values():
+            if ring and ring[-1].seq > seq:
+                # Rings are in seq order: walk back from the newest until seq is reached.
+                for index in range(len(ring) - 1, -1, -1):
+                    entry = ring[index]
+                    if entry.seq <= seq:
+                        break
+                    out.append(entry)
+        out.sort(key=lambda entry: entry.seq)
+        if limit is not None:
+            out = out[-limit:] if limit > 0 else []
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(ring) for ring in self._rings.values())

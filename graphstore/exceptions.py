@@ -170,6 +170,11 @@ class TLSConfigError(GraphstoreError, ValueError):
     """The TLS settings are incomplete, or a certificate, key or CA file is unusable."""
 
 
+class ConfigError(GraphstoreError, ValueError):
+    """A configuration file or a ``GRAPHSTORE_*`` variable holds an unknown setting or a
+    value of the wrong type; the message names the file (or variable) and the setting."""
+
+
 class ConnectionLostError(GraphstoreError, ConnectionError):
     """The connection to the scheduler was lost."""
 

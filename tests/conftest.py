@@ -15,6 +15,12 @@ Integration tests run real clusters (a scheduler and worker subprocesses talking
 TCP); everything in these fixtures exists so that they never leave a process behind.
 """
 
+import os
+
+# No test reads the real ~/.config/graphstore or /etc/graphstore: a test that wants a
+# configuration file names it (monkeypatch.setenv("GRAPHSTORE_CONFIG", ...)).
+os.environ["GRAPHSTORE_CONFIG"] = os.devnull
+
 pytest_plugins = [
     "fixtures.processes",
     "fixtures.clusters",

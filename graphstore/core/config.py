@@ -1,14 +1,23 @@
 """Settings shared by every graphstore process.
 
-One place holds each default, so the scheduler, the workers and the driver agree. Every
-setting can be overridden by an environment variable named ``GRAPHSTORE_<NAME>``; values
-passed to ``graphstore.init()`` or to the CLI win over both.
+``Config`` is the schema: one place holds each setting's default, type and meaning, so
+the scheduler, the workers and the driver agree. A setting's value comes from, lowest
+precedence first: its default, the YAML configuration files (``config_file``), an
+environment variable ``GRAPHSTORE_<NAME>``, and arguments to ``graphstore.init()`` or
+the CLI. A local cluster's processes take the driver's effective settings as a whole
+(``inherited_settings_environment``), so they agree with it whatever files they see.
 """
 from __future__ import annotations
 
-import os
 import json
-from dataclasses import dataclass, field, fields
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
+
+from graphstore.core.config_file import config_files, read_settings_files
+from graphstore.exceptions import ConfigError
 
 #: Version of the wire protocol; peers with a different one are refused at the handshake.
 PROTOCOL_VERSION = 1
@@ -101,6 +110,28 @@ class Config:
     max_lineage_bytes: int = 256 * 1024 * 1024
 
 
+class Setting(NamedTuple):
+    """A setting's effective value and where it came from."""
+
+    value: object
+    #: "default", "file", "env", "argument", or "driver" (a local cluster's process).
+    kind: str
+    #: Said for people: "default", the file's path, the environment variable's name,
+    #: "argument", or "driver".
+    source: str
+
+
+#: Environment variable carrying a driver's effective settings (JSON) to the processes
+#: of the local cluster it starts, which then read neither files nor GRAPHSTORE_<NAME>.
+INHERITED_SETTINGS_VAR = "GRAPHSTORE_INTERNAL_SETTINGS"
+
+
+def setting_types() -> dict[str, type]:
+    """Each setting's type, from the ``Config`` annotations (int, float, bool, str, dict)."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
 def _coerce(value: str, default):
     if isinstance(default, dict):
         parsed = json.loads(value)
@@ -112,24 +143,51 @@ def _coerce(value: str, default):
     return type(default)(value)
 
 
-def load_config(**overrides) -> Config:
-    """Defaults, then ``GRAPHSTORE_*`` environment variables, then ``overrides``."""
-    config = Config()
-    for field_ in fields(Config):
-        env = os.environ.get("GRAPHSTORE_" + field_.name.upper())
-        if env is not None:
-            default = getattr(config, field_.name)
+def resolve_settings(overrides: Mapping | None = None,
+                     environ: Mapping[str, str] | None = None) -> dict[str, Setting]:
+    """Every setting's value and source: defaults < files < environment < ``overrides``
+    (None values in ``overrides`` are not given). Raises ``ConfigError`` for a bad file
+    or environment variable, ``TypeError`` for an override that names no setting."""
+    environ = os.environ if environ is None else environ
+    defaults = Config()
+    settings = {f.name: Setting(getattr(defaults, f.name), "default", "default")
+                for f in fields(Config)}
+    inherited = environ.get(INHERITED_SETTINGS_VAR)
+    if inherited is not None:
+        for name, value in json.loads(inherited).items():
+            if name in settings:
+                settings[name] = Setting(value, "driver", "driver")
+    else:
+        from_files = read_settings_files(config_files(environ), setting_types())
+        for name, value in from_files.values.items():
+            settings[name] = Setting(value, "file", from_files.sources[name])
+        for name, setting in settings.items():
+            variable = "GRAPHSTORE_" + name.upper()
+            env = environ.get(variable)
+            if env is None:
+                continue
+            default = getattr(defaults, name)
             try:
-                setattr(config, field_.name, _coerce(env, default))
+                settings[name] = Setting(_coerce(env, default), "env", variable)
             except ValueError as exc:
-                raise ValueError(
-                    f"environment variable GRAPHSTORE_{field_.name.upper()}={env!r} "
-                    f"is not a valid {type(default).__name__}"
-                ) from exc
-    for name, value in overrides.items():
+                raise ConfigError(f"environment variable {variable}={env!r} is not a "
+                                  f"valid {type(default).__name__}") from exc
+    for name, value in (overrides or {}).items():
         if value is None:
             continue
-        if not hasattr(config, name):
+        if name not in settings:
             raise TypeError(f"unknown graphstore setting {name!r}")
-        setattr(config, name, value)
-    return config
+        settings[name] = Setting(value, "argument", "argument")
+    return settings
+
+
+def load_config(**overrides) -> Config:
+    """The effective ``Config``: defaults < configuration files < ``GRAPHSTORE_*``
+    environment variables < ``overrides`` (see ``resolve_settings``)."""
+    return Config(**{name: s.value for name, s in resolve_settings(overrides).items()})
+
+
+def inherited_settings_environment(config: Config) -> dict[str, str]:
+    """Environment for the processes a driver starts, carrying its effective settings:
+    they then agree with it even if they would see other files or variables."""
+    return {INHERITED_SETTINGS_VAR: json.dumps(asdict(config))}

@@ -7,7 +7,6 @@ instead (``runtime.context``), so tasks can call the same API.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import socket
@@ -17,7 +16,7 @@ from dataclasses import fields
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect, set_dead_peer_timeout
-from graphstore.core.config import Config, load_config
+from graphstore.core.config import Config, inherited_settings_environment, load_config
 from graphstore.exceptions import GraphstoreError
 from graphstore.local_cluster import LocalCluster
 from graphstore.core.loop_thread import LoopThread
@@ -303,8 +302,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 settings[name] = value
         config = load_config(log_to_driver=log_to_driver,
                              object_store_memory=object_store_memory, **settings)
-        env = {f"GRAPHSTORE_{k.upper()}": json.dumps(v) if isinstance(v, dict) else v
-               for k, v in settings.items() if v is not None}
+        # The local cluster's processes take these settings, not their own reading of
+        # files and variables: driver and cluster agree (docs/configuration.md).
+        env = inherited_settings_environment(config)
         if logging_level is not None:
             env["GRAPHSTORE_LOG_LEVEL"] = logging.getLevelName(_level(logging_level))
         _driver = Driver(config, address, num_cpus, resources, token, env, node_id,

@@ -1,6 +1,7 @@
 """The ``graphstore`` command: ``scheduler`` and ``worker`` run a cluster by hand (their
 options and start-up live with each service, in its ``cli`` module); ``memory``,
-``status`` and ``graph`` inspect a running one.
+``status`` and ``graph`` inspect a running one; ``config`` shows the settings this host's
+processes would use.
 
 This is the one module above both the services and the client API: an entry point may
 import anything, and nothing imports it."""
@@ -52,7 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
                             "newest local cluster on this machine)")
     add_tls_options(graph)
+
+    config = sub.add_parser("config", help="every effective setting, its value and where "
+                                           "it came from (default, file, environment)")
+    config.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def run_config(args) -> int:
+    """Print the settings a process started here would use; 2 if they are invalid."""
+    import json
+    from graphstore.core.config import resolve_settings
+    from graphstore.core.config_file import config_files
+    from graphstore.core.config_report import format_settings, settings_report
+    from graphstore.exceptions import ConfigError
+    try:
+        settings = resolve_settings()
+    except ConfigError as exc:
+        print(f"graphstore config: {exc}", file=sys.stderr)
+        return 2
+    report = settings_report(settings, config_files())
+    print(json.dumps(report, indent=2) if args.json else format_settings(report))
+    return 0
 
 
 def _connect_for_tools(address: str | None, args) -> None:
@@ -74,6 +96,7 @@ def _connect_for_tools(address: str | None, args) -> None:
         graphstore.init(address=address, token=token, log_to_driver=False, **tls)
     except (graphstore.exceptions.AuthenticationError,
             graphstore.exceptions.TLSConfigError,
+            graphstore.exceptions.ConfigError,
             graphstore.exceptions.ConnectionLostError) as exc:
         raise SystemExit(f"graphstore: {exc}") from None
 
@@ -148,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_status(args)
     if args.command == "graph":
         return run_graph(args)
+    if args.command == "config":
+        return run_config(args)
     if args.command == "scheduler":
         return scheduler_cli.run(args)
     if args.command == "worker":

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from donfig.config_obj import collect_yaml, update
-
 from graphstore.exceptions import ConfigError
 
 #: Environment variable naming the configuration file(s) to read, separated by
@@ -56,6 +54,7 @@ def config_files(environ: Mapping[str, str] | None = None) -> list[ConfigFile]:
 
 def read_settings_files(files: list[ConfigFile], types: Mapping[str, type]) -> FileSettings:
     """Read and check ``files`` in order (later ones win) against the setting ``types``."""
+    from donfig.config_obj import update   # here: only a process that reads files pays
     values: dict = {}
     sources: dict = {}
     for file in files:
@@ -80,6 +79,7 @@ def read_settings_file(file: ConfigFile, types: Mapping[str, type]) -> dict:
         return {}
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{path}: the configuration file cannot be read (permissions)")
+    from donfig.config_obj import collect_yaml
     try:
         loaded = collect_yaml([str(path)])
     except ValueError as exc:

@@ -128,7 +128,8 @@ def _printed_or_none(notebook, key: str) -> str | None:
         return None
 
 
-def test_a_notebook_shows_cluster_objects_errors_and_actors(kernel_manager, tmp_path, procs):
+def test_a_notebook_shows_cluster_objects_errors_and_actors(kernel_manager, tmp_path,
+                                                            procs):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
     client = NotebookClient(notebook, km=kernel_manager, timeout=60,
@@ -186,3 +187,16 @@ def test_a_notebook_shows_cluster_objects_errors_and_actors(kernel_manager, tmp_
     # Nothing of the kernel's cluster is left (its processes: checked above).
     assert wait_for(lambda: not shm_files(f"gs-{cluster_id}"), timeout=10), \
         shm_files(f"gs-{cluster_id}")
+
+
+def test_the_notebook_example_runs(run_driver, tmp_path):
+    from helpers import run_example
+    page_path = tmp_path / "cards.html"
+    run = run_example(run_driver, "notebook.py", str(page_path))
+    assert f"wrote 8 cards to {page_path}" in run.stdout
+    page = _words(page_path.read_text())
+    big_size = format_bytes(np.ones(1_000_000).nbytes)      # the example's big object
+    for part in ("graphstore cluster connected", "ObjectRef ready", f"Size {big_size}",
+                 "TaskError: ZeroDivisionError in task divide", "Actor Counter alive",
+                 "graphstore cluster not connected"):
+        assert part in page, (part, page)

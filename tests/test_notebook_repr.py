@@ -31,7 +31,8 @@ def test_card_escapes_every_text_it_is_given():
         EVIL, state=EVIL, rows=[(EVIL, EVIL), ("n", 42)], note=EVIL, details=EVIL,
         details_title=EVIL)
     assert "<script>" not in page
-    assert page.count("&lt;script&gt;") == 7      # title, state, label, value, note, both details
+    # title, state, label, value, note, the details' title and text
+    assert page.count("&lt;script&gt;") == 7
     assert "&#x27;x&#x27;" in page or "&#39;x&#39;" in page
     assert ">42<" in page
 
@@ -67,7 +68,7 @@ def test_never_raise_falls_back_to_the_escaped_plain_repr():
     assert "(no repr)" in notebook_repr.never_raise(broken, no_repr)
 
 
-# -- TaskError ----------------------------------------------------------------------------
+# -- TaskError ------------------------------------------------------------------------
 
 def test_task_error_card_shows_task_type_message_and_escaped_traceback():
     traceback = ("Traceback (most recent call last):\n  File \"job.py\", line 3, in f\n"
@@ -92,9 +93,10 @@ def test_a_long_traceback_starts_folded():
     assert "<details style" in page and "Remote traceback (202 lines)" in page
 
 
-# -- cluster, object and actor cards from answers ------------------------------------------
+# -- cluster, object and actor cards from answers --------------------------------------
 
-KNOWN_CLUSTER = {"address": "tcp://127.0.0.1:1234", "dashboard_url": "http://127.0.0.1:8265",
+KNOWN_CLUSTER = {"address": "tcp://127.0.0.1:1234",
+                 "dashboard_url": "http://127.0.0.1:8265",
                  "num_workers": 2, "resources": {"CPU": 2.0, "node:a": 1.0},
                  "session_dir": "/tmp/s"}
 
@@ -190,7 +192,7 @@ def test_ask_without_a_runtime_does_not_ask():
                                                                notebook_views.NOT_CONNECTED)
 
 
-# -- the scheduler's descriptions -----------------------------------------------------------
+# -- the scheduler's descriptions ------------------------------------------------------
 
 def test_describe_cluster_counts_workers_resources_and_store():
     h = Harness()
@@ -256,7 +258,7 @@ def test_describe_actor():
                                                              "state": "unknown"}
 
 
-# -- at the protocol's door ----------------------------------------------------------------
+# -- at the protocol's door ------------------------------------------------------------
 
 @pytest.mark.parametrize("item", [
     [msg.CODES[msg.DescribeObject], "not-an-id"],

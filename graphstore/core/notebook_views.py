@@ -58,6 +58,11 @@ def _number(x) -> str:
         return str(x)
 
 
+def _count(n, noun: str) -> str:
+    """``_count(1, "node")`` -> ``"1 node"``, ``_count(2, "node")`` -> ``"2 nodes"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _other_resources(resources: dict) -> str | None:
     """Resources beyond CPUs (``node:<id>`` markers left out), or None if there are none."""
     names = sorted(k for k in resources
@@ -87,14 +92,13 @@ def cluster_html(known: dict, answer: dict | None, problem: str | None) -> str:
         tasks = answer.get("tasks") or {}
         nodes = answer.get("nodes", 0)
         rows += [
-            ("Workers", f"{answer.get('workers', 0)} on {nodes} "
-                        f"node{'' if nodes == 1 else 's'}"),
+            ("Workers", f"{answer.get('workers', 0)} on {_count(nodes, 'node')}"),
             ("CPUs", f"{_number(used.get('CPU', 0))} of {_number(total.get('CPU', 0))} "
                      f"in use"),
             ("Resources", _other_resources(total)),
             ("Object store", f"{format_bytes(store.get('used'))} of "
                              f"{format_bytes(store.get('capacity'))} used, "
-                             f"{store.get('objects', 0)} objects in stores"),
+                             f"{_count(store.get('objects', 0), 'object')} in stores"),
             ("Spilled", format_bytes(store.get("spilled_bytes_total"))
              if store.get("spilled_bytes_total") else None),
             ("Objects", f"{answer.get('objects', 0)} live"),
@@ -163,7 +167,8 @@ def actor_html(known: dict, answer: dict | None, problem: str | None) -> str:
     methods = sorted(known.get("methods") or ())
     method_text = ", ".join(methods[:MAX_METHODS]) + (
         f", … ({len(methods)} in all)" if len(methods) > MAX_METHODS else "")
-    rows: list[tuple] = [("Class", known.get("class_name")), ("Actor ID", known.get("actor_id"))]
+    rows: list[tuple] = [("Class", known.get("class_name")),
+                         ("Actor ID", known.get("actor_id"))]
     state = None
     if answer is not None:
         state = answer.get("state")

@@ -155,7 +155,7 @@ def test_a_notebook_shows_cluster_objects_errors_and_actors(kernel_manager, tmp_
     cluster = _html(cells[0])
     assert f'<a href="{dashboard}"' in cluster
     words = _words(cluster)
-    assert f"Scheduler {address}" in words and "connected" in words
+    assert f"Scheduler {address}" in words and "graphstore cluster connected" in words
     assert "Workers 1 on 1 node" in words and "CPUs 0 of 1 in use" in words
 
     small = _words(_html(cells[1]))
@@ -200,3 +200,20 @@ def test_the_notebook_example_runs(run_driver, tmp_path):
                  "TaskError: ZeroDivisionError in task divide", "Actor Counter alive",
                  "graphstore cluster not connected"):
         assert part in page, (part, page)
+
+
+def test_cards_of_ids_the_cluster_does_not_know(cluster):
+    """Ids that name nothing (or are not even ids) get an answer, not an error, and the
+    scheduler keeps serving."""
+    import graphstore
+    from graphstore import session
+    from graphstore.core import protocol as msg
+    from graphstore.core.object_ref import ObjectRef
+    runtime = session.get_runtime()
+    assert runtime.request(msg.DescribeObject(b"abc")) == {"id": "616263",
+                                                          "state": "unknown"}
+    assert runtime.request(msg.DescribeActor(b"\0" * 16))["state"] == "unknown"
+    text = _words(ObjectRef(b"\x02" * 16)._repr_html_())
+    assert "the scheduler does not know this object" in text
+    assert graphstore.get(graphstore.put("still serving")) == "still serving"
+    assert "graphstore cluster connected" in _words(cluster._repr_html_())

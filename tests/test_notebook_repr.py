@@ -111,7 +111,8 @@ def test_cluster_card_with_an_answer():
     page = notebook_views.cluster_html(KNOWN_CLUSTER, answer, None)
     text = cell_text(page)
     assert '<a href="http://127.0.0.1:8265"' in page
-    for part in ("connected", "Scheduler tcp://127.0.0.1:1234", "Workers 3 on 2 nodes",
+    for part in ("graphstore cluster connected", "Scheduler tcp://127.0.0.1:1234",
+                 "Workers 3 on 2 nodes",
                  "CPUs 1 of 3 in use", "Resources GPU 1", "3.0 MiB of 30.0 MiB used",
                  "Spilled 1.0 MiB", "Tasks 4 live, 10 done, 1 failed"):
         assert part in text, (part, text)

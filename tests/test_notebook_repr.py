@@ -167,6 +167,8 @@ def test_actor_card_with_and_without_an_answer():
                  "Runs in pid 99 on node node-a (started by worker 12121212)",
                  "Restarts 1 of unlimited", "Calls pending 2", "m29, … (40 in all)"):
         assert part in text, (part, text)
+    text = cell_text(notebook_views.actor_html(known, {**answer, "state": "dead"}, None))
+    assert "dead" in text and "Ran in pid 99" in text and "Runs in" not in text
     text = cell_text(notebook_views.actor_html(known, None, notebook_views.NOT_CONNECTED))
     assert "not connected" in text and "Class Counter" in text and "Runs in" not in text
 

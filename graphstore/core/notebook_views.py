@@ -182,7 +182,7 @@ def actor_html(known: dict, answer: dict | None, problem: str | None) -> str:
             if answer.get("worker"):
                 runs_in += f" (started by worker {str(answer['worker'])[:8]})"
         max_restarts = answer.get("max_restarts", 0)
-        rows += [("Runs in", runs_in),
+        rows += [("Ran in" if state == "dead" else "Runs in", runs_in),
                  ("Restarts", f"{answer.get('restarts', 0)} of "
                               f"{'unlimited' if max_restarts == -1 else max_restarts}"),
                  ("Calls pending", answer.get("pending_calls"))]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import inspect
 
-from graphstore import session
+from graphstore import notebook_repr, session
 from graphstore.core import protocol as msg
 from graphstore.core.call_signature import CallSignature
+from graphstore.core import notebook_views
 from graphstore.core.comm import RemoteCallError
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
 from graphstore.core.object_ref import ObjectRef
@@ -240,6 +241,17 @@ class ActorHandle:
 
     def __repr__(self) -> str:
         return f"ActorHandle({self._class_name}, {self._actor_id.hex()})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's card: class, state, name and where the actor runs, from one
+        ``DescribeActor`` request (``graphstore.core.notebook_views``)."""
+        def draw() -> str:
+            answer, problem = notebook_views.ask(installed(),
+                                                 msg.DescribeActor(self._actor_id))
+            known = {"class_name": self._class_name, "actor_id": self._actor_id.hex(),
+                     "methods": list(self._methods)}
+            return notebook_views.actor_html(known, answer, problem)
+        return notebook_repr.never_raise(draw, self.__repr__)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id

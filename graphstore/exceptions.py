@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
+from graphstore import notebook_repr
+
 
 class GraphstoreError(Exception):
     """Base class of every error graphstore raises."""
@@ -40,6 +42,23 @@ class TaskError(GraphstoreError):
                 (self.function_name, self.traceback_str, self.cause, self.pid,
                  self.cause_type_name))
 
+    def _repr_html_(self) -> str:
+        """A notebook's card: the task, the error type and message, and the remote
+        traceback in a block that folds (open when short)."""
+        return notebook_repr.never_raise(self._card_html, lambda: str(self))
+
+    def _card_html(self) -> str:
+        traceback = str(self.traceback_str or "").rstrip()
+        lines = traceback.splitlines()
+        message = lines[-1] if lines else ""
+        return notebook_repr.render_card(
+            f"TaskError: {self.cause_type_name} in task {self.function_name}",
+            state="error",
+            rows=[("Task", self.function_name), ("Error", self.cause_type_name),
+                  ("Message", message), ("Process", self.pid)],
+            details=traceback, details_title=f"Remote traceback ({len(lines)} lines)",
+            details_open=len(lines) <= _OPEN_TRACEBACK_LINES)
+
     def as_instanceof_cause(self) -> "TaskError":
         """Return a TaskError that is also an instance of the cause's class."""
         cause_cls = type(self.cause)
@@ -67,6 +86,8 @@ class TaskError(GraphstoreError):
             return self
 
 
+#: A remote traceback up to this many lines shows unfolded in a notebook.
+_OPEN_TRACEBACK_LINES = 40
 _dual_classes: dict[type, type] = {}
 #: Causes whose class is not mixed in: an error ``get()`` raises must not stop the
 #: caller's process, a generator or an asyncio task as these would. (Tasks turn

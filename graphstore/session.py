@@ -14,6 +14,8 @@ import threading
 import time
 from dataclasses import fields
 
+from graphstore import notebook_repr
+from graphstore.core import notebook_views
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect, set_dead_peer_timeout
 from graphstore.core.config import Config, inherited_settings_environment, load_config
@@ -54,6 +56,21 @@ class ClusterContext:
     def __repr__(self) -> str:
         return (f"ClusterContext(address={self.address!r}, num_workers={self.num_workers}, "
                 f"dashboard_url={self.dashboard_url!r})")
+
+    def _repr_html_(self) -> str:
+        """A notebook's card: address, a link to the status page, workers, CPUs and
+        store use, from one ``DescribeCluster`` request; what ``init()`` returned when
+        this cluster is no longer the one connected."""
+        def draw() -> str:
+            driver = _driver
+            runtime = (driver.runtime if driver is not None
+                       and driver.address == self.address else None)
+            answer, problem = notebook_views.ask(runtime, msg.DescribeCluster())
+            known = {"address": self.address, "dashboard_url": self.dashboard_url,
+                     "num_workers": self.num_workers, "resources": self.resources,
+                     "session_dir": self.session_dir}
+            return notebook_views.cluster_html(known, answer, problem)
+        return notebook_repr.never_raise(draw, self.__repr__)
 
     def __enter__(self):
         return self

@@ -17,7 +17,7 @@ from graphstore.core.gc_policy import throttle_full_collections
 from graphstore.exceptions import ObjectLostError, ProtocolError
 from graphstore.core.config import Config, Limits
 from graphstore.core.lifecycle import watch_parent_pipe
-from graphstore.scheduler import status
+from graphstore.scheduler import descriptions, status
 from graphstore.scheduler.snapshots import LiveScans
 from graphstore.scheduler.state import SchedulerState
 from graphstore.core.tls import TLSConfig, exposure_warning
@@ -88,6 +88,12 @@ class Scheduler:
             msg.GetNodes: lambda peer, m: self.state.node_records(),
             msg.GetTaskContext: lambda peer, m: self.state.task_context(m.task_id),
             msg.TaskProcessExited: lambda peer, m: self.state.task_process_exited(peer, m),
+            msg.DescribeCluster: lambda peer, m: descriptions.describe_cluster(
+                self.state, address=self.address, dashboard_url=self.dashboard_url),
+            msg.DescribeObject: lambda peer, m: descriptions.describe_object(self.state,
+                                                                             m.object_id),
+            msg.DescribeActor: lambda peer, m: descriptions.describe_actor(self.state,
+                                                                           m.actor_id),
         }
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}

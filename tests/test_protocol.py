@@ -170,6 +170,9 @@ SAMPLES = {
     p.TaskProcessExited: p.TaskProcessExited(_id(50), -9),
     p.GetTaskContext: p.GetTaskContext(TID),
     p.GetNodes: p.GetNodes(),
+    p.DescribeCluster: p.DescribeCluster(),
+    p.DescribeObject: p.DescribeObject(b"o" * 16),
+    p.DescribeActor: p.DescribeActor(b"a" * 16),
 }
 
 

@@ -95,6 +95,20 @@ class ObjectRef:
     def __repr__(self) -> str:
         return f"ObjectRef({self._id.hex()})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's card: state, size and where the object lives, from one
+        ``DescribeObject`` request (``graphstore.core.notebook_views``)."""
+        from graphstore import notebook_repr
+        from graphstore.core import notebook_views, protocol
+
+        def draw() -> str:
+            tracker = ref_tracker
+            runtime = None if isinstance(tracker, _NullTracker) else tracker
+            answer, problem = notebook_views.ask(runtime,
+                                                 protocol.DescribeObject(self._id))
+            return notebook_views.object_html(self._id.hex(), answer, problem)
+        return notebook_repr.never_raise(draw, self.__repr__)
+
     def __hash__(self) -> int:
         return hash(self._id)
 

@@ -555,6 +555,26 @@ class GetTaskContext(NamedTuple):
     task_id: bytes
 
 
+# -- one thing, described (notebook reprs) -------------------------------------------------
+# Each answer costs the scheduler O(1) or O(workers + nodes): no scan of objects or tasks,
+# so a notebook may ask each time it draws a ref, a handle or the cluster.
+
+class DescribeCluster(NamedTuple):
+    """Request to the scheduler: workers, nodes, resources, store use and task counts."""
+    pass
+
+
+class DescribeObject(NamedTuple):
+    """Request to the scheduler: one object's state, size and where it lives (stores,
+    spill file, inline), and the task that made it."""
+    object_id: bytes
+
+
+class DescribeActor(NamedTuple):
+    """Request to the scheduler: one actor's state, name and where it runs."""
+    actor_id: bytes
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -568,7 +588,7 @@ MESSAGE_TYPES: list[type] = [
     GetClusterOverview, SchedulerHeartbeat, AdoptSegments, AdoptionFailed,
     CancelQueuedCall, GeneratorItem, GeneratorItemReady, StartTaskProcess,
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
-    ActorCallRetrying,
+    ActorCallRetrying, DescribeCluster, DescribeObject, DescribeActor,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -799,6 +819,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     GetTaskContext: (_id,),
     GetNodes: (),
     ActorCallRetrying: (_id,),
+    DescribeCluster: (), DescribeObject: (_id,), DescribeActor: (_id,),
 }
 
 #: Checks across the fields of one message.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from graphstore.scheduler.graph import FREED, ObjectRecord
-from graphstore.scheduler.status import last_line
+from graphstore.scheduler.status import last_line, store_totals
 
 if TYPE_CHECKING:
     from graphstore.scheduler.state import SchedulerState
@@ -19,21 +19,13 @@ if TYPE_CHECKING:
 def describe_cluster(state: "SchedulerState", *, address: str = "",
                      dashboard_url: str | None = None) -> dict:
     """Workers, nodes, resources (total and in use), store use and task counts."""
-    store_used = store_capacity = store_objects = spilled = 0
-    for worker in state.workers.values():
-        metrics = worker.metrics
-        store_used += metrics.get("store_used", worker.stored_bytes)
-        store_capacity += worker.store_capacity
-        store_objects += metrics.get("store_objects", len(worker.objects))
-        spilled += metrics.get("spilled_bytes", 0)
     return {
         "address": address, "dashboard_url": dashboard_url,
         "workers": len(state.workers), "nodes": len(state.nodes),
         "drivers": len(state.drivers),
         "resources": {"total": state.cluster_resources(),
                       "used": state.cluster_resources(used=True)},
-        "store": {"used": store_used, "capacity": store_capacity,
-                  "objects": store_objects, "spilled_bytes_total": spilled},
+        "store": store_totals(state),
         "objects": len(state.objects),
         "tasks": {"live": len(state.tasks), "done": state.counts["done"],
                   "failed": state.counts["failed"]},

@@ -96,18 +96,24 @@ class LiveScan:
 
 # -- views --------------------------------------------------------------------------------
 
+def store_totals(state: "SchedulerState") -> dict:
+    """Store use summed over the workers, from their latest heartbeats: O(workers)."""
+    used = capacity = objects = spilled = restored = 0
+    for worker in state.workers.values():
+        metrics = worker.metrics
+        used += metrics.get("store_used", worker.stored_bytes)
+        capacity += worker.store_capacity
+        objects += metrics.get("store_objects", len(worker.objects))
+        spilled += metrics.get("spilled_bytes", 0)
+        restored += metrics.get("restored_bytes", 0)
+    return {"used": used, "capacity": capacity, "objects": objects,
+            "spilled_bytes_total": spilled, "restored_bytes_total": restored}
+
+
 def overview(state: "SchedulerState", scan: LiveScan, *, address: str = "",
              dashboard_url: str | None = None) -> dict:
     """Workers, CPUs, tasks by state, objects, store use and spilled bytes."""
     now = time.time()
-    store_used = store_capacity = store_objects = spilled_total = restored_total = 0
-    for worker in state.workers.values():
-        metrics = worker.metrics
-        store_used += metrics.get("store_used", worker.stored_bytes)
-        store_capacity += worker.store_capacity
-        store_objects += metrics.get("store_objects", len(worker.objects))
-        spilled_total += metrics.get("spilled_bytes", 0)
-        restored_total += metrics.get("restored_bytes", 0)
     by_state = dict(scan.task_states)
     by_state["done"] = state.counts["done"]
     by_state["failed"] = state.counts["failed"]
@@ -124,9 +130,7 @@ def overview(state: "SchedulerState", scan: LiveScan, *, address: str = "",
                     "bytes": scan.object_bytes, "inline_bytes": scan.inline_bytes,
                     "stored_bytes": scan.stored_bytes, "spilled_bytes": scan.spilled_bytes,
                     "spilled_objects": scan.spilled_objects},
-        "store": {"used": store_used, "capacity": store_capacity, "objects": store_objects,
-                  "spilled_bytes_total": spilled_total,
-                  "restored_bytes_total": restored_total},
+        "store": store_totals(state),
         "graph": {"nodes": len(state.graph), "max_finished": state.graph.max_finished},
         "generated_at": now,
     }

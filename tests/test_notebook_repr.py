@@ -106,7 +106,8 @@ def test_cluster_card_with_an_answer():
               "resources": {"total": {"CPU": 3.0, "GPU": 1.0, "node:a": 1.0},
                             "used": {"CPU": 1.0}},
               "store": {"used": 3 * MB, "capacity": 30 * MB, "objects": 2,
-                        "spilled_bytes_total": MB},
+                        "spilled_bytes_total": MB,
+                        "restored_bytes_total": 0},
               "objects": 5, "tasks": {"live": 4, "done": 10, "failed": 1}}
     page = notebook_views.cluster_html(KNOWN_CLUSTER, answer, None)
     text = cell_text(page)
@@ -212,7 +213,7 @@ def test_describe_cluster_counts_workers_resources_and_store():
     assert view["resources"]["total"]["GPU"] == 1.0
     assert view["resources"]["used"]["CPU"] == 1.0
     assert view["store"] == {"used": 9 * MB, "capacity": 150 * MB, "objects": 1,
-                             "spilled_bytes_total": 2 * MB}
+                             "spilled_bytes_total": 2 * MB, "restored_bytes_total": 0}
     assert view["objects"] == 2 and view["tasks"]["live"] == 1
     assert view["address"] == "tcp://s:1" and view["dashboard_url"] == "http://d"
 

@@ -2,7 +2,7 @@
 import pytest
 
 from graphstore.core.profile_events import ProfileEvent
-from scheduler.task_stream import TaskStream
+from graphstore.scheduler.task_stream import TaskStream
 
 
 def _event(start, kind="task", name="f", pid=1):

@@ -400,6 +400,7 @@ class ActorsMixin:
                     f"the actor of call {m.name} is gone")))
             return
         call = ActorCallState(m, actor, peer_id)
+        self.progress.add(call.name, call.state)
         actor.last_call = call.id
         self.graph.add_task(call)
         for object_id in m.returns:
@@ -517,6 +518,7 @@ class ActorsMixin:
         self._call_finished(call, FAILED if m.error_text else DONE, m.error_text)
 
     def _call_finished(self, call: ActorCallState, state: str, error_text: str | None) -> None:
+        self.progress.move(call.name, call.state, state)
         call.state = state
         call.error_text = error_text
         call.finished_at = time.time()

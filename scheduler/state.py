@@ -29,7 +29,9 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
+from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
+from graphstore.scheduler.worker_load import WorkerLoadHistory
 
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
@@ -88,6 +90,10 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         #: Recent tasks and objects with their edges: every live one, and the last
         #: ``history_size`` finished tasks and freed objects (the task records too).
         self.graph = TaskGraph(history_size)
+        #: Tasks and actor calls by name and state, for the progress pane.
+        self.progress = TaskProgress()
+        #: Each worker's CPU, memory and store use over the last minutes.
+        self.worker_load = WorkerLoadHistory()
         self.started_at = time.time()
         self.bandwidth = bandwidth
         #: object id -> {actor process peer: deadline}: wants of objects not known yet.
@@ -178,6 +184,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
             self.counts["workers_left"] += 1
+            self.worker_load.forget(peer_id)
             node = worker.node
             del node.workers[worker.id]
             node.num_cpus -= worker.num_cpus
@@ -216,7 +223,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         elif task.retries_left > 0:
             task.retries_left -= 1
             self.counts["retried"] += 1
-            task.state = QUEUED
+            self.set_task_state(task, QUEUED)
             self.ready.setdefault(task.shape, deque()).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
@@ -365,7 +372,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         own tasks appended to ``rerun``."""
         task.retries_left -= 1
         self.counts["reconstructed"] += 1
-        task.state = WAITING
+        self.set_task_state(task, WAITING)
         task.worker = None
         task.waiting_on = 0
         task.started_at = task.finished_at = 0.0
@@ -736,6 +743,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def submit(self, peer_id: bytes, spec: msg.SubmitTask) -> None:
         driver = peer_id if peer_id in self.drivers else self._job_of(peer_id, spec.parent)
         task = TaskState(spec, peer_id, driver)
+        self.progress.add(task.name, task.state)
         self.tasks[task.id] = task
         self.graph.add_task(task)
         self.counts["submitted"] += 1
@@ -838,8 +846,14 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def _capacity_text(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
 
+    def set_task_state(self, task: TaskState, state: str) -> None:
+        """Every change of a task's state goes through here, so that the progress
+        counts follow it."""
+        self.progress.move(task.name, task.state, state)
+        task.state = state
+
     def _enqueue(self, task: TaskState) -> None:
-        task.state = QUEUED
+        self.set_task_state(task, QUEUED)
         queue = self.ready.get(task.shape)
         if queue is None:
             queue = self.ready[task.shape] = deque()
@@ -850,7 +864,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        task.state = DONE
+        self.set_task_state(task, DONE)
         self.counts["done"] += 1
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
@@ -950,7 +964,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if task.worker is not None:
                 self._release_slot(task.worker, task)
                 task.worker = None
-            task.state = FAILED
+            self.set_task_state(task, FAILED)
             task.finished_at = time.time()
             self.tasks.pop(task.id, None)
             self.counts["failed"] += 1
@@ -1060,7 +1074,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     pending = []
                 pending.append(obj)
         if pending:
-            task.state = WAITING
+            self.set_task_state(task, WAITING)
             task.waiting_on = len(pending)
             for obj in pending:
                 obj.dependents.append(task)
@@ -1151,7 +1165,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     continue
                 if failure is not None:
                     queue.popleft()
-                    task.state = WAITING  # so _fail_task does not search the queue
+                    # Out of the queue already: _fail_task need not search it.
+                    self.set_task_state(task, WAITING)
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
@@ -1161,7 +1176,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                         problem = self._affinity_problem(task)
                         if problem is not None:       # its node left meanwhile
                             queue.popleft()
-                            task.state = WAITING
+                            self.set_task_state(task, WAITING)
                             self._fail_task(task, error_payload(
                                 TaskUnschedulableError(problem)), problem)
                             continue
@@ -1170,7 +1185,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self._assign(task, worker)
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
-        task.state = ASSIGNED
+        self.set_task_state(task, ASSIGNED)
         task.worker = worker
         task.started_at = time.time()
         if worker.free_slots() > 0 and worker.node.fits_now(task):
@@ -1305,6 +1320,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         worker.metrics = {k: v for k, v in list(metrics.items())[:64]
                           if isinstance(k, str) and isinstance(v, (int, float, str, type(None)))
                           and not isinstance(v, bool)}
+        self.worker_load.record(worker_id, worker.last_heartbeat, worker.metrics)
 
     def cluster_resources(self, used: bool = False) -> dict:
         """The nodes' resources summed (``used``: what tasks hold of them now)."""

@@ -99,6 +99,9 @@ QUERY = {
     "/metrics": {},
 }
 
+#: The status page's own parameters: its progress pane's limit, the stream's window (s).
+STATUS_PAGE = {"limit": Param(200, 1, 1000), "window": Param(30, 5, 300)}
+
 
 class BaseHandler(tornado.web.RequestHandler):
     """Shared by every route: host check, safe headers, 400/404 texts, query parsing."""
@@ -212,7 +215,7 @@ class PageHandler(BaseHandler):
         path = self.request.path
         name, title, api = PAGES[path]
         self.query({"/graph": QUERY["/api/graph"], "/tasks": QUERY["/api/tasks"],
-                    "/objects": LIMIT}.get(path, {}))
+                    "/objects": LIMIT, "/status": STATUS_PAGE}.get(path, {}))
         nav = "".join(
             f'<a href="{p}"{" aria-current=page" if p == path else ""}>{html.escape(t)}</a>'
             for p, (_, t, _) in PAGES.items())

@@ -262,3 +262,56 @@ def test_a_lost_scheduler_is_shown_not_hidden(browser, fresh_cluster):
         assert tab.locator("tr.worker-row").count() == 1   # the last data stays
     finally:
         tab.close()
+
+
+# -- the status page: progress, workers' load, task stream --------------------------------
+
+@graphstore.remote
+def stream_step(x):
+    return np.full(64 * 1024, x, dtype=np.uint8).sum()
+
+
+@graphstore.remote
+def stream_refuse(x):
+    raise KeyError(f"no {x}")
+
+
+def test_status_page_progress_shows_done_and_failed_per_function(populated, page):
+    assert len(graphstore.get([stream_step.remote(i) for i in range(6)])) == 6
+    for ref in [stream_refuse.remote(i) for i in range(2)]:
+        with pytest.raises(KeyError):
+            graphstore.get(ref)
+    open_page(page, populated.url + "/status")
+    assert page.title() == "graphstore · Status"
+    row = page.locator(".progress-row[data-name=stream_step]")
+    assert row.get_attribute("data-done") == "6" and row.get_attribute("data-failed") == "0"
+    assert row.locator("[data-count=done]").text_content() == "done 6"
+    refused = page.locator(".progress-row[data-name=stream_refuse]")
+    assert refused.get_attribute("data-failed") == "2"
+    assert refused.locator("[data-count=failed]").text_content() == "failed 2"
+    # The bar is drawn: the failed part fills the whole of stream_refuse's bar.
+    width = refused.locator(".progress-bar [data-part=failed]").evaluate(
+        "span => span.getBoundingClientRect().width / span.parentNode.getBoundingClientRect().width")
+    assert width == pytest.approx(1.0, abs=0.01)
+    explode_row = page.locator(".progress-row[data-name=explode]")
+    assert explode_row.get_attribute("data-failed") == "1"
+    assert page.locator(".progress-row[data-name='PageCounter.add']").get_attribute(
+        "data-done") == "3"
+    # Live: more work shows without a reload.
+    assert len(graphstore.get([stream_step.remote(i) for i in range(3)])) == 3
+    page.wait_for_function("() => document.querySelector("
+                           "'.progress-row[data-name=stream_step]').dataset.done === '9'")
+
+
+def test_status_page_draws_each_workers_cpu_and_memory(populated, page):
+    open_page(page, populated.url + "/status")
+    cards = page.locator(".load-card")
+    assert cards.count() == 2
+    pids = {int(cards.nth(i).get_attribute("data-worker-pid")) for i in range(2)}
+    assert pids == populated.worker_pids
+    # Samples arrive once a second; the charts have points once two heartbeats came.
+    page.wait_for_function("""() => [...document.querySelectorAll('.load-card')].every(card =>
+        Number(card.querySelector('polyline[data-series=cpu]').dataset.points) >= 2
+        && Number(card.querySelector('polyline[data-series=memory]').dataset.points) >= 2)""")
+    text = cards.first.inner_text()
+    assert "CPU" in text and "memory" in text and "MiB" in text

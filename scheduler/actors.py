@@ -498,6 +498,9 @@ class ActorsMixin:
     def _apply_call_done(self, call: ActorCallState, peer_id: bytes,
                          m: msg.ActorCallDone) -> None:
         call.error_text = m.error_text     # read by dependents failing on these results
+        worker = call.actor.worker
+        if m.events is not None and worker is not None:
+            self.record_events(peer_id, worker.id, m.events, self.producers_of(call.deps))
         for object_id, payload, contained, size, location, error in m.results:
             obj = self.objects.get(object_id)
             if obj is None:

@@ -12,11 +12,13 @@ lose one container reference each.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from typing import Iterable
 
 from graphstore.core import protocol as msg
+from graphstore.core.profile_events import ProfileEvent
 from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedError,
                                    ObjectReconstructionFailedLineageEvictedError,
                                    ObjectReconstructionFailedMaxAttemptsExceededError,
@@ -31,7 +33,10 @@ from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
+from graphstore.scheduler.task_stream import TaskStream
 from graphstore.scheduler.worker_load import WorkerLoadHistory
+
+logger = logging.getLogger("graphstore.scheduler")
 
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
@@ -65,7 +70,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
                  history_size: int = 10_000, bandwidth: float = 1e9,
-                 max_lineage_bytes: int = 256 * 1024 * 1024):
+                 max_lineage_bytes: int = 256 * 1024 * 1024,
+                 task_stream_events: int = 10_000):
         self.objects: dict[bytes, ObjectState] = {}
         self.tasks: dict[bytes, TaskState] = {}
         self.workers: dict[bytes, WorkerState] = {}
@@ -111,6 +117,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.departed_nodes: dict[str, dict] = {}
         #: (driver, task shape) pairs told that their tasks wait for a node with CPUs.
         self._told_waiting: set = set()
+        #: Recent profile events per worker: the timeline, task stream, critical path.
+        self.task_stream = TaskStream(task_stream_events)
         self._init_actors()
         self._init_generators()
         self._init_task_processes()
@@ -160,6 +168,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         # As in Ray, a node offers "node:<id>" so tasks can ask to run on that host.
         node.resources[f"node:{node.id}"] = 1.0
         self.peer_holds.setdefault(worker.id, set())
+        self.task_stream.name_worker(worker.id, {
+            "pid": worker.pid, "host": worker.hostname, "node": node.id,
+            "address": worker.address})
         self.max_capacity["CPU"] = max(self.max_capacity["CPU"], node.num_cpus)
         for name, amount in node.resources.items():
             self.max_capacity[name] = max(self.max_capacity.get(name, 0.0), amount)
@@ -200,6 +211,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self._task_crashed(task, f"the worker running task {task.name} (pid "
                                          f"{worker.pid}) died")
         if worker is not None:
+            self.task_stream.retire(worker.id)
             self._lose_copies(worker)
             self.workers_actors_lost(worker)
         for object_id in self.peer_holds.pop(peer_id, ()):
@@ -864,6 +876,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
+        if m.events is not None:
+            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
         self.set_task_state(task, DONE)
         self.counts["done"] += 1
         self._apply_results(self.workers[worker_id], m.results, task.name)
@@ -909,6 +923,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
+        if m.events is not None:
+            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
@@ -1310,12 +1326,66 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         for peer_id in targets:
             self.outbox.append((peer_id, note))
 
+    # -- profile events -----------------------------------------------------------------
+    def producers_of(self, object_ids) -> tuple:
+        """The tasks (and actor calls) that made these objects: a run's flow arrows."""
+        parents = []
+        for object_id in object_ids:
+            obj = self.objects.get(object_id)
+            producer = obj.producer if obj is not None else None
+            if producer is not None and producer.id not in parents:
+                parents.append(producer.id)
+        return tuple(parents)
+
+    def record_events(self, peer_id: bytes, worker_id: bytes, events, parents: tuple = ()
+                      ) -> None:
+        """Keep the profile events a peer sent (``TaskDone.events`` and the like) in the
+        task stream of ``worker_id``. Each is checked: a bad one is dropped with a
+        warning naming the peer, and the message it came with stands."""
+        good, bad, problem = [], 0, ""
+        if type(events) is not list:
+            bad, problem = 1, f"events must be a list, got {type(events).__name__}"
+            events = ()
+        for item in events:
+            try:
+                good.append(ProfileEvent.from_wire(item))
+            except (ValueError, TypeError) as exc:
+                bad += 1
+                problem = problem or str(exc)
+        if bad:
+            logger.warning("dropped %d bad profile event(s) from %s: %s", bad,
+                           self.describe_peer(peer_id), problem)
+        if good:
+            self.task_stream.record(worker_id, good, parents)
+
+    def describe_peer(self, peer_id: bytes) -> str:
+        """A peer as a log line names it: its kind, id and pid when known."""
+        worker = self.workers.get(peer_id)
+        if worker is not None:
+            return f"worker {peer_id.hex()[:8]} (pid {worker.pid}, {worker.address})"
+        if peer_id in self.actor_processes:
+            return f"actor process {peer_id.hex()[:8]}"
+        process = self.task_processes.get(peer_id)
+        if process is not None:
+            return f"task process {peer_id.hex()[:8]} (pid {process.pid})"
+        return f"peer {peer_id.hex()[:8]}"
+
+    def timeline(self, since: int = 0) -> dict:
+        """The profile events kept after sequence number ``since`` (``GetTimeline``)."""
+        stream = self.task_stream
+        return {"entries": [[e.seq, e.worker, list(e.event), list(e.parents)]
+                            for e in stream.since(since)],
+                "workers": dict(stream.workers), "seq": stream.seq}
+
     # -- status -----------------------------------------------------------------------
-    def worker_heartbeat(self, worker_id: bytes, metrics: dict) -> None:
-        """A worker's periodic report of its own figures (store use, spilling)."""
+    def worker_heartbeat(self, worker_id: bytes, metrics: dict, events=None) -> None:
+        """A worker's periodic report of its own figures (store use, spilling), and its
+        profile events not tied to a task."""
         worker = self.workers.get(worker_id)
         if worker is None or not isinstance(metrics, dict):
             return
+        if events is not None:
+            self.record_events(worker_id, worker_id, events)
         worker.last_heartbeat = time.time()
         worker.metrics = {k: v for k, v in list(metrics.items())[:64]
                           if isinstance(k, str) and isinstance(v, (int, float, str, type(None)))

@@ -217,7 +217,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         last = loop.time()
         while not self.stopped.is_set() and not self.comm.closed:
-            self.comm.send(msg.WorkerHeartbeat(self.metrics()))
+            self.comm.send(msg.WorkerHeartbeat(self.metrics(),
+                                               self.runtime.spans.drain() or None))
             await asyncio.sleep(interval)
             now = loop.time()
             silent = now - self.comm.last_received

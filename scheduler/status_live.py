@@ -70,8 +70,12 @@ def task_stream(state: "SchedulerState", since: int, limit: int) -> dict:
         worker_id = entry.worker.hex()[:12]
         if worker_id not in workers:
             worker = state.workers.get(entry.worker)
-            workers[worker_id] = worker_label(worker) if worker is not None else {
-                "id": worker_id, "pid": None, "hostname": None, "departed": True}
+            if worker is not None:
+                workers[worker_id] = worker_label(worker)
+            else:       # gone; the stream remembers what it was while it keeps its rows
+                known = getattr(stream, "workers", {}).get(entry.worker) or {}
+                workers[worker_id] = {"id": worker_id, "pid": known.get("pid"),
+                                      "hostname": known.get("host"), "departed": True}
         event = entry.event
         out.append({"seq": entry.seq, "worker": worker_id, "pid": event.pid,
                     "kind": event.kind, "name": event.name[:200], "start": event.start,

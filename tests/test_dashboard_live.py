@@ -20,7 +20,7 @@ from test_scheduler_state import Harness
 def stream_harness() -> tuple[Harness, bytes, bytes]:
     h = Harness()
     w1, w2 = h.worker("w1"), h.worker("w2")
-    h.s.task_stream = TaskStream(per_worker=100)
+    assert isinstance(h.s.task_stream, TaskStream)    # the scheduler keeps one
     return h, w1, w2
 
 
@@ -57,6 +57,7 @@ def test_task_stream_names_a_departed_worker_and_degrades_without_a_stream():
     h.s.remove_peer(w1)
     view = status_live.task_stream(h.s, 0, 10)
     assert view["workers"][w1.hex()[:12]]["departed"] is True
+    assert view["workers"][w1.hex()[:12]]["pid"] == 100     # the stream remembers it
     bare = Harness()
     if hasattr(bare.s, "task_stream"):
         del bare.s.task_stream

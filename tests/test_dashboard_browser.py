@@ -249,21 +249,6 @@ def test_every_page_is_reachable_from_the_navigation(populated, page):
         page.wait_for_function("() => Number(document.body.dataset.polls || 0) >= 1")
 
 
-def test_a_lost_scheduler_is_shown_not_hidden(browser, fresh_cluster):
-    ctx = fresh_cluster(num_cpus=1)
-    tab = browser.new_page()
-    try:
-        tab.set_default_timeout(TIMEOUT_MS)
-        open_page(tab, ctx.dashboard_url + "/workers")
-        graphstore.shutdown()
-        tab.wait_for_function(
-            "() => document.getElementById('status').classList.contains('stale')")
-        assert "cannot reach the scheduler" in tab.text_content("#status")
-        assert tab.locator("tr.worker-row").count() == 1   # the last data stays
-    finally:
-        tab.close()
-
-
 # -- the status page: progress, workers' load, task stream --------------------------------
 
 @graphstore.remote
@@ -315,3 +300,61 @@ def test_status_page_draws_each_workers_cpu_and_memory(populated, page):
         && Number(card.querySelector('polyline[data-series=memory]').dataset.points) >= 2)""")
     text = cards.first.inner_text()
     assert "CPU" in text and "memory" in text and "MiB" in text
+
+
+def test_a_lost_scheduler_is_shown_not_hidden(browser, fresh_cluster):
+    ctx = fresh_cluster(num_cpus=1)
+    tab = browser.new_page()
+    try:
+        tab.set_default_timeout(TIMEOUT_MS)
+        open_page(tab, ctx.dashboard_url + "/workers")
+        graphstore.shutdown()
+        tab.wait_for_function(
+            "() => document.getElementById('status').classList.contains('stale')")
+        assert "cannot reach the scheduler" in tab.text_content("#status")
+        assert tab.locator("tr.worker-row").count() == 1   # the last data stays
+    finally:
+        tab.close()
+
+
+@graphstore.remote
+def stream_make(n):
+    return np.ones(n, dtype=np.uint8)
+
+
+@graphstore.remote
+def stream_total(array):
+    return int(array.sum())
+
+
+def test_status_page_task_stream_shows_runs_fetches_and_spills(browser, fresh_cluster, page):
+    """Last in this module: it replaces the module's cluster with a small-store one."""
+    ctx = fresh_cluster(num_cpus=2, object_store_memory=64 * MB)
+    arrays = [stream_make.remote(4 * MB) for _ in range(4)]
+    assert graphstore.get([stream_total.remote(a) for a in arrays]) == [4 * MB] * 4
+    spilled = [graphstore.put(np.ones(20 * MB, dtype=np.uint8)) for _ in range(5)]
+    open_page(page, ctx.dashboard_url + "/status?window=10")
+    page.wait_for_function("""() => ['task', 'fetch', 'spill'].every(kind =>
+        document.querySelector(`#task-stream rect.stream-bar[data-kind=${kind}]`))""")
+    bars = page.locator("#task-stream rect.stream-bar[data-kind=task]")
+    names = set(bars.evaluate_all("rects => rects.map(r => r.dataset.name)"))
+    assert {"stream_make", "stream_total"} <= names
+    # One colour per function name, different for the two functions.
+    colours = {}
+    for name, fill in bars.evaluate_all(
+            "rects => rects.map(r => [r.dataset.name, r.getAttribute('fill')])"):
+        colours.setdefault(name, set()).add(fill)
+    assert len(colours["stream_make"]) == 1 and colours["stream_make"] != colours["stream_total"]
+    assert page.locator("#task-stream rect[data-kind=spill]").first.get_attribute(
+        "fill") == "url(#hatch-spill)"
+    labels = page.locator("#task-stream text.row-label").all_text_contents()
+    pids = {p.pid for p in session.current_local_cluster().workers}
+    assert {f"worker pid {pid} @ " in " ".join(labels) for pid in pids} == {True}
+    assert page.locator("[data-note=no-stream]").count() == 0
+    assert page.locator(".stream-legend [data-name=stream_make]").count() == 1
+    # Live: a new run shows as a new bar without a reload.
+    before = bars.count()
+    assert graphstore.get(stream_total.remote(arrays[0])) == 4 * MB
+    page.wait_for_function(f"() => document.querySelectorAll("
+                           f"'#task-stream rect.stream-bar[data-kind=task]').length > {before}")
+    del spilled

@@ -352,19 +352,22 @@
     return node;
   }
 
-  // A stable colour per function name (FNV-1a hash to a hue), the same on every poll.
+  // A stable colour per function name: its FNV-1a hash picks from a categorical palette
+  // (no reds or oranges: those mark transfers and spills), the same on every poll.
+  const PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2",
+    "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#7b4173", "#3182bd"];
+
   function colourOf(name) {
     let hash = 2166136261;
     for (let i = 0; i < name.length; i += 1) {
       hash ^= name.charCodeAt(i);
       hash = Math.imul(hash, 16777619) >>> 0;
     }
-    return `hsl(${hash % 360}, 62%, ${48 + (hash >>> 9) % 16}%)`;
+    hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b) >>> 0;   // mix the low bits
+    hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35) >>> 0;
+    return PALETTE[((hash ^ (hash >>> 16)) >>> 0) % PALETTE.length];
   }
-
-  const KIND_LABELS = { task: "task run (colour: function)", "actor-call": "actor call",
-    fetch: "argument fetch", transfer: "transfer between hosts", spill: "spill to disk",
-    restore: "restore from disk" };
 
   async function loadStatus() {
     const [progress, load, streamData] = await Promise.all([
@@ -424,12 +427,13 @@
       patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
     svg("rect", { width: 6, height: 6, fill: "#fdd0a2" }),
     svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#e6550d", "stroke-width": 3 }))));
-    for (let i = 0; i <= 6; i += 1) {          // the time axis: seconds before now
-      const t = start + i * streamWindow / 6;
-      const gx = x(t);
+    // The time axis: a grid line every round number of seconds before now.
+    const step = [1, 2, 5, 10, 15, 30, 60].find(v => v >= streamWindow / 6) || 60;
+    for (let ago = 0; ago <= streamWindow; ago += step) {
+      const gx = x(end - ago);
       chart.append(svg("line", { x1: gx, x2: gx, y1: axis - 4, y2: height, class: "grid" }),
-        svg("text", { x: gx, y: 12, class: "tick", "text-anchor": i === 6 ? "end" : "middle",
-          text: i === 6 ? "now" : `-${Math.round(end - t)} s` }));
+        svg("text", { x: gx, y: 12, class: "tick", "text-anchor": ago === 0 ? "end" : "middle",
+          text: ago === 0 ? "now" : `-${ago} s` }));
     }
     keys.forEach((key, i) => chart.append(svg("text", { x: 4, y: axis + i * rowHeight + 15,
       class: "row-label", text: rowLabel(key) })));
@@ -502,7 +506,7 @@
     return el("div", { id: "progress-pane" }, ...rows, more);
   }
 
-  function lineChart(series, window, top, label) {
+  function lineChart(series, span, top, label) {
     const width = 300, height = 64;
     const chart = svg("svg", { class: "load-chart", width, height,
       viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img",
@@ -512,7 +516,7 @@
       const points = [];
       s.values.forEach((v, i) => {
         if (v === null || v === undefined) return;
-        const px = width - s.ages[i] / window * width;
+        const px = width - Math.min(1, s.ages[i] / span) * width;
         const py = height - 2 - Math.min(1, v / top) * (height - 6);
         points.push(`${px.toFixed(1)},${py.toFixed(1)}`);
       });
@@ -537,17 +541,20 @@
       const memTop = Math.max(1, ...s.memory.filter(v => v !== null),
         ...s.store_used.filter(v => v !== null));
       const cpuNow = last(s.cpu), memNow = last(s.memory), storeNow = last(s.store_used);
+      // The time axis spans what was sampled (at least a minute), up to the window.
+      const span = Math.min(d.seconds, Math.max(60, ...s.age));
       return el("div", { class: "load-card", "data-worker-pid": String(w.pid) },
         el("div", { class: "label", text: `worker pid ${w.pid} @ ${w.hostname}` }),
+        el("div", { class: "detail", text: `last ${Math.round(span)} s` }),
         el("div", { class: "detail", text: `CPU ${cpuNow === null ? "–"
           : `${Math.round(cpuNow * 100)}%`} of ${num(w.num_cpus)} (scale ` +
           `${Math.round(cpuTop * 100)}%)` }),
-        lineChart([{ name: "cpu", values: s.cpu, ages: s.age }], d.seconds, cpuTop,
+        lineChart([{ name: "cpu", values: s.cpu, ages: s.age }], span, cpuTop,
           `CPU of worker pid ${w.pid}`),
         el("div", { class: "detail", text: `memory ${bytes(memNow)}, store ${bytes(storeNow)}` +
           ` (scale ${bytes(memTop)})` }),
         lineChart([{ name: "memory", values: s.memory, ages: s.age },
-          { name: "store", values: s.store_used, ages: s.age }], d.seconds, memTop,
+          { name: "store", values: s.store_used, ages: s.age }], span, memTop,
         `memory and store use of worker pid ${w.pid}`));
     });
     const more = d.total > d.workers.length ? el("p", { class: "detail",

@@ -178,3 +178,14 @@ def test_task_stream_route_answers_incremental_polls(cluster):
     again = get_json(base + f"/api/task-stream?since={first['seq']}")
     assert all(e["seq"] > first["seq"] for e in again["entries"])
     assert get_json(base + "/api/task-stream?since=9007199254740992")["entries"] == []
+
+
+def test_the_status_page_example_runs(run_driver):
+    from helpers import run_example
+    run = run_example(run_driver, "status_page.py")
+    assert "8 chunks scored, 2 failed their check" in run.stdout
+    assert "progress: score: 8 done, 2 failed, 0 running, 0 queued" in run.stdout
+    assert "progress: load: 10 done, 0 failed" in run.stdout
+    line = next(l for l in run.stdout.splitlines() if l.startswith("task stream:"))
+    assert "20 task" in line and "fetch" in line and "spill" in line, line
+    assert run.stdout.count("samples, CPU up to") == 2

@@ -84,12 +84,17 @@ def main(wait: bool) -> None:
               f"{max(cpu, default=0) * 100:.0f}%, memory {memory[-1] / MB:.0f} MB, "
               f"store {samples['store_used'][-1] / MB:.0f} MB")
 
-    stream = read(base + "/api/task-stream?since=0")
-    kinds = Counter(entry["kind"] for entry in stream["entries"])
+    # Poll the task stream as the page does: each answer holds what is new since the
+    # last one's sequence number. Spills reach it with the workers' next heartbeat.
+    kinds, since, polls = Counter(), 0, 0
+    deadline = time.monotonic() + 15
+    while not kinds["spill"] and time.monotonic() < deadline:
+        stream = read(base + f"/api/task-stream?since={since}")
+        kinds.update(entry["kind"] for entry in stream["entries"])
+        since, polls = stream["seq"], polls + 1
+        time.sleep(0.25)
     print("task stream:", ", ".join(f"{kinds[k]} {k}" for k in sorted(kinds)))
-    # Later polls ask only for what is new since the last sequence number.
-    newer = read(base + f"/api/task-stream?since={stream['seq']}")
-    print(f"new since seq {stream['seq']}: {len(newer['entries'])} entries")
+    print(f"read in {polls} incremental poll(s), up to sequence number {since}")
 
     if wait:
         print(f"look at {base}/status (Ctrl-C to stop)")

@@ -171,6 +171,15 @@ def test_bad_query_parameters_are_400_and_the_page_lives_on(cluster, query, mess
         assert http(base + path).status == 200, path
 
 
+def test_the_status_page_checks_its_own_parameters(cluster):
+    base = cluster.dashboard_url
+    reply = http(base + "/status?window=1")
+    assert reply.status == 400 and "window must be an integer from 5 to 300" in reply.text
+    assert http(base + "/status?window=abc").status == 400
+    reply = http(base + "/status?window=60&limit=5")
+    assert reply.status == 200 and 'data-page="status"' in reply.text
+
+
 def test_task_stream_route_answers_incremental_polls(cluster):
     base = cluster.dashboard_url
     first = get_json(base + "/api/task-stream?since=0&limit=10")

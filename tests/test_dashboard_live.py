@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import graphstore
+from graphstore import session
 from graphstore.core.profile_events import ProfileEvent
 from graphstore.scheduler import status_live
 from graphstore.scheduler.task_stream import TaskStream
@@ -184,8 +185,16 @@ def test_task_stream_route_answers_incremental_polls(cluster):
     base = cluster.dashboard_url
     first = get_json(base + "/api/task-stream?since=0&limit=10")
     assert set(first) >= {"entries", "seq", "since", "truncated", "workers", "now"}
+    assert graphstore.get([live_square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
+    # The runs arrive with their results: the next poll has them, and only new entries.
     again = get_json(base + f"/api/task-stream?since={first['seq']}")
-    assert all(e["seq"] > first["seq"] for e in again["entries"])
+    assert again["entries"] and all(e["seq"] > first["seq"] for e in again["entries"])
+    runs = [e for e in again["entries"] if e["kind"] == "task" and e["name"] == "live_square"]
+    assert len(runs) == 4
+    pids = {p.pid for p in session.current_local_cluster().workers}
+    for run in runs:
+        assert run["stop"] >= run["start"] and run["task"]
+        assert again["workers"][run["worker"]]["pid"] in pids
     assert get_json(base + "/api/task-stream?since=9007199254740992")["entries"] == []
 
 

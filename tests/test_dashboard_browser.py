@@ -240,7 +240,7 @@ def test_graph_page_says_when_it_is_truncated(populated, page):
 
 def test_every_page_is_reachable_from_the_navigation(populated, page):
     open_page(page, populated.url + "/")
-    for title, path in (("Workers", "/workers"), ("Tasks", "/tasks"),
+    for title, path in (("Status", "/status"), ("Workers", "/workers"), ("Tasks", "/tasks"),
                         ("Objects", "/objects"), ("Actors", "/actors"),
                         ("Task graph", "/graph"), ("Overview", "/")):
         page.click(f"nav a:text-is('{title}')")

@@ -1,8 +1,9 @@
 """The status page: a Tornado web application in the scheduler's process and event loop.
 
-Pages (``/``, ``/status``, ``/workers``, ``/tasks``, ``/objects``, ``/actors``, ``/graph``)
-are small HTML shells; ``static/dashboard.js`` fills them from the JSON API under ``/api/`` and polls
-it, so they update without a reload. ``/metrics`` serves Prometheus text.
+Pages (``/``, ``/status``, ``/workers``, ``/tasks``, ``/objects``, ``/actors``,
+``/graph``) are small HTML shells; ``static/dashboard.js`` fills them from the JSON API
+under ``/api/`` and polls it, so they update without a reload. ``/metrics`` serves
+Prometheus text. The live views of ``/status`` come from ``status_live.py``.
 
 It never slows the scheduler: every response has a size bound (``limit`` parameters with
 maxima; long texts cut), views come from ``status.py`` on a shared, rate-limited scan of

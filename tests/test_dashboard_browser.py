@@ -276,7 +276,8 @@ def test_status_page_progress_shows_done_and_failed_per_function(populated, page
     assert refused.locator("[data-count=failed]").text_content() == "failed 2"
     # The bar is drawn: the failed part fills the whole of stream_refuse's bar.
     width = refused.locator(".progress-bar [data-part=failed]").evaluate(
-        "span => span.getBoundingClientRect().width / span.parentNode.getBoundingClientRect().width")
+        "span => span.getBoundingClientRect().width"
+        " / span.parentNode.getBoundingClientRect().width")
     assert width == pytest.approx(1.0, abs=0.01)
     explode_row = page.locator(".progress-row[data-name=explode]")
     assert explode_row.get_attribute("data-failed") == "1"

@@ -16,7 +16,7 @@ from typing import NamedTuple
 class LoadSample(NamedTuple):
     time: float                 # the scheduler's clock (time.time()) when it arrived
     cpu: float | None           # CPUs busy (1.0: one CPU fully used) since the last one
-    memory: int | None          # private resident bytes of the worker's processes
+    memory: int | None          # resident bytes of its processes, shared memory aside
     store_used: int | None      # bytes used in its object store
 
 

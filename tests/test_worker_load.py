@@ -11,7 +11,7 @@ import time
 import pytest
 
 from graphstore.scheduler.worker_load import WorkerLoadHistory
-from graphstore.worker.process_load import ProcessLoad, cpu_seconds, private_memory
+from graphstore.worker.process_load import ProcessLoad, cpu_seconds, resident_memory
 from test_scheduler_state import Harness
 
 MB = 1024 * 1024
@@ -35,7 +35,7 @@ def test_cpu_is_the_cpu_time_used_between_samples():
     assert second["cpu"] is not None and second["cpu"] > 0
 
 
-def test_memory_counts_private_pages_of_every_process_given():
+def test_memory_counts_resident_pages_of_every_process_given():
     load = ProcessLoad()
     child = subprocess.Popen([sys.executable, "-c",
                               "import sys; b = bytearray(60 * 2**20); b[::4096] = b'x' * "
@@ -47,13 +47,13 @@ def test_memory_counts_private_pages_of_every_process_given():
         both = load.sample([os.getpid(), child.pid, child.pid])
         assert both["processes"] == 2
         assert both["memory"] - alone["memory"] >= 50 * MB
-        assert private_memory(child.pid) >= 50 * MB
+        assert resident_memory(child.pid) >= 50 * MB
     finally:
         child.stdin.close()
         child.wait(timeout=10)
     after = load.sample([os.getpid(), child.pid])
     assert after["processes"] == 1          # a process gone is skipped, not an error
-    assert cpu_seconds(child.pid) is None and private_memory(child.pid) is None
+    assert cpu_seconds(child.pid) is None and resident_memory(child.pid) is None
 
 
 def test_the_ring_keeps_one_sample_per_interval_and_a_bounded_window():

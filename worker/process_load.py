@@ -5,8 +5,9 @@ worker's work runs in its own process (task threads) and in the task and actor p
 it started, so a sample sums all of them. CPU is the processes' CPU time (user + system,
 ``/proc/<pid>/stat``) used since the previous sample, divided by the wall time between
 the two: 1.0 means one CPU fully busy, as ``top`` shows 100%. Memory is each process's
-private resident memory (``RssAnon + RssFile`` of ``/proc/<pid>/status``): shared-memory
-pages of the object store are left out, since the store's use is reported on its own.
+resident memory without its shared memory (``RssAnon + RssFile`` of ``/proc/<pid>/status``,
+leaving out ``RssShmem``): the object store's pages are left out, since the store's use
+is reported on its own.
 
 The standard library only (Linux ``/proc``; elsewhere the worker's own CPU time from
 ``os.times()`` and no memory figure), as Dask's ``SystemMonitor`` needs psutil for the same.
@@ -38,8 +39,8 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def private_memory(pid: int) -> int | None:
-    """Resident bytes of ``pid`` that are not shared memory, or None if unknown."""
+def resident_memory(pid: int) -> int | None:
+    """Resident bytes of ``pid`` other than shared memory, or None if unknown."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             text = f.read()
@@ -65,7 +66,7 @@ class ProcessLoad:
 
     def sample(self, pids: Iterable[int]) -> dict:
         """``cpu`` (CPUs busy since the last sample; None on the first), ``memory``
-        (private resident bytes now) and ``processes`` (how many were read)."""
+        (resident bytes without shared memory, now) and ``processes`` (how many were read)."""
         now = self._clock()
         current: dict[int, float] = {}
         memory = None
@@ -74,9 +75,9 @@ class ProcessLoad:
             if used is None:
                 continue
             current[pid] = used
-            private = private_memory(pid)
-            if private is not None:
-                memory = (memory or 0) + private
+            resident = resident_memory(pid)
+            if resident is not None:
+                memory = (memory or 0) + resident
         cpu = None
         if self._previous_time is not None and now > self._previous_time:
             # A process new since the last sample counts from its start (mostly just now).

@@ -400,6 +400,7 @@ class ActorsMixin:
                     f"the actor of call {m.name} is gone")))
             return
         call = ActorCallState(m, actor, peer_id)
+        self.progress.add(call.name, call.state)
         actor.last_call = call.id
         self.graph.add_task(call)
         for object_id in m.returns:
@@ -497,6 +498,9 @@ class ActorsMixin:
     def _apply_call_done(self, call: ActorCallState, peer_id: bytes,
                          m: msg.ActorCallDone) -> None:
         call.error_text = m.error_text     # read by dependents failing on these results
+        worker = call.actor.worker
+        if m.events is not None and worker is not None:
+            self.record_events(peer_id, worker.id, m.events, self.producers_of(call.deps))
         for object_id, payload, contained, size, location, error in m.results:
             obj = self.objects.get(object_id)
             if obj is None:
@@ -517,6 +521,7 @@ class ActorsMixin:
         self._call_finished(call, FAILED if m.error_text else DONE, m.error_text)
 
     def _call_finished(self, call: ActorCallState, state: str, error_text: str | None) -> None:
+        self.progress.move(call.name, call.state, state)
         call.state = state
         call.error_text = error_text
         call.finished_at = time.time()

@@ -1,8 +1,9 @@
 """The status page: a Tornado web application in the scheduler's process and event loop.
 
-Pages (``/``, ``/workers``, ``/tasks``, ``/objects``, ``/actors``, ``/graph``) are small
-HTML shells; ``static/dashboard.js`` fills them from the JSON API under ``/api/`` and polls
-it, so they update without a reload. ``/metrics`` serves Prometheus text.
+Pages (``/``, ``/status``, ``/workers``, ``/tasks``, ``/objects``, ``/actors``,
+``/graph``) are small HTML shells; ``static/dashboard.js`` fills them from the JSON API
+under ``/api/`` and polls it, so they update without a reload. ``/metrics`` serves
+Prometheus text. The live views of ``/status`` come from ``status_live.py``.
 
 It never slows the scheduler: every response has a size bound (``limit`` parameters with
 maxima; long texts cut), views come from ``status.py`` on a shared, rate-limited scan of
@@ -30,7 +31,7 @@ from tornado.netutil import bind_sockets
 
 from graphstore.exceptions import GraphvizNotFoundError
 from graphstore.core.graph_export import find_dot, graphviz_missing_message, to_dot
-from graphstore.scheduler import status
+from graphstore.scheduler import status, status_live
 from graphstore.core.tls import is_loopback
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 #: page path -> (name, title, API route it reads)
 PAGES = {
     "/": ("overview", "Overview", "/api/overview"),
+    "/status": ("status", "Status", "/api/progress"),
     "/workers": ("workers", "Workers", "/api/workers"),
     "/tasks": ("tasks", "Tasks", "/api/tasks"),
     "/objects": ("objects", "Objects", "/api/objects"),
@@ -92,8 +94,14 @@ QUERY = {
     "/api/graph": {"limit": Param(100, 1, 2000)},
     "/api/graph.dot": {"limit": Param(100, 1, 2000)},
     "/api/graph.svg": {"limit": Param(100, 1, 500), "digest": Param(None, choices=None)},
+    "/api/progress": {"limit": Param(200, 1, 1000)},
+    "/api/workers/load": {"limit": Param(32, 1, 1000), "seconds": Param(300, 1, 300)},
+    "/api/task-stream": {"since": Param(0, 0, 2**53), "limit": Param(2000, 1, 10_000)},
     "/metrics": {},
 }
+
+#: The status page's own parameters: its progress pane's limit, the stream's window (s).
+STATUS_PAGE = {"limit": Param(200, 1, 1000), "window": Param(30, 5, 300)}
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -208,7 +216,7 @@ class PageHandler(BaseHandler):
         path = self.request.path
         name, title, api = PAGES[path]
         self.query({"/graph": QUERY["/api/graph"], "/tasks": QUERY["/api/tasks"],
-                    "/objects": LIMIT}.get(path, {}))
+                    "/objects": LIMIT, "/status": STATUS_PAGE}.get(path, {}))
         nav = "".join(
             f'<a href="{p}"{" aria-current=page" if p == path else ""}>{html.escape(t)}</a>'
             for p, (_, t, _) in PAGES.items())
@@ -254,6 +262,12 @@ class ApiIndexHandler(BaseHandler):
         self.send_json({"routes": {
             "/api/overview": "workers, CPUs, tasks by state, objects, store use, spilling",
             "/api/workers?limit=": "one row per worker (limit 1..10000)",
+            "/api/progress?limit=": "tasks by function name: waiting, queued, running, "
+                                    "done, failed (limit 1..1000)",
+            "/api/workers/load?limit=&seconds=": "each worker's CPU, memory and store use "
+                                                 "over the last seconds (1..300)",
+            "/api/task-stream?since=&limit=": "task runs, transfers, spills recorded after "
+                                              "sequence number since (limit 1..10000)",
             "/api/tasks?limit=&state=&failures=": "newest tasks, failures with tracebacks",
             "/api/objects?limit=": "largest live objects (limit 1..1000)",
             "/api/actors?limit=": "actors (limit 1..1000)",
@@ -277,6 +291,26 @@ class WorkersHandler(BaseHandler):
     def get(self) -> None:
         q = self.query(QUERY["/api/workers"])
         self.send_json(status.workers(self.dashboard.state, q["limit"]))
+
+
+class ProgressHandler(BaseHandler):
+    def get(self) -> None:
+        q = self.query(QUERY["/api/progress"])
+        self.send_json(status_live.progress(self.dashboard.state, q["limit"]))
+
+
+class WorkerLoadHandler(BaseHandler):
+    def get(self) -> None:
+        q = self.query(QUERY["/api/workers/load"])
+        self.send_json(status_live.worker_load(self.dashboard.state, q["limit"],
+                                               q["seconds"]))
+
+
+class TaskStreamHandler(BaseHandler):
+    def get(self) -> None:
+        q = self.query(QUERY["/api/task-stream"])
+        self.send_json(status_live.task_stream(self.dashboard.state, q["since"],
+                                               q["limit"]))
 
 
 class TasksHandler(BaseHandler):
@@ -373,6 +407,9 @@ class Dashboard:
             (r"/api/?", ApiIndexHandler, args),
             (r"/api/overview", OverviewHandler, args),
             (r"/api/workers", WorkersHandler, args),
+            (r"/api/workers/load", WorkerLoadHandler, args),
+            (r"/api/progress", ProgressHandler, args),
+            (r"/api/task-stream", TaskStreamHandler, args),
             (r"/api/tasks", TasksHandler, args),
             (r"/api/objects", ObjectsHandler, args),
             (r"/api/actors", ActorsHandler, args),

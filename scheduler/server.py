@@ -39,7 +39,8 @@ class Scheduler:
                                     max_queued_per_worker=config.max_tasks_queued_per_worker,
                                     history_size=config.task_history,
                                     bandwidth=config.transfer_bandwidth,
-                                    max_lineage_bytes=config.max_lineage_bytes)
+                                    max_lineage_bytes=config.max_lineage_bytes,
+                                    task_stream_events=config.task_stream_events)
         self.comms: dict[bytes, Comm] = {}
         self.server = CommServer(token, self._on_comm, tls=tls, limits=Limits(),
                                  split_bytes=config.frame_split_bytes,
@@ -82,7 +83,9 @@ class Scheduler:
             msg.ActorCallDone: lambda peer, m: self.state.actor_call_done(peer, m),
             msg.CancelTask: lambda peer, m: self.state.cancel(m),
             msg.GeneratorItem: lambda peer, m: self.state.generator_item(peer, m),
-            msg.WorkerHeartbeat: lambda peer, m: self.state.worker_heartbeat(peer, m.metrics),
+            msg.WorkerHeartbeat: lambda peer, m: self.state.worker_heartbeat(peer, m.metrics,
+                                                                             m.events),
+            msg.GetTimeline: lambda peer, m: self.state.timeline(m.since),
             msg.GetTaskGraph: lambda peer, m: self._task_graph(m),
             msg.GetClusterOverview: lambda peer, m: self._cluster_overview(),
             msg.GetNodes: lambda peer, m: self.state.node_records(),

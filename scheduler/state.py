@@ -12,11 +12,13 @@ lose one container reference each.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from typing import Iterable
 
 from graphstore.core import protocol as msg
+from graphstore.core.profile_events import ProfileEvent
 from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedError,
                                    ObjectReconstructionFailedLineageEvictedError,
                                    ObjectReconstructionFailedMaxAttemptsExceededError,
@@ -29,7 +31,12 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
+from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
+from graphstore.scheduler.task_stream import TaskStream
+from graphstore.scheduler.worker_load import WorkerLoadHistory
+
+logger = logging.getLogger("graphstore.scheduler")
 
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
@@ -63,7 +70,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
                  history_size: int = 10_000, bandwidth: float = 1e9,
-                 max_lineage_bytes: int = 256 * 1024 * 1024):
+                 max_lineage_bytes: int = 256 * 1024 * 1024,
+                 task_stream_events: int = 10_000):
         self.objects: dict[bytes, ObjectState] = {}
         self.tasks: dict[bytes, TaskState] = {}
         self.workers: dict[bytes, WorkerState] = {}
@@ -88,6 +96,10 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         #: Recent tasks and objects with their edges: every live one, and the last
         #: ``history_size`` finished tasks and freed objects (the task records too).
         self.graph = TaskGraph(history_size)
+        #: Tasks and actor calls by name and state, for the progress pane.
+        self.progress = TaskProgress()
+        #: Each worker's CPU, memory and store use over the last minutes.
+        self.worker_load = WorkerLoadHistory()
         self.started_at = time.time()
         self.bandwidth = bandwidth
         #: object id -> {actor process peer: deadline}: wants of objects not known yet.
@@ -105,6 +117,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.departed_nodes: dict[str, dict] = {}
         #: (driver, task shape) pairs told that their tasks wait for a node with CPUs.
         self._told_waiting: set = set()
+        #: Recent profile events per worker: the timeline, task stream, critical path.
+        self.task_stream = TaskStream(task_stream_events)
         self._init_actors()
         self._init_generators()
         self._init_task_processes()
@@ -154,6 +168,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         # As in Ray, a node offers "node:<id>" so tasks can ask to run on that host.
         node.resources[f"node:{node.id}"] = 1.0
         self.peer_holds.setdefault(worker.id, set())
+        self.task_stream.name_worker(worker.id, {
+            "pid": worker.pid, "host": worker.hostname, "node": node.id,
+            "address": worker.address})
         self.max_capacity["CPU"] = max(self.max_capacity["CPU"], node.num_cpus)
         for name, amount in node.resources.items():
             self.max_capacity[name] = max(self.max_capacity.get(name, 0.0), amount)
@@ -178,6 +195,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
             self.counts["workers_left"] += 1
+            self.worker_load.forget(peer_id)
             node = worker.node
             del node.workers[worker.id]
             node.num_cpus -= worker.num_cpus
@@ -193,6 +211,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self._task_crashed(task, f"the worker running task {task.name} (pid "
                                          f"{worker.pid}) died")
         if worker is not None:
+            self.task_stream.retire(worker.id)
             self._lose_copies(worker)
             self.workers_actors_lost(worker)
         for object_id in self.peer_holds.pop(peer_id, ()):
@@ -216,7 +235,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         elif task.retries_left > 0:
             task.retries_left -= 1
             self.counts["retried"] += 1
-            task.state = QUEUED
+            self.set_task_state(task, QUEUED)
             self.ready.setdefault(task.shape, deque()).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
@@ -365,7 +384,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         own tasks appended to ``rerun``."""
         task.retries_left -= 1
         self.counts["reconstructed"] += 1
-        task.state = WAITING
+        self.set_task_state(task, WAITING)
         task.worker = None
         task.waiting_on = 0
         task.started_at = task.finished_at = 0.0
@@ -736,6 +755,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def submit(self, peer_id: bytes, spec: msg.SubmitTask) -> None:
         driver = peer_id if peer_id in self.drivers else self._job_of(peer_id, spec.parent)
         task = TaskState(spec, peer_id, driver)
+        self.progress.add(task.name, task.state)
         self.tasks[task.id] = task
         self.graph.add_task(task)
         self.counts["submitted"] += 1
@@ -838,8 +858,14 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def _capacity_text(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
 
+    def set_task_state(self, task: TaskState, state: str) -> None:
+        """Every change of a task's state goes through here, so that the progress
+        counts follow it."""
+        self.progress.move(task.name, task.state, state)
+        task.state = state
+
     def _enqueue(self, task: TaskState) -> None:
-        task.state = QUEUED
+        self.set_task_state(task, QUEUED)
         queue = self.ready.get(task.shape)
         if queue is None:
             queue = self.ready[task.shape] = deque()
@@ -850,7 +876,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        task.state = DONE
+        if m.events is not None:
+            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
+        self.set_task_state(task, DONE)
         self.counts["done"] += 1
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
@@ -895,6 +923,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
+        if m.events is not None:
+            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
@@ -950,7 +980,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if task.worker is not None:
                 self._release_slot(task.worker, task)
                 task.worker = None
-            task.state = FAILED
+            self.set_task_state(task, FAILED)
             task.finished_at = time.time()
             self.tasks.pop(task.id, None)
             self.counts["failed"] += 1
@@ -1060,7 +1090,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     pending = []
                 pending.append(obj)
         if pending:
-            task.state = WAITING
+            self.set_task_state(task, WAITING)
             task.waiting_on = len(pending)
             for obj in pending:
                 obj.dependents.append(task)
@@ -1151,7 +1181,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     continue
                 if failure is not None:
                     queue.popleft()
-                    task.state = WAITING  # so _fail_task does not search the queue
+                    # Out of the queue already: _fail_task need not search it.
+                    self.set_task_state(task, WAITING)
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
@@ -1161,7 +1192,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                         problem = self._affinity_problem(task)
                         if problem is not None:       # its node left meanwhile
                             queue.popleft()
-                            task.state = WAITING
+                            self.set_task_state(task, WAITING)
                             self._fail_task(task, error_payload(
                                 TaskUnschedulableError(problem)), problem)
                             continue
@@ -1170,7 +1201,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self._assign(task, worker)
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
-        task.state = ASSIGNED
+        self.set_task_state(task, ASSIGNED)
         task.worker = worker
         task.started_at = time.time()
         if worker.free_slots() > 0 and worker.node.fits_now(task):
@@ -1295,16 +1326,71 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         for peer_id in targets:
             self.outbox.append((peer_id, note))
 
+    # -- profile events -----------------------------------------------------------------
+    def producers_of(self, object_ids) -> tuple:
+        """The tasks (and actor calls) that made these objects: a run's flow arrows."""
+        parents = []
+        for object_id in object_ids:
+            obj = self.objects.get(object_id)
+            producer = obj.producer if obj is not None else None
+            if producer is not None and producer.id not in parents:
+                parents.append(producer.id)
+        return tuple(parents)
+
+    def record_events(self, peer_id: bytes, worker_id: bytes, events, parents: tuple = ()
+                      ) -> None:
+        """Keep the profile events a peer sent (``TaskDone.events`` and the like) in the
+        task stream of ``worker_id``. Each is checked: a bad one is dropped with a
+        warning naming the peer, and the message it came with stands."""
+        good, bad, problem = [], 0, ""
+        if type(events) is not list:
+            bad, problem = 1, f"events must be a list, got {type(events).__name__}"
+            events = ()
+        for item in events:
+            try:
+                good.append(ProfileEvent.from_wire(item))
+            except (ValueError, TypeError) as exc:
+                bad += 1
+                problem = problem or str(exc)
+        if bad:
+            logger.warning("dropped %d bad profile event(s) from %s: %s", bad,
+                           self.describe_peer(peer_id), problem)
+        if good:
+            self.task_stream.record(worker_id, good, parents)
+
+    def describe_peer(self, peer_id: bytes) -> str:
+        """A peer as a log line names it: its kind, id and pid when known."""
+        worker = self.workers.get(peer_id)
+        if worker is not None:
+            return f"worker {peer_id.hex()[:8]} (pid {worker.pid}, {worker.address})"
+        if peer_id in self.actor_processes:
+            return f"actor process {peer_id.hex()[:8]}"
+        process = self.task_processes.get(peer_id)
+        if process is not None:
+            return f"task process {peer_id.hex()[:8]} (pid {process.pid})"
+        return f"peer {peer_id.hex()[:8]}"
+
+    def timeline(self, since: int = 0) -> dict:
+        """The profile events kept after sequence number ``since`` (``GetTimeline``)."""
+        stream = self.task_stream
+        return {"entries": [[e.seq, e.worker, list(e.event), list(e.parents)]
+                            for e in stream.since(since)],
+                "workers": dict(stream.workers), "seq": stream.seq}
+
     # -- status -----------------------------------------------------------------------
-    def worker_heartbeat(self, worker_id: bytes, metrics: dict) -> None:
-        """A worker's periodic report of its own figures (store use, spilling)."""
+    def worker_heartbeat(self, worker_id: bytes, metrics: dict, events=None) -> None:
+        """A worker's periodic report of its own figures (store use, spilling), and its
+        profile events not tied to a task."""
         worker = self.workers.get(worker_id)
         if worker is None or not isinstance(metrics, dict):
             return
+        if events is not None:
+            self.record_events(worker_id, worker_id, events)
         worker.last_heartbeat = time.time()
         worker.metrics = {k: v for k, v in list(metrics.items())[:64]
                           if isinstance(k, str) and isinstance(v, (int, float, str, type(None)))
                           and not isinstance(v, bool)}
+        self.worker_load.record(worker_id, worker.last_heartbeat, worker.metrics)
 
     def cluster_resources(self, used: bool = False) -> dict:
         """The nodes' resources summed (``used``: what tasks hold of them now)."""

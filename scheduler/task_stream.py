@@ -29,7 +29,14 @@ class TaskStream:
         self.retired_workers = retired_workers
         self._rings: dict[bytes, deque[StreamEntry]] = {}
         self._retired: deque[bytes] = deque()
+        #: What the timeline says of each worker (pid, host, node, address), kept as
+        #: long as its history is.
+        self.workers: dict[bytes, dict] = {}
         self.seq = 0
+
+    def name_worker(self, worker: bytes, info: dict) -> None:
+        """Remember what ``worker`` is, for the rows of the timeline."""
+        self.workers[worker] = info
 
     def record(self, worker: bytes, events: Iterable[ProfileEvent],
                parents: tuple = ()) -> None:
@@ -45,10 +52,14 @@ class TaskStream:
     def retire(self, worker: bytes) -> None:
         """A worker left: its history stays for the timeline until ``retired_workers``
         newer departures push it out."""
-        if worker in self._rings and worker not in self._retired:
+        if worker not in self._rings:
+            self.workers.pop(worker, None)     # nothing recorded: nothing to keep
+        elif worker not in self._retired:
             self._retired.append(worker)
             while len(self._retired) > self.retired_workers:
-                self._rings.pop(self._retired.popleft(), None)
+                gone = self._retired.popleft()
+                self._rings.pop(gone, None)
+                self.workers.pop(gone, None)
 
     def since(self, seq: int = 0, limit: int | None = None) -> list[StreamEntry]:
         """Entries recorded after ``seq``, oldest first; with ``limit``, the newest

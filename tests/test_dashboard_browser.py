@@ -240,13 +240,67 @@ def test_graph_page_says_when_it_is_truncated(populated, page):
 
 def test_every_page_is_reachable_from_the_navigation(populated, page):
     open_page(page, populated.url + "/")
-    for title, path in (("Workers", "/workers"), ("Tasks", "/tasks"),
+    for title, path in (("Status", "/status"), ("Workers", "/workers"), ("Tasks", "/tasks"),
                         ("Objects", "/objects"), ("Actors", "/actors"),
                         ("Task graph", "/graph"), ("Overview", "/")):
         page.click(f"nav a:text-is('{title}')")
         page.wait_for_url(populated.url + path)
         assert page.text_content("h1") == title
         page.wait_for_function("() => Number(document.body.dataset.polls || 0) >= 1")
+
+
+# -- the status page: progress, workers' load, task stream --------------------------------
+
+@graphstore.remote
+def stream_step(x):
+    return np.full(64 * 1024, x, dtype=np.uint8).sum()
+
+
+@graphstore.remote
+def stream_refuse(x):
+    raise KeyError(f"no {x}")
+
+
+def test_status_page_progress_shows_done_and_failed_per_function(populated, page):
+    assert len(graphstore.get([stream_step.remote(i) for i in range(6)])) == 6
+    for ref in [stream_refuse.remote(i) for i in range(2)]:
+        with pytest.raises(KeyError):
+            graphstore.get(ref)
+    open_page(page, populated.url + "/status")
+    assert page.title() == "graphstore · Status"
+    row = page.locator(".progress-row[data-name=stream_step]")
+    assert row.get_attribute("data-done") == "6" and row.get_attribute("data-failed") == "0"
+    assert row.locator("[data-count=done]").text_content() == "done 6"
+    refused = page.locator(".progress-row[data-name=stream_refuse]")
+    assert refused.get_attribute("data-failed") == "2"
+    assert refused.locator("[data-count=failed]").text_content() == "failed 2"
+    # The bar is drawn: the failed part fills the whole of stream_refuse's bar.
+    width = refused.locator(".progress-bar [data-part=failed]").evaluate(
+        "span => span.getBoundingClientRect().width"
+        " / span.parentNode.getBoundingClientRect().width")
+    assert width == pytest.approx(1.0, abs=0.01)
+    explode_row = page.locator(".progress-row[data-name=explode]")
+    assert explode_row.get_attribute("data-failed") == "1"
+    assert page.locator(".progress-row[data-name='PageCounter.add']").get_attribute(
+        "data-done") == "3"
+    # Live: more work shows without a reload.
+    assert len(graphstore.get([stream_step.remote(i) for i in range(3)])) == 3
+    page.wait_for_function("() => document.querySelector("
+                           "'.progress-row[data-name=stream_step]').dataset.done === '9'")
+
+
+def test_status_page_draws_each_workers_cpu_and_memory(populated, page):
+    open_page(page, populated.url + "/status")
+    cards = page.locator(".load-card")
+    assert cards.count() == 2
+    pids = {int(cards.nth(i).get_attribute("data-worker-pid")) for i in range(2)}
+    assert pids == populated.worker_pids
+    # Samples arrive once a second; the charts have points once two heartbeats came.
+    page.wait_for_function("""() => [...document.querySelectorAll('.load-card')].every(card =>
+        Number(card.querySelector('polyline[data-series=cpu]').dataset.points) >= 2
+        && Number(card.querySelector('polyline[data-series=memory]').dataset.points) >= 2)""")
+    text = cards.first.inner_text()
+    assert "CPU" in text and "memory" in text and "MiB" in text
 
 
 def test_a_lost_scheduler_is_shown_not_hidden(browser, fresh_cluster):
@@ -262,3 +316,46 @@ def test_a_lost_scheduler_is_shown_not_hidden(browser, fresh_cluster):
         assert tab.locator("tr.worker-row").count() == 1   # the last data stays
     finally:
         tab.close()
+
+
+@graphstore.remote
+def stream_make(n):
+    return np.ones(n, dtype=np.uint8)
+
+
+@graphstore.remote
+def stream_total(array):
+    return int(array.sum())
+
+
+def test_status_page_task_stream_shows_runs_fetches_and_spills(browser, fresh_cluster, page):
+    """Last in this module: it replaces the module's cluster with a small-store one."""
+    ctx = fresh_cluster(num_cpus=2, object_store_memory=64 * MB)
+    arrays = [stream_make.remote(4 * MB) for _ in range(4)]
+    assert graphstore.get([stream_total.remote(a) for a in arrays]) == [4 * MB] * 4
+    spilled = [graphstore.put(np.ones(20 * MB, dtype=np.uint8)) for _ in range(5)]
+    open_page(page, ctx.dashboard_url + "/status?window=10")
+    page.wait_for_function("""() => ['task', 'fetch', 'spill'].every(kind =>
+        document.querySelector(`#task-stream rect.stream-bar[data-kind=${kind}]`))""")
+    bars = page.locator("#task-stream rect.stream-bar[data-kind=task]")
+    names = set(bars.evaluate_all("rects => rects.map(r => r.dataset.name)"))
+    assert {"stream_make", "stream_total"} <= names
+    # One colour per function name, different for the two functions.
+    colours = {}
+    for name, fill in bars.evaluate_all(
+            "rects => rects.map(r => [r.dataset.name, r.getAttribute('fill')])"):
+        colours.setdefault(name, set()).add(fill)
+    assert len(colours["stream_make"]) == 1 and colours["stream_make"] != colours["stream_total"]
+    assert page.locator("#task-stream rect[data-kind=spill]").first.get_attribute(
+        "fill") == "url(#hatch-spill)"
+    labels = page.locator("#task-stream text.row-label").all_text_contents()
+    pids = {p.pid for p in session.current_local_cluster().workers}
+    assert {f"worker pid {pid} @ " in " ".join(labels) for pid in pids} == {True}
+    assert page.locator("[data-note=no-stream]").count() == 0
+    assert page.locator(".stream-legend [data-name=stream_make]").count() == 1
+    # Live: a new run shows as a new bar without a reload.
+    before = bars.count()
+    assert graphstore.get(stream_total.remote(arrays[0])) == 4 * MB
+    page.wait_for_function(f"() => document.querySelectorAll("
+                           f"'#task-stream rect.stream-bar[data-kind=task]').length > {before}")
+    del spilled

@@ -93,7 +93,9 @@ SAMPLES = {
                          [_id(4)]),
     p.TaskDone: p.TaskDone(TID, [[_id(4), [b"result", Frame(BIG)], [_id(2)], len(BIG) + 6,
                                   None],
-                                 [_id(5), None, [], 50_000_000, "gs-c-w-7"]], 0.125),
+                                 [_id(5), None, [], 50_000_000, "gs-c-w-7"]], 0.125,
+                           [["transfer", _id(5).hex(), 1.5, 1.75, 4242, TID, 50_000_000,
+                             "tcp://10.0.0.2:7001"], ["task", "f", 1.25, 2.0, 4242, TID]]),
     p.TaskFailed: p.TaskFailed(TID, [b"pickled TaskError"], 2.5, "ValueError: bad"),
     p.TaskOutput: p.TaskOutput(TID, "(f pid=3)", "stdout", "héllo\n", ["bar: 50%"]),
     p.Output: p.Output("(f pid=3)", "stderr", "warning\n", TID, []),
@@ -173,6 +175,9 @@ SAMPLES = {
     p.DescribeCluster: p.DescribeCluster(),
     p.DescribeObject: p.DescribeObject(b"o" * 16),
     p.DescribeActor: p.DescribeActor(b"a" * 16),
+    # The timeline and the critical path.
+    p.GetTimeline: p.GetTimeline(120),
+    p.GetCriticalPath: p.GetCriticalPath(_id(4)),
 }
 
 

@@ -104,6 +104,11 @@ class ActorProcesses:
             del self._running[actor_id]
         self._kill(entry[1])
 
+    def pids(self) -> list[int]:
+        """Process ids of the actors' processes (not the spare one), any thread."""
+        with self._lock:
+            return [proc.pid for _, proc in self._running.values()]
+
     def reap(self) -> None:
         """Forget processes that ended (their exit status is collected)."""
         with self._lock:

@@ -394,8 +394,11 @@ class ActorProcess:
         refused = self.admit(call, threading.get_ident())
         if refused is not None:
             if refused[0] is not None:
-                self.send_outcome(call, comm, refused[0], 0.0, refused[1])
+                self.send_outcome(call, comm, refused[0], 0.0, refused[1], ran=False)
             return
+        spans = self.runtime.spans
+        if spans.enabled:         # argument fetches are spans of the call
+            spans.begin(call.call_id)
         output.current_task.task = task
         error_text = None
         writer = self.writer_for(call) if call.mode else None
@@ -423,8 +426,10 @@ class ActorProcess:
         with self._lock:
             self._running.pop(call.call_id, None)
         self._finish_output(task)
+        events = spans.end() if spans.enabled else None
         if packed is not None:
-            self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text)
+            self.send_outcome(call, comm, packed, time.perf_counter() - start, error_text,
+                              events)
         self.call_ended(call.call_id)
 
     def _was_cancelled(self, call: msg.ActorCall) -> tuple[list, str]:
@@ -472,8 +477,16 @@ class ActorProcess:
             asyncio.ensure_future(self._exit())
 
     def send_outcome(self, call: msg.ActorCall, comm, packed: list, duration: float,
-                     error_text: str | None) -> None:
-        """Results to the caller (straight) and to the scheduler (the directory)."""
+                     error_text: str | None, events: list | None = None,
+                     ran: bool = True) -> None:
+        """Results to the caller (straight) and to the scheduler (the directory), with
+        the call's span (``ran``: it started) and ``events``, the spans inside it."""
+        spans = self.runtime.spans
+        if spans.enabled and ran:
+            stop = time.time()
+            events = list(events or ())
+            events.append(["actor-call", call.name, stop - duration, stop, spans.pid,
+                           call.call_id, 0, ""])
         direct = []
         for object_id, payload, _, size, location, error in packed:
             where = None if location is None else [[self.node_id, location[3], location[1],
@@ -483,7 +496,7 @@ class ActorProcess:
             if entry[4] is not None:
                 entry[4] = entry[4][:3]
         self.runtime.send_from_any_thread(msg.ActorCallDone(
-            call.call_id, self.actor_id, packed, duration, error_text))
+            call.call_id, self.actor_id, packed, duration, error_text, events or None))
         if any(entry[2] for entry in packed):
             # The result holds refs. The caller borrows them only after reading it, and
             # this process drops its own refs right after this call: reply once the
@@ -666,7 +679,7 @@ class _Async:
             self._calls.pop(call.call_id, None)
             if packed is not None:
                 process.send_outcome(call, comm, packed, time.perf_counter() - start,
-                                     error_text)
+                                     error_text, ran=admitted)
             if admitted:
                 process.call_ended(call.call_id)
 

@@ -187,6 +187,11 @@ class TaskExecutor:
                                           "TaskCancelledError"))
                 return
             self._running[task.task_id] = threading.get_ident()
+        spans = self._runtime.spans
+        recording = spans.enabled
+        if recording:             # the run as this process saw it, fetches inside it
+            wall_start = time.time()
+            spans.begin(task.task_id)
         output.current_task.task = (task.task_id, task.name)
         writer = partial = None
         try:
@@ -229,6 +234,11 @@ class TaskExecutor:
         for stream in self._streams:       # the last printed line goes before the result
             stream.finish_task((task.task_id, task.name))
         output.current_task.task = None
+        if recording:
+            events = spans.end()
+            events.append(["task", task.name, wall_start, time.time(), spans.pid,
+                           task.task_id, 0, ""])
+            outcome = outcome._replace(events=events)
         self._send(outcome)
 
     @staticmethod

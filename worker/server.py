@@ -30,6 +30,7 @@ from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
 from graphstore.core.spill import SpillTarget, default_spill_url
 from graphstore.worker.actor_host import ActorProcesses
+from graphstore.worker.process_load import ProcessLoad
 from graphstore.worker.task_host import TaskProcesses, environment_for
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
@@ -102,6 +103,8 @@ class Worker:
         self.reserve_bytes = min(config.store_reserve_bytes,
                                  store_capacity // (4 * max(1, self.reserve_count)))
         self._reserve_filled = asyncio.Event()  # set (and replaced) after each fill
+        #: CPU and memory of this process and the task and actor processes it started.
+        self.load = ProcessLoad()
         self.address = ""
         self.stopped = asyncio.Event()
 
@@ -214,7 +217,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         last = loop.time()
         while not self.stopped.is_set() and not self.comm.closed:
-            self.comm.send(msg.WorkerHeartbeat(self.metrics()))
+            self.comm.send(msg.WorkerHeartbeat(self.metrics(),
+                                               self.runtime.spans.drain() or None))
             await asyncio.sleep(interval)
             now = loop.time()
             silent = now - self.comm.last_received
@@ -226,13 +230,16 @@ class Worker:
             last = now
 
     def metrics(self) -> dict:
-        """Store use and spilling, read without the store's lock (plain numbers)."""
+        """Store use and spilling, read without the store's lock (plain numbers), and
+        the CPU and memory of this worker's processes since the last heartbeat."""
         store = self.store
         figures = {"store_used": store.used, "store_pooled": store.pooled,
                    "store_arena_bytes": store.arena_total,
                    "store_arena_allocated": store.arena_allocated(),
                    "store_capacity": store.capacity, "store_objects": len(store.objects),
                    "rss": _rss_bytes()}
+        figures.update(self.load.sample([os.getpid(), *self.task_processes.pids(),
+                                         *self.actor_processes.pids()]))
         if self.spiller is not None:
             stats = self.spiller.stats
             for key in ("spilled_bytes", "spilled_objects", "restored_bytes",

@@ -101,6 +101,7 @@ class Spiller:
 
     def _spill_batch(self, batch: list) -> int:
         start = time.perf_counter()
+        wall_start = time.time()
         copied = [e for e in batch if e.spilled_at is not None]
         if copied:
             # Restored objects still have their spill copy: just release the memory.
@@ -135,6 +136,8 @@ class Spiller:
             self.store.release_spilled(entry.id, entry)
         if len(freed) == len(batch):
             self.target.delete([path])
+        self.runtime.spans.add("spill", _what(batch), wall_start, time.time(), offset,
+                               path)
         self.stats["spilled_bytes"] += offset
         self.stats["spilled_objects"] += len(batch)
         self.stats["spill_seconds"] += time.perf_counter() - start
@@ -143,6 +146,7 @@ class Spiller:
     def restore(self, object_id: bytes, path: str, offset: int, size: int) -> str:
         """Read a spilled object back into the store (one copy); return its segment."""
         start = time.perf_counter()
+        wall_start = time.time()
         entry = self.store.allocate(object_id, size)
         if entry.sealed:
             return entry.name            # restored meanwhile by another reader
@@ -157,6 +161,8 @@ class Spiller:
             view.release()
         entry.spilled_at = (path, offset)
         self.store.seal(object_id)
+        self.runtime.spans.add("restore", object_id.hex(), wall_start, time.time(), size,
+                               path)
         self.stats["restored_bytes"] += size
         self.stats["restored_objects"] += 1
         self.stats["restore_seconds"] += time.perf_counter() - start
@@ -169,3 +175,8 @@ class Spiller:
             moved = stats["spilled_bytes" if kind == "spill" else "restored_bytes"]
             stats[f"{kind}_throughput"] = moved / seconds if seconds else 0.0
         return stats
+
+
+def _what(batch: list) -> str:
+    """A spill span's name: the object's id, or how many objects one file holds."""
+    return batch[0].id.hex() if len(batch) == 1 else f"{len(batch)} objects"

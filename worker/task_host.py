@@ -90,6 +90,11 @@ class TaskProcesses:
         if not closed:
             self._report_exit(process_id, code)
 
+    def pids(self) -> list[int]:
+        """Process ids of the task processes running now (any thread)."""
+        with self._lock:
+            return [proc.pid for proc in self._running.values()]
+
     def stop(self, process_id: bytes) -> None:
         with self._lock:
             proc = self._running.get(process_id)

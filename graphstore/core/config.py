@@ -108,6 +108,12 @@ class Config:
     #: (lineage); past this the oldest lineage is dropped and its objects, if lost, stay
     #: lost (ObjectLostError).
     max_lineage_bytes: int = 256 * 1024 * 1024
+    #: Record when each task, argument fetch, transfer, spill, restore and actor call
+    #: really starts and ends, for ``graphstore.timeline()``, the task stream and
+    #: ``critical_path()`` (measured cost: docs/observability.md).
+    record_timeline: bool = True
+    #: Profile events the scheduler keeps per worker (a ring: the oldest go first).
+    task_stream_events: int = 10_000
 
 
 class Setting(NamedTuple):

@@ -163,6 +163,8 @@ class TaskDone(NamedTuple):
     results: list             # [[id, payload or None if stored here, contained, size,
                               #   segment name or None], ...]
     duration: float
+    events: list | None = None    # spans of its run, measured where it ran: lists in
+                                  # ProfileEvent field order (profile_events.py)
 
 
 class TaskFailed(NamedTuple):
@@ -176,6 +178,7 @@ class TaskFailed(NamedTuple):
     partial: list | None = None  # results made before the error, as in TaskDone (a
                                  # generator with num_returns=N that raised after some
                                  # yields); the other returns get the error
+    events: list | None = None    # as in TaskDone
 
 
 class TaskBlocked(NamedTuple):
@@ -436,6 +439,7 @@ class ActorCallDone(NamedTuple):
     results: list             # [[id, payload, contained, size, location, error], ...]
     duration: float
     error_text: str | None
+    events: list | None = None    # as in TaskDone: the call's span and its fetches
 
 
 class CancelTask(NamedTuple):
@@ -491,6 +495,8 @@ class WorkerHeartbeat(NamedTuple):
     """Worker -> scheduler, every ``heartbeat_interval`` seconds: the worker's own figures
     (``store_used``, ``store_objects``, ``spilled_bytes``, ...; flat numbers and text)."""
     metrics: dict
+    events: list | None = None    # spans not tied to one task (spills, restores), as
+                                  # in TaskDone
 
 
 class SchedulerHeartbeat(NamedTuple):
@@ -549,6 +555,22 @@ class GetNodes(NamedTuple):
     pass
 
 
+class GetTimeline(NamedTuple):
+    """Request to the scheduler: the profile events it keeps (``graphstore.timeline()``),
+    those after sequence number ``since``. Reply: {"entries": [[seq, worker id, event
+    (a list), parent task ids], ...], "workers": {worker id: {"pid", "host", "node",
+    "address"}}, "seq": the newest sequence number}."""
+    since: int
+
+
+class GetCriticalPath(NamedTuple):
+    """Request to the scheduler: the longest chain of task runs and transfers that led
+    to the finished object ``object_id`` (``graphstore.critical_path()``). Reply:
+    {"object_id", "total", "steps": [{"name", "kind", "task_id", "worker", "start",
+    "duration"}, ...]}, first step first."""
+    object_id: bytes
+
+
 class GetTaskContext(NamedTuple):
     """Request to the scheduler: what ``get_runtime_context()`` says inside a running
     task: {"job_id", "namespace", "resources", "gpus"}."""
@@ -589,6 +611,7 @@ MESSAGE_TYPES: list[type] = [
     CancelQueuedCall, GeneratorItem, GeneratorItemReady, StartTaskProcess,
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
     ActorCallRetrying, DescribeCluster, DescribeObject, DescribeActor,
+    GetTimeline, GetCriticalPath,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -770,8 +793,10 @@ FIELD_CHECKS: dict[type, tuple] = {
     ObjectReady: (_id, _opt_payload, _opt_payload, _opt_list),
     FunctionCode: (_id, _buffer),
     RunTask: (_id, _id, _str, _any, _list, _ids, _retry_exceptions, _mode),
-    TaskDone: (_id, _list, _amount),
-    TaskFailed: (_id, _payload, _amount, _str, _flag, _opt_list),
+    # Profile events are checked one by one where they are kept (a bad one is dropped
+    # there with a warning; the task's outcome stands).
+    TaskDone: (_id, _list, _amount, _any),
+    TaskFailed: (_id, _payload, _amount, _str, _flag, _opt_list, _any),
     TaskBlocked: (_id,), TaskUnblocked: (_id,),
     TaskOutput: (_any, _str, _str, _str, _opt(_strs)),
     Output: (_str, _str, _str, _any_id, _opt(_strs)),
@@ -799,11 +824,11 @@ FIELD_CHECKS: dict[type, tuple] = {
     KillActor: (_id, _flag),
     ActorCallSubmitted: (_id, _id, _str, _ids, _ids, _ids),
     ActorCall: (_id, _str, _str, _any, _list, _ids, _id, _mode, _actor_retry),
-    ActorCallDone: (_id, _id, _list, _amount, _opt_str),
+    ActorCallDone: (_id, _id, _list, _amount, _opt_str, _any),
     CancelTask: (_id, _flag, _flag),
     CancelRunning: (_id, _flag),
     CancelQueuedCall: (_id,),
-    WorkerHeartbeat: (_dict,),
+    WorkerHeartbeat: (_dict, _any),
     GetTaskGraph: (_opt_list, _int),
     SchedulerHeartbeat: (),
     AdoptSegments: (lambda v: type(v) is list and all(
@@ -820,6 +845,8 @@ FIELD_CHECKS: dict[type, tuple] = {
     GetNodes: (),
     ActorCallRetrying: (_id,),
     DescribeCluster: (), DescribeObject: (_id,), DescribeActor: (_id,),
+    GetTimeline: (_count,),
+    GetCriticalPath: (_id,),
 }
 
 #: Checks across the fields of one message.

@@ -256,7 +256,11 @@ class ObjectIO:
         """A stored object's value from where ``locations`` says it is: mapped in place
         on this host, restored from a spill, or fetched from another host. When no copy
         can be read (freed, spilled meanwhile, or its worker died), the scheduler is
-        asked again: it knows new copies, or has the object computed again."""
+        asked again: it knows new copies, or has the object computed again.
+
+        In a task, each read is a span of it (``spans``): "fetch" for a copy on this host,
+        "transfer" for one from another host (the store records a restore itself)."""
+        spans = self._runtime.spans
         deadline = None
         attempt = 0
         error = None
@@ -270,9 +274,14 @@ class ObjectIO:
             for node, address, segment, size in locations:
                 if node != self._runtime.node_id or node is None:
                     continue
+                began = time.time() if spans.enabled else 0.0
                 view = self._leased_view(object_id, address, segment, size)
                 if view is not None:
-                    return loads_at(view, shm.buffer_table(view))
+                    value = loads_at(view, shm.buffer_table(view))
+                    if began:
+                        spans.add("fetch", object_id.hex(), began, time.time(), size,
+                                  address)
+                    return value
                 # else spilled or freed since this location was known
             spilled = [loc for loc in locations if loc[0] is None]
             remote = [loc for loc in locations if loc[0] is not None
@@ -295,11 +304,15 @@ class ObjectIO:
                     error = exc     # e.g. the file was on a lost host's disk: ask again
                     remote = []
             if remote:
+                began = time.time() if spans.enabled else 0.0
                 try:
                     data = self._fetch(object_id, remote)
                 except ObjectLostError as exc:   # no copy answered: its worker may be dead
                     error = exc
                 else:
+                    if began:
+                        spans.add("transfer", object_id.hex(), began, time.time(), size,
+                                  remote[0][1])
                     if isinstance(data, str):     # landed in this worker's store: map it
                         locations = [[self._runtime.node_id, self._address, data, size]]
                         continue

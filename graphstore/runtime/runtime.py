@@ -35,6 +35,7 @@ from graphstore.core.node import default_node_id
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.core.protocol import wire_payload
 from graphstore.core.serialization import dumps, error_payload, loads, nbytes
+from graphstore.core.span_recorder import SpanRecorder
 from graphstore.exceptions import (ConnectionLostError, GetTimeoutError, GraphstoreError,
                                    TaskCancelledError)
 from graphstore.runtime import context
@@ -42,7 +43,7 @@ from graphstore.runtime.actor_client import ActorClient, ActorSend
 from graphstore.runtime.object_io import ObjectIO
 from graphstore.runtime.output import OutputRenderer
 from graphstore.runtime.refcounts import AskAgain, RefChannel
-from graphstore.runtime.roles import DriverRole, Role
+from graphstore.runtime.roles import DriverRole, Role, WorkerRole
 from graphstore.runtime.streams import ObjectRefGenerator, StreamTable, wait_with_generators
 from graphstore.runtime.submission import Submitter
 from graphstore.runtime.waiting import Waiter
@@ -63,6 +64,8 @@ _DIRECT_PATIENCE = 2.0
 #: A get of at least this many refs builds its values with the cyclic collector paused
 #: (``gc_policy.collector_paused``).
 _PAUSE_GC_FROM = 256
+#: Spans outside tasks (spills, restores) a worker keeps between two heartbeats.
+_LOOSE_SPANS = 2000
 
 
 def _check_timeout(timeout) -> float:
@@ -128,6 +131,11 @@ class Runtime:
         self._blocking: dict[int, Waiter] = {}
         self._closed = False
         self._lost = False
+        #: Spans of work done in this process, for the timeline: none in a driver; a
+        #: worker keeps those outside tasks for its heartbeat.
+        self.spans = SpanRecorder(
+            config.record_timeline and not isinstance(role, DriverRole),
+            _LOOSE_SPANS if isinstance(role, WorkerRole) else 0)
         self.objects = ObjectIO(self)
         self.submitter = Submitter(self)
         self.actor_client = ActorClient(self)

@@ -334,8 +334,243 @@
     return null;
   }
 
+  // -- status: task stream, progress, workers' load -----------------------------------
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const STREAM_MS = 1000;
+  const STREAM_KEEP = 20000;      // entries the page holds at most
+  const streamWindow = Math.min(300, Math.max(5, Number(query.get("window")) || 30));
+  const stream = { since: 0, entries: [], workers: {}, note: null };
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined) continue;
+      if (key === "text") node.textContent = value;
+      else node.setAttribute(key, String(value));
+    }
+    for (const child of children) if (child) node.append(child);
+    return node;
+  }
+
+  // A stable colour per function name: its FNV-1a hash picks from a categorical palette
+  // (no reds or oranges: those mark transfers and spills), the same on every poll.
+  const PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2",
+    "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#7b4173", "#3182bd"];
+
+  function colourOf(name) {
+    let hash = 2166136261;
+    for (let i = 0; i < name.length; i += 1) {
+      hash ^= name.charCodeAt(i);
+      hash = Math.imul(hash, 16777619) >>> 0;
+    }
+    hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b) >>> 0;   // mix the low bits
+    hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35) >>> 0;
+    return PALETTE[((hash ^ (hash >>> 16)) >>> 0) % PALETTE.length];
+  }
+
+  async function loadStatus() {
+    const [progress, load, streamData] = await Promise.all([
+      fetchJson(apiUrl(api, ["limit"])),
+      fetchJson("/api/workers/load"),
+      fetchJson(`/api/task-stream?since=${stream.since}`),
+    ]);
+    if (streamData.seq < stream.since) {   // the scheduler restarted: start again
+      stream.entries = [];
+    }
+    stream.since = streamData.seq;
+    Object.assign(stream.workers, streamData.workers);
+    stream.note = streamData.note || null;
+    const horizon = streamData.now - 300;
+    stream.entries = stream.entries.concat(streamData.entries)
+      .filter(e => e.stop >= horizon).slice(-STREAM_KEEP);
+    stream.now = streamData.now;
+    return { progress, load };
+  }
+
+  function renderStatus(d) {
+    return [
+      el("h2", { text: `Task stream (last ${streamWindow} s)` }),
+      renderStream(),
+      el("h2", { text: "Progress" }),
+      renderProgress(d.progress),
+      el("h2", { text: `Workers: CPU and memory (last ${Math.round(d.load.seconds / 60)} min)` }),
+      renderLoad(d.load),
+    ];
+  }
+
+  function rowKey(e) { return `${e.worker}:${e.pid}`; }
+
+  function rowLabel(key) {
+    const [workerId, pid] = key.split(":");
+    const w = stream.workers[workerId] || {};
+    if (w.departed) return `pid ${pid} (worker gone)`;
+    if (String(w.pid) === pid) return `worker pid ${pid} @ ${w.hostname || "?"}`;
+    return `pid ${pid} (of worker ${w.pid})`;
+  }
+
+  function renderStream() {
+    const width = Math.max(600, content.clientWidth - 2), labelWidth = 190;
+    const rowHeight = 22, axis = 22;
+    const end = stream.now || Date.now() / 1000;
+    const start = end - streamWindow;
+    const visible = stream.entries.filter(e => e.stop >= start);
+    const keys = [...new Set(stream.entries.map(rowKey))].sort();
+    const rows = new Map(keys.map((k, i) => [k, i]));
+    const height = axis + Math.max(1, keys.length) * rowHeight + 4;
+    const plot = width - labelWidth - 8;
+    const x = t => labelWidth + Math.max(0, (t - start) / streamWindow * plot);
+    const chart = svg("svg", { id: "task-stream", class: "stream", width, height,
+      viewBox: `0 0 ${width} ${height}`, role: "img",
+      "aria-label": `task stream: ${visible.length} bars on ${keys.length} rows` },
+    svg("defs", {}, svg("pattern", { id: "hatch-spill", width: 6, height: 6,
+      patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
+    svg("rect", { width: 6, height: 6, fill: "#fdd0a2" }),
+    svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#e6550d", "stroke-width": 3 }))));
+    // The time axis: a grid line every round number of seconds before now.
+    const step = [1, 2, 5, 10, 15, 30, 60].find(v => v >= streamWindow / 6) || 60;
+    for (let ago = 0; ago <= streamWindow; ago += step) {
+      const gx = x(end - ago);
+      chart.append(svg("line", { x1: gx, x2: gx, y1: axis - 4, y2: height, class: "grid" }),
+        svg("text", { x: gx, y: 12, class: "tick", "text-anchor": ago === 0 ? "end" : "middle",
+          text: ago === 0 ? "now" : `-${ago} s` }));
+    }
+    keys.forEach((key, i) => chart.append(svg("text", { x: 4, y: axis + i * rowHeight + 15,
+      class: "row-label", text: rowLabel(key) })));
+    for (const e of visible) {
+      const row = rows.get(rowKey(e));
+      const left = x(Math.max(e.start, start));
+      const w = Math.max(1.5, x(e.stop) - left);
+      const moving = e.kind === "transfer" || e.kind === "fetch";
+      const disk = e.kind === "spill" || e.kind === "restore";
+      const y = axis + row * rowHeight + (moving || disk ? 9 : 2);
+      const h = moving || disk ? 10 : rowHeight - 4;
+      const title = `${e.name} (${e.kind}) ${seconds(e.stop - e.start)}` +
+        (e.nbytes ? `, ${bytes(e.nbytes)}` : "") + (e.peer ? ` ${e.peer}` : "");
+      chart.append(svg("rect", { x: left.toFixed(1), y, width: w.toFixed(1), height: h,
+        rx: 2, class: `stream-bar kind-${e.kind}`, "data-kind": e.kind, "data-name": e.name,
+        fill: disk ? "url(#hatch-spill)" : moving ? "#d62728" : colourOf(e.name) },
+      svg("title", { text: title })));
+    }
+    const names = [...new Set(visible.filter(e => e.kind === "task" || e.kind === "actor-call")
+      .map(e => e.name))].sort().slice(0, 30);
+    const legend = el("div", { class: "legend stream-legend" },
+      ...names.map(n => { const swatch = el("span", { class: "swatch" });
+        swatch.style.background = colourOf(n);
+        return el("span", { class: "legend-item", "data-name": n }, swatch, n); }),
+      el("span", { class: "legend-item" }, el("span", { class: "swatch transfer" }),
+        "transfer / fetch"),
+      el("span", { class: "legend-item" }, el("span", { class: "swatch spill" }),
+        "spill / restore"));
+    const out = el("div", { class: "stream-frame" }, chart);
+    const parts = [out, legend];
+    if (stream.note) {
+      parts.unshift(el("div", { class: "note", "data-note": "no-stream", text:
+        `No task stream: ${stream.note}.` }));
+    } else if (!keys.length) {
+      parts.push(el("p", { class: "empty", text: "no task has run yet" }));
+    }
+    return el("div", { id: "stream-pane" }, ...parts);
+  }
+
+  const PROGRESS_PARTS = [["done", "done"], ["assigned", "running"], ["queued", "queued"],
+    ["failed", "failed"]];
+
+  function renderProgress(d) {
+    if (!d.functions.length) return el("p", { class: "empty", text: "no tasks yet" });
+    const rows = d.functions.map(f => {
+      const queued = f.queued + f.waiting;
+      const parts = { done: f.done, assigned: f.assigned, queued, failed: f.failed };
+      const barNode = el("div", { class: "progress-bar", role: "img",
+        "aria-label": `${f.name}: ${f.done} of ${f.total} done` });
+      for (const [state] of PROGRESS_PARTS) {
+        if (!parts[state]) continue;
+        const piece = el("span", { class: `state-${state}`, "data-part": state });
+        piece.style.width = `${(parts[state] / Math.max(1, f.total) * 100).toFixed(2)}%`;
+        barNode.append(piece);
+      }
+      const counts = el("span", { class: "progress-counts" },
+        ...PROGRESS_PARTS.map(([state, label]) => el("span", { "data-count": state,
+          class: parts[state] ? null : "zero", text: `${label} ${num(parts[state], 0)}` })));
+      const name = el("span", { class: "progress-name", text: f.name });
+      name.prepend(el("span", { class: "swatch" }));
+      name.firstChild.style.background = colourOf(f.name);
+      return el("div", { class: "progress-row", "data-name": f.name,
+        "data-done": String(f.done), "data-failed": String(f.failed),
+        "data-running": String(f.assigned), "data-queued": String(queued) },
+      name, barNode, counts);
+    });
+    const more = d.names > d.functions.length
+      ? el("p", { class: "detail", text: `${d.names - d.functions.length} more names ` +
+        "(?limit= shows up to 1000)" }) : null;
+    return el("div", { id: "progress-pane" }, ...rows, more);
+  }
+
+  function lineChart(series, span, top, label) {
+    const width = 300, height = 64;
+    const chart = svg("svg", { class: "load-chart", width, height,
+      viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img",
+      "aria-label": label });
+    chart.append(svg("rect", { x: 0, y: 0, width, height, class: "chart-back" }));
+    for (const s of series) {
+      const points = [];
+      s.values.forEach((v, i) => {
+        if (v === null || v === undefined) return;
+        const px = width - Math.min(1, s.ages[i] / span) * width;
+        const py = height - 2 - Math.min(1, v / top) * (height - 6);
+        points.push(`${px.toFixed(1)},${py.toFixed(1)}`);
+      });
+      chart.append(svg("polyline", { points: points.join(" "), class: `line ${s.name}`,
+        "data-series": s.name, "data-points": points.length, fill: "none" }));
+    }
+    return chart;
+  }
+
+  function last(values) {
+    for (let i = values.length - 1; i >= 0; i -= 1) {
+      if (values[i] !== null && values[i] !== undefined) return values[i];
+    }
+    return null;
+  }
+
+  function renderLoad(d) {
+    if (!d.workers.length) return el("p", { class: "empty", text: "no workers have joined" });
+    const cards = d.workers.map(w => {
+      const s = w.samples;
+      const cpuTop = Math.max(w.num_cpus || 1, ...s.cpu.filter(v => v !== null));
+      const memTop = Math.max(1, ...s.memory.filter(v => v !== null),
+        ...s.store_used.filter(v => v !== null));
+      const cpuNow = last(s.cpu), memNow = last(s.memory), storeNow = last(s.store_used);
+      // The time axis spans what was sampled (at least a minute), up to the window.
+      const span = Math.min(d.seconds, Math.max(60, ...s.age));
+      return el("div", { class: "load-card", "data-worker-pid": String(w.pid) },
+        el("div", { class: "label", text: `worker pid ${w.pid} @ ${w.hostname}` }),
+        el("div", { class: "detail", text: `last ${Math.round(span)} s` }),
+        el("div", { class: "detail", text: `CPU ${cpuNow === null ? "–"
+          : `${Math.round(cpuNow * 100)}%`} of ${num(w.num_cpus)} (scale ` +
+          `${Math.round(cpuTop * 100)}%)` }),
+        lineChart([{ name: "cpu", values: s.cpu, ages: s.age }], span, cpuTop,
+          `CPU of worker pid ${w.pid}`),
+        el("div", { class: "detail", text: `memory ${bytes(memNow)}, store ${bytes(storeNow)}` +
+          ` (scale ${bytes(memTop)})` }),
+        lineChart([{ name: "memory", values: s.memory, ages: s.age },
+          { name: "store", values: s.store_used, ages: s.age }], span, memTop,
+        `memory and store use of worker pid ${w.pid}`));
+    });
+    const more = d.total > d.workers.length ? el("p", { class: "detail",
+      text: `${d.total - d.workers.length} more workers not shown` }) : null;
+    return el("div", {}, el("div", { class: "legend" },
+      el("span", { class: "legend-item" }, el("span", { class: "swatch cpu" }), "CPU"),
+      el("span", { class: "legend-item" }, el("span", { class: "swatch memory" }),
+        "memory of its processes"),
+      el("span", { class: "legend-item" }, el("span", { class: "swatch store" }),
+        "object store use")),
+    el("div", { class: "load-cards", id: "load-pane" }, ...cards), more);
+  }
+
   const PAGES = {
     overview: { url: () => apiUrl(api, []), render: renderOverview },
+    status: { load: loadStatus, render: renderStatus, pollMs: STREAM_MS },
     workers: { url: () => apiUrl(api, ["limit"]), render: renderWorkers },
     tasks: { url: () => apiUrl(api, ["limit", "state", "failures"]), render: renderTasks },
     objects: { url: () => apiUrl(api, ["limit"]), render: renderObjects },
@@ -353,7 +588,7 @@
   async function poll() {
     const spec = PAGES[page];
     try {
-      const data = await fetchJson(spec.url());
+      const data = spec.load ? await spec.load() : await fetchJson(spec.url());
       const nodes = spec.render(data);
       if (nodes) content.replaceChildren(...nodes);
       polls += 1;
@@ -364,7 +599,8 @@
       statusLine.classList.add("stale");
       statusLine.textContent = `cannot reach the scheduler (${error.message}); retrying`;
     }
-    window.setTimeout(poll, document.hidden ? POLL_MS * 5 : POLL_MS);
+    const every = spec.pollMs || POLL_MS;
+    window.setTimeout(poll, document.hidden ? every * 5 : every);
   }
 
   if (PAGES[page]) poll();

@@ -1,0 +1,72 @@
+"""The scheduler keeps the profile events workers send with their outcomes: the runs'
+spans land in the task stream of the worker that ran them, with the producers of their
+inputs as parents; bad events from a peer are dropped with a warning, and the outcome
+they came with stands."""
+from __future__ import annotations
+
+import logging
+
+from graphstore.core import protocol as msg
+from test_scheduler_state import DRIVER, Harness
+
+
+def _span(task_id: bytes, name: str = "f", start: float = 10.0, kind: str = "task"):
+    return [kind, name, start, start + 0.5, 4242, task_id, 0, ""]
+
+
+def test_a_finished_tasks_spans_are_kept_with_the_producers_of_its_inputs():
+    h = Harness()
+    w = h.worker("w1")
+    first, (a,) = h.submit(name="load")
+    h.s.schedule()
+    h.s.task_done(w, msg.TaskDone(first, [[a, [b"v"], [], 1, None]], 0.5,
+                                  [_span(first, "load")]))
+    second, (b,) = h.submit(deps=[a], name="use")
+    h.s.schedule()
+    fetch = ["fetch", a.hex(), 11.0, 11.1, 4242, second, 1 << 20, "tcp://w1:1"]
+    h.s.task_done(w, msg.TaskDone(second, [[b, [b"v"], [], 1, None]], 0.5,
+                                  [fetch, _span(second, "use", 11.0)]))
+    entries = h.s.task_stream.since(0)
+    assert [(e.event.kind, e.event.name) for e in entries] == [
+        ("task", "load"), ("fetch", a.hex()), ("task", "use")]
+    assert {e.worker for e in entries} == {w}
+    assert entries[0].parents == () and entries[2].parents == (first,)
+    assert entries[1].event.nbytes == 1 << 20 and entries[1].event.peer == "tcp://w1:1"
+    timeline = h.s.timeline(0)
+    assert timeline["seq"] == 3 and timeline["workers"][w]["address"] == "tcp://w1:1"
+    assert timeline["entries"][2] == [3, w, _span(second, "use", 11.0), [first]]
+    assert h.s.timeline(2)["entries"] == timeline["entries"][2:]
+
+
+def test_bad_events_are_dropped_with_a_warning_and_the_result_stands(caplog):
+    h = Harness()
+    w = h.worker("w1")
+    task, (r,) = h.submit()
+    h.s.schedule()
+    h.s.want(DRIVER, [r])
+    h.take()
+    bad = [["nap", "f", 1.0, 2.0, 1], "junk", _span(task)]
+    with caplog.at_level(logging.WARNING, logger="graphstore.scheduler"):
+        h.s.task_done(w, msg.TaskDone(task, [[r, [b"v"], [], 1, None]], 0.5, bad))
+    assert [e.event.kind for e in h.s.task_stream.since(0)] == ["task"]
+    assert "dropped 2 bad profile event(s) from worker" in caplog.text
+    assert "unknown profile event kind 'nap'" in caplog.text
+    assert h.s.objects[r].state == "ready"
+    ready = [m for _, m in h.take() if type(m) is msg.ObjectReady]
+    assert [m.object_id for m in ready] == [r]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="graphstore.scheduler"):
+        h.s.worker_heartbeat(w, {"store_used": 1}, {"not": "a list"})
+    assert "events must be a list, got dict" in caplog.text
+    assert h.s.workers[w].metrics == {"store_used": 1}
+
+
+def test_heartbeat_spans_and_a_departed_workers_history():
+    h = Harness()
+    w = h.worker("w1")
+    spill = ["spill", "3 objects", 5.0, 6.0, 4242, b"", 3 << 20, "/tmp/spill/x"]
+    h.s.worker_heartbeat(w, {}, [spill])
+    h.s.remove_peer(w)
+    (entry,) = h.s.task_stream.since(0)
+    assert entry.event.kind == "spill" and entry.worker == w and entry.parents == ()
+    assert w in h.s.timeline(0)["workers"]     # its row keeps its name after it left

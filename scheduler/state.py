@@ -29,6 +29,7 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
+from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 
 
@@ -88,6 +89,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         #: Recent tasks and objects with their edges: every live one, and the last
         #: ``history_size`` finished tasks and freed objects (the task records too).
         self.graph = TaskGraph(history_size)
+        #: Duration histograms, finished counts by function and queue waits (Prometheus).
+        self.task_metrics = TaskMetrics()
         self.started_at = time.time()
         self.bandwidth = bandwidth
         #: object id -> {actor process peer: deadline}: wants of objects not known yet.
@@ -217,6 +220,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             task.retries_left -= 1
             self.counts["retried"] += 1
             task.state = QUEUED
+            task.queued_at = time.monotonic()
             self.ready.setdefault(task.shape, deque()).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
@@ -840,6 +844,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
 
     def _enqueue(self, task: TaskState) -> None:
         task.state = QUEUED
+        task.queued_at = time.monotonic()
         queue = self.ready.get(task.shape)
         if queue is None:
             queue = self.ready[task.shape] = deque()
@@ -852,6 +857,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return
         task.state = DONE
         self.counts["done"] += 1
+        self.task_metrics.task_finished(task.name, failed=False)
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
@@ -921,6 +927,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return None
         self._release_slot(worker, task)
         task.finished_at = time.time()
+        if not self.task_metrics.task_ran(task.name, duration):
+            return task         # a duration that is no number teaches nothing
         previous = self.function_durations.get(task.function_hash)
         self.function_durations[task.function_hash] = (
             duration if previous is None
@@ -954,6 +962,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             task.finished_at = time.time()
             self.tasks.pop(task.id, None)
             self.counts["failed"] += 1
+            self.task_metrics.task_finished(task.name, failed=True)
             self._record(task)
             for object_id in task.returns:
                 obj = self.objects.get(object_id)
@@ -1173,6 +1182,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task.state = ASSIGNED
         task.worker = worker
         task.started_at = time.time()
+        if task.queued_at:
+            self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
         if worker.free_slots() > 0 and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1

@@ -2,13 +2,18 @@
 the counts match what ran (tasks by function, failures, duration histograms), an object
 moved between two workers on different nodes shows as bytes transferred, a store too
 small for its objects shows bytes spilled, every worker has its store gauges, and a peer
-that sends nonsense in its heartbeat leaves the page (and the scheduler) serving."""
+that sends nonsense in its heartbeat leaves the page (and the scheduler) serving. The
+Grafana dashboard in docs/ reads only metrics the real page serves."""
 from __future__ import annotations
 
+import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import graphstore
 from graphstore import session
@@ -22,6 +27,8 @@ from test_scheduler_metrics import metric_samples, value
 
 MB = 1024 * 1024
 STORE = 64 * MB
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
+METRIC_NAME = re.compile(r"\bgraphstore_[a-zA-Z0-9_]+")
 
 
 @graphstore.remote
@@ -183,3 +190,48 @@ def test_a_peer_sending_nonsense_figures_leaves_metrics_serving(fresh_cluster, l
     assert graphstore.get(square.remote(3), timeout=30) == 9
     assert value(scrape(ctx.dashboard_url), "graphstore_tasks_finished_total",
                  function="square", state="done") == 1
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_scheduler_serves(cluster):
+    """Every PromQL query of docs/grafana-dashboard.json names series that a real
+    /metrics has, so the dashboard cannot drift from the metrics."""
+    board = json.loads(DASHBOARD.read_text())
+    assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
+    assert board["__inputs"][0]["pluginId"] == "prometheus"
+    assert board["schemaVersion"] >= 38 and board["uid"] and board["title"]
+    assert graphstore.get(square.remote(2)) == 4
+    # Series, and families declared with none yet (no actor ran: graphstore_actors).
+    text = http(cluster.dashboard_url + "/metrics").text
+    served = set(metric_samples(text))
+    served.update(f.name for f in text_string_to_metric_families(text))
+
+    queries = []
+    ids = set()
+    for panel in board["panels"]:
+        assert panel["id"] not in ids, panel["id"]
+        ids.add(panel["id"])
+        assert set(panel["gridPos"]) == {"h", "w", "x", "y"}, panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+        assert panel["targets"], panel["title"]
+        for query in panel["targets"]:
+            assert query["datasource"]["uid"] == "${DS_PROMETHEUS}"
+            queries.append((panel["title"], query["expr"]))
+    for variable in board["templating"]["list"]:
+        assert variable["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        queries.append((f"${variable['name']}", variable["query"]["query"]))
+    for where, expr in queries:
+        names = METRIC_NAME.findall(expr)
+        assert names, f"{where}: {expr!r} reads no graphstore metric"
+        missing = sorted(set(names) - served)
+        assert not missing, f"{where}: {expr!r} reads {missing}, which /metrics lacks"
+
+    # The views the documentation promises.
+    exprs = " ".join(expr for _, expr in queries)
+    for needed in ("rate(graphstore_tasks_finished_total",
+                   "histogram_quantile(0.95, sum by (le, function) "
+                   "(rate(graphstore_task_duration_seconds_bucket",
+                   "rate(graphstore_task_queue_wait_seconds_bucket",
+                   "rate(graphstore_transferred_bytes_total",
+                   "rate(graphstore_spilled_bytes_total",
+                   "graphstore_store_used_bytes / graphstore_store_capacity_bytes"):
+        assert needed in exprs, needed

@@ -3,7 +3,8 @@ the counts match what ran (tasks by function, failures, duration histograms), an
 moved between two workers on different nodes shows as bytes transferred, a store too
 small for its objects shows bytes spilled, every worker has its store gauges, and a peer
 that sends nonsense in its heartbeat leaves the page (and the scheduler) serving. The
-Grafana dashboard in docs/ reads only metrics the real page serves."""
+Grafana dashboard in docs/ reads only metrics the real page serves, and
+examples/metrics.py runs."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ import graphstore
 from graphstore import session
 from graphstore.core import protocol as msg
 from graphstore.core.object_ref import new_id
-from helpers import wait_for
+from helpers import run_example, wait_for
 
 from test_dashboard import http
 from test_integration_lifecycle import _batch, _handshake, _read_messages
@@ -235,3 +236,15 @@ def test_the_grafana_dashboard_reads_only_metrics_the_scheduler_serves(cluster):
                    "rate(graphstore_spilled_bytes_total",
                    "graphstore_store_used_bytes / graphstore_store_capacity_bytes"):
         assert needed in exprs, needed
+
+
+def test_the_metrics_example_runs(run_driver):
+    run = run_example(run_driver, "metrics.py")
+    out = run.stdout
+    assert re.search(r"^metrics at http://127\.0\.0\.1:\d+/metrics$", out, re.M), out
+    assert re.search(r"^  simulate: 8 done, 0 failed, mean run \d+\.\d ms$", out, re.M), out
+    assert re.search(r"^  validate: 6 done, 2 failed, ", out, re.M), out
+    assert re.search(r"^  make_block: 3 done, 0 failed, ", out, re.M), out
+    assert re.search(r"^queue wait: 19 tasks, mean ", out, re.M), out
+    stores = re.findall(r"^  worker [0-9a-f]{12} on \S+: ([\d.]+) MiB of \d+ MiB$", out, re.M)
+    assert len(stores) == 2 and sum(map(float, stores)) >= 12.0, out

@@ -193,16 +193,17 @@ def test_a_peer_sending_nonsense_figures_leaves_metrics_serving(fresh_cluster, l
                  function="square", state="done") == 1
 
 
-def test_the_grafana_dashboard_reads_only_metrics_the_scheduler_serves(cluster):
+def test_the_grafana_dashboard_reads_only_metrics_the_scheduler_serves(fresh_cluster):
     """Every PromQL query of docs/grafana-dashboard.json names series that a real
     /metrics has, so the dashboard cannot drift from the metrics."""
     board = json.loads(DASHBOARD.read_text())
     assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
     assert board["__inputs"][0]["pluginId"] == "prometheus"
     assert board["schemaVersion"] >= 38 and board["uid"] and board["title"]
+    ctx = fresh_cluster(num_cpus=1)
     assert graphstore.get(square.remote(2)) == 4
     # Series, and families declared with none yet (no actor ran: graphstore_actors).
-    text = http(cluster.dashboard_url + "/metrics").text
+    text = http(ctx.dashboard_url + "/metrics").text
     served = set(metric_samples(text))
     served.update(f.name for f in text_string_to_metric_families(text))
 

@@ -15,13 +15,15 @@ from bisect import bisect_left
 from typing import Iterator
 
 #: Upper bounds (seconds) of the task duration buckets: from no-op tasks to long jobs.
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    1800.0)
 #: Upper bounds (seconds) of the queue wait buckets: from an idle cluster to a backlog.
-QUEUE_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                      1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+QUEUE_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+                      300.0)
 #: Distinct function names with series of their own; the rest count under ``OTHER``.
-MAX_FUNCTIONS = 200
+#: Each costs 18 series per scrape (its histogram's buckets, sum and count; done and
+#: failed), so the cap bounds both this process's memory and every scrape's size.
+MAX_FUNCTIONS = 100
 #: The label of every function past ``MAX_FUNCTIONS`` (parentheses: no Python name).
 OTHER = "(other)"
 #: Longest function name kept in a label (a name comes from the submitting program).

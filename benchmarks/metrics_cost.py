@@ -98,7 +98,8 @@ def main() -> None:
     per_task = statistics.median(bookkeeping_us(args.functions) for _ in range(3))
     print("| measure | value |")
     print("| --- | --- |")
-    print(f"| bookkeeping per task ({args.functions} function names) | {per_task:.2f} µs |")
+    print(f"| bookkeeping per task ({args.functions} function names) | "
+          f"{per_task:.2f} µs |")
     print(f"| scrape of /metrics, idle cluster | "
           f"{statistics.median(t for t, _ in idle) * 1000:.1f} ms, "
           f"{idle[-1][1] / 1024:.0f} KiB |")

@@ -97,7 +97,8 @@ class ClusterCollector(Collector):
         yield CounterMetricFamily("graphstore_tasks_submitted", "Tasks submitted since the "
                                   "scheduler started.", value=state.counts["submitted"])
         yield CounterMetricFamily("graphstore_task_retries", "Task runs retried (worker "
-                                  "died, or retry_exceptions).", value=state.counts["retried"])
+                                  "died, or retry_exceptions).",
+                                  value=state.counts["retried"])
         finished = CounterMetricFamily(
             "graphstore_tasks_finished", "Tasks finished since the scheduler started, by "
             "function and outcome (failed includes tasks the scheduler failed: an argument "
@@ -133,8 +134,9 @@ class ClusterCollector(Collector):
         for name, count in scan.object_states.items():
             objects.add_metric([name], count)
         yield objects
-        where = GaugeMetricFamily("graphstore_object_bytes", "Bytes of live objects: inline "
-                                  "in the scheduler, in stores, spilled.", labels=["where"])
+        where = GaugeMetricFamily("graphstore_object_bytes", "Bytes of live objects: "
+                                  "inline in the scheduler, in stores, spilled.",
+                                  labels=["where"])
         where.add_metric(["inline"], scan.inline_bytes)
         where.add_metric(["store"], scan.stored_bytes)
         where.add_metric(["spilled"], scan.spilled_bytes)
@@ -158,7 +160,8 @@ class ClusterCollector(Collector):
             return family
 
         yield gauge("graphstore_store_used_bytes", "Bytes of objects in each worker's "
-                    "store.", lambda w: _number(w.metrics.get("store_used", w.stored_bytes)))
+                    "store.",
+                    lambda w: _number(w.metrics.get("store_used", w.stored_bytes)))
         yield gauge("graphstore_store_capacity_bytes", "Capacity of each worker's store.",
                     lambda w: w.store_capacity)
         yield gauge("graphstore_store_objects", "Objects in each worker's store.",

@@ -137,7 +137,8 @@ def test_metrics_count_what_ran_moved_and_spilled(fresh_cluster, tmp_path):
                  "graphstore_store_objects", "graphstore_running_tasks"):
         labelled = {labels["worker"]: labels["node"] for labels, _ in samples[name]}
         assert labelled == node_of, name
-    capacity = {labels["worker"]: v for labels, v in samples["graphstore_store_capacity_bytes"]}
+    capacity = {labels["worker"]: v
+                for labels, v in samples["graphstore_store_capacity_bytes"]}
     assert set(capacity.values()) == {float(STORE)}
     used = {labels["node"]: v for labels, v in samples["graphstore_store_used_bytes"]}
     assert 0 < used["near"] <= STORE
@@ -172,7 +173,8 @@ def test_a_peer_sending_nonsense_figures_leaves_metrics_serving(fresh_cluster, l
 
         def raw_worker_seen():
             samples = scrape(ctx.dashboard_url)
-            workers = {labels["worker"] for labels, _ in samples["graphstore_spilled_bytes_total"]}
+            workers = {labels["worker"]
+                       for labels, _ in samples["graphstore_spilled_bytes_total"]}
             return samples if raw in workers else None
 
         samples = wait_for(raw_worker_seen, timeout=15)
@@ -247,5 +249,6 @@ def test_the_metrics_example_runs(run_driver):
     assert re.search(r"^  validate: 6 done, 2 failed, ", out, re.M), out
     assert re.search(r"^  make_block: 3 done, 0 failed, ", out, re.M), out
     assert re.search(r"^queue wait: 19 tasks, mean ", out, re.M), out
-    stores = re.findall(r"^  worker [0-9a-f]{12} on \S+: ([\d.]+) MiB of \d+ MiB$", out, re.M)
+    stores = re.findall(r"^  worker [0-9a-f]{12} on \S+: ([\d.]+) MiB of \d+ MiB$", out,
+                        re.M)
     assert len(stores) == 2 and sum(map(float, stores)) >= 12.0, out

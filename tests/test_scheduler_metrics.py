@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from graphstore.core import protocol as msg
 from graphstore.scheduler import prometheus
-from graphstore.scheduler.metrics import (DURATION_BUCKETS, MAX_NAME_CHARS, OTHER, Histogram,
-                                          TaskMetrics)
+from graphstore.scheduler.metrics import (DURATION_BUCKETS, MAX_NAME_CHARS, OTHER,
+                                          Histogram, TaskMetrics)
 
 from test_scheduler_state import MB, Harness
 from test_scheduler_status import busy_cluster, scan_of
@@ -219,7 +219,8 @@ def test_a_scrape_reports_the_cluster_in_prometheus_text():
     assert used == {"node-a": 9 * MB, "node-b": 0}
     assert value(samples, "graphstore_spilled_bytes_total") == 3 * MB
     assert value(samples, "graphstore_restored_bytes_total", node="node-b") == MB
-    worker_ids = {labels["worker"] for labels, _ in samples["graphstore_store_capacity_bytes"]}
+    worker_ids = {labels["worker"]
+                  for labels, _ in samples["graphstore_store_capacity_bytes"]}
     assert worker_ids == {ids["w1"].hex()[:12], ids["w2"].hex()[:12]}
 
 
@@ -232,7 +233,8 @@ def test_histogram_buckets_are_cumulative_and_end_with_the_count():
     for t, d in zip(tasks, durations):
         h.done(w, t, duration=d)
     samples = scrape(h)
-    buckets = {labels["le"]: v for labels, v in samples["graphstore_task_duration_seconds_bucket"]
+    buckets = {labels["le"]: v
+               for labels, v in samples["graphstore_task_duration_seconds_bucket"]
                if labels["function"] == "work"}
     assert buckets["0.001"] == 1 and buckets["0.005"] == 3 and buckets["1.0"] == 4
     assert buckets["1800.0"] == 4 and buckets["+Inf"] == 5

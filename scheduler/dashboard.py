@@ -3,7 +3,8 @@
 Pages (``/``, ``/status``, ``/workers``, ``/tasks``, ``/objects``, ``/actors``,
 ``/graph``) are small HTML shells; ``static/dashboard.js`` fills them from the JSON API
 under ``/api/`` and polls it, so they update without a reload. ``/metrics`` serves
-Prometheus text. The live views of ``/status`` come from ``status_live.py``.
+Prometheus text (``prometheus.py``). The live views of ``/status`` come from
+``status_live.py``.
 
 It never slows the scheduler: every response has a size bound (``limit`` parameters with
 maxima; long texts cut), views come from ``status.py`` on a shared, rate-limited scan of
@@ -31,7 +32,7 @@ from tornado.netutil import bind_sockets
 
 from graphstore.exceptions import GraphvizNotFoundError
 from graphstore.core.graph_export import find_dot, graphviz_missing_message, to_dot
-from graphstore.scheduler import status, status_live
+from graphstore.scheduler import prometheus, status, status_live
 from graphstore.core.tls import is_loopback
 
 if TYPE_CHECKING:
@@ -380,8 +381,8 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         self.query(QUERY["/metrics"])
         scan = await self.dashboard.scans.get()
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(status.metrics_text(self.dashboard.state, scan))
+        self.set_header("Content-Type", prometheus.CONTENT_TYPE)
+        self.finish(prometheus.exposition(self.dashboard.state, scan))
 
 
 def digest(text: str) -> str:

@@ -70,7 +70,7 @@ class TaskState:
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
                  "lineage_size", "lineage_note", "mode", "strategy", "env_vars",
-                 "max_calls", "process", "gpus")
+                 "max_calls", "process", "gpus", "queued_at")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -91,6 +91,9 @@ class TaskState:
         self.submitted_at = time.time()
         self.started_at = 0.0
         self.finished_at = 0.0
+        #: ``time.monotonic()`` when it last became ready to run (queued), for the
+        #: queue wait metric; 0.0 while it never was.
+        self.queued_at = 0.0
         self.long = False
         self.blocked = False
         #: Whether the task occupies one of its worker's slots and its node's CPUs (else

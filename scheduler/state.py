@@ -32,6 +32,7 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.progress import TaskProgress
+from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.task_stream import TaskStream
 from graphstore.scheduler.worker_load import WorkerLoadHistory
@@ -100,6 +101,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.progress = TaskProgress()
         #: Each worker's CPU, memory and store use over the last minutes.
         self.worker_load = WorkerLoadHistory()
+        #: Duration histograms, finished counts by function and queue waits (Prometheus).
+        self.task_metrics = TaskMetrics()
         self.started_at = time.time()
         self.bandwidth = bandwidth
         #: object id -> {actor process peer: deadline}: wants of objects not known yet.
@@ -863,6 +866,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         counts follow it."""
         self.progress.move(task.name, task.state, state)
         task.state = state
+        if state == QUEUED:
+            task.queued_at = time.monotonic()     # queue wait, for /metrics
 
     def _enqueue(self, task: TaskState) -> None:
         self.set_task_state(task, QUEUED)
@@ -880,6 +885,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
         self.set_task_state(task, DONE)
         self.counts["done"] += 1
+        self.task_metrics.task_finished(task.name, failed=False)
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
@@ -951,6 +957,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return None
         self._release_slot(worker, task)
         task.finished_at = time.time()
+        if not self.task_metrics.task_ran(task.name, duration):
+            return task         # a duration that is no number teaches nothing
         previous = self.function_durations.get(task.function_hash)
         self.function_durations[task.function_hash] = (
             duration if previous is None
@@ -984,6 +992,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             task.finished_at = time.time()
             self.tasks.pop(task.id, None)
             self.counts["failed"] += 1
+            self.task_metrics.task_finished(task.name, failed=True)
             self._record(task)
             for object_id in task.returns:
                 obj = self.objects.get(object_id)
@@ -1204,6 +1213,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.set_task_state(task, ASSIGNED)
         task.worker = worker
         task.started_at = time.time()
+        if task.queued_at:
+            self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
         if worker.free_slots() > 0 and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1

@@ -2,8 +2,9 @@
 
 Pure functions and one accumulator, no I/O: each view reads ``SchedulerState`` (and a
 ``LiveScan`` of its live objects and tasks) and returns plain dicts ready for JSON or
-msgpack, or Prometheus text. Every list is capped by a ``limit`` the caller checked, and
-every long text is cut, so no response grows with the cluster's history.
+msgpack (``prometheus.py`` turns the same state into metrics). Every list is capped by a
+``limit`` the caller checked, and every long text is cut, so no response grows with the
+cluster's history.
 
 Scanning every live object is the only part that grows with the cluster; ``LiveScan``
 takes items in slices so the caller can let the event loop run between them (see
@@ -225,82 +226,3 @@ def objects(state: "SchedulerState", scan: LiveScan, limit: int) -> dict:
 def actors(state: "SchedulerState", limit: int) -> dict:
     records = state.actor_records()
     return {"actors": records[:limit], "total": len(records), "generated_at": time.time()}
-
-
-# -- Prometheus ---------------------------------------------------------------------------
-
-def _label(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def metrics_text(state: "SchedulerState", scan: LiveScan) -> str:
-    """The Prometheus text exposition format (version 0.0.4) of the cluster's figures."""
-    out: list[str] = []
-
-    def family(name: str, kind: str, help_text: str, samples) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{text}}} {float(value)!r}" if text
-                       else f"{name} {float(value)!r}")
-
-    family("graphstore_workers", "gauge", "Workers connected to the scheduler.",
-           [({}, len(state.workers))])
-    family("graphstore_nodes", "gauge", "Nodes (hosts) with at least one worker.",
-           [({}, len(state.nodes))])
-    family("graphstore_drivers", "gauge", "Drivers connected to the scheduler.",
-           [({}, len(state.drivers))])
-    used = state.cluster_resources(used=True)
-    total = state.cluster_resources()
-    family("graphstore_resources", "gauge", "Resources of the cluster's nodes.",
-           [({"resource": name, "kind": "total"}, amount)
-            for name, amount in sorted(total.items()) if not name.startswith("node:")]
-           + [({"resource": name, "kind": "used"}, used.get(name, 0.0))
-              for name in sorted(total) if not name.startswith("node:")])
-    family("graphstore_tasks", "gauge", "Live tasks by state.",
-           [({"state": s}, n) for s, n in scan.task_states.items()])
-    family("graphstore_tasks_finished_total", "counter",
-           "Tasks finished since the scheduler started, by outcome.",
-           [({"state": "done"}, state.counts["done"]),
-            ({"state": "failed"}, state.counts["failed"])])
-    family("graphstore_tasks_submitted_total", "counter",
-           "Tasks submitted since the scheduler started.", [({}, state.counts["submitted"])])
-    family("graphstore_task_retries_total", "counter",
-           "Task retries after a worker died.", [({}, state.counts["retried"])])
-    family("graphstore_objects", "gauge", "Live objects by state.",
-           [({"state": s}, n) for s, n in scan.object_states.items()])
-    family("graphstore_object_bytes", "gauge",
-           "Bytes of live objects: inline in the scheduler, in stores, spilled.",
-           [({"where": "inline"}, scan.inline_bytes), ({"where": "store"}, scan.stored_bytes),
-            ({"where": "spilled"}, scan.spilled_bytes)])
-    family("graphstore_spilled_objects", "gauge", "Live objects with a spilled copy.",
-           [({}, scan.spilled_objects)])
-    workers_ = list(state.workers.values())
-    family("graphstore_store_used_bytes", "gauge", "Bytes used in each worker's store.",
-           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid},
-             w.metrics.get("store_used", w.stored_bytes)) for w in workers_])
-    family("graphstore_store_arena_bytes", "gauge",
-           "Bytes of each worker's store arenas, and of them allocated to objects "
-           "(the difference is free space, fragmented or not).",
-           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid, "kind": kind},
-             w.metrics.get(key, 0)) for w in workers_
-            for kind, key in (("arenas", "store_arena_bytes"),
-                              ("allocated", "store_arena_allocated"))])
-    family("graphstore_store_capacity_bytes", "gauge", "Capacity of each worker's store.",
-           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid}, w.store_capacity)
-            for w in workers_])
-    family("graphstore_spilled_bytes_total", "counter",
-           "Bytes each worker's store spilled since the worker started.",
-           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid},
-             w.metrics.get("spilled_bytes", 0)) for w in workers_])
-    family("graphstore_restored_bytes_total", "counter",
-           "Bytes each worker's store restored from spill files since it started.",
-           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid},
-             w.metrics.get("restored_bytes", 0)) for w in workers_])
-    family("graphstore_running_tasks", "gauge", "Tasks holding a slot on each worker.",
-           [({"worker": w.id.hex()[:12], "node": w.node.id, "pid": w.pid}, w.running)
-            for w in workers_])
-    family("graphstore_graph_nodes", "gauge", "Tasks and objects the task graph holds.",
-           [({}, len(state.graph))])
-    return "\n".join(out) + "\n"

@@ -22,7 +22,7 @@ import graphstore
 from graphstore import session
 from helpers import wait_for
 
-from test_scheduler_status import parse_prometheus
+from test_scheduler_metrics import metric_samples, value
 
 MB = 1024 * 1024
 PAGES = ["/", "/workers", "/tasks", "/objects", "/actors", "/graph"]
@@ -278,18 +278,17 @@ def test_metrics_are_prometheus_text_about_the_cluster(cluster):
     reply = http(cluster.dashboard_url + "/metrics")
     assert reply.status == 200
     assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    families = parse_prometheus(reply.text)
-    assert families["graphstore_workers"] == [("", 2.0)]
-    assert dict(families["graphstore_resources"])['{resource="CPU",kind="total"}'] == 2.0
-    finished = dict(families["graphstore_tasks_finished_total"])
-    assert finished['{state="done"}'] >= 1
-    assert len(families["graphstore_store_capacity_bytes"]) == 2
-    pids = {re.search(r'pid="(\d+)"', labels).group(1)
-            for labels, _ in families["graphstore_store_used_bytes"]}
+    samples = metric_samples(reply.text)
+    assert value(samples, "graphstore_workers") == 2
+    assert value(samples, "graphstore_resources", resource="CPU", kind="total") == 2
+    assert value(samples, "graphstore_tasks_finished_total", function="inc",
+                 state="done") >= 1
+    assert len(samples["graphstore_store_capacity_bytes"]) == 2
+    pids = {labels["pid"] for labels, _ in samples["graphstore_store_used_bytes"]}
     assert pids == {str(p) for p in local_worker_pids()}
     for name in ("graphstore_objects", "graphstore_object_bytes",
                  "graphstore_spilled_bytes_total", "graphstore_tasks"):
-        assert name in families
+        assert name in samples
 
 
 def test_responses_stay_bounded_however_many_tasks_ran(cluster):
@@ -324,8 +323,8 @@ def test_spilled_objects_show_on_every_view(fresh_cluster, tmp_path):
     assert overview["objects"]["spilled_objects"] >= 1
     assert overview["objects"]["spilled_bytes"] >= 8 * MB
     assert overview["store"]["spilled_bytes_total"] >= 8 * MB
-    families = parse_prometheus(http(base + "/metrics").text)
-    assert sum(v for _, v in families["graphstore_spilled_bytes_total"]) >= 8 * MB
+    samples = metric_samples(http(base + "/metrics").text)
+    assert value(samples, "graphstore_spilled_bytes_total") >= 8 * MB
     graph = graphstore.task_graph(refs)
     assert any(graph.nodes[r.hex()]["spilled"] for r in refs)
     # Spilled objects still read back.

@@ -1,10 +1,9 @@
 """The status views (``scheduler/status.py``) and the live scan (``snapshots.py``), on the
-state machine alone: what each view says, that every list is capped, and that /metrics is
-well-formed Prometheus text."""
+state machine alone: what each view says, and that every list is capped. (What /metrics
+says of the same state is in test_scheduler_metrics.py.)"""
 from __future__ import annotations
 
 import asyncio
-import re
 
 from graphstore.core import protocol as msg
 from graphstore.scheduler import status
@@ -140,60 +139,6 @@ def test_the_largest_objects_survive_a_scan_in_slices():
 def test_actors_view_is_empty_for_now():
     view = status.actors(Harness().s, 10)
     assert view["actors"] == [] and view["total"] == 0
-
-
-_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:\\.|[^"\\])*"'
-_SAMPLE = re.compile(rf'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{{{_LABEL}(?:,{_LABEL})*\}})?'
-                     r' (?P<value>-?[0-9.e+-]+|NaN|[+-]Inf)$')
-
-
-def parse_prometheus(text: str) -> dict[str, list[tuple[str, float]]]:
-    """A strict reading of the text format: HELP and TYPE before each family's samples,
-    every sample of a declared family, every line well-formed."""
-    assert text.endswith("\n")
-    families: dict[str, list] = {}
-    types: dict[str, str] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            current = line.split()[2]
-            assert current not in families, f"family {current} twice"
-            families[current] = []
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            assert name == current and kind in ("gauge", "counter")
-            types[name] = kind
-        else:
-            match = _SAMPLE.match(line)
-            assert match, f"malformed sample line {line!r}"
-            assert match["name"] == current, f"{match['name']} outside its family"
-            families[current].append((match["labels"] or "", float(match["value"])))
-    for name, kind in types.items():
-        assert name.startswith("graphstore_")
-        assert name.endswith("_total") == (kind == "counter"), name
-    return families
-
-
-def test_metrics_are_well_formed_prometheus_text():
-    h, ids = busy_cluster()
-    families = parse_prometheus(status.metrics_text(h.s, scan_of(h)))
-    assert families["graphstore_workers"] == [("", 2.0)]
-    assert ('{state="assigned"}', 3.0) in families["graphstore_tasks"]
-    assert ('{state="failed"}', 1.0) in families["graphstore_tasks_finished_total"]
-    assert ('{where="spilled"}', 3.0 * MB) in families["graphstore_object_bytes"]
-    assert ('{resource="CPU",kind="used"}', 3.0) in families["graphstore_resources"]
-    used = dict(families["graphstore_store_used_bytes"])
-    assert sorted(used.values()) == [0.0, 9.0 * MB]
-    assert all('node="node-' in labels for labels in used)
-    assert sum(v for _, v in families["graphstore_spilled_bytes_total"]) == 3 * MB
-
-
-def test_metric_labels_are_escaped():
-    h = Harness()
-    h.worker("w1", node='odd "node"\\name\nx')
-    families = parse_prometheus(status.metrics_text(h.s, scan_of(h)))
-    (labels, _), = families["graphstore_store_capacity_bytes"]
-    assert 'node="odd \\"node\\"\\\\name\\nx"' in labels
 
 
 def test_live_scans_run_in_slices_and_are_shared():

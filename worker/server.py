@@ -107,6 +107,9 @@ class Worker:
         self.load = ProcessLoad()
         self.address = ""
         self.stopped = asyncio.Event()
+        #: Objects (and their bytes) this worker's peer server sent to other hosts.
+        self.sent_objects = 0
+        self.sent_bytes = 0
 
     # The runtime's hooks into this worker (its ``WorkerRole``): the spiller and the
     # executor are made after the runtime, which they use.
@@ -230,8 +233,9 @@ class Worker:
             last = now
 
     def metrics(self) -> dict:
-        """Store use and spilling, read without the store's lock (plain numbers), and
-        the CPU and memory of this worker's processes since the last heartbeat."""
+        """Store use, spilling and transfers between hosts, read without the store's
+        lock (plain numbers), and the CPU and memory of this worker's processes since the
+        last heartbeat."""
         store = self.store
         figures = {"store_used": store.used, "store_pooled": store.pooled,
                    "store_arena_bytes": store.arena_total,
@@ -240,6 +244,12 @@ class Worker:
                    "rss": _rss_bytes()}
         figures.update(self.load.sample([os.getpid(), *self.task_processes.pids(),
                                          *self.actor_processes.pids()]))
+        if self.runtime is not None:
+            received_objects, received_bytes = self.runtime.objects.fetched()
+            figures.update(transfer_received_objects=received_objects,
+                           transfer_received_bytes=received_bytes,
+                           transfer_sent_objects=self.sent_objects,
+                           transfer_sent_bytes=self.sent_bytes)
         if self.spiller is not None:
             stats = self.spiller.stats
             for key in ("spilled_bytes", "spilled_objects", "restored_bytes",
@@ -366,6 +376,8 @@ class Worker:
                                       f"store of worker {self.address}")
             frame = msg.Frame(self.runtime.mappings.region(entry.name, entry.size,
                                                            populate=True))
+            self.sent_objects += 1
+            self.sent_bytes += entry.size
             return ReplyThenRun([entry.size, frame], lambda: self.store.unpin(entry))
         raise ProtocolError(f"unexpected peer message {cls.__name__}")
 

@@ -110,6 +110,14 @@ class ObjectIO:
         self.mappings = shm.MappingCache()
         self._premapping = False
         self._reserves: set[str] = set()  # reserve segments mapped ahead of a put
+        #: Objects fetched from other hosts' stores and their bytes (loop thread only).
+        self._fetched_objects = 0
+        self._fetched_bytes = 0
+
+    def fetched(self) -> tuple[int, int]:
+        """(objects, bytes) this process fetched from workers on other hosts so far: the
+        worker's transfer metrics (any thread; two plain ints, read without the lock)."""
+        return self._fetched_objects, self._fetched_bytes
 
     def forget(self, object_id: bytes) -> None:
         """Loop thread: this process's last ref to the object is gone: give back its
@@ -648,15 +656,22 @@ class ObjectIO:
                     finally:
                         target.release()
                     self._store.seal(object_id)
+                    self._count_fetch(size)
                     self._runtime.send_from_any_thread(msg.ObjectAdded(object_id, entry.name))
                     return entry.name
                 reply = await comm.request(msg.FetchObject(object_id),
                                            sinks=[bytearray(size)])
-                return unwrap(reply[1])
+                data = unwrap(reply[1])
+                self._count_fetch(size)
+                return data
             except Exception as exc:
                 errors.append(f"{address}: {exc}")
         raise ObjectLostError(f"could not fetch object {object_id.hex()} from any copy: "
                               + "; ".join(errors))
+
+    def _count_fetch(self, size: int) -> None:
+        self._fetched_objects += 1
+        self._fetched_bytes += size
 
     def drop_departed_peers(self, live_addresses: set) -> None:
         """Loop thread: close connections to workers the scheduler counts as gone; their

@@ -303,6 +303,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 settings[name] = value
         config = load_config(log_to_driver=log_to_driver,
                              object_store_memory=object_store_memory, **settings)
+        if configure_logging and _log_handler is not None and config.log_format == "json":
+            from graphstore.core.logs import JsonFormatter
+            _log_handler.setFormatter(JsonFormatter())
         env = {f"GRAPHSTORE_{k.upper()}": json.dumps(v) if isinstance(v, dict) else v
                for k, v in settings.items() if v is not None}
         if logging_level is not None:

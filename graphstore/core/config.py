@@ -99,6 +99,10 @@ class Config:
     #: (lineage); past this the oldest lineage is dropped and its objects, if lost, stay
     #: lost (ObjectLostError).
     max_lineage_bytes: int = 256 * 1024 * 1024
+    #: How processes write their logs (stderr and their log files): "text" lines, or
+    #: "json", one object per line with time, level, logger, message and the task,
+    #: actor, worker and node ids where known (see docs/observability.md).
+    log_format: str = "text"
 
 
 def _coerce(value: str, default):
@@ -132,4 +136,16 @@ def load_config(**overrides) -> Config:
         if not hasattr(config, name):
             raise TypeError(f"unknown graphstore setting {name!r}")
         setattr(config, name, value)
+    _validate(config)
     return config
+
+
+def _validate(config: Config) -> None:
+    """Settings with a fixed set of values: a clear error rather than a surprise later."""
+    from graphstore.core.logs import LOG_FORMATS
+    if config.log_format not in LOG_FORMATS:
+        source = ("environment variable GRAPHSTORE_LOG_FORMAT"
+                  if os.environ.get("GRAPHSTORE_LOG_FORMAT") == config.log_format
+                  else "setting log_format")
+        raise ValueError(f"{source} must be one of {', '.join(LOG_FORMATS)}, got "
+                         f"{config.log_format!r}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -59,6 +58,14 @@ def run_until_signalled(loop: asyncio.AbstractEventLoop, main) -> None:
         pass  # stopped by a signal
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+def setup_logging(level: str = "INFO", log_format: str | None = None,
+                  log_file=None):
+    """The process's logging: stderr and, if given, a rotated ``log_file``, in
+    ``log_format`` (default: ``GRAPHSTORE_LOG_FORMAT``, else "text"); returns the log
+    file in use (see ``graphstore.core.logs``)."""
+    from graphstore.core.logs import LOG_FORMATS, configure_process_logging
+    if log_format is None:
+        log_format = os.environ.get("GRAPHSTORE_LOG_FORMAT", "text")
+        if log_format not in LOG_FORMATS:
+            log_format = "text"        # the worker that started us said why already
+    return configure_process_logging(level, log_format, log_file)

@@ -187,11 +187,14 @@ def read_log(path: "str | Path", offset: int = 0, tail: int = 0,
             start = offset if offset <= size else 0
         f.seek(start)
         data = f.read(min(max_bytes, size - start))
-    if not tail and start + len(data) < size:
-        # A partial last line waits for the next read.
+    if not tail:
+        # A line still being written waits for the next read (unless one line alone
+        # fills the read: then it goes out in pieces).
         cut = data.rfind(b"\n")
         if cut >= 0:
             data = data[:cut + 1]
+        elif len(data) < max_bytes:
+            data = b""
     return {"path": str(path), "size": size, "start": start, "end": start + len(data),
             "data": data.decode("utf-8", errors="replace")}
 

@@ -229,3 +229,13 @@ def test_stop_leaves_a_cluster_started_by_init_alone(run_driver, tmp_path):
     assert "no graphstore scheduler or worker" in stopped.stdout
     gate.touch()
     assert driver.wait_for_line("still").strip() == "42"
+
+
+def test_a_bad_log_format_stops_a_service_at_start_with_a_clear_error(tmp_path):
+    started = subprocess.run(
+        [sys.executable, "-m", "graphstore.cli", "scheduler", "--port", "0",
+         "--token-file", str(tmp_path / "token")],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path), "GRAPHSTORE_LOG_FORMAT": "xml"})
+    assert started.returncode == 2
+    assert "GRAPHSTORE_LOG_FORMAT must be one of text, json, got 'xml'" in started.stderr

@@ -61,11 +61,13 @@ def run_until_signalled(loop: asyncio.AbstractEventLoop, main) -> None:
 def setup_logging(level: str = "INFO", log_format: str | None = None,
                   log_file=None):
     """The process's logging: stderr and, if given, a rotated ``log_file``, in
-    ``log_format`` (default: ``GRAPHSTORE_LOG_FORMAT``, else "text"); returns the log
-    file in use (see ``graphstore.core.logs``)."""
-    from graphstore.core.logs import LOG_FORMATS, configure_process_logging
+    ``log_format`` (default: the ``log_format`` setting as this process's settings say,
+    as its worker's did); returns the log file in use (see ``graphstore.core.logs``)."""
+    from graphstore.core.config import load_config
+    from graphstore.core.logs import configure_process_logging
     if log_format is None:
-        log_format = os.environ.get("GRAPHSTORE_LOG_FORMAT", "text")
-        if log_format not in LOG_FORMATS:
+        try:
+            log_format = load_config().log_format
+        except (ValueError, TypeError):
             log_format = "text"        # the worker that started us said why already
     return configure_process_logging(level, log_format, log_file)

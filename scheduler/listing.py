@@ -1,17 +1,17 @@
 """What ``graphstore list`` and ``graphstore logs`` ask the scheduler, answered from its
 state: rows of tasks, actors, objects or workers filtered by state and name, and which
-worker a ``graphstore logs WORKER`` argument names.
+process (a worker, or an actor's process) a ``graphstore logs WORKER`` argument names.
 
 Pure functions over ``SchedulerState``, no I/O. Filters run here, newest first, and stop
 at ``limit`` rows (or after ``MAX_SCAN`` entries), so a reply never grows with the
-cluster's history. A kind, state or worker the scheduler does not know is answered with
+cluster's history. A kind, state or process the scheduler does not know is answered with
 an error record naming the choices (``{"error": {"text", "choices"}}``), never an
 exception: it is the user's typo, not the scheduler's failure.
 """
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from graphstore.scheduler.entities import (ALIVE, DEAD, PENDING_PLACEMENT, RESTARTING,
                                            STARTING)
@@ -111,25 +111,46 @@ def worker_row(worker: "WorkerState") -> dict:
             "registered_at": worker.registered_at, "log_file": metrics.get("log_file")}
 
 
-def find_worker(state: "SchedulerState", text: str) -> "WorkerState | dict":
-    """The worker ``text`` names: its id, a prefix of its id, or its pid. An error
-    record listing the workers if none or several match."""
-    workers = list(state.workers.values())
+class LogSource(NamedTuple):
+    """A process whose log ``graphstore logs`` can show: a worker's own (``pid`` 0 in
+    ``ReadLog``) or an actor process's, read by the worker that started it."""
+    kind: str                 # "worker" or "actor"
+    id: bytes
+    pid: int
+    worker: "WorkerState"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.id.hex()[:12]} (pid {self.pid} on {self.worker.hostname})"
+
+
+def log_sources(state: "SchedulerState") -> list[LogSource]:
+    """Workers, and actors whose process runs (their worker hosts their log file)."""
+    sources = [LogSource("worker", w.id, w.pid, w) for w in state.workers.values()]
+    for actor in state.actors.values():
+        worker = actor.worker
+        if worker is not None and actor.pid and worker.id in state.workers \
+                and actor.state != DEAD:
+            sources.append(LogSource("actor", actor.id, actor.pid, worker))
+    return sources
+
+
+def find_log_source(state: "SchedulerState", text: str) -> "LogSource | dict":
+    """The worker or actor ``text`` names: its id, a prefix of its id, or its process's
+    pid. An error record listing the choices if none or several match."""
+    sources = log_sources(state)
     text = text.strip().lower()
     matches = []
     if text.isdigit():
-        matches = [w for w in workers if w.pid == int(text)]
+        matches = [s for s in sources if s.pid == int(text)]
     if not matches and text:
-        matches = [w for w in workers if w.id.hex().startswith(text)]
+        matches = [s for s in sources if s.id.hex().startswith(text)]
     if len(matches) == 1:
         return matches[0]
-    choices = ["scheduler"] + [f"{w.id.hex()[:12]} (pid {w.pid} on {w.hostname})"
-                               for w in workers]
     if matches:
-        what = f"{text!r} names {len(matches)} workers: give more of the worker id"
-        choices = ["scheduler"] + [f"{w.id.hex()[:12]} (pid {w.pid} on {w.hostname})"
-                                   for w in matches]
+        what = f"{text!r} names {len(matches)} processes: give more of the id"
+        shown = matches
     else:
-        what = f"no worker {text!r}: give a worker id (or its first characters), its pid, " \
-               f"or 'scheduler'"
-    return error(what, choices)
+        what = f"no worker or actor {text!r}: give a worker's or an actor's id (or its " \
+               f"first characters), its pid, or 'scheduler'"
+        shown = sources
+    return error(what, ["scheduler"] + [s.describe() for s in shown])

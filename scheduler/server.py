@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import socket
 import time
 
@@ -396,11 +397,14 @@ class Scheduler:
             entries = [{"kind": "scheduler", "id": "scheduler", "pid": os.getpid(),
                         "hostname": socket.gethostname(), "node": None,
                         "log_file": str(own) if own else None}]
-            for worker in self.state.workers.values():
-                row = listing.worker_row(worker)
-                entries.append({"kind": "worker", "id": row["id"], "pid": row["pid"],
-                                "hostname": row["name"], "node": row["node"],
-                                "log_file": row["log_file"]})
+            for source in listing.log_sources(self.state):
+                worker_log = source.worker.metrics.get("log_file")
+                log_file = worker_log if source.kind == "worker" or not worker_log else \
+                    posixpath.join(posixpath.dirname(worker_log),
+                                   logs.actor_log_name(source.pid))
+                entries.append({"kind": source.kind, "id": source.id.hex(),
+                                "pid": source.pid, "hostname": source.worker.hostname,
+                                "node": source.worker.node.id, "log_file": log_file})
             return {"logs": entries}
         if m.target.strip().lower() == "scheduler":
             path = logs.current_log_file()
@@ -414,19 +418,21 @@ class Scheduler:
                 return listing.error(f"cannot read the scheduler's log: {exc}", ())
             return {**part, "source": {"kind": "scheduler", "pid": os.getpid(),
                                        "hostname": socket.gethostname()}}
-        worker = listing.find_worker(self.state, m.target)
-        if isinstance(worker, dict):
-            return worker
+        source = listing.find_log_source(self.state, m.target)
+        if isinstance(source, dict):
+            return source
+        worker = source.worker
         comm = self.comms.get(worker.id)
         if comm is None:
             return listing.error(f"worker {worker.id.hex()[:12]} is not connected", ())
         try:
-            part = await comm.request(msg.ReadLog(m.offset, m.tail), timeout=30)
+            part = await comm.request(msg.ReadLog(m.offset, m.tail,
+                                                  source.pid if source.kind == "actor" else 0),
+                                      timeout=30)
         except Exception as exc:      # gone meanwhile, timed out, or no file there
-            return listing.error(f"worker {worker.id.hex()[:12]} (pid {worker.pid}) could "
-                                 f"not read its log: {exc}", ())
-        return {**part, "source": {"kind": "worker", "id": worker.id.hex(),
-                                   "pid": worker.pid, "hostname": worker.hostname,
+            return listing.error(f"{source.describe()}: cannot read its log: {exc}", ())
+        return {**part, "source": {"kind": source.kind, "id": source.id.hex(),
+                                   "pid": source.pid, "hostname": worker.hostname,
                                    "node": worker.node.id}}
 
     def _task_graph(self, m: msg.GetTaskGraph) -> dict:

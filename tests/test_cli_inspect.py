@@ -48,6 +48,14 @@ class Counter:
         return os.getpid()
 
 
+@graphstore.remote
+class Talker:
+    def talk(self, text):
+        import logging
+        logging.getLogger("talker").warning("talker says %s", text)
+        return os.getpid()
+
+
 @pytest.fixture
 def hand_cluster(cli_cluster, tmp_path):
     """A scheduler and one worker started by hand, logging JSON lines, with their own
@@ -155,8 +163,27 @@ def test_logs_show_a_task_s_lines_as_json_with_its_ids(hand_cluster):
 
     unknown = gs("logs", "no-such-worker")
     assert unknown.returncode == 2
-    assert "no worker 'no-such-worker'" in unknown.stderr
+    assert "no worker or actor 'no-such-worker'" in unknown.stderr
     assert "scheduler" in unknown.stderr and f"pid {worker_pid}" in unknown.stderr
+
+
+def test_an_actor_s_process_has_a_log_of_its_own(hand_cluster):
+    gs = hand_cluster.gs
+    talker = Talker.remote()
+    actor_pid = graphstore.get(talker.talk.remote("hello"), timeout=30)
+    (actor,) = json.loads(gs("list", "actors", "--name", "Talker", "--json").stdout)
+    actor_id = actor["id"]
+    assert actor["pid"] == actor_pid
+    shown = wait_for(lambda: (lambda r: r if "talker says hello" in r.stdout else None)(
+        gs("logs", actor_id[:24], "--tail", "5")), timeout=15, interval=0.2)
+    assert shown, "the actor's log line never reached its log file"
+    (entry,) = [json.loads(line) for line in shown.stdout.splitlines()
+                if "talker says" in line]
+    assert entry["actor_id"] == actor_id and entry["pid"] == actor_pid
+    assert f"actor {actor_id[:12]} pid {actor_pid}" in shown.stderr
+    listed = gs("logs").stdout
+    assert f"actor-{actor_pid}.log" in listed
+    assert gs("logs", str(actor_pid), "--tail", "1").returncode == 0
 
 
 def test_logs_follow_prints_new_lines_until_interrupted(hand_cluster, tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from graphstore.scheduler import listing
 from graphstore.state_tables import format_listing, format_table
+from graphstore.core import protocol as msg
+from test_scheduler_actors import Actors
 from test_scheduler_state import Harness
 
 
@@ -69,21 +71,31 @@ def test_bad_kind_state_or_limit_is_an_error_record_naming_the_choices():
     assert "limit" in listing.list_state(h.s, "tasks", None, None, 10**9)["error"]["text"]
 
 
-def test_a_worker_is_found_by_id_prefix_or_pid_and_mistakes_list_the_choices():
-    h = Harness()
-    first = h.worker("aa1")
+def test_a_process_is_found_by_id_prefix_or_pid_and_mistakes_list_the_choices():
+    h = Actors()
+    first = h.worker("aa1", cpus=2)
     second = h.worker("aa2")
-    h.s.workers[second].pid = 4242
-    assert listing.find_worker(h.s, first.hex()).id == first
-    assert listing.find_worker(h.s, second.hex()[:6].upper()).id == second
-    assert listing.find_worker(h.s, "4242").id == second
-    ambiguous = listing.find_worker(h.s, first.hex()[:2])       # "aa" starts both
-    assert "2 workers" in ambiguous["error"]["text"]
+    h.s.workers[second].pid = 4343
+    actor_id, _ = h.create()
+    h.s.schedule()
+    h.start(actor_id)                              # its process has pid 4242
+    host = h.s.actors[actor_id].worker
+    find = listing.find_log_source
+    assert find(h.s, first.hex()).id == first
+    assert find(h.s, second.hex()[:6].upper()).id == second
+    assert find(h.s, "4343") == ("worker", second, 4343, h.s.workers[second])
+    assert find(h.s, "4242") == ("actor", actor_id, 4242, host)
+    assert find(h.s, actor_id.hex()[:20]).kind == "actor"
+    ambiguous = find(h.s, first.hex()[:2])         # "aa" starts both workers
+    assert "2 processes" in ambiguous["error"]["text"]
     assert len(ambiguous["error"]["choices"]) == 3              # scheduler + both
-    unknown = listing.find_worker(h.s, "zz")
-    assert "no worker 'zz'" in unknown["error"]["text"]
+    unknown = find(h.s, "zz")
+    assert "no worker or actor 'zz'" in unknown["error"]["text"]
     assert unknown["error"]["choices"][0] == "scheduler"
-    assert any("pid 4242" in c for c in unknown["error"]["choices"])
+    assert any("pid 4343" in c for c in unknown["error"]["choices"])
+    assert any(c.startswith("actor ") for c in unknown["error"]["choices"])
+    h.s.kill_actor(msg.KillActor(actor_id, True))  # a dead actor's process is gone
+    assert "error" in find(h.s, "4242")
 
 
 def test_tables_fit_their_columns():

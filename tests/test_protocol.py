@@ -168,7 +168,7 @@ SAMPLES = {
     p.StopTaskProcess: p.StopTaskProcess(_id(50)),
     p.ListState: p.ListState("tasks", "done", None, 100),
     p.FetchLog: p.FetchLog("scheduler", 0, 1000),
-    p.ReadLog: p.ReadLog(4096, 0),
+    p.ReadLog: p.ReadLog(4096, 0, 1234),
     p.RegisterTaskProcess: p.RegisterTaskProcess(_id(50), _id(6), 4242, "host-a"),
     p.TaskProcessExited: p.TaskProcessExited(_id(50), -9),
     p.GetTaskContext: p.GetTaskContext(TID),

@@ -734,7 +734,10 @@ def main() -> int:
     spec = json.loads(line)
     # The actor's own variables, set before its class (and what it imports) is loaded.
     os.environ.update(spec.get("env") or {})
-    setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
+    log_dir = spec.get("log_dir")
+    setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"), None,
+                  os.path.join(log_dir, logs.actor_log_name(os.getpid())) if log_dir
+                  else None)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     process = ActorProcess(spec)

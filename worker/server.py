@@ -89,9 +89,12 @@ class Worker:
         self.peer_server = CommServer(token, self._on_peer, tls=tls, limits=Limits(),
                                       split_bytes=config.frame_split_bytes,
                                       handshake_timeout=config.handshake_timeout)
+        log_file = logs.current_log_file()
         self.actor_processes = ActorProcesses({
             "scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
-            "host": host, "tls": tls.settings() if tls else None})
+            "host": host, "tls": tls.settings() if tls else None,
+            # Each actor process logs to a file of its own beside this worker's.
+            "log_dir": str(log_file.parent) if log_file is not None else None})
         self.task_processes = TaskProcesses(
             {"scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
              "tls": tls.settings() if tls else None, "worker_id": self.worker_id.hex()},
@@ -288,18 +291,21 @@ class Worker:
         elif cls is msg.SchedulerHeartbeat:
             pass          # its arrival is the point (``_heartbeats``)
         elif cls is msg.ReadLog:
-            return self._in_thread(self._read_log, m.offset, m.tail)
+            return self._in_thread(self._read_log, m.offset, m.tail, m.pid)
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
 
     @staticmethod
-    def _read_log(offset: int, tail: int) -> dict:
-        """Part of this worker's log file, for ``graphstore logs``."""
+    def _read_log(offset: int, tail: int, pid: int) -> dict:
+        """Part of this worker's log file, or (``pid``) of the file of the actor process
+        ``pid`` it started, for ``graphstore logs``."""
         path = logs.current_log_file()
         if path is None:
             raise FileNotFoundError("this worker writes no log file (it could not open "
                                     "one at start: see its stderr)")
+        if pid:
+            path = path.parent / logs.actor_log_name(pid)
         return logs.read_log(path, offset, tail)
 
     def _adopt(self, entries: list) -> None:

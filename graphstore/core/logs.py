@@ -53,6 +53,11 @@ def default_log_dir(session: str | None) -> Path:
     return sessions_root() / f"cli-{os.getuid()}" / "logs"
 
 
+def actor_log_name(pid: int) -> str:
+    """The log file of an actor process, in its worker's log directory."""
+    return f"actor-{int(pid)}.log"
+
+
 def check_log_format(value) -> str:
     if value not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {value!r}")

@@ -570,7 +570,8 @@ class ListState(NamedTuple):
 
 class FetchLog(NamedTuple):
     """Request to the scheduler (``graphstore logs``): part of the log of ``target``
-    ("scheduler", a worker's id or a prefix of it, or its pid), read as ``ReadLog`` says;
+    ("scheduler", a worker's or an actor's id or a prefix of it, or its process's pid),
+    read as ``ReadLog`` says;
     an empty ``target`` asks for the list of log files. Reply: ``ReadLog``'s reply with
     ``"source"`` (which process) added, ``{"logs": [...]}`` for the list, or ``{"error":
     {"text", "choices"}}`` for an unknown or ambiguous target."""
@@ -580,11 +581,13 @@ class FetchLog(NamedTuple):
 
 
 class ReadLog(NamedTuple):
-    """Request, scheduler -> worker: its log file's last ``tail`` lines, or (``tail``
-    0) its bytes from ``offset`` on, at most 1 MiB. Reply: ``{"path", "size", "start",
-    "end", "data"}`` (``graphstore.core.logs.read_log``)."""
+    """Request, scheduler -> worker: its log file's (``pid`` not 0: the file of the
+    actor process ``pid`` it started) last ``tail`` lines, or (``tail`` 0) its bytes
+    from ``offset`` on, at most 1 MiB. Reply: ``{"path", "size", "start", "end",
+    "data"}`` (``graphstore.core.logs.read_log``)."""
     offset: int
     tail: int
+    pid: int = 0
 
 
 MESSAGE_TYPES: list[type] = [
@@ -833,7 +836,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     ActorCallRetrying: (_id,),
     ListState: (_str, _opt_str, _opt_str, _count),
     FetchLog: (_str, _count, _count),
-    ReadLog: (_count, _count),
+    ReadLog: (_count, _count, _count),
 }
 
 #: Checks across the fields of one message.

@@ -217,6 +217,10 @@ def run_logs(args) -> int:
     if args.tail < 1:
         print("graphstore logs: --tail must be at least 1", file=sys.stderr)
         return 2
+    if args.follow and args.worker is None:
+        print("graphstore logs: --follow needs a WORKER (or 'scheduler') to follow",
+              file=sys.stderr)
+        return 2
     _connect_for_tools(args.address, args)
     runtime = session.get_runtime()
     try:
@@ -233,9 +237,9 @@ def run_logs(args) -> int:
             _print_error("logs", reply)
             return 2
         source = reply["source"]
-        print(f"==> {source['kind']} {source.get('id', '')[:12]} pid {source['pid']} on "
-              f"{source['hostname']}: {reply['path']} <==".replace("  ", " "),
-              file=sys.stderr, flush=True)
+        label = " ".join(filter(None, (source["kind"], source.get("id", "")[:12])))
+        print(f"==> {label} pid {source['pid']} on {source['hostname']}: {reply['path']} "
+              f"<==", file=sys.stderr, flush=True)
         sys.stdout.write(reply["data"])
         sys.stdout.flush()
         offset = reply["end"]

@@ -266,3 +266,14 @@ def test_a_bad_log_format_stops_a_service_at_start_with_a_clear_error(tmp_path):
         env={**os.environ, "TMPDIR": str(tmp_path), "GRAPHSTORE_LOG_FORMAT": "xml"})
     assert started.returncode == 2
     assert "GRAPHSTORE_LOG_FORMAT must be one of text, json, got 'xml'" in started.stderr
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--tail", "0"], "--tail must be at least 1"),
+    (["--follow"], "--follow needs a WORKER"),
+])
+def test_logs_refuses_bad_arguments_before_connecting(args, error):
+    done = subprocess.run([sys.executable, "-m", "graphstore.cli", "logs", *args,
+                           "--address", "tcp://127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and error in done.stderr

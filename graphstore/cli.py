@@ -1,7 +1,7 @@
 """The ``graphstore`` command: ``scheduler`` and ``worker`` run a cluster by hand (their
-options and start-up live with each service, in its ``cli`` module); ``memory``,
-``status`` and ``graph`` inspect a running one; ``config`` shows the settings this host's
-processes would use.
+options and start-up live with each service, in its ``cli`` module) and ``stop`` ends
+it; ``memory``, ``status``, ``graph``, ``list`` and ``logs`` inspect a running one;
+``config`` shows the settings this host's processes would use.
 
 This is the one module above both the services and the client API: an entry point may
 import anything, and nothing imports it."""
@@ -54,10 +54,48 @@ def build_parser() -> argparse.ArgumentParser:
                             "newest local cluster on this machine)")
     add_tls_options(graph)
 
+    listing = sub.add_parser("list", help="tasks, actors, objects or workers, filtered by "
+                                          "the scheduler (like `ray list`)")
+    listing.add_argument("kind", choices=["tasks", "actors", "objects", "workers"],
+                         help="what to list")
+    listing.add_argument("--state", default=None,
+                         help="only those in this state (a wrong one lists the valid ones)")
+    listing.add_argument("--name", default=None,
+                         help="only those of this name: a task's function, an actor's "
+                              "class or name, the task that made an object, a worker's "
+                              "host")
+    listing.add_argument("--limit", type=int, default=100,
+                         help="the most rows, newest first (100)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--address", default=None, help=_ADDRESS_HELP)
+    add_tls_options(listing)
+
+    logs = sub.add_parser("logs", help="a worker's or the scheduler's log, fetched through "
+                                       "the scheduler (like `ray logs`)")
+    logs.add_argument("worker", nargs="?", default=None,
+                      help="a worker id (or its first characters), its pid, or "
+                           "'scheduler'; none lists every process's log file")
+    logs.add_argument("--tail", type=int, default=1000,
+                      help="print the last N lines (1000)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new lines until Ctrl-C")
+    logs.add_argument("--address", default=None, help=_ADDRESS_HELP)
+    add_tls_options(logs)
+
+    stop = sub.add_parser("stop", help="stop the schedulers and workers started with "
+                                       "`graphstore scheduler`/`worker` on this host")
+    stop.add_argument("--grace", type=float, default=10.0,
+                      help="seconds to wait after SIGTERM before SIGKILL (10)")
     config = sub.add_parser("config", help="every effective setting, its value and where "
                                            "it came from (default, file, environment)")
     config.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+_ADDRESS_HELP = ("scheduler address (default: GRAPHSTORE_ADDRESS, else the newest local "
+                 "cluster on this machine)")
+#: Seconds between two reads of a followed log.
+FOLLOW_INTERVAL = 0.5
 
 
 def run_config(args) -> int:
@@ -163,8 +201,113 @@ def run_graph(args) -> int:
     return 0
 
 
+def _print_error(command: str, reply: dict) -> None:
+    error = reply["error"]
+    print(f"graphstore {command}: {error['text']}", file=sys.stderr)
+    if error.get("choices"):
+        print("choices:\n  " + "\n  ".join(error["choices"]), file=sys.stderr)
+
+
+def run_list(args) -> int:
+    import json
+    import graphstore
+    from graphstore import session
+    from graphstore.core import protocol as msg
+    from graphstore.state_tables import format_listing
+    if args.limit < 1:
+        print("graphstore list: --limit must be at least 1", file=sys.stderr)
+        return 2
+    _connect_for_tools(args.address, args)
+    try:
+        reply = session.get_runtime().request(
+            msg.ListState(args.kind, args.state, args.name, args.limit))
+    finally:
+        graphstore.shutdown()
+    if "error" in reply:
+        _print_error("list", reply)
+        return 2
+    print(json.dumps(reply["rows"], indent=2) if args.json else format_listing(reply))
+    return 0
+
+
+def run_logs(args) -> int:
+    import time
+    import graphstore
+    from graphstore import session
+    from graphstore.core import protocol as msg
+    from graphstore.state_tables import format_table
+    if args.tail < 1:
+        print("graphstore logs: --tail must be at least 1", file=sys.stderr)
+        return 2
+    if args.follow and args.worker is None:
+        print("graphstore logs: --follow needs a WORKER (or 'scheduler') to follow",
+              file=sys.stderr)
+        return 2
+    _connect_for_tools(args.address, args)
+    runtime = session.get_runtime()
+    try:
+        if args.worker is None:
+            reply = runtime.request(msg.FetchLog("", 0, 0))
+            rows = [[e["kind"], e["id"][:12], str(e["pid"]), e["hostname"] or "-",
+                     e["log_file"] or "(none)"] for e in reply["logs"]]
+            print(format_table(["KIND", "ID", "PID", "HOST", "LOG_FILE"], rows))
+            print("\nshow one with: graphstore logs scheduler | graphstore logs WORKER_ID "
+                  "(or its pid) [--tail N] [--follow]")
+            return 0
+        reply = runtime.request(msg.FetchLog(args.worker, 0, args.tail))
+        if "error" in reply:
+            _print_error("logs", reply)
+            return 2
+        source = reply["source"]
+        label = " ".join(filter(None, (source["kind"], source.get("id", "")[:12])))
+        print(f"==> {label} pid {source['pid']} on {source['hostname']}: {reply['path']} "
+              f"<==", file=sys.stderr, flush=True)
+        sys.stdout.write(reply["data"])
+        sys.stdout.flush()
+        offset = reply["end"]
+        while args.follow:
+            time.sleep(FOLLOW_INTERVAL)
+            reply = runtime.request(msg.FetchLog(args.worker, offset, 0))
+            if "error" in reply:          # the worker left
+                _print_error("logs", reply)
+                return 1
+            sys.stdout.write(reply["data"])
+            sys.stdout.flush()
+            offset = reply["end"]
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        graphstore.shutdown()
+
+
+def run_stop(args) -> int:
+    from graphstore.core import shm
+    from graphstore.core.service_records import stop_services
+    if args.grace < 0:
+        print("graphstore stop: --grace must be at least 0", file=sys.stderr)
+        return 2
+    stopped = stop_services(args.grace)
+    if not stopped:
+        print("no graphstore scheduler or worker started from the CLI by this user is "
+              "running on this host")
+        return 0
+    for record in stopped:
+        how = "stopped" if record["how"] == "terminated" else \
+            "killed (it did not stop within --grace)"
+        print(f"{how} {record['role']} pid {record['pid']}")
+    shm.sweep()      # shared memory of a killed worker (a stopped one removed its own)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "list":
+        return run_list(args)
+    if args.command == "logs":
+        return run_logs(args)
+    if args.command == "stop":
+        return run_stop(args)
     if args.command == "memory":
         return run_memory(args)
     if args.command == "status":

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from graphstore.core import shm
+from graphstore.core.logs import sessions_root
 from graphstore.core.node import default_store_capacity
 from graphstore.core.token import ENV_VAR as TOKEN_ENV_VAR
 from graphstore.core.token import new_token
@@ -31,7 +32,7 @@ _KEEP_SESSIONS = 5
 
 
 def _sessions_root() -> Path:
-    return Path(tempfile.gettempdir()) / "graphstore-sessions"
+    return sessions_root()
 
 
 def current_cluster_file() -> Path:

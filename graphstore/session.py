@@ -319,6 +319,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                 settings[name] = value
         config = load_config(log_to_driver=log_to_driver,
                              object_store_memory=object_store_memory, **settings)
+        if configure_logging and _log_handler is not None and config.log_format == "json":
+            from graphstore.core.logs import JsonFormatter
+            _log_handler.setFormatter(JsonFormatter())
         # The local cluster's processes take these settings, not their own reading of
         # files and variables: driver and cluster agree (docs/configuration.md).
         env = inherited_settings_environment(config)

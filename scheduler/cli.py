@@ -7,9 +7,11 @@ import asyncio
 import socket
 import sys
 
-from graphstore.core.cli_options import add_process_options, add_tls_options, tls_settings
+from graphstore.core.cli_options import (add_process_options, add_tls_options,
+                                         log_file_for, tls_settings)
 from graphstore.core.config import load_config
 from graphstore.core.lifecycle import new_event_loop, run_until_signalled, setup_logging
+from graphstore.core.service_records import remove_record, write_record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
     from graphstore.core.tls import tls_from_config
     from graphstore.core.token import scheduler_token
     from graphstore.scheduler.server import serve
-    setup_logging(args.log_level)
     try:
         config = load_config(dashboard_port=args.dashboard_port,
                              dashboard_host=args.dashboard_host, **tls_settings(args))
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"graphstore scheduler: {exc}", file=sys.stderr)
         return 2
+    log_file = setup_logging(args.log_level, config.log_format,
+                             log_file_for(args, "scheduler"))
     try:
         token, path, made = scheduler_token(args.token_file, args.new_token)
     except (OSError, ValueError) as exc:
@@ -60,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         sock.setblocking(False)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
+    # ``graphstore stop`` finds schedulers started by hand (not a local cluster's).
+    record = None if args.session else write_record(
+        "scheduler", port=args.port, log_file=str(log_file) if log_file else None)
     try:
         # A signal cancels the scheduler: its cleanup (the status page) runs on the way out.
         run_until_signalled(loop, serve(config, token.encode(), args.host, args.port, sock,
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"graphstore scheduler: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 1
+    finally:
+        remove_record(record)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import socket
 import time
 
@@ -17,7 +18,8 @@ from graphstore.core.gc_policy import throttle_full_collections
 from graphstore.exceptions import ObjectLostError, ProtocolError
 from graphstore.core.config import Config, Limits
 from graphstore.core.lifecycle import watch_parent_pipe
-from graphstore.scheduler import descriptions, status
+from graphstore.core import logs
+from graphstore.scheduler import descriptions, listing, status
 from graphstore.scheduler.snapshots import LiveScans
 from graphstore.scheduler.state import SchedulerState
 from graphstore.core.tls import TLSConfig, exposure_warning
@@ -97,6 +99,9 @@ class Scheduler:
                                                                              m.object_id),
             msg.DescribeActor: lambda peer, m: descriptions.describe_actor(self.state,
                                                                            m.actor_id),
+            msg.ListState: lambda peer, m: listing.list_state(self.state, m.kind, m.state,
+                                                              m.name, m.limit),
+            msg.FetchLog: lambda peer, m: self._fetch_log(m),
         }
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}
@@ -391,6 +396,53 @@ class Scheduler:
                                      if o.spill is not None and not o.locations),
                 "spilled_objects": sum(1 for o in state.objects.values()
                                        if o.spill is not None and not o.locations)}
+
+    async def _fetch_log(self, m: msg.FetchLog) -> dict:
+        """``graphstore logs``: the list of log files, or part of one process's log (the
+        scheduler's own, or a worker's, asked of that worker)."""
+        loop = asyncio.get_running_loop()
+        if not m.target:
+            own = logs.current_log_file()
+            entries = [{"kind": "scheduler", "id": "scheduler", "pid": os.getpid(),
+                        "hostname": socket.gethostname(), "node": None,
+                        "log_file": str(own) if own else None}]
+            for source in listing.log_sources(self.state):
+                worker_log = source.worker.metrics.get("log_file")
+                log_file = worker_log if source.kind == "worker" or not worker_log else \
+                    posixpath.join(posixpath.dirname(worker_log),
+                                   logs.actor_log_name(source.pid))
+                entries.append({"kind": source.kind, "id": source.id.hex(),
+                                "pid": source.pid, "hostname": source.worker.hostname,
+                                "node": source.worker.node.id, "log_file": log_file})
+            return {"logs": entries}
+        if m.target.strip().lower() == "scheduler":
+            path = logs.current_log_file()
+            if path is None:
+                return listing.error("the scheduler writes no log file (it could not "
+                                     "open one at start: see its stderr)", ())
+            try:
+                part = await loop.run_in_executor(None, logs.read_log, path, m.offset,
+                                                  m.tail)
+            except OSError as exc:
+                return listing.error(f"cannot read the scheduler's log: {exc}", ())
+            return {**part, "source": {"kind": "scheduler", "pid": os.getpid(),
+                                       "hostname": socket.gethostname()}}
+        source = listing.find_log_source(self.state, m.target)
+        if isinstance(source, dict):
+            return source
+        worker = source.worker
+        comm = self.comms.get(worker.id)
+        if comm is None:
+            return listing.error(f"worker {worker.id.hex()[:12]} is not connected", ())
+        try:
+            part = await comm.request(msg.ReadLog(m.offset, m.tail,
+                                                  source.pid if source.kind == "actor" else 0),
+                                      timeout=30)
+        except Exception as exc:      # gone meanwhile, timed out, or no file there
+            return listing.error(f"{source.describe()}: cannot read its log: {exc}", ())
+        return {**part, "source": {"kind": source.kind, "id": source.id.hex(),
+                                   "pid": source.pid, "hostname": worker.hostname,
+                                   "node": worker.node.id}}
 
     def _task_graph(self, m: msg.GetTaskGraph) -> dict:
         limit, roots = m.limit, m.roots

@@ -46,6 +46,7 @@ from graphstore.core.comm import CommServer, connect
 from graphstore.core.config import Limits, load_config
 from graphstore.core.generators import STREAMING
 from graphstore.exceptions import ActorDiedError, ActorExit, ProtocolError, TaskCancelledError
+from graphstore.core import logs
 from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import contact_host
@@ -150,6 +151,7 @@ class ActorProcess:
         self.class_name = build["class_name"]
         with self._lock:
             self._cancelled.update(build.get("cancelled") or ())
+        logs.set_process_ids(actor_id=self.actor_id, node_id=self.node_id)
         self.streams = output.install(runtime.send_from_any_thread)
         error = await self.loop.run_in_executor(None, self._build, build)
         self.comm.send(msg.ActorReady(self.actor_id, self.incarnation, error))
@@ -745,7 +747,10 @@ def main() -> int:
     spec = json.loads(line)
     # The actor's own variables, set before its class (and what it imports) is loaded.
     os.environ.update(spec.get("env") or {})
-    setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
+    log_dir = spec.get("log_dir")
+    setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"), None,
+                  os.path.join(log_dir, logs.actor_log_name(os.getpid())) if log_dir
+                  else None)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     process = ActorProcess(spec)

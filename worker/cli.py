@@ -9,9 +9,10 @@ import os
 import sys
 
 from graphstore.core.cli_options import (add_process_options, add_tls_options,
-                                         parse_resource, tls_settings)
+                                         log_file_for, parse_resource, tls_settings)
 from graphstore.core.config import load_config
 from graphstore.core.lifecycle import new_event_loop, run_until_signalled, setup_logging
+from graphstore.core.service_records import remove_record, write_record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from graphstore.core.tls import tls_from_config
     from graphstore.core.token import load_token
     from graphstore.worker.server import serve
-    setup_logging(args.log_level)
     try:
         parse_address(args.address)
         token = load_token(path=args.token_file)
@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"graphstore worker: {exc}", file=sys.stderr)
         return 2
+    log_file = setup_logging(args.log_level, config.log_format,
+                             log_file_for(args, "worker"))
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     resources = dict(args.resource)
     if "GPU" not in resources:
@@ -93,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
             resources["GPU"] = float(gpus)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
+    # ``graphstore stop`` finds workers started by hand (not a local cluster's).
+    record = None if args.session else write_record(
+        "worker", scheduler=args.address, log_file=str(log_file) if log_file else None)
     try:
         # A signal cancels the worker: its cleanup (task processes stopped, its
         # shared-memory files unlinked) runs on the way out.
@@ -104,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         logging.getLogger("graphstore.worker").error("worker failed: %s", exc)
         return 1
+    finally:
+        remove_record(record)
     return 0
 
 

@@ -25,6 +25,12 @@ from graphstore.core.terminal import LineScreen
 
 from graphstore.runtime import current_task  # noqa: E402  (the running task, per thread)
 
+def running_task_id() -> bytes | None:
+    """The id of the task the calling thread runs, or None (for log lines' ids)."""
+    task = getattr(current_task, "task", None)
+    return task[0] if task is not None else None
+
+
 #: Seconds between two live updates of one task's bars (at most ~10 a second).
 LIVE_INTERVAL = 0.1
 

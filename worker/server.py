@@ -16,7 +16,7 @@ import os
 import socket
 import time
 
-from graphstore.core import shm
+from graphstore.core import logs, shm
 from graphstore.core import protocol as msg
 from graphstore.core.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
                              set_dead_peer_timeout)
@@ -90,9 +90,12 @@ class Worker:
         self.peer_server = CommServer(token, self._on_peer, tls=tls, limits=Limits(),
                                       split_bytes=config.frame_split_bytes,
                                       handshake_timeout=config.handshake_timeout)
+        log_file = logs.current_log_file()
         self.actor_processes = ActorProcesses({
             "scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
-            "host": host, "tls": tls.settings() if tls else None})
+            "host": host, "tls": tls.settings() if tls else None,
+            # Each actor process logs to a file of its own beside this worker's.
+            "log_dir": str(log_file.parent) if log_file is not None else None})
         self.task_processes = TaskProcesses(
             {"scheduler": scheduler_address, "token": token.hex(), "node_id": node_id,
              "tls": tls.settings() if tls else None, "worker_id": self.worker_id.hex()},
@@ -150,6 +153,9 @@ class Worker:
                                node_id=self.node_id, token=self.token, tls=self.tls)
         self.runtime.context["worker_id"] = self.worker_id
         self.runtime.install()
+        # Lines logged here carry this worker's ids, and inside a task, the task's.
+        logs.set_process_ids(worker_id=self.worker_id, node_id=self.node_id)
+        logs.set_task_id_source(output.running_task_id)
         streams = output.install(self.runtime.send_from_any_thread)
         self.executor = TaskExecutor(max(1, int(self.num_cpus)), self.runtime,
                                      self.config.frame_split_bytes, streams)
@@ -250,6 +256,9 @@ class Worker:
                            transfer_received_bytes=received_bytes,
                            transfer_sent_objects=self.sent_objects,
                            transfer_sent_bytes=self.sent_bytes)
+        log_file = logs.current_log_file()
+        if log_file is not None:
+            figures["log_file"] = str(log_file)
         if self.spiller is not None:
             stats = self.spiller.stats
             for key in ("spilled_bytes", "spilled_objects", "restored_bytes",
@@ -298,9 +307,23 @@ class Worker:
             self._in_thread(self.spill_target.delete, list(m.paths))
         elif cls is msg.SchedulerHeartbeat:
             pass          # its arrival is the point (``_heartbeats``)
+        elif cls is msg.ReadLog:
+            return self._in_thread(self._read_log, m.offset, m.tail, m.pid)
         elif not self.runtime.handle(m):
             raise ValueError(f"unexpected message {cls.__name__}")
         return None
+
+    @staticmethod
+    def _read_log(offset: int, tail: int, pid: int) -> dict:
+        """Part of this worker's log file, or (``pid``) of the file of the actor process
+        ``pid`` it started, for ``graphstore logs``."""
+        path = logs.current_log_file()
+        if path is None:
+            raise FileNotFoundError("this worker writes no log file (it could not open "
+                                    "one at start: see its stderr)")
+        if pid:
+            path = path.parent / logs.actor_log_name(pid)
+        return logs.read_log(path, offset, tail)
 
     def _adopt(self, entries: list) -> None:
         failed = self.store.adopt(entries)

@@ -23,6 +23,7 @@ import sys
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect
 from graphstore.core.config import load_config
+from graphstore.core import logs
 from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_parent_pipe
 from graphstore.core.tls import tls_from_spec
 from graphstore.runtime import Runtime, TaskProcessRole
@@ -62,6 +63,8 @@ class TaskProcess:
         runtime.context["worker_id"] = self.process_id
         self.runtime = runtime
         runtime.install()
+        logs.set_process_ids(worker_id=self.worker_id, node_id=self.spec.get("node_id"))
+        logs.set_task_id_source(output.running_task_id)
         streams = output.install(runtime.send_from_any_thread)
         self.executor = TaskExecutor(1, runtime, self.config.frame_split_bytes, streams,
                                      after_task=self._after_task)

@@ -35,8 +35,19 @@ def tls_settings(args: argparse.Namespace) -> dict:
 def add_process_options(parser: argparse.ArgumentParser) -> None:
     """Options of a long-running service process (scheduler, worker)."""
     parser.add_argument("--log-level", default=os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-dir", default=os.environ.get("GRAPHSTORE_LOG_DIR"),
+                        help="directory of this process's log file (default: "
+                             "GRAPHSTORE_LOG_DIR, else /tmp/graphstore-sessions/cli-UID/"
+                             "logs; a local cluster's session directory for its processes)")
     parser.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--session", default=None, help=argparse.SUPPRESS)
+
+
+def log_file_for(args: argparse.Namespace, role: str) -> str:
+    """The log file of a service process: ``<role>-<pid>.log`` in its log directory."""
+    from graphstore.core.logs import default_log_dir
+    directory = args.log_dir or default_log_dir(args.session)
+    return os.path.join(str(directory), f"{role}-{os.getpid()}.log")
 
 
 def parse_resource(text: str) -> tuple[str, float]:

@@ -114,6 +114,10 @@ class Config:
     record_timeline: bool = True
     #: Profile events the scheduler keeps per worker (a ring: the oldest go first).
     task_stream_events: int = 10_000
+    #: How processes write their logs (stderr and their log files): "text" lines, or
+    #: "json", one object per line with time, level, logger, message and the task,
+    #: actor, worker and node ids where known (see docs/observability.md).
+    log_format: str = "text"
 
 
 class Setting(NamedTuple):
@@ -190,7 +194,22 @@ def resolve_settings(overrides: Mapping | None = None,
 def load_config(**overrides) -> Config:
     """The effective ``Config``: defaults < configuration files < ``GRAPHSTORE_*``
     environment variables < ``overrides`` (see ``resolve_settings``)."""
-    return Config(**{name: s.value for name, s in resolve_settings(overrides).items()})
+    settings = resolve_settings(overrides)
+    config = Config(**{name: s.value for name, s in settings.items()})
+    _validate(config, settings)
+    return config
+
+
+def _validate(config: Config, settings: dict[str, Setting]) -> None:
+    """Settings with a fixed set of values: a clear error naming where the value came
+    from, rather than a surprise later."""
+    from graphstore.core.logs import LOG_FORMATS
+    if config.log_format not in LOG_FORMATS:
+        source = settings["log_format"].source
+        where = {"default": "the default", "argument": "argument",
+                 "driver": "the driver's settings"}.get(source, source)
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got "
+                          f"{config.log_format!r} (from {where})")
 
 
 def inherited_settings_environment(config: Config) -> dict[str, str]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -59,6 +58,16 @@ def run_until_signalled(loop: asyncio.AbstractEventLoop, main) -> None:
         pass  # stopped by a signal
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+def setup_logging(level: str = "INFO", log_format: str | None = None,
+                  log_file=None):
+    """The process's logging: stderr and, if given, a rotated ``log_file``, in
+    ``log_format`` (default: the ``log_format`` setting as this process's settings say,
+    as its worker's did); returns the log file in use (see ``graphstore.core.logs``)."""
+    from graphstore.core.config import load_config
+    from graphstore.core.logs import configure_process_logging
+    if log_format is None:
+        try:
+            log_format = load_config().log_format
+        except (ValueError, TypeError):
+            log_format = "text"        # the worker that started us said why already
+    return configure_process_logging(level, log_format, log_file)

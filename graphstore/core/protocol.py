@@ -597,6 +597,41 @@ class DescribeActor(NamedTuple):
     actor_id: bytes
 
 
+# -- inspection: ``graphstore list`` and ``graphstore logs`` --------------------------------
+
+class ListState(NamedTuple):
+    """Request to the scheduler (``graphstore list``): the newest ``limit`` rows of one
+    ``kind`` ("tasks", "actors", "objects", "workers"), filtered there by ``state`` and
+    ``name`` (None: any). Reply: ``{"kind", "rows", "truncated"}``, or ``{"error":
+    {"text", "choices"}}`` for an unknown kind or state."""
+    kind: str
+    state: str | None
+    name: str | None
+    limit: int
+
+
+class FetchLog(NamedTuple):
+    """Request to the scheduler (``graphstore logs``): part of the log of ``target``
+    ("scheduler", a worker's or an actor's id or a prefix of it, or its process's pid),
+    read as ``ReadLog`` says;
+    an empty ``target`` asks for the list of log files. Reply: ``ReadLog``'s reply with
+    ``"source"`` (which process) added, ``{"logs": [...]}`` for the list, or ``{"error":
+    {"text", "choices"}}`` for an unknown or ambiguous target."""
+    target: str
+    offset: int
+    tail: int
+
+
+class ReadLog(NamedTuple):
+    """Request, scheduler -> worker: its log file's (``pid`` not 0: the file of the
+    actor process ``pid`` it started) last ``tail`` lines, or (``tail`` 0) its bytes
+    from ``offset`` on, at most 1 MiB. Reply: ``{"path", "size", "start", "end",
+    "data"}`` (``graphstore.core.logs.read_log``)."""
+    offset: int
+    tail: int
+    pid: int = 0
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -612,6 +647,7 @@ MESSAGE_TYPES: list[type] = [
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
     ActorCallRetrying, DescribeCluster, DescribeObject, DescribeActor,
     GetTimeline, GetCriticalPath,
+    ListState, FetchLog, ReadLog,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -847,6 +883,9 @@ FIELD_CHECKS: dict[type, tuple] = {
     DescribeCluster: (), DescribeObject: (_id,), DescribeActor: (_id,),
     GetTimeline: (_count,),
     GetCriticalPath: (_id,),
+    ListState: (_str, _opt_str, _opt_str, _count),
+    FetchLog: (_str, _count, _count),
+    ReadLog: (_count, _count, _count),
 }
 
 #: Checks across the fields of one message.

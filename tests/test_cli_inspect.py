@@ -265,7 +265,8 @@ def test_a_bad_log_format_stops_a_service_at_start_with_a_clear_error(tmp_path):
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "TMPDIR": str(tmp_path), "GRAPHSTORE_LOG_FORMAT": "xml"})
     assert started.returncode == 2
-    assert "GRAPHSTORE_LOG_FORMAT must be one of text, json, got 'xml'" in started.stderr
+    assert "log_format must be one of text, json, got 'xml' (from GRAPHSTORE_LOG_FORMAT)" \
+        in started.stderr
 
 
 @pytest.mark.parametrize("args, error", [

@@ -32,7 +32,12 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
+from graphstore.scheduler.critical_path import Move, Run, longest_chain
 from graphstore.scheduler.task_stream import TaskStream
+
+#: Profile event kinds that are runs of user code, and those that bring a run its inputs.
+RUN_KINDS = ("task", "actor-call")
+MOVE_KINDS = ("fetch", "transfer", "restore")
 
 logger = logging.getLogger("graphstore.scheduler")
 
@@ -1361,6 +1366,70 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         return {"entries": [[e.seq, e.worker, list(e.event), list(e.parents)]
                             for e in stream.since(since)],
                 "workers": dict(stream.workers), "seq": stream.seq}
+
+    def critical_path(self, object_id: bytes) -> dict:
+        """The longest chain of task runs and input moves that led to the finished object
+        ``object_id`` (``GetCriticalPath``); ValueError says why there is none."""
+        name = f"object {bytes(object_id).hex()}"
+        if not self.graph.has_object(object_id):
+            raise ValueError(f"{name} is not known to the scheduler (never made, or freed "
+                             f"and forgotten: it keeps the last task_history objects)")
+        target = self.graph.producer_of(object_id)
+        if target is None:
+            raise ValueError(f"{name} was put, not computed by a task: it has no "
+                             f"critical path")
+        task = self.graph.task(target)
+        if task is None:
+            raise ValueError(f"the task that made {name} is no longer remembered (the "
+                             f"scheduler keeps the last task_history tasks)")
+        if task.state not in (DONE, FAILED):
+            raise ValueError(f"task {task.name}, which makes {name}, has not finished "
+                             f"({task.state}): get() the object first")
+        recorded, moves = {}, {}
+        for entry in self.task_stream.since(0):
+            event = entry.event
+            if event.kind in RUN_KINDS:
+                kept = recorded.get(event.task_id)
+                if kept is None or kept[0].start <= event.start:   # its latest run
+                    recorded[event.task_id] = (event, entry.worker.hex())
+            elif event.kind in MOVE_KINDS and event.task_id:
+                try:
+                    moved = bytes.fromhex(event.name)
+                except ValueError:
+                    continue
+                move = Move(event.kind, entry.worker.hex(), event.start, event.stop,
+                            event.nbytes, event.peer)
+                earlier = moves.get((event.task_id, moved))
+                if earlier is not None:       # a restore, then the fetch of its copy
+                    main = earlier if earlier.kind != "fetch" else move
+                    move = main._replace(start=min(earlier.start, move.start),
+                                         stop=max(earlier.stop, move.stop))
+                moves[(event.task_id, moved)] = move
+        runs, frontier, seen = {}, [target], set()
+        while frontier:
+            task_id = frontier.pop()
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            item, found = self.graph.task(task_id), recorded.get(task_id)
+            if item is None or found is None:
+                continue
+            inputs = []
+            for dep in item.deps:
+                producer = self.graph.producer_of(dep)
+                inputs.append((dep, producer))
+                if producer is not None:
+                    frontier.append(producer)
+            event, worker = found
+            runs[task_id] = Run(item.name, event.kind, worker, event.start, event.stop,
+                                tuple(inputs))
+        if target not in runs:
+            raise ValueError(f"no run of task {task.name} is recorded: record_timeline is "
+                             f"off, or its events were pushed out of the task stream "
+                             f"(task_stream_events per worker)")
+        path = longest_chain(target, runs, moves)
+        path["object_id"] = bytes(object_id).hex()
+        return path
 
     # -- status -----------------------------------------------------------------------
     def worker_heartbeat(self, worker_id: bytes, metrics: dict, events=None) -> None:

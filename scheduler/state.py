@@ -18,7 +18,7 @@ from collections import deque
 from typing import Iterable
 
 from graphstore.core import protocol as msg
-from graphstore.core.profile_events import ProfileEvent
+from graphstore.core.profile_events import checked_fields
 from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedError,
                                    ObjectReconstructionFailedLineageEvictedError,
                                    ObjectReconstructionFailedMaxAttemptsExceededError,
@@ -868,7 +868,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if task is None:
             return
         if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
+            self.record_events(peer_id, worker_id, m.events,
+                               self.producers_of(task.deps) if task.deps else ())
         task.state = DONE
         self.counts["done"] += 1
         self._apply_results(self.workers[worker_id], m.results, task.name)
@@ -915,7 +916,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if task is None:
             return
         if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
+            self.record_events(peer_id, worker_id, m.events,
+                               self.producers_of(task.deps) if task.deps else ())
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
@@ -1331,14 +1333,22 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                       ) -> None:
         """Keep the profile events a peer sent (``TaskDone.events`` and the like) in the
         task stream of ``worker_id``. Each is checked: a bad one is dropped with a
-        warning naming the peer, and the message it came with stands."""
+        warning naming the peer, and the message it came with stands. This runs once
+        per task: the usual case (every event good) is one pass."""
+        check = checked_fields
+        if type(events) is list:
+            try:
+                self.task_stream.record(worker_id, list(map(check, events)), parents)
+                return
+            except (ValueError, TypeError):
+                pass
         good, bad, problem = [], 0, ""
         if type(events) is not list:
             bad, problem = 1, f"events must be a list, got {type(events).__name__}"
             events = ()
         for item in events:
             try:
-                good.append(ProfileEvent.from_wire(item))
+                good.append(check(item))
             except (ValueError, TypeError) as exc:
                 bad += 1
                 problem = problem or str(exc)

@@ -42,8 +42,9 @@ def longest_chain(target: bytes, runs: dict, moves: dict) -> dict:
     longer kept); their move still counts.
 
     Returns {"steps": [{"name", "kind", "task_id", "worker", "start", "duration",
-    "nbytes", "peer"}, ...] first step first, "total": the steps' summed seconds,
-    "wall": from the first step's start to the last one's end}.
+    "nbytes", "peer", "input"}, ...] first step first, "total": the steps' summed
+    seconds, "wall": from the first step's start to the last one's end}. A run's
+    ``input`` is the object (hex) the chain came into it through, None for the first.
     """
     if target not in runs:
         raise KeyError(target)
@@ -83,6 +84,8 @@ def longest_chain(target: bytes, runs: dict, moves: dict) -> dict:
         if through is not None:
             object_id, producer = through
             move = moves.get((task_id, object_id))
+            if move is not None or producer in best:
+                steps[-1]["input"] = object_id.hex()
             if move is not None:
                 steps.append(_step(object_id.hex(), move.kind, task_id, move.worker,
                                    move.start, move.stop, move.nbytes, move.peer))
@@ -97,5 +100,29 @@ def longest_chain(target: bytes, runs: dict, moves: dict) -> dict:
 
 def _step(name: str, kind: str, task_id: bytes, worker: str, start: float, stop: float,
           nbytes: int = 0, peer: str = "") -> dict:
-    return {"name": name, "kind": kind, "task_id": task_id.hex(), "worker": worker, "start": start, "duration": stop - start, "nbytes": nbytes,
-            "peer": peer}
+    return {"name": name, "kind": kind, "task_id": task_id.hex(), "worker": worker,
+            "start": start, "duration": stop - start, "nbytes": nbytes, "peer": peer,
+            "input": None}
+
+
+def mark_path(data: dict, path: dict) -> None:
+    """Mark, in node-link graph ``data`` (``TaskGraph.snapshot``), the nodes and edges of
+    a critical path (``longest_chain`` plus its "object_id"): ``critical: True`` on each
+    run of it, each object it went through and the result, and on the edges between
+    them; the path itself goes in ``data["graph"]["critical_path"]``."""
+    chain: list[str] = []
+    for step in path["steps"]:
+        if step["kind"] in ("task", "actor-call"):
+            if step["input"] is not None:
+                chain.append(step["input"])
+            chain.append(step["task_id"])
+    chain.append(path["object_id"])
+    on_path = set(chain)
+    pairs = set(zip(chain, chain[1:]))
+    for node in data["nodes"]:
+        if node["id"] in on_path:
+            node["critical"] = True
+    for edge in data["edges"]:
+        if (edge["source"], edge["target"]) in pairs:
+            edge["critical"] = True
+    data["graph"]["critical_path"] = path

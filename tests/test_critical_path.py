@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphstore.core import protocol as msg
-from graphstore.scheduler.critical_path import Move, Run, longest_chain
+from graphstore.scheduler.critical_path import Move, Run, longest_chain, mark_path
 from test_scheduler_state import Harness
 
 
@@ -31,7 +31,8 @@ def test_a_chain_is_its_own_critical_path():
     assert [s["task_id"] for s in path["steps"]] == [A.hex(), B.hex(), C.hex()]
     assert path["steps"][1] == {"name": "b", "kind": "task", "task_id": B.hex(),
                                 "worker": "w1", "start": 1.0, "duration": 2.0,
-                                "nbytes": 0, "peer": ""}
+                                "nbytes": 0, "peer": "", "input": OA.hex()}
+    assert path["steps"][0]["input"] is None
 
 
 def test_a_diamond_takes_its_slower_branch():
@@ -66,6 +67,7 @@ def test_inputs_without_a_recorded_run_end_the_chain():
     moves = {(B, OC): Move("restore", "w1", 0.5, 0.9, 100, "/spill/f")}
     path = longest_chain(B, runs, moves)
     assert _names(path) == [("restore", OC.hex()), ("task", "b")]
+    assert path["steps"][1]["input"] == OC.hex()
     with pytest.raises(KeyError):
         longest_chain(A, runs, moves)
 
@@ -76,6 +78,25 @@ def test_a_long_chain_needs_no_recursion():
         runs[_id(n)] = Run("t", "task", "w", n - 1.0, float(n), ((_id(10**6 + n), _id(n - 1)),))
     path = longest_chain(_id(4999), runs, {})
     assert len(path["steps"]) == 4999 and path["total"] == pytest.approx(4999.0)
+
+
+def test_the_path_is_marked_on_the_graph_nodes_and_edges_it_runs_through():
+    runs = {A: Run("source", "task", "w1", 0.0, 1.0, ()),
+            B: Run("fast", "task", "w1", 1.0, 1.5, ((OA, A),)),
+            C: Run("slow", "task", "w2", 1.0, 4.0, ((OA, A),)),
+            D: Run("join", "task", "w1", 4.0, 5.0, ((OB, B), (OC, C)))}
+    path = {**longest_chain(D, runs, {}), "object_id": _id(14).hex()}
+    ids = [A, B, C, D, OA, OB, OC, _id(14)]
+    data = {"graph": {}, "nodes": [{"id": i.hex()} for i in ids],
+            "edges": [{"source": s.hex(), "target": t.hex()} for s, t in (
+                (A, OA), (OA, B), (OA, C), (B, OB), (C, OC), (OB, D), (OC, D),
+                (D, _id(14)))]}
+    mark_path(data, path)
+    assert {n["id"] for n in data["nodes"] if n.get("critical")} == \
+        {i.hex() for i in (A, OA, C, OC, D, _id(14))}
+    assert {(e["source"], e["target"]) for e in data["edges"] if e.get("critical")} == \
+        {(s.hex(), t.hex()) for s, t in ((A, OA), (OA, C), (C, OC), (OC, D), (D, _id(14)))}
+    assert data["graph"]["critical_path"] is path
 
 
 # -- through the scheduler's state ---------------------------------------------------------

@@ -189,3 +189,18 @@ def _check_the_cli(traced_dag, tmp_path):
                                 capture_output=True, text=True, timeout=60, env=env,
                                 stdin=subprocess.DEVNULL)
     assert unwritable.returncode == 1 and "cannot write" in unwritable.stderr
+
+
+def test_the_timeline_example_runs(run_driver, tmp_path):
+    from helpers import run_example
+    run = run_example(run_driver, "timeline.py", str(tmp_path / "out"))
+    trace = json.loads((tmp_path / "out" / "trace.json").read_text())
+    names = {e["name"] for e in _x_events(trace)}
+    assert {"load", "summarise", "merge", "RunningTotal.add"} <= names, names
+    assert "on 2 worker rows" in run.stdout and "open it in https://ui.perfetto.dev" in run.stdout
+    # The slow chunk's load (a second of sleep) leads the critical path.
+    text = run.stdout.split("critical path of the merged result:\n")[1]
+    path = text.split(" total (")[0].splitlines()[:-1]       # the steps, before the total
+    assert "task       load" in path[0] and float(path[0].split()[0]) >= 1000
+    assert "task       merge" in path[-1]
+    assert "/graph?critical=" in run.stdout

@@ -386,6 +386,8 @@ class Dashboard:
         self.loopback_only = True
         self.server: HTTPServer | None = None
         self._svg_cache: OrderedDict[str, bytes] = OrderedDict()
+        #: ((object id, task stream seq, tasks done), the path or why there is none).
+        self._critical_cache: tuple | None = None
         self._render_lock = asyncio.Lock()
         self._renders: set = set()
         args = {"dashboard": self}
@@ -465,10 +467,20 @@ class Dashboard:
         if critical is None:
             return self.state.graph.snapshot(self.state.workers, limit)
         data = self.state.graph.snapshot(self.state.workers, limit, [critical])
-        try:
-            mark_path(data, self.state.critical_path(critical))
-        except ValueError as exc:
-            data["graph"]["critical_problem"] = str(exc)
+        # A page polls every few seconds: compute the path again only once new events
+        # arrived (it scans every event kept).
+        key = (critical, self.state.task_stream.seq, self.state.counts["done"])
+        if self._critical_cache is None or self._critical_cache[0] != key:
+            try:
+                found = self.state.critical_path(critical)
+            except ValueError as exc:
+                found = str(exc)
+            self._critical_cache = (key, found)
+        found = self._critical_cache[1]
+        if isinstance(found, str):
+            data["graph"]["critical_problem"] = found
+        else:
+            mark_path(data, found)
         return data
 
     async def render_svg(self, dot_text: str) -> bytes:

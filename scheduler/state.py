@@ -1396,25 +1396,24 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             raise ValueError(f"task {task.name}, which makes {name}, has not finished "
                              f"({task.state}): get() the object first")
         recorded, moves = {}, {}
-        for entry in self.task_stream.since(0):
-            event = entry.event
-            if event.kind in RUN_KINDS:
-                kept = recorded.get(event.task_id)
-                if kept is None or kept[0].start <= event.start:   # its latest run
-                    recorded[event.task_id] = (event, entry.worker.hex())
-            elif event.kind in MOVE_KINDS and event.task_id:
+        for worker, fields in self.task_stream.events():
+            kind, name, start, stop, _, task_id, nbytes, peer = fields
+            if kind in RUN_KINDS:
+                kept = recorded.get(task_id)
+                if kept is None or kept[0] <= start:                # its latest run
+                    recorded[task_id] = (start, stop, kind, worker)
+            elif kind in MOVE_KINDS and task_id:
                 try:
-                    moved = bytes.fromhex(event.name)
+                    moved = bytes.fromhex(name)
                 except ValueError:
                     continue
-                move = Move(event.kind, entry.worker.hex(), event.start, event.stop,
-                            event.nbytes, event.peer)
-                earlier = moves.get((event.task_id, moved))
+                move = Move(kind, worker.hex(), start, stop, nbytes, peer)
+                earlier = moves.get((task_id, moved))
                 if earlier is not None:       # a restore, then the fetch of its copy
                     main = earlier if earlier.kind != "fetch" else move
                     move = main._replace(start=min(earlier.start, move.start),
                                          stop=max(earlier.stop, move.stop))
-                moves[(event.task_id, moved)] = move
+                moves[(task_id, moved)] = move
         runs, frontier, seen = {}, [target], set()
         while frontier:
             task_id = frontier.pop()
@@ -1430,9 +1429,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 inputs.append((dep, producer))
                 if producer is not None:
                     frontier.append(producer)
-            event, worker = found
-            runs[task_id] = Run(item.name, event.kind, worker, event.start, event.stop,
-                                tuple(inputs))
+            start, stop, kind, worker = found
+            runs[task_id] = Run(item.name, kind, worker.hex(), start, stop, tuple(inputs))
         if target not in runs:
             raise ValueError(f"no run of task {task.name} is recorded: record_timeline is "
                              f"off, or its events were pushed out of the task stream "

@@ -89,5 +89,12 @@ class TaskStream:
                             entry[1] if type(entry[1]) is ProfileEvent else make(entry[1]),
                             entry[2]) for entry, worker in found]
 
+    def events(self):
+        """Every event kept, as (worker, event fields) pairs in no particular order: for
+        a scan of the whole stream, without the objects ``since`` makes."""
+        for worker, ring in self._rings.items():
+            for entry in ring:
+                yield worker, entry[1]
+
     def __len__(self) -> int:
         return sum(len(ring) for ring in self._rings.values())

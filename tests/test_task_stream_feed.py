@@ -115,3 +115,15 @@ def test_spans_of_a_task_thread_are_its_own_and_the_rest_are_bounded():
     off = SpanRecorder(enabled=False, buffer_size=10)
     off.add("spill", "x", 1.0, 2.0)
     assert off.drain() == []
+
+
+def test_bad_events_pass_the_wire_checks_so_the_outcome_is_not_lost():
+    """The decoder lets any ``events`` through (the scheduler checks them one by one):
+    a malformed event must not close the worker's connection with its result."""
+    done = msg.TaskDone(b"t" * 16, [[b"r" * 16, [b"v"], [], 1, None]], 0.5,
+                        [["task", 5, "x", None, -1], "junk"])
+    (decoded,) = msg.decode_header(msg.encode_batch([done])[1], [])
+    assert decoded == done
+    beat = msg.WorkerHeartbeat({"store_used": 1}, {"not": "a list"})
+    (decoded,) = msg.decode_header(msg.encode_batch([beat])[1], [])
+    assert decoded == beat

@@ -14,6 +14,7 @@ from graphstore.core.object_ref import ObjectRef
 from graphstore.runtime import ObjectRefGenerator
 from graphstore.remote_function import remote
 from graphstore.runtime_context import get_gpu_ids, get_runtime_context
+from graphstore.tracing import critical_path, timeline
 from graphstore import util
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "method",
     "cluster_resources",
     "cluster_status",
+    "critical_path",
     "exceptions",
     "get",
     "get_gpu_ids",
@@ -46,6 +48,7 @@ __all__ = [
     "remote",
     "shutdown",
     "task_graph",
+    "timeline",
     "util",
     "visualize",
     "wait",

@@ -1,7 +1,7 @@
 """The ``graphstore`` command: ``scheduler`` and ``worker`` run a cluster by hand (their
 options and start-up live with each service, in its ``cli`` module) and ``stop`` ends
-it; ``memory``, ``status``, ``graph``, ``list`` and ``logs`` inspect a running one;
-``config`` shows the settings this host's processes would use.
+it; ``memory``, ``status``, ``graph``, ``timeline``, ``list`` and ``logs`` inspect a
+running one; ``config`` shows the settings this host's processes would use.
 
 This is the one module above both the services and the client API: an entry point may
 import anything, and nothing imports it."""
@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="every effective setting, its value and where "
                                            "it came from (default, file, environment)")
     config.add_argument("--json", action="store_true", help="print JSON")
+    timeline = sub.add_parser("timeline", help="write the cluster's recent work as a "
+                                               "Chrome trace (open it in Perfetto)")
+    timeline.add_argument("-o", "--out", default="timeline.json",
+                          help="file to write (timeline.json)")
+    timeline.add_argument("--address", default=None,
+                          help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
+                               "newest local cluster on this machine)")
+    add_tls_options(timeline)
     return parser
 
 
@@ -300,6 +308,28 @@ def run_stop(args) -> int:
     return 0
 
 
+def run_timeline(args) -> int:
+    import graphstore
+    from graphstore.core.chrome_trace import build_trace
+    from graphstore.tracing import timeline_data, write_trace
+    _connect_for_tools(args.address, args)
+    try:
+        data = timeline_data()
+    finally:
+        graphstore.shutdown()
+    trace = build_trace(data["entries"], data["workers"])
+    try:
+        path = write_trace(trace, args.out)
+    except OSError as exc:
+        print(f"graphstore timeline: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    spans = sum(1 for event in trace if event["ph"] == "X")
+    rows = sum(1 for event in trace if event["name"] == "process_name")
+    print(f"wrote {path}: {spans} spans from {rows} workers; open it in "
+          f"https://ui.perfetto.dev or chrome://tracing")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list":
@@ -316,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_graph(args)
     if args.command == "config":
         return run_config(args)
+    if args.command == "timeline":
+        return run_timeline(args)
     if args.command == "scheduler":
         return scheduler_cli.run(args)
     if args.command == "worker":

@@ -33,6 +33,7 @@ from tornado.netutil import bind_sockets
 from graphstore.exceptions import GraphvizNotFoundError
 from graphstore.core.graph_export import find_dot, graphviz_missing_message, to_dot
 from graphstore.scheduler import prometheus, status, status_live
+from graphstore.scheduler.critical_path import mark_path
 from graphstore.core.tls import is_loopback
 
 if TYPE_CHECKING:
@@ -92,9 +93,11 @@ QUERY = {
                    "state": Param(None, choices=status.TASK_STATES)},
     "/api/objects": LIMIT,
     "/api/actors": LIMIT,
-    "/api/graph": {"limit": Param(100, 1, 2000)},
-    "/api/graph.dot": {"limit": Param(100, 1, 2000)},
-    "/api/graph.svg": {"limit": Param(100, 1, 500), "digest": Param(None, choices=None)},
+    # critical=<object id>: that object's ancestry, its critical path marked.
+    "/api/graph": {"limit": Param(100, 1, 2000), "critical": Param(None)},
+    "/api/graph.dot": {"limit": Param(100, 1, 2000), "critical": Param(None)},
+    "/api/graph.svg": {"limit": Param(100, 1, 500), "digest": Param(None, choices=None),
+                       "critical": Param(None)},
     "/api/progress": {"limit": Param(200, 1, 1000)},
     "/api/workers/load": {"limit": Param(32, 1, 1000), "seconds": Param(300, 1, 300)},
     "/api/task-stream": {"since": Param(0, 0, 2**53), "limit": Param(2000, 1, 10_000)},
@@ -216,8 +219,9 @@ class PageHandler(BaseHandler):
     def get(self) -> None:
         path = self.request.path
         name, title, api = PAGES[path]
-        self.query({"/graph": QUERY["/api/graph"], "/tasks": QUERY["/api/tasks"],
-                    "/objects": LIMIT, "/status": STATUS_PAGE}.get(path, {}))
+        q = self.query({"/graph": QUERY["/api/graph"], "/tasks": QUERY["/api/tasks"],
+                        "/objects": LIMIT, "/status": STATUS_PAGE}.get(path, {}))
+        critical_root(q.get("critical"))
         nav = "".join(
             f'<a href="{p}"{" aria-current=page" if p == path else ""}>{html.escape(t)}</a>'
             for p, (_, t, _) in PAGES.items())
@@ -273,6 +277,7 @@ class ApiIndexHandler(BaseHandler):
             "/api/objects?limit=": "largest live objects (limit 1..1000)",
             "/api/actors?limit=": "actors (limit 1..1000)",
             "/api/graph?limit=": "task graph, node-link JSON (limit 1..2000)",
+            "/api/graph?critical=": "an object's ancestry, its critical path marked",
             "/api/graph.dot?limit=": "task graph, Graphviz DOT (limit 1..2000)",
             "/api/graph.svg?limit=": "task graph, rendered (limit 1..500)",
             "/metrics": "Prometheus text format",
@@ -338,10 +343,26 @@ class ActorsHandler(BaseHandler):
         self.send_json(data)
 
 
+def critical_root(text: str | None) -> bytes | None:
+    """The object id of ``?critical=`` (32 hex digits); 400 for anything else."""
+    if text is None:
+        return None
+    try:
+        object_id = bytes.fromhex(text)
+    except ValueError:
+        object_id = b""
+    if len(object_id) != 16:
+        raise tornado.web.HTTPError(
+            400, reason="Bad Request",
+            log_message=f"critical must be an object id (32 hex digits, as "
+                        f"ObjectRef.hex() gives); got {text[:100]!r}")
+    return object_id
+
+
 class GraphHandler(BaseHandler):
     def get(self) -> None:
         q = self.query(QUERY["/api/graph"])
-        data = self.dashboard.graph(q["limit"])
+        data = self.dashboard.graph(q["limit"], critical_root(q["critical"]))
         data["graph"]["digest"] = digest(to_dot(data))
         data["graph"]["renderable"] = find_dot() is not None
         self.send_json(data)
@@ -351,13 +372,13 @@ class GraphDotHandler(BaseHandler):
     def get(self) -> None:
         q = self.query(QUERY["/api/graph.dot"])
         self.set_header("Content-Type", "text/vnd.graphviz; charset=utf-8")
-        self.finish(to_dot(self.dashboard.graph(q["limit"])))
+        self.finish(to_dot(self.dashboard.graph(q["limit"], critical_root(q["critical"]))))
 
 
 class GraphSvgHandler(BaseHandler):
     async def get(self) -> None:
         q = self.query(QUERY["/api/graph.svg"])
-        data = self.dashboard.graph(q["limit"])
+        data = self.dashboard.graph(q["limit"], critical_root(q["critical"]))
         info = data["graph"]
         self.set_header("X-Graph-Nodes", str(len(data["nodes"])))
         self.set_header("X-Graph-Total-Nodes", str(info["total_nodes"]))
@@ -400,6 +421,8 @@ class Dashboard:
         self.loopback_only = True
         self.server: HTTPServer | None = None
         self._svg_cache: OrderedDict[str, bytes] = OrderedDict()
+        #: ((object id, task stream seq, tasks done), the path or why there is none).
+        self._critical_cache: tuple | None = None
         self._render_lock = asyncio.Lock()
         self._renders: set = set()
         args = {"dashboard": self}
@@ -475,8 +498,28 @@ class Dashboard:
             except ProcessLookupError:
                 pass
 
-    def graph(self, limit: int) -> dict:
-        return self.state.graph.snapshot(self.state.workers, limit)
+    def graph(self, limit: int, critical: bytes | None = None) -> dict:
+        """The task graph's newest ``limit`` nodes; with ``critical`` (an object id),
+        that object's ancestry with its critical path marked (``critical_path.mark_path``),
+        or the reason it has none in ``graph["critical_problem"]``."""
+        if critical is None:
+            return self.state.graph.snapshot(self.state.workers, limit)
+        data = self.state.graph.snapshot(self.state.workers, limit, [critical])
+        # A page polls every few seconds: compute the path again only once new events
+        # arrived (it scans every event kept).
+        key = (critical, self.state.task_stream.seq, self.state.counts["done"])
+        if self._critical_cache is None or self._critical_cache[0] != key:
+            try:
+                found = self.state.critical_path(critical)
+            except ValueError as exc:
+                found = str(exc)
+            self._critical_cache = (key, found)
+        found = self._critical_cache[1]
+        if isinstance(found, str):
+            data["graph"]["critical_problem"] = found
+        else:
+            mark_path(data, found)
+        return data
 
     async def render_svg(self, dot_text: str) -> bytes:
         """``dot -Tsvg`` off the loop, one at a time, within ``RENDER_TIMEOUT``; cached."""

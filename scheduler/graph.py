@@ -130,6 +130,21 @@ class TaskGraph:
     def __len__(self) -> int:
         return len(self.tasks) + len(self.objects)
 
+    # -- lookups -----------------------------------------------------------------------
+    def task(self, task_id: bytes):
+        """The ``TaskState`` (or actor call) of a task the graph holds, else None."""
+        entry = self.tasks.get(task_id)
+        return entry[1] if entry is not None else None
+
+    def has_object(self, object_id: bytes) -> bool:
+        return object_id in self.objects
+
+    def producer_of(self, object_id: bytes) -> bytes | None:
+        """The id of the task that made an object the graph holds (None: a put, or an
+        object the graph does not hold)."""
+        entry = self.objects.get(object_id)
+        return _producer_id(_named(entry[1])) if entry is not None else None
+
     # -- snapshots ---------------------------------------------------------------------
     def snapshot(self, workers: dict[bytes, "WorkerState"], limit: int,
                  roots: Iterable[bytes] | None = None) -> dict:

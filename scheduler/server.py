@@ -88,6 +88,7 @@ class Scheduler:
             msg.WorkerHeartbeat: lambda peer, m: self.state.worker_heartbeat(peer, m.metrics,
                                                                              m.events),
             msg.GetTimeline: lambda peer, m: self.state.timeline(m.since),
+            msg.GetCriticalPath: lambda peer, m: self._critical_path(m.object_id),
             msg.GetTaskGraph: lambda peer, m: self._task_graph(m),
             msg.GetClusterOverview: lambda peer, m: self._cluster_overview(),
             msg.GetNodes: lambda peer, m: self.state.node_records(),
@@ -453,6 +454,14 @@ class Scheduler:
                                   or not all(type(r) is bytes for r in roots)):
             raise ValueError("roots must be a list of object ids")
         return self.state.graph.snapshot(self.state.workers, limit, roots)
+
+    def _critical_path(self, object_id: bytes) -> dict:
+        """The reply to ``GetCriticalPath``: the path, or {"problem": why there is none}
+        (a record the driver raises as ValueError, not an error text to parse)."""
+        try:
+            return self.state.critical_path(object_id)
+        except ValueError as exc:
+            return {"problem": str(exc)}
 
     async def _cluster_overview(self) -> dict:
         """The status page's overview and workers (``graphstore status``)."""

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Iterable
 
 from graphstore.core import protocol as msg
-from graphstore.core.profile_events import ProfileEvent
+from graphstore.core.profile_events import checked_fields
 from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedError,
                                    ObjectReconstructionFailedLineageEvictedError,
                                    ObjectReconstructionFailedMaxAttemptsExceededError,
@@ -34,8 +34,13 @@ from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
+from graphstore.scheduler.critical_path import Move, Run, longest_chain
 from graphstore.scheduler.task_stream import TaskStream
 from graphstore.scheduler.worker_load import WorkerLoadHistory
+
+#: Profile event kinds that are runs of user code, and those that bring a run its inputs.
+RUN_KINDS = ("task", "actor-call")
+MOVE_KINDS = ("fetch", "transfer", "restore")
 
 logger = logging.getLogger("graphstore.scheduler")
 
@@ -882,7 +887,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if task is None:
             return
         if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
+            self.record_events(peer_id, worker_id, m.events,
+                               self.producers_of(task.deps) if task.deps else ())
         self.set_task_state(task, DONE)
         self.counts["done"] += 1
         self.task_metrics.task_finished(task.name, failed=False)
@@ -930,7 +936,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if task is None:
             return
         if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
+            self.record_events(peer_id, worker_id, m.events,
+                               self.producers_of(task.deps) if task.deps else ())
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
@@ -1352,14 +1359,22 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                       ) -> None:
         """Keep the profile events a peer sent (``TaskDone.events`` and the like) in the
         task stream of ``worker_id``. Each is checked: a bad one is dropped with a
-        warning naming the peer, and the message it came with stands."""
+        warning naming the peer, and the message it came with stands. This runs once
+        per task: the usual case (every event good) is one pass."""
+        check = checked_fields
+        if type(events) is list:
+            try:
+                self.task_stream.record(worker_id, list(map(check, events)), parents)
+                return
+            except (ValueError, TypeError):
+                pass
         good, bad, problem = [], 0, ""
         if type(events) is not list:
             bad, problem = 1, f"events must be a list, got {type(events).__name__}"
             events = ()
         for item in events:
             try:
-                good.append(ProfileEvent.from_wire(item))
+                good.append(check(item))
             except (ValueError, TypeError) as exc:
                 bad += 1
                 problem = problem or str(exc)
@@ -1387,6 +1402,68 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         return {"entries": [[e.seq, e.worker, list(e.event), list(e.parents)]
                             for e in stream.since(since)],
                 "workers": dict(stream.workers), "seq": stream.seq}
+
+    def critical_path(self, object_id: bytes) -> dict:
+        """The longest chain of task runs and input moves that led to the finished object
+        ``object_id`` (``GetCriticalPath``); ValueError says why there is none."""
+        name = f"object {bytes(object_id).hex()}"
+        if not self.graph.has_object(object_id):
+            raise ValueError(f"{name} is not known to the scheduler (never made, or freed "
+                             f"and forgotten: it keeps the last task_history objects)")
+        target = self.graph.producer_of(object_id)
+        if target is None:
+            raise ValueError(f"{name} was put, not computed by a task: it has no "
+                             f"critical path")
+        task = self.graph.task(target)
+        if task is None:
+            raise ValueError(f"the task that made {name} is no longer remembered (the "
+                             f"scheduler keeps the last task_history tasks)")
+        if task.state not in (DONE, FAILED):
+            raise ValueError(f"task {task.name}, which makes {name}, has not finished "
+                             f"({task.state}): get() the object first")
+        recorded, moves = {}, {}
+        for worker, fields in self.task_stream.events():
+            kind, name, start, stop, _, task_id, nbytes, peer = fields
+            if kind in RUN_KINDS:
+                kept = recorded.get(task_id)
+                if kept is None or kept[0] <= start:                # its latest run
+                    recorded[task_id] = (start, stop, kind, worker)
+            elif kind in MOVE_KINDS and task_id:
+                try:
+                    moved = bytes.fromhex(name)
+                except ValueError:
+                    continue
+                move = Move(kind, worker.hex(), start, stop, nbytes, peer)
+                earlier = moves.get((task_id, moved))
+                if earlier is not None:       # a restore, then the fetch of its copy
+                    main = earlier if earlier.kind != "fetch" else move
+                    move = main._replace(start=min(earlier.start, move.start),
+                                         stop=max(earlier.stop, move.stop))
+                moves[(task_id, moved)] = move
+        runs, frontier, seen = {}, [target], set()
+        while frontier:
+            task_id = frontier.pop()
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            item, found = self.graph.task(task_id), recorded.get(task_id)
+            if item is None or found is None:
+                continue
+            inputs = []
+            for dep in item.deps:
+                producer = self.graph.producer_of(dep)
+                inputs.append((dep, producer))
+                if producer is not None:
+                    frontier.append(producer)
+            start, stop, kind, worker = found
+            runs[task_id] = Run(item.name, kind, worker.hex(), start, stop, tuple(inputs))
+        if target not in runs:
+            raise ValueError(f"no run of task {task.name} is recorded: record_timeline is "
+                             f"off, or its events were pushed out of the task stream "
+                             f"(task_stream_events per worker)")
+        path = longest_chain(target, runs, moves)
+        path["object_id"] = bytes(object_id).hex()
+        return path
 
     # -- status -----------------------------------------------------------------------
     def worker_heartbeat(self, worker_id: bytes, metrics: dict, events=None) -> None:

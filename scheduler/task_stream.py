@@ -5,6 +5,11 @@ others' history out and memory stays bounded whatever the run's length (Dask's t
 stream keeps a deque of recent ``startstops``; Ray's timeline a bounded buffer of profile
 events). A sequence number per event lets the status page ask for what is new since its
 last poll. Pure bookkeeping, no I/O.
+
+A ring holds plain tuples ``(seq, event fields, parents)``, made into ``StreamEntry`` and
+``ProfileEvent`` only when read: recording runs once per task on the scheduler's hot
+path, and plain tuples of plain values are dropped from the garbage collector's tracking,
+so tens of thousands of them cost later collections nothing.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ class TaskStream:
             raise ValueError(f"per_worker must be at least 1, got {per_worker}")
         self.per_worker = per_worker
         self.retired_workers = retired_workers
-        self._rings: dict[bytes, deque[StreamEntry]] = {}
+        self._rings: dict[bytes, deque[tuple]] = {}
         self._retired: deque[bytes] = deque()
         #: What the timeline says of each worker (pid, host, node, address), kept as
         #: long as its history is.
@@ -38,16 +43,19 @@ class TaskStream:
         """Remember what ``worker`` is, for the rows of the timeline."""
         self.workers[worker] = info
 
-    def record(self, worker: bytes, events: Iterable[ProfileEvent],
+    def record(self, worker: bytes, events: Iterable[tuple],
                parents: tuple = ()) -> None:
-        """Keep ``events`` of ``worker``; ``parents`` are the producers of the inputs of
-        the task these events belong to."""
+        """Keep ``events`` of ``worker`` (``ProfileEvent``s, or their fields as plain
+        tuples: ``profile_events.checked_fields``); ``parents`` are the producers of
+        the inputs of the task these events belong to."""
         ring = self._rings.get(worker)
         if ring is None:
             ring = self._rings[worker] = deque(maxlen=self.per_worker)
+        seq = self.seq
         for event in events:
-            self.seq += 1
-            ring.append(StreamEntry(self.seq, worker, event, parents))
+            seq += 1
+            ring.append((seq, event, parents))
+        self.seq = seq
 
     def retire(self, worker: bytes) -> None:
         """A worker left: its history stays for the timeline until ``retired_workers``
@@ -64,19 +72,29 @@ class TaskStream:
     def since(self, seq: int = 0, limit: int | None = None) -> list[StreamEntry]:
         """Entries recorded after ``seq``, oldest first; with ``limit``, the newest
         ``limit`` of them."""
-        out = []
-        for ring in self._rings.values():
-            if ring and ring[-1].seq > seq:
+        found = []
+        for worker, ring in self._rings.items():
+            if ring and ring[-1][0] > seq:
                 # Rings are in seq order: walk back from the newest until seq is reached.
                 for index in range(len(ring) - 1, -1, -1):
                     entry = ring[index]
-                    if entry.seq <= seq:
+                    if entry[0] <= seq:
                         break
-                    out.append(entry)
-        out.sort(key=lambda entry: entry.seq)
+                    found.append((entry, worker))
+        found.sort(key=lambda pair: pair[0][0])
         if limit is not None:
-            out = out[-limit:] if limit > 0 else []
-        return out
+            found = found[-limit:] if limit > 0 else []
+        make = ProfileEvent._make
+        return [StreamEntry(entry[0], worker,
+                            entry[1] if type(entry[1]) is ProfileEvent else make(entry[1]),
+                            entry[2]) for entry, worker in found]
+
+    def events(self):
+        """Every event kept, as (worker, event fields) pairs in no particular order: for
+        a scan of the whole stream, without the objects ``since`` makes."""
+        for worker, ring in self._rings.items():
+            for entry in ring:
+                yield worker, entry[1]
 
     def __len__(self) -> int:
         return sum(len(ring) for ring in self._rings.values())

@@ -1,12 +1,17 @@
 """The scheduler keeps the profile events workers send with their outcomes: the runs'
 spans land in the task stream of the worker that ran them, with the producers of their
 inputs as parents; bad events from a peer are dropped with a warning, and the outcome
-they came with stands."""
+they came with stands. Also the recorder that collects spans in a worker's threads."""
 from __future__ import annotations
 
 import logging
+import threading
+
+import pytest
 
 from graphstore.core import protocol as msg
+from graphstore.core.profile_events import checked_fields
+from graphstore.core.span_recorder import SpanRecorder
 from test_scheduler_state import DRIVER, Harness
 
 
@@ -70,3 +75,55 @@ def test_heartbeat_spans_and_a_departed_workers_history():
     (entry,) = h.s.task_stream.since(0)
     assert entry.event.kind == "spill" and entry.worker == w and entry.parents == ()
     assert w in h.s.timeline(0)["workers"]     # its row keeps its name after it left
+
+
+@pytest.mark.parametrize("item, problem", [
+    (["task", "f", float("nan"), 2.0, 1, b"", 0, ""], "finite"),
+    (["task", "f", 1.0, float("inf"), 1, b"", 0, ""], "finite"),
+    (["task", "f", 2.0, 1.0, 1, b"", 0, ""], "stops"),
+    (["task", ["f"], 1.0, 2.0, 1, b"", 0, ""], "must be text"),
+    ([["task"], "f", 1.0, 2.0, 1, b"", 0, ""], "unknown profile event kind"),
+    (["task", "f", 1.0, 2.0, 1, b"", -1, ""], "non-negative"),
+])
+def test_the_schedulers_quick_check_refuses_what_from_wire_refuses(item, problem):
+    with pytest.raises(ValueError, match=problem):
+        checked_fields(item)
+    good = ["transfer", "ab", 1.0, 2.5, 7, b"\1" * 16, 10, "tcp://h:1"]
+    assert checked_fields(good) == tuple(good) and type(checked_fields(good)) is tuple
+    assert checked_fields(["task", "f", 1, 2, 7]) == ("task", "f", 1, 2, 7, b"", 0, "")
+
+
+def test_spans_of_a_task_thread_are_its_own_and_the_rest_are_bounded():
+    recorder = SpanRecorder(enabled=True, buffer_size=2)
+    results = {}
+
+    def task(task_id):
+        recorder.begin(task_id)
+        recorder.add("fetch", "obj", 1.0, 2.0, 10, "tcp://h:1")
+        results[task_id] = recorder.end()
+
+    threads = [threading.Thread(target=task, args=(bytes([i]) * 16,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {k: [s[5] for s in v] for k, v in results.items()} == {k: [k] for k in results}
+    for name in ("a", "b", "c"):           # outside a task: the newest two are kept
+        recorder.add("spill", name, 1.0, 2.0, 5, "/tmp/s")
+    assert [s[1] for s in recorder.drain()] == ["b", "c"] and recorder.drain() == []
+    assert recorder.end() is None          # this thread began nothing
+    off = SpanRecorder(enabled=False, buffer_size=10)
+    off.add("spill", "x", 1.0, 2.0)
+    assert off.drain() == []
+
+
+def test_bad_events_pass_the_wire_checks_so_the_outcome_is_not_lost():
+    """The decoder lets any ``events`` through (the scheduler checks them one by one):
+    a malformed event must not close the worker's connection with its result."""
+    done = msg.TaskDone(b"t" * 16, [[b"r" * 16, [b"v"], [], 1, None]], 0.5,
+                        [["task", 5, "x", None, -1], "junk"])
+    (decoded,) = msg.decode_header(msg.encode_batch([done])[1], [])
+    assert decoded == done
+    beat = msg.WorkerHeartbeat({"store_used": 1}, {"not": "a list"})
+    (decoded,) = msg.decode_header(msg.encode_batch([beat])[1], [])
+    assert decoded == beat

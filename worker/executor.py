@@ -238,7 +238,9 @@ class TaskExecutor:
             events = spans.end()
             events.append(["task", task.name, wall_start, time.time(), spans.pid,
                            task.task_id, 0, ""])
-            outcome = outcome._replace(events=events)
+            # ``events`` is the outcome's last field (TaskDone's and TaskFailed's); a
+            # tuple built directly costs a fraction of ``_replace``.
+            outcome = tuple.__new__(type(outcome), (*outcome[:-1], events))
         self._send(outcome)
 
     @staticmethod

@@ -26,6 +26,8 @@ STATE_COLORS = {
 }
 #: Border colour of objects with a spilled copy.
 SPILLED_COLOR = "#6a51a3"
+#: Border and edge colour of a critical path (``graphstore.critical_path``).
+CRITICAL_COLOR = "#d62728"
 #: Formats ``write_graph`` knows, by file extension.
 FORMATS = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".json": "json",
            ".graphml": "graphml"}
@@ -115,7 +117,8 @@ def _tooltip(node: dict) -> str:
 def to_dot(data: dict, *, title: str | None = None) -> str:
     """Graphviz DOT text of node-link ``data``: tasks as boxes labelled by name, objects
     as ellipses labelled by id and size, both filled by state; spilled objects have a
-    purple border; nested arguments are dashed edges, containment dotted ones."""
+    purple border; nested arguments are dashed edges, containment dotted ones. Nodes and
+    edges marked ``critical`` (a critical path) are drawn thick and red."""
     info = data.get("graph", {})
     lines = ["digraph graphstore {",
              '  graph [rankdir="TB", fontname="Helvetica", fontsize="11", '
@@ -132,16 +135,20 @@ def to_dot(data: dict, *, title: str | None = None) -> str:
     for node in data["nodes"]:
         state = node.get("state", "")
         fill = STATE_COLORS.get(state, "#ffffff")
+        critical = bool(node.get("critical"))
         if node.get("type") == "task":
             attrs = _attrs(label=node.get("label") or node.get("name"), shape="box",
-                           style="rounded,filled", fillcolor=fill, tooltip=_tooltip(node))
+                           style="rounded,filled", fillcolor=fill, tooltip=_tooltip(node),
+                           color=CRITICAL_COLOR if critical else None,
+                           penwidth="3" if critical else None)
         else:
             style = "filled,dashed" if state == "freed" else "filled"
             spilled = bool(node.get("spilled"))
+            color = CRITICAL_COLOR if critical else SPILLED_COLOR if spilled else None
             attrs = _attrs(label=node.get("label"), shape="ellipse", style=style,
-                           fillcolor=fill, fontsize="9",
-                           color=SPILLED_COLOR if spilled else None,
-                           penwidth="2.5" if spilled else None, tooltip=_tooltip(node))
+                           fillcolor=fill, fontsize="9", color=color,
+                           penwidth="3" if critical else "2.5" if spilled else None,
+                           tooltip=_tooltip(node))
         lines.append(f"  {_quote(node['id'])} {attrs};")
     for edge in data["edges"]:
         kind = edge.get("kind")
@@ -150,8 +157,11 @@ def to_dot(data: dict, *, title: str | None = None) -> str:
             style = "dotted"
         elif edge.get("nested"):
             style = "dashed"
-        lines.append(f"  {_quote(edge['source'])} -> {_quote(edge['target'])} "
-                     f"{_attrs(style=style, tooltip=kind)};")
+        critical = bool(edge.get("critical"))
+        attrs = _attrs(style=style, tooltip=kind,
+                       color=CRITICAL_COLOR if critical else None,
+                       penwidth="2.5" if critical else None)
+        lines.append(f"  {_quote(edge['source'])} -> {_quote(edge['target'])} {attrs};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -9,12 +9,14 @@ ones (``scheduler/task_stream.py``); the status page draws them and
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 EventKind = Literal["task", "fetch", "transfer", "spill", "restore", "actor-call"]
 
 #: Every kind, in the order a legend lists them.
 KINDS: tuple[str, ...] = ("task", "fetch", "transfer", "spill", "restore", "actor-call")
+_KIND_SET = frozenset(KINDS)
 
 
 class ProfileEvent(NamedTuple):
@@ -43,8 +45,9 @@ class ProfileEvent(NamedTuple):
             raise ValueError("profile event name and peer must be text")
         for field in ("start", "stop"):
             value = getattr(event, field)
-            if type(value) not in (int, float):
-                raise ValueError(f"profile event {field} must be a number, got {value!r}")
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise ValueError(f"profile event {field} must be a number, and finite, "
+                                 f"got {value!r}")
         if event.stop < event.start:
             raise ValueError(f"profile event stops ({event.stop}) before it starts "
                              f"({event.start})")
@@ -53,3 +56,18 @@ class ProfileEvent(NamedTuple):
         if not isinstance(event.task_id, bytes):
             raise ValueError("profile event task_id must be bytes")
         return event
+
+
+def checked_fields(item) -> tuple:
+    """The fields of an event received from a peer, checked as ``from_wire`` checks them,
+    as a plain tuple: what the scheduler keeps, one per task on its hot path, so the
+    common case (a whole event as a worker sends it) is one expression and no object
+    the garbage collector must keep tracking. ValueError names the problem."""
+    if (type(item) is list and len(item) == 8 and type(item[0]) is str
+            and item[0] in _KIND_SET and type(item[1]) is str
+            and type(item[2]) is float and type(item[3]) is float
+            and item[2] <= item[3] and item[3] - item[2] < math.inf
+            and type(item[4]) is int and type(item[5]) is bytes
+            and type(item[6]) is int and item[6] >= 0 and type(item[7]) is str):
+        return tuple(item)
+    return tuple(ProfileEvent.from_wire(item))

@@ -567,7 +567,8 @@ class GetCriticalPath(NamedTuple):
     """Request to the scheduler: the longest chain of task runs and transfers that led
     to the finished object ``object_id`` (``graphstore.critical_path()``). Reply:
     {"object_id", "total", "steps": [{"name", "kind", "task_id", "worker", "start",
-    "duration"}, ...]}, first step first."""
+    "duration", ...}, ...], ...} (scheduler/critical_path.py), first step first; or
+    {"problem": why it has none} (not finished, a put, forgotten)."""
     object_id: bytes
 
 

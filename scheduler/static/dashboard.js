@@ -278,11 +278,13 @@
       const legend = el("div", { class: "legend" }, "tasks: ",
         ...TASK_STATES.map(s => chip(s, STATE_NAMES[s] || s)), " objects: ",
         ...["pending", "ready", "error", "freed"].map(s => chip(s, s)),
-        chip("spilled", "spilled"));
+        chip("spilled", "spilled"),
+        query.get("critical") ? chip("critical", "critical path") : null);
       const image = el("img", { id: "graph-image", alt: "task graph" });
       graphParts = {
         summary: el("p", { id: "graph-summary" }),
         note: el("div", { id: "graph-note", class: "note", hidden: "" }),
+        critical: el("div", { id: "critical-path", hidden: "" }),
         legend, image, digest: null,
         frame: el("div", { class: "graph-frame" }, image),
         empty: el("p", { class: "empty", id: "graph-empty",
@@ -302,8 +304,8 @@
           "installed on the scheduler's host?). The graph is at /api/graph and " +
           "/api/graph.dot.";
       });
-      content.replaceChildren(graphParts.summary, graphParts.note, legend,
-        graphParts.frame, graphParts.empty);
+      content.replaceChildren(graphParts.summary, graphParts.note, graphParts.critical,
+        legend, graphParts.frame, graphParts.empty);
     }
     const parts = graphParts;
     parts.summary.textContent = `${num(d.nodes.length, 0)} of ${num(info.total_nodes, 0)} ` +
@@ -318,6 +320,7 @@
     }
     parts.empty.hidden = d.nodes.length > 0;
     parts.frame.hidden = d.nodes.length === 0;
+    renderCriticalPath(parts.critical, info);
     if (!info.renderable) {
       parts.note.hidden = false;
       parts.note.classList.add("warn");
@@ -328,8 +331,10 @@
     }
     if (d.nodes.length && parts.digest !== info.digest) {
       parts.digest = info.digest;
-      const limit = Math.min(info.limit, 500);
-      parts.image.src = `/api/graph.svg?limit=${limit}&digest=${info.digest}`;
+      const q = new URLSearchParams({ limit: Math.min(info.limit, 500),
+        digest: info.digest });
+      if (query.get("critical")) q.set("critical", query.get("critical"));
+      parts.image.src = `/api/graph.svg?${q}`;
     }
     return null;
   }
@@ -568,6 +573,35 @@
     el("div", { class: "load-cards", id: "load-pane" }, ...cards), more);
   }
 
+  // ?critical=<object id>: the chain of runs and moves that took longest, in red on the
+  // picture and step by step here.
+  function renderCriticalPath(box, info) {
+    if (!query.get("critical")) return;
+    box.hidden = false;
+    if (info.critical_problem) {
+      box.replaceChildren(el("div", { class: "note warn", id: "critical-problem",
+        text: `No critical path: ${info.critical_problem}` }));
+      return;
+    }
+    const path = info.critical_path;
+    if (!path) return;
+    const columns = [
+      { title: "step", render: s => s.kind },
+      { title: "what", render: s => (s.kind === "task" || s.kind === "actor-call") ? s.name
+        : `object …${s.name.slice(-8)} (${bytes(s.nbytes)})` },
+      { title: "worker", mono: true, render: s => s.worker ? s.worker.slice(0, 8) : "–" },
+      { title: "started", render: s => clock(s.start) },
+      { title: "took", num: true, render: s => seconds(s.duration) },
+    ];
+    box.replaceChildren(
+      el("h2", { text: "Critical path" }),
+      el("p", { id: "critical-summary", text: `${path.steps.length} steps took ` +
+        `${seconds(path.total)} in all (${seconds(path.wall)} from the first start to ` +
+        `the last end); shown in red in the graph.` }),
+      table(columns, path.steps.map(s => ({ data: s, attrs: { class: "critical-step" } })),
+        "no steps"));
+  }
+
   const PAGES = {
     overview: { url: () => apiUrl(api, []), render: renderOverview },
     status: { load: loadStatus, render: renderStatus, pollMs: STREAM_MS },
@@ -577,6 +611,7 @@
     actors: { url: () => apiUrl(api, ["limit"]), render: renderActors },
     graph: {
       url: () => { const q = new URLSearchParams({ limit: query.get("limit") || "100" });
+        if (query.get("critical")) q.set("critical", query.get("critical"));
         return `${api}?${q}`; },
       render: renderGraph,
     },

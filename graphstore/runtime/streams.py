@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import loads
@@ -157,7 +157,11 @@ class StreamTable:
             return stream.failed and stream.error_given
 
 
-class ObjectRefGenerator:
+#: The type of the values a generator yields (``ObjectRefGenerator[int]``).
+Y_co = TypeVar("Y_co", covariant=True)
+
+
+class ObjectRefGenerator(Generic[Y_co]):
     """What ``f.remote()`` returns for a streaming generator: the refs of the values the
     task yields, as it yields them. ``for ref in gen`` / ``next(gen)`` wait for the next
     one; ``async for`` / ``await gen.__anext__()`` too, without blocking the event loop.
@@ -166,21 +170,21 @@ class ObjectRefGenerator:
 
     Not picklable (as in Ray): iterate it where it was made, and pass the refs on."""
 
-    def __init__(self, generator_ref: ObjectRef, runtime: "Runtime"):
+    def __init__(self, generator_ref: ObjectRef[Any], runtime: "Runtime") -> None:
         self._generator_ref = generator_ref
         self._runtime = runtime
         self._table = runtime.streams
 
-    def __iter__(self) -> "ObjectRefGenerator":
+    def __iter__(self) -> "ObjectRefGenerator[Y_co]":
         return self
 
-    def __next__(self) -> ObjectRef:
+    def __next__(self) -> ObjectRef[Y_co]:
         ref = self._next_sync(None)
         if ref is None:
             raise StopIteration
         return ref
 
-    def _next_sync(self, timeout: float | None):
+    def _next_sync(self, timeout: float | None) -> ObjectRef[Y_co] | None:
         """The next ref; None at the end; TimeoutError if none came in ``timeout``."""
         generator_id = self._generator_ref._id
         while True:
@@ -194,10 +198,10 @@ class ObjectRefGenerator:
             if not self._runtime.wait_blocking(waiter, timeout):
                 raise TimeoutError(f"no value of the generator came in {timeout} s")
 
-    def __aiter__(self) -> "ObjectRefGenerator":
+    def __aiter__(self) -> "ObjectRefGenerator[Y_co]":
         return self
 
-    async def __anext__(self) -> ObjectRef:
+    async def __anext__(self) -> ObjectRef[Y_co]:
         generator_id = self._generator_ref._id
         loop = asyncio.get_running_loop()
         while True:
@@ -212,7 +216,7 @@ class ObjectRefGenerator:
                 return found
             await future
 
-    def completed(self) -> ObjectRef:
+    def completed(self) -> ObjectRef[int]:
         """A ref that is ready once the task ended (its value: how many values it
         yielded; it raises if the task could not end)."""
         return self._generator_ref
@@ -229,11 +233,11 @@ class ObjectRefGenerator:
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._generator_ref.hex()})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise TypeError("an ObjectRefGenerator cannot be pickled or passed to a task: "
                         "iterate it where it was made, and pass the refs it yields")
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self._table.close(self._generator_ref._id)
         except Exception:     # interpreter shutdown

@@ -4,7 +4,8 @@ from __future__ import annotations
 import queue
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar, overload
+from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar,
+                    overload)
 
 from graphstore import session
 from graphstore.cluster_report import format_memory_summary as _format_memory_summary
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 #: What ``progress`` returns as given: a ref, a list or a tuple of refs.
-_Given = TypeVar("_Given", bound="ObjectRef[Any] | list[ObjectRef[Any]] | tuple[ObjectRef[Any], ...]")
+_Given = TypeVar("_Given", bound="ObjectRef[Any] | list[ObjectRef[Any]] "
+                                 "| tuple[ObjectRef[Any], ...]")
 
 #: Moved to ``cluster_report``; still importable from here, where it used to live.
 format_memory_summary = _format_memory_summary
@@ -179,7 +181,8 @@ def progress(refs: Any, *, desc: str | None = None, total: int | None = None,
     counts: dict[bytes, int] = {}         # object id -> times given, while not done
     done: set[bytes] = set()
     collected: list[ObjectRef[Any]] = []
-    pending: dict[bytes, tuple[ObjectRef[Any], Future[bytes]]] = {}      # object id -> (ref, its future), while not done
+    #: object id -> (ref, its future), while not done
+    pending: dict[bytes, tuple[ObjectRef[Any], Future[bytes]]] = {}
 
     def timed_out(what: str) -> GetTimeoutError:
         return GetTimeoutError(f"progress() timed out after {timeout} s {what}, with "
@@ -363,7 +366,8 @@ def task_graph(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None = None, *,
     return graph_export.to_networkx(graph_data(refs, limit))
 
 
-def visualize(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None = None, filename: str = "graph.svg", format: str | None = None, *,
+def visualize(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None = None,
+              filename: str = "graph.svg", format: str | None = None, *,
               limit: int = 1000) -> str:
     """Write the task graph (as in ``task_graph``) to ``filename``; returns its path.
 
@@ -377,7 +381,8 @@ def visualize(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None = None, fil
     return graph_export.write_graph(graph_data(refs, limit), filename, fmt)
 
 
-def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False, recursive: bool = True) -> None:
+def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False,
+           recursive: bool = True) -> None:
     """Cancel the task or actor call producing ``ref``. Not started: it never runs.
     Running: ``TaskCancelledError`` is raised inside it, also when it is blocked in
     ``get``/``wait`` (``force=True`` ends the worker process running a task; actor calls

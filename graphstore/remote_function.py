@@ -22,9 +22,9 @@ from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 P = ParamSpec("P")
 #: What a remote function returns; ``.remote()`` gives an ``ObjectRef[R]``.
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 #: What a generator function yields; ``.remote()`` gives an ``ObjectRefGenerator[Y]``.
 Y = TypeVar("Y")
+Y_co = TypeVar("Y_co", covariant=True)
 #: A class made an actor.
 C = TypeVar("C")
 
@@ -57,6 +57,20 @@ class RemoteCall(Protocol[P]):
     ``Any``; its arguments are still checked."""
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+
+
+class RemoteGeneratorFunction(Protocol[P, Y_co]):
+    """What ``@remote`` makes of a generator function (``-> Iterator[Y]``), for the type
+    checker: a ``RemoteFunction`` whose ``.remote()`` streams, giving an
+    ``ObjectRefGenerator[Y]``."""
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRefGenerator[Y_co]: ...
+
+    @overload
+    def options(self, *, num_returns: int | str, **options: Any) -> RemoteCall[P]: ...
+
+    @overload
+    def options(self, **options: Any) -> "RemoteGeneratorFunction[P, Y_co]": ...
 
 
 class RemoteFunction(Generic[P, R]):
@@ -108,16 +122,8 @@ class RemoteFunction(Generic[P, R]):
         validate_options(merged)
         return _BoundOptions(self, merged, _resolve(merged, self._default_returns))
 
-    @overload
-    def remote(  # type: ignore[overload-overlap]
-            self: "RemoteFunction[P, Iterator[Y]]", *args: P.args,
-               **kwargs: P.kwargs) -> ObjectRefGenerator[Y]: ...
-
-    @overload
-    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]: ...
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._submit(self._resolved, args, kwargs)
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        return self._submit(self._resolved, args, kwargs)  # type: ignore[no-any-return]
 
     def _submit(self, resolved: tuple[Any, ...], args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> Any:
@@ -163,16 +169,9 @@ class _BoundOptions(Generic[P, R]):
         self._options = options
         self._resolved = resolved
 
-    @overload
-    def remote(  # type: ignore[overload-overlap]
-            self: "_BoundOptions[P, Iterator[Y]]", *args: P.args,
-               **kwargs: P.kwargs) -> ObjectRefGenerator[Y]: ...
-
-    @overload
-    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]: ...
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote_function._submit(self._resolved, args, kwargs)
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        return self._remote_function._submit(  # type: ignore[no-any-return]
+            self._resolved, args, kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_BoundOptions, (self._remote_function, self._options, self._resolved))
@@ -182,7 +181,12 @@ class _RemoteDecorator(Protocol):
     """What ``@remote(...)`` with options returns: the decorator proper."""
 
     @overload
-    def __call__(self, target: type[C]) -> ActorClass[C]: ...  # type: ignore[overload-overlap]
+    def __call__(  # type: ignore[overload-overlap]
+            self, target: type[C]) -> ActorClass[C]: ...
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+            self, target: Callable[P, Iterator[Y]]) -> RemoteGeneratorFunction[P, Y]: ...
 
     @overload
     def __call__(self, target: Callable[P, R]) -> RemoteFunction[P, R]: ...
@@ -190,6 +194,13 @@ class _RemoteDecorator(Protocol):
 
 @overload
 def remote(target: type[C], /) -> ActorClass[C]: ...  # type: ignore[overload-overlap]
+
+
+# A function whose return type is not annotated (Any) matches both of these: mypy then
+# makes the result Any, rather than take the function for a generator.
+@overload
+def remote(  # type: ignore[overload-overlap]
+        target: Callable[P, Iterator[Y]], /) -> RemoteGeneratorFunction[P, Y]: ...
 
 
 @overload

@@ -107,8 +107,9 @@ class RuntimeContext:
 
     def get(self) -> dict[str, str | None]:
         """The context as a dict (Ray's deprecated form)."""
-        out: dict[str, str | None] = {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
-               "namespace": self.namespace}
+        out: dict[str, str | None] = {"job_id": self.get_job_id(),
+                                      "node_id": self.get_node_id(),
+                                      "namespace": self.namespace}
         if self.get_task_id() is not None:
             out["task_id"] = self.get_task_id()
         if self.get_actor_id() is not None:

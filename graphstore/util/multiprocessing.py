@@ -311,7 +311,8 @@ class Pool:
                 self._actors[i] = self._new_actor()
                 self._given[i] = 0
             self._given[i] += 1
-            ref: ObjectRef[list[Any]] = self._actors[i].run.remote(boxed_function, chunk, star)
+            ref: ObjectRef[list[Any]] = self._actors[i].run.remote(boxed_function, chunk,
+                                                                   star)
             self._last[i] = ref
         return ref
 

@@ -32,6 +32,11 @@ def count_to(n: int) -> Iterator[int]:
     yield from range(n)
 
 
+@graphstore.remote
+def untyped(x):  # type: ignore[no-untyped-def]
+    return x
+
+
 @graphstore.remote(num_returns=2)
 def pair(x: int) -> tuple[int, int]:
     return x, x
@@ -67,11 +72,15 @@ def remote_functions() -> None:
     assert_type(graphstore.get((ref, ref), timeout=1.0), list[int])
     assert_type(greet.remote("you", punctuation="?"), ObjectRef[str])
     assert_type(add_one.options(num_cpus=2).remote(1), ObjectRef[int])
-    assert_type(add_one.options(name="a").options, Any)  # type: ignore[attr-defined]
+    assert_type(count_to.options(num_cpus=1).remote(3), ObjectRefGenerator[int])
+    count_to.remote("3")  # type: ignore[arg-type]
     assert_type(count_to.remote(3), ObjectRefGenerator[int])
     for item in count_to.remote(3):
         assert_type(item, ObjectRef[int])
     assert_type(pair, Any)
+    # Without a return annotation, mypy cannot tell a generator: the function is Any.
+    assert_type(untyped, Any)
+    assert_type(graphstore.get(untyped.remote(1)), Any)
     refs = add_one.options(num_returns=2).remote(1)
     assert_type(refs, Any)
 

@@ -77,6 +77,15 @@ def remote_functions() -> None:
     assert_type(count_to.remote(3), ObjectRefGenerator[int])
     for item in count_to.remote(3):
         assert_type(item, ObjectRef[int])
+    stream = count_to.remote(3)
+    assert_type(graphstore.progress(stream), list[ObjectRef[int]])
+    assert_type(stream.completed(), ObjectRef[int])
+    ready_items, _ = graphstore.wait([stream, ref])
+    assert_type(ready_items, list[ObjectRef[Any] | ObjectRefGenerator[Any]])
+    dynamic: graphstore.DynamicObjectRefGenerator[int] = graphstore.get(
+        count_to.options(num_returns="dynamic").remote(3))
+    assert_type(dynamic[0], ObjectRef[int])
+    assert_type(list(dynamic), list[ObjectRef[int]])
     assert_type(pair, Any)
     # Without a return annotation, mypy cannot tell a generator: the function is Any.
     assert_type(untyped, Any)

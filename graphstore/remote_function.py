@@ -11,11 +11,11 @@ from graphstore import session
 from graphstore.actor import ActorClass
 from graphstore.core.call_signature import CallSignature, Unchecked
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
+from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.options import (ACTOR_OPTIONS, TASK_OPTIONS, decorator_usage_error,
                                 env_vars_of, pack_retry_exceptions, placement_options,
                                 validate_options)
-from graphstore.core.object_ref import ObjectRef
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 
 #: The parameters of a remote function, as ``.remote()`` takes them.

@@ -10,10 +10,11 @@ Detached actors live on without handles until killed.
 from __future__ import annotations
 
 import inspect
+from typing import Any, Callable, Generic, TypeVar
 
 from graphstore import notebook_repr, session
 from graphstore.core import protocol as msg
-from graphstore.core.call_signature import CallSignature
+from graphstore.core.call_signature import CallSignature, Unchecked
 from graphstore.core import notebook_views
 from graphstore.core.comm import RemoteCallError
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
@@ -25,6 +26,10 @@ from graphstore.options import (METHOD_OPTIONS, actor_options_for_wire,
                                 validate_actor_options, validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 from graphstore.runtime.context import installed
+
+#: The user's class behind an actor (``ActorClass[C]``, ``ActorHandle[C]``).
+C = TypeVar("C")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: ``max_task_retries=-1``: retry for as long as the actor restarts.
 _INFINITE_RETRIES = 2**31 - 1
@@ -46,7 +51,7 @@ def exit_actor() -> None:
     raise ActorExit()
 
 
-def method(*args, **options):
+def method(*args: Any, **options: Any) -> Callable[[_F], _F]:
     """``@graphstore.method(num_returns=2, max_task_retries=3, retry_exceptions=[E])`` on
     an actor method: its defaults. ``max_task_retries`` overrides the actor's;
     ``handle.method.options(...)`` overrides these for one call. ``num_returns`` may be
@@ -55,26 +60,26 @@ def method(*args, **options):
         raise decorator_usage_error("@graphstore.method", _METHOD_DECORATOR_OPTIONS)
     validate_options(options, _METHOD_DECORATOR_OPTIONS)
 
-    def mark(fn):
+    def mark(fn: _F) -> _F:
         target = fn.__func__ if isinstance(fn, (staticmethod, classmethod)) else fn
         if "num_returns" in options:
             check_generator_mode(options["num_returns"], _is_generator(target),
                                  getattr(target, "__qualname__", "the method"))
-        target.__graphstore_method_options__ = dict(options)
+        setattr(target, "__graphstore_method_options__", dict(options))
         return fn
     return mark
 
 
-def _is_generator(fn) -> bool:
+def _is_generator(fn: Callable[..., Any]) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
-def _method_table(cls) -> dict[str, list]:
+def _method_table(cls: type) -> dict[str, list[Any]]:
     """Public methods of ``cls`` (and its bases), also static and class methods, ->
     ``[num_returns, max_task_retries or None, packed retry_exceptions, parameters]``: what
     a handle needs, in any process, to make and check calls. Generators stream their
     values unless told otherwise, as in Ray."""
-    table = {}
+    table: dict[str, list[Any]] = {}
     for name in dir(cls):
         if name.startswith("__") and name != "__call__":
             continue
@@ -99,53 +104,56 @@ def _method_table(cls) -> dict[str, list]:
     return table
 
 
-class ActorClass:
+class ActorClass(Generic[C]):
     """A class whose instances live in processes of their own. Use ``.remote()``.
 
     Attributes of the user's class (constants, static and class methods) are reachable
     through it, as in Ray: ``Actor.CONSTANT``, ``Actor.factory()``."""
 
-    def __init__(self, cls, options: dict):
+    def __init__(self, cls: type[C], options: dict[str, Any]) -> None:
         self._cls = cls
         self._options = validate_actor_options(dict(options))
         self._descriptor: FunctionDescriptor | None = None
         #: (method table, constructor signature), made at the first use: a class being
         #: unpickled is still empty while its methods' globals, which may name this
         #: actor class, are rebuilt.
-        self._metadata: tuple | None = None
+        self._metadata: tuple[dict[str, list[Any]], CallSignature | Unchecked] | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         try:
             cls = self.__dict__["_cls"]
         except KeyError:            # not built yet (unpickling)
             raise AttributeError(name) from None
         return getattr(cls, name)
 
-    def __dir__(self):
+    def __dir__(self) -> list[str]:
         return sorted(set(object.__dir__(self)) | set(dir(self._cls)))
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor class {self._cls.__qualname__} cannot be instantiated "
                         f"directly; use {self._cls.__name__}.remote(...)")
 
-    def options(self, **options) -> "_ActorClassOptions":
+    def options(self, **options: Any) -> "_ActorClassOptions[C]":
         merged = dict(self._options)
         merged.update(validate_actor_options(options))
         return _ActorClassOptions(self, merged)
 
-    def remote(self, *args, **kwargs) -> "ActorHandle":
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle[C]":
         return self._create(self._options, args, kwargs)
 
-    def _methods_and_constructor(self) -> tuple:
-        if self._metadata is None:
-            self._metadata = (_method_table(self._cls),
-                              CallSignature.of(self._cls, self._cls.__name__))
-        return self._metadata
+    def _methods_and_constructor(self) -> tuple[dict[str, list[Any]],
+                                                CallSignature | Unchecked]:
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = (_method_table(self._cls),
+                                         CallSignature.of(self._cls, self._cls.__name__))
+        return metadata
 
-    def _create(self, options: dict, args: tuple, kwargs: dict) -> "ActorHandle":
+    def _create(self, options: dict[str, Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> "ActorHandle[C]":
         methods, constructor = self._methods_and_constructor()
         constructor.check(args, kwargs)
         if options.get("get_if_exists") and options.get("name") is None:
@@ -163,27 +171,30 @@ class ActorClass:
         # handle does not keep the actor alive.
         return ActorHandle._from_info(info, owned=not info[5])
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # As for remote functions: keep the methods' file name for tracebacks.
         return (_unpickle_actor_class, (self._cls, self._options, source_filename(self._cls)))
 
 
-def _unpickle_actor_class(cls, options: dict, filename) -> ActorClass:
+def _unpickle_actor_class(cls: type[C], options: dict[str, Any],
+                          filename: str | None) -> ActorClass[C]:
     restore_filename(cls, filename)
     return ActorClass(cls, options)
 
 
-class _ActorClassOptions:
+class _ActorClassOptions(Generic[C]):
+    """``Actor.options(...)``: the actor class with other options; ``.remote()`` makes
+    an actor with them."""
     __slots__ = ("_actor_class", "_options")
 
-    def __init__(self, actor_class: ActorClass, options: dict):
+    def __init__(self, actor_class: ActorClass[C], options: dict[str, Any]) -> None:
         self._actor_class = actor_class
         self._options = options
 
-    def remote(self, *args, **kwargs) -> "ActorHandle":
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle[C]":
         return self._actor_class._create(self._options, args, kwargs)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_ActorClassOptions, (self._actor_class, self._options))
 
 
@@ -192,19 +203,19 @@ class _MethodSpec:
     __slots__ = ("call_name", "num_returns", "max_task_retries", "retry_exceptions",
                  "signature")
 
-    def __init__(self, class_name: str, name: str, entry: list):
+    def __init__(self, class_name: str, name: str, entry: list[Any]) -> None:
         self.call_name = f"{class_name}.{name}"
         self.num_returns, self.max_task_retries, self.retry_exceptions, params = entry
         self.signature = CallSignature.from_wire(self.call_name, params)
 
 
-class ActorHandle:
+class ActorHandle(Generic[C]):
     """A reference to an actor. Picklable: pass it to tasks and to other actors."""
     __slots__ = ("_actor_id", "_creation_ref", "_class_name", "_methods", "_retries",
                  "_specs", "__weakref__")
 
-    def __init__(self, actor_id: bytes, creation_ref, class_name: str, methods: dict,
-                 retries: int):
+    def __init__(self, actor_id: bytes, creation_ref: ObjectRef[Any] | None,
+                 class_name: str, methods: dict[str, list[Any]], retries: int) -> None:
         self._actor_id = actor_id
         self._creation_ref = creation_ref
         self._class_name = class_name
@@ -217,7 +228,7 @@ class ActorHandle:
         self._specs: dict[str, _MethodSpec] = {}
 
     @classmethod
-    def _from_info(cls, info: list, owned: bool = True) -> "ActorHandle":
+    def _from_info(cls, info: list[Any], owned: bool = True) -> "ActorHandle[Any]":
         """``owned``: a handle of the actor's creator (holds a ref to the actor)."""
         actor_id, creation_id, class_name, methods, retries = info[:5]
         return cls(actor_id, ObjectRef._new(creation_id) if owned else None, class_name,
@@ -229,7 +240,7 @@ class ActorHandle:
             return ActorMethod(self, name, None)
         raise AttributeError(f"actor {self._class_name} has no method {name!r}")
 
-    def __dir__(self):
+    def __dir__(self) -> list[str]:
         return sorted(self._methods)
 
     def _spec(self, name: str) -> _MethodSpec:
@@ -253,13 +264,13 @@ class ActorHandle:
             return notebook_views.actor_html(known, answer, problem)
         return notebook_repr.never_raise(draw, self.__repr__)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
 
     def __hash__(self) -> int:
         return hash(self._actor_id)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (ActorHandle, (self._actor_id, self._creation_ref, self._class_name,
                               self._methods, self._retries))
 
@@ -269,25 +280,26 @@ class ActorMethod:
     ``num_returns``, ``max_task_retries``, ``retry_exceptions`` or ``name`` for a call."""
     __slots__ = ("_handle", "_name", "_options")
 
-    def __init__(self, handle: ActorHandle, name: str, options: dict | None):
+    def __init__(self, handle: ActorHandle[Any], name: str,
+                 options: dict[str, Any] | None) -> None:
         self._handle = handle
         self._name = name
         self._options = options
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor method {self._name} cannot be called directly; use "
                         f"{self._name}.remote(...)")
 
-    def options(self, **options) -> "ActorMethod":
+    def options(self, **options: Any) -> "ActorMethod":
         validate_options(options, METHOD_OPTIONS)
         return ActorMethod(self._handle, self._name, {**(self._options or {}), **options})
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # The class itself is the module-level callable: cloudpickle pickles it by
         # reference, so a closure over a method pickles like one over its handle.
         return (ActorMethod, (self._handle, self._name, self._options))
 
-    def remote(self, *args, **kwargs):
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
         handle = self._handle
         spec = handle._spec(self._name)
         spec.signature.check(args, kwargs)
@@ -316,7 +328,7 @@ class ActorMethod:
         return refs
 
 
-def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """A handle to the live actor named ``name``; ``ValueError`` if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"an actor name is a non-empty string, got {name!r}")
@@ -331,7 +343,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     return ActorHandle._from_info(info, owned=False)
 
 
-def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
+def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """Kill the actor's process now. Pending and later calls fail with
     ``ActorDiedError``, unless ``no_restart=False`` and it has restarts left."""
     if not isinstance(handle, ActorHandle):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar,
+                    overload)
 
 from graphstore import session
 from graphstore.cluster_report import format_memory_summary as _format_memory_summary
@@ -13,11 +15,19 @@ from graphstore.core.object_ref import ObjectRef
 from graphstore.exceptions import GetTimeoutError, GraphvizNotFoundError
 from graphstore.runtime import ObjectRefGenerator
 
+if TYPE_CHECKING:
+    import networkx
+
+T = TypeVar("T")
+#: What ``progress`` returns as given: a ref, a list or a tuple of refs.
+_Given = TypeVar("_Given", bound="ObjectRef[Any] | list[ObjectRef[Any]] "
+                                 "| tuple[ObjectRef[Any], ...]")
+
 #: Moved to ``cluster_report``; still importable from here, where it used to live.
 format_memory_summary = _format_memory_summary
 
 
-def put(value: Any) -> ObjectRef:
+def put(value: T) -> ObjectRef[T]:
     """Store ``value`` in the object store and return a ref to it.
 
     The object is immutable from now on: later changes to ``value`` do not reach it.
@@ -25,7 +35,16 @@ def put(value: Any) -> ObjectRef:
     return session.runtime_or_auto_init().put(value)
 
 
-def get(refs, *, timeout: float | None = None):
+@overload
+def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+
+
+@overload
+def get(refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
+
+
+def get(refs: ObjectRef[T] | Sequence[ObjectRef[T]], *,
+        timeout: float | None = None) -> T | list[T]:
     """The value of a ref, or a list of values for a list of refs (in order).
 
     Raises the task's error (a ``TaskError`` that is also an instance of the original
@@ -35,11 +54,25 @@ def get(refs, *, timeout: float | None = None):
     Inside a task, a ``cancel()`` of the task wakes the ``get`` with
     ``TaskCancelledError``.
     """
-    return session.runtime_or_auto_init().get(refs, timeout)
+    return session.runtime_or_auto_init().get(refs, timeout)  # type: ignore[no-any-return]
 
 
-def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
-         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+@overload
+def wait(refs: Sequence[ObjectRef[T]], *, num_returns: int = 1,
+         timeout: float | None = None, fetch_local: bool = True
+         ) -> tuple[list[ObjectRef[T]], list[ObjectRef[T]]]: ...
+
+
+@overload
+def wait(refs: Sequence[ObjectRef[Any] | ObjectRefGenerator[Any]], *, num_returns: int = 1,
+         timeout: float | None = None, fetch_local: bool = True
+         ) -> tuple[list[ObjectRef[Any] | ObjectRefGenerator[Any]],
+                    list[ObjectRef[Any] | ObjectRefGenerator[Any]]]: ...
+
+
+def wait(refs: Sequence[ObjectRef[Any] | ObjectRefGenerator[Any]], *, num_returns: int = 1,
+         timeout: float | None = None, fetch_local: bool = True
+         ) -> tuple[list[Any], list[Any]]:
     """Wait until ``num_returns`` of ``refs`` are ready or ``timeout`` passes.
 
     Returns ``(ready, not_ready)``, each in the order of ``refs``; an object that is an
@@ -47,11 +80,12 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
     unique and ``1 <= num_returns <= len(refs)`` (``ValueError``), ``timeout`` not
     negative (``ValueError``).
     """
-    return session.runtime_or_auto_init().wait(refs, num_returns, timeout, fetch_local)
+    return session.runtime_or_auto_init().wait(  # type: ignore[no-any-return]
+        refs, num_returns, timeout, fetch_local)  # type: ignore[arg-type]
 
 
-def as_completed(refs: Iterable[ObjectRef], *, timeout: float | None = None
-                 ) -> Iterator[ObjectRef]:
+def as_completed(refs: Iterable[ObjectRef[T]], *, timeout: float | None = None
+                 ) -> Iterator[ObjectRef[T]]:
     """Yield each of ``refs`` once its object is ready (a value or an error), in the
     order they finish; a ref given twice is yielded once.
 
@@ -72,7 +106,8 @@ def as_completed(refs: Iterable[ObjectRef], *, timeout: float | None = None
     return _as_completed(refs, timeout)
 
 
-def _as_completed(refs: list, timeout: float | None) -> Iterator[ObjectRef]:
+def _as_completed(refs: list[ObjectRef[T]], timeout: float | None
+                  ) -> Iterator[ObjectRef[T]]:
     import concurrent.futures
     runtime = session.runtime_or_auto_init()
     waiting = {runtime.future(ref, value=False): ref for ref in dict.fromkeys(refs)}
@@ -91,8 +126,19 @@ def _as_completed(refs: list, timeout: float | None) -> Iterator[ObjectRef]:
             runtime.drop_future(ref, future)
 
 
-def progress(refs, *, desc: str | None = None, total: int | None = None,
-             timeout: float | None = None, **tqdm_kwargs):
+@overload
+def progress(refs: _Given, *, desc: str | None = None, total: int | None = None,
+             timeout: float | None = None, **tqdm_kwargs: Any) -> _Given: ...
+
+
+@overload
+def progress(refs: Iterable[ObjectRef[T]], *, desc: str | None = None,
+             total: int | None = None, timeout: float | None = None,
+             **tqdm_kwargs: Any) -> list[ObjectRef[T]]: ...
+
+
+def progress(refs: Any, *, desc: str | None = None, total: int | None = None,
+             timeout: float | None = None, **tqdm_kwargs: Any) -> Any:
     """Show a progress bar that advances as ``refs`` finish; return ``refs`` once all
     are done.
 
@@ -109,6 +155,8 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
         results = graphstore.get(graphstore.progress([f.remote(x) for x in xs]))
     """
     from tqdm.auto import tqdm
+    items: Any
+    given: Any
     if isinstance(refs, ObjectRef):
         items, given = [refs], refs
     elif isinstance(refs, (list, tuple)):
@@ -129,11 +177,12 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
         total = len(items)
     runtime = session.runtime_or_auto_init()
     deadline = None if timeout is None else time.monotonic() + timeout
-    finished: queue.SimpleQueue = queue.SimpleQueue()
+    finished: queue.SimpleQueue[Future[bytes]] = queue.SimpleQueue()
     counts: dict[bytes, int] = {}         # object id -> times given, while not done
     done: set[bytes] = set()
-    collected: list[ObjectRef] = []
-    pending: dict[bytes, tuple] = {}      # object id -> (ref, its future), while not done
+    collected: list[ObjectRef[Any]] = []
+    #: object id -> (ref, its future), while not done
+    pending: dict[bytes, tuple[ObjectRef[Any], Future[bytes]]] = {}
 
     def timed_out(what: str) -> GetTimeoutError:
         return GetTimeoutError(f"progress() timed out after {timeout} s {what}, with "
@@ -142,7 +191,7 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
 
     with tqdm(total=total, desc=desc, **tqdm_kwargs) as bar:
 
-        def arrived(future) -> None:
+        def arrived(future: Future[bytes]) -> None:
             failure = future.exception()
             if failure is not None:        # nothing will come: shut down, connection lost
                 raise failure
@@ -197,7 +246,8 @@ def progress(refs, *, desc: str | None = None, total: int | None = None,
     return given if given is not None else collected
 
 
-def _refs_until(items, deadline: float | None, timed_out) -> Iterator[ObjectRef]:
+def _refs_until(items: Iterable[ObjectRef[Any]], deadline: float | None,
+                timed_out: Callable[[str], GetTimeoutError]) -> Iterator[ObjectRef[Any]]:
     """The refs of ``items``; past ``deadline``, ``timed_out(what)`` is raised. The next
     ref of a streaming generator is waited for only until then; any other iterable is
     checked between items (its ``next`` cannot be interrupted)."""
@@ -219,24 +269,27 @@ def _refs_until(items, deadline: float | None, timed_out) -> Iterator[ObjectRef]
         yield ref
 
 
-def cluster_status() -> dict:
+def cluster_status() -> dict[str, Any]:
     """The scheduler's summary: workers, nodes, resources, tasks by state, objects."""
-    return session.get_runtime().request(msg.GetStatus())
+    status: dict[str, Any] = session.get_runtime().request(msg.GetStatus())
+    return status
 
 
-def cluster_resources() -> dict:
+def cluster_resources() -> dict[str, float]:
     """Total resources of the nodes in the cluster, e.g. ``{"CPU": 8.0, "GPU": 1.0,
     "node:<id>": 1.0}`` (as in Ray, each node offers ``node:<its id>``)."""
-    return session.get_runtime().request(msg.GetNodes())["total"]
+    total: dict[str, float] = session.get_runtime().request(msg.GetNodes())["total"]
+    return total
 
 
-def available_resources() -> dict:
+def available_resources() -> dict[str, float]:
     """Resources not held by running tasks and actors now, summed over the nodes; those
     entirely in use are left out, as in Ray."""
-    return session.get_runtime().request(msg.GetNodes())["available"]
+    available: dict[str, float] = session.get_runtime().request(msg.GetNodes())["available"]
+    return available
 
 
-def nodes() -> list[dict]:
+def nodes() -> list[dict[str, Any]]:
     """Every node that is or was in the cluster, in Ray's shape: ``NodeID``, ``Alive``
     (and ``alive``), ``NodeManagerAddress`` / ``NodeManagerHostname`` /
     ``NodeManagerPort`` (where its first worker serves objects), ``Resources`` (its
@@ -260,24 +313,27 @@ def nodes() -> list[dict]:
     return out
 
 
-def memory_summary() -> dict:
+def memory_summary() -> dict[str, Any]:
     """Objects by size (where they are, who refers to them) and each store's use, in the
     spirit of ``ray memory``."""
-    return session.get_runtime().request(msg.GetMemorySummary())
+    summary: dict[str, Any] = session.get_runtime().request(msg.GetMemorySummary())
+    return summary
 
 
-def list_tasks(limit: int = 1000) -> list[dict]:
+def list_tasks(limit: int = 1000) -> list[dict[str, Any]]:
     """Recent task records: name, state, times, placement (worker, node, bytes fetched)."""
-    return session.get_runtime().request(msg.GetTaskRecords(limit))
+    records: list[dict[str, Any]] = session.get_runtime().request(msg.GetTaskRecords(limit))
+    return records
 
 
-def graph_data(refs, limit: int) -> dict:
+def graph_data(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None, limit: int
+               ) -> dict[str, Any]:
     """The scheduler's task graph in node-link form (see ``graph_export``)."""
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     roots = None
     if refs is not None:
-        items = [refs] if isinstance(refs, ObjectRef) else refs
+        items: Any = [refs] if isinstance(refs, ObjectRef) else refs
         try:
             items = list(items)
         except TypeError:
@@ -287,10 +343,13 @@ def graph_data(refs, limit: int) -> dict:
                 raise TypeError(f"refs must be an ObjectRef or a list of ObjectRefs, got "
                                 f"{type(item).__name__}")
         roots = [item._id for item in items]
-    return session.get_runtime().request(msg.GetTaskGraph(roots, limit), timeout=120)
+    graph: dict[str, Any] = session.get_runtime().request(msg.GetTaskGraph(roots, limit),
+                                                          timeout=120)
+    return graph
 
 
-def task_graph(refs=None, *, limit: int = 10_000):
+def task_graph(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None = None, *,
+               limit: int = 10_000) -> "networkx.DiGraph[str]":
     """The task graph as a ``networkx.DiGraph``: the ``limit`` most recent tasks and
     objects, or, given ``refs`` (an ObjectRef or a list of them), those objects and what
     they were computed from.
@@ -307,7 +366,8 @@ def task_graph(refs=None, *, limit: int = 10_000):
     return graph_export.to_networkx(graph_data(refs, limit))
 
 
-def visualize(refs=None, filename: str = "graph.svg", format: str | None = None, *,
+def visualize(refs: ObjectRef[Any] | Iterable[ObjectRef[Any]] | None = None,
+              filename: str = "graph.svg", format: str | None = None, *,
               limit: int = 1000) -> str:
     """Write the task graph (as in ``task_graph``) to ``filename``; returns its path.
 
@@ -321,11 +381,13 @@ def visualize(refs=None, filename: str = "graph.svg", format: str | None = None,
     return graph_export.write_graph(graph_data(refs, limit), filename, fmt)
 
 
-def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False,
+           recursive: bool = True) -> None:
     """Cancel the task or actor call producing ``ref``. Not started: it never runs.
     Running: ``TaskCancelledError`` is raised inside it, also when it is blocked in
     ``get``/``wait`` (``force=True`` ends the worker process running a task; actor calls
     are always interrupted in place, and ``force=True`` on one raises ``ValueError``, as
     in Ray). ``recursive``: tasks it submitted are cancelled too. ``get(ref)`` then
     raises ``TaskCancelledError``."""
-    session.runtime_or_auto_init().submitter.cancel(ref, force, recursive)
+    session.runtime_or_auto_init().submitter.cancel(
+        ref, force, recursive)  # type: ignore[arg-type]  # a generator: its task

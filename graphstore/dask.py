@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import queue
 import sys
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator
 
 from graphstore import api, session
 from graphstore.core.object_ref import ObjectRef
@@ -34,8 +36,14 @@ except ImportError as error:        # pragma: no cover - depends on the environm
 
 __all__ = ["disable", "enable", "get", "persist"]
 
+#: A Dask key: a string, or a tuple such as ``("x-abc", 0, 1)``.
+Key = Hashable
+#: A Dask graph after ``convert_legacy_graph``: key -> its task (``GraphNode``; Dask is
+#: untyped, so Any).
+Graph = dict[Key, Any]
 
-def _run_node(blob: bytes, keys: list, *values):
+
+def _run_node(blob: bytes, keys: list[Key], *values: Any) -> Any:
     """Worker side: run one Dask task on the values of its dependencies.
 
     ``values`` are the dependencies' values (one per key) followed by the values of the
@@ -50,17 +58,17 @@ def _run_node(blob: bytes, keys: list, *values):
 _LARGE_LITERAL_BYTES = 1 << 20
 
 
-def _bulky_types() -> tuple:
+def _bulky_types() -> tuple[type, ...]:
     """The types whose large instances go through the store (pandas only if loaded)."""
     import numpy
-    kinds = [numpy.ndarray]
+    kinds: list[type] = [numpy.ndarray]
     pandas = sys.modules.get("pandas")
     if pandas is not None:
         kinds += [pandas.DataFrame, pandas.Series]
     return tuple(kinds)
 
 
-def _nbytes(obj) -> int:
+def _nbytes(obj: Any) -> int:
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes
@@ -71,8 +79,8 @@ def _nbytes(obj) -> int:
 _run = remote(_run_node)
 
 
-def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None,
-        callbacks=None, **kwargs):
+def get(dsk: Mapping[Key, Any] | Any, keys: Key | list[Any], *, persist: bool = False,
+        ray_persist: bool | None = None, callbacks: Any = None, **kwargs: Any) -> Any:
     """Run a Dask graph on graphstore and return the values of ``keys``.
 
     ``keys`` is one key or a (nested) list of keys; the result has the same shape. With
@@ -107,7 +115,8 @@ def get(dsk, keys, *, persist: bool = False, ray_persist: bool | None = None,
         return _pack(keys, values)
 
 
-def _compute(graph: dict, wanted: list, persist: bool, progress) -> dict:
+def _compute(graph: Graph, wanted: list[Key], persist: bool, progress: _Progress | None
+             ) -> dict[Key, Any]:
     refs = _submit_graph(graph, set(wanted), progress)
     flat = [refs[key] for key in wanted]
     if progress is not None:
@@ -120,23 +129,25 @@ class _Progress:
     its submission until its result is ready (the driver hears of that without
     fetching the value)."""
 
-    def __init__(self, graph: dict, callbacks):
+    def __init__(self, graph: Graph, callbacks: tuple[list[Callable[..., Any]], ...]
+                 ) -> None:
         self.start, start_state, self.pretask, self.posttask, self.finish_callbacks = \
             callbacks
         self.graph = graph
         tasks = {key for key, node in graph.items()
                  if not isinstance(node, (Alias, DataNode))}
-        self.state = {"waiting": tasks, "ready": set(), "running": set(),
+        self.state: dict[str, Any] = {"waiting": tasks, "ready": set(), "running": set(),
                       "finished": set(), "released": set(), "cache": {}}
         self._runtime = session.runtime_or_auto_init()
-        self._futures: dict = {}                 # key -> (ref, future), until ready
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        #: key -> (ref, future), until ready
+        self._futures: dict[Key, tuple[ObjectRef[Any], Future[Any]]] = {}
+        self._done: queue.SimpleQueue[Key] = queue.SimpleQueue()
         for callback in self.start:
             callback(graph)
         for callback in start_state:
             callback(graph, self.state)
 
-    def submitted(self, key, node, ref: ObjectRef) -> None:
+    def submitted(self, key: Key, node: Any, ref: ObjectRef[Any]) -> None:
         if isinstance(node, (Alias, DataNode)):
             return
         self.state["waiting"].discard(key)
@@ -145,7 +156,8 @@ class _Progress:
             callback(key, self.graph, self.state)
         future = self._runtime.future(ref, value=False)
         self._futures[key] = (ref, future)
-        future.add_done_callback(lambda _, key=key: self._done.put(key))
+        future.add_done_callback(
+            lambda _, key=key: self._done.put(key))  # type: ignore[misc]
 
     def wait(self) -> None:
         """Call ``posttask`` for each task as its result is ready, until all are."""
@@ -168,7 +180,7 @@ class _Progress:
             callback(self.graph, self.state, errored)
 
 
-def persist(*collections, **kwargs):
+def persist(*collections: Any, **kwargs: Any) -> Any:
     """``dask.persist`` on graphstore: the collections' chunks stay in the object store.
 
     The returned collections hold refs; computing them with ``get`` reads the chunks
@@ -177,7 +189,7 @@ def persist(*collections, **kwargs):
     return dask.persist(*collections, scheduler=get, persist=True, **kwargs)
 
 
-def enable(**config):
+def enable(**config: Any) -> Any:
     """Make graphstore Dask's default scheduler (Ray: ``enable_dask_on_ray``).
 
     Returns ``dask.config.set(...)``, so ``with graphstore.dask.enable():`` limits it to
@@ -185,23 +197,24 @@ def enable(**config):
     return dask.config.set(scheduler=get, **config)
 
 
-def disable():
+def disable() -> Any:
     """Give Dask back its own default scheduler (Ray: ``disable_dask_on_ray``)."""
     return dask.config.set(scheduler=None)
 
 
-def _submit_graph(graph: dict, wanted: set, progress=None) -> dict:
+def _submit_graph(graph: Graph, wanted: set[Key], progress: _Progress | None = None
+                  ) -> dict[Key, ObjectRef[Any]]:
     """Submit every task ``wanted`` needs, dependencies first, in Dask's order.
 
     Returns the refs of ``wanted`` (and of nothing else: every other ref is dropped as
     soon as the last task reading it has been submitted)."""
     needed = _needed(graph, wanted)
-    readers: dict = dict.fromkeys(needed, 0)
+    readers: dict[Key, int] = dict.fromkeys(needed, 0)
     for key in needed:
         for dep in graph[key].dependencies:
             readers[dep] += 1
     priority = order({key: graph[key] for key in needed}) if len(needed) > 1 else {}
-    refs: dict = {}
+    refs: dict[Key, ObjectRef[Any]] = {}
     literals = _Literals()
     for key in sorted(needed, key=lambda k: priority.get(k, 0)):
         _submit(key, graph, refs, readers, wanted, literals, progress)
@@ -218,15 +231,16 @@ class _Literals:
     as the task's arguments, which the worker receives as values read from the store.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         #: id(obj) -> (obj, its ref); the object is kept so its id stays its own.
-        self._shared: dict = {}
+        self._shared: dict[int, tuple[Any, ObjectRef[Any]]] = {}
         self._bulky = _bulky_types()
 
-    def __call__(self, obj) -> ObjectRef | None:
+    def __call__(self, obj: Any) -> ObjectRef[Any] | None:
         kind = type(obj)
         if kind is ObjectRef:
-            return obj
+            ref: ObjectRef[Any] = obj
+            return ref
         if kind not in self._bulky or _nbytes(obj) < _LARGE_LITERAL_BYTES:
             return None
         entry = self._shared.get(id(obj))
@@ -235,12 +249,13 @@ class _Literals:
         return entry[1]
 
 
-def _needed(graph: dict, wanted: set) -> set:
+def _needed(graph: Graph, wanted: set[Key]) -> set[Key]:
     """The keys ``wanted`` depends on, directly or not (Dask usually culled already)."""
     missing = [key for key in wanted if key not in graph]
     if missing:
         raise KeyError(f"graphstore.dask.get: keys not in the graph: {missing[:5]}")
-    needed, stack = set(), list(wanted)
+    needed: set[Key] = set()
+    stack = list(wanted)
     while stack:
         key = stack.pop()
         if key in needed:
@@ -254,8 +269,9 @@ def _needed(graph: dict, wanted: set) -> set:
     return needed
 
 
-def _submit(key, graph: dict, refs: dict, readers: dict, wanted: set,
-            literals: _Literals, progress) -> None:
+def _submit(key: Key, graph: Graph, refs: dict[Key, ObjectRef[Any]],
+            readers: dict[Key, int], wanted: set[Key], literals: _Literals,
+            progress: _Progress | None) -> None:
     """Submit ``key`` (and, should Dask's order ever put it first, its dependencies)."""
     stack = [key]
     while stack:
@@ -278,7 +294,8 @@ def _submit(key, graph: dict, refs: dict, readers: dict, wanted: set,
                 del refs[dep]          # the store frees it once its readers have run
 
 
-def _ref_for(node, refs: dict, literals: _Literals) -> ObjectRef:
+def _ref_for(node: Any, refs: dict[Key, ObjectRef[Any]], literals: _Literals
+             ) -> ObjectRef[Any]:
     if isinstance(node, Alias):
         return refs[node.target]
     if isinstance(node, DataNode):
@@ -286,11 +303,12 @@ def _ref_for(node, refs: dict, literals: _Literals) -> ObjectRef:
         return value if isinstance(value, ObjectRef) else api.put(value)
     dependencies = list(node.dependencies)
     blob, inner = dumps_with_refs(node, literals)
-    return _run.options(name=key_split(node.key)).remote(
+    ref: ObjectRef[Any] = _run.options(name=key_split(node.key)).remote(
         blob, dependencies, *(refs[dep] for dep in dependencies), *inner)
+    return ref
 
 
-def _pack(keys, by_key: dict):
+def _pack(keys: Key | list[Any], by_key: dict[Key, Any]) -> Any:
     if isinstance(keys, list):
         return [_pack(key, by_key) for key in keys]
     return by_key[keys]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 from graphstore import notebook_repr
 
@@ -22,7 +23,7 @@ class TaskError(GraphstoreError):
     """
 
     def __init__(self, function_name: str, traceback_str: str, cause: BaseException | None,
-                 pid: int | None = None, cause_type_name: str | None = None):
+                 pid: int | None = None, cause_type_name: str | None = None) -> None:
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.cause = cause
@@ -37,7 +38,7 @@ class TaskError(GraphstoreError):
         return (f"task {self.function_name}{where} raised "
                 f"{self.cause_type_name}:\n{self.traceback_str.rstrip()}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task_error,
                 (self.function_name, self.traceback_str, self.cause, self.pid,
                  self.cause_type_name))
@@ -69,13 +70,14 @@ class TaskError(GraphstoreError):
         try:
             cls = _dual_classes.get(cause_cls)
             if cls is None:
-                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
-                           {"__init__": _dual_init, "__str__": TaskError.__str__,
-                            "__reduce__": TaskError.__reduce__,
-                            "__module__": TaskError.__module__})
+                cls = cast("type[TaskError]", type(
+                    f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
+                    {"__init__": _dual_init, "__str__": TaskError.__str__,
+                     "__reduce__": TaskError.__reduce__,
+                     "__module__": TaskError.__module__}))
                 _dual_classes[cause_cls] = cls
             try:
-                err = cls.__new__(cls, *getattr(self.cause, "args", ()))
+                err: TaskError = cls.__new__(cls, *getattr(self.cause, "args", ()))
             except Exception:
                 err = cls.__new__(cls)
             _dual_init(err, self.function_name, self.traceback_str, self.cause, self.pid,
@@ -88,7 +90,7 @@ class TaskError(GraphstoreError):
 
 #: A remote traceback up to this many lines shows unfolded in a notebook.
 _OPEN_TRACEBACK_LINES = 40
-_dual_classes: dict[type, type] = {}
+_dual_classes: dict[type, type[TaskError]] = {}
 #: Causes whose class is not mixed in: an error ``get()`` raises must not stop the
 #: caller's process, a generator or an asyncio task as these would. (Tasks turn
 #: ``KeyboardInterrupt`` into ``TaskCancelledError``, ``SystemExit`` into
@@ -98,7 +100,9 @@ _TASK_ERROR_FIELDS = frozenset(("function_name", "traceback_str", "cause", "pid"
                                 "cause_type_name"))
 
 
-def _dual_init(self, function_name, traceback_str, cause, pid=None, cause_type_name=None):
+def _dual_init(self: TaskError, function_name: str, traceback_str: str,
+               cause: BaseException | None, pid: int | None = None,
+               cause_type_name: str | None = None) -> None:
     # The cause's own attributes (errno, filename, custom fields) stay reachable.
     attributes = dict(getattr(cause, "__dict__", {}))
     if isinstance(cause, OSError):
@@ -115,7 +119,9 @@ def _dual_init(self, function_name, traceback_str, cause, pid=None, cause_type_n
     self.args = getattr(cause, "args", (function_name, traceback_str))
 
 
-def _rebuild_task_error(function_name, traceback_str, cause, pid, cause_type_name):
+def _rebuild_task_error(function_name: str, traceback_str: str,
+                        cause: BaseException | None, pid: int | None,
+                        cause_type_name: str | None) -> TaskError:
     return TaskError(function_name, traceback_str, cause, pid, cause_type_name).as_instanceof_cause()
 
 

@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import (Any, Callable, Generic, Iterator, ParamSpec, Protocol, TypeVar,
+                    overload)
 
 from graphstore import session
 from graphstore.actor import ActorClass
-from graphstore.core.call_signature import CallSignature
+from graphstore.core.call_signature import CallSignature, Unchecked
 from graphstore.core.generators import STREAMING, check_generator_mode, returns_mode
+from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.options import (ACTOR_OPTIONS, TASK_OPTIONS, decorator_usage_error,
                                 env_vars_of, pack_retry_exceptions, placement_options,
                                 validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 
+#: The parameters of a remote function, as ``.remote()`` takes them.
+P = ParamSpec("P")
+#: What a remote function returns; ``.remote()`` gives an ``ObjectRef[R]``.
+R = TypeVar("R")
+#: What a generator function yields; ``.remote()`` gives an ``ObjectRefGenerator[Y]``.
+Y = TypeVar("Y")
+Y_co = TypeVar("Y_co", covariant=True)
+#: A class made an actor.
+C = TypeVar("C")
 
-def _resolve(options: dict, default_returns=1) -> tuple:
+
+def _resolve(options: dict[str, Any], default_returns: int | str = 1) -> tuple[Any, ...]:
     """What a call with ``options`` submits, worked out once per options dict:
     (num_returns, generator mode, num_cpus, resources, max_retries or None, name, packed
     retry_exceptions, extra or None)."""
     num_cpus, resources, strategy = placement_options(options)
-    extra = {}
+    extra: dict[str, Any] = {}
     env_vars = env_vars_of(options.get("runtime_env"))
     if env_vars:
         extra["env_vars"] = env_vars
@@ -39,10 +51,32 @@ def _resolve(options: dict, default_returns=1) -> tuple:
             pack_retry_exceptions(options.get("retry_exceptions")), extra or None)
 
 
-class RemoteFunction:
+class RemoteCall(Protocol[P]):
+    """A remote function whose results the type checker cannot know: one with
+    ``num_returns`` set (a list of refs, or a generator of them). ``.remote()`` is
+    ``Any``; its arguments are still checked."""
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+
+
+class RemoteGeneratorFunction(Protocol[P, Y_co]):
+    """What ``@remote`` makes of a generator function (``-> Iterator[Y]``), for the type
+    checker: a ``RemoteFunction`` whose ``.remote()`` streams, giving an
+    ``ObjectRefGenerator[Y]``."""
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRefGenerator[Y_co]: ...
+
+    @overload
+    def options(self, *, num_returns: int | str, **options: Any) -> RemoteCall[P]: ...
+
+    @overload
+    def options(self, **options: Any) -> "RemoteGeneratorFunction[P, Y_co]": ...
+
+
+class RemoteFunction(Generic[P, R]):
     """A function that runs as tasks on the cluster. Call ``.remote()``, not the function."""
 
-    def __init__(self, function, options: dict):
+    def __init__(self, function: Callable[P, R], options: dict[str, Any]) -> None:
         self._function = function
         options = validate_options(dict(options))
         gpus = options.get("num_gpus") or (options.get("resources") or {}).get("GPU")
@@ -59,15 +93,21 @@ class RemoteFunction:
                              getattr(function, "__qualname__", repr(function)))
         self._resolved = _resolve(options, self._default_returns)
         #: Made at the first call: a function being unpickled has no defaults yet.
-        self._signature = None
+        self._signature: CallSignature | Unchecked | None = None
         functools.update_wrapper(self, function)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"remote function {self._function.__qualname__} cannot be called directly; "
             f"use {self._function.__name__}.remote(...) to run it as a task")
 
-    def options(self, **options) -> "_BoundOptions":
+    @overload
+    def options(self, *, num_returns: int | str, **options: Any) -> RemoteCall[P]: ...
+
+    @overload
+    def options(self, **options: Any) -> "_BoundOptions[P, R]": ...
+
+    def options(self, **options: Any) -> "_BoundOptions[P, R] | RemoteCall[P]":
         """Return this function with some options overridden for the next calls."""
         merged = dict(self._options)
         merged.update(validate_options(options))
@@ -82,10 +122,11 @@ class RemoteFunction:
         validate_options(merged)
         return _BoundOptions(self, merged, _resolve(merged, self._default_returns))
 
-    def remote(self, *args, **kwargs):
-        return self._submit(self._resolved, args, kwargs)
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        return self._submit(self._resolved, args, kwargs)  # type: ignore[no-any-return]
 
-    def _submit(self, resolved: tuple, args: tuple, kwargs: dict):
+    def _submit(self, resolved: tuple[Any, ...], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
         signature = self._signature
         if signature is None:
             signature = self._signature = CallSignature.of(
@@ -105,34 +146,76 @@ class RemoteFunction:
             return ObjectRefGenerator(refs[0], runtime) if mode == STREAMING else refs[0]
         return refs
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Shipped inside other code (a closure, a global of a task): cloudpickle drops
         # the function's file name, which tracebacks from where it lands need.
         return (_unpickle_remote_function,
                 (self._function, self._options, source_filename(self._function)))
 
 
-def _unpickle_remote_function(function, options: dict, filename) -> RemoteFunction:
+def _unpickle_remote_function(function: Callable[..., Any], options: dict[str, Any],
+                              filename: str | None) -> RemoteFunction[..., Any]:
     restore_filename(function, filename)
     return RemoteFunction(function, options)
 
 
-class _BoundOptions:
+class _BoundOptions(Generic[P, R]):
+    """``f.options(...)``: ``f`` with other options; ``.remote()`` as ``f``'s."""
     __slots__ = ("_remote_function", "_options", "_resolved")
 
-    def __init__(self, remote_function: RemoteFunction, options: dict, resolved: tuple):
+    def __init__(self, remote_function: RemoteFunction[P, R], options: dict[str, Any],
+                 resolved: tuple[Any, ...]) -> None:
         self._remote_function = remote_function
         self._options = options
         self._resolved = resolved
 
-    def remote(self, *args, **kwargs) -> Any:
-        return self._remote_function._submit(self._resolved, args, kwargs)
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        return self._remote_function._submit(  # type: ignore[no-any-return]
+            self._resolved, args, kwargs)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_BoundOptions, (self._remote_function, self._options, self._resolved))
 
 
-def remote(*args, **options):
+class _RemoteDecorator(Protocol):
+    """What ``@remote(...)`` with options returns: the decorator proper."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+            self, target: type[C]) -> ActorClass[C]: ...
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+            self, target: Callable[P, Iterator[Y]]) -> RemoteGeneratorFunction[P, Y]: ...
+
+    @overload
+    def __call__(self, target: Callable[P, R]) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(target: type[C], /) -> ActorClass[C]: ...  # type: ignore[overload-overlap]
+
+
+# A function whose return type is not annotated (Any) matches both of these: mypy then
+# makes the result Any, rather than take the function for a generator.
+@overload
+def remote(  # type: ignore[overload-overlap]
+        target: Callable[P, Iterator[Y]], /) -> RemoteGeneratorFunction[P, Y]: ...
+
+
+@overload
+def remote(target: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(*, num_returns: int | str, **options: Any) -> Callable[[Any], Any]: ...
+
+
+@overload
+def remote(**options: Any) -> _RemoteDecorator: ...
+
+
+def remote(*args: Any, **options: Any) -> Any:
     """Make a function or a class (an actor) remote: ``@remote`` or
     ``@remote(num_cpus=2)``. Options are checked when the decorator is applied;
     ``@remote()`` with no options is an error, as in Ray."""
@@ -152,7 +235,7 @@ def remote(*args, **options):
 _ALL_OPTIONS = TASK_OPTIONS + tuple(k for k in ACTOR_OPTIONS if k not in TASK_OPTIONS)
 
 
-def _make_remote(target, options: dict):
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
         return ActorClass(target, options)
     if not callable(target):

@@ -6,15 +6,18 @@ of a task (its job, its resources) is asked once per task, when first wanted.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from graphstore import session
-from graphstore.runtime import current_task
+from graphstore.runtime import Runtime, current_task
 
 
-def _hex(value) -> str | None:
+def _hex(value: Any) -> Any:
+    """An id in hex: bytes become hex, a str or None is returned as it is."""
     return value.hex() if isinstance(value, bytes) else value
 
 
-def _gpu_ids_of(runtime) -> list[str]:
+def _gpu_ids_of(runtime: Runtime) -> list[str]:
     gpus = runtime.context.get("gpu_ids")
     return list(gpus) if gpus else []
 
@@ -22,13 +25,14 @@ def _gpu_ids_of(runtime) -> list[str]:
 class RuntimeContext:
     """The runtime context of the calling driver, task or actor."""
 
-    def _runtime(self):
+    def _runtime(self) -> Runtime:
         return session.get_runtime()
 
-    def _task_info(self) -> dict | None:
+    def _task_info(self) -> dict[str, Any] | None:
         """The scheduler's word on the running task ({"job_id", "namespace",
         "resources", "gpus"}), or None outside a task."""
-        return self._runtime().task_context()
+        info: dict[str, Any] | None = self._runtime().task_context()
+        return info
 
     def get_job_id(self) -> str:
         """The id of the job (the driver) this code belongs to, in hex."""
@@ -39,17 +43,20 @@ class RuntimeContext:
             job = info["job_id"] if info is not None else None
         if job is None:
             raise RuntimeError("no job: this process runs no driver, task or actor")
-        return _hex(job)
+        job_id: str = _hex(job)
+        return job_id
 
     def get_node_id(self) -> str:
         """The node (host) this process runs on, as ``nodes()`` names it."""
-        return self._runtime().node_id
+        node_id: str = self._runtime().node_id
+        return node_id
 
     def get_worker_id(self) -> str:
         """This process's id in hex (the worker's, the task or actor process's, or the
         driver's)."""
         runtime = self._runtime()
-        return _hex(runtime.context.get("worker_id", runtime.peer_id))
+        worker_id: str = _hex(runtime.context.get("worker_id", runtime.peer_id))
+        return worker_id
 
     def get_task_id(self) -> str | None:
         """The running task's (or actor call's) id in hex; None outside one (in the
@@ -63,21 +70,24 @@ class RuntimeContext:
 
     def get_actor_id(self) -> str | None:
         """The id of the actor this code runs in, in hex; None outside actors."""
-        return _hex(self._runtime().context.get("actor_id"))
+        actor_id: str | None = _hex(self._runtime().context.get("actor_id"))
+        return actor_id
 
     def get_actor_name(self) -> str | None:
         """The actor's name ("" for an unnamed actor); None outside actors."""
         runtime = self._runtime()
         if "actor_id" not in runtime.context:
             return None
-        return runtime.context.get("actor_name") or ""
+        name: str = runtime.context.get("actor_name") or ""
+        return name
 
     @property
     def namespace(self) -> str:
         """The namespace of this job's named actors."""
-        return self._runtime().namespace()
+        namespace: str = self._runtime().namespace()
+        return namespace
 
-    def get_assigned_resources(self) -> dict:
+    def get_assigned_resources(self) -> dict[str, float]:
         """What the running task or actor holds, e.g. ``{"CPU": 1.0}`` for a default task
         and ``{}`` for a default actor (as in Ray); ``{}`` in the driver."""
         runtime = self._runtime()
@@ -86,7 +96,7 @@ class RuntimeContext:
         info = runtime.task_context()
         return dict(info["resources"]) if info is not None else {}
 
-    def get_accelerator_ids(self) -> dict:
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
         """``{"GPU": [ids as strings]}``: the GPUs this task or actor holds."""
         return {"GPU": _gpu_ids_of(self._runtime())}
 
@@ -95,10 +105,11 @@ class RuntimeContext:
         """Whether this actor's process is a restart (``max_restarts``)."""
         return bool(self._runtime().context.get("restarts"))
 
-    def get(self) -> dict:
+    def get(self) -> dict[str, str | None]:
         """The context as a dict (Ray's deprecated form)."""
-        out = {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
-               "namespace": self.namespace}
+        out: dict[str, str | None] = {"job_id": self.get_job_id(),
+                                      "node_id": self.get_node_id(),
+                                      "namespace": self.namespace}
         if self.get_task_id() is not None:
             out["task_id"] = self.get_task_id()
         if self.get_actor_id() is not None:
@@ -116,7 +127,7 @@ def get_runtime_context() -> RuntimeContext:
     return _context
 
 
-def get_gpu_ids() -> list:
+def get_gpu_ids() -> list[int] | list[str]:
     """The GPUs the calling task or actor holds: their ids as ``CUDA_VISIBLE_DEVICES``
     names them (ints when numeric, as Ray returns them); ``[]`` in the driver and in
     code that asked for no GPU."""

@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 from dataclasses import fields
+from types import TracebackType
+from typing import Any, cast
 
 from graphstore import notebook_repr
 from graphstore.core import notebook_views
@@ -40,7 +42,7 @@ class ClusterContext:
     """What ``init()`` returns: where the cluster is. Usable as a context manager."""
 
     def __init__(self, address: str, session_dir: str | None, num_workers: int,
-                 resources: dict, dashboard_url: str | None = None):
+                 resources: dict[str, float], dashboard_url: str | None = None) -> None:
         self.address = address
         self.session_dir = session_dir
         self.num_workers = num_workers
@@ -49,7 +51,7 @@ class ClusterContext:
         self.dashboard_url = dashboard_url
 
     @property
-    def address_info(self) -> dict:
+    def address_info(self) -> dict[str, str | None]:
         return {"address": self.address, "session_dir": self.session_dir,
                 "dashboard_url": self.dashboard_url}
 
@@ -72,18 +74,20 @@ class ClusterContext:
             return notebook_views.cluster_html(known, answer, problem)
         return notebook_repr.never_raise(draw, self.__repr__)
 
-    def __enter__(self):
+    def __enter__(self) -> ClusterContext:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         shutdown()
 
 
 class Driver:
     def __init__(self, config: Config, address: str | None, num_cpus: int | None,
-                 resources: dict | None, token: str | None, env: dict,
-                 node_id: str | None = None, worker_node_ids: list | None = None,
-                 num_gpus: float | None = None, job_env_vars: dict | None = None):
+                 resources: dict[str, float] | None, token: str | None, env: dict[str, str],
+                 node_id: str | None = None, worker_node_ids: list[str] | None = None,
+                 num_gpus: float | None = None,
+                 job_env_vars: dict[str, str] | None = None) -> None:
         self.config = config
         set_dead_peer_timeout(config.worker_timeout)
         self.spill_target: SpillTarget | None = None
@@ -141,15 +145,15 @@ class Driver:
             raise
 
     def _connect(self, token: bytes, expected_workers: int) -> None:
-        self.loop_thread = LoopThread()
+        self.loop_thread = loop_thread = LoopThread()
         config = self.config
         peer_id = new_id()
 
-        async def open_connection():
+        async def open_connection() -> Runtime:
             comm = await connect(self.address, token, tls=self.tls,
                                  split_bytes=config.frame_split_bytes,
                                  timeout=config.startup_timeout)
-            runtime = Runtime(self.loop_thread.loop, comm, config, peer_id, DriverRole(),
+            runtime = Runtime(loop_thread.loop, comm, config, peer_id, DriverRole(),
                               node_id=self.node_id, token=token, tls=self.tls)
             runtime.context.update(job_id=peer_id, worker_id=peer_id,
                                    namespace=config.namespace)
@@ -188,7 +192,7 @@ class Driver:
         self.runtime.objects.premap_reserves()
 
     def context(self) -> ClusterContext:
-        info = self.runtime.cluster_info
+        info = cast(Runtime, self.runtime).cluster_info
         return ClusterContext(self.address,
                               str(self.cluster.session_dir) if self.cluster else None,
                               info.get("num_workers", 0), info.get("resources", {}),
@@ -202,9 +206,10 @@ class Driver:
         if self.runtime is not None:
             self.runtime.uninstall()
             comm = self.runtime.comm
+            loop_thread = cast(LoopThread, self.loop_thread)
             try:
-                self.loop_thread.run(self.runtime.close_peers(), timeout=5)
-                self.loop_thread.run(comm.close(), timeout=5)
+                loop_thread.run(self.runtime.close_peers(), timeout=5)
+                loop_thread.run(comm.close(), timeout=5)
             except Exception:
                 pass
         if self.loop_thread is not None:
@@ -220,16 +225,16 @@ class Driver:
 
 
 def init(address: str | None = None, *, num_cpus: int | None = None,
-         num_gpus: float | None = None, resources: dict | None = None,
+         num_gpus: float | None = None, resources: dict[str, float] | None = None,
          object_store_memory: int | None = None, ignore_reinit_error: bool = False,
          include_dashboard: bool | None = None, dashboard_host: str | None = None,
          dashboard_port: int | None = None, namespace: str | None = None,
-         runtime_env: dict | None = None, log_to_driver: bool | None = None,
-         logging_level=None, logging_format: str | None = None,
+         runtime_env: dict[str, Any] | None = None, log_to_driver: bool | None = None,
+         logging_level: int | str | None = None, logging_format: str | None = None,
          configure_logging: bool = True, token: str | None = None,
          node_id: str | None = None, worker_node_ids: list[str] | None = None,
-         spill_to: str | None = None, spill_options: dict | None = None,
-         spill_threshold: float | None = None, **settings) -> ClusterContext:
+         spill_to: str | None = None, spill_options: dict[str, Any] | None = None,
+         spill_threshold: float | None = None, **settings: Any) -> ClusterContext:
     """Start a local cluster (no ``address``) or join the one at ``tcp://host:port``.
 
     Ray's keywords mean what they mean in ``ray.init``: ``num_cpus`` (0: a node with no
@@ -341,7 +346,7 @@ _LOG_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s
 _log_handler: logging.Handler | None = None
 
 
-def _level(level) -> int:
+def _level(level: int | str | None) -> int:
     if level is None:
         return logging.INFO
     if isinstance(level, str):
@@ -355,7 +360,7 @@ def _level(level) -> int:
                     f"got {level!r}")
 
 
-def _configure_logging(level, fmt: str | None) -> None:
+def _configure_logging(level: int | str | None, fmt: str | None) -> None:
     """As ``ray.init`` does for the "ray" logger: the "graphstore" logger gets
     ``level`` and, unless the program configured logging itself (the root logger has
     handlers), a stderr handler with ``fmt``, not passed on to the root logger."""
@@ -370,7 +375,7 @@ def _configure_logging(level, fmt: str | None) -> None:
         _log_handler.setFormatter(logging.Formatter(fmt or _LOG_FORMAT))
 
 
-def _check_settings(settings: dict) -> None:
+def _check_settings(settings: dict[str, Any]) -> None:
     """Keywords beyond init()'s own must name settings of ``Config``."""
     known = {f.name for f in fields(Config)}
     for name in settings:
@@ -407,8 +412,8 @@ def runtime_or_auto_init() -> Runtime:
     On every API call's path: a driver's case is tested first, with no call (a worker
     or actor process never has a driver: ``init()`` refuses there)."""
     driver = _driver
-    if driver is not None:
-        return driver.runtime
+    if driver is not None:     # a Driver in _driver is connected: it has its runtime
+        return driver.runtime  # type: ignore[return-value]
     worker_runtime = _worker_runtime()
     if worker_runtime is not None:
         return worker_runtime
@@ -416,13 +421,13 @@ def runtime_or_auto_init() -> Runtime:
         if _driver is None:
             init()
         driver = _driver
-    return driver.runtime
+    return driver.runtime  # type: ignore[union-attr,return-value]
 
 
 def get_runtime() -> Runtime:
     driver = _driver
     if driver is not None:
-        return driver.runtime
+        return driver.runtime  # type: ignore[return-value]
     worker_runtime = _worker_runtime()
     if worker_runtime is None:
         raise GraphstoreError("graphstore is not initialized; call graphstore.init()")

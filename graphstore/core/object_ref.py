@@ -11,8 +11,15 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from concurrent.futures import Future
+from typing import Any, Generator, Generic, Protocol, TypeVar
+
 
 from graphstore.exceptions import GraphstoreError
+
+#: The type of the object a ref names (``ObjectRef[int]``). Covariant: an object is
+#: immutable, so a ref to an ``int`` is also a ref to an ``int | str``.
+T_co = TypeVar("T_co", covariant=True)
 
 _id_prefix = os.urandom(8)
 _id_counter = itertools.count(1)
@@ -23,6 +30,17 @@ def new_id() -> bytes:
     return _id_prefix + next(_id_counter).to_bytes(8, "big")
 
 
+class RefTracker(Protocol):
+    """What a process's runtime offers this module: hearing of refs made and dropped,
+    and a future for a ref's value."""
+
+    def on_ref_created(self, object_id: bytes) -> None: ...
+
+    def on_ref_deleted(self, object_id: bytes) -> None: ...
+
+    def future(self, ref: "ObjectRef[Any]") -> "Future[Any]": ...
+
+
 class _NullTracker:
     def on_ref_created(self, object_id: bytes) -> None:
         pass
@@ -30,22 +48,22 @@ class _NullTracker:
     def on_ref_deleted(self, object_id: bytes) -> None:
         pass
 
-    def future(self, ref: "ObjectRef"):
+    def future(self, ref: "ObjectRef[Any]") -> "Future[Any]":
         raise GraphstoreError("graphstore is not initialized; call graphstore.init()")
 
 
 #: The process's runtime replaces this to learn about every ref created and dropped.
-ref_tracker = _NullTracker()
+ref_tracker: RefTracker = _NullTracker()
 
 
-def install_tracker(tracker) -> None:
+def install_tracker(tracker: RefTracker) -> None:
     """Have ``tracker`` (the process's runtime) hear of every ref created and dropped,
     and serve ``ObjectRef.future``."""
     global ref_tracker
     ref_tracker = tracker
 
 
-def uninstall_tracker(tracker) -> None:
+def uninstall_tracker(tracker: RefTracker) -> None:
     """Stop reporting to ``tracker`` if it is still the installed one."""
     global ref_tracker
     if ref_tracker is tracker:
@@ -55,7 +73,7 @@ def uninstall_tracker(tracker) -> None:
 serialization_context = threading.local()
 
 
-class ObjectRef:
+class ObjectRef(Generic[T_co]):
     """A reference to an object in graphstore's object store.
 
     Hashable and equal by id; pickling keeps it a ref. ``await ref`` and ``ref.future()``
@@ -64,7 +82,9 @@ class ObjectRef:
 
     __slots__ = ("_id", "__weakref__")
 
-    def __init__(self, object_id: bytes | str):
+    _id: bytes
+
+    def __init__(self, object_id: bytes | str) -> None:
         if isinstance(object_id, str):
             object_id = bytes.fromhex(object_id)
         if not isinstance(object_id, bytes) or len(object_id) != 16:
@@ -73,13 +93,13 @@ class ObjectRef:
         ref_tracker.on_ref_created(object_id)
 
     @classmethod
-    def _new(cls, object_id: bytes) -> "ObjectRef":
+    def _new(cls, object_id: bytes) -> "ObjectRef[Any]":
         ref = object.__new__(cls)
         ref._id = object_id
         ref_tracker.on_ref_created(object_id)
         return ref
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             ref_tracker.on_ref_deleted(self._id)
         except Exception:  # interpreter shutdown
@@ -112,10 +132,10 @@ class ObjectRef:
     def __hash__(self) -> int:
         return hash(self._id)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, ObjectRef) and other._id == self._id
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         contained = getattr(serialization_context, "contained", None)
         if contained is not None:
             contained.append(self._id)
@@ -128,22 +148,22 @@ class ObjectRef:
         # would go by value, with this module's globals (the runtime) in tow.
         return (_ref_from_id, (self._id,))
 
-    def __copy__(self) -> "ObjectRef":
+    def __copy__(self) -> "ObjectRef[T_co]":
         return self          # immutable; and not a pickling, so nothing to pin
 
-    def __deepcopy__(self, memo) -> "ObjectRef":
+    def __deepcopy__(self, memo: object) -> "ObjectRef[T_co]":
         return self
 
-    def future(self):
+    def future(self) -> "Future[T_co]":
         """A ``concurrent.futures.Future`` that completes with the object's value."""
         return ref_tracker.future(self)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, T_co]:
         import asyncio
         return asyncio.wrap_future(self.future()).__await__()
 
 
-def _ref_from_id(object_id: bytes) -> ObjectRef:
+def _ref_from_id(object_id: bytes) -> ObjectRef[Any]:
     """Unpickle a ref: the process now holds it too (``ObjectRef._new``, inlined: every
     nested ref unpickled passes here)."""
     ref = object.__new__(ObjectRef)

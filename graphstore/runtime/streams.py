@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import loads
@@ -40,9 +41,9 @@ _END = object()
 class _Stream:
     __slots__ = ("refs", "next", "count", "failed", "error_given", "wakers")
 
-    def __init__(self):
+    def __init__(self) -> None:
         #: Refs that came and were not handed out yet, by index.
-        self.refs: dict[int, ObjectRef] = {}
+        self.refs: dict[int, ObjectRef[Any]] = {}
         #: Index of the next ref to hand out.
         self.next = 0
         #: How many values the task yielded, once it ended; ``failed``: it could not end.
@@ -50,13 +51,13 @@ class _Stream:
         self.failed = False
         self.error_given = False
         #: Called (by the loop thread) at the next change; each one is called once.
-        self.wakers: list = []
+        self.wakers: list[Callable[[], None]] = []
 
 
 class StreamTable:
     """The streams of this process's ``ObjectRefGenerator``s, by generator id."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         # Reentrant: a generator's finalizer (``close``) may run in this thread, at a
         # garbage collection, while the lock is held.
         self._lock = threading.RLock()
@@ -81,7 +82,7 @@ class StreamTable:
         (its get raises that the cluster is gone)."""
         with self._lock:
             streams = list(self.by_id.values())
-            wakers = []
+            wakers: list[Callable[[], None]] = []
             for stream in streams:
                 if stream.count is None:
                     stream.failed = True
@@ -91,7 +92,7 @@ class StreamTable:
             wake()
 
     # -- the loop thread ------------------------------------------------------------------
-    def item_ready(self, generator_id: bytes, index: int, ref: ObjectRef) -> None:
+    def item_ready(self, generator_id: bytes, index: int, ref: ObjectRef[Any]) -> None:
         """The ``index``-th value came, as ``ref`` (held for this process). A stream
         closed meanwhile drops it, which releases it."""
         with self._lock:
@@ -103,7 +104,7 @@ class StreamTable:
         for wake in wakers:
             wake()
 
-    def completed(self, generator_id: bytes, payload, error) -> None:
+    def completed(self, generator_id: bytes, payload: Any, error: object) -> None:
         """The task ended (``payload``: how many values it yielded) or failed."""
         with self._lock:
             stream = self.by_id.get(generator_id)
@@ -121,8 +122,8 @@ class StreamTable:
             wake()
 
     # -- the generator's thread -----------------------------------------------------------
-    def poll(self, generator_id: bytes, completion: ObjectRef, waker=None,
-             take: bool = True):
+    def poll(self, generator_id: bytes, completion: ObjectRef[Any],
+             waker: Callable[[], None] | None = None, take: bool = True) -> Any:
         """The next ref (handed out unless ``take`` is false), ``_END``, or None when it
         has not come yet (then ``waker`` is called at the next change)."""
         with self._lock:
@@ -157,7 +158,11 @@ class StreamTable:
             return stream.failed and stream.error_given
 
 
-class ObjectRefGenerator:
+#: The type of the values a generator yields (``ObjectRefGenerator[int]``).
+Y_co = TypeVar("Y_co", covariant=True)
+
+
+class ObjectRefGenerator(Generic[Y_co]):
     """What ``f.remote()`` returns for a streaming generator: the refs of the values the
     task yields, as it yields them. ``for ref in gen`` / ``next(gen)`` wait for the next
     one; ``async for`` / ``await gen.__anext__()`` too, without blocking the event loop.
@@ -166,53 +171,55 @@ class ObjectRefGenerator:
 
     Not picklable (as in Ray): iterate it where it was made, and pass the refs on."""
 
-    def __init__(self, generator_ref: ObjectRef, runtime: "Runtime"):
+    def __init__(self, generator_ref: ObjectRef[Any], runtime: "Runtime") -> None:
         self._generator_ref = generator_ref
         self._runtime = runtime
         self._table = runtime.streams
 
-    def __iter__(self) -> "ObjectRefGenerator":
+    def __iter__(self) -> "ObjectRefGenerator[Y_co]":
         return self
 
-    def __next__(self) -> ObjectRef:
+    def __next__(self) -> ObjectRef[Y_co]:
         ref = self._next_sync(None)
         if ref is None:
             raise StopIteration
         return ref
 
-    def _next_sync(self, timeout: float | None):
+    def _next_sync(self, timeout: float | None) -> ObjectRef[Y_co] | None:
         """The next ref; None at the end; TimeoutError if none came in ``timeout``."""
         generator_id = self._generator_ref._id
         while True:
             waiter = Waiter(1)
             found = self._table.poll(generator_id, self._generator_ref,
-                                     lambda: waiter.arrived(None))
+                                     lambda: waiter.arrived(None))  # type: ignore[arg-type]
             if found is _END:
                 return None
             if found is not None:
-                return found
+                ref: ObjectRef[Y_co] = found
+                return ref
             if not self._runtime.wait_blocking(waiter, timeout):
                 raise TimeoutError(f"no value of the generator came in {timeout} s")
 
-    def __aiter__(self) -> "ObjectRefGenerator":
+    def __aiter__(self) -> "ObjectRefGenerator[Y_co]":
         return self
 
-    async def __anext__(self) -> ObjectRef:
+    async def __anext__(self) -> ObjectRef[Y_co]:
         generator_id = self._generator_ref._id
         loop = asyncio.get_running_loop()
         while True:
             future = loop.create_future()
 
-            def wake(future=future):
+            def wake(future: asyncio.Future[None] = future) -> None:
                 loop.call_soon_threadsafe(_resolve, future)
             found = self._table.poll(generator_id, self._generator_ref, wake)
             if found is _END:
                 raise StopAsyncIteration
             if found is not None:
-                return found
+                ref: ObjectRef[Y_co] = found
+                return ref
             await future
 
-    def completed(self) -> ObjectRef:
+    def completed(self) -> ObjectRef[int]:
         """A ref that is ready once the task ended (its value: how many values it
         yielded; it raises if the task could not end)."""
         return self._generator_ref
@@ -229,19 +236,19 @@ class ObjectRefGenerator:
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._generator_ref.hex()})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         raise TypeError("an ObjectRefGenerator cannot be pickled or passed to a task: "
                         "iterate it where it was made, and pass the refs it yields")
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self._table.close(self._generator_ref._id)
         except Exception:     # interpreter shutdown
             pass
 
 
-def wait_with_generators(runtime: "Runtime", items: list, num_returns: int,
-                         timeout: float | None) -> tuple[list, list]:
+def wait_with_generators(runtime: "Runtime", items: list[Any], num_returns: int,
+                         timeout: float | None) -> tuple[list[Any], list[Any]]:
     """``wait`` over refs and ``ObjectRefGenerator``s (as in Ray): a generator is ready
     when ``next`` would not block (a ref came, or the iteration ended). ``(ready,
     not_ready)``, each in the order of ``items``."""
@@ -250,13 +257,15 @@ def wait_with_generators(runtime: "Runtime", items: list, num_returns: int,
                          f"refs ({len(items)})")
     table = runtime.streams
     deadline = None if timeout is None else time.monotonic() + timeout
-    futures: dict = {}          # refs not here yet -> a future that says when they come
+    #: Refs not here yet -> a future that says when they come.
+    futures: dict[ObjectRef[Any], Future[Any]] = {}
     while True:
         waiter = Waiter(1)
 
-        def wake(waiter=waiter):
-            waiter.arrived(None)
-        ready, not_ready = [], []
+        def wake(waiter: Waiter = waiter) -> None:
+            waiter.arrived(None)  # type: ignore[arg-type]  # a lock waiter: no value
+        ready: list[Any] = []
+        not_ready: list[Any] = []
         for item in items:
             if isinstance(item, ObjectRefGenerator):
                 here = table.poll(item._generator_ref._id, item._generator_ref, wake,
@@ -265,9 +274,11 @@ def wait_with_generators(runtime: "Runtime", items: list, num_returns: int,
                 here = not runtime.missing_locally([item._id])
                 if not here and item not in futures:
                     futures[item] = future = runtime.future(item)
-                    future.add_done_callback(lambda f, wake=wake: wake())
+                    future.add_done_callback(
+                        lambda f, wake=wake: wake())  # type: ignore[misc]
                 elif not here:
-                    futures[item].add_done_callback(lambda f, wake=wake: wake())
+                    futures[item].add_done_callback(
+                        lambda f, wake=wake: wake())  # type: ignore[misc]
             (ready if here and len(ready) < num_returns else not_ready).append(item)
         if len(ready) >= num_returns:
             return ready, not_ready
@@ -277,6 +288,6 @@ def wait_with_generators(runtime: "Runtime", items: list, num_returns: int,
         runtime.wait_blocking(waiter, remaining)
 
 
-def _resolve(future: asyncio.Future) -> None:
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)

@@ -8,7 +8,7 @@ only: ``wait`` and ``get``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import graphstore
 from graphstore.core.object_ref import ObjectRef
@@ -16,6 +16,13 @@ from graphstore.core.object_ref import ObjectRef
 __all__ = ["ActorPool"]
 
 _TIMED_OUT = "Timed out waiting for result"
+
+#: What ``fn(actor, value)`` returns: a ref, or the refs of a multi-result call.
+_Future = Union[ObjectRef[Any], list[ObjectRef[Any]]]
+#: A future as a dict key: a ref, or a tuple of refs.
+_Key = Union[ObjectRef[Any], tuple[ObjectRef[Any], ...]]
+#: ``fn(actor, value)``: makes one call on ``actor`` (typically ``actor.method.remote``).
+_CallFn = Callable[[Any, Any], Any]
 
 
 class ActorPool:
@@ -27,38 +34,39 @@ class ActorPool:
     [2, 4, 6, 8]
     """
 
-    def __init__(self, actors: Iterable):
-        self._idle_actors = list(actors)
+    def __init__(self, actors: Iterable[Any]) -> None:
+        self._idle_actors: list[Any] = list(actors)
         #: Key of a result's ref -> (submission index, the actor running it).
-        self._future_to_actor: dict = {}
+        self._future_to_actor: dict[_Key, tuple[int, Any]] = {}
         #: Submission index -> ref(s), for results not taken yet.
-        self._index_to_future: dict = {}
+        self._index_to_future: dict[int, _Future] = {}
         self._next_task_index = 0
         self._next_return_index = 0
         #: (fn, value) submitted while every actor was busy, in order.
-        self._pending_submits: list = []
+        self._pending_submits: list[tuple[_CallFn, Any]] = []
 
     # -- submitting ---------------------------------------------------------------------
-    def map(self, fn: Callable[[Any, Any], Any], values: Iterable) -> Iterator:
+    def map(self, fn: _CallFn, values: Iterable[Any]) -> Iterator[Any]:
         """Run ``fn(actor, v)`` for each ``v`` and yield the results in the order of
         ``values``. Results of earlier submissions not taken yet are dropped first."""
         return self._map(fn, values, self.get_next)
 
-    def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable) -> Iterator:
+    def map_unordered(self, fn: _CallFn, values: Iterable[Any]) -> Iterator[Any]:
         """As ``map``, yielding each result as soon as it is ready."""
         return self._map(fn, values, self.get_next_unordered)
 
-    def _map(self, fn, values: Iterable, take: Callable[[], Any]) -> Iterator:
+    def _map(self, fn: _CallFn, values: Iterable[Any], take: Callable[[], Any]
+             ) -> Iterator[Any]:
         self._drop_unread()
         for value in values:
             self.submit(fn, value)
 
-        def results():
+        def results() -> Iterator[Any]:
             while self.has_next():
                 yield take()
         return results()
 
-    def submit(self, fn: Callable[[Any, Any], Any], value: Any) -> None:
+    def submit(self, fn: _CallFn, value: Any) -> None:
         """Call ``fn(actor, value)`` on an idle actor (it must return a ref, or a list
         of refs), or queue the call until an actor is free."""
         if not callable(fn):
@@ -79,7 +87,8 @@ class ActorPool:
         """Whether a submitted call's result has not been taken yet."""
         return bool(self._future_to_actor)
 
-    def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False):
+    def get_next(self, timeout: float | None = None,
+                 ignore_if_timedout: bool = False) -> Any:
         """The next result in submission order. ``timeout``: raise ``TimeoutError`` if
         it is not ready by then (with ``ignore_if_timedout`` the call is dropped from
         the pool, its actor freed, before raising)."""
@@ -106,7 +115,7 @@ class ActorPool:
         return graphstore.get(future)
 
     def get_next_unordered(self, timeout: float | None = None,
-                           ignore_if_timedout: bool = False):
+                           ignore_if_timedout: bool = False) -> Any:
         """Any next result, the first to be ready. ``timeout`` as for ``get_next``."""
         if not self.has_next():
             raise StopIteration("No more results to get")
@@ -129,18 +138,18 @@ class ActorPool:
         """Whether an actor is idle and no call waits for one."""
         return bool(self._idle_actors) and not self._pending_submits
 
-    def pop_idle(self):
+    def pop_idle(self) -> Any:
         """Take an idle actor out of the pool (None if none is free)."""
         return self._idle_actors.pop() if self.has_free() else None
 
-    def push(self, actor) -> None:
+    def push(self, actor: Any) -> None:
         """Add an actor to the pool (it takes a waiting call at once, if any)."""
         busy = [entry[1] for entry in self._future_to_actor.values()]
         if any(actor is a or actor == a for a in self._idle_actors + busy):
             raise ValueError("Actor already belongs to current ActorPool")
         self._return_actor(actor)
 
-    def _return_actor(self, actor) -> None:
+    def _return_actor(self, actor: Any) -> None:
         self._idle_actors.append(actor)
         if self._pending_submits:
             self.submit(*self._pending_submits.pop(0))
@@ -154,7 +163,7 @@ class ActorPool:
                 pass
 
 
-def _check_refs(future) -> None:
+def _check_refs(future: object) -> None:
     refs = future if isinstance(future, list) else [future]
     if not refs or not all(isinstance(r, ObjectRef) for r in refs):
         raise TypeError(f"fn(actor, value) must return an ObjectRef (e.g. "
@@ -162,17 +171,17 @@ def _check_refs(future) -> None:
                         f"{type(future).__name__}")
 
 
-def _key(future):
+def _key(future: _Future) -> _Key:
     return tuple(future) if isinstance(future, list) else future
 
 
-def _from_key(key):
+def _from_key(key: _Key) -> _Future:
     return list(key) if isinstance(key, tuple) else key
 
 
-def _refs_of(key) -> tuple:
+def _refs_of(key: _Key) -> tuple[ObjectRef[Any], ...]:
     return key if isinstance(key, tuple) else (key,)
 
 
-def _as_list(future) -> list:
+def _as_list(future: _Future) -> list[ObjectRef[Any]]:
     return future if isinstance(future, list) else [future]

@@ -12,18 +12,27 @@ import concurrent.futures
 import itertools
 import threading
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, ParamSpec, TypeVar
 
 import graphstore
 
+if TYPE_CHECKING:        # graphstore.util is imported while graphstore.actor loads
+    from graphstore.remote_function import RemoteCall
+
 __all__ = ["Executor"]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+#: A submission waiting for a slot: (its future, the task, fn, args, kwargs).
+_Waiting = tuple["concurrent.futures.Future[Any]", "RemoteCall[...]", Callable[..., Any],
+                 tuple[Any, ...], dict[str, Any]]
 
-def _call(fn, *args, **kwargs):
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-def _call_chunk(fn, chunk: list) -> list:
+def _call_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
     return [fn(*args) for args in chunk]
 
 
@@ -38,7 +47,7 @@ class Executor(concurrent.futures.Executor):
     [32, 9]
     """
 
-    def __init__(self, max_workers: int | None = None, **task_options):
+    def __init__(self, max_workers: int | None = None, **task_options: Any) -> None:
         if max_workers is not None:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int):
                 raise TypeError(f"max_workers must be an int or None, not "
@@ -49,22 +58,25 @@ class Executor(concurrent.futures.Executor):
         call = graphstore.remote(_call)
         chunk = graphstore.remote(_call_chunk)
         # Options are checked here, at construction, not at the first submit.
-        self._call = call.options(**task_options) if task_options else call
-        self._chunk = chunk.options(**task_options) if task_options else chunk
+        self._call: RemoteCall[...] = call.options(**task_options) if task_options else call
+        self._chunk: RemoteCall[...] = (chunk.options(**task_options) if task_options
+                                        else chunk)
         self._lock = threading.Condition()
         self._shutdown = False
         self._in_flight = 0
         #: Submissions waiting for a slot (only with ``max_workers``).
-        self._queue: deque = deque()
-        self._futures: set = set()
+        self._queue: deque[_Waiting] = deque()
+        self._futures: set[concurrent.futures.Future[Any]] = set()
         self._dispatcher: threading.Thread | None = None
 
     # -- concurrent.futures.Executor ----------------------------------------------------
-    def submit(self, fn: Callable, /, *args, **kwargs) -> concurrent.futures.Future:
-        return self._submit(self._call, fn, args, kwargs)
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+               ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = self._submit(self._call, fn, args, kwargs)
+        return future
 
-    def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
-            chunksize: int = 1) -> Iterator:
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1) -> Iterator[T]:
         """As ``concurrent.futures.Executor.map``; ``chunksize`` > 1 runs that many
         calls per task (fewer, larger tasks for many small calls)."""
         if chunksize < 1:
@@ -92,10 +104,12 @@ class Executor(concurrent.futures.Executor):
             concurrent.futures.wait(futures)
 
     # -- inside -------------------------------------------------------------------------
-    def _submit(self, task, fn, args, kwargs) -> concurrent.futures.Future:
+    def _submit(self, task: RemoteCall[...], fn: Callable[..., Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> concurrent.futures.Future[Any]:
+        """A future of ``task.remote(fn, *args, **kwargs)``'s value."""
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -113,7 +127,9 @@ class Executor(concurrent.futures.Executor):
             self._start(future, task, fn, args, kwargs)
         return future
 
-    def _start(self, future, task, fn, args, kwargs) -> None:
+    def _start(self, future: concurrent.futures.Future[Any], task: RemoteCall[...],
+               fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+               ) -> None:
         """Submit the task (a slot is taken); the future follows its result."""
         if not future.set_running_or_notify_cancel():     # cancelled while it waited
             self._finished(future)
@@ -124,10 +140,11 @@ class Executor(concurrent.futures.Executor):
             future.set_exception(exc)
             self._finished(future)
             return
-        future.ref = ref
+        future.ref = ref  # type: ignore[attr-defined]  # documented: the task's ref
         ref.future().add_done_callback(lambda result: self._settle(future, result))
 
-    def _settle(self, future, result: concurrent.futures.Future) -> None:
+    def _settle(self, future: concurrent.futures.Future[Any],
+                result: concurrent.futures.Future[Any]) -> None:
         """The loop thread: the task's outcome is here."""
         error = result.exception()
         if error is not None:
@@ -136,7 +153,7 @@ class Executor(concurrent.futures.Executor):
             future.set_result(result.result())
         self._finished(future)
 
-    def _finished(self, future) -> None:
+    def _finished(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._in_flight -= 1
             self._futures.discard(future)
@@ -147,7 +164,9 @@ class Executor(concurrent.futures.Executor):
         submission may need a round trip that the loop thread serves)."""
         while True:
             with self._lock:
-                while not self._queue or self._in_flight >= self._max_workers:
+                # The dispatcher runs only with max_workers.
+                while (not self._queue
+                       or self._in_flight >= self._max_workers):  # type: ignore[operator]
                     if self._shutdown and not self._queue:
                         self._dispatcher = None
                         return
@@ -157,7 +176,8 @@ class Executor(concurrent.futures.Executor):
             self._start(*item)
 
 
-def _flatten(futures: list, timeout: float | None) -> Iterator[Any]:
+def _flatten(futures: list[concurrent.futures.Future[list[T]]], timeout: float | None
+             ) -> Iterator[T]:
     """The results of chunk futures in order, within ``timeout`` overall."""
     import time
     end = None if timeout is None else time.monotonic() + timeout

@@ -31,7 +31,8 @@ import queue
 import sys
 import threading
 import weakref
-from typing import Any, Callable
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
 
 import cloudpickle
 from joblib.parallel import (AutoBatchingMixin, ParallelBackendBase,
@@ -54,7 +55,7 @@ def register() -> None:
 
 # -- the task -------------------------------------------------------------------------------
 
-def _run_batch(payload: bytes, writable: bool, *arrays):
+def _run_batch(payload: bytes, writable: bool, *arrays: Any) -> Any:
     """Run one joblib batch; ``arrays`` are its large arrays, put once by the driver."""
     if writable:                          # mmap_mode "r+", "w+" or "c": a private copy
         arrays = tuple(array.copy() for array in arrays)
@@ -78,12 +79,12 @@ class _SharedArrays:
     fresh arrays does not pile them up here); ``clear`` drops the rest at the call's end.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         #: Reentrant: an array may die, and its entry go, while this thread puts another.
         self._lock = threading.RLock()
-        self._refs: dict[int, tuple[weakref.ref, graphstore.ObjectRef]] = {}
+        self._refs: dict[int, tuple[weakref.ref[Any], graphstore.ObjectRef[Any]]] = {}
 
-    def ref(self, array) -> graphstore.ObjectRef:
+    def ref(self, array: Any) -> graphstore.ObjectRef[Any]:
         key = id(array)
         with self._lock:
             entry = self._refs.get(key)
@@ -91,7 +92,7 @@ class _SharedArrays:
                 return entry[1]
             ref = graphstore.put(array)
 
-            def forget(weak, key=key):
+            def forget(weak: weakref.ref[Any], key: int = key) -> None:
                 with self._lock:
                     if self._refs.get(key, (None,))[0] is weak:
                         del self._refs[key]
@@ -103,13 +104,14 @@ class _SharedArrays:
             self._refs.clear()
 
 
-def _large_arrays(shared: _SharedArrays, min_nbytes: int):
+def _large_arrays(shared: _SharedArrays, min_nbytes: int
+                  ) -> Callable[[Any], Optional[graphstore.ObjectRef[Any]]]:
     """For ``dumps_with_refs``: numpy arrays of at least ``min_nbytes``, wherever they are
     in a batch (arguments, DataFrames, sparse matrices, dicts of fit parameters), travel
     as refs, each put once per ``Parallel`` call."""
     ndarray = getattr(sys.modules.get("numpy"), "ndarray", ())
 
-    def as_ref(obj):
+    def as_ref(obj: Any) -> Optional[graphstore.ObjectRef[Any]]:
         if isinstance(obj, ndarray) and obj.nbytes >= min_nbytes:
             return shared.ref(obj)
         return None
@@ -120,13 +122,14 @@ class _CallbackThread:
     """Runs joblib's completion callbacks in order, off graphstore's loop thread (a
     callback dispatches the next batch, and a submission may wait for that loop)."""
 
-    def __init__(self):
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[Any], object], Any] | None] = \
+            queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="graphstore-joblib",
                                          daemon=True)
         self._thread.start()
 
-    def call(self, callback: Callable, argument: Any) -> None:
+    def call(self, callback: Callable[[Any], object], argument: Any) -> None:
         self._queue.put((callback, argument))
 
     def stop(self) -> None:
@@ -142,7 +145,7 @@ class _CallbackThread:
                 _log.exception("a joblib completion callback failed")
 
 
-class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
+class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
     """joblib's parallel backend API over graphstore tasks.
 
     ``n_jobs=-1`` (the default under ``parallel_config(backend="graphstore")``) is the
@@ -165,22 +168,22 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def __init__(self, nesting_level: int | None = None,
                  inner_max_num_threads: int | None = None,
-                 ray_remote_args: dict | None = None):
+                 ray_remote_args: dict[str, Any] | None = None) -> None:
         super().__init__(nesting_level=nesting_level,
                          inner_max_num_threads=inner_max_num_threads)
         self._set_remote_args(ray_remote_args)
-        self._options: dict | None = None
+        self._options: dict[str, Any] | None = None
         #: The batch task with ``_options``, by task name (``_task_named``).
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
         #: Tasks of this backend not finished yet (an abort cancels them).
-        self._in_flight: set[graphstore.ObjectRef] = set()
+        self._in_flight: set[graphstore.ObjectRef[Any]] = set()
         self._shared = _SharedArrays()
         self._callbacks: _CallbackThread | None = None
         self._min_nbytes: int | None = 2**20              # joblib's "1M"
         self._writable = False
 
-    def _set_remote_args(self, ray_remote_args: dict | None) -> None:
+    def _set_remote_args(self, ray_remote_args: dict[str, Any] | None) -> None:
         remote_args = dict(ray_remote_args or {})
         _run_batch_task.options(**remote_args)        # a bad option raises here
         self._remote_args = remote_args
@@ -200,9 +203,10 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         slots = int(cpus // self._cpus_per_task) if self._cpus_per_task else int(cpus)
         return max(1, slots + 1 + n_jobs)
 
-    def configure(self, n_jobs: int = 1, parallel=None, prefer=None, require=None,
-                  ray_remote_args: dict | None = None, max_nbytes: int | None = 2**20,
-                  mmap_mode: str | None = "r", **_joblib_settings) -> int:
+    def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None,
+                  require: str | None = None, ray_remote_args: dict[str, Any] | None = None,
+                  max_nbytes: int | None = 2**20, mmap_mode: str | None = "r",
+                  **_joblib_settings: Any) -> int:
         """Called by ``Parallel`` with its settings: ``max_nbytes`` is the size from which
         an array goes through the object store (``None``: never), ``mmap_mode`` how a task
         sees it (``"r"``: read-only, shared; ``"r+"``, ``"w+"``, ``"c"``: a private
@@ -227,15 +231,18 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
             callbacks.stop()
         self._shared.clear()
 
-    def submit(self, func, callback=None):
+    def submit(self, func: Callable[[], Any],
+               callback: Callable[[Future[Any]], object] | None = None) -> Future[Any]:
         """Run a batch (joblib's ``BatchedCalls``) as a task; returns the future of its
         value, which ``callback`` is called with once it is done."""
+        refs: list[graphstore.ObjectRef[Any]]
         if self._min_nbytes is None:
             payload, refs = cloudpickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL), []
         else:
             payload, refs = dumps_with_refs(func, _large_arrays(self._shared,
                                                                 self._min_nbytes))
-        ref = self._task_named(func).remote(payload, self._writable, *refs)
+        ref: graphstore.ObjectRef[Any] = self._task_named(func).remote(
+            payload, self._writable, *refs)
         callbacks = self._callback_thread()
         with self._lock:
             self._in_flight.add(ref)
@@ -244,7 +251,7 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
             lambda done: self._finished(ref, done, callback, callbacks))
         return future
 
-    def retrieve_result_callback(self, future):
+    def retrieve_result_callback(self, future: Future[Any]) -> Any:
         """The batch's results, or its error with its own type."""
         try:
             return future.result()
@@ -276,7 +283,7 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
         if options != self._options:
             self._options, self._tasks = options, {}
 
-    def _thread_variables(self) -> dict:
+    def _thread_variables(self) -> dict[str, str]:
         """What loky sets in its workers (joblib's ``_prepare_worker_env``), for a task's
         CPUs instead of this host's CPUs over ``n_jobs``."""
         threads = self.inner_max_num_threads
@@ -293,22 +300,25 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):
                 self._callbacks = _CallbackThread()
             return self._callbacks
 
-    def _task_named(self, batch):
+    def _task_named(self, batch: Any) -> Any:
         """The batch task, named after the function the batch calls (as the status page
         and ``list_tasks`` show it), unless ``ray_remote_args`` names it."""
         if self._options is None:              # submitted without configure()
             self._set_options()
         items = getattr(batch, "items", None)
         function = items[0][0] if items else batch
-        name = self._options.get("name") or "joblib:" + getattr(
+        options: dict[str, Any] = self._options  # type: ignore[assignment]  # set above
+        name = options.get("name") or "joblib:" + getattr(
             function, "__name__", type(function).__name__)
         task = self._tasks.get(name)
         if task is None:
-            task = self._tasks[name] = _run_batch_task.options(**{**self._options,
+            task = self._tasks[name] = _run_batch_task.options(**{**options,
                                                                   "name": name})
         return task
 
-    def _finished(self, ref, future, callback, callbacks: _CallbackThread) -> None:
+    def _finished(self, ref: graphstore.ObjectRef[Any], future: Future[Any],
+                  callback: Callable[[Future[Any]], object] | None,
+                  callbacks: _CallbackThread) -> None:
         """A task is done (graphstore's loop thread, or the submitting thread if it was
         already): hand joblib its outcome, unless the call was aborted."""
         with self._lock:

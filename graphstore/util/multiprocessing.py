@@ -17,32 +17,41 @@ import multiprocessing as _stdlib_mp
 import os
 import queue as _queue
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 import graphstore
+from graphstore.core.object_ref import ObjectRef
 
 __all__ = ["Pool", "AsyncResult", "TimeoutError"]
 
 TimeoutError = _stdlib_mp.TimeoutError
 
+T = TypeVar("T")
+S = TypeVar("S")
+#: ``callback`` / ``error_callback`` of the ``*_async`` methods.
+_Callback = Callable[[Any], object]
+_ErrorCallback = Callable[[BaseException], object]
+
 
 class _PoolProcess:
     """One process of the pool."""
 
-    def __init__(self, initializer, initargs):
+    def __init__(self, initializer: Callable[..., object] | None,
+                 initargs: tuple[Any, ...]) -> None:
         if initializer is not None:
             initializer(*initargs)
         #: Functions by the ref they were put under (the pool puts each once, so a
         #: chunk carries a ref, not the pickled function): the last few used.
-        self._functions: dict = {}
+        self._functions: dict[ObjectRef[Any], Callable[..., Any]] = {}
 
-    def run(self, boxed_function: list, chunk: list, star: bool) -> list:
+    def run(self, boxed_function: list[ObjectRef[Any]], chunk: list[Any], star: bool
+            ) -> list[Any]:
         func = self._function(boxed_function[0])
         if star:
             return [func(*args) for args in chunk]
         return [func(arg) for arg in chunk]
 
-    def _function(self, ref):
+    def _function(self, ref: ObjectRef[Any]) -> Callable[..., Any]:
         func = self._functions.pop(ref, None)
         if func is None:
             func = graphstore.get(ref)
@@ -60,17 +69,19 @@ class _PoolProcess:
         graphstore.actor.exit_actor()
 
 
-class AsyncResult:
+class AsyncResult(Generic[T]):
     """The result of ``apply_async``/``map_async``/``starmap_async``, as the standard
     library's ``AsyncResult``."""
 
-    def __init__(self, refs: list, single: bool, callback=None, error_callback=None):
+    def __init__(self, refs: list[ObjectRef[list[Any]]], single: bool,
+                 callback: _Callback | None = None,
+                 error_callback: _ErrorCallback | None = None) -> None:
         self._refs = refs
         self._single = single
         self._callback = callback
         self._error_callback = error_callback
         self._done = threading.Event()
-        self._value = None
+        self._value: Any = None
         self._error: BaseException | None = None
 
     def ready(self) -> bool:
@@ -90,13 +101,14 @@ class AsyncResult:
             graphstore.wait(self._refs, num_returns=len(self._refs), timeout=timeout)
             self.ready()
 
-    def get(self, timeout: float | None = None):
+    def get(self, timeout: float | None = None) -> T:
         self.wait(timeout)
         if not self._done.is_set():
             raise TimeoutError
         if self._error is not None:
             raise self._error
-        return self._value
+        value: T = self._value
+        return value
 
     def _settle(self) -> None:
         """All chunks are done: take the value (or the first error), once."""
@@ -127,9 +139,11 @@ class Pool:
     ``{"num_cpus": 1}`` (the default: each process holds one CPU, as a process would).
     ``context`` is accepted for compatibility and ignored."""
 
-    def __init__(self, processes: int | None = None, initializer: Callable | None = None,
-                 initargs: tuple = (), maxtasksperchild: int | None = None,
-                 context: Any = None, ray_remote_args: dict | None = None):
+    def __init__(self, processes: int | None = None,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: Iterable[Any] = (), maxtasksperchild: int | None = None,
+                 context: Any = None, ray_remote_args: dict[str, Any] | None = None
+                 ) -> None:
         from graphstore import session
         session.runtime_or_auto_init()           # as Ray's Pool: starts a local cluster
         if processes is None:
@@ -152,63 +166,73 @@ class Pool:
         self._actor_class = graphstore.remote(_PoolProcess).options(**options)
         self._actors = [self._new_actor() for _ in range(processes)]
         self._given = [0] * processes          # chunks given to each actor
-        self._last: list = [None] * processes  # the last chunk's ref, per actor
+        #: The last chunk's ref, per actor.
+        self._last: list[ObjectRef[list[Any]] | None] = [None] * processes
         #: The last chunk given to each actor replaced after ``maxtasksperchild`` chunks
         #: (an actor serves its calls in order), and after ``close`` each actor's
         #: ``stop``: what ``join`` waits for. Not a replaced actor's handle: without
         #: handles it goes, and frees its CPU, once it has served them.
-        self._retired: list = []
+        self._retired: list[ObjectRef[Any]] = []
         self._next = itertools.count()
         self._state = "running"
         self._lock = threading.Lock()
-        self._callbacks: _queue.Queue | None = None
+        self._callbacks: _queue.Queue[AsyncResult[Any] | None] | None = None
         self._result_thread: threading.Thread | None = None
 
-    def _new_actor(self):
+    def _new_actor(self) -> graphstore.ActorHandle[_PoolProcess]:
         return self._actor_class.remote(self._initializer, self._initargs)
 
     # -- the standard library's interface ---------------------------------------------
-    def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None):
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
+              kwds: dict[str, Any] | None = None) -> T:
         return self.apply_async(func, args, kwds).get()
 
-    def apply_async(self, func: Callable, args: tuple = (), kwds: dict | None = None,
-                    callback=None, error_callback=None) -> AsyncResult:
+    def apply_async(self, func: Callable[..., T], args: Iterable[Any] = (),
+                    kwds: dict[str, Any] | None = None,
+                    callback: Callable[[T], object] | None = None,
+                    error_callback: _ErrorCallback | None = None) -> AsyncResult[T]:
         self._check_running()
         call = _Call(func, tuple(args), dict(kwds or {}))
         return self._async([self._submit([graphstore.put(call)], [()], star=True)], True,
                            callback, error_callback)
 
-    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+    def map(self, func: Callable[[S], T], iterable: Iterable[S],
+            chunksize: int | None = None) -> list[T]:
         return self.map_async(func, iterable, chunksize).get()
 
-    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
-                  callback=None, error_callback=None) -> AsyncResult:
+    def map_async(self, func: Callable[[S], T], iterable: Iterable[S],
+                  chunksize: int | None = None,
+                  callback: Callable[[list[T]], object] | None = None,
+                  error_callback: _ErrorCallback | None = None) -> AsyncResult[list[T]]:
         return self._map_async(func, iterable, chunksize, False, callback, error_callback)
 
-    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None
-                ) -> list:
+    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                chunksize: int | None = None) -> list[T]:
         return self.starmap_async(func, iterable, chunksize).get()
 
-    def starmap_async(self, func: Callable, iterable: Iterable,
-                      chunksize: int | None = None, callback=None,
-                      error_callback=None) -> AsyncResult:
+    def starmap_async(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                      chunksize: int | None = None,
+                      callback: Callable[[list[T]], object] | None = None,
+                      error_callback: _ErrorCallback | None = None
+                      ) -> AsyncResult[list[T]]:
         return self._map_async(func, iterable, chunksize, True, callback, error_callback)
 
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+    def imap(self, func: Callable[[S], T], iterable: Iterable[S], chunksize: int = 1
+             ) -> Iterator[T]:
         """Results in order, each as soon as it and those before it are ready."""
         refs = self._submit_chunks(func, iterable, chunksize, star=False)
 
-        def results():
+        def results() -> Iterator[T]:
             for ref in refs:
                 yield from graphstore.get(ref)
         return results()
 
-    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1
-                       ) -> Iterator:
+    def imap_unordered(self, func: Callable[[S], T], iterable: Iterable[S],
+                       chunksize: int = 1) -> Iterator[T]:
         """Results as they finish (a chunk's results together)."""
         refs = self._submit_chunks(func, iterable, chunksize, star=False)
 
-        def results():
+        def results() -> Iterator[T]:
             for ref in graphstore.as_completed(refs):
                 yield from graphstore.get(ref)
         return results()
@@ -236,7 +260,7 @@ class Pool:
             graphstore.wait(self._retired, num_returns=len(self._retired))
             self._retired = []
         if self._result_thread is not None:
-            self._callbacks.put(None)
+            self._callbacks.put(None)  # type: ignore[union-attr]  # made with the thread
             self._result_thread.join()
             self._result_thread = None
 
@@ -244,7 +268,7 @@ class Pool:
         self._check_running()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.terminate()
 
     # -- inside ---------------------------------------------------------------------------
@@ -252,7 +276,9 @@ class Pool:
         if self._state != "running":
             raise ValueError("Pool not running")
 
-    def _map_async(self, func, iterable, chunksize, star, callback, error_callback):
+    def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any],
+                   chunksize: int | None, star: bool, callback: _Callback | None,
+                   error_callback: _ErrorCallback | None) -> AsyncResult[Any]:
         items = list(iterable)
         if chunksize is None:            # the standard library's default
             chunksize, extra = divmod(len(items), self._processes * 4)
@@ -261,7 +287,8 @@ class Pool:
         refs = self._submit_chunks(func, items, max(1, chunksize), star)
         return self._async(refs, False, callback, error_callback)
 
-    def _submit_chunks(self, func, iterable, chunksize: int, star: bool) -> list:
+    def _submit_chunks(self, func: Callable[..., Any], iterable: Iterable[Any],
+                       chunksize: int, star: bool) -> list[ObjectRef[list[Any]]]:
         self._check_running()
         if not callable(func):
             raise TypeError(f"{type(func).__name__!r} object is not callable")
@@ -272,22 +299,27 @@ class Pool:
         boxed = [graphstore.put(func)]      # in a list: the actor gets the ref itself
         return [self._submit(boxed, chunk, star) for chunk in chunks]
 
-    def _submit(self, boxed_function: list, chunk: list, star: bool):
+    def _submit(self, boxed_function: list[ObjectRef[Any]], chunk: list[Any], star: bool
+                ) -> ObjectRef[list[Any]]:
         """One chunk to the next actor (round robin), replaced after
         ``maxtasksperchild`` chunks (the old one goes once it has served them)."""
         with self._lock:
             i = next(self._next) % self._processes
             if self._maxtasksperchild is not None and \
                     self._given[i] >= self._maxtasksperchild:
-                self._retired.append(self._last[i])
+                self._retired.append(self._last[i])  # type: ignore[arg-type]  # given: set
                 self._actors[i] = self._new_actor()
                 self._given[i] = 0
             self._given[i] += 1
-            ref = self._last[i] = self._actors[i].run.remote(boxed_function, chunk, star)
+            ref: ObjectRef[list[Any]] = self._actors[i].run.remote(boxed_function, chunk,
+                                                                   star)
+            self._last[i] = ref
         return ref
 
-    def _async(self, refs, single, callback, error_callback) -> AsyncResult:
-        result = AsyncResult(refs, single, callback, error_callback)
+    def _async(self, refs: list[ObjectRef[list[Any]]], single: bool,
+               callback: _Callback | None, error_callback: _ErrorCallback | None
+               ) -> AsyncResult[Any]:
+        result: AsyncResult[Any] = AsyncResult(refs, single, callback, error_callback)
         if callback is not None or error_callback is not None:
             with self._lock:
                 if self._result_thread is None:
@@ -296,21 +328,22 @@ class Pool:
                         target=_call_back, args=(self._callbacks,),
                         name="graphstore-pool-results", daemon=True)
                     self._result_thread.start()
-            self._callbacks.put(result)
+            self._callbacks.put(result)  # type: ignore[union-attr]  # made above
         return result
 
 
 class _Call:
     """``func(*args, **kwds)`` as a one-item chunk's function (``apply``)."""
 
-    def __init__(self, func, args, kwds):
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...],
+                 kwds: dict[str, Any]) -> None:
         self.func, self.args, self.kwds = func, args, kwds
 
-    def __call__(self):
+    def __call__(self) -> Any:
         return self.func(*self.args, **self.kwds)
 
 
-def _call_back(results: _queue.Queue) -> None:
+def _call_back(results: _queue.Queue[AsyncResult[Any] | None]) -> None:
     while (result := results.get()) is not None:
         try:
             result._run_callbacks()

@@ -27,9 +27,9 @@ class Full(_stdlib_queue.Full):
 
 
 class _QueueActor:
-    def __init__(self, maxsize: int):
+    def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
 
     async def qsize(self) -> int:
         return self.queue.qsize()
@@ -40,7 +40,7 @@ class _QueueActor:
     async def full(self) -> bool:
         return self.queue.full()
 
-    async def put(self, item, timeout: float | None = None) -> bool:
+    async def put(self, item: Any, timeout: float | None = None) -> bool:
         """False: still full after ``timeout`` seconds."""
         try:
             await asyncio.wait_for(self.queue.put(item), timeout)
@@ -55,14 +55,14 @@ class _QueueActor:
         except asyncio.TimeoutError:
             return False, None
 
-    async def put_nowait(self, item) -> bool:
+    async def put_nowait(self, item: Any) -> bool:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             return False
         return True
 
-    async def put_nowait_batch(self, items: list) -> bool:
+    async def put_nowait_batch(self, items: list[Any]) -> bool:
         """All of ``items`` or none of them."""
         if self.maxsize > 0 and len(items) + self.queue.qsize() > self.maxsize:
             return False
@@ -76,7 +76,7 @@ class _QueueActor:
         except asyncio.QueueEmpty:
             return False, None
 
-    async def get_nowait_batch(self, num_items: int) -> tuple[bool, list]:
+    async def get_nowait_batch(self, num_items: int) -> tuple[bool, list[Any]]:
         """``num_items`` items or none."""
         if num_items > self.queue.qsize():
             return False, []
@@ -89,28 +89,34 @@ class Queue:
     ``maxsize`` <= 0 means no bound. ``actor_options`` go to the actor that holds the
     items (e.g. ``{"num_cpus": 0, "name": "jobs"}``)."""
 
-    def __init__(self, maxsize: int = 0, actor_options: dict | None = None):
+    def __init__(self, maxsize: int = 0, actor_options: dict[str, Any] | None = None
+                 ) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         options = {"num_cpus": 0, **(actor_options or {})}
         self.maxsize = maxsize
-        self.actor = graphstore.remote(_QueueActor).options(**options).remote(maxsize)
+        #: The handle of the actor holding the items; None after ``shutdown()``. Typed
+        #: Any: its methods' results are Any anyway (``handle.method.remote()``).
+        self.actor: Any = graphstore.remote(_QueueActor).options(**options).remote(maxsize)
 
     def __len__(self) -> int:
         return self.size()
 
     def size(self) -> int:
         """The number of items in the queue (it may change at once)."""
-        return graphstore.get(self.actor.qsize.remote())
+        size: int = graphstore.get(self.actor.qsize.remote())
+        return size
 
     def qsize(self) -> int:
         return self.size()
 
     def empty(self) -> bool:
-        return graphstore.get(self.actor.empty.remote())
+        empty: bool = graphstore.get(self.actor.empty.remote())
+        return empty
 
     def full(self) -> bool:
-        return graphstore.get(self.actor.full.remote())
+        full: bool = graphstore.get(self.actor.full.remote())
+        return full
 
     # -- put ------------------------------------------------------------------------------
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -139,7 +145,7 @@ class Queue:
         if not graphstore.get(self.actor.put_nowait.remote(item)):
             raise Full
 
-    def put_nowait_batch(self, items) -> None:
+    def put_nowait_batch(self, items: list[Any] | tuple[Any, ...]) -> None:
         """Add all of ``items`` at once, or raise ``Full`` and add none."""
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"items must be a list or tuple, not {type(items).__name__}")
@@ -176,7 +182,7 @@ class Queue:
             raise Empty
         return item
 
-    def get_nowait_batch(self, num_items: int) -> list:
+    def get_nowait_batch(self, num_items: int) -> list[Any]:
         """Take ``num_items`` items at once, or raise ``Empty`` and take none."""
         if not isinstance(num_items, int) or isinstance(num_items, bool):
             raise TypeError(f"num_items must be an int, not {type(num_items).__name__}")
@@ -185,7 +191,8 @@ class Queue:
         found, items = graphstore.get(self.actor.get_nowait_batch.remote(num_items))
         if not found:
             raise Empty(f"cannot get {num_items} items from a queue of fewer")
-        return items
+        taken: list[Any] = items
+        return taken
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
         """Stop the queue's actor (its items are gone). ``force`` kills it at once;
@@ -198,6 +205,6 @@ class Queue:
         self.actor = None
 
 
-def _check_timeout(timeout) -> None:
+def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")

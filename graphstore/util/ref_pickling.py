@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Optional, Sequence
 
 import cloudpickle
 
@@ -21,8 +21,8 @@ from graphstore.core.object_ref import ObjectRef
 __all__ = ["dumps_with_refs", "loads_with_values"]
 
 
-def dumps_with_refs(obj: Any, as_ref: Callable[[Any], Optional[ObjectRef]]
-                    ) -> tuple[bytes, list[ObjectRef]]:
+def dumps_with_refs(obj: Any, as_ref: Callable[[Any], Optional[ObjectRef[Any]]]
+                    ) -> tuple[bytes, list[ObjectRef[Any]]]:
     """Pickle ``obj`` with cloudpickle; each object inside for which ``as_ref`` returns a
     ref is left out, replaced by that ref's position in the returned list (a ref given
     for several objects is listed once)."""
@@ -32,20 +32,21 @@ def dumps_with_refs(obj: Any, as_ref: Callable[[Any], Optional[ObjectRef]]
     return buffer.getvalue(), pickler.refs
 
 
-def loads_with_values(payload: bytes, values) -> Any:
+def loads_with_values(payload: bytes, values: Sequence[Any]) -> Any:
     """Unpickle what ``dumps_with_refs`` made, with ``values[i]`` where its ``i``-th ref
     was."""
     return _ValueUnpickler(io.BytesIO(payload), values).load()
 
 
-class _RefPickler(cloudpickle.Pickler):
-    def __init__(self, file, as_ref):
+class _RefPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
+    def __init__(self, file: IO[bytes],
+                 as_ref: Callable[[Any], Optional[ObjectRef[Any]]]) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.refs: list[ObjectRef] = []
-        self._positions: dict[ObjectRef, int] = {}
+        self.refs: list[ObjectRef[Any]] = []
+        self._positions: dict[ObjectRef[Any], int] = {}
         self._as_ref = as_ref
 
-    def persistent_id(self, obj):
+    def persistent_id(self, obj: Any) -> int | None:
         ref = self._as_ref(obj)
         if ref is None:
             return None
@@ -57,9 +58,9 @@ class _RefPickler(cloudpickle.Pickler):
 
 
 class _ValueUnpickler(pickle.Unpickler):
-    def __init__(self, file, values):
+    def __init__(self, file: IO[bytes], values: Sequence[Any]) -> None:
         super().__init__(file)
         self._values = values
 
-    def persistent_load(self, position):
+    def persistent_load(self, position: Any) -> Any:
         return self._values[position]

@@ -10,13 +10,15 @@ when the node is gone or full.
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class NodeAffinitySchedulingStrategy:
     """Run on the node ``node_id``; ``soft`` lets the scheduler go elsewhere when that
     node is gone or has no room."""
 
     def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False,
-                 _fail_on_unavailable: bool = False):
+                 _fail_on_unavailable: bool = False) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise TypeError(f"node_id must be a node id string (from nodes() or "
                             f"get_runtime_context().get_node_id()), got {node_id!r}")
@@ -28,7 +30,7 @@ class NodeAffinitySchedulingStrategy:
     def __repr__(self) -> str:
         return f"NodeAffinitySchedulingStrategy(node_id={self.node_id!r}, soft={self.soft})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return (isinstance(other, NodeAffinitySchedulingStrategy)
                 and (other.node_id, other.soft) == (self.node_id, self.soft))
 
@@ -36,7 +38,7 @@ class NodeAffinitySchedulingStrategy:
         return hash((self.node_id, self.soft))
 
 
-def to_wire(strategy):
+def to_wire(strategy: object) -> str | list[Any] | None:
     """The strategy as the scheduler reads it: None (default), ``"SPREAD"``, or
     ``["node", node id, soft]``; ``ValueError`` for anything else."""
     if strategy is None or strategy == "DEFAULT":

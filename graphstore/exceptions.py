@@ -220,7 +220,8 @@ class RuntimeEnvSetupError(GraphstoreError):
 
 # -- Ray's names -------------------------------------------------------------------------
 # ``except ray.exceptions.X`` becomes ``except graphstore.exceptions.X`` and catches the
-# same failures: these names are the graphstore classes for them (docs/api.md).
+# same failures: these names are the graphstore classes for them
+# (docs/reference/exceptions.md).
 
 RayError = GraphstoreError
 RayTaskError = TaskError
@@ -230,7 +231,8 @@ AsyncioActorExit = ActorExit
 
 
 # Failures graphstore has no cause for: the classes exist, in Ray's hierarchy, so that
-# Ray code catching them runs; graphstore never raises them (docs/api.md says why).
+# Ray code catching them runs; graphstore never raises them (docs/reference/exceptions.md
+# says why).
 
 class ActorUnavailableError(ActorError):
     """Ray: the actor is unreachable for now. graphstore retries calls on a restarting

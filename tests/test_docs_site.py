@@ -8,11 +8,14 @@ warnings-are-errors filter is for graphstore's code, not for mkdocs' plugins.
 """
 from __future__ import annotations
 
+import ast
 import html
+import inspect
 import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -92,3 +95,112 @@ def test_every_public_name_is_on_a_reference_page():
     assert not missing, f"public names with no ::: block under docs/reference/: {missing}"
     for module, page in MODULE_PAGES.items():
         assert (REFERENCE / page).exists(), page
+
+
+# -- docstrings ----------------------------------------------------------------------
+# Every public callable has a docstring in Google style (mkdocs.yml: docstring_style:
+# google): a ``Returns:`` (or ``Yields:``) section when it returns or yields a value and a
+# ``Raises:`` section when its body raises, as the reference renders them.
+
+def _public_api() -> dict[str, object]:
+    """Qualified name -> object, for everything the reference documents."""
+    import graphstore.actor
+    import graphstore.dask
+    import graphstore.exceptions
+    import graphstore.remote_function
+    import graphstore.runtime_context
+    import graphstore.session
+    import graphstore.util
+    import graphstore.util.joblib
+    import graphstore.util.multiprocessing
+    import graphstore.util.queue
+    import graphstore.util.scheduling_strategies
+    modules = [graphstore, graphstore.actor, graphstore.exceptions, graphstore.util,
+               graphstore.util.queue, graphstore.util.multiprocessing,
+               graphstore.util.joblib, graphstore.util.scheduling_strategies,
+               graphstore.dask]
+    found: dict[str, object] = {}
+    for module in modules:
+        names = getattr(module, "__all__", None) or [
+            n for n, v in vars(module).items() if not n.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__]
+        for name in names:
+            value = getattr(module, name)
+            if inspect.ismodule(value) or not getattr(
+                    value, "__module__", "graphstore").startswith("graphstore"):
+                continue            # a module, or another library's object re-exported
+            found[f"{module.__name__}.{name}"] = value
+    # What the public calls return, documented on their pages.
+    for cls in (graphstore.remote_function.RemoteFunction, graphstore.actor.ActorClass,
+                graphstore.actor.ActorMethod, graphstore.session.ClusterContext,
+                graphstore.runtime_context.RuntimeContext):
+        found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    members: dict[str, object] = {}
+    for qualname, value in found.items():
+        if inspect.isclass(value) and value.__module__.startswith("graphstore"):
+            for name, member in vars(value).items():
+                if name.startswith("_"):
+                    continue
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if inspect.isfunction(member) or isinstance(member, property):
+                    members[f"{qualname}.{name}"] = member
+    found.update(members)
+    return found
+
+
+def _body_facts(function) -> tuple[bool, bool]:
+    """(returns or yields a value, raises) from the function's own body, nested
+    functions and classes left out."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return False, False
+    tree = ast.parse(source).body[0]
+    returns = raises = False
+    stack = list(ast.iter_child_nodes(tree))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                             ast.ClassDef)):
+            continue
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            returns = True
+        elif isinstance(node, ast.Return) and node.value is not None and not (
+                isinstance(node.value, ast.Constant) and node.value.value is None):
+            returns = True
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            raises = True
+        stack.extend(ast.iter_child_nodes(node))
+    return returns, raises
+
+
+def _docstring_problems() -> list[str]:
+    problems = []
+    seen: set[int] = set()
+    for qualname, value in sorted(_public_api().items()):
+        if id(value) in seen:       # graphstore.kill is graphstore.actor.kill
+            continue
+        seen.add(id(value))
+        function = value.fget if isinstance(value, property) else value
+        doc = inspect.getdoc(function) if inspect.isclass(function) else function.__doc__
+        if inspect.isclass(function) and function.__doc__ is None:
+            doc = None
+        if not doc or not doc.strip():
+            problems.append(f"{qualname}: no docstring")
+            continue
+        if isinstance(value, property) or not inspect.isfunction(function):
+            continue
+        returns, raises = _body_facts(function)
+        if inspect.signature(function).return_annotation in (None, "None"):
+            returns = False             # `return self._other()` of a None
+        if returns and not re.search(r"^\s*(Returns|Yields):", doc, re.MULTILINE):
+            problems.append(f"{qualname}: returns a value, no Returns: section")
+        if raises and not re.search(r"^\s*Raises:", doc, re.MULTILINE):
+            problems.append(f"{qualname}: raises, no Raises: section")
+    return problems
+
+
+def test_every_public_callable_states_its_contract():
+    problems = _docstring_problems()
+    assert not problems, "\n".join(["docstrings to write or complete:", *problems])

@@ -189,6 +189,14 @@ def _docstring_problems() -> list[str]:
         if not doc or not doc.strip():
             problems.append(f"{qualname}: no docstring")
             continue
+        if inspect.isclass(function):
+            # The reference shows __init__'s parameters with the class (mkdocs.yml:
+            # merge_init_into_class), so the class's docstring says what it raises.
+            init = vars(function).get("__init__")
+            if (init is not None and _body_facts(init)[1]
+                    and not re.search(r"^\s*Raises:", doc, re.MULTILINE)):
+                problems.append(f"{qualname}: its constructor raises, no Raises: section")
+            continue
         if isinstance(value, property) or not inspect.isfunction(function):
             continue
         returns, raises = _body_facts(function)

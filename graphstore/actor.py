@@ -38,9 +38,17 @@ _METHOD_DECORATOR_OPTIONS = tuple(k for k in METHOD_OPTIONS if k != "name")
 
 
 def exit_actor() -> None:
-    """End the actor from inside one of its methods (no restart). From this moment no
-    call of the actor starts; the current call's result and those of the calls queued
-    behind it are ``ActorDiedError``s naming ``exit_actor``."""
+    """End the actor from inside one of its methods, with no restart.
+
+    From this moment no call of the actor starts; the current call's result and those of
+    the calls queued behind it are ``ActorDiedError``s naming ``exit_actor``. Works in
+    plain, threaded and async actors.
+
+    Raises:
+        ActorExit: always, inside an actor: it unwinds the calling method (Ray's
+            ``AsyncioActorExit``); do not catch it.
+        TypeError: called outside an actor (use ``graphstore.kill(handle)`` from outside).
+    """
     runtime = installed()
     request_exit = getattr(getattr(runtime, "role", None), "request_exit", None)
     if request_exit is None:
@@ -52,10 +60,28 @@ def exit_actor() -> None:
 
 
 def method(*args: Any, **options: Any) -> Callable[[_F], _F]:
-    """``@graphstore.method(num_returns=2, max_task_retries=3, retry_exceptions=[E])`` on
-    an actor method: its defaults. ``max_task_retries`` overrides the actor's;
-    ``handle.method.options(...)`` overrides these for one call. ``num_returns`` may be
-    ``"streaming"`` or ``"dynamic"`` on a generator method."""
+    """Set an actor method's defaults: ``@graphstore.method(num_returns=2)`` above its
+    ``def``.
+
+    ``max_task_retries`` overrides the actor's; ``handle.method.options(...)`` overrides
+    these for one call. See [methods and their options](../actors.md#methods-and-their-options).
+
+    Args:
+        *args: none: ``@method`` takes keywords only.
+        **options: ``num_returns`` (an int, or ``"streaming"`` / ``"dynamic"`` on a
+            generator method, which is ``"streaming"`` unless given),
+            ``max_task_retries`` and ``retry_exceptions`` (``True`` or a list of exception
+            classes).
+
+    Returns:
+        A decorator that marks the method with these options and returns it unchanged.
+
+    Raises:
+        RemoteUsageError: ``@method`` with no options or with positional arguments (a
+            ``TypeError`` and an ``AssertionError``, as Ray raises).
+        ValueError: an unknown option or a value of the wrong kind, or a generator mode
+            on a method that does not ``yield``.
+    """
     if args or not options:
         raise decorator_usage_error("@graphstore.method", _METHOD_DECORATOR_OPTIONS)
     validate_options(options, _METHOD_DECORATOR_OPTIONS)
@@ -105,10 +131,13 @@ def _method_table(cls: type) -> dict[str, list[Any]]:
 
 
 class ActorClass(Generic[C]):
-    """A class whose instances live in processes of their own. Use ``.remote()``.
+    """A class made remote with ``@graphstore.remote``: its instances live in processes of
+    their own. Create one with ``.remote()``.
 
     Attributes of the user's class (constants, static and class methods) are reachable
-    through it, as in Ray: ``Actor.CONSTANT``, ``Actor.factory()``."""
+    through it, as in Ray: ``Actor.CONSTANT``, ``Actor.factory()``. Calling it directly
+    (``Actor()``) raises ``TypeError``. It is picklable, so tasks can create actors of it.
+    """
 
     def __init__(self, cls: type[C], options: dict[str, Any]) -> None:
         self._cls = cls
@@ -137,11 +166,46 @@ class ActorClass(Generic[C]):
                         f"directly; use {self._cls.__name__}.remote(...)")
 
     def options(self, **options: Any) -> "_ActorClassOptions[C]":
+        """The actor class with options overriding the decorator's, for the next ``.remote()``.
+
+        Args:
+            **options: any of ``remote``'s actor options (``num_cpus``, ``num_gpus``,
+                ``resources``, ``max_restarts``, ``max_task_retries``, ``max_concurrency``,
+                ``name``, ``namespace``, ``lifetime``, ``scheduling_strategy``,
+                ``runtime_env``), plus ``get_if_exists=True`` with ``name``: return the live
+                actor of that name instead of starting another.
+
+        Returns:
+            An object whose ``.remote(*args, **kwargs)`` starts the actor and returns its
+            ``ActorHandle``.
+
+        Raises:
+            ValueError: an unknown option or a value of the wrong kind.
+        """
         merged = dict(self._options)
         merged.update(validate_actor_options(options))
         return _ActorClassOptions(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle[C]":
+        """Start an actor: a process of its own that runs ``__init__(*args, **kwargs)``, then its
+        method calls.
+
+        Returns at once; calls made on the handle meanwhile wait for the actor to start. Safe
+        to call from several threads.
+
+        Args:
+            *args: ``__init__``'s positional arguments; top-level refs are resolved first.
+            **kwargs: ``__init__``'s keyword arguments.
+
+        Returns:
+            A handle to the new actor. An anonymous actor stops once the last handle to it is
+            gone; a named or ``lifetime="detached"`` one lives on.
+
+        Raises:
+            TypeError: the arguments do not fit ``__init__``'s signature.
+            SerializationError: an argument cannot be pickled; names its type.
+            ValueError: a named actor of that name already exists in the namespace.
+        """
         return self._create(self._options, args, kwargs)
 
     def _methods_and_constructor(self) -> tuple[dict[str, list[Any]],
@@ -210,7 +274,12 @@ class _MethodSpec:
 
 
 class ActorHandle(Generic[C]):
-    """A reference to an actor. Picklable: pass it to tasks and to other actors."""
+    """A reference to an actor: ``handle.method.remote(...)`` calls one of its methods.
+
+    Picklable: pass it to tasks and to other actors, also inside lambdas and closures. Two
+    handles are equal when they name the same actor. A handle may be used from several
+    threads at once; calls from one caller (process) run in the order they were made.
+    """
     __slots__ = ("_actor_id", "_creation_ref", "_class_name", "_methods", "_retries",
                  "_specs", "__weakref__")
 
@@ -276,8 +345,12 @@ class ActorHandle(Generic[C]):
 
 
 class ActorMethod:
-    """``handle.method``: ``.remote(...)`` calls it; ``.options(...)`` overrides its
-    ``num_returns``, ``max_task_retries``, ``retry_exceptions`` or ``name`` for a call."""
+    """``handle.method``: ``.remote(...)`` calls the method; ``.options(...)`` overrides its
+    defaults for a call.
+
+    Calling it directly (``handle.method()``) raises ``TypeError``. It is picklable, like its
+    handle.
+    """
     __slots__ = ("_handle", "_name", "_options")
 
     def __init__(self, handle: ActorHandle[Any], name: str,
@@ -291,6 +364,18 @@ class ActorMethod:
                         f"{self._name}.remote(...)")
 
     def options(self, **options: Any) -> "ActorMethod":
+        """The method with options overriding its defaults, for the calls made through the result.
+
+        Args:
+            **options: ``num_returns``, ``max_task_retries``, ``retry_exceptions`` or ``name``
+                (the call's name in the task graph and the status page).
+
+        Returns:
+            A new ``ActorMethod``; this one is unchanged.
+
+        Raises:
+            ValueError: an unknown option or a value of the wrong kind.
+        """
         validate_options(options, METHOD_OPTIONS)
         return ActorMethod(self._handle, self._name, {**(self._options or {}), **options})
 
@@ -300,6 +385,26 @@ class ActorMethod:
         return (ActorMethod, (self._handle, self._name, self._options))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method on the actor; returns at once.
+
+        Calls from one caller run in the order they were made (several at once with
+        ``max_concurrency`` or in an async actor). Safe to call from several threads.
+
+        Args:
+            *args: the method's positional arguments; top-level refs are resolved first.
+            **kwargs: the method's keyword arguments.
+
+        Returns:
+            An ``ObjectRef`` to the result; a list of ``num_returns`` refs when it is more than
+            one; an ``ObjectRefGenerator`` for a streaming generator method (one ref to a
+            ``DynamicObjectRefGenerator`` for ``num_returns="dynamic"``). ``get`` of it raises
+            ``ActorDiedError`` if the actor died, the method's own error if it raised.
+
+        Raises:
+            TypeError: the arguments do not fit the method's signature.
+            AttributeError: raised earlier, by ``handle.method``, when the class has no such
+                method.
+        """
         handle = self._handle
         spec = handle._spec(self._name)
         spec.signature.check(args, kwargs)
@@ -329,7 +434,21 @@ class ActorMethod:
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
-    """A handle to the live actor named ``name``; ``ValueError`` if there is none."""
+    """A handle to the live actor named ``name``, from any driver, task or actor.
+
+    The handle does not keep the actor alive (as in Ray).
+
+    Args:
+        name: the name given with ``.options(name=...)``.
+        namespace: where to look; default: this job's namespace (``init(namespace=)``).
+
+    Returns:
+        A handle to the actor.
+
+    Raises:
+        ValueError: ``name`` is not a non-empty string, or no live actor has that name
+            in the namespace; names it.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"an actor name is a non-empty string, got {name!r}")
     runtime = session.runtime_or_auto_init()
@@ -344,8 +463,20 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
 
 
 def kill(handle: ActorHandle[Any], *, no_restart: bool = True) -> None:
-    """Kill the actor's process now. Pending and later calls fail with
-    ``ActorDiedError``, unless ``no_restart=False`` and it has restarts left."""
+    """Kill the actor's process now, also while it is starting.
+
+    Pending and later calls fail with ``ActorDiedError``, unless ``no_restart=False`` and
+    it has restarts left: then its process is killed and restarted. Safe to call from any
+    thread.
+
+    Args:
+        handle: the actor's handle.
+        no_restart: ``False``: restart the actor if it has ``max_restarts`` left.
+
+    Raises:
+        ValueError: ``handle`` is not an ``ActorHandle`` (as in Ray).
+        GraphstoreError: this process is not connected.
+    """
     if not isinstance(handle, ActorHandle):
         raise ValueError(f"kill() only supported for actors (an ActorHandle). For tasks, "
                          f"try cancel(). Got: {type(handle)}.")

@@ -81,19 +81,31 @@ _run = remote(_run_node)
 
 def get(dsk: Mapping[Key, Any] | Any, keys: Key | list[Any], *, persist: bool = False,
         ray_persist: bool | None = None, callbacks: Any = None, **kwargs: Any) -> Any:
-    """Run a Dask graph on graphstore and return the values of ``keys``.
+    """Run a Dask graph on graphstore and return the values of ``keys``: a Dask scheduler,
+    ``compute(scheduler=graphstore.dask.get)``.
 
-    ``keys`` is one key or a (nested) list of keys; the result has the same shape. With
-    ``persist=True`` the results are ``ObjectRef``s left in the object store (what
-    ``dask.persist`` needs to keep a collection on the cluster). ``ray_persist`` is the
-    same switch under Ray's name. Other keywords Dask passes to schedulers
-    (``num_workers``, ``pool``...) are accepted and ignored: the cluster decides.
-    A failing task raises its error, which is an instance of the original exception's
-    class, as ``get`` does for any task.
+    Each Dask task is a graphstore task; a chain of tasks each read by the next alone runs
+    as one task. Dask's callbacks (``dask.diagnostics.ProgressBar``, ``Profiler``, or
+    ``callbacks=``) are called: ``pretask`` when a task is submitted, ``posttask`` (without
+    the value, which stays in the store) when its result is ready, ``finish`` at the end.
 
-    Dask's callbacks (``dask.diagnostics.ProgressBar``, ``Profiler``, or ``callbacks=``)
-    are called: ``pretask`` when a task is submitted, ``posttask`` (without the value,
-    which stays in the store) when its result is ready, ``finish`` at the end.
+    Args:
+        dsk: the Dask graph (a mapping, or a collection).
+        keys: one key or a (nested) list of keys.
+        persist: return ``ObjectRef``s left in the object store instead of values (what
+            ``dask.persist`` needs to keep a collection on the cluster).
+        ray_persist: ``persist`` under Ray's name.
+        callbacks: Dask callbacks for this computation.
+        **kwargs: other keywords Dask passes to schedulers (``num_workers``, ``pool``...),
+            accepted and ignored: the cluster decides.
+
+    Returns:
+        The values (or refs) of ``keys``, in the same shape.
+
+    Raises:
+        KeyError: a key, or a task's dependency, is not in the graph.
+        TaskError: a task failed; the error is also an instance of the original
+            exception's class, as ``graphstore.get`` raises it.
     """
     persist = persist or bool(ray_persist)
     if not isinstance(dsk, Mapping):
@@ -183,8 +195,14 @@ class _Progress:
 def persist(*collections: Any, **kwargs: Any) -> Any:
     """``dask.persist`` on graphstore: the collections' chunks stay in the object store.
 
-    The returned collections hold refs; computing them with ``get`` reads the chunks
-    where they are. Keywords go to ``dask.persist``.
+    Computing the returned collections with ``get`` reads the chunks where they are.
+
+    Args:
+        *collections: Dask collections.
+        **kwargs: keywords of ``dask.persist``.
+
+    Returns:
+        The collections, as ``dask.persist`` returns them, holding refs.
     """
     return dask.persist(*collections, scheduler=get, persist=True, **kwargs)
 
@@ -192,13 +210,22 @@ def persist(*collections: Any, **kwargs: Any) -> Any:
 def enable(**config: Any) -> Any:
     """Make graphstore Dask's default scheduler (Ray: ``enable_dask_on_ray``).
 
-    Returns ``dask.config.set(...)``, so ``with graphstore.dask.enable():`` limits it to
-    a block; other keywords are more Dask settings to set with it."""
+    Args:
+        **config: more Dask settings to set with it.
+
+    Returns:
+        What ``dask.config.set(...)`` returns, so ``with graphstore.dask.enable():`` limits
+        it to a block.
+    """
     return dask.config.set(scheduler=get, **config)
 
 
 def disable() -> Any:
-    """Give Dask back its own default scheduler (Ray: ``disable_dask_on_ray``)."""
+    """Give Dask back its own default scheduler (Ray: ``disable_dask_on_ray``).
+
+    Returns:
+        What ``dask.config.set(scheduler=None)`` returns.
+    """
     return dask.config.set(scheduler=None)
 
 

@@ -20,6 +20,13 @@ class TaskError(GraphstoreError):
 
     The instance ``get()`` raises is also an instance of the original exception's class,
     so ``except ValueError`` keeps working, and its message carries the remote traceback.
+
+    Attributes:
+        function_name: the task's (or actor method's) name.
+        traceback_str: the remote traceback, without graphstore's own frames.
+        cause: the original exception, or an ``UnserializableException`` standing in for
+            one that could not be pickled; None if unknown.
+        pid: the process the task ran in.
     """
 
     def __init__(self, function_name: str, traceback_str: str, cause: BaseException | None,
@@ -61,7 +68,14 @@ class TaskError(GraphstoreError):
             details_open=len(lines) <= _OPEN_TRACEBACK_LINES)
 
     def as_instanceof_cause(self) -> "TaskError":
-        """Return a TaskError that is also an instance of the cause's class."""
+        """This error as an instance of both ``TaskError`` and the cause's class (Ray's name).
+
+        Returns:
+            A ``TaskError`` that is also an instance of ``cause``'s class; this error itself
+            when there is no cause, the cause is a ``TaskError``, or it is one of the classes
+            never mixed in (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``,
+            ``asyncio.CancelledError``) or cannot be subclassed.
+        """
         cause_cls = type(self.cause)
         if self.cause is None or issubclass(cause_cls, TaskError):
             return self
@@ -226,7 +240,8 @@ class RuntimeEnvSetupError(GraphstoreError):
 
 # -- Ray's names -------------------------------------------------------------------------
 # ``except ray.exceptions.X`` becomes ``except graphstore.exceptions.X`` and catches the
-# same failures: these names are the graphstore classes for them (docs/api.md).
+# same failures: these names are the graphstore classes for them
+# (docs/reference/exceptions.md).
 
 RayError = GraphstoreError
 RayTaskError = TaskError
@@ -236,7 +251,8 @@ AsyncioActorExit = ActorExit
 
 
 # Failures graphstore has no cause for: the classes exist, in Ray's hierarchy, so that
-# Ray code catching them runs; graphstore never raises them (docs/api.md says why).
+# Ray code catching them runs; graphstore never raises them (docs/reference/exceptions.md
+# says why).
 
 class ActorUnavailableError(ActorError):
     """Ray: the actor is unreachable for now. graphstore retries calls on a restarting

@@ -74,7 +74,11 @@ class RemoteGeneratorFunction(Protocol[P, Y_co]):
 
 
 class RemoteFunction(Generic[P, R]):
-    """A function that runs as tasks on the cluster. Call ``.remote()``, not the function."""
+    """A function that runs as tasks on the cluster: call ``.remote()``, not the function.
+
+    Calling it directly raises ``TypeError``. It is picklable (tasks can submit tasks of
+    it); the function is pickled once and sent to each worker once.
+    """
 
     def __init__(self, function: Callable[P, R], options: dict[str, Any]) -> None:
         self._function = function
@@ -108,7 +112,21 @@ class RemoteFunction(Generic[P, R]):
     def options(self, **options: Any) -> "_BoundOptions[P, R]": ...
 
     def options(self, **options: Any) -> "_BoundOptions[P, R] | RemoteCall[P]":
-        """Return this function with some options overridden for the next calls."""
+        """This function with some options overridden, for the calls made through the result.
+
+        Args:
+            **options: any of ``remote``'s task options; ``num_gpus`` given here replaces
+                ``resources={"GPU": n}`` given to the decorator, and the other way round.
+
+        Returns:
+            An object whose ``.remote(*args, **kwargs)`` submits a task with these options (as
+            ``RemoteFunction.remote`` does); this function is unchanged.
+
+        Raises:
+            ValueError: an unknown option, a value of the wrong kind, or ``num_returns``
+                ``"streaming"``/``"dynamic"`` on a function that does not ``yield``.
+            TypeError: ``name`` is not a string.
+        """
         merged = dict(self._options)
         merged.update(validate_options(options))
         check_generator_mode(merged.get("num_returns"), self._is_generator,
@@ -123,6 +141,29 @@ class RemoteFunction(Generic[P, R]):
         return _BoundOptions(self, merged, _resolve(merged, self._default_returns))
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        """Submit a task running the function with these arguments; returns at once.
+
+        The task is placed near the objects it reads, within its resource needs, and retried
+        (``max_retries``) if its worker dies. Safe to call from several threads at once.
+
+        Args:
+            *args: the function's positional arguments. Top-level refs are resolved to their
+                values before the task runs; refs nested inside other objects stay refs.
+            **kwargs: the function's keyword arguments, resolved likewise.
+
+        Returns:
+            An ``ObjectRef`` to the result; a list of ``num_returns`` refs when it is more than
+            one; an ``ObjectRefGenerator`` for a generator function (``num_returns="streaming"``,
+            the default), or one ref to a ``DynamicObjectRefGenerator`` for
+            ``num_returns="dynamic"``. ``get`` of the ref raises the task's error.
+
+        Raises:
+            TypeError: the arguments do not fit the function's signature, as in Ray.
+            SerializationError: an argument cannot be pickled; names its type and the
+                argument.
+            TaskUnschedulableError: raised by ``get`` of the result when no node can ever
+                satisfy the resource request.
+        """
         return self._submit(self._resolved, args, kwargs)  # type: ignore[no-any-return]
 
     def _submit(self, resolved: tuple[Any, ...], args: tuple[Any, ...],
@@ -216,9 +257,42 @@ def remote(**options: Any) -> _RemoteDecorator: ...
 
 
 def remote(*args: Any, **options: Any) -> Any:
-    """Make a function or a class (an actor) remote: ``@remote`` or
-    ``@remote(num_cpus=2)``. Options are checked when the decorator is applied;
-    ``@remote()`` with no options is an error, as in Ray."""
+    """Make a function a task or a class an actor: ``@remote`` or ``@remote(num_cpus=2)``.
+
+    Options are checked when the decorator is applied. A function that ``yield``s streams
+    its values (see [generator tasks](../generators.md)). An ``async def`` function is
+    refused: tasks run plain functions; async methods belong in actors. Options that need a
+    process of their own (GPUs, ``runtime_env``, ``max_calls``) run the task in a *task
+    process*: see [resources, GPUs, placement and
+    environments](../guide.md#resources-gpus-placement-and-environments).
+
+    Args:
+        *args: the function or class, when used as ``@remote`` without parentheses.
+        **options: for a function: ``num_returns`` (1; an int, ``"streaming"`` or
+            ``"dynamic"``), ``num_cpus`` (1), ``num_gpus`` (0), ``resources`` (custom
+            resources, e.g. ``{"special": 1}``), ``max_retries`` (3; re-runs when its worker
+            dies or to compute a lost result again; -1: for ever), ``retry_exceptions``
+            (``False``; ``True`` or a list of exception classes: also re-run when it
+            raises), ``name``, ``max_calls`` (0: no limit; GPU functions default to 1),
+            ``scheduling_strategy`` (``"DEFAULT"``, ``"SPREAD"`` or a
+            ``NodeAffinitySchedulingStrategy``) and ``runtime_env`` (``{"env_vars": {...}}``).
+            For a class: ``num_cpus`` (0), ``num_gpus``, ``resources``, ``max_restarts`` (0),
+            ``max_task_retries`` (0), ``max_concurrency``, ``name``, ``namespace``,
+            ``lifetime`` (``"detached"`` outlives its driver), ``scheduling_strategy`` and
+            ``runtime_env``.
+
+    Returns:
+        A ``RemoteFunction`` for a function, an ``ActorClass`` for a class; with options
+        and no target, a decorator that makes one.
+
+    Raises:
+        RemoteUsageError: ``@remote()`` with empty parentheses or with positional
+            arguments (a ``TypeError`` and an ``AssertionError``, as Ray raises).
+        ValueError: an unknown option or a value of the wrong kind; an ``async def``
+            function.
+        TypeError: the target is neither a function nor a class.
+        NotImplementedError: a ``runtime_env`` key other than ``env_vars``.
+    """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
     if args or not options:

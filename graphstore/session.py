@@ -39,7 +39,20 @@ _driver: "Driver | None" = None
 
 
 class ClusterContext:
-    """What ``init()`` returns: where the cluster is. Usable as a context manager."""
+    """What ``init()`` returns: where the cluster is.
+
+    Usable as a context manager: ``with graphstore.init(): ...`` calls ``shutdown()`` at
+    the end of the block.
+
+    Attributes:
+        address: the scheduler's ``tcp://host:port``.
+        session_dir: a local cluster's session directory (logs, spill files); None when
+            joining a cluster.
+        num_workers: how many workers the cluster had when this process connected.
+        resources: the cluster's total resources then.
+        dashboard_url: the scheduler's status page, or None if it has none
+            (``dashboard_port=0``).
+    """
 
     def __init__(self, address: str, session_dir: str | None, num_workers: int,
                  resources: dict[str, float], dashboard_url: str | None = None) -> None:
@@ -52,6 +65,9 @@ class ClusterContext:
 
     @property
     def address_info(self) -> dict[str, str | None]:
+        """``address``, ``session_dir`` and ``dashboard_url`` as a dict, as Ray's
+        ``address_info``.
+        """
         return {"address": self.address, "session_dir": self.session_dir,
                 "dashboard_url": self.dashboard_url}
 
@@ -237,27 +253,69 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
          spill_threshold: float | None = None, **settings: Any) -> ClusterContext:
     """Start a local cluster (no ``address``) or join the one at ``tcp://host:port``.
 
-    Ray's keywords mean what they mean in ``ray.init``: ``num_cpus`` (0: a node with no
-    CPU, where CPU work waits for workers with CPUs), ``num_gpus`` (default: the GPUs
-    ``CUDA_VISIBLE_DEVICES`` names, else those ``nvidia-smi -L`` lists), ``resources``,
-    ``object_store_memory`` (bytes of shared memory per worker store), ``namespace`` (of
-    named actors), ``runtime_env`` (only ``{"env_vars": {...}}``: every task and actor of
-    this job sees them), ``include_dashboard`` / ``dashboard_host`` /
-    ``dashboard_port`` (the status page), ``log_to_driver`` (task output here),
-    ``logging_level`` / ``logging_format`` / ``configure_logging`` (the "graphstore"
-    logger of this process, and the log level of a local cluster's processes) and
-    ``ignore_reinit_error``.
+    Ray's keywords mean what they mean in ``ray.init``. A local cluster's processes stop
+    at ``shutdown()`` or when this process exits, leaving no process or shared memory
+    behind. Takes a process-wide lock: safe to call from any thread.
 
-    ``spill_to``: where full stores spill (a directory, ``file://`` or
-    ``s3://bucket/prefix`` URL), ``spill_options``: its fsspec/s3fs storage options,
-    ``spill_threshold``: the fraction of a store's capacity above which it spills.
-    ``address="auto"`` reads ``GRAPHSTORE_ADDRESS``. ``node_id`` names this driver's host;
-    ``worker_node_ids`` gives each local worker its own host identity (to exercise
-    multi-host behaviour on one machine). Other keyword arguments override settings of
-    ``graphstore.core.config.Config`` for this cluster, e.g. ``tls_cert``, ``tls_key`` and
-    ``tls_ca`` for mutual TLS (all three or none; a local cluster started with them uses
-    them for every connection: see docs/security.md); any other keyword is a
-    ``TypeError``.
+    Args:
+        address: ``None`` starts a local cluster on this machine (loopback only);
+            ``"tcp://host:port"`` joins a running one; ``"auto"`` reads
+            ``GRAPHSTORE_ADDRESS``.
+        num_cpus: the local cluster's workers (one per CPU; default: the CPU count). ``0``:
+            one worker with no CPU, where work that needs a CPU waits for a worker with
+            CPUs to join.
+        num_gpus: the local node's GPUs (default: those ``CUDA_VISIBLE_DEVICES`` names,
+            else those ``nvidia-smi -L`` lists).
+        resources: the local node's custom resources, e.g. ``{"special": 2}``.
+        object_store_memory: bytes of shared memory of each worker's store.
+        ignore_reinit_error: a second ``init()`` returns the running cluster's context
+            instead of raising.
+        include_dashboard: ``False`` starts no [status page](../dashboard.md).
+        dashboard_host: the status page's interface (``127.0.0.1``).
+        dashboard_port: its port (8265, another free one if taken).
+        namespace: the namespace of this job's named actors (``"default"``):
+            ``get_actor(name)`` in this driver and in its tasks and actors looks there.
+        runtime_env: ``{"env_vars": {...}}`` for every task and actor of this job.
+        log_to_driver: print what tasks and actors print here, their tqdm bars live
+            (default ``True``).
+        logging_level: the level of this process's ``graphstore`` logger, and of a local
+            cluster's processes (``logging.INFO``).
+        logging_format: the format of the stderr handler added to that logger (Ray's by
+            default).
+        configure_logging: ``False`` leaves logging alone. Otherwise the ``graphstore``
+            logger gets the level and, unless the program configured logging itself, a
+            stderr handler not passed on to the root logger.
+        token: the cluster token (default: ``GRAPHSTORE_TOKEN``, else the token file).
+        node_id: names this driver's host.
+        worker_node_ids: gives each local worker its own host identity, to exercise
+            multi-host behaviour on one machine (one per worker).
+        spill_to: where full stores spill: a directory, a ``file://`` or
+            ``s3://bucket/prefix`` URL.
+        spill_options: fsspec/s3fs storage options of ``spill_to``.
+        spill_threshold: the fraction of a store's capacity above which it spills, in
+            ``(0, 1]``.
+        **settings: override [settings](../configuration.md) for this cluster, e.g.
+            ``tls_cert``, ``tls_key`` and ``tls_ca`` for mutual TLS (all three or none; a
+            local cluster started with them uses them for every connection, see
+            [security](../security.md)).
+
+    Returns:
+        The cluster's context: ``address``, ``session_dir``, ``num_workers``,
+        ``resources``, ``dashboard_url``.
+
+    Raises:
+        GraphstoreError: ``init()`` was already called (and ``ignore_reinit_error`` is
+            false), it is called inside a task, or a local cluster failed to start.
+        ValueError: a keyword out of range (``num_cpus``, ``num_gpus``,
+            ``object_store_memory``, ``spill_threshold``), ``address="auto"`` without
+            ``GRAPHSTORE_ADDRESS``, or local-cluster keywords with ``address=``.
+        TypeError: an unknown keyword; names it.
+        ConfigError: a configuration file or ``GRAPHSTORE_<NAME>`` variable cannot be
+            read; names it and the setting.
+        TLSConfigError: TLS settings half given, or a file that cannot be used.
+        TLSError: a certificate was refused.
+        AuthenticationError: the cluster refused the token.
+        ConnectionLostError: the scheduler at ``address`` cannot be reached.
     """
     global _driver
     with _lock:
@@ -386,7 +444,11 @@ def _check_settings(settings: dict[str, Any]) -> None:
 
 
 def shutdown() -> None:
-    """Disconnect; for a local cluster, stop every process it started."""
+    """Disconnect; for a local cluster, stop every process it started.
+
+    Refs held afterwards are dead. Does nothing if this process is not connected;
+    registered at exit, so a program that never calls it still cleans up.
+    """
     global _driver
     with _lock:
         driver, _driver = _driver, None
@@ -395,6 +457,12 @@ def shutdown() -> None:
 
 
 def is_initialized() -> bool:
+    """Whether this process is connected to a cluster.
+
+    Returns:
+        ``True`` after ``init()`` (or in a task or actor), ``False`` before it and after
+        ``shutdown()``.
+    """
     return _driver is not None or _worker_runtime() is not None
 
 

@@ -31,12 +31,26 @@ def write_trace(trace: list, filename: str | os.PathLike) -> str:
 
 
 def timeline(filename: str | os.PathLike | None = None) -> list[dict]:
-    """The cluster's recent work as Chrome trace events (one row per worker process,
-    arrows from each task to the tasks that read its results); with ``filename``, also
-    written there as JSON, to open in https://ui.perfetto.dev or ``chrome://tracing``.
+    """The cluster's recent work as Chrome trace events, as ``ray.timeline()``.
 
-    The scheduler keeps the last ``task_stream_events`` events of each worker; with
-    ``record_timeline=False`` nothing is recorded."""
+    One row per worker process, one bar per task run, argument fetch, transfer, spill,
+    restore and actor call (their real start and end, measured where the work ran), and
+    arrows from each task to the tasks that read its results. The scheduler keeps the
+    last ``task_stream_events`` events of each worker; with ``record_timeline=False``
+    nothing is recorded. Safe to call from any thread of the driver.
+
+    Args:
+        filename: also write the events there as JSON, to open in
+            https://ui.perfetto.dev or ``chrome://tracing``.
+
+    Returns:
+        The trace events (Chrome trace event format: dicts with ``ph``, ``ts``, ``dur``,
+        ``pid``, ``tid``, ``name``, ``args``).
+
+    Raises:
+        OSError: ``filename`` cannot be written.
+        GraphstoreError: not connected to a cluster (call ``init()`` first).
+    """
     data = timeline_data()
     trace = build_trace(data["entries"], data["workers"])
     if filename is not None:
@@ -47,12 +61,22 @@ def timeline(filename: str | os.PathLike | None = None) -> list[dict]:
 def critical_path(ref: ObjectRef) -> dict:
     """The chain of task runs and input moves (fetches, transfers, restores) whose times
     add up the most among those that led to the finished ``ref``: what to speed up for
-    it to come sooner.
+    it to come sooner. Safe to call from any thread of the driver.
 
-    Returns ``{"object_id", "steps": [{"name", "kind", "task_id", "worker", "start",
-    "duration", "nbytes", "peer"}, ...], "total", "wall"}``, first step first; ``total``
-    is the steps' summed seconds, ``wall`` from the first start to the last end.
-    ValueError says why a ref has none (not finished, a ``put``, forgotten)."""
+    Args:
+        ref: a finished task's result.
+
+    Returns:
+        ``{"object_id", "steps": [{"name", "kind", "task_id", "worker", "start",
+        "duration", "nbytes", "peer"}, ...], "total", "wall"}``, first step first;
+        ``total`` is the steps' summed seconds, ``wall`` the seconds from the first start
+        to the last end.
+
+    Raises:
+        TypeError: ``ref`` is not an ``ObjectRef``.
+        ValueError: the ref has no path, and why (not finished yet, made by ``put``, or
+            forgotten by the scheduler's bounded history).
+    """
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"critical_path() takes an ObjectRef, got {type(ref).__name__}")
     path = session.get_runtime().request(msg.GetCriticalPath(ref._id), timeout=120)

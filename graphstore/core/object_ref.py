@@ -74,10 +74,22 @@ serialization_context = threading.local()
 
 
 class ObjectRef(Generic[T_co]):
-    """A reference to an object in graphstore's object store.
+    """A reference to an immutable object in graphstore's object store.
 
-    Hashable and equal by id; pickling keeps it a ref. ``await ref`` and ``ref.future()``
-    wait for the object without blocking an event loop.
+    Its repr is ``ObjectRef(<hex id>)``. Hashable and equal by id; pickling keeps it a ref,
+    also inside other objects, so refs can be passed to tasks and stored in objects.
+    ``await ref`` and ``ref.future()`` wait for the object without blocking an event loop.
+    The object lives while some process, task or object refers to it. In Jupyter it shows
+    as a card with its state, size and where it lives. Refs may be shared between threads.
+
+    You get refs from ``put()`` and ``.remote()`` calls; constructing one from an id names
+    an existing object and does not create one.
+
+    Args:
+        object_id: the object's 16-byte id, or its 32 hex digits.
+
+    Raises:
+        ValueError: ``object_id`` is not 16 bytes (32 hex digits).
     """
 
     __slots__ = ("_id", "__weakref__")
@@ -107,9 +119,16 @@ class ObjectRef(Generic[T_co]):
 
     @property
     def id(self) -> bytes:
+        """The object's id, 16 bytes."""
         return self._id
 
     def hex(self) -> str:
+        """The object's id in hex, as the status page, ``graphstore list objects`` and the task
+        graph name it.
+
+        Returns:
+            32 hex digits.
+        """
         return self._id.hex()
 
     def __repr__(self) -> str:
@@ -155,7 +174,12 @@ class ObjectRef(Generic[T_co]):
         return self
 
     def future(self) -> "Future[T_co]":
-        """A ``concurrent.futures.Future`` that completes with the object's value."""
+        """A future of the object's value, for code built on ``concurrent.futures`` or asyncio.
+
+        Returns:
+            A ``concurrent.futures.Future`` that completes with the object's value, or with the
+            error ``get`` would raise.
+        """
         return ref_tracker.future(self)
 
     def __await__(self) -> Generator[Any, None, T_co]:

@@ -220,17 +220,29 @@ class ObjectRefGenerator(Generic[Y_co]):
             await future
 
     def completed(self) -> ObjectRef[int]:
-        """A ref that is ready once the task ended (its value: how many values it
-        yielded; it raises if the task could not end)."""
+        """A ref that is ready once the task ended.
+
+        Returns:
+            A ref whose value is how many values the task yielded; ``get`` of it raises if the
+            task could not end (its worker died, it was cancelled).
+        """
         return self._generator_ref
 
     def next_ready(self) -> bool:
-        """Whether ``next`` would return without waiting."""
+        """Whether ``next`` would return without waiting.
+
+        Returns:
+            ``True`` if a ref (or the end of the stream) is already here.
+        """
         return self._table.poll(self._generator_ref._id, self._generator_ref,
                                 take=False) is not None
 
     def is_finished(self) -> bool:
-        """Whether every ref was handed out."""
+        """Whether every ref was handed out.
+
+        Returns:
+            ``True`` once the task ended and iteration has taken its last ref.
+        """
         return self._table.finished(self._generator_ref._id)
 
     def __repr__(self) -> str:

@@ -26,12 +26,18 @@ _CallFn = Callable[[Any, Any], Any]
 
 
 class ActorPool:
-    """A pool of actors to run ``fn(actor, value)`` calls on, one call per actor at a
-    time.
+    """A pool of actors to run ``fn(actor, value)`` calls on, one call per actor at a time,
+    as Ray's ``ray.util.ActorPool``.
+
+    The pool is driven by one thread: its methods keep unlocked bookkeeping, so do not
+    share one pool between threads.
 
     >>> pool = ActorPool([Worker.remote(), Worker.remote()])
     >>> list(pool.map(lambda a, v: a.double.remote(v), [1, 2, 3, 4]))
     [2, 4, 6, 8]
+
+    Args:
+        actors: the actors' handles; the pool owns them while it holds them.
     """
 
     def __init__(self, actors: Iterable[Any]) -> None:
@@ -48,11 +54,31 @@ class ActorPool:
     # -- submitting ---------------------------------------------------------------------
     def map(self, fn: _CallFn, values: Iterable[Any]) -> Iterator[Any]:
         """Run ``fn(actor, v)`` for each ``v`` and yield the results in the order of
-        ``values``. Results of earlier submissions not taken yet are dropped first."""
+        ``values``.
+
+        Results of earlier submissions not taken yet are dropped first.
+
+        Args:
+            fn: called as ``fn(actor, value)``; must return the ref (or list of refs) of an
+                actor call.
+            values: the values, read as actors become free.
+
+        Returns:
+            An iterator of the results' values, in the order of ``values``; it raises a call's
+            error when it reaches that call.
+        """
         return self._map(fn, values, self.get_next)
 
     def map_unordered(self, fn: _CallFn, values: Iterable[Any]) -> Iterator[Any]:
-        """As ``map``, yielding each result as soon as it is ready."""
+        """As ``map``, yielding each result as soon as it is ready.
+
+        Args:
+            fn: as for ``map``.
+            values: as for ``map``.
+
+        Returns:
+            An iterator of the results' values, in the order they finish.
+        """
         return self._map(fn, values, self.get_next_unordered)
 
     def _map(self, fn: _CallFn, values: Iterable[Any], take: Callable[[], Any]
@@ -67,8 +93,16 @@ class ActorPool:
         return results()
 
     def submit(self, fn: _CallFn, value: Any) -> None:
-        """Call ``fn(actor, value)`` on an idle actor (it must return a ref, or a list
-        of refs), or queue the call until an actor is free."""
+        """Call ``fn(actor, value)`` on an idle actor, or queue the call until an actor is free.
+
+        Args:
+            fn: called as ``fn(actor, value)``; must return the ref (or list of refs) of an
+                actor call.
+            value: the value to pass.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or did not return a ref or a list of refs.
+        """
         if not callable(fn):
             raise TypeError(f"fn must be callable as fn(actor, value), not "
                             f"{type(fn).__name__}")
@@ -84,14 +118,31 @@ class ActorPool:
 
     # -- results ------------------------------------------------------------------------
     def has_next(self) -> bool:
-        """Whether a submitted call's result has not been taken yet."""
+        """Whether a submitted call's result has not been taken yet.
+
+        Returns:
+            ``True`` if ``get_next`` has a result to give.
+        """
         return bool(self._future_to_actor)
 
     def get_next(self, timeout: float | None = None,
                  ignore_if_timedout: bool = False) -> Any:
-        """The next result in submission order. ``timeout``: raise ``TimeoutError`` if
-        it is not ready by then (with ``ignore_if_timedout`` the call is dropped from
-        the pool, its actor freed, before raising)."""
+        """The next result in submission order, once it is ready.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits for ever.
+            ignore_if_timedout: on a timeout, drop that result (its actor goes back to the
+                pool) before raising.
+
+        Returns:
+            The value of the next submitted call.
+
+        Raises:
+            StopIteration: no result is left to get.
+            ValueError: the pending results were taken by ``get_next_unordered`` already.
+            TimeoutError: the result was not ready within ``timeout``.
+            TaskError: the call raised (as ``graphstore.get`` raises it).
+        """
         if not self.has_next():
             raise StopIteration("No more results to get")
         if self._next_return_index >= self._next_task_index:
@@ -116,7 +167,20 @@ class ActorPool:
 
     def get_next_unordered(self, timeout: float | None = None,
                            ignore_if_timedout: bool = False) -> Any:
-        """Any next result, the first to be ready. ``timeout`` as for ``get_next``."""
+        """Any next result, the first to be ready.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits for ever.
+            ignore_if_timedout: accepted for Ray's signature.
+
+        Returns:
+            The value of whichever pending call finished first.
+
+        Raises:
+            StopIteration: no result is left to get.
+            TimeoutError: no result was ready within ``timeout``.
+            TaskError: the call raised (as ``graphstore.get`` raises it).
+        """
         if not self.has_next():
             raise StopIteration("No more results to get")
         refs = [ref for key in self._future_to_actor for ref in _refs_of(key)]
@@ -135,15 +199,30 @@ class ActorPool:
 
     # -- the actors -----------------------------------------------------------------------
     def has_free(self) -> bool:
-        """Whether an actor is idle and no call waits for one."""
+        """Whether an actor is idle and no call waits for one.
+
+        Returns:
+            ``True`` if a ``submit`` would start at once.
+        """
         return bool(self._idle_actors) and not self._pending_submits
 
     def pop_idle(self) -> Any:
-        """Take an idle actor out of the pool (None if none is free)."""
+        """Take an idle actor out of the pool.
+
+        Returns:
+            The actor's handle; None if none is free.
+        """
         return self._idle_actors.pop() if self.has_free() else None
 
     def push(self, actor: Any) -> None:
-        """Add an actor to the pool (it takes a waiting call at once, if any)."""
+        """Add an actor to the pool; it takes a waiting call at once, if any.
+
+        Args:
+            actor: the actor's handle.
+
+        Raises:
+            ValueError: the actor is in the pool already.
+        """
         busy = [entry[1] for entry in self._future_to_actor.values()]
         if any(actor is a or actor == a for a in self._idle_actors + busy):
             raise ValueError("Actor already belongs to current ActorPool")

@@ -37,14 +37,24 @@ def _call_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[An
 
 
 class Executor(concurrent.futures.Executor):
-    """Run callables as graphstore tasks.
+    """A ``concurrent.futures.Executor`` whose calls run as graphstore tasks.
 
-    ``task_options`` are the options of each task (``num_cpus``, ``max_retries``,
-    ``resources``, ...), as for ``f.options(...)``.
+    Futures complete from the driver's I/O thread. Safe to use from several threads at
+    once (``submit`` takes a lock), as ``concurrent.futures`` executors are.
 
     >>> with Executor(max_workers=4) as pool:
     ...     list(pool.map(pow, [2, 3], [5, 2]))
     [32, 9]
+
+    Args:
+        max_workers: the most tasks running at once; further calls wait in this process
+            for a slot. ``None``: no limit (the cluster's resources limit them).
+        **task_options: the options of each task (``num_cpus``, ``max_retries``,
+            ``resources``, ...), as for ``f.options(...)``; checked here.
+
+    Raises:
+        TypeError: ``max_workers`` is not an int or None.
+        ValueError: ``max_workers`` is not positive, or a task option is wrong.
     """
 
     def __init__(self, max_workers: int | None = None, **task_options: Any) -> None:
@@ -72,13 +82,40 @@ class Executor(concurrent.futures.Executor):
     # -- concurrent.futures.Executor ----------------------------------------------------
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
                ) -> concurrent.futures.Future[T]:
+        """Run ``fn(*args, **kwargs)`` as a task.
+
+        Args:
+            fn: a picklable callable.
+            *args: its positional arguments (refs among them are resolved, as for any task).
+            **kwargs: its keyword arguments.
+
+        Returns:
+            A future of the call's value; its ``result()`` raises the call's error.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            RuntimeError: the executor was shut down.
+        """
         future: concurrent.futures.Future[T] = self._submit(self._call, fn, args, kwargs)
         return future
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1) -> Iterator[T]:
-        """As ``concurrent.futures.Executor.map``; ``chunksize`` > 1 runs that many
-        calls per task (fewer, larger tasks for many small calls)."""
+        """As ``concurrent.futures.Executor.map``: ``fn`` over the iterables' items, as tasks.
+
+        Args:
+            fn: a picklable callable.
+            *iterables: its arguments, one iterable per parameter.
+            timeout: seconds after the call after which the iterator raises ``TimeoutError``.
+            chunksize: calls per task (fewer, larger tasks for many small calls).
+
+        Returns:
+            An iterator of the results in order; it raises a call's error when it reaches it.
+
+        Raises:
+            ValueError: ``chunksize`` is less than 1.
+            RuntimeError: the executor was shut down.
+        """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if chunksize == 1:
@@ -89,8 +126,13 @@ class Executor(concurrent.futures.Executor):
         return _flatten(futures, timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No more submissions; ``cancel_futures`` cancels those still waiting for a
-        slot (tasks already submitted run to the end); ``wait`` waits for the rest."""
+        """No more submissions.
+
+        Args:
+            wait: wait for the calls submitted so far.
+            cancel_futures: cancel the calls still waiting for a slot (tasks already submitted
+                run to the end).
+        """
         with self._lock:
             self._shutdown = True
             if cancel_futures:

@@ -48,8 +48,12 @@ _log = logging.getLogger("graphstore.joblib")
 
 
 def register() -> None:
-    """Register the ``"graphstore"`` joblib backend (``parallel_config(backend=...)``,
-    ``Parallel(backend=...)``). Calling it again is harmless."""
+    """Register the ``"graphstore"`` joblib backend.
+
+    Then ``parallel_config(backend="graphstore")`` or ``Parallel(backend="graphstore")``
+    runs joblib's batches (and scikit-learn's ``n_jobs``) as graphstore tasks. Calling it
+    again is harmless.
+    """
     register_parallel_backend("graphstore", GraphstoreBackend)
 
 
@@ -192,6 +196,19 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
 
     # -- joblib's backend API ------------------------------------------------------------
     def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """How many batches may run at once, as joblib asks every backend.
+
+        Args:
+            n_jobs: joblib's ``n_jobs``: a positive number is taken as is; ``-1`` is the
+                cluster's CPUs divided by each task's, ``-2`` one fewer, and so on; ``None``
+                is the default.
+
+        Returns:
+            The number of parallel batches, at least 1.
+
+        Raises:
+            ValueError: ``n_jobs == 0``.
+        """
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         if n_jobs is None:
@@ -207,11 +224,26 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
                   require: str | None = None, ray_remote_args: dict[str, Any] | None = None,
                   max_nbytes: int | None = 2**20, mmap_mode: str | None = "r",
                   **_joblib_settings: Any) -> int:
-        """Called by ``Parallel`` with its settings: ``max_nbytes`` is the size from which
-        an array goes through the object store (``None``: never), ``mmap_mode`` how a task
-        sees it (``"r"``: read-only, shared; ``"r+"``, ``"w+"``, ``"c"``: a private
-        writable copy; ``None``: pickled into every batch, as ``max_nbytes=None``).
-        joblib's other settings (``temp_folder``, ``context``...) have no meaning here."""
+        """Called by ``Parallel`` with its settings, before the first batch.
+
+        Connects to (or starts) a cluster, as Ray's backend does. joblib's other settings
+        (``temp_folder``, ``context``...) have no meaning here.
+
+        Args:
+            n_jobs: as for ``effective_n_jobs``.
+            parallel: the ``Parallel`` object.
+            prefer: joblib's hint, unused.
+            require: joblib's constraint, unused.
+            ray_remote_args: options of each batch's task.
+            max_nbytes: the size from which an array goes through the object store once
+                (``None``: never).
+            mmap_mode: how a task sees such an array: ``"r"``, read-only and shared; ``"r+"``,
+                ``"w+"``, ``"c"``, a private writable copy; ``None``, pickled into every batch.
+            **_joblib_settings: joblib's other settings, ignored.
+
+        Returns:
+            The effective ``n_jobs``.
+        """
         _connect()
         if ray_remote_args is not None:
             self._set_remote_args(ray_remote_args)
@@ -222,9 +254,11 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
         return self.effective_n_jobs(n_jobs)
 
     def start_call(self) -> None:
+        """Called by ``Parallel`` when a call starts: starts the thread that runs callbacks."""
         self._callback_thread()
 
     def stop_call(self) -> None:
+        """Called by ``Parallel`` when a call ends: stops that thread and forgets the arrays shared for the call."""
         with self._lock:
             callbacks, self._callbacks = self._callbacks, None
         if callbacks is not None:
@@ -233,8 +267,15 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
 
     def submit(self, func: Callable[[], Any],
                callback: Callable[[Future[Any]], object] | None = None) -> Future[Any]:
-        """Run a batch (joblib's ``BatchedCalls``) as a task; returns the future of its
-        value, which ``callback`` is called with once it is done."""
+        """Run a batch (joblib's ``BatchedCalls``) as a task.
+
+        Args:
+            func: the batch.
+            callback: called with the future once it is done.
+
+        Returns:
+            The future of the batch's value.
+        """
         refs: list[graphstore.ObjectRef[Any]]
         if self._min_nbytes is None:
             payload, refs = cloudpickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL), []
@@ -252,7 +293,17 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
         return future
 
     def retrieve_result_callback(self, future: Future[Any]) -> Any:
-        """The batch's results, or its error with its own type."""
+        """The batch's results, as joblib asks for them.
+
+        Args:
+            future: a future ``submit`` returned, done.
+
+        Returns:
+            The batch's list of results.
+
+        Raises:
+            Exception: the batch's error, of its own type (the ``TaskError``'s cause).
+        """
         try:
             return future.result()
         except TaskError as error:
@@ -269,6 +320,7 @@ class GraphstoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore
             graphstore.cancel(ref)
 
     def terminate(self) -> None:
+        """Called by ``Parallel`` at its end: ``stop_call``, and joblib's batch statistics reset."""
         self.stop_call()
         self.reset_batch_stats()
 

@@ -71,7 +71,8 @@ class _PoolProcess:
 
 class AsyncResult(Generic[T]):
     """The result of ``apply_async``/``map_async``/``starmap_async``, as the standard
-    library's ``AsyncResult``."""
+    library's ``AsyncResult``.
+    """
 
     def __init__(self, refs: list[ObjectRef[list[Any]]], single: bool,
                  callback: _Callback | None = None,
@@ -85,6 +86,11 @@ class AsyncResult(Generic[T]):
         self._error: BaseException | None = None
 
     def ready(self) -> bool:
+        """Whether the call (every chunk of it) is done.
+
+        Returns:
+            ``True`` once every chunk finished, with a value or an error.
+        """
         if not self._done.is_set():
             ready, _ = graphstore.wait(self._refs, num_returns=len(self._refs), timeout=0)
             if len(ready) == len(self._refs):
@@ -92,16 +98,42 @@ class AsyncResult(Generic[T]):
         return self._done.is_set()
 
     def successful(self) -> bool:
+        """Whether the call finished without an error.
+
+        Returns:
+            ``True`` if no chunk raised.
+
+        Raises:
+            ValueError: the call is not done yet.
+        """
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
         return self._error is None
 
     def wait(self, timeout: float | None = None) -> None:
+        """Wait until the call is done or ``timeout`` passes.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits for ever.
+        """
         if not self._done.is_set():
             graphstore.wait(self._refs, num_returns=len(self._refs), timeout=timeout)
             self.ready()
 
     def get(self, timeout: float | None = None) -> T:
+        """The call's value, once it is done.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits for ever.
+
+        Returns:
+            The function's value for ``apply_async``; the list of values, in order, for the
+            maps.
+
+        Raises:
+            multiprocessing.TimeoutError: not done within ``timeout``.
+            Exception: the first failing item's exception, of its own type.
+        """
         self.wait(timeout)
         if not self._done.is_set():
             raise TimeoutError
@@ -132,12 +164,28 @@ class AsyncResult(Generic[T]):
 
 
 class Pool:
-    """A pool of ``processes`` actors (default: the cluster's CPUs) running functions
-    over iterables, with the standard library's ``multiprocessing.Pool`` interface.
+    """A drop-in ``multiprocessing.Pool`` whose processes are graphstore actors, as Ray's
+    ``ray.util.multiprocessing.Pool``.
 
-    ``ray_remote_args`` (Ray's name) are the options of each actor, e.g.
-    ``{"num_cpus": 1}`` (the default: each process holds one CPU, as a process would).
-    ``context`` is accepted for compatibility and ignored."""
+    Each process is an actor: ``initializer(*initargs)`` runs once in it. Without a
+    cluster, it starts a local one, as Ray's does. A pool may be used from several threads;
+    submissions take a lock.
+
+    Args:
+        processes: how many actors; default: the cluster's CPUs.
+        initializer: run once in each actor, before any work.
+        initargs: ``initializer``'s arguments.
+        maxtasksperchild: an actor given that many chunks is replaced by a fresh one once
+            it has served them; ``None``: never.
+        context: accepted for compatibility and ignored.
+        ray_remote_args: the options of each actor (Ray's name), e.g. ``{"num_cpus": 1}``
+            (the default: each process holds one CPU, as a process would).
+
+    Raises:
+        TypeError: ``processes`` is not an int, or ``initializer`` is not callable.
+        ValueError: ``processes`` is less than 1, or ``maxtasksperchild`` is not a
+            positive int or None.
+    """
 
     def __init__(self, processes: int | None = None,
                  initializer: Callable[..., object] | None = None,
@@ -185,12 +233,41 @@ class Pool:
     # -- the standard library's interface ---------------------------------------------
     def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
               kwds: dict[str, Any] | None = None) -> T:
+        """``func(*args, **kwds)`` in one of the processes; waits for it.
+
+        Args:
+            func: a picklable callable.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+
+        Returns:
+            Its value.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            Exception: what ``func`` raised, of its own type.
+        """
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(self, func: Callable[..., T], args: Iterable[Any] = (),
                     kwds: dict[str, Any] | None = None,
                     callback: Callable[[T], object] | None = None,
                     error_callback: _ErrorCallback | None = None) -> AsyncResult[T]:
+        """``func(*args, **kwds)`` in one of the processes, without waiting.
+
+        Args:
+            func: a picklable callable.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+            callback: called with the value once it is there (in the pool's result thread).
+            error_callback: called with the error instead, if it raised.
+
+        Returns:
+            The call's ``AsyncResult``.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+        """
         self._check_running()
         call = _Call(func, tuple(args), dict(kwds or {}))
         return self._async([self._submit([graphstore.put(call)], [()], star=True)], True,
@@ -198,16 +275,62 @@ class Pool:
 
     def map(self, func: Callable[[S], T], iterable: Iterable[S],
             chunksize: int | None = None) -> list[T]:
+        """``func`` over the items of ``iterable``, in chunks spread over the processes; waits.
+
+        Args:
+            func: a picklable callable of one argument.
+            iterable: the items (read at once).
+            chunksize: items per chunk; default as the standard library's.
+
+        Returns:
+            The values, in the order of the items.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            TypeError: ``func`` is not callable.
+            Exception: the first failing item's exception, of its own type.
+        """
         return self.map_async(func, iterable, chunksize).get()
 
     def map_async(self, func: Callable[[S], T], iterable: Iterable[S],
                   chunksize: int | None = None,
                   callback: Callable[[list[T]], object] | None = None,
                   error_callback: _ErrorCallback | None = None) -> AsyncResult[list[T]]:
+        """``map`` without waiting.
+
+        Args:
+            func: a picklable callable of one argument.
+            iterable: the items (read at once).
+            chunksize: items per chunk; default as the standard library's.
+            callback: called with the list of values once all are there.
+            error_callback: called with the error instead, if an item failed.
+
+        Returns:
+            The call's ``AsyncResult``.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            TypeError: ``func`` is not callable.
+        """
         return self._map_async(func, iterable, chunksize, False, callback, error_callback)
 
     def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
                 chunksize: int | None = None) -> list[T]:
+        """As ``map``, with each item unpacked as ``func``'s arguments.
+
+        Args:
+            func: a picklable callable.
+            iterable: tuples of arguments (read at once).
+            chunksize: items per chunk; default as the standard library's.
+
+        Returns:
+            The values, in the order of the items.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            TypeError: ``func`` is not callable.
+            Exception: the first failing item's exception, of its own type.
+        """
         return self.starmap_async(func, iterable, chunksize).get()
 
     def starmap_async(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
@@ -215,11 +338,42 @@ class Pool:
                       callback: Callable[[list[T]], object] | None = None,
                       error_callback: _ErrorCallback | None = None
                       ) -> AsyncResult[list[T]]:
+        """``starmap`` without waiting.
+
+        Args:
+            func: a picklable callable.
+            iterable: tuples of arguments (read at once).
+            chunksize: items per chunk; default as the standard library's.
+            callback: called with the list of values once all are there.
+            error_callback: called with the error instead, if an item failed.
+
+        Returns:
+            The call's ``AsyncResult``.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            TypeError: ``func`` is not callable.
+        """
         return self._map_async(func, iterable, chunksize, True, callback, error_callback)
 
     def imap(self, func: Callable[[S], T], iterable: Iterable[S], chunksize: int = 1
              ) -> Iterator[T]:
-        """Results in order, each as soon as it and those before it are ready."""
+        """Results in order, each as soon as it and those before it are ready.
+
+        Args:
+            func: a picklable callable of one argument.
+            iterable: the items.
+            chunksize: items per chunk.
+
+        Returns:
+            An iterator of the values in the order of the items; it raises an item's error
+            when it reaches it.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            TypeError: ``func`` is not callable.
+            ValueError: ``chunksize`` is less than 1.
+        """
         refs = self._submit_chunks(func, iterable, chunksize, star=False)
 
         def results() -> Iterator[T]:
@@ -229,7 +383,21 @@ class Pool:
 
     def imap_unordered(self, func: Callable[[S], T], iterable: Iterable[S],
                        chunksize: int = 1) -> Iterator[T]:
-        """Results as they finish (a chunk's results together)."""
+        """Results as they finish (a chunk's results together).
+
+        Args:
+            func: a picklable callable of one argument.
+            iterable: the items.
+            chunksize: items per chunk.
+
+        Returns:
+            An iterator of the values in the order they finish.
+
+        Raises:
+            ValueError: the pool was closed or terminated.
+            TypeError: ``func`` is not callable.
+            ValueError: ``chunksize`` is less than 1.
+        """
         refs = self._submit_chunks(func, iterable, chunksize, star=False)
 
         def results() -> Iterator[T]:
@@ -254,6 +422,11 @@ class Pool:
         self._retired = []
 
     def join(self) -> None:
+        """Wait until every process has ended, after ``close`` or ``terminate``.
+
+        Raises:
+            ValueError: the pool is still running (call ``close`` first).
+        """
         if self._state == "running":
             raise ValueError("Pool is still running")
         if self._state == "closed":       # every actor has served what it was given

@@ -19,10 +19,12 @@ __all__ = ["Queue", "Empty", "Full"]
 
 
 class Empty(_stdlib_queue.Empty):
+    """What ``get`` raises when the queue has no item to give: a ``queue.Empty``."""
     pass
 
 
 class Full(_stdlib_queue.Full):
+    """What ``put`` raises when the queue has no room: a ``queue.Full``."""
     pass
 
 
@@ -84,10 +86,23 @@ class _QueueActor:
 
 
 class Queue:
-    """A FIFO queue usable from any process of the cluster.
+    """A FIFO queue usable from any process of the cluster, as Ray's
+    ``ray.util.queue.Queue``.
 
-    ``maxsize`` <= 0 means no bound. ``actor_options`` go to the actor that holds the
-    items (e.g. ``{"num_cpus": 0, "name": "jobs"}``)."""
+    The items live in an actor (with ``num_cpus=0`` unless ``actor_options`` say), so
+    drivers, tasks and actors holding the ``Queue`` (it pickles with its actor handle) put
+    and get the same items. A blocked ``put``/``get`` waits inside the actor without
+    holding it: other callers go on. Safe to use from several threads and processes at
+    once; every method is one call to the actor.
+
+    Args:
+        maxsize: the most items it holds; ``<= 0`` means no bound.
+        actor_options: options of the actor that holds the items, e.g.
+            ``{"num_cpus": 0, "name": "jobs"}``.
+
+    Raises:
+        TypeError: ``maxsize`` is not an int.
+    """
 
     def __init__(self, maxsize: int = 0, actor_options: dict[str, Any] | None = None
                  ) -> None:
@@ -103,25 +118,54 @@ class Queue:
         return self.size()
 
     def size(self) -> int:
-        """The number of items in the queue (it may change at once)."""
+        """The number of items in the queue (it may change at once).
+
+        Returns:
+            How many items it holds now.
+        """
         size: int = graphstore.get(self.actor.qsize.remote())
         return size
 
     def qsize(self) -> int:
+        """As ``size``, ``queue.Queue``'s name.
+
+        Returns:
+            How many items it holds now.
+        """
         return self.size()
 
     def empty(self) -> bool:
+        """Whether the queue holds no item now.
+
+        Returns:
+            ``True`` if it is empty.
+        """
         empty: bool = graphstore.get(self.actor.empty.remote())
         return empty
 
     def full(self) -> bool:
+        """Whether the queue holds ``maxsize`` items now.
+
+        Returns:
+            ``True`` if a ``put`` would wait.
+        """
         full: bool = graphstore.get(self.actor.full.remote())
         return full
 
     # -- put ------------------------------------------------------------------------------
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Add ``item``; if the queue is full, wait (at most ``timeout`` seconds) when
-        ``block``, else raise ``Full`` at once."""
+        """Add ``item`` at the end.
+
+        Args:
+            item: any picklable object.
+            block: if the queue is full, wait for room (at most ``timeout`` seconds);
+                ``False``: raise ``Full`` at once.
+            timeout: seconds to wait at most; ``None`` waits for ever.
+
+        Raises:
+            Full: no room within ``timeout``, or at once when not ``block``.
+                ValueError: ``timeout`` is negative.
+        """
         if not block:
             return self.put_nowait(item)
         _check_timeout(timeout)
@@ -131,7 +175,17 @@ class Queue:
 
     async def put_async(self, item: Any, block: bool = True,
                         timeout: float | None = None) -> None:
-        """``put`` for coroutines: awaits instead of blocking the event loop."""
+        """``put`` for coroutines: awaits instead of blocking the event loop.
+
+        Args:
+            item: any picklable object.
+            block: as for ``put``.
+            timeout: as for ``put``.
+
+        Raises:
+            Full: as for ``put``.
+                ValueError: ``timeout`` is negative.
+        """
         if not block:
             if not await self.actor.put_nowait.remote(item):
                 raise Full
@@ -142,11 +196,27 @@ class Queue:
         return None
 
     def put_nowait(self, item: Any) -> None:
+        """``put(item, block=False)``: add ``item`` or raise ``Full`` at once.
+
+        Args:
+            item: any picklable object.
+
+        Raises:
+            Full: the queue is full.
+        """
         if not graphstore.get(self.actor.put_nowait.remote(item)):
             raise Full
 
     def put_nowait_batch(self, items: list[Any] | tuple[Any, ...]) -> None:
-        """Add all of ``items`` at once, or raise ``Full`` and add none."""
+        """Add all of ``items`` at once, or none.
+
+        Args:
+            items: a list or tuple of items, added in order.
+
+        Raises:
+            Full: there is no room for all of them; none was added.
+            TypeError: ``items`` is not a list or tuple.
+        """
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"items must be a list or tuple, not {type(items).__name__}")
         if not graphstore.get(self.actor.put_nowait_batch.remote(list(items))):
@@ -155,8 +225,20 @@ class Queue:
 
     # -- get ------------------------------------------------------------------------------
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Take the oldest item; if the queue is empty, wait (at most ``timeout``
-        seconds) when ``block``, else raise ``Empty`` at once."""
+        """Take the oldest item.
+
+        Args:
+            block: if the queue is empty, wait for an item (at most ``timeout`` seconds);
+                ``False``: raise ``Empty`` at once.
+            timeout: seconds to wait at most; ``None`` waits for ever.
+
+        Returns:
+            The item.
+
+        Raises:
+            Empty: no item within ``timeout``, or at once when not ``block``.
+                ValueError: ``timeout`` is negative.
+        """
         if not block:
             return self.get_nowait()
         _check_timeout(timeout)
@@ -166,7 +248,19 @@ class Queue:
         return item
 
     async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
-        """``get`` for coroutines: awaits instead of blocking the event loop."""
+        """``get`` for coroutines: awaits instead of blocking the event loop.
+
+        Args:
+            block: as for ``get``.
+            timeout: as for ``get``.
+
+        Returns:
+            The item.
+
+        Raises:
+            Empty: as for ``get``.
+                ValueError: ``timeout`` is negative.
+        """
         if not block:
             found, item = await self.actor.get_nowait.remote()
         else:
@@ -177,13 +271,33 @@ class Queue:
         return item
 
     def get_nowait(self) -> Any:
+        """``get(block=False)``: take the oldest item or raise ``Empty`` at once.
+
+        Returns:
+            The item.
+
+        Raises:
+            Empty: the queue is empty.
+        """
         found, item = graphstore.get(self.actor.get_nowait.remote())
         if not found:
             raise Empty
         return item
 
     def get_nowait_batch(self, num_items: int) -> list[Any]:
-        """Take ``num_items`` items at once, or raise ``Empty`` and take none."""
+        """Take ``num_items`` items at once, or none.
+
+        Args:
+            num_items: how many to take.
+
+        Returns:
+            The items, oldest first.
+
+        Raises:
+            Empty: the queue holds fewer than ``num_items``; none was taken.
+            TypeError: ``num_items`` is not an int.
+            ValueError: ``num_items`` is negative.
+        """
         if not isinstance(num_items, int) or isinstance(num_items, bool):
             raise TypeError(f"num_items must be an int, not {type(num_items).__name__}")
         if num_items < 0:
@@ -195,9 +309,13 @@ class Queue:
         return taken
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
-        """Stop the queue's actor (its items are gone). ``force`` kills it at once;
-        otherwise it is let go like any actor without handles, after the calls already
-        made to it."""
+        """Stop the queue's actor; its items are gone.
+
+        Args:
+            force: kill the actor at once; otherwise it is let go like any actor without
+                handles, after the calls already made to it.
+            grace_period_s: accepted for Ray's signature.
+        """
         if self.actor is None:
             return
         if force:

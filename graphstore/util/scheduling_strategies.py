@@ -14,8 +14,21 @@ from typing import Any
 
 
 class NodeAffinitySchedulingStrategy:
-    """Run on the node ``node_id``; ``soft`` lets the scheduler go elsewhere when that
-    node is gone or has no room."""
+    """Run on the node ``node_id``: ``scheduling_strategy=`` of ``@remote``, ``.options()``
+    and actor classes.
+
+    Args:
+        node_id: a node id, as ``nodes()`` and ``get_runtime_context().get_node_id()``
+            give them.
+        soft: ``False``: run only there, and fail with ``TaskUnschedulableError`` when the
+            node is not alive (also if it leaves while the task waits); ``True``: run there
+            if the node is alive and could fit the task, elsewhere otherwise.
+        _spill_on_unavailable: accepted for Ray's signature.
+        _fail_on_unavailable: accepted for Ray's signature.
+
+    Raises:
+        TypeError: ``node_id`` is not a non-empty string.
+    """
 
     def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False,
                  _fail_on_unavailable: bool = False) -> None:

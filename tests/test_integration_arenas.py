@@ -83,10 +83,16 @@ def test_a_store_holds_few_descriptors_whatever_the_number_of_objects(small_stor
     assert all(np.array_equal(v, _value(i)) for i, v in enumerate(values))
     sums = graphstore.get([checksum.remote(r) for r in refs])
     assert sums == [int(_value(i).sum()) for i in range(300)]
-    pids = [s["pid"] for s in _stores()] + [os.getpid()]
-    for pid in pids:
-        assert _shm_descriptors(pid) <= 16, (pid, _shm_descriptors(pid))
-    assert sum(s["arenas"] for s in _stores()) <= 32
+    stores = _stores()
+    arenas = sum(s["arenas"] for s in stores)
+    assert arenas <= 32
+    # A process maps at most every arena on its host (its own store's and, for objects
+    # it reads there, the other's) and one lock file per store: bounded by the arenas,
+    # never by the 300 objects. Which store a put lands in, and so how many of the other
+    # store's arenas a task maps, depends on timing.
+    for pid in [s["pid"] for s in stores] + [os.getpid()]:
+        assert _shm_descriptors(pid) <= arenas + len(stores), \
+            (pid, _shm_descriptors(pid), arenas)
 
 
 def test_the_many_objects_example_runs_under_a_1024_descriptor_limit(run_driver):

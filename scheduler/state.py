@@ -35,6 +35,7 @@ from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.task_stream import TaskStream
+from graphstore.scheduler.transitions import TransitionsMixin
 from graphstore.scheduler.worker_load import WorkerLoadHistory
 
 logger = logging.getLogger("graphstore.scheduler")
@@ -66,7 +67,7 @@ _PARKED_WANT_SECONDS = 30.0
 _DEPARTED_NODES = 1000
 
 
-class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
+class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
@@ -236,9 +237,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self._fail_task(task, error_payload(TaskCancelledError(
                 f"task {task.name} was cancelled (force=True ended its process)")))
         elif task.retries_left > 0:
-            task.retries_left -= 1
-            self.counts["retried"] += 1
-            self.set_task_state(task, QUEUED)
+            self.transition(task, QUEUED)
             self.ready.setdefault(task.shape, deque()).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
@@ -341,9 +340,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if reason is not None:
                 unrecoverable.append((obj, reason))
                 continue
-            obj.state = PENDING
+            self.transition(obj, PENDING)
             obj.payload = None
-            self.counts["objects_rebuilt"] += 1
             # The new value says again what it contains (new objects, if made inside).
             contains, obj.contains = obj.contains, []
             for inner_id in contains:
@@ -354,8 +352,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if obj.producer.state == DONE and obj.producer not in rerun:
                 rerun.append(obj.producer)
         for obj, (error_class, reason) in unrecoverable:
-            self.counts["objects_lost"] += 1
-            obj.state = ERROR
+            self.transition(obj, ERROR)
             obj.error = error_payload(error_class(
                 f"object {obj.id.hex()} ({obj.size:,} bytes) was lost: {why}; it cannot "
                 f"be computed again because {reason}"))
@@ -385,9 +382,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def _rerun(self, task: TaskState, rerun: list, queued: set, why: str) -> None:
         """Submit a finished task again; freed arguments are revived (pending) and their
         own tasks appended to ``rerun``."""
-        task.retries_left -= 1
-        self.counts["reconstructed"] += 1
-        self.set_task_state(task, WAITING)
+        self.transition(task, WAITING)
         task.worker = None
         task.waiting_on = 0
         task.started_at = task.finished_at = 0.0
@@ -509,21 +504,22 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:
         obj = self.objects.get(m.object_id)
         if obj is None:
-            obj = ObjectState(m.object_id, READY)
+            obj = ObjectState(m.object_id, PENDING)
             self.objects[m.object_id] = obj
             if self.parked_wants:
                 self._unpark(obj)
             self.graph.add_object(obj)
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
-        obj.state = READY
         self._hold(peer_id, obj)
+        worker = None
+        if m.location is not None:
+            worker = self.workers.get(m.location[0])
+        self.transition(obj, READY if m.location is None or worker is not None else ERROR)
         if m.location is not None:
             worker_id, segment, size = m.location
-            worker = self.workers.get(worker_id)
             obj.size = size
             if worker is None:
-                obj.state = ERROR
                 obj.error = error_payload(ObjectLostError(
                     f"object {m.object_id.hex()} was put into the store of a worker that "
                     f"has since died"))
@@ -861,16 +857,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def _capacity_text(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
 
-    def set_task_state(self, task: TaskState, state: str) -> None:
-        """Every change of a task's state goes through here, so that the progress
-        counts follow it."""
-        self.progress.move(task.name, task.state, state)
-        task.state = state
-        if state == QUEUED:
-            task.queued_at = time.monotonic()     # queue wait, for /metrics
-
     def _enqueue(self, task: TaskState) -> None:
-        self.set_task_state(task, QUEUED)
+        self.transition(task, QUEUED)
         queue = self.ready.get(task.shape)
         if queue is None:
             queue = self.ready[task.shape] = deque()
@@ -883,9 +871,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return
         if m.events is not None:
             self.record_events(peer_id, worker_id, m.events, self.producers_of(task.deps))
-        self.set_task_state(task, DONE)
-        self.counts["done"] += 1
-        self.task_metrics.task_finished(task.name, failed=False)
+        self.transition(task, DONE)
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
@@ -909,12 +895,12 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     self.outbox.append((store.id, msg.FreeObjects([[object_id, True]])))
                 continue
             if payload is None and store is None:
-                obj.state = ERROR
+                self.transition(obj, ERROR)
                 obj.error = error_payload(ObjectLostError(
                     f"the result of task {task_name} was written to a worker that died"))
                 self._object_finished(obj)
                 continue
-            obj.state = READY
+            self.transition(obj, READY)
             if payload is None:
                 obj.size = size
                 self.add_location(obj, store, segment)
@@ -938,8 +924,6 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self._partial_results(task, self.workers[worker_id], m.partial, retrying)
         if retrying:
             # An application error the task asked to retry (retry_exceptions).
-            task.retries_left -= 1
-            self.counts["retried"] += 1
             task.worker = None
             self.tasks[task.id] = task
             self._enqueue(task)
@@ -988,17 +972,14 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if task.worker is not None:
                 self._release_slot(task.worker, task)
                 task.worker = None
-            self.set_task_state(task, FAILED)
-            task.finished_at = time.time()
+            self.transition(task, FAILED)
             self.tasks.pop(task.id, None)
-            self.counts["failed"] += 1
-            self.task_metrics.task_finished(task.name, failed=True)
             self._record(task)
             for object_id in task.returns:
                 obj = self.objects.get(object_id)
                 if obj is None or obj.state != PENDING:
                     continue
-                obj.state = ERROR
+                self.transition(obj, ERROR)
                 obj.error = error
                 if obj.waiters:
                     note = msg.ObjectReady(obj.id, None, error, None)
@@ -1099,7 +1080,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     pending = []
                 pending.append(obj)
         if pending:
-            self.set_task_state(task, WAITING)
+            self.transition(task, WAITING)
             task.waiting_on = len(pending)
             for obj in pending:
                 obj.dependents.append(task)
@@ -1191,7 +1172,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 if failure is not None:
                     queue.popleft()
                     # Out of the queue already: _fail_task need not search it.
-                    self.set_task_state(task, WAITING)
+                    self.transition(task, WAITING)
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
@@ -1201,7 +1182,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                         problem = self._affinity_problem(task)
                         if problem is not None:       # its node left meanwhile
                             queue.popleft()
-                            self.set_task_state(task, WAITING)
+                            self.transition(task, WAITING)
                             self._fail_task(task, error_payload(
                                 TaskUnschedulableError(problem)), problem)
                             continue
@@ -1210,11 +1191,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self._assign(task, worker)
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
-        self.set_task_state(task, ASSIGNED)
+        self.transition(task, ASSIGNED)
         task.worker = worker
-        task.started_at = time.time()
-        if task.queued_at:
-            self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
         if worker.free_slots() > 0 and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1

@@ -36,6 +36,7 @@ from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.task_stream import TaskStream
 from graphstore.scheduler.transitions import TransitionsMixin
+from graphstore.scheduler.validation import validate_state
 from graphstore.scheduler.worker_load import WorkerLoadHistory
 
 logger = logging.getLogger("graphstore.scheduler")
@@ -65,6 +66,18 @@ def _payload_size(payload) -> int:
 _PARKED_WANT_SECONDS = 30.0
 #: Nodes that left, remembered for ``nodes()`` (``Alive: False``), the newest this many.
 _DEPARTED_NODES = 1000
+
+
+#: The methods that handle an event (a message, a peer leaving, a timer): what the server
+#: calls from outside. The tests' harness checks ``validate_state()`` after each.
+EVENT_HANDLERS = (
+    "add_driver", "add_worker", "remove_peer", "submit", "put_object", "incref", "decref",
+    "want", "register_function", "task_done", "task_failed", "task_output", "task_blocked",
+    "task_unblocked", "object_added", "adoption_failed", "objects_spilled", "recover",
+    "create_actor", "register_actor_process", "actor_ready", "actor_exiting",
+    "kill_actor", "actor_call_submitted", "actor_call_done", "cancel", "generator_item",
+    "worker_heartbeat", "register_task_process", "task_process_exited",
+    "expire_parked_wants", "expire_early_results", "schedule")
 
 
 class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
@@ -126,6 +139,12 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._init_actors()
         self._init_generators()
         self._init_task_processes()
+
+    def validate_state(self) -> None:
+        """Recount the bookkeeping from the records; ``StateInvariantError`` names the
+        first total that disagrees (``validation.py``). O(everything): for tests and
+        the ``validate_state`` setting."""
+        validate_state(self)
 
     # -- peers ------------------------------------------------------------------------
     def add_driver(self, peer_id: bytes, namespace: str = "default") -> None:

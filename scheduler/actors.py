@@ -22,6 +22,7 @@ import time
 from graphstore.core import protocol as msg
 from graphstore.core.serialization import error_payload
 from graphstore.exceptions import ActorDiedError, ActorUnschedulableError, ObjectLostError
+from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.entities import (ALIVE, DEAD, DETACHED_HOLDER, DONE, ERROR, FAILED,
                                            PENDING, PENDING_PLACEMENT, READY, RESTARTING,
                                            STARTING, ActorCallState, ActorState, ObjectState,
@@ -161,7 +162,7 @@ class ActorsMixin:
             if actor.env_vars or actor.gpus:
                 environment = {"env_vars": dict(actor.env_vars or {}),
                                "gpus": list(actor.gpus or [])}
-            self.outbox.append((worker.id, msg.StartActor(actor.id, actor.incarnation,
+            self.outbox.append(Send(worker.id, msg.StartActor(actor.id, actor.incarnation,
                                                           environment)))
 
     def _pick_actor_worker(self, actor: ActorState):
@@ -303,9 +304,9 @@ class ActorsMixin:
             return
         stop = msg.StopActor(actor.id, actor.incarnation)
         if actor.worker.id in self.workers:
-            self.outbox.append((actor.worker.id, stop))
+            self.outbox.append(Send(actor.worker.id, stop))
         elif actor.process_id is not None:
-            self.outbox.append((actor.process_id, stop))
+            self.outbox.append(Send(actor.process_id, stop))
 
     def _actor_died(self, actor: ActorState, cause: BaseException | None,
                     error: list | None = None) -> None:
@@ -442,9 +443,9 @@ class ActorsMixin:
         call.cancelled = True
         actor = call.actor
         if actor.process_id is not None:
-            self.outbox.append((actor.process_id, msg.CancelRunning(call.id, False)))
+            self.outbox.append(Send(actor.process_id, msg.CancelRunning(call.id, False)))
         if actor.state != ALIVE:
-            self.outbox.append((call.caller, msg.CancelQueuedCall(call.id)))
+            self.outbox.append(Send(call.caller, msg.CancelQueuedCall(call.id)))
 
     def caller_gone(self, peer_id: bytes) -> None:
         """Forget the pending calls of a caller that disconnected (nobody can send them
@@ -511,7 +512,7 @@ class ActorsMixin:
                 if worker is not None:
                     obj.size = size
                     self.add_location(obj, worker, segment)
-                    self.outbox.append((worker_id, msg.SealObjects([object_id])))
+                    self.outbox.append(Send(worker_id, msg.SealObjects([object_id])))
                 else:
                     error = error_payload(ObjectLostError(
                         f"the result of {call.name} was written to a worker that died"))

@@ -1,7 +1,9 @@
 """The scheduler's state machine: tasks, objects, workers and peers, with no I/O.
 
-Handlers take decoded messages and append ``(peer_id, message)`` pairs to ``outbox``; the
-server sends them. Keeping sockets out of here lets tests drive the whole scheduler with
+Handlers take decoded messages and append instructions (``instructions.py``: ``Send``)
+to ``outbox``; the server carries them out. Every state change goes through
+``transition()`` and its tables (``transitions.py``); ``validate_state()`` recounts the
+bookkeeping (``validation.py``). Keeping sockets out of here lets tests drive the whole scheduler with
 plain method calls, the way Dask keeps ``worker_state_machine.py`` apart from its server.
 
 Reference counting: an object lives while a peer holds a ref to it (``holders``), a pending
@@ -31,6 +33,7 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
+from graphstore.scheduler.instructions import Instruction, Send
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
@@ -96,7 +99,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.functions: dict[bytes, bytes] = {}
         self.function_durations: dict[bytes, float] = {}
         self.ready: dict[tuple, deque[TaskState]] = {}
-        self.outbox: list[tuple[bytes, object]] = []
+        #: Instructions for the server, carried out (and emptied) after each batch.
+        self.outbox: list[Instruction] = []
         self.pipeline_seconds = pipeline_seconds
         self.max_queued_per_worker = max_queued_per_worker
         self.max_capacity: dict[str, float] = {"CPU": 0.0}
@@ -296,7 +300,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         worker.stored_bytes = 0
         if adopted:
             self.counts["adopted"] += len(adopted)
-            self.outbox.append((adopter.id, msg.AdoptSegments(adopted)))
+            self.outbox.append(Send(adopter.id, msg.AdoptSegments(adopted)))
         if worker.node.id not in self.nodes:
             lost.extend(self._lose_host_spills(worker.node.id))
         if lost:
@@ -544,7 +548,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     f"has since died"))
             else:
                 self.add_location(obj, worker, segment)
-                self.outbox.append((worker_id, msg.SealObjects([m.object_id])))
+                self.outbox.append(Send(worker_id, msg.SealObjects([m.object_id])))
         else:
             obj.payload = m.payload
             obj.size = sum(len(b) for b in m.payload)
@@ -575,7 +579,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             return
         if obj is None or obj.state != READY or not (obj.locations or obj.spill):
             # Freed meanwhile: the copy is not needed.
-            self.outbox.append((worker_id, msg.FreeObjects([[m.object_id, False]])))
+            self.outbox.append(Send(worker_id, msg.FreeObjects([[m.object_id, False]])))
             return
         self.add_location(obj, worker, m.segment)
 
@@ -645,7 +649,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         writer = self.spill_file_writer.pop(path, None)
         target = writer if writer in self.workers else next(iter(self.workers), None)
         if target is not None:
-            self.outbox.append((target, msg.DeleteSpilled([path])))
+            self.outbox.append(Send(target, msg.DeleteSpilled([path])))
 
     def incref(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
         for object_id in ids:
@@ -671,13 +675,13 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 self.parked_wants.setdefault(object_id, {})[peer_id] = \
                     time.monotonic() + _PARKED_WANT_SECONDS
             elif obj is None:
-                self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
+                self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, None, error_payload(
                     ObjectLostError(f"object {object_id.hex()} was freed (no references were "
                                     f"left) or never existed")), None)))
             elif obj.state == PENDING:
                 obj.waiters.add(peer_id)
             else:
-                self.outbox.append((peer_id, msg.ObjectReady(object_id, obj.payload,
+                self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, obj.payload,
                                                              obj.error,
                                                              self.locations_of(obj))))
 
@@ -692,7 +696,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         for object_id in [i for i, peers in self.parked_wants.items()
                           if min(peers.values()) < now]:
             for peer_id in self.parked_wants.pop(object_id):
-                self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
+                self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, None, error_payload(
                     ObjectLostError(f"object {object_id.hex()} was freed (no references "
                                     f"were left) or never existed")), None)))
 
@@ -716,7 +720,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if obj.waiters:
             note = msg.ObjectReady(obj.id, obj.payload, obj.error, self.locations_of(obj))
             for peer_id in obj.waiters:
-                self.outbox.append((peer_id, note))
+                self.outbox.append(Send(peer_id, note))
             obj.waiters.clear()
         if obj.dependents:
             dependents, obj.dependents = obj.dependents, []
@@ -757,7 +761,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                         if obj.id in worker.objects:
                             worker.objects.discard(obj.id)
                             worker.stored_bytes -= obj.size
-                        self.outbox.append((worker_id, msg.FreeObjects([[obj.id, True]])))
+                        self.outbox.append(Send(worker_id, msg.FreeObjects([[obj.id, True]])))
                 obj.locations = {}
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)
@@ -850,7 +854,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             if task.driver is not None and (task.driver, task.shape) not in \
                     self._told_waiting:
                 self._told_waiting.add((task.driver, task.shape))
-                self.outbox.append((task.driver, msg.Output(
+                self.outbox.append(Send(task.driver, msg.Output(
                     "(scheduler)", "stderr",
                     f"task {task.name} needs {task.num_cpus:g} CPU but no node of the "
                     f"cluster has a CPU; it waits until a worker with CPUs joins\n")))
@@ -907,11 +911,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 store = self.workers.get(segment[0])
                 segment = segment[1]
                 if store is not None:
-                    self.outbox.append((store.id, msg.SealObjects([object_id])))
+                    self.outbox.append(Send(store.id, msg.SealObjects([object_id])))
             obj = self.objects.get(object_id)
             if obj is None or obj.state != PENDING:
                 if payload is None and store is not None:   # stored, but unwanted now
-                    self.outbox.append((store.id, msg.FreeObjects([[object_id, True]])))
+                    self.outbox.append(Send(store.id, msg.FreeObjects([[object_id, True]])))
                 continue
             if payload is None and store is None:
                 self.transition(obj, ERROR)
@@ -1003,7 +1007,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 if obj.waiters:
                     note = msg.ObjectReady(obj.id, None, error, None)
                     for peer_id in obj.waiters:
-                        self.outbox.append((peer_id, note))
+                        self.outbox.append(Send(peer_id, note))
                     obj.waiters.clear()
                 dependents, obj.dependents = obj.dependents, []
                 for dependent in dependents:
@@ -1051,7 +1055,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 return
             task.cancelled = task.cancelled or force
             runner = task.process.id if task.process is not None else task.worker.id
-            self.outbox.append((runner, msg.CancelRunning(task.id, force)))
+            self.outbox.append(Send(runner, msg.CancelRunning(task.id, force)))
 
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []
@@ -1233,9 +1237,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             return
         if task.function_hash not in worker.known_functions:
             worker.known_functions.add(task.function_hash)
-            self.outbox.append((worker.id, msg.FunctionCode(
+            self.outbox.append(Send(worker.id, msg.FunctionCode(
                 task.function_hash, self.functions[task.function_hash])))
-        self.outbox.append((worker.id, self._run_task_message(task)))
+        self.outbox.append(Send(worker.id, self._run_task_message(task)))
 
     def _run_task_message(self, task: TaskState) -> msg.RunTask:
         deps = []
@@ -1332,7 +1336,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         source = m.task_id if type(m.task_id) is bytes else b""
         note = msg.Output(m.prefix, m.stream, m.text, source, m.live)
         for peer_id in targets:
-            self.outbox.append((peer_id, note))
+            self.outbox.append(Send(peer_id, note))
 
     # -- profile events -----------------------------------------------------------------
     def producers_of(self, object_ids) -> tuple:

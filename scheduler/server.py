@@ -342,13 +342,14 @@ class Scheduler:
         """A worker silent for ``worker_timeout`` seconds is lost: its connection is
         closed, which retries its tasks and rebuilds its objects elsewhere."""
         timeout = self.config.worker_timeout
-        for worker_id in list(self.state.workers):
-            comm = self.comms.get(worker_id)
-            if comm is not None and now - comm.last_received > timeout:
-                logger.warning("worker %s (pid %s) sent nothing for %.1f s (worker_timeout "
-                               "%.1f s); counting it as lost", worker_id.hex()[:8],
-                               comm.info.get("pid"), now - comm.last_received, timeout)
-                comm.abort()
+        heard = {worker_id: comm.last_received for worker_id in self.state.workers
+                 if (comm := self.comms.get(worker_id)) is not None}
+        for worker_id in self.state.silent_workers(heard, now, timeout):
+            comm = self.comms[worker_id]
+            logger.warning("worker %s (pid %s) sent nothing for %.1f s (worker_timeout "
+                           "%.1f s); counting it as lost", worker_id.hex()[:8],
+                           comm.info.get("pid"), now - comm.last_received, timeout)
+            comm.abort()
 
     async def _ask_workers(self, workers: list, message, timeout: float):
         """Send ``message`` to each worker in turn until one answers; return
@@ -367,17 +368,10 @@ class Scheduler:
     async def _restore_on_node(self, m: msg.RestoreOnNode) -> list:
         """Have a store (on the driver's node if it has one) read a spilled object back."""
         state = self.state
-        obj = state.objects.get(m.object_id)
-        if obj is None or obj.state != "ready":
-            raise LookupError(f"object {bytes(m.object_id).hex()} is gone")
-        for worker_id, segment in obj.locations.items():   # restored meanwhile
-            worker = state.workers.get(worker_id)
-            if worker is not None and worker.node.id == m.node_id:
-                return [worker.id, worker.address, segment, worker.node.id]
-        if obj.spill is None:
-            raise LookupError(f"object {bytes(m.object_id).hex()} is not spilled")
-        path, offset, size = obj.spill
-        candidates = state.stores_on_node(m.node_id) or list(state.workers.values())
+        plan = state.restore_plan(m.object_id, m.node_id)
+        if type(plan) is list:     # a store of that node holds it (restored meanwhile)
+            return plan
+        (path, offset, size), candidates = plan
         try:
             worker, segment = await self._ask_workers(
                 candidates, msg.RestoreObject(m.object_id, path, offset, size), timeout=300)

@@ -571,6 +571,29 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         return sorted(node.workers.values(), key=lambda w: -(w.store_capacity - max(
             w.stored_bytes, w.metrics.get("store_used") or 0)))
 
+    def restore_plan(self, object_id: bytes, node_id: str):
+        """How to answer ``RestoreOnNode``: ``[worker id, address, segment, node]`` of a
+        copy a store of that node holds already, else ``(spill entry, workers to ask in
+        turn)``: the node's stores, most free memory first, or any worker. LookupError
+        when the object is gone or was never spilled."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.state != READY:
+            raise LookupError(f"object {bytes(object_id).hex()} is gone")
+        for worker_id, segment in obj.locations.items():
+            worker = self.workers.get(worker_id)
+            if worker is not None and worker.node.id == node_id:
+                return [worker.id, worker.address, segment, worker.node.id]
+        if obj.spill is None:
+            raise LookupError(f"object {bytes(object_id).hex()} is not spilled")
+        return obj.spill, self.stores_on_node(node_id) or list(self.workers.values())
+
+    def silent_workers(self, heard_at: dict[bytes, float], now: float,
+                       timeout: float) -> list[bytes]:
+        """Workers silent for more than ``timeout`` seconds, to count as lost:
+        ``heard_at`` says when the server last read from each connected worker."""
+        return [worker_id for worker_id, at in heard_at.items()
+                if worker_id in self.workers and now - at > timeout]
+
     def object_added(self, worker_id: bytes, m: msg.ObjectAdded) -> None:
         """A worker made a copy of a stored object (a transfer)."""
         obj = self.objects.get(m.object_id)
@@ -743,6 +766,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             obj = stack.pop()
             if self.objects.pop(obj.id, None) is None:
                 continue
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("object %s freed", obj.id.hex(),
+                             extra={"stimulus_id": self.stimulus_id})
             if obj.id in self.actor_of_creation:
                 self.actor_unreferenced(obj.id)
             if self.streams:
@@ -1214,8 +1240,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 self._assign(task, worker)
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
-        self.transition(task, ASSIGNED)
         task.worker = worker
+        self.transition(task, ASSIGNED)
         if worker.free_slots() > 0 and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1

@@ -102,6 +102,10 @@ class TransitionsMixin:
         task.started_at = time.time()
         if task.queued_at:
             self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
+        if logger.isEnabledFor(logging.DEBUG) and task.worker is not None:
+            logger.debug("task %s %s placed on worker %s (node %s)", task.name,
+                         task.id.hex(), task.worker.id.hex(), task.worker.node.id,
+                         extra={"stimulus_id": stimulus_id})
 
     def _task_done(self, task: TaskState, stimulus_id: str) -> None:
         self.counts["done"] += 1

@@ -1401,3 +1401,29 @@ def test_partial_results_of_a_failed_task_stay_good(h):
                                       [[a, [b"first"], [], 5, None]]))
     assert h.obj(a).state == st.READY and h.obj(a).payload == [b"first"]
     assert h.obj(b).state == st.ERROR
+
+
+# -- decisions the server asks of the state ------------------------------------------------
+
+def test_silent_workers_are_those_not_heard_from_within_the_timeout(h):
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    heard = {w1: 100.0, w2: 109.5, wid("gone"): 0.0}   # a worker that left is not named
+    assert h.s.silent_workers(heard, 110.0, 10.0) == []
+    assert h.s.silent_workers(heard, 110.5, 10.0) == [w1]
+
+
+def test_restore_plan_prefers_a_copy_on_the_node_then_its_stores(h):
+    w1 = h.worker("w1", node="node-a")
+    w2 = h.worker("w2", node="node-b")
+    w3 = h.worker("w3", node="node-b", capacity=10**10)
+    a = h.put_stored(w1, 100)
+    h.s.objects_spilled(w1, msg.ObjectsSpilled("/spill/f1", [[a, 0, 100]], False))
+    spill, ask = h.s.restore_plan(a, "node-b")
+    assert spill == ["/spill/f1", 0, 100] and [w.id for w in ask] == [w3, w2]
+    h.s.object_added(w2, msg.ObjectAdded(a, "gs-restored"))
+    assert h.s.restore_plan(a, "node-b") == [w2, "tcp://w2:1", "gs-restored", "node-b"]
+    b = h.put()
+    with pytest.raises(LookupError, match="is not spilled"):
+        h.s.restore_plan(b, "node-b")
+    with pytest.raises(LookupError, match="is gone"):
+        h.s.restore_plan(oid(), "node-b")

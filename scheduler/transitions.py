@@ -67,21 +67,21 @@ class TransitionsMixin:
 
     def transition(self, entity, finish: str, stimulus_id: str | None = None) -> None:
         """Move ``entity`` to ``finish`` through its kind's table (see the module)."""
-        table = TABLES[type(entity)]
+        kind = type(entity)
         start = entity.state
         try:
-            action = table[(start, finish)]
+            action = TABLES[kind][(start, finish)]
         except KeyError:
-            raise InvalidTransition(KIND_NAMES[type(entity)], entity.id, start, finish,
+            raise InvalidTransition(KIND_NAMES[kind], entity.id, start, finish,
                                     stimulus_id or self.stimulus_id) from None
         if stimulus_id is None:
             stimulus_id = self.stimulus_id
         entity.state = finish
-        kind = type(entity)
-        if kind is not ObjectState:
+        if kind is TaskState or kind is ActorCallState:
             entity.stimulus_id = stimulus_id
-            if kind is not ActorState:
-                self.progress.move(entity.name, start, finish)
+            self.progress.move(entity.name, start, finish)
+        elif kind is ActorState:
+            entity.stimulus_id = stimulus_id
         if action is not None:
             action(self, entity, stimulus_id)
 

@@ -22,6 +22,7 @@ import time
 from graphstore.core import protocol as msg
 from graphstore.core.serialization import error_payload
 from graphstore.exceptions import ActorDiedError, ActorUnschedulableError, ObjectLostError
+from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.entities import (ALIVE, DEAD, DETACHED_HOLDER, DONE, ERROR, FAILED,
                                            PENDING, PENDING_PLACEMENT, READY, RESTARTING,
                                            STARTING, ActorCallState, ActorState, ObjectState,
@@ -150,7 +151,8 @@ class ActorsMixin:
             actor.worker = worker
             self.actors_on_worker[worker.id] = self.actors_on_worker.get(worker.id, 0) + 1
             actor.incarnation += 1
-            actor.state = STARTING if actor.state == PENDING_PLACEMENT else RESTARTING
+            if actor.state == PENDING_PLACEMENT:
+                self.transition(actor, STARTING)   # else it is restarting already
             if actor.num_cpus or actor.resources:
                 worker.node.acquire(actor)
                 actor.holds_resources = True
@@ -160,7 +162,7 @@ class ActorsMixin:
             if actor.env_vars or actor.gpus:
                 environment = {"env_vars": dict(actor.env_vars or {}),
                                "gpus": list(actor.gpus or [])}
-            self.outbox.append((worker.id, msg.StartActor(actor.id, actor.incarnation,
+            self.outbox.append(Send(worker.id, msg.StartActor(actor.id, actor.incarnation,
                                                           environment)))
 
     def _pick_actor_worker(self, actor: ActorState):
@@ -224,10 +226,10 @@ class ActorsMixin:
             actor.no_restart = True        # as in Ray: __init__ failing is final
             self._actor_died(actor, None, error=m.error)
             return
-        actor.state = ALIVE
+        self.transition(actor, ALIVE)
         creation = self.objects.get(actor.creation_id)
         if creation is not None and creation.state == PENDING:
-            creation.state = READY
+            self.transition(creation, READY)
             creation.payload = []
             self._object_finished(creation)
         self.on_actor_update(actor)
@@ -262,8 +264,7 @@ class ActorsMixin:
             # Pending calls stay pending: only their caller knows which reached the dead
             # process; it sends those again while they have retries, else reports them
             # failed (ActorCallDone), and sends the others to the new process.
-            actor.restarts += 1
-            actor.state = RESTARTING
+            self.transition(actor, RESTARTING)
             self.on_actor_update(actor)
             self.actors_to_place[actor.id] = actor
             self._place_actors()
@@ -303,9 +304,9 @@ class ActorsMixin:
             return
         stop = msg.StopActor(actor.id, actor.incarnation)
         if actor.worker.id in self.workers:
-            self.outbox.append((actor.worker.id, stop))
+            self.outbox.append(Send(actor.worker.id, stop))
         elif actor.process_id is not None:
-            self.outbox.append((actor.process_id, stop))
+            self.outbox.append(Send(actor.process_id, stop))
 
     def _actor_died(self, actor: ActorState, cause: BaseException | None,
                     error: list | None = None) -> None:
@@ -313,7 +314,7 @@ class ActorsMixin:
             return
         self._stop_actor_process(actor)   # a process runs or is starting: stop it
         self._release_actor_host(actor)
-        actor.state = DEAD
+        self.transition(actor, DEAD)
         actor.error = error if error is not None else error_payload(cause)
         if actor.name is not None and self.actor_names.get(
                 (actor.namespace, actor.name)) == actor.id:
@@ -322,7 +323,7 @@ class ActorsMixin:
             self._fail_call(call, None, actor.error)
         creation = self.objects.get(actor.creation_id)
         if creation is not None and creation.state == PENDING:
-            creation.state = ERROR
+            self.transition(creation, ERROR)
             creation.error = actor.error
             self._object_finished(creation)
         if creation is not None:   # dead: only handles keep its record (calls fail fast)
@@ -442,9 +443,9 @@ class ActorsMixin:
         call.cancelled = True
         actor = call.actor
         if actor.process_id is not None:
-            self.outbox.append((actor.process_id, msg.CancelRunning(call.id, False)))
+            self.outbox.append(Send(actor.process_id, msg.CancelRunning(call.id, False)))
         if actor.state != ALIVE:
-            self.outbox.append((call.caller, msg.CancelQueuedCall(call.id)))
+            self.outbox.append(Send(call.caller, msg.CancelQueuedCall(call.id)))
 
     def caller_gone(self, peer_id: bytes) -> None:
         """Forget the pending calls of a caller that disconnected (nobody can send them
@@ -511,20 +512,17 @@ class ActorsMixin:
                 if worker is not None:
                     obj.size = size
                     self.add_location(obj, worker, segment)
-                    self.outbox.append((worker_id, msg.SealObjects([object_id])))
+                    self.outbox.append(Send(worker_id, msg.SealObjects([object_id])))
                 else:
                     error = error_payload(ObjectLostError(
                         f"the result of {call.name} was written to a worker that died"))
             self._finish_call_object(object_id, payload, error, contained, size)
-        self.counts["failed" if m.error_text else "done"] += 1
         self._release_call_refs(call)
         self._call_finished(call, FAILED if m.error_text else DONE, m.error_text)
 
     def _call_finished(self, call: ActorCallState, state: str, error_text: str | None) -> None:
-        self.progress.move(call.name, call.state, state)
-        call.state = state
+        self.transition(call, state)
         call.error_text = error_text
-        call.finished_at = time.time()
         self.graph.task_finished(call)
 
     def _finish_call_object(self, object_id: bytes, payload, error, contained=(),
@@ -533,9 +531,10 @@ class ActorsMixin:
         if obj is None or obj.state != PENDING:
             return
         if error is not None:
-            obj.state, obj.error = ERROR, error
+            self.transition(obj, ERROR)
+            obj.error = error
         else:
-            obj.state = READY
+            self.transition(obj, READY)
             if payload is not None:
                 obj.payload = payload
                 obj.size = sum(len(b) for b in payload)
@@ -549,7 +548,6 @@ class ActorsMixin:
         self.actor_calls.pop(call.id, None)
         for object_id in call.returns:
             self._finish_call_object(object_id, None, error)
-        self.counts["failed"] += 1
         self._release_call_refs(call)
         self._call_finished(call, FAILED, str(cause) if cause is not None
                             else "the actor died")

@@ -1,23 +1,44 @@
 """What the scheduler keeps about each thing it manages, and the names of their states.
 
 Plain records with no behaviour beyond bookkeeping: objects, tasks, nodes, workers,
-actors and actor calls. ``state.py`` (the scheduler's state machine) and ``actors.py``
-(its actor handlers) both build on these, so neither has to import the other's records.
+actors and actor calls, and a ``Literal`` type naming the states of each kind.
+``state.py`` (the scheduler's state machine) and ``actors.py`` (its actor handlers) both
+build on these, so neither has to import the other. Which state may follow which is
+written in one place, ``transitions.py``.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Final, Literal
 
 from graphstore.core import protocol as msg
 
+#: The states of an object: its producer has not finished / it has a value / an error.
+ObjectStateName = Literal["pending", "ready", "error"]
+#: The states of a task.
+TaskStateName = Literal["waiting", "queued", "assigned", "done", "failed"]
+#: The states of an actor (an actor pending placement shares "pending" with objects).
+ActorStateName = Literal["pending", "starting", "alive", "restarting", "dead"]
+#: The states of an actor call: submitted (running in, or queued for, its actor), ended.
+ActorCallStateName = Literal["assigned", "done", "failed"]
+
 #: Object states.
-PENDING, READY, ERROR = "pending", "ready", "error"
-#: Task states.
-WAITING, QUEUED, ASSIGNED, DONE, FAILED = "waiting", "queued", "assigned", "done", "failed"
-#: Actor states (an actor pending placement shares the name "pending" with objects).
-PENDING_PLACEMENT, STARTING, ALIVE, RESTARTING, DEAD = (
-    "pending", "starting", "alive", "restarting", "dead")
+PENDING: Final = "pending"
+READY: Final = "ready"
+ERROR: Final = "error"
+#: Task states (``ASSIGNED``, ``DONE`` and ``FAILED`` are actor call states too).
+WAITING: Final = "waiting"
+QUEUED: Final = "queued"
+ASSIGNED: Final = "assigned"
+DONE: Final = "done"
+FAILED: Final = "failed"
+#: Actor states.
+PENDING_PLACEMENT: Final = "pending"
+STARTING: Final = "starting"
+ALIVE: Final = "alive"
+RESTARTING: Final = "restarting"
+DEAD: Final = "dead"
 #: Holder id of detached actors' creation objects: never a peer, so never released.
 DETACHED_HOLDER = b"\0" * 16
 
@@ -39,9 +60,10 @@ class ObjectState:
                  "container_refs", "contains", "waiters", "producer", "dependents",
                  "created_at", "locations", "spill")
 
-    def __init__(self, object_id: bytes, state: str, producer: "TaskState | None" = None):
+    def __init__(self, object_id: bytes, state: ObjectStateName,
+                 producer: "TaskState | None" = None):
         self.id = object_id
-        self.state = state
+        self.state: ObjectStateName = state
         self.payload: list | None = None
         self.error: list | None = None
         self.size = 0
@@ -70,7 +92,7 @@ class TaskState:
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
                  "lineage_size", "lineage_note", "mode", "strategy", "env_vars",
-                 "max_calls", "process", "gpus", "queued_at")
+                 "max_calls", "process", "gpus", "queued_at", "stimulus_id")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -85,7 +107,9 @@ class TaskState:
         self.retries_left = spec.max_retries
         self.submitter = submitter
         self.driver = driver
-        self.state = WAITING
+        self.state: TaskStateName = WAITING
+        #: The event that made its last state change (``transitions.py``), for the logs.
+        self.stimulus_id = ""
         self.worker: WorkerState | None = None
         self.waiting_on = 0
         self.submitted_at = time.time()
@@ -282,7 +306,7 @@ class ActorState:
                  "worker", "incarnation", "process_id", "address", "pid", "restarts",
                  "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
                  "owner", "last_call", "strategy", "env_vars", "gpus", "needs_cpu_node",
-                 "job")
+                 "job", "stimulus_id")
 
     def __init__(self, m: msg.CreateActor, owner: bytes):
         options = m.options or {}
@@ -302,7 +326,8 @@ class ActorState:
         self.namespace = options.get("namespace") or "default"
         self.detached = options.get("lifetime") == "detached"
         self.methods = dict(m.methods or {})
-        self.state = PENDING_PLACEMENT
+        self.state: ActorStateName = PENDING_PLACEMENT
+        self.stimulus_id = ""
         self.worker = None
         self.incarnation = 0
         self.process_id: bytes | None = None
@@ -335,7 +360,7 @@ class ActorCallState:
     task records read, so calls show in both like tasks."""
     __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
                  "caller", "submitted_at", "started_at", "finished_at", "state",
-                 "placement", "error_text", "previous_call", "cancelled")
+                 "placement", "error_text", "previous_call", "cancelled", "stimulus_id")
 
     def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
         self.id = m.call_id
@@ -348,7 +373,8 @@ class ActorCallState:
         self.caller = caller
         self.submitted_at = self.started_at = time.time()
         self.finished_at = 0.0
-        self.state = "assigned"
+        self.state: ActorCallStateName = ASSIGNED
+        self.stimulus_id = ""
         worker = actor.worker
         self.placement = {"actor": actor.id.hex(), "class": actor.class_name,
                           "worker": worker.id.hex() if worker is not None else None,

@@ -18,6 +18,7 @@ Mixed into ``SchedulerState`` (see ``state.py``), whose objects and outbox it sh
 from __future__ import annotations
 
 from graphstore.core import protocol as msg
+from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.entities import ERROR, READY, ObjectState, TaskState
 
 
@@ -66,7 +67,7 @@ class GeneratorsMixin:
         if generator is not None and holder not in generator.holders:
             return                     # the caller dropped the generator
         self._hold(holder, obj)
-        self.outbox.append((holder, msg.GeneratorItemReady(
+        self.outbox.append(Send(holder, msg.GeneratorItemReady(
             m.generator_id, m.index, obj.id, obj.payload, obj.error,
             self.locations_of(obj))))
 
@@ -86,6 +87,6 @@ class GeneratorsMixin:
         if retrying:
             stored = [[entry[0], True] for entry in partial if entry[1] is None]
             if stored:
-                self.outbox.append((worker.id, msg.FreeObjects(stored)))
+                self.outbox.append(Send(worker.id, msg.FreeObjects(stored)))
             return
         self._apply_results(worker, partial, task.name)

@@ -2,7 +2,7 @@
 
 The status page's progress pane draws one bar per function name (done, running, queued,
 failed), as Dask's progress view does per task prefix. The scheduler moves a task's count
-from one state to the next where the state changes (``SchedulerState.set_task_state``),
+from one state to the next where the state changes (``SchedulerState.transition``, ``transitions.py``),
 so a poll reads the counts in O(names), never by scanning every task. Pure bookkeeping,
 no I/O.
 

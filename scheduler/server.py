@@ -1,11 +1,15 @@
 """The scheduler process: accepts connections and drives ``SchedulerState`` with them.
 
 All scheduling decisions live in ``state.py``; this module only moves messages between
-sockets and the state machine, and ends the process when its owner goes away.
+sockets and the state machine, carries out the instructions it returns
+(``instructions.py``), and ends the process when its owner goes away. Each event gets a
+stimulus id (``"<message type>-<n>"``, ``"closed-<n>"``, ``"housekeeping-<n>"``) that the
+state machine records with every transition it causes and names in its log lines.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import posixpath
@@ -21,7 +25,9 @@ from graphstore.core.lifecycle import watch_parent_pipe
 from graphstore.core import logs
 from graphstore.scheduler import descriptions, listing, status
 from graphstore.scheduler.snapshots import LiveScans
+from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.state import SchedulerState
+from graphstore.scheduler.transitions import StateInvariantError
 from graphstore.core.tls import TLSConfig, exposure_warning
 
 logger = logging.getLogger("graphstore.scheduler")
@@ -108,6 +114,26 @@ class Scheduler:
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}
         self.state.on_actor_update = self._actor_updated
         self._flush_scheduled = False
+        #: Numbers the events, for their stimulus ids.
+        self._events = itertools.count(1)
+        self._validate = bool(config.validate_state)
+
+    def _event(self, name: str) -> str:
+        """Start an event: its stimulus id, which the state machine records."""
+        stimulus_id = self.state.stimulus_id = f"{name}-{next(self._events)}"
+        return stimulus_id
+
+    def _validate_state(self) -> None:
+        """With ``validate_state`` on: recount the state machine's bookkeeping after an
+        event. A mismatch is logged with the event's stimulus id and raised into that
+        event (a request's peer gets the error); the scheduler keeps serving."""
+        try:
+            self.state.validate_state()
+        except StateInvariantError as exc:
+            stimulus_id = self.state.stimulus_id
+            logger.error("scheduler state invalid after event %s: %s", stimulus_id, exc,
+                         extra={"stimulus_id": stimulus_id})
+            raise
 
     # -- lifecycle --------------------------------------------------------------------
     def listen(self, host: str, port: int, sock: socket.socket | None = None) -> str:
@@ -145,6 +171,13 @@ class Scheduler:
 
     def _on_first_message(self, comm: Comm, m):
         """Until a peer registers, registration is the only message it may send."""
+        self._event(type(m).__name__)
+        result = self._register(comm, m)
+        if self._validate:
+            self._validate_state()
+        return result
+
+    def _register(self, comm: Comm, m):
         if isinstance(m, msg.RegisterClient):
             peer_id = m.client_id
             self._adopt(comm, peer_id, "driver", m.pid, m.hostname)
@@ -209,6 +242,7 @@ class Scheduler:
         if peer_id is None or self.comms.get(peer_id) is not comm:
             return
         del self.comms[peer_id]
+        self._event("closed")
         kind = comm.info.get("kind")
         if kind == "worker":
             logger.warning("worker %s (pid %s) left", peer_id.hex()[:8], comm.info.get("pid"))
@@ -216,13 +250,18 @@ class Scheduler:
         if kind == "worker":
             self._broadcast_cluster_info()
         self._schedule_flush()
+        if self._validate:
+            self._validate_state()
 
     def _on_message(self, comm: Comm, m):
         handler = self._handlers.get(type(m))
         if handler is None:
             raise ProtocolError(f"unexpected message {type(m).__name__}")
+        self.state.stimulus_id = f"{type(m).__name__}-{next(self._events)}"
         result = handler(comm.info["peer_id"], m)
         self._schedule_flush()
+        if self._validate:
+            self._validate_state()
         return result
 
     def _on_submit(self, peer_id: bytes, m: msg.SubmitTask) -> None:
@@ -292,6 +331,7 @@ class Scheduler:
                 comm = self.comms.get(worker_id)
                 if comm is not None:
                     comm.send(beat)
+            self._event("housekeeping")
             if self.state.parked_wants:
                 self.state.expire_parked_wants(time.monotonic())
                 self._schedule_flush()
@@ -303,13 +343,14 @@ class Scheduler:
         """A worker silent for ``worker_timeout`` seconds is lost: its connection is
         closed, which retries its tasks and rebuilds its objects elsewhere."""
         timeout = self.config.worker_timeout
-        for worker_id in list(self.state.workers):
-            comm = self.comms.get(worker_id)
-            if comm is not None and now - comm.last_received > timeout:
-                logger.warning("worker %s (pid %s) sent nothing for %.1f s (worker_timeout "
-                               "%.1f s); counting it as lost", worker_id.hex()[:8],
-                               comm.info.get("pid"), now - comm.last_received, timeout)
-                comm.abort()
+        heard = {worker_id: comm.last_received for worker_id in self.state.workers
+                 if (comm := self.comms.get(worker_id)) is not None}
+        for worker_id in self.state.silent_workers(heard, now, timeout):
+            comm = self.comms[worker_id]
+            logger.warning("worker %s (pid %s) sent nothing for %.1f s (worker_timeout "
+                           "%.1f s); counting it as lost", worker_id.hex()[:8],
+                           comm.info.get("pid"), now - comm.last_received, timeout)
+            comm.abort()
 
     async def _ask_workers(self, workers: list, message, timeout: float):
         """Send ``message`` to each worker in turn until one answers; return
@@ -328,17 +369,10 @@ class Scheduler:
     async def _restore_on_node(self, m: msg.RestoreOnNode) -> list:
         """Have a store (on the driver's node if it has one) read a spilled object back."""
         state = self.state
-        obj = state.objects.get(m.object_id)
-        if obj is None or obj.state != "ready":
-            raise LookupError(f"object {bytes(m.object_id).hex()} is gone")
-        for worker_id, segment in obj.locations.items():   # restored meanwhile
-            worker = state.workers.get(worker_id)
-            if worker is not None and worker.node.id == m.node_id:
-                return [worker.id, worker.address, segment, worker.node.id]
-        if obj.spill is None:
-            raise LookupError(f"object {bytes(m.object_id).hex()} is not spilled")
-        path, offset, size = obj.spill
-        candidates = state.stores_on_node(m.node_id) or list(state.workers.values())
+        plan = state.restore_plan(m.object_id, m.node_id)
+        if type(plan) is list:     # a store of that node holds it (restored meanwhile)
+            return plan
+        (path, offset, size), candidates = plan
         try:
             worker, segment = await self._ask_workers(
                 candidates, msg.RestoreObject(m.object_id, path, offset, size), timeout=300)
@@ -347,6 +381,7 @@ class Scheduler:
                                   f"{bytes(m.object_id).hex()}: {exc}") from None
         obj = state.objects.get(m.object_id)
         if obj is not None and worker.id in state.workers:
+            self._event("ObjectRestored")
             state.add_location(obj, worker, segment)
         return [worker.id, worker.address, segment, worker.node.id]
 
@@ -478,13 +513,21 @@ class Scheduler:
             asyncio.get_event_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Carry out the state machine's instructions (``instructions.py``), sends
+        batched per peer, after a ``schedule()`` pass."""
         self._flush_scheduled = False
         state = self.state
+        self._event("flush")
         state.schedule()
+        if self._validate:
+            self._validate_state()
         outbox, state.outbox = state.outbox, []
         comms = self.comms
         batches: dict[bytes, list] = {}
-        for peer_id, message in outbox:
+        for instruction in outbox:
+            if type(instruction) is not Send:
+                raise TypeError(f"unknown instruction {instruction!r}")
+            peer_id, message = instruction
             batch = batches.get(peer_id)
             if batch is None:
                 batch = batches[peer_id] = []

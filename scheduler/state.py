@@ -1,7 +1,9 @@
 """The scheduler's state machine: tasks, objects, workers and peers, with no I/O.
 
-Handlers take decoded messages and append ``(peer_id, message)`` pairs to ``outbox``; the
-server sends them. Keeping sockets out of here lets tests drive the whole scheduler with
+Handlers take decoded messages and append instructions (``instructions.py``: ``Send``)
+to ``outbox``; the server carries them out. Every state change goes through
+``transition()`` and its tables (``transitions.py``); ``validate_state()`` recounts the
+bookkeeping (``validation.py``). Keeping sockets out of here lets tests drive the whole scheduler with
 plain method calls, the way Dask keeps ``worker_state_machine.py`` apart from its server.
 
 Reference counting: an object lives while a peer holds a ref to it (``holders``), a pending
@@ -31,11 +33,14 @@ from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDIN
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
+from graphstore.scheduler.instructions import Instruction, Send
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.critical_path import Move, Run, longest_chain
 from graphstore.scheduler.task_stream import TaskStream
+from graphstore.scheduler.transitions import TransitionsMixin
+from graphstore.scheduler.validation import validate_state
 from graphstore.scheduler.worker_load import WorkerLoadHistory
 
 #: Profile event kinds that are runs of user code, and those that bring a run its inputs.
@@ -71,7 +76,19 @@ _PARKED_WANT_SECONDS = 30.0
 _DEPARTED_NODES = 1000
 
 
-class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
+#: The methods that handle an event (a message, a peer leaving, a timer): what the server
+#: calls from outside. The tests' harness checks ``validate_state()`` after each.
+EVENT_HANDLERS = (
+    "add_driver", "add_worker", "remove_peer", "submit", "put_object", "incref", "decref",
+    "want", "register_function", "task_done", "task_failed", "task_output", "task_blocked",
+    "task_unblocked", "object_added", "adoption_failed", "objects_spilled", "recover",
+    "create_actor", "register_actor_process", "actor_ready", "actor_exiting",
+    "kill_actor", "actor_call_submitted", "actor_call_done", "cancel", "generator_item",
+    "worker_heartbeat", "register_task_process", "task_process_exited",
+    "expire_parked_wants", "expire_early_results", "schedule")
+
+
+class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
@@ -87,7 +104,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.functions: dict[bytes, bytes] = {}
         self.function_durations: dict[bytes, float] = {}
         self.ready: dict[tuple, deque[TaskState]] = {}
-        self.outbox: list[tuple[bytes, object]] = []
+        #: Instructions for the server, carried out (and emptied) after each batch.
+        self.outbox: list[Instruction] = []
         self.pipeline_seconds = pipeline_seconds
         self.max_queued_per_worker = max_queued_per_worker
         self.max_capacity: dict[str, float] = {"CPU": 0.0}
@@ -130,6 +148,12 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self._init_actors()
         self._init_generators()
         self._init_task_processes()
+
+    def validate_state(self) -> None:
+        """Recount the bookkeeping from the records; ``StateInvariantError`` names the
+        first total that disagrees (``validation.py``). O(everything): for tests and
+        the ``validate_state`` setting."""
+        validate_state(self)
 
     # -- peers ------------------------------------------------------------------------
     def add_driver(self, peer_id: bytes, namespace: str = "default") -> None:
@@ -241,9 +265,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self._fail_task(task, error_payload(TaskCancelledError(
                 f"task {task.name} was cancelled (force=True ended its process)")))
         elif task.retries_left > 0:
-            task.retries_left -= 1
-            self.counts["retried"] += 1
-            self.set_task_state(task, QUEUED)
+            self.transition(task, QUEUED)
             self.ready.setdefault(task.shape, deque()).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
@@ -283,7 +305,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         worker.stored_bytes = 0
         if adopted:
             self.counts["adopted"] += len(adopted)
-            self.outbox.append((adopter.id, msg.AdoptSegments(adopted)))
+            self.outbox.append(Send(adopter.id, msg.AdoptSegments(adopted)))
         if worker.node.id not in self.nodes:
             lost.extend(self._lose_host_spills(worker.node.id))
         if lost:
@@ -346,9 +368,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if reason is not None:
                 unrecoverable.append((obj, reason))
                 continue
-            obj.state = PENDING
+            self.transition(obj, PENDING)
             obj.payload = None
-            self.counts["objects_rebuilt"] += 1
             # The new value says again what it contains (new objects, if made inside).
             contains, obj.contains = obj.contains, []
             for inner_id in contains:
@@ -359,8 +380,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if obj.producer.state == DONE and obj.producer not in rerun:
                 rerun.append(obj.producer)
         for obj, (error_class, reason) in unrecoverable:
-            self.counts["objects_lost"] += 1
-            obj.state = ERROR
+            self.transition(obj, ERROR)
             obj.error = error_payload(error_class(
                 f"object {obj.id.hex()} ({obj.size:,} bytes) was lost: {why}; it cannot "
                 f"be computed again because {reason}"))
@@ -390,9 +410,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def _rerun(self, task: TaskState, rerun: list, queued: set, why: str) -> None:
         """Submit a finished task again; freed arguments are revived (pending) and their
         own tasks appended to ``rerun``."""
-        task.retries_left -= 1
-        self.counts["reconstructed"] += 1
-        self.set_task_state(task, WAITING)
+        self.transition(task, WAITING)
         task.worker = None
         task.waiting_on = 0
         task.started_at = task.finished_at = 0.0
@@ -514,27 +532,28 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:
         obj = self.objects.get(m.object_id)
         if obj is None:
-            obj = ObjectState(m.object_id, READY)
+            obj = ObjectState(m.object_id, PENDING)
             self.objects[m.object_id] = obj
             if self.parked_wants:
                 self._unpark(obj)
             self.graph.add_object(obj)
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
-        obj.state = READY
         self._hold(peer_id, obj)
+        worker = None
+        if m.location is not None:
+            worker = self.workers.get(m.location[0])
+        self.transition(obj, READY if m.location is None or worker is not None else ERROR)
         if m.location is not None:
             worker_id, segment, size = m.location
-            worker = self.workers.get(worker_id)
             obj.size = size
             if worker is None:
-                obj.state = ERROR
                 obj.error = error_payload(ObjectLostError(
                     f"object {m.object_id.hex()} was put into the store of a worker that "
                     f"has since died"))
             else:
                 self.add_location(obj, worker, segment)
-                self.outbox.append((worker_id, msg.SealObjects([m.object_id])))
+                self.outbox.append(Send(worker_id, msg.SealObjects([m.object_id])))
         else:
             obj.payload = m.payload
             obj.size = sum(len(b) for b in m.payload)
@@ -557,6 +576,29 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         return sorted(node.workers.values(), key=lambda w: -(w.store_capacity - max(
             w.stored_bytes, w.metrics.get("store_used") or 0)))
 
+    def restore_plan(self, object_id: bytes, node_id: str):
+        """How to answer ``RestoreOnNode``: ``[worker id, address, segment, node]`` of a
+        copy a store of that node holds already, else ``(spill entry, workers to ask in
+        turn)``: the node's stores, most free memory first, or any worker. LookupError
+        when the object is gone or was never spilled."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.state != READY:
+            raise LookupError(f"object {bytes(object_id).hex()} is gone")
+        for worker_id, segment in obj.locations.items():
+            worker = self.workers.get(worker_id)
+            if worker is not None and worker.node.id == node_id:
+                return [worker.id, worker.address, segment, worker.node.id]
+        if obj.spill is None:
+            raise LookupError(f"object {bytes(object_id).hex()} is not spilled")
+        return obj.spill, self.stores_on_node(node_id) or list(self.workers.values())
+
+    def silent_workers(self, heard_at: dict[bytes, float], now: float,
+                       timeout: float) -> list[bytes]:
+        """Workers silent for more than ``timeout`` seconds, to count as lost:
+        ``heard_at`` says when the server last read from each connected worker."""
+        return [worker_id for worker_id, at in heard_at.items()
+                if worker_id in self.workers and now - at > timeout]
+
     def object_added(self, worker_id: bytes, m: msg.ObjectAdded) -> None:
         """A worker made a copy of a stored object (a transfer)."""
         obj = self.objects.get(m.object_id)
@@ -565,7 +607,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return
         if obj is None or obj.state != READY or not (obj.locations or obj.spill):
             # Freed meanwhile: the copy is not needed.
-            self.outbox.append((worker_id, msg.FreeObjects([[m.object_id, False]])))
+            self.outbox.append(Send(worker_id, msg.FreeObjects([[m.object_id, False]])))
             return
         self.add_location(obj, worker, m.segment)
 
@@ -635,7 +677,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         writer = self.spill_file_writer.pop(path, None)
         target = writer if writer in self.workers else next(iter(self.workers), None)
         if target is not None:
-            self.outbox.append((target, msg.DeleteSpilled([path])))
+            self.outbox.append(Send(target, msg.DeleteSpilled([path])))
 
     def incref(self, peer_id: bytes, ids: Iterable[bytes]) -> None:
         for object_id in ids:
@@ -661,13 +703,13 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self.parked_wants.setdefault(object_id, {})[peer_id] = \
                     time.monotonic() + _PARKED_WANT_SECONDS
             elif obj is None:
-                self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
+                self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, None, error_payload(
                     ObjectLostError(f"object {object_id.hex()} was freed (no references were "
                                     f"left) or never existed")), None)))
             elif obj.state == PENDING:
                 obj.waiters.add(peer_id)
             else:
-                self.outbox.append((peer_id, msg.ObjectReady(object_id, obj.payload,
+                self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, obj.payload,
                                                              obj.error,
                                                              self.locations_of(obj))))
 
@@ -682,7 +724,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         for object_id in [i for i, peers in self.parked_wants.items()
                           if min(peers.values()) < now]:
             for peer_id in self.parked_wants.pop(object_id):
-                self.outbox.append((peer_id, msg.ObjectReady(object_id, None, error_payload(
+                self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, None, error_payload(
                     ObjectLostError(f"object {object_id.hex()} was freed (no references "
                                     f"were left) or never existed")), None)))
 
@@ -706,7 +748,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if obj.waiters:
             note = msg.ObjectReady(obj.id, obj.payload, obj.error, self.locations_of(obj))
             for peer_id in obj.waiters:
-                self.outbox.append((peer_id, note))
+                self.outbox.append(Send(peer_id, note))
             obj.waiters.clear()
         if obj.dependents:
             dependents, obj.dependents = obj.dependents, []
@@ -729,6 +771,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             obj = stack.pop()
             if self.objects.pop(obj.id, None) is None:
                 continue
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("object %s freed", obj.id.hex(),
+                             extra={"stimulus_id": self.stimulus_id})
             if obj.id in self.actor_of_creation:
                 self.actor_unreferenced(obj.id)
             if self.streams:
@@ -747,7 +792,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                         if obj.id in worker.objects:
                             worker.objects.discard(obj.id)
                             worker.stored_bytes -= obj.size
-                        self.outbox.append((worker_id, msg.FreeObjects([[obj.id, True]])))
+                        self.outbox.append(Send(worker_id, msg.FreeObjects([[obj.id, True]])))
                 obj.locations = {}
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)
@@ -840,7 +885,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if task.driver is not None and (task.driver, task.shape) not in \
                     self._told_waiting:
                 self._told_waiting.add((task.driver, task.shape))
-                self.outbox.append((task.driver, msg.Output(
+                self.outbox.append(Send(task.driver, msg.Output(
                     "(scheduler)", "stderr",
                     f"task {task.name} needs {task.num_cpus:g} CPU but no node of the "
                     f"cluster has a CPU; it waits until a worker with CPUs joins\n")))
@@ -866,16 +911,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     def _capacity_text(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in self.max_capacity.items())
 
-    def set_task_state(self, task: TaskState, state: str) -> None:
-        """Every change of a task's state goes through here, so that the progress
-        counts follow it."""
-        self.progress.move(task.name, task.state, state)
-        task.state = state
-        if state == QUEUED:
-            task.queued_at = time.monotonic()     # queue wait, for /metrics
-
     def _enqueue(self, task: TaskState) -> None:
-        self.set_task_state(task, QUEUED)
+        self.transition(task, QUEUED)
         queue = self.ready.get(task.shape)
         if queue is None:
             queue = self.ready[task.shape] = deque()
@@ -889,9 +926,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if m.events is not None:
             self.record_events(peer_id, worker_id, m.events,
                                self.producers_of(task.deps) if task.deps else ())
-        self.set_task_state(task, DONE)
-        self.counts["done"] += 1
-        self.task_metrics.task_finished(task.name, failed=False)
+        self.transition(task, DONE)
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
@@ -908,19 +943,19 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 store = self.workers.get(segment[0])
                 segment = segment[1]
                 if store is not None:
-                    self.outbox.append((store.id, msg.SealObjects([object_id])))
+                    self.outbox.append(Send(store.id, msg.SealObjects([object_id])))
             obj = self.objects.get(object_id)
             if obj is None or obj.state != PENDING:
                 if payload is None and store is not None:   # stored, but unwanted now
-                    self.outbox.append((store.id, msg.FreeObjects([[object_id, True]])))
+                    self.outbox.append(Send(store.id, msg.FreeObjects([[object_id, True]])))
                 continue
             if payload is None and store is None:
-                obj.state = ERROR
+                self.transition(obj, ERROR)
                 obj.error = error_payload(ObjectLostError(
                     f"the result of task {task_name} was written to a worker that died"))
                 self._object_finished(obj)
                 continue
-            obj.state = READY
+            self.transition(obj, READY)
             if payload is None:
                 obj.size = size
                 self.add_location(obj, store, segment)
@@ -945,8 +980,6 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self._partial_results(task, self.workers[worker_id], m.partial, retrying)
         if retrying:
             # An application error the task asked to retry (retry_exceptions).
-            task.retries_left -= 1
-            self.counts["retried"] += 1
             task.worker = None
             self.tasks[task.id] = task
             self._enqueue(task)
@@ -995,22 +1028,19 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if task.worker is not None:
                 self._release_slot(task.worker, task)
                 task.worker = None
-            self.set_task_state(task, FAILED)
-            task.finished_at = time.time()
+            self.transition(task, FAILED)
             self.tasks.pop(task.id, None)
-            self.counts["failed"] += 1
-            self.task_metrics.task_finished(task.name, failed=True)
             self._record(task)
             for object_id in task.returns:
                 obj = self.objects.get(object_id)
                 if obj is None or obj.state != PENDING:
                     continue
-                obj.state = ERROR
+                self.transition(obj, ERROR)
                 obj.error = error
                 if obj.waiters:
                     note = msg.ObjectReady(obj.id, None, error, None)
                     for peer_id in obj.waiters:
-                        self.outbox.append((peer_id, note))
+                        self.outbox.append(Send(peer_id, note))
                     obj.waiters.clear()
                 dependents, obj.dependents = obj.dependents, []
                 for dependent in dependents:
@@ -1058,7 +1088,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 return
             task.cancelled = task.cancelled or force
             runner = task.process.id if task.process is not None else task.worker.id
-            self.outbox.append((runner, msg.CancelRunning(task.id, force)))
+            self.outbox.append(Send(runner, msg.CancelRunning(task.id, force)))
 
     def _release_task_refs(self, task: TaskState) -> None:
         counted, task.counted_refs = task.counted_refs, []
@@ -1106,7 +1136,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                     pending = []
                 pending.append(obj)
         if pending:
-            self.set_task_state(task, WAITING)
+            self.transition(task, WAITING)
             task.waiting_on = len(pending)
             for obj in pending:
                 obj.dependents.append(task)
@@ -1198,7 +1228,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 if failure is not None:
                     queue.popleft()
                     # Out of the queue already: _fail_task need not search it.
-                    self.set_task_state(task, WAITING)
+                    self.transition(task, WAITING)
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
@@ -1208,7 +1238,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                         problem = self._affinity_problem(task)
                         if problem is not None:       # its node left meanwhile
                             queue.popleft()
-                            self.set_task_state(task, WAITING)
+                            self.transition(task, WAITING)
                             self._fail_task(task, error_payload(
                                 TaskUnschedulableError(problem)), problem)
                             continue
@@ -1217,11 +1247,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 self._assign(task, worker)
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
-        self.set_task_state(task, ASSIGNED)
         task.worker = worker
-        task.started_at = time.time()
-        if task.queued_at:
-            self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
+        self.transition(task, ASSIGNED)
         if worker.free_slots() > 0 and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1
@@ -1243,9 +1270,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return
         if task.function_hash not in worker.known_functions:
             worker.known_functions.add(task.function_hash)
-            self.outbox.append((worker.id, msg.FunctionCode(
+            self.outbox.append(Send(worker.id, msg.FunctionCode(
                 task.function_hash, self.functions[task.function_hash])))
-        self.outbox.append((worker.id, self._run_task_message(task)))
+        self.outbox.append(Send(worker.id, self._run_task_message(task)))
 
     def _run_task_message(self, task: TaskState) -> msg.RunTask:
         deps = []
@@ -1342,7 +1369,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         source = m.task_id if type(m.task_id) is bytes else b""
         note = msg.Output(m.prefix, m.stream, m.text, source, m.live)
         for peer_id in targets:
-            self.outbox.append((peer_id, note))
+            self.outbox.append(Send(peer_id, note))
 
     # -- profile events -----------------------------------------------------------------
     def producers_of(self, object_ids) -> tuple:

@@ -22,6 +22,7 @@ from collections import deque
 
 from graphstore.core import protocol as msg
 from graphstore.core.object_ref import new_id
+from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.entities import ASSIGNED, TaskState, WorkerState
 
 
@@ -98,7 +99,7 @@ class TaskProcessesMixin:
             proc = TaskProcessState(worker, key, environment, task.max_calls)
             worker.processes[proc.id] = proc
             self.task_processes[proc.id] = proc
-            self.outbox.append((worker.id, msg.StartTaskProcess(proc.id, environment,
+            self.outbox.append(Send(worker.id, msg.StartTaskProcess(proc.id, environment,
                                                                 task.max_calls)))
 
     def _evict_idle(self, worker: WorkerState, key: tuple) -> None:
@@ -109,7 +110,7 @@ class TaskProcessesMixin:
         for proc in list(worker.processes.values()):
             if proc.key != key and proc.idle():
                 self._forget_process(proc)
-                self.outbox.append((worker.id, msg.StopTaskProcess(proc.id)))
+                self.outbox.append(Send(worker.id, msg.StopTaskProcess(proc.id)))
                 return
 
     def _send_to_process(self, proc: TaskProcessState, task: TaskState) -> None:
@@ -118,9 +119,9 @@ class TaskProcessesMixin:
         task.process = proc
         if task.function_hash not in proc.known_functions:
             proc.known_functions.add(task.function_hash)
-            self.outbox.append((proc.id, msg.FunctionCode(
+            self.outbox.append(Send(proc.id, msg.FunctionCode(
                 task.function_hash, self.functions[task.function_hash])))
-        self.outbox.append((proc.id, self._run_task_message(task)))
+        self.outbox.append(Send(proc.id, self._run_task_message(task)))
 
     def _next_for_process(self, proc: TaskProcessState) -> None:
         """``proc`` is free: give it the next task waiting for its key on its worker."""

@@ -1,10 +1,12 @@
 """The scheduler's state machine, driven with plain method calls (no sockets).
 
 Each test plays the server's part: it hands decoded messages to ``SchedulerState``, calls
-``schedule()`` where the server would flush, and reads ``outbox``.
+``schedule()`` where the server would flush, and reads ``outbox``. The harness checks
+``validate_state()`` after every event, in every test that uses it.
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 
 import pytest
@@ -15,7 +17,7 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    ObjectReconstructionFailedMaxAttemptsExceededError,
                                    TaskError, TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler import entities as st
-from graphstore.scheduler.state import SchedulerState
+from graphstore.scheduler.state import EVENT_HANDLERS, SchedulerState
 
 DRIVER = b"D" * 16
 DRIVER2 = b"E" * 16
@@ -34,14 +36,47 @@ def wid(name: str) -> bytes:
     return name.encode().ljust(16, b".")
 
 
+def validate_after_each_event(state: SchedulerState, depth: list) -> SchedulerState:
+    """Make every event handler of ``state`` end with ``validate_state()`` (once per
+    event: not after handlers that another handler calls, nor inside ``depth[0] > 0``)."""
+
+    def wrap(method):
+        def handle(*args, **kwargs):
+            depth[0] += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    state.validate_state()
+        return handle
+
+    for name in EVENT_HANDLERS:
+        setattr(state, name, wrap(getattr(state, name)))
+    return state
+
+
 class Harness:
-    """A SchedulerState plus helpers that build protocol messages."""
+    """A SchedulerState (validated after every event) plus helpers that build protocol
+    messages."""
 
     def __init__(self, **kwargs):
-        self.s = SchedulerState(**kwargs)
+        self._depth = [0]
+        self.s = validate_after_each_event(SchedulerState(**kwargs), self._depth)
         self.s.add_driver(DRIVER)
         for fh in (FN, SHORT, LONG):
             self.s.register_function(msg.RegisterFunction(fh, b"code-" + fh))
+
+    @contextlib.contextmanager
+    def batch(self):
+        """Validate the events inside once, at the end (for thousands of setup events:
+        ``validate_state`` is O(state))."""
+        self._depth[0] += 1
+        try:
+            yield
+        finally:
+            self._depth[0] -= 1
+        self.s.validate_state()
 
     # peers
     def worker(self, name: str, cpus: float = 1, node: str = "node-a",
@@ -1249,6 +1284,7 @@ def test_early_actor_result_holds_the_refs_inside_it(h):
     """An actor's ActorCallDone may come before the caller's ActorCallSubmitted; the
     refs inside it must survive the actor's own DecRef that follows it."""
     actor_peer = wid("actor-proc")
+    h.s.add_driver(actor_peer)    # a connected peer: its refs are counted
     inner = h.put(peer=actor_peer)
     call_id, ret = oid(), oid()
     h.s.actor_call_done(actor_peer, msg.ActorCallDone(
@@ -1365,3 +1401,29 @@ def test_partial_results_of_a_failed_task_stay_good(h):
                                       [[a, [b"first"], [], 5, None]]))
     assert h.obj(a).state == st.READY and h.obj(a).payload == [b"first"]
     assert h.obj(b).state == st.ERROR
+
+
+# -- decisions the server asks of the state ------------------------------------------------
+
+def test_silent_workers_are_those_not_heard_from_within_the_timeout(h):
+    w1, w2 = h.worker("w1"), h.worker("w2")
+    heard = {w1: 100.0, w2: 109.5, wid("gone"): 0.0}   # a worker that left is not named
+    assert h.s.silent_workers(heard, 110.0, 10.0) == []
+    assert h.s.silent_workers(heard, 110.5, 10.0) == [w1]
+
+
+def test_restore_plan_prefers_a_copy_on_the_node_then_its_stores(h):
+    w1 = h.worker("w1", node="node-a")
+    w2 = h.worker("w2", node="node-b")
+    w3 = h.worker("w3", node="node-b", capacity=10**10)
+    a = h.put_stored(w1, 100)
+    h.s.objects_spilled(w1, msg.ObjectsSpilled("/spill/f1", [[a, 0, 100]], False))
+    spill, ask = h.s.restore_plan(a, "node-b")
+    assert spill == ["/spill/f1", 0, 100] and [w.id for w in ask] == [w3, w2]
+    h.s.object_added(w2, msg.ObjectAdded(a, "gs-restored"))
+    assert h.s.restore_plan(a, "node-b") == [w2, "tcp://w2:1", "gs-restored", "node-b"]
+    b = h.put()
+    with pytest.raises(LookupError, match="is not spilled"):
+        h.s.restore_plan(b, "node-b")
+    with pytest.raises(LookupError, match="is gone"):
+        h.s.restore_plan(oid(), "node-b")

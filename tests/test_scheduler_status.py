@@ -126,8 +126,9 @@ def test_the_largest_objects_survive_a_scan_in_slices():
     h = Harness()
     w = h.worker("w1")
     sizes = [(i * 7919) % 1000 for i in range(3000)]
-    for size in sizes:
-        h.put_stored(w, size)
+    with h.batch():
+        for size in sizes:
+            h.put_stored(w, size)
     scan = LiveScan(largest=10)
     objects = list(h.s.objects.values())
     for start in range(0, len(objects), 128):
@@ -144,8 +145,9 @@ def test_actors_view_is_empty_for_now():
 def test_live_scans_run_in_slices_and_are_shared():
     h = Harness()
     w = h.worker("w1")
-    for _ in range(SLICE * 2 + 10):
-        h.put_stored(w, 10)
+    with h.batch():
+        for _ in range(SLICE * 2 + 10):
+            h.put_stored(w, 10)
     scans = LiveScans(h.s, max_age=60)
 
     async def main():

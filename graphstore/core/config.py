@@ -118,6 +118,10 @@ class Config:
     #: "json", one object per line with time, level, logger, message and the task,
     #: actor, worker and node ids where known (see docs/observability.md).
     log_format: str = "text"
+    #: Debugging: the scheduler recounts its bookkeeping after every event
+    #: (``SchedulerState.validate_state``, O(cluster) each time) and logs a mismatch
+    #: with the event's stimulus id (see docs/architecture.md). Slow: never in production.
+    validate_state: bool = False
 
 
 class Setting(NamedTuple):

@@ -103,7 +103,8 @@ class IdsFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, pid, the
-    ids ``IdsFilter`` added, and the traceback of an exception if there is one."""
+    ids ``IdsFilter`` added, the scheduler's ``stimulus_id`` when the record carries one,
+    and the traceback of an exception if there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -114,7 +115,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
-        for name in ("task_id", "actor_id", "worker_id", "node_id"):
+        for name in ("task_id", "actor_id", "worker_id", "node_id", "stimulus_id"):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value

@@ -33,6 +33,8 @@ from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
+from graphstore.scheduler.placement import (ReadyQueue, WorkerIndex, free_cost, queue_cost,
+                                            task_fits_ever, task_fits_now)
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.task_stream import TaskStream
 from graphstore.scheduler.worker_load import WorkerLoadHistory
@@ -66,6 +68,11 @@ _PARKED_WANT_SECONDS = 30.0
 _DEPARTED_NODES = 1000
 
 
+def _still_queued(task: TaskState) -> bool:
+    """Whether a ready queue's entry still waits (see ``ReadyQueue``)."""
+    return task.state == QUEUED
+
+
 class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
@@ -81,7 +88,10 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.peer_holds: dict[bytes, set[bytes]] = {}
         self.functions: dict[bytes, bytes] = {}
         self.function_durations: dict[bytes, float] = {}
-        self.ready: dict[tuple, deque[TaskState]] = {}
+        #: Tasks waiting for a worker, by shape (CPUs, resources, strategy).
+        self.ready: dict[tuple, ReadyQueue] = {}
+        #: Workers by load, for placement without a scan (``placement.py``).
+        self.placement = WorkerIndex()
         self.outbox: list[tuple[bytes, object]] = []
         self.pipeline_seconds = pipeline_seconds
         self.max_queued_per_worker = max_queued_per_worker
@@ -162,6 +172,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self.departed_nodes.pop(reg.node_id, None)
         worker = WorkerState(reg, node)
         self.workers[worker.id] = worker
+        self.placement.add(worker)
         node.workers[worker.id] = worker
         node.num_cpus += worker.num_cpus
         for name, amount in worker.resources.items():
@@ -197,6 +208,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             self._streams_of_gone_peer(peer_id)
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
+            self.placement.remove(worker)
             self.counts["workers_left"] += 1
             self.worker_load.forget(peer_id)
             node = worker.node
@@ -239,7 +251,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             task.retries_left -= 1
             self.counts["retried"] += 1
             self.set_task_state(task, QUEUED)
-            self.ready.setdefault(task.shape, deque()).appendleft(task)
+            self._ready_queue(task.shape).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
                                        f"max_retries to retry more")
@@ -871,10 +883,13 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
 
     def _enqueue(self, task: TaskState) -> None:
         self.set_task_state(task, QUEUED)
-        queue = self.ready.get(task.shape)
+        self._ready_queue(task.shape).append(task)
+
+    def _ready_queue(self, shape: tuple) -> ReadyQueue:
+        queue = self.ready.get(shape)
         if queue is None:
-            queue = self.ready[task.shape] = deque()
-        queue.append(task)
+            queue = self.ready[shape] = ReadyQueue(_still_queued)
+        return queue
 
     def task_done(self, peer_id: bytes, m: msg.TaskDone) -> None:
         worker_id = self.process_host(peer_id, m.task_id) if self.task_processes else peer_id
@@ -978,13 +993,8 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             task = stack.pop()
             if task.state in (DONE, FAILED):
                 continue
-            if task.state == QUEUED:
-                queue = self.ready.get(task.shape)
-                if queue is not None:
-                    try:
-                        queue.remove(task)
-                    except ValueError:
-                        pass
+            # A queued task stays in its ready queue, which drops it at the front once
+            # it is no longer queued: leaving the queue costs O(1).
             if task.worker is not None:
                 self._release_slot(task.worker, task)
                 task.worker = None
@@ -1122,32 +1132,69 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
 
     def _pick_worker(self, task: TaskState) -> WorkerState | None:
         """The worker that minimises (argument bytes it must fetch) / bandwidth + its
-        queued work, among those whose node has room; else one that may pipeline it."""
+        queued work, among those whose node has room; else one that may pipeline it.
+
+        No scan: the load index (``placement.WorkerIndex``) gives the least loaded
+        worker in O(log W); with stored arguments, the only other candidates are the
+        least loaded workers of the nodes holding a copy of one (every other worker
+        must fetch all of them, so none beats the least loaded one).
+        """
         if task.strategy is not None:
             return self._pick_by_strategy(task)
-        best = None
-        best_cost = None
-        depth = -1
-        stored_deps = any(self.objects[i].locations for i in task.deps
-                          if i in self.objects) if task.deps else False
-        for worker in self.workers.values():
-            free = worker.free_slots()
-            if free > 0 and worker.node.fits_now(task):
-                cost = worker.queued_seconds / worker.slots - free * 1e-6
-            else:
-                if depth < 0:
-                    depth = self._pipeline_depth(task)
-                queued = worker.queued_beyond_slots()
-                # Queue only behind busy slots: a free slot would start the task at
-                # once, past the node's CPU accounting.
-                if (depth == 0 or free > 0 or worker.long_tasks or queued >= depth
-                        or not worker.node.fits_ever(task)):
-                    continue
-                cost = 1e6 + queued / worker.slots
-            if stored_deps:
-                cost += self._missing_bytes(task, worker) / self.bandwidth
-            if best_cost is None or cost < best_cost:
-                best, best_cost = worker, cost
+        index = self.placement
+        fits = task_fits_now(task)
+        holders = self._nodes_holding(task) if task.deps else None
+        best = index.least_loaded(fits)
+        if best is not None:
+            if not holders:
+                return best
+            return self._nearest(task, best, holders, index.least_loaded, (fits,),
+                                 free_cost)
+        depth = self._pipeline_depth(task)
+        if depth == 0:
+            return None
+        fits = task_fits_ever(task)
+        best = index.shortest_queue(fits, depth)
+        if best is None or not holders:
+            return best
+        return self._nearest(task, best, holders, index.shortest_queue, (fits, depth),
+                             queue_cost)
+
+    def _nodes_holding(self, task: TaskState) -> set | None:
+        """Nodes with a copy of one of the task's stored arguments (None if it has
+        none): at most the number of copies."""
+        nodes = None
+        workers = self.workers
+        for object_id in task.deps:
+            obj = self.objects.get(object_id)
+            if obj is None or not obj.locations:
+                continue
+            if nodes is None:
+                nodes = set()
+            for worker_id in obj.locations:
+                worker = workers.get(worker_id)
+                if worker is not None:
+                    nodes.add(worker.node.id)
+        return nodes
+
+    def _nearest(self, task: TaskState, best: WorkerState, holders: set, pick, args,
+                 cost) -> WorkerState:
+        """Among ``best`` (the least loaded) and the least loaded worker of each node in
+        ``holders``, the one with the lowest load + missing bytes / bandwidth (the
+        earliest joined on a tie, as a scan in join order would pick)."""
+        order = self.placement.order
+        bandwidth = self.bandwidth
+        best_key = (cost(best) + self._missing_bytes(task, best) / bandwidth, order(best))
+        for node_id in holders:
+            if node_id == best.node.id:
+                continue            # ``best`` is that node's least loaded worker too
+            worker = pick(*args, node_id=node_id)
+            if worker is None:
+                continue
+            key = (cost(worker) + self._missing_bytes(task, worker) / bandwidth,
+                   order(worker))
+            if key < best_key:
+                best, best_key = worker, key
         return best
 
     def _pick_by_strategy(self, task: TaskState) -> WorkerState | None:
@@ -1155,9 +1202,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         with room; node affinity that node, or (``soft``) anywhere if the node is gone
         or could never fit the task."""
         strategy = task.strategy
-        room = [w for w in self.workers.values()
-                if w.free_slots() > 0 and w.node.fits_now(task)]
         if strategy == "SPREAD":
+            room = [w for w in self.workers.values()
+                    if w.free_slots() > 0 and w.node.fits_now(task)]
             if not room:
                 return None
             load: dict[str, int] = {}
@@ -1169,11 +1216,13 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         _, node_id, soft = strategy
         target = self.nodes.get(node_id)
         if target is not None and target.fits_ever(task):
-            here = [w for w in room if w.node is target]
+            # The node's own workers only: a per-node scan, never the cluster's.
+            here = [w for w in target.workers.values()
+                    if w.free_slots() > 0 and target.fits_now(task)]
             return min(here, key=lambda w: w.queued_seconds / w.slots) if here else None
-        if not soft or not room:
+        if not soft:
             return None
-        return min(room, key=lambda w: w.queued_seconds / w.slots)
+        return self.placement.least_loaded(task_fits_now(task))
 
     def schedule(self) -> None:
         """Place waiting actors and queued tasks on workers while any has room."""
@@ -1181,17 +1230,17 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             return
         if self.actors_to_place:
             self._place_actors()
-        for queue in self.ready.values():
-            while queue:
-                task = queue[0]
+        emptied = None
+        for shape, queue in self.ready.items():
+            # One task that finds no worker stops its whole shape (the others of the
+            # shape would find none either): no pass over the queued tasks.
+            while (task := queue.peek()) is not None:
                 failure = self._lost_dependency(task)
                 if task.state == WAITING:     # for an argument being rebuilt
                     queue.popleft()
                     continue
                 if failure is not None:
                     queue.popleft()
-                    # Out of the queue already: _fail_task need not search it.
-                    self.set_task_state(task, WAITING)
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
@@ -1201,13 +1250,18 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                         problem = self._affinity_problem(task)
                         if problem is not None:       # its node left meanwhile
                             queue.popleft()
-                            self.set_task_state(task, WAITING)
                             self._fail_task(task, error_payload(
                                 TaskUnschedulableError(problem)), problem)
                             continue
                     break
                 queue.popleft()
                 self._assign(task, worker)
+            if not queue:
+                emptied = emptied or []
+                emptied.append(shape)
+        if emptied:
+            for shape in emptied:
+                del self.ready[shape]
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
         self.set_task_state(task, ASSIGNED)
@@ -1229,6 +1283,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if task.long:
             worker.long_tasks += 1
         worker.queued_seconds += self._expected_seconds(task)
+        self.placement.update(worker)
         task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
                           "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
         if task.gpus or task.env_vars or task.max_calls:
@@ -1260,6 +1315,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         if task.long:
             worker.long_tasks -= 1
         if not task.holds_slot:
+            self.placement.update(worker)
             return  # still in ``pipelined``; skipped there when its turn comes
         task.holds_slot = False
         worker.running -= 1
@@ -1280,6 +1336,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             task.holds_slot = True
             worker.running += 1
             worker.node.acquire(task)
+        self.placement.update(worker)
 
     def task_blocked(self, worker_id: bytes, task_id: bytes) -> None:
         """A task waits on objects: lend its CPUs and slot to other tasks meanwhile (its
@@ -1305,6 +1362,7 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         task.blocked = False
         worker.blocked -= 1
         worker.node.acquire(task)
+        self.placement.update(worker)
 
     def _record(self, task: TaskState) -> None:
         self.graph.task_finished(task)

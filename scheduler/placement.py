@@ -1,11 +1,13 @@
 """Indexes that let the scheduler place a task without scanning workers or queues.
 
-``WorkerIndex`` keeps the workers ordered by load, in one heap for the whole cluster and
-one per node, so the least loaded worker with room (or, for pipelining, the one with the
+``WorkerIndex`` keeps the workers ordered by load in two heaps, those with a free slot
+and those that may pipeline, so the least loaded worker with room (or the one with the
 shortest queue behind busy slots) is found in O(log W) for W workers instead of a scan.
 Entries are versioned: a worker whose load changes gets a new entry, and the old one is
-dropped when it reaches the top (lazy deletion); heaps are compacted when stale entries
-outnumber live ones, so memory stays O(W).
+dropped when it reaches the top (lazy deletion); a heap is compacted when stale entries
+outnumber live ones, so memory stays O(W). The same questions about one node (where a
+task's input bytes are, a node affinity) look at that node's workers only: as many as
+the host has CPUs, whatever the size of the cluster.
 
 ``ReadyQueue`` holds the tasks of one shape (CPUs, resources, strategy) waiting for a
 worker, a FIFO per driver taken in turn (round-robin), so one driver's flood of queued
@@ -51,28 +53,18 @@ def task_fits_ever(task) -> Callable[[Any], bool]:
     return lambda worker: worker.node.fits_ever(task)
 
 
-class _Heap:
-    """Versioned entries ``[key, order, version, worker]`` of one set of workers."""
-    __slots__ = ("entries",)
-
-    def __init__(self):
-        self.entries: list = []
-
-
 class WorkerIndex:
     """Workers by load: those with a free slot by ``free_cost``, and those without one
     and with only short tasks (the ones that may pipeline) by ``queue_cost``; over the
-    whole cluster and per node."""
+    whole cluster (heaps) and on one node (its workers)."""
 
     def __init__(self):
         #: worker id -> [version, registration order]
         self._meta: dict[bytes, list] = {}
         self._order = 0
-        self._free = _Heap()
-        self._queued = _Heap()
-        self._node_free: dict[str, _Heap] = {}
-        self._node_queued: dict[str, _Heap] = {}
-        self._node_count: dict[str, int] = {}
+        #: Versioned entries ``[key, order, version, worker]``, heaps by (key, order).
+        self._free: list = []
+        self._queued: list = []
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -85,23 +77,11 @@ class WorkerIndex:
         """A worker joined."""
         self._order += 1
         self._meta[worker.id] = [0, self._order]
-        node_id = worker.node.id
-        if node_id not in self._node_count:
-            self._node_count[node_id] = 0
-            self._node_free[node_id] = _Heap()
-            self._node_queued[node_id] = _Heap()
-        self._node_count[node_id] += 1
         self.update(worker)
 
     def remove(self, worker) -> None:
         """A worker left: its entries are stale from now on."""
-        if self._meta.pop(worker.id, None) is None:
-            return
-        node_id = worker.node.id
-        self._node_count[node_id] -= 1
-        if not self._node_count[node_id]:
-            del self._node_count[node_id], self._node_free[node_id], \
-                self._node_queued[node_id]
+        self._meta.pop(worker.id, None)
 
     def update(self, worker) -> None:
         """The worker's slots, queue or expected work changed: enter it again."""
@@ -110,20 +90,14 @@ class WorkerIndex:
             return
         meta[0] += 1
         version, order = meta
-        node_id = worker.node.id
         if worker.free_slots() > 0:
-            entry = [free_cost(worker), order, version, worker]
-            self._push(self._free, entry, len(self._meta))
-            self._push(self._node_free[node_id], entry, self._node_count[node_id])
+            self._push(self._free, [free_cost(worker), order, version, worker])
         elif not worker.long_tasks:
-            entry = [queue_cost(worker), order, version, worker]
-            self._push(self._queued, entry, len(self._meta))
-            self._push(self._node_queued[node_id], entry, self._node_count[node_id])
+            self._push(self._queued, [queue_cost(worker), order, version, worker])
 
-    def _push(self, heap: _Heap, entry: list, workers: int) -> None:
-        entries = heap.entries
+    def _push(self, entries: list, entry: list) -> None:
         heappush(entries, entry)
-        if len(entries) > _COMPACT_RATIO * workers + _COMPACT_SLACK:
+        if len(entries) > _COMPACT_RATIO * len(self._meta) + _COMPACT_SLACK:
             meta = self._meta
             entries[:] = [e for e in entries if self._live(e, meta)]
             heapify(entries)
@@ -138,31 +112,45 @@ class WorkerIndex:
         """When the worker joined, relative to the others (ties go to the earliest)."""
         return self._meta[worker.id][1]
 
-    def least_loaded(self, fits: Callable[[Any], bool], node_id: str | None = None):
+    def least_loaded(self, fits: Callable[[Any], bool], node=None):
         """The worker with a free slot and the lowest ``free_cost`` for which
-        ``fits(worker)`` (its node has room for the task), on ``node_id`` if given."""
-        heap = self._free if node_id is None else self._node_free.get(node_id)
-        if heap is None:
-            return None
-        return self._first(heap, fits, None)
+        ``fits(worker)`` (its node has room for the task); on ``node`` (a
+        ``NodeState``) if given."""
+        if node is not None:
+            return self._best_of(node, lambda w: w.free_slots() > 0 and fits(w),
+                                 free_cost)
+        return self._first(self._free, fits, None)
 
-    def shortest_queue(self, fits: Callable[[Any], bool], depth: int,
-                       node_id: str | None = None):
+    def shortest_queue(self, fits: Callable[[Any], bool], depth: int, node=None):
         """The worker with no free slot, only short tasks, fewer than ``depth`` queued
-        and the lowest ``queue_cost`` for which ``fits(worker)``, on ``node_id`` if
-        given: where a task may wait behind busy slots."""
-        heap = self._queued if node_id is None else self._node_queued.get(node_id)
-        if heap is None or depth <= 0:
+        and the lowest ``queue_cost`` for which ``fits(worker)`` (its node could ever
+        run the task): where a task may wait behind busy slots; on ``node`` if given."""
+        if depth <= 0:
             return None
-        return self._first(heap, lambda w: w.queued_beyond_slots() < depth and fits(w),
-                           depth)
+        if node is not None:
+            return self._best_of(node, lambda w: (
+                w.free_slots() <= 0 and not w.long_tasks
+                and w.queued_beyond_slots() < depth and fits(w)), queue_cost)
+        return self._first(self._queued,
+                           lambda w: w.queued_beyond_slots() < depth and fits(w), depth)
 
-    def _first(self, heap: _Heap, accept: Callable[[Any], bool], limit: float | None):
+    def _best_of(self, node, accept: Callable[[Any], bool], cost: Callable[[Any], float]):
+        """The accepted worker of ``node`` with the lowest (cost, order)."""
+        meta = self._meta
+        best, best_key = None, None
+        for worker in node.workers.values():
+            if worker.id not in meta or not accept(worker):
+                continue
+            key = (cost(worker), meta[worker.id][1])
+            if best_key is None or key < best_key:
+                best, best_key = worker, key
+        return best
+
+    def _first(self, entries: list, accept: Callable[[Any], bool], limit: float | None):
         """Pop stale entries off the top; return the first live worker ``accept``
         takes. Live entries it refuses (a node without room for this task now) are put
         back afterwards. ``limit``: no entry with a key at or above it can be accepted,
         so the search stops there."""
-        entries = heap.entries
         meta = self._meta
         refused = None
         found = None
@@ -187,7 +175,7 @@ class WorkerIndex:
 
     def entries(self) -> int:
         """Entries held, stale ones included (bounded by a multiple of the workers)."""
-        return len(self._free.entries) + len(self._queued.entries)
+        return len(self._free) + len(self._queued)
 
 
 class ReadyQueue:

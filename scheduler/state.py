@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
 from typing import Iterable
 
 from graphstore.core import protocol as msg
@@ -1160,9 +1159,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         return self._nearest(task, best, holders, index.shortest_queue, (fits, depth),
                              queue_cost)
 
-    def _nodes_holding(self, task: TaskState) -> set | None:
-        """Nodes with a copy of one of the task's stored arguments (None if it has
-        none): at most the number of copies."""
+    def _nodes_holding(self, task: TaskState) -> dict | None:
+        """Nodes with a copy of one of the task's stored arguments, by id (None if it
+        has none): at most the number of copies."""
         nodes = None
         workers = self.workers
         for object_id in task.deps:
@@ -1170,14 +1169,14 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
             if obj is None or not obj.locations:
                 continue
             if nodes is None:
-                nodes = set()
+                nodes = {}
             for worker_id in obj.locations:
                 worker = workers.get(worker_id)
                 if worker is not None:
-                    nodes.add(worker.node.id)
+                    nodes[worker.node.id] = worker.node
         return nodes
 
-    def _nearest(self, task: TaskState, best: WorkerState, holders: set, pick, args,
+    def _nearest(self, task: TaskState, best: WorkerState, holders: dict, pick, args,
                  cost) -> WorkerState:
         """Among ``best`` (the least loaded) and the least loaded worker of each node in
         ``holders``, the one with the lowest load + missing bytes / bandwidth (the
@@ -1185,10 +1184,10 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         order = self.placement.order
         bandwidth = self.bandwidth
         best_key = (cost(best) + self._missing_bytes(task, best) / bandwidth, order(best))
-        for node_id in holders:
+        for node_id, node in holders.items():
             if node_id == best.node.id:
                 continue            # ``best`` is that node's least loaded worker too
-            worker = pick(*args, node_id=node_id)
+            worker = pick(*args, node=node)
             if worker is None:
                 continue
             key = (cost(worker) + self._missing_bytes(task, worker) / bandwidth,

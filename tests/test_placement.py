@@ -114,10 +114,11 @@ def test_index_picks_what_a_scan_picks_under_random_load(seed):
         cpus, resources = rng.choice(shapes)
         task = make_task(cpus, resources, n=step)
         depth = rng.choice([0, 1, 3])
-        node_id = rng.choice([None, None, f"node-{rng.randrange(10)}"])
-        picked = cluster.index.least_loaded(task_fits_now(task), node_id=node_id)
+        node_id = rng.choice([None, None, f"node-{rng.randrange(9)}"])
+        node = cluster.nodes[node_id] if node_id is not None else None
+        picked = cluster.index.least_loaded(task_fits_now(task), node=node)
         assert picked is scan_least_loaded(cluster.workers, task, node_id)
-        queued = cluster.index.shortest_queue(task_fits_ever(task), depth, node_id=node_id)
+        queued = cluster.index.shortest_queue(task_fits_ever(task), depth, node=node)
         assert queued is scan_shortest_queue(cluster.workers, task, depth, node_id)
         target = picked or queued
         if target is not None and rng.random() < 0.6:
@@ -155,6 +156,8 @@ def test_stale_entries_are_never_returned_and_heaps_stay_bounded():
         assert cluster.index.least_loaded(task_fits_now(task)) is \
             scan_least_loaded(workers, task)
     assert cluster.index.entries() <= 2 * (3 * len(workers) + 64)
+    assert cluster.index.least_loaded(task_fits_now(task), node=workers[0].node) is \
+        scan_least_loaded(workers, task, workers[0].node.id)
 
 
 def test_a_removed_worker_is_never_picked():
@@ -168,10 +171,8 @@ def test_a_removed_worker_is_never_picked():
     cluster.index.remove(a)
     assert a not in cluster.index and len(cluster.index) == 1
     assert cluster.index.least_loaded(task_fits_now(task)) is b
-    assert cluster.index.least_loaded(task_fits_now(task), node_id="n") is b
     cluster.index.remove(b)
     assert cluster.index.least_loaded(task_fits_now(task)) is None
-    assert cluster.index.least_loaded(task_fits_now(task), node_id="n") is None
 
 
 def test_pipelining_skips_long_tasks_and_full_queues():

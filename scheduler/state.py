@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from typing import Iterable
 
 from graphstore.core import protocol as msg
@@ -118,7 +119,9 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         self.parked_wants: dict[bytes, dict[bytes, float]] = {}
         #: Lineage: finished tasks kept so that results lost with a worker can be
         #: computed again, oldest first, while a result or a kept dependent needs them.
-        self.lineage: dict[bytes, TaskState] = {}
+        #: An OrderedDict: the oldest is dropped first, and a dict's first item costs a
+        #: walk over every slot deleted before it (quadratic once the bound is reached).
+        self.lineage: OrderedDict[bytes, TaskState] = OrderedDict()
         #: object id -> the kept task that produces it.
         self.lineage_producer: dict[bytes, TaskState] = {}
         self.lineage_bytes = 0

@@ -1162,9 +1162,11 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
         return self._nearest(task, best, holders, index.shortest_queue, (fits, depth),
                              queue_cost)
 
-    def _nodes_holding(self, task: TaskState) -> dict | None:
-        """Nodes with a copy of one of the task's stored arguments, by id (None if it
-        has none): at most the number of copies."""
+    def _nodes_holding(self, task: TaskState) -> tuple[int, dict] | None:
+        """The bytes of the task's stored arguments, and the nodes with a copy of one,
+        by id: [node, bytes of the arguments it holds] (None without stored arguments).
+        O(copies): at most the number of copies of the arguments."""
+        total = 0
         nodes = None
         workers = self.workers
         for object_id in task.deps:
@@ -1173,28 +1175,38 @@ class SchedulerState(ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
                 continue
             if nodes is None:
                 nodes = {}
+            total += obj.size
+            seen = set()
             for worker_id in obj.locations:
                 worker = workers.get(worker_id)
-                if worker is not None:
-                    nodes[worker.node.id] = worker.node
-        return nodes
+                if worker is None or worker.node.id in seen:
+                    continue
+                seen.add(worker.node.id)
+                entry = nodes.get(worker.node.id)
+                if entry is None:
+                    nodes[worker.node.id] = [worker.node, obj.size]
+                else:
+                    entry[1] += obj.size
+        return None if nodes is None else (total, nodes)
 
-    def _nearest(self, task: TaskState, best: WorkerState, holders: dict, pick, args,
+    def _nearest(self, task: TaskState, best: WorkerState, holders: tuple, pick, args,
                  cost) -> WorkerState:
-        """Among ``best`` (the least loaded) and the least loaded worker of each node in
-        ``holders``, the one with the lowest load + missing bytes / bandwidth (the
-        earliest joined on a tie, as a scan in join order would pick)."""
+        """Among ``best`` (the least loaded) and the least loaded worker of each node
+        holding an argument, the one with the lowest load + bytes it must fetch /
+        bandwidth (the earliest joined on a tie, as a scan in join order would pick)."""
         order = self.placement.order
         bandwidth = self.bandwidth
-        best_key = (cost(best) + self._missing_bytes(task, best) / bandwidth, order(best))
-        for node_id, node in holders.items():
+        total, nodes = holders
+        here = nodes.get(best.node.id)
+        best_key = (cost(best) + (total - (here[1] if here else 0)) / bandwidth,
+                    order(best))
+        for node_id, (node, present) in nodes.items():
             if node_id == best.node.id:
                 continue            # ``best`` is that node's least loaded worker too
             worker = pick(*args, node=node)
             if worker is None:
                 continue
-            key = (cost(worker) + self._missing_bytes(task, worker) / bandwidth,
-                   order(worker))
+            key = (cost(worker) + (total - present) / bandwidth, order(worker))
             if key < best_key:
                 best, best_key = worker, key
         return best

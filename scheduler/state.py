@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict
 from typing import Iterable
 
 from graphstore.core import protocol as msg
@@ -36,6 +36,8 @@ from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.instructions import Instruction, Send
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
+from graphstore.scheduler.placement import (ReadyQueue, WorkerIndex, free_cost, queue_cost,
+                                            task_fits_ever, task_fits_now)
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.critical_path import Move, Run, longest_chain
 from graphstore.scheduler.task_stream import TaskStream
@@ -76,6 +78,12 @@ _PARKED_WANT_SECONDS = 30.0
 _DEPARTED_NODES = 1000
 
 
+def _still_queued(task: TaskState) -> bool:
+    """Whether a ready queue's entry still waits (see ``ReadyQueue``)."""
+    return task.state == QUEUED
+
+
+
 #: The methods that handle an event (a message, a peer leaving, a timer): what the server
 #: calls from outside. The tests' harness checks ``validate_state()`` after each.
 EVENT_HANDLERS = (
@@ -103,7 +111,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.peer_holds: dict[bytes, set[bytes]] = {}
         self.functions: dict[bytes, bytes] = {}
         self.function_durations: dict[bytes, float] = {}
-        self.ready: dict[tuple, deque[TaskState]] = {}
+        #: Tasks waiting for a worker, by shape (CPUs, resources, strategy).
+        self.ready: dict[tuple, ReadyQueue] = {}
+        #: Workers by load, for placement without a scan (``placement.py``).
+        self.placement = WorkerIndex()
         #: Instructions for the server, carried out (and emptied) after each batch.
         self.outbox: list[Instruction] = []
         self.pipeline_seconds = pipeline_seconds
@@ -132,7 +143,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.parked_wants: dict[bytes, dict[bytes, float]] = {}
         #: Lineage: finished tasks kept so that results lost with a worker can be
         #: computed again, oldest first, while a result or a kept dependent needs them.
-        self.lineage: dict[bytes, TaskState] = {}
+        #: An OrderedDict: the oldest is dropped first, and a dict's first item costs a
+        #: walk over every slot deleted before it (quadratic once the bound is reached).
+        self.lineage: OrderedDict[bytes, TaskState] = OrderedDict()
         #: object id -> the kept task that produces it.
         self.lineage_producer: dict[bytes, TaskState] = {}
         self.lineage_bytes = 0
@@ -191,6 +204,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.departed_nodes.pop(reg.node_id, None)
         worker = WorkerState(reg, node)
         self.workers[worker.id] = worker
+        self.placement.add(worker)
         node.workers[worker.id] = worker
         node.num_cpus += worker.num_cpus
         for name, amount in worker.resources.items():
@@ -226,6 +240,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self._streams_of_gone_peer(peer_id)
         worker = self.workers.pop(peer_id, None)
         if worker is not None:
+            self.placement.remove(worker)
             self.counts["workers_left"] += 1
             self.worker_load.forget(peer_id)
             node = worker.node
@@ -266,7 +281,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 f"task {task.name} was cancelled (force=True ended its process)")))
         elif task.retries_left > 0:
             self.transition(task, QUEUED)
-            self.ready.setdefault(task.shape, deque()).appendleft(task)
+            self._ready_queue(task.shape).appendleft(task)
         else:
             crash = WorkerCrashedError(f"{why} and the task has no retries left; raise "
                                        f"max_retries to retry more")
@@ -913,10 +928,13 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _enqueue(self, task: TaskState) -> None:
         self.transition(task, QUEUED)
-        queue = self.ready.get(task.shape)
+        self._ready_queue(task.shape).append(task)
+
+    def _ready_queue(self, shape: tuple) -> ReadyQueue:
+        queue = self.ready.get(shape)
         if queue is None:
-            queue = self.ready[task.shape] = deque()
-        queue.append(task)
+            queue = self.ready[shape] = ReadyQueue(_still_queued)
+        return queue
 
     def task_done(self, peer_id: bytes, m: msg.TaskDone) -> None:
         worker_id = self.process_host(peer_id, m.task_id) if self.task_processes else peer_id
@@ -1018,13 +1036,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             task = stack.pop()
             if task.state in (DONE, FAILED):
                 continue
-            if task.state == QUEUED:
-                queue = self.ready.get(task.shape)
-                if queue is not None:
-                    try:
-                        queue.remove(task)
-                    except ValueError:
-                        pass
+            # A queued task stays in its ready queue, which drops it at the front once
+            # it is no longer queued: leaving the queue costs O(1).
             if task.worker is not None:
                 self._release_slot(task.worker, task)
                 task.worker = None
@@ -1159,32 +1172,81 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _pick_worker(self, task: TaskState) -> WorkerState | None:
         """The worker that minimises (argument bytes it must fetch) / bandwidth + its
-        queued work, among those whose node has room; else one that may pipeline it."""
+        queued work, among those whose node has room; else one that may pipeline it.
+
+        No scan: the load index (``placement.WorkerIndex``) gives the least loaded
+        worker in O(log W); with stored arguments, the only other candidates are the
+        least loaded workers of the nodes holding a copy of one (every other worker
+        must fetch all of them, so none beats the least loaded one).
+        """
         if task.strategy is not None:
             return self._pick_by_strategy(task)
-        best = None
-        best_cost = None
-        depth = -1
-        stored_deps = any(self.objects[i].locations for i in task.deps
-                          if i in self.objects) if task.deps else False
-        for worker in self.workers.values():
-            free = worker.free_slots()
-            if free > 0 and worker.node.fits_now(task):
-                cost = worker.queued_seconds / worker.slots - free * 1e-6
-            else:
-                if depth < 0:
-                    depth = self._pipeline_depth(task)
-                queued = worker.queued_beyond_slots()
-                # Queue only behind busy slots: a free slot would start the task at
-                # once, past the node's CPU accounting.
-                if (depth == 0 or free > 0 or worker.long_tasks or queued >= depth
-                        or not worker.node.fits_ever(task)):
+        index = self.placement
+        fits = task_fits_now(task)
+        holders = self._nodes_holding(task) if task.deps else None
+        best = index.least_loaded(fits)
+        if best is not None:
+            if not holders:
+                return best
+            return self._nearest(task, best, holders, index.least_loaded, (fits,),
+                                 free_cost)
+        depth = self._pipeline_depth(task)
+        if depth == 0:
+            return None
+        fits = task_fits_ever(task)
+        best = index.shortest_queue(fits, depth)
+        if best is None or not holders:
+            return best
+        return self._nearest(task, best, holders, index.shortest_queue, (fits, depth),
+                             queue_cost)
+
+    def _nodes_holding(self, task: TaskState) -> tuple[int, dict] | None:
+        """The bytes of the task's stored arguments, and the nodes with a copy of one,
+        by id: [node, bytes of the arguments it holds] (None without stored arguments).
+        O(copies): at most the number of copies of the arguments."""
+        total = 0
+        nodes = None
+        workers = self.workers
+        for object_id in task.deps:
+            obj = self.objects.get(object_id)
+            if obj is None or not obj.locations:
+                continue
+            if nodes is None:
+                nodes = {}
+            total += obj.size
+            seen = set()
+            for worker_id in obj.locations:
+                worker = workers.get(worker_id)
+                if worker is None or worker.node.id in seen:
                     continue
-                cost = 1e6 + queued / worker.slots
-            if stored_deps:
-                cost += self._missing_bytes(task, worker) / self.bandwidth
-            if best_cost is None or cost < best_cost:
-                best, best_cost = worker, cost
+                seen.add(worker.node.id)
+                entry = nodes.get(worker.node.id)
+                if entry is None:
+                    nodes[worker.node.id] = [worker.node, obj.size]
+                else:
+                    entry[1] += obj.size
+        return None if nodes is None else (total, nodes)
+
+    def _nearest(self, task: TaskState, best: WorkerState, holders: tuple, pick, args,
+                 cost) -> WorkerState:
+        """Among ``best`` (the least loaded) and the least loaded worker of each node
+        holding an argument, the one with the lowest load + bytes it must fetch /
+        bandwidth (the earliest joined on a tie, as a scan in join order would pick)."""
+        order = self.placement.order
+        bandwidth = self.bandwidth
+        total, nodes = holders
+        here = nodes.get(best.node.id)
+        best_key = (cost(best) + (total - (here[1] if here else 0)) / bandwidth,
+                    order(best))
+        for node_id, (node, present) in nodes.items():
+            if node_id == best.node.id:
+                continue            # ``best`` is that node's least loaded worker too
+            worker = pick(*args, node=node)
+            if worker is None:
+                continue
+            key = (cost(worker) + (total - present) / bandwidth, order(worker))
+            if key < best_key:
+                best, best_key = worker, key
         return best
 
     def _pick_by_strategy(self, task: TaskState) -> WorkerState | None:
@@ -1192,9 +1254,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         with room; node affinity that node, or (``soft``) anywhere if the node is gone
         or could never fit the task."""
         strategy = task.strategy
-        room = [w for w in self.workers.values()
-                if w.free_slots() > 0 and w.node.fits_now(task)]
         if strategy == "SPREAD":
+            room = [w for w in self.workers.values()
+                    if w.free_slots() > 0 and w.node.fits_now(task)]
             if not room:
                 return None
             load: dict[str, int] = {}
@@ -1206,11 +1268,13 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         _, node_id, soft = strategy
         target = self.nodes.get(node_id)
         if target is not None and target.fits_ever(task):
-            here = [w for w in room if w.node is target]
+            # The node's own workers only: a per-node scan, never the cluster's.
+            here = [w for w in target.workers.values()
+                    if w.free_slots() > 0 and target.fits_now(task)]
             return min(here, key=lambda w: w.queued_seconds / w.slots) if here else None
-        if not soft or not room:
+        if not soft:
             return None
-        return min(room, key=lambda w: w.queued_seconds / w.slots)
+        return self.placement.least_loaded(task_fits_now(task))
 
     def schedule(self) -> None:
         """Place waiting actors and queued tasks on workers while any has room."""
@@ -1218,17 +1282,17 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             return
         if self.actors_to_place:
             self._place_actors()
-        for queue in self.ready.values():
-            while queue:
-                task = queue[0]
+        emptied = None
+        for shape, queue in self.ready.items():
+            # One task that finds no worker stops its whole shape (the others of the
+            # shape would find none either): no pass over the queued tasks.
+            while (task := queue.peek()) is not None:
                 failure = self._lost_dependency(task)
                 if task.state == WAITING:     # for an argument being rebuilt
                     queue.popleft()
                     continue
                 if failure is not None:
                     queue.popleft()
-                    # Out of the queue already: _fail_task need not search it.
-                    self.transition(task, WAITING)
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
@@ -1238,13 +1302,18 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                         problem = self._affinity_problem(task)
                         if problem is not None:       # its node left meanwhile
                             queue.popleft()
-                            self.transition(task, WAITING)
                             self._fail_task(task, error_payload(
                                 TaskUnschedulableError(problem)), problem)
                             continue
                     break
                 queue.popleft()
                 self._assign(task, worker)
+            if not queue:
+                emptied = emptied or []
+                emptied.append(shape)
+        if emptied:
+            for shape in emptied:
+                del self.ready[shape]
 
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
         task.worker = worker
@@ -1263,6 +1332,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.long:
             worker.long_tasks += 1
         worker.queued_seconds += self._expected_seconds(task)
+        self.placement.update(worker)
         task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
                           "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
         if task.gpus or task.env_vars or task.max_calls:
@@ -1294,6 +1364,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.long:
             worker.long_tasks -= 1
         if not task.holds_slot:
+            self.placement.update(worker)
             return  # still in ``pipelined``; skipped there when its turn comes
         task.holds_slot = False
         worker.running -= 1
@@ -1314,6 +1385,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             task.holds_slot = True
             worker.running += 1
             worker.node.acquire(task)
+        self.placement.update(worker)
 
     def task_blocked(self, worker_id: bytes, task_id: bytes) -> None:
         """A task waits on objects: lend its CPUs and slot to other tasks meanwhile (its
@@ -1339,6 +1411,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task.blocked = False
         worker.blocked -= 1
         worker.node.acquire(task)
+        self.placement.update(worker)
 
     def _record(self, task: TaskState) -> None:
         self.graph.task_finished(task)

@@ -28,6 +28,7 @@ def validate_state(state) -> None:
     _validate_workers_and_tasks(state)
     _validate_node_resources(state)
     _validate_queues(state)
+    _validate_placement_index(state)
     _validate_refcounts(state)
     _validate_locations(state)
     _validate_progress(state)
@@ -129,12 +130,14 @@ def _validate_node_resources(state) -> None:
 
 
 def _validate_queues(state) -> None:
-    """Every queued task is in exactly one ready queue, that of its shape; a ready queue
-    holds only queued tasks and tasks that went back to waiting (``schedule`` skips
-    those)."""
+    """Every queued task is in exactly one ready queue, that of its shape. Entries of
+    tasks no longer queued (failed, cancelled, back to waiting) may stay until they reach
+    the front, where ``ReadyQueue`` drops them; the queue's count includes them."""
     seen: dict[bytes, tuple] = {}
     for shape, queue in state.ready.items():
+        entries = 0
         for task in queue:
+            entries += 1
             if task.state == QUEUED:
                 if task.id in seen:
                     _fail(f"queued task {task.id.hex()} is in a ready queue twice")
@@ -142,12 +145,22 @@ def _validate_queues(state) -> None:
                     _fail(f"queued task {task.id.hex()} is in the ready queue of another "
                           f"shape")
                 seen[task.id] = shape
-            elif task.state != WAITING:
-                _fail(f"ready queue of shape {shape!r} holds {task.state} task "
-                      f"{task.id.hex()}")
+        if entries != len(queue):
+            _fail(f"ready queue of shape {shape!r} counts {len(queue)} entries but holds "
+                  f"{entries}")
     for task in state.tasks.values():
         if task.state == QUEUED and task.id not in seen:
             _fail(f"queued task {task.id.hex()} is in no ready queue")
+
+
+def _validate_placement_index(state) -> None:
+    """The placement index holds every worker at its load now, and no other."""
+    problems = state.placement.mismatches(state.workers.values())
+    if problems:
+        _fail(problems[0])
+    if len(state.placement) != len(state.workers):
+        _fail(f"the placement index holds {len(state.placement)} workers, the state "
+              f"{len(state.workers)}")
 
 
 def _validate_refcounts(state) -> None:

@@ -310,14 +310,12 @@ def run_stop(args) -> int:
 
 def run_timeline(args) -> int:
     import graphstore
-    from graphstore.core.chrome_trace import build_trace
-    from graphstore.tracing import timeline_data, write_trace
+    from graphstore.tracing import write_trace
     _connect_for_tools(args.address, args)
     try:
-        data = timeline_data()
+        trace = graphstore.timeline()
     finally:
         graphstore.shutdown()
-    trace = build_trace(data["entries"], data["workers"])
     try:
         path = write_trace(trace, args.out)
     except OSError as exc:

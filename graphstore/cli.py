@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "`graphstore scheduler`/`worker` on this host")
     stop.add_argument("--grace", type=float, default=10.0,
                       help="seconds to wait after SIGTERM before SIGKILL (10)")
+    stop.add_argument("--pid", type=int, action="append", default=None,
+                      help="stop only the service with this pid (repeatable); "
+                           "`graphstore down` stops what `up` recorded this way")
     config = sub.add_parser("config", help="every effective setting, its value and where "
                                            "it came from (default, file, environment)")
     config.add_argument("--json", action="store_true", help="print JSON")
@@ -295,16 +298,25 @@ def run_stop(args) -> int:
     if args.grace < 0:
         print("graphstore stop: --grace must be at least 0", file=sys.stderr)
         return 2
-    stopped = stop_services(args.grace)
+    pids = set(args.pid) if args.pid else None
+    stopped = stop_services(args.grace, pids)
     if not stopped:
-        print("no graphstore scheduler or worker started from the CLI by this user is "
-              "running on this host")
+        which = f" with pid {', '.join(map(str, sorted(pids)))}" if pids else ""
+        print(f"no graphstore scheduler or worker{which} started from the CLI by this "
+              f"user is running on this host")
         return 0
     for record in stopped:
         how = "stopped" if record["how"] == "terminated" else \
             "killed (it did not stop within --grace)"
         print(f"{how} {record['role']} pid {record['pid']}")
-    shm.sweep()      # shared memory of a killed worker (a stopped one removed its own)
+    # Shared memory of a killed worker (a stopped one removed its own): with --pid, only
+    # that of the clusters of the workers stopped.
+    if pids is None:
+        shm.sweep()
+    else:
+        from graphstore.worker.server import cluster_id_for
+        for scheduler in {r["scheduler"] for r in stopped if r.get("scheduler")}:
+            shm.sweep(cluster_id_for(scheduler))
     return 0
 
 

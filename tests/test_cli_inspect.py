@@ -234,6 +234,24 @@ def test_stop_ends_the_cluster_started_by_hand_and_leaves_nothing(hand_cluster):
     assert "no graphstore scheduler or worker" in again.stdout
 
 
+def test_stop_pid_ends_only_the_service_with_that_pid(hand_cluster):
+    gs = hand_cluster.gs
+    worker, scheduler = hand_cluster.workers[0], hand_cluster.scheduler
+    graphstore.shutdown()
+    # A pid that is no recorded service (this test's own) stops nothing.
+    other = gs("stop", "--pid", str(os.getpid()), address=False)
+    assert other.returncode == 0, other.stderr
+    assert f"no graphstore scheduler or worker with pid {os.getpid()}" in other.stdout
+    assert worker.poll() is None and scheduler.poll() is None
+    stopped = gs("stop", "--pid", str(worker.pid), "--grace", "10", address=False)
+    assert stopped.stdout.strip() == f"stopped worker pid {worker.pid}", stopped.stdout
+    assert worker.wait(10) == 0
+    assert scheduler.poll() is None                       # left alone
+    stopped = gs("stop", "--pid", str(scheduler.pid), address=False)
+    assert stopped.stdout.strip() == f"stopped scheduler pid {scheduler.pid}"
+    assert scheduler.wait(10) == 0
+
+
 def test_stop_leaves_a_cluster_started_by_init_alone(run_driver, tmp_path):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()

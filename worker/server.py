@@ -456,6 +456,9 @@ async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: 
         if watch_stdin:
             watch_parent_pipe(worker.stop)
         await worker.start()
+        # The line `graphstore up` and SSHCluster wait for, as the scheduler's
+        # "listening at": registered, so the scheduler counts this worker.
+        print(f"graphstore worker {worker.address} joined {scheduler_address}", flush=True)
         await worker.stopped.wait()
         if worker.comm is not None:
             await worker.comm.close()

@@ -131,12 +131,16 @@ def _descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
     return found
 
 
-def stop_services(grace: float = DEFAULT_GRACE_SECONDS) -> list[dict]:
-    """SIGTERM every recorded service of this user on this host, SIGKILL those still
+def stop_services(grace: float = DEFAULT_GRACE_SECONDS,
+                  pids: "set[int] | None" = None) -> list[dict]:
+    """SIGTERM every recorded service of this user on this host (with ``pids``: only
+    those with these pids, as ``graphstore down`` recorded them), SIGKILL those still
     running after ``grace`` seconds; returns their records, each with ``"how"``:
     "terminated" or "killed". Their actor and task processes (children of a worker)
     are waited for too, and killed if they outlive the grace period."""
     records = live_records()
+    if pids is not None:
+        records = [r for r in records if r["pid"] in pids]
     tree = _children()
     children = [{"pid": child, "start_time": process_start_time(child)}
                 for record in records for child in _descendants(record["pid"], tree)]

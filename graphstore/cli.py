@@ -1,7 +1,8 @@
 """The ``graphstore`` command: ``scheduler`` and ``worker`` run a cluster by hand (their
 options and start-up live with each service, in its ``cli`` module) and ``stop`` ends
-it; ``memory``, ``status``, ``graph``, ``timeline``, ``list`` and ``logs`` inspect a
-running one; ``config`` shows the settings this host's processes would use.
+it; ``up`` and ``down`` start and stop one on several machines over SSH; ``memory``,
+``status``, ``graph``, ``timeline``, ``list`` and ``logs`` inspect a running one;
+``config`` shows the settings this host's processes would use.
 
 This is the one module above both the services and the client API: an entry point may
 import anything, and nothing imports it."""
@@ -89,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--pid", type=int, action="append", default=None,
                       help="stop only the service with this pid (repeatable); "
                            "`graphstore down` stops what `up` recorded this way")
+    up = sub.add_parser("up", help="start a cluster over SSH from a hosts file: the "
+                                   "scheduler on its first host, a worker on each other")
+    up.add_argument("hosts_file", metavar="HOSTS_FILE",
+                    help="YAML: hosts, connect_options, scheduler_options, "
+                         "worker_options, ... (docs/deployment.md, examples/hosts.yaml)")
+    down = sub.add_parser("down", help="stop what `graphstore up HOSTS_FILE` started, on "
+                                       "every host of the file")
+    down.add_argument("hosts_file", metavar="HOSTS_FILE", help="the file given to `up`")
+    down.add_argument("--grace", type=float, default=10.0,
+                      help="seconds to wait after SIGTERM before SIGKILL (10)")
     config = sub.add_parser("config", help="every effective setting, its value and where "
                                            "it came from (default, file, environment)")
     config.add_argument("--json", action="store_true", help="print JSON")
@@ -320,6 +331,73 @@ def run_stop(args) -> int:
     return 0
 
 
+def run_up(args) -> int:
+    """Start the hosts file's cluster, detached; print how to reach it."""
+    from graphstore.deploy.hosts_file import load_hosts_file
+    from graphstore.deploy.ssh import SSHCluster, SSHError
+    try:
+        hosts = load_hosts_file(args.hosts_file)
+        spec = hosts.spec
+        print(f"starting cluster {spec.name!r}: the scheduler on "
+              f"{spec.scheduler.destination}, {len(spec.workers)} workers ...", flush=True)
+        cluster = SSHCluster(**hosts.arguments, token_file=hosts.token_file, detach=True)
+    except ValueError as exc:
+        print(f"graphstore up: {exc}", file=sys.stderr)
+        return 2
+    except SSHError as exc:
+        print(f"graphstore up: {exc}", file=sys.stderr)
+        return 1
+    print(f"cluster {spec.name!r} is up:")
+    for process in cluster.processes:
+        print(f"  {process.role:<10} {process.address:<26} on {process.host} "
+              f"(pid {process.pid})")
+    link = cluster.dashboard_link
+    if link:
+        scheduler_host = spec.scheduler.destination
+        if "//127.0.0.1:" in link or "//localhost:" in link:
+            port = link.rsplit(":", 1)[1].split("/")[0]
+            print(f"status page: {link} on {scheduler_host}; from here: "
+                  f"ssh -N -L {port}:127.0.0.1:{port} {scheduler_host}, then open "
+                  f"http://127.0.0.1:{port}")
+        else:
+            print(f"status page: {link}")
+    print(f"token: {hosts.token_file} (mode 0600)")
+    print("connect with:")
+    print(f"  export GRAPHSTORE_ADDRESS={cluster.address} "
+          f"GRAPHSTORE_TOKEN_FILE={hosts.token_file}")
+    print("  graphstore status        # or, in Python: graphstore.init(address=\"auto\")")
+    print(f"stop it with: graphstore down {args.hosts_file}")
+    return 0
+
+
+def run_down(args) -> int:
+    """Stop what ``up`` started on each host of the file; 1 if a host could not be
+    reached (run it again once it can)."""
+    from graphstore.deploy.hosts_file import load_hosts_file
+    from graphstore.deploy.ssh import stop_cluster
+    if args.grace < 0:
+        print("graphstore down: --grace must be at least 0", file=sys.stderr)
+        return 2
+    try:
+        hosts = load_hosts_file(args.hosts_file)
+    except ValueError as exc:
+        print(f"graphstore down: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for result in stop_cluster(hosts.spec, args.grace):
+        print(f"{result.role} on {result.host}: " + result.output.replace("\n", "; "))
+        failed += not result.ok
+    try:
+        hosts.token_file.unlink()
+    except FileNotFoundError:
+        pass
+    if failed:
+        print(f"graphstore down: {failed} hosts could not be stopped; run it again when "
+              f"they can be reached", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_timeline(args) -> int:
     import graphstore
     from graphstore.tracing import write_trace
@@ -358,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_config(args)
     if args.command == "timeline":
         return run_timeline(args)
+    if args.command == "up":
+        return run_up(args)
+    if args.command == "down":
+        return run_down(args)
     if args.command == "scheduler":
         return scheduler_cli.run(args)
     if args.command == "worker":

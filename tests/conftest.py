@@ -9,7 +9,9 @@ family (each module's docstring says what it holds):
 * ``fixtures.s3``: real moto S3 servers (``moto_s3``, ``s3_spot``, ``flaky_s3``,
   ``moto_s3_with_auth``);
 * ``fixtures.multihost``: network namespaces as hosts (``host_network``,
-  ``multihost_cluster``).
+  ``multihost_cluster``);
+* ``fixtures.ssh``: a real sshd in each of three namespace hosts (``ssh_network``,
+  ``ssh_hosts``).
 
 Integration tests run real clusters (a scheduler and worker subprocesses talking over
 TCP); everything in these fixtures exists so that they never leave a process behind.
@@ -27,4 +29,5 @@ pytest_plugins = [
     "fixtures.drivers",
     "fixtures.s3",
     "fixtures.multihost",
+    "fixtures.ssh",
 ]

@@ -21,7 +21,7 @@ import yaml
 
 import graphstore
 from graphstore.deploy import SSHCluster, SSHError
-from helpers import wait_for
+from helpers import run_example, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -166,8 +166,21 @@ def test_up_runs_a_cluster_across_hosts_and_down_stops_it(ssh_hosts, tmp_path):
     assert down.stdout.count("nothing was running") == 3
 
 
-def test_sshcluster_is_a_context_manager_tied_to_its_driver(ssh_hosts, tmp_path):
-    _, b, c = ssh_hosts.hosts
+def test_the_ssh_cluster_example_runs_from_a_hosts_file(ssh_hosts, tmp_path, run_driver):
+    hosts_file = tmp_path / "hosts.yaml"
+    hosts_file.write_text(yaml.safe_dump({
+        "hosts": cluster_hosts(ssh_hosts), "scheduler_options": {"port": 0},
+        **common_options(ssh_hosts, tmp_path)}))
+    run = run_example(run_driver, "ssh_cluster.py", str(hosts_file))
+    for line in ("cluster 'hosts' up in", f"at tcp://{ssh_hosts.hosts[0].ip}:",
+                 f"worker-2 on {ssh_hosts.hosts[2].ip}: pid", "worker hosts: 2",
+                 "an object made on host-b was summed on host-c: 1999999000000",
+                 "cluster stopped"):
+        assert line in run.stdout, run.stdout
+    assert not ssh_hosts.graphstore_processes()
+
+
+def test_sshcluster_is_a_context_manager(ssh_hosts, tmp_path):
     with SSHCluster(cluster_hosts(ssh_hosts), scheduler_options={"port": 0},
                     **common_options(ssh_hosts, tmp_path)) as cluster:
         ssh_hosts.addresses.append(cluster.address)
@@ -176,7 +189,8 @@ def test_sshcluster_is_a_context_manager_tied_to_its_driver(ssh_hosts, tmp_path)
         assert set(p.pid for p in cluster.processes) == set(ssh_hosts.graphstore_processes())
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
         graphstore.init(address=cluster.address, token=cluster.token)
-        run_across_hosts(b, c)
+        assert graphstore.get(where.options(**on("host-c")).remote(), timeout=30)[0] \
+            == "host-c"
         graphstore.shutdown()
     assert not ssh_hosts.graphstore_processes()
     assert "closed" in repr(cluster)

@@ -183,6 +183,7 @@ class SSHCluster:
     graphstore, the same version as here.
 
     ```python
+    import graphstore
     from graphstore.deploy import SSHCluster
 
     with SSHCluster(["10.0.0.10", "10.0.0.21", "10.0.0.22"],
@@ -272,8 +273,26 @@ class SSHCluster:
                 logger.exception("stopping what had started failed")
             raise
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, detach: bool = False
+                  ) -> "SSHCluster":
+        """Start the cluster a hosts file describes (the file of ``graphstore up``;
+        its keys are this class's arguments), tied to this process unless ``detach``.
+
+        Returns:
+            The started cluster. Its token is not written to the file's
+            ``token_file``: that is ``graphstore up``'s.
+
+        Raises:
+            ValueError: the file cannot be read or a key is wrong; names the key.
+            SSHError: as the constructor.
+        """
+        from graphstore.deploy.hosts_file import load_hosts_file
+        return cls(**load_hosts_file(path).arguments, detach=detach)
+
     @property
     def name(self) -> str:
+        """The cluster's name (its directory on each host)."""
         return self.spec.name
 
     def __repr__(self) -> str:

@@ -149,7 +149,7 @@ class SSHHosts:
         and known hosts, strict checking, no user ssh configuration."""
         return {"user": self.user, "identity_file": str(self.client_key),
                 "known_hosts_file": str(self.known_hosts), "host_key_checking": "yes",
-                "config_file": os.devnull, "connect_timeout": 5, **more}
+                "config_file": os.devnull, "connect_timeout": 15, **more}
 
     def processes(self, host) -> dict[int, str]:
         """Processes in ``host``'s namespace other than sshd's: pid -> command line."""

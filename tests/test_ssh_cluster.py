@@ -67,8 +67,9 @@ def common_options(ssh_hosts, tmp_path: Path) -> dict:
             "worker_options": {"num_cpus": 1, "object_store_memory": STORE,
                                "spill_to": str(tmp_path / "spill")},
             "remote_dir": str(tmp_path / "remote"),
-            # The remote processes read no configuration file of this machine's user.
-            "env": {"GRAPHSTORE_CONFIG": os.devnull}}
+            # The remote processes read no configuration file of this machine's user,
+            # and keep their service records apart from other clusters' on this machine.
+            "env": {"GRAPHSTORE_CONFIG": os.devnull, "TMPDIR": str(tmp_path)}}
 
 
 def gs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -353,12 +353,14 @@ def run_up(args) -> int:
               f"(pid {process.pid})")
     link = cluster.dashboard_link
     if link:
-        scheduler_host = spec.scheduler.destination
+        scheduler = spec.scheduler
         if "//127.0.0.1:" in link or "//localhost:" in link:
             port = link.rsplit(":", 1)[1].split("/")[0]
-            print(f"status page: {link} on {scheduler_host}; from here: "
-                  f"ssh -N -L {port}:127.0.0.1:{port} {scheduler_host}, then open "
-                  f"http://127.0.0.1:{port}")
+            login = "".join(f" {flag} {value}" for flag, value in (
+                ("-l", scheduler.connect.user), ("-p", scheduler.connect.port)) if value)
+            print(f"status page: {link} on {scheduler.destination}; from here: "
+                  f"ssh{login} -N -L {port}:127.0.0.1:{port} {scheduler.destination}, "
+                  f"then open http://127.0.0.1:{port}")
         else:
             print(f"status page: {link}")
     print(f"token: {hosts.token_file} (mode 0600)")

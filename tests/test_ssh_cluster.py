@@ -124,7 +124,7 @@ def test_up_runs_a_cluster_across_hosts_and_down_stops_it(ssh_hosts, tmp_path):
     assert f"scheduler  {address}" in up.stdout
     assert f"worker-1   tcp://{b.ip}:" in up.stdout and f"on {c.ip}" in up.stdout
     # The status page stays on the scheduler's loopback: up says how to tunnel to it.
-    assert f"ssh -N -L 8265:127.0.0.1:8265 {a.ip}" in up.stdout
+    assert f"ssh -l {ssh_hosts.user} -N -L 8265:127.0.0.1:8265 {a.ip}" in up.stdout
     assert f"GRAPHSTORE_ADDRESS={address} GRAPHSTORE_TOKEN_FILE={token_file}" in up.stdout
     assert token_file.stat().st_mode & 0o777 == 0o600
     token = token_file.read_text().strip()

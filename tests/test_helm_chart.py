@@ -60,7 +60,7 @@ MIB = 1024**2
 #: name -> (values, Secrets those values name as existing: {name: {key: text}}).
 VALUE_SETS: dict[str, tuple[dict, dict]] = {
     "defaults": ({}, {}),
-    "tls": ({"tls": {"enabled": True, "existingSecret": "gs-tls", "checkHostname": True}},
+    "tls": ({"tls": {"enabled": True, "existingSecret": "gs-tls"}},
             {"gs-tls": {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"}}),
     "gpu-workers": ({"worker": {
         "replicas": 8, "numCpus": 4, "numGpus": 1, "objectStoreMemory": "6Gi",
@@ -367,7 +367,7 @@ def test_settings_reach_processes_through_documented_variables(rendered, name):
             assert settings[setting].value == value and settings[setting].kind == "env"
         tls = values.get("tls", {})
         if tls.get("enabled"):
-            assert settings["tls_check_hostname"].value is tls.get("checkHostname", False)
+            assert settings["tls_check_hostname"].value is False   # pods dial pod IPs
             assert {settings[s].value for s in ("tls_cert", "tls_key", "tls_ca")} == {
                 "/etc/graphstore/tls/tls.crt", "/etc/graphstore/tls/tls.key",
                 "/etc/graphstore/tls/ca.crt"}
@@ -499,3 +499,51 @@ def test_bad_values_fail_naming_the_key(values, key):
         with pytest.raises(RenderError) as failure:
             render(helm, values)
         assert _key_named(str(failure.value), key), (version, str(failure.value))
+
+
+# -- the examples docs/deployment.md walks through -----------------------------------------
+
+EXAMPLE_DIR = ROOT / "examples" / "kubernetes"
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_example_values_render_valid_manifests(kube_version, tmp_path):
+    import kubernetes_validate
+    values = yaml.safe_load((EXAMPLE_DIR / "values.yaml").read_text())
+    manifests = render(HELMS[0][1], values, kube_version=kube_version, tmp_dir=tmp_path)
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, kube_version, strict=True)
+    _, worker = _containers(manifests)["worker"]
+    env = _env_items(worker)
+    assert env["GRAPHSTORE_SPILL_TO"]["value"] == values["worker"]["spill"]["to"]
+    assert "GRAPHSTORE_TLS_CA" in env
+    # Its anti-affinity selects this release's workers (the release the docs install: gs).
+    spec = find(manifests, "Deployment", "-worker")["spec"]["template"]
+    term = spec["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["labelSelector"]["matchLabels"].items() <= spec["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_example_driver_job_joins_the_charts_cluster(rendered, kube_version):
+    import kubernetes_validate
+    job = yaml.safe_load((EXAMPLE_DIR / "driver-job.yaml").read_text())
+    kubernetes_validate.validate(job, kube_version, strict=True)
+    manifests = _newest(rendered["defaults"])        # release gs in namespace gs
+    pod = job["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    env = _env_items(container)
+    _, worker = _containers(manifests)["worker"]
+    assert env["GRAPHSTORE_ADDRESS"]["value"] == build_parser().parse_args(
+        worker["args"]).address
+    assert env["GRAPHSTORE_TOKEN"] == _env_items(worker)["GRAPHSTORE_TOKEN"]
+    find(manifests, "Secret", env["GRAPHSTORE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["networkPolicy"]["clientPodLabels"].items() <= pod["metadata"]["labels"].items()
+    # `kubectl create configmap gs-driver --from-file=examples/cluster_driver.py` keys the
+    # script by its file name, which the command runs from the mount.
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "script")
+    assert container["command"] == ["python", f"{mount['mountPath']}/cluster_driver.py"]
+    assert (ROOT / "examples" / "cluster_driver.py").exists()
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"].endswith(f":{app_version}")    # the workers' image

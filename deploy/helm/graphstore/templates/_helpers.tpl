@@ -122,8 +122,6 @@ Secret, never a literal), TLS files, and the settings of .Values.settings. */}}
   value: {{ printf "%s/%s" (include "graphstore.tlsDir" .) .Values.tls.keyKey | quote }}
 - name: GRAPHSTORE_TLS_CA
   value: {{ printf "%s/%s" (include "graphstore.tlsDir" .) .Values.tls.caKey | quote }}
-- name: GRAPHSTORE_TLS_CHECK_HOSTNAME
-  value: {{ ternary "true" "false" .Values.tls.checkHostname | quote }}
 {{- end }}
 {{- range $name, $value := .Values.settings }}
 - name: {{ printf "GRAPHSTORE_%s" (upper $name) }}

@@ -49,7 +49,9 @@ def _free_ports(count: int) -> list[int]:
 
 class Pod:
     """What the kubelet would give one container: its environment and arguments, with
-    Secret volumes written out under ``root`` and the paths inside them rewritten."""
+    Secret volumes written out under ``root`` and the paths inside them rewritten. The
+    pod's own network is this machine's loopback: "every interface" (0.0.0.0) binds
+    127.0.0.1, so nothing the test starts listens beyond it."""
 
     def __init__(self, spec: dict, secrets: dict, fields: dict, root: Path,
                  service_host: str):
@@ -76,12 +78,17 @@ class Pod:
         # /tmp is the pod's own emptyDir: here a directory of the test's, as TMPDIR.
         tmp = root / "tmp"
         tmp.mkdir(parents=True)
-        self.env = {name: self._move(value, moved) for name, value in env.items()}
+        self.env = {name: self._local(self._move(value, moved)) for name, value in env.items()}
         self.env["TMPDIR"] = str(tmp)
-        args = [self._move(expand(arg, env), moved) for arg in self.container["args"]]
+        args = [self._local(self._move(expand(arg, env), moved))
+                for arg in self.container["args"]]
         prefix = f"tcp://{service_host}:"
         self.args = [f"tcp://127.0.0.1:{a[len(prefix):]}" if a.startswith(prefix) else a
                      for a in args]
+
+    @staticmethod
+    def _local(value: str) -> str:
+        return POD_IP if value == "0.0.0.0" else value
 
     @staticmethod
     def _move(value: str, moved: dict[str, str]) -> str:

@@ -547,3 +547,24 @@ def test_example_driver_job_joins_the_charts_cluster(rendered, kube_version):
     assert (ROOT / "examples" / "cluster_driver.py").exists()
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert container["image"].endswith(f":{app_version}")    # the workers' image
+
+
+def test_names_fit_kubernetes_limits_for_the_longest_release_name(tmp_path):
+    """Helm allows release names of 53 characters; every name the chart derives from one
+    must still be a valid Kubernetes name (Services: DNS labels of at most 63)."""
+    release = "r" * 53
+    manifests = render(HELMS[0][1], {"dashboard": {"ingress": {"enabled": True}},
+                                     "networkPolicy": {"enabled": True}},
+                       release=release, tmp_dir=tmp_path)
+    label = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+    subdomain = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+    for manifest in manifests:
+        name = manifest["metadata"]["name"]
+        pattern = label if manifest["kind"] == "Service" else subdomain
+        assert pattern.fullmatch(name), (manifest["kind"], name)
+        for value in manifest["metadata"].get("labels", {}).values():
+            assert len(value) <= 63, (manifest["kind"], value)
+    _, worker = _containers(manifests)["worker"]
+    service = find(manifests, "Service", "-scheduler")["metadata"]["name"]
+    assert build_parser().parse_args(worker["args"]).address.startswith(
+        f"tcp://{service}.gs.svc:")

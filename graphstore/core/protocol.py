@@ -29,6 +29,9 @@ import msgpack
 from graphstore.core.call_signature import valid_params
 from graphstore.core.config import Limits
 
+#: The most labels a worker may carry (``RegisterWorker.labels``).
+MAX_LABELS = 32
+
 # -- messages ---------------------------------------------------------------------------
 # Field types: ids are 16-byte ``bytes``; a payload is a list of buffers (see serialization).
 
@@ -61,6 +64,9 @@ class RegisterWorker(NamedTuple):
     resources: dict
     address: str              # the worker's peer server (object transfers, allocation)
     store_capacity: int
+    #: Names the deployment gives a worker (``--label KEY=VALUE``), e.g. the batch job
+    #: that runs it, so whoever started it can find it again among the workers.
+    labels: dict = {}
 
 
 class RegisterFunction(NamedTuple):
@@ -714,6 +720,12 @@ def _resources(v) -> bool:
     return type(v) is dict and all(type(k) is str and _amount(a) for k, a in v.items())
 
 
+def _labels(v) -> bool:
+    return (type(v) is dict and len(v) <= MAX_LABELS
+            and all(type(k) is str and type(x) is str and 0 < len(k) <= 128
+                    and len(x) <= 256 for k, x in v.items()))
+
+
 def _opt(check):
     return lambda v: v is None or check(v)
 
@@ -820,7 +832,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     Request: (_int, _any),
     Reply: (_int, _opt_str, _any),
     RegisterClient: (_id, _int, _str, _str),
-    RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count),
+    RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count, _labels),
     RegisterFunction: (_id, _buffer),
     SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
                  _opt_id, _retry_exceptions, _mode, _opt(_extra)),

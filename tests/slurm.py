@@ -12,12 +12,14 @@ SLURM's commands find this instance through ``SLURM_CONF`` (``env()``); nothing 
 ``/etc`` is read or written. The daemons need root (slurmd starts jobs as their user):
 ``unavailable_reason()`` says why SLURM cannot run here, and tests skip with it.
 
-A killed test run leaves its daemons behind: the directory records the owner's pid, and
-``sweep_stale()`` stops the daemons of owners that are gone (never those of a live run).
+A killed test run leaves its daemons behind: the directory's name holds the owner's pid
+(``gsslurm-<pid>-...``), and ``sweep_stale()`` stops the daemons of owners that are gone
+(never those of a live run).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +30,7 @@ from pathlib import Path
 
 #: Temporary directories of these tests start with this, then the owner's pid.
 PREFIX = "gsslurm-"
+_DIR = re.compile(rf"^{PREFIX}(\d+)-")
 DAEMONS = ("slurmd", "slurmctld", "munged")
 _SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
@@ -116,7 +119,6 @@ class LocalSlurm:
         with os.fdopen(fd, "wb") as f:
             f.write(os.urandom(128))
         (self.dir / "plugstack.conf").write_text("")
-        (self.dir / "owner.pid").write_text(str(os.getpid()))
         ctld_port, slurmd_port = _free_ports(2)
         d = self.dir
         self.conf.write_text(f"""\
@@ -256,11 +258,10 @@ def sweep_stale() -> list[str]:
     swept = []
     root = Path(tempfile.gettempdir())
     for path in root.glob(f"{PREFIX}*"):
-        try:
-            owner = int((path / "owner.pid").read_text())
-        except (OSError, ValueError):
-            owner = int(path.name[len(PREFIX):].split("-")[0] or 0)
-        if owner and _pid_alive(owner):
+        match = _DIR.match(path.name)
+        if match is None or not path.is_dir():
+            continue
+        if _pid_alive(int(match.group(1))):
             continue
         for name in DAEMONS:
             try:

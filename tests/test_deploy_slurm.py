@@ -65,6 +65,16 @@ def where(x):
     return x * x, os.getpid(), os.environ.get("SLURM_JOB_ID")
 
 
+@graphstore.remote
+def put_here(i):
+    """Store an object in this worker's store with put() (which leaves no lineage: lost
+    with its only copy) and return its ref and this job's id."""
+    import numpy as np
+    time.sleep(0.05)
+    return [graphstore.put(np.full(250_000, i, dtype=np.int32))], \
+        os.environ.get("SLURM_JOB_ID")
+
+
 def test_scale_runs_work_on_worker_jobs_and_close_leaves_nothing(slurm):
     with _cluster(slurm) as cluster:
         assert cluster.address.startswith("tcp://") and "127.0.0.1" not in cluster.address
@@ -78,19 +88,25 @@ def test_scale_runs_work_on_worker_jobs_and_close_leaves_nothing(slurm):
         graphstore.init(address=cluster.address, token=cluster.token)
         try:
             results = graphstore.get([where.remote(i) for i in range(40)])
+            assert [r[0] for r in results] == [i * i for i in range(40)]
+            # The tasks ran inside both batch jobs, in the workers the scheduler lists.
+            assert {r[2] for r in results} == jobs
+            assert {r[1] for r in results} == {row["pid"] for row in rows}
+
+            stored = graphstore.get([put_here.remote(i) for i in range(12)])
+            newest = cluster.job_ids()[-1]
+            assert newest in {job for _, job in stored}
+            cluster.scale(1)
+            assert cluster.job_ids() == [j for j in sorted(jobs) if j != newest]
+            left = wait_for(lambda: len(cluster.workers()) == 1
+                            and newest not in slurm.jobs(), timeout=30)
+            assert left, (cluster.workers(), slurm.jobs())
+            # The objects put in the cancelled job's store were copied before it went.
+            values = graphstore.get([refs[0] for refs, _ in stored], timeout=30)
+            assert [int(v[0]) for v in values] == list(range(12))
+            assert all(v.shape == (250_000,) and (v == v[0]).all() for v in values)
         finally:
             graphstore.shutdown()
-        assert [r[0] for r in results] == [i * i for i in range(40)]
-        # The tasks ran inside both batch jobs, in the workers the scheduler lists.
-        assert {r[2] for r in results} == jobs
-        assert {r[1] for r in results} == {row["pid"] for row in rows}
-
-        newest = cluster.job_ids()[-1]
-        cluster.scale(1)
-        assert cluster.job_ids() == [j for j in sorted(jobs) if j != newest]
-        left = wait_for(lambda: len(cluster.workers()) == 1 and newest not in slurm.jobs(),
-                        timeout=30)
-        assert left, (cluster.workers(), slurm.jobs())
         pids = [row["pid"] for row in rows]
     assert slurm.jobs() == []
     assert wait_for(lambda: not any(process_alive(pid) for pid in pids), timeout=10)

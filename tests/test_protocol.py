@@ -181,6 +181,10 @@ SAMPLES = {
     # The timeline and the critical path.
     p.GetTimeline: p.GetTimeline(120),
     p.GetCriticalPath: p.GetCriticalPath(_id(4)),
+    # Retiring workers (a deployment scaling down).
+    p.RetireWorkers: p.RetireWorkers([_id(6), _id(7)]),
+    p.ReplicateObjects: p.ReplicateObjects([[_id(8), [["node-a", "tcp://10.0.0.2:7001",
+                                                        "gs-c-w-1", 50_000_000]]]]),
 }
 
 

@@ -307,6 +307,8 @@ class Worker:
             self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
         elif cls is msg.AdoptSegments:
             self._in_thread(self._adopt, list(m.entries))
+        elif cls is msg.ReplicateObjects:
+            self._in_thread(self._replicate, list(m.entries))
         elif cls is msg.DeleteSpilled:
             self._in_thread(self.spill_target.delete, list(m.paths))
         elif cls is msg.SchedulerHeartbeat:
@@ -328,6 +330,15 @@ class Worker:
         if pid:
             path = path.parent / logs.actor_log_name(pid)
         return logs.read_log(path, offset, tail)
+
+    def _replicate(self, entries: list) -> None:
+        """Copy objects whose only copies are on retiring workers into this store."""
+        for object_id, locations in entries:
+            try:
+                self.runtime.objects.copy_to_store(object_id, locations)
+            except Exception as exc:       # the scheduler asks again, or another worker
+                logger.warning("could not copy object %s from a retiring worker: %s",
+                               object_id.hex(), exc)
 
     def _adopt(self, entries: list) -> None:
         failed = self.store.adopt(entries)

@@ -588,6 +588,22 @@ class GetTaskContext(NamedTuple):
 # Each answer costs the scheduler O(1) or O(workers + nodes): no scan of objects or tasks,
 # so a notebook may ask each time it draws a ref, a handle or the cluster.
 
+class RetireWorkers(NamedTuple):
+    """Request to the scheduler: send no more work to these workers, and copy every
+    object whose only copies they hold to other workers, so that they can stop without
+    losing one (a deployment scaling down). Asked again until nothing is left. Reply:
+    ``{"workers": n, "objects": copies still missing, "tasks": tasks still assigned
+    there, "stuck": objects no other worker can take}``."""
+    worker_ids: list
+
+
+class ReplicateObjects(NamedTuple):
+    """Scheduler -> worker: fetch these objects into your store (their only copies are
+    on retiring workers): ``[[object id, [[node, address, segment, size], ...]], ...]``;
+    each copy is announced with ``ObjectAdded``."""
+    entries: list
+
+
 class DescribeCluster(NamedTuple):
     """Request to the scheduler: workers, nodes, resources, store use and task counts."""
     pass
@@ -654,7 +670,7 @@ MESSAGE_TYPES: list[type] = [
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
     ActorCallRetrying, DescribeCluster, DescribeObject, DescribeActor,
     GetTimeline, GetCriticalPath,
-    ListState, FetchLog, ReadLog,
+    ListState, FetchLog, ReadLog, RetireWorkers, ReplicateObjects,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -899,6 +915,11 @@ FIELD_CHECKS: dict[type, tuple] = {
     ListState: (_str, _opt_str, _opt_str, _count),
     FetchLog: (_str, _count, _count),
     ReadLog: (_count, _count, _count),
+    RetireWorkers: (_ids,),
+    ReplicateObjects: (lambda v: type(v) is list and all(
+        type(e) is list and len(e) == 2 and _id(e[0]) and type(e[1]) is list and all(
+            type(loc) is list and len(loc) == 4 and _str(loc[1]) and _str(loc[2])
+            and _count(loc[3]) for loc in e[1]) for e in v),),
 }
 
 #: Checks across the fields of one message.

@@ -3,8 +3,9 @@ which job each belongs to, how much work waits.
 
 It is a client connection apart from the user's driver (``graphstore.init``), with its
 own event-loop thread, so a cluster object can watch and scale its cluster whether or
-not this process is also a driver of it. It asks the scheduler only the questions
-``graphstore status`` asks (``GetClusterOverview``).
+not this process is also a driver of it. It asks what ``graphstore status`` asks
+(``GetClusterOverview``), and retires workers before their jobs are cancelled
+(``RetireWorkers``).
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ class SchedulerLink:
     def overview(self) -> dict:
         """``{"overview": ..., "workers": [row, ...]}``, as ``graphstore status --json``."""
         return self.request(msg.GetClusterOverview())
+
+    def retire(self, worker_ids: list[bytes]) -> dict:
+        """Ask the scheduler to retire workers (``RetireWorkers``): what is left to do
+        before they may stop without losing an object."""
+        return self.request(msg.RetireWorkers(list(worker_ids)))
 
     def close(self) -> None:
         if self._comm is not None:

@@ -87,6 +87,8 @@ class SLURMCluster:
             compute nodes (default: this host's address on its default route).
         port: the scheduler's port (0: any free one).
         jobs: jobs to submit at once.
+        retire_timeout: seconds a running job's workers get, before it is cancelled,
+            to finish their tasks and copy away the objects only they hold.
 
     Raises:
         ValueError: an argument is malformed (the message names it).
@@ -102,7 +104,7 @@ class SLURMCluster:
                  worker_extra_args: list[str] | None = None,
                  object_store_memory: int | str | None = None, python: str | None = None,
                  log_directory: str | os.PathLike | None = None, host: str | None = None,
-                 port: int = 0, jobs: int = 0):
+                 port: int = 0, jobs: int = 0, retire_timeout: float = 60.0):
         self.job = WorkerJob(
             cores=cores, memory=parse_memory(memory, "memory"), processes=processes,
             walltime=check_walltime(walltime), queue=queue, account=account,
@@ -121,6 +123,7 @@ class SLURMCluster:
         config = load_config()
         tls = tls_from_config(config)
         self._startup_timeout = config.startup_timeout
+        self.retire_timeout = float(retire_timeout)
         self._lock = threading.RLock()
         #: Job id -> submission time, oldest first, for jobs not known to have ended.
         self._jobs: dict[str, float] = {}
@@ -216,7 +219,9 @@ class SLURMCluster:
     # -- scaling -----------------------------------------------------------------------
     def scale(self, n: int | None = None, jobs: int | None = None) -> None:
         """Have ``n`` workers (``jobs`` jobs): submit jobs to grow, cancel the newest to
-        shrink. Jobs still pending in the queue are cancelled before running ones.
+        shrink. Jobs still pending in the queue are cancelled before running ones; a
+        running job's workers first finish their tasks and copy the objects only they
+        hold to the workers that stay (up to ``retire_timeout`` seconds).
 
         Args:
             n: workers wanted (rounded up to whole jobs of ``processes`` workers).
@@ -247,7 +252,37 @@ class SLURMCluster:
                     self._submit()
                 return
             if target < have:
-                self._cancel(self._jobs_to_cancel(have - target, idle_only))
+                chosen = self._jobs_to_cancel(have - target, idle_only)
+                self._retire(chosen)
+                self._cancel(chosen)
+
+    def _retire(self, job_ids: list[str]) -> None:
+        """Let the jobs' workers finish their tasks and copy the objects only they hold
+        to the workers that stay (the scheduler's ``RetireWorkers``), for up to
+        ``retire_timeout`` seconds, so that cancelling the jobs loses nothing."""
+        chosen = set(job_ids)
+        ids = [bytes.fromhex(r["id"]) for r in self.workers()
+               if r["labels"].get(JOB_LABEL) in chosen]
+        if not ids:
+            return
+        link = self._require_link()
+        deadline = time.monotonic() + self.retire_timeout
+        while True:
+            left = link.retire(ids)
+            if not left["objects"] and not left["tasks"]:
+                if left["stuck"]:
+                    logger.warning("%d objects of jobs %s have no other worker to go to "
+                                   "and are lost with them", left["stuck"],
+                                   ", ".join(job_ids))
+                return
+            if time.monotonic() > deadline:
+                logger.warning("jobs %s are cancelled with %d tasks still running and %d "
+                               "objects not copied after %g s (retire_timeout); tasks are "
+                               "retried elsewhere, objects rebuilt where possible",
+                               ", ".join(job_ids), left["tasks"], left["objects"],
+                               self.retire_timeout)
+                return
+            time.sleep(0.05)
 
     def adapt(self, minimum: int = 0, maximum: int = 10, interval: float = 1.0,
               wait_count: int = 3, minimum_jobs: int | None = None,

@@ -17,7 +17,7 @@ import slurm as local_slurm
 from fixtures.processes import cmdline, session_processes
 from graphstore.deploy import SLURMCluster
 from graphstore.deploy.slurm import SLURMCommandError
-from helpers import process_alive, wait_for
+from helpers import process_alive, run_example, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,6 +171,17 @@ def test_sbatch_errors_carry_sbatch_stderr(slurm, monkeypatch):
         monkeypatch.setenv("PATH", "/nonexistent")
         with pytest.raises(SLURMCommandError, match="sbatch not found on PATH"):
             cluster.scale(1)
+    assert slurm.jobs() == []
+
+
+def test_example_runs_on_worker_jobs(slurm, run_driver):
+    run = run_example(run_driver, "slurm_cluster.py", "--jobs", "2", "--tasks", "12",
+                      "--log-directory", str(slurm.dir / "jobs"), timeout=120)
+    assert "#SBATCH --cpus-per-task=1" in run.stdout
+    assert "pi ~= 3.1" in run.stdout
+    per_job = run.stdout.split("tasks per job: ")[1].splitlines()[0]
+    assert per_job.count(":") == 2                       # both jobs ran tasks
+    assert "a put() object is still here: 100,000 items" in run.stdout
     assert slurm.jobs() == []
 
 

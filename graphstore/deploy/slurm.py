@@ -127,6 +127,8 @@ class SLURMCluster:
         self._lock = threading.RLock()
         #: Job id -> submission time, oldest first, for jobs not known to have ended.
         self._jobs: dict[str, float] = {}
+        #: Jobs cancelled that SLURM may still list (completing): close() waits for them.
+        self._leaving: set[str] = set()
         self._adaptive: _AdaptiveLoop | None = None
         self._closed = False
         self._local = LocalCluster(0, scheduler_host=host or _default_host(),
@@ -135,12 +137,15 @@ class SLURMCluster:
         self._link: SchedulerLink | None = None
         try:
             self.address: str = self._local.start()
+            """The scheduler, ``tcp://HOST:PORT``: give it to ``graphstore.init``."""
             self._link = SchedulerLink(self.address, self._local.token.encode(), tls,
                                        timeout=self._startup_timeout)
         except BaseException:
             self._local.shutdown()
             raise
         self.name = self._local.cluster_id
+        """The cluster's name: every worker of its jobs carries the label
+        ``graphstore_cluster=<name>``."""
         self._script = self._local.session_dir / "worker-job.sh"
         self._script.write_text(self.job_script())
         # Jobs are cancelled even if close() is never called.
@@ -350,15 +355,17 @@ class SLURMCluster:
         _run(["scancel", *job_ids])
         for job_id in job_ids:
             self._jobs.pop(job_id, None)
+            self._leaving.add(job_id)
         logger.info("cancelled worker jobs %s", ", ".join(job_ids))
 
-    def _queue_states(self) -> dict[str, str]:
-        """SLURM's state of each of our jobs it still lists (``PENDING``, ``RUNNING``,
-        ``COMPLETING``, ...); a job not listed has ended."""
-        if not self._jobs:
+    def _queue_states(self, job_ids=None) -> dict[str, str]:
+        """SLURM's state of each of our jobs (``job_ids``, else those not ended) it
+        still lists (``PENDING``, ``RUNNING``, ``COMPLETING``, ...); a job not listed
+        has ended."""
+        ids = list(self._jobs if job_ids is None else job_ids)
+        if not ids:
             return {}
-        done = _run(["squeue", "-h", "-j", ",".join(self._jobs), "-o", "%i %T %r"],
-                    check=False)
+        done = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %r"], check=False)
         if done.returncode != 0:
             if "Invalid job id" in done.stderr:     # every one of them has ended
                 return {}
@@ -431,12 +438,14 @@ class SLURMCluster:
                 ids = list(self._jobs)
                 if ids:
                     _run(["scancel", *ids])
+                ids += sorted(self._leaving)
                 deadline = time.monotonic() + timeout
                 while ids and time.monotonic() < deadline:
-                    if not self._queue_states():
+                    if not self._queue_states(ids):
                         break
                     time.sleep(0.1)
                 self._jobs.clear()
+                self._leaving.clear()
         finally:
             self._closed = True
             self._finalizer.detach()

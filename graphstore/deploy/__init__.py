@@ -1,16 +1,18 @@
-"""Clusters on machines you already have: ``SSHCluster`` starts a scheduler and workers
-over SSH (``graphstore up``/``down`` do it from a hosts file).
-
-Names are imported on first use, so ``import graphstore.deploy`` costs nothing.
-"""
+"""Clusters on machines that graphstore does not own: a batch system's jobs, or hosts
+reached over SSH (``graphstore up``/``down`` start and stop those from a hosts file).
+Each deployment lives in a module of its own and is imported on first use, so
+``import graphstore.deploy`` costs nothing."""
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SSHCluster", "SSHError"]
+__all__ = ["SLURMCluster", "SSHCluster", "SSHError"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "SLURMCluster":
+        from graphstore.deploy.slurm import SLURMCluster
+        return SLURMCluster
     if name in ("SSHCluster", "SSHError"):
         from graphstore.deploy import ssh
         return getattr(ssh, name)

@@ -97,14 +97,16 @@ def test_host_part(destination, host):
 def test_worker_options_become_graphstore_worker_flags():
     args = worker_args({"num_cpus": 2.0, "resources": {"special": 2, "half": 0.5},
                         "spill_options": {"endpoint_url": "http://s3:9000"},
+                        "labels": {"rack": "r1"},
                         "object_store_memory": 10**9, "node_id": "n1"})
     assert args == ["--num-cpus", "2", "--resource", "special=2", "--resource", "half=0.5",
-                    "--spill-option", "endpoint_url=http://s3:9000",
+                    "--spill-option", "endpoint_url=http://s3:9000", "--label", "rack=r1",
                     "--object-store-memory", "1000000000", "--node-id", "n1"]
     # The flags are the worker's own: its parser takes them.
     from graphstore.cli import build_parser
     parsed = build_parser().parse_args(["worker", "tcp://h:1", *args])
     assert parsed.num_cpus == 2 and parsed.resource == [("special", 2.0), ("half", 0.5)]
+    assert parsed.label == [("rack", "r1")]
 
 
 def test_scripts_are_valid_sh_and_carry_no_token():

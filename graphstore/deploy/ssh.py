@@ -209,7 +209,7 @@ class SSHCluster:
             ``tls_cert``/``tls_key``/``tls_ca``, ``log_level``.
         worker_options: ``graphstore worker`` options for every worker: ``host``
             (default: its host's name), ``port``, ``node_id``, ``num_cpus``,
-            ``num_gpus``, ``resources`` (a mapping), ``object_store_memory``,
+            ``num_gpus``, ``resources`` and ``labels`` (mappings), ``object_store_memory``,
             ``spill_to``, ``spill_options`` (a mapping), ``spill_threshold``, TLS files,
             ``log_level``.
         remote_python: the Python on the hosts (default: this one's path, right where

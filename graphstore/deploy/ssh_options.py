@@ -95,6 +95,15 @@ def _strings(key: str, value: Any) -> dict:
     return out
 
 
+def _labels(key: str, value: Any) -> dict:
+    labels = _strings(key, value)
+    for name, text in labels.items():
+        if len(name) > 128 or len(text) > 256:
+            raise _fail(f"{key}.{name}", "a label of at most 256 characters under a key "
+                                         "of at most 128", text)
+    return labels
+
+
 def _level(key: str, value: Any) -> str:
     levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     if not isinstance(value, str) or value.upper() not in levels:
@@ -130,7 +139,7 @@ SCHEDULER_OPTIONS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 #: Worker options: name -> check. Each is ``graphstore worker --<name with dashes>``;
-#: ``resources`` and ``spill_options`` are mappings, given as repeated flags.
+#: ``resources``, ``labels`` and ``spill_options`` are mappings, given as repeated flags.
 WORKER_OPTIONS: dict[str, Callable[[str, Any], Any]] = {
     "host": _text,
     "port": _port,
@@ -138,6 +147,7 @@ WORKER_OPTIONS: dict[str, Callable[[str, Any], Any]] = {
     "num_cpus": lambda k, v: _number(k, v, positive=True),
     "num_gpus": _number,
     "resources": _amounts,
+    "labels": _labels,
     "object_store_memory": _positive_int,
     "spill_to": _text,
     "spill_options": _strings,
@@ -411,6 +421,9 @@ def worker_args(options: Mapping[str, Any]) -> list[str]:
         if name == "resources":
             for resource, amount in value.items():
                 args += ["--resource", f"{resource}={amount:g}"]
+        elif name == "labels":
+            for label, text in value.items():
+                args += ["--label", f"{label}={text}"]
         elif name == "spill_options":
             for option, text in value.items():
                 args += ["--spill-option", f"{option}={text}"]

@@ -48,7 +48,7 @@ _URI_RE = re.compile(r"^gspkg://([0-9a-f]{64})\.zip$")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 #: ``runtime_env`` keys graphstore implements (others raise ``NotImplementedError``).
-RUNTIME_ENV_KEYS = ("env_vars", "working_dir", "py_modules", "pip", "excludes", "config")
+RUNTIME_ENV_KEYS = ("env_vars", "working_dir", "py_modules", "pip", "excludes")
 
 
 # -- packing ---------------------------------------------------------------------------
@@ -408,9 +408,6 @@ def validate_runtime_env(runtime_env) -> dict:
     pip = env.get("pip")
     if pip is not None and not isinstance(pip, (str, os.PathLike)):
         normalize_pip(pip)
-    config = env.get("config")
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"runtime_env['config'] must be a dict, got {config!r}")
     return env
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from graphstore.core.packages import validate_runtime_env
+from graphstore.core.packages import module_path, validate_runtime_env
 from graphstore.exceptions import RemoteUsageError
 from graphstore.util.scheduling_strategies import to_wire as strategy_to_wire
 
@@ -132,6 +132,8 @@ def packages_of(runtime_env) -> dict | None:
     env = validate_runtime_env(runtime_env)
     out = {k: env[k] for k in ("working_dir", "py_modules", "pip", "excludes")
            if env.get(k) is not None}
+    if "py_modules" in out:     # imported modules as their paths: options stay picklable
+        out["py_modules"] = [module_path(m) for m in out["py_modules"]]
     return out if set(out) - {"excludes"} else None
 
 

@@ -25,6 +25,7 @@ from graphstore.runtime.packages_client import ensure_local_package, upload_pack
 
 from fixtures.clusters import init_local_cluster
 from fixtures.processes import kill_all, session_processes, wait_gone
+from helpers import run_example
 
 
 def make_wheel(directory: Path, name: str = "gs_tiny_wheel", version: str = "0.1",
@@ -317,3 +318,13 @@ def test_actors_run_in_their_environment(env):
         graphstore.get(broken.read.remote(), timeout=120)
     graphstore.kill(reader)
     graphstore.kill(with_pip)
+
+
+def test_the_example_runs(run_driver, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHSTORE_RUNTIME_ENV_CACHE_DIR", str(tmp_path / "cache"))
+    run = run_example(run_driver, "runtime_env.py")
+    assert "total from the working_dir: (1.25, False)" in run.stdout
+    assert "with pip (price, in a venv): (1.5, True)" in run.stdout
+    assert "actor: EUR 1.25 (prices in euros)" in run.stdout
+    assert "No matching distribution found for no_such_package_here" in run.stdout
+    assert (tmp_path / "cache" / "venvs").is_dir()

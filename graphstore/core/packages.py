@@ -428,8 +428,9 @@ def merge_runtime_envs(parent: dict | None, child: dict | None) -> dict:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-def _module_path(entry) -> str:
-    """A ``py_modules`` entry given as an imported module: its package directory."""
+def module_path(entry) -> str:
+    """A ``py_modules`` entry as a path: an imported module becomes its package
+    directory (or its file); paths and URIs stay as they are."""
     if hasattr(entry, "__file__") and not isinstance(entry, (str, os.PathLike)):
         file = Path(entry.__file__)
         return str(file.parent if file.name == "__init__.py" else file)
@@ -478,7 +479,7 @@ def resolve_runtime_env(runtime_env: dict | None,
     if env.get("py_modules"):
         uris = []
         for entry in env["py_modules"]:
-            entry = _module_path(entry)
+            entry = module_path(entry)
             if is_package_uri(entry):
                 uris.append(entry)
                 continue

@@ -115,6 +115,7 @@ class Scheduler:
             msg.ListState: lambda peer, m: listing.list_state(self.state, m.kind, m.state,
                                                               m.name, m.limit),
             msg.FetchLog: lambda peer, m: self._fetch_log(m),
+            msg.RetireWorkers: lambda peer, m: self.state.retire_workers(m.worker_ids),
         }
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}

@@ -106,6 +106,7 @@ def _public_api() -> dict[str, object]:
     """Qualified name -> object, for everything the reference documents."""
     import graphstore.actor
     import graphstore.dask
+    import graphstore.deploy.slurm
     import graphstore.exceptions
     import graphstore.remote_function
     import graphstore.runtime_context
@@ -118,7 +119,7 @@ def _public_api() -> dict[str, object]:
     modules = [graphstore, graphstore.actor, graphstore.exceptions, graphstore.util,
                graphstore.util.queue, graphstore.util.multiprocessing,
                graphstore.util.joblib, graphstore.util.scheduling_strategies,
-               graphstore.dask]
+               graphstore.dask, graphstore.deploy.slurm]
     found: dict[str, object] = {}
     for module in modules:
         names = getattr(module, "__all__", None) or [

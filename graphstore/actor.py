@@ -457,9 +457,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     try:
         info = runtime.request(msg.GetNamedActor(name, namespace or runtime.namespace()))
     except RemoteCallError as exc:
-        text = str(exc)
-        if text.startswith("ValueError: "):
-            raise ValueError(text[len("ValueError: "):]) from None
+        if isinstance(exc, ValueError):       # no live actor has that name
+            raise ValueError(exc.text) from None
         raise
     return ActorHandle._from_info(info, owned=False)
 

@@ -362,7 +362,7 @@ class Scheduler:
     async def _ask_workers(self, workers: list, message, timeout: float):
         """Send ``message`` to each worker in turn until one answers; return
         ``(worker, reply)``, or raise the last worker's error."""
-        error = RemoteCallError("LookupError: no connected worker")
+        error = RemoteCallError("no connected worker", "LookupError")
         for worker in workers:
             comm = self.comms.get(worker.id)
             if comm is None:
@@ -385,7 +385,8 @@ class Scheduler:
                 candidates, msg.RestoreObject(m.object_id, path, offset, size), timeout=300)
         except RemoteCallError as exc:
             raise ObjectLostError(f"no worker could restore object "
-                                  f"{bytes(m.object_id).hex()}: {exc}") from None
+                                  f"{bytes(m.object_id).hex()}: {exc.type_name}: "
+                                  f"{exc}") from None
         obj = state.objects.get(m.object_id)
         if obj is not None and worker.id in state.workers:
             self._event("ObjectRestored")

@@ -102,7 +102,7 @@ def plausible(name: str, hint) -> st.SearchStrategy:
         base = amounts
     elif name == "resources":
         base = resources
-    elif name == "payload" and text == "<class 'bytes'>":
+    elif name == "payload" and text in ("<class 'bytes'>", str(p.Buffer)):
         base = st.binary(max_size=64)
     elif name in ("payload", "error", "args"):
         base = payloads
@@ -144,7 +144,7 @@ HINTS = {cls: get_type_hints(cls) for cls in SENDABLE}
 def plausible_message(draw) -> list:
     """``[code, *fields]`` of a real type, each field about the right kind."""
     cls = draw(st.sampled_from(SENDABLE))
-    fields = [draw(plausible(name, HINTS[cls].get(name))) for name in cls._fields]
+    fields = [draw(plausible(name, HINTS[cls].get(name))) for name in cls.__struct_fields__]
     return [p.CODES[cls], *fields]
 
 

@@ -382,7 +382,7 @@ def _frames(*frames: bytes, count: int | None = None, lengths=None) -> bytes:
 
 def _message(cls, **fields):
     """A protocol message from field names; fields not given are 0 (the protocol grows)."""
-    return cls(**{name: fields.get(name, 0) for name in cls._fields})
+    return cls(**{name: fields.get(name, 0) for name in cls.__struct_fields__})
 
 
 def _batch(*messages) -> bytes:

@@ -238,9 +238,7 @@ class TaskExecutor:
             events = spans.end()
             events.append(["task", task.name, wall_start, time.time(), spans.pid,
                            task.task_id, 0, ""])
-            # ``events`` is the outcome's last field (TaskDone's and TaskFailed's); a
-            # tuple built directly costs a fraction of ``_replace``.
-            outcome = tuple.__new__(type(outcome), (*outcome[:-1], events))
+            outcome.events = events      # TaskDone's or TaskFailed's, built just now
         self._send(outcome)
 
     @staticmethod

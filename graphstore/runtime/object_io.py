@@ -162,10 +162,9 @@ class ObjectIO:
                     address, msg.AllocateObject(object_id, size, lease), timeout=120)
                 break
             except RemoteCallError as exc:
-                text = str(exc)
-                if not text.startswith("ObjectStoreFullError"):
+                if not isinstance(exc, ObjectStoreFullError):
                     raise
-                error = ObjectStoreFullError(text.partition(": ")[2])
+                error = ObjectStoreFullError(exc.text)
             except (ConnectionLostError, OSError, concurrent.futures.TimeoutError) as exc:
                 error = exc        # that worker is going away: another store of the host
         else:

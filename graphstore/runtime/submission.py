@@ -104,9 +104,8 @@ class Submitter:
                 info = self._runtime.request(m)
                 return [*info[:5], info[0] != actor_id]
             except RemoteCallError as exc:
-                text = str(exc)
-                if text.startswith("ValueError: "):
-                    raise ValueError(text[len("ValueError: "):]) from None
+                if isinstance(exc, ValueError):   # the name is taken, or bad options
+                    raise ValueError(exc.text) from None
                 raise
         self._send(m)
         return [actor_id, creation_id, class_name, methods,
@@ -152,9 +151,8 @@ class Submitter:
         try:
             self._runtime.request(m)
         except RemoteCallError as exc:
-            text = str(exc)
-            if text.startswith("ValueError: "):
-                raise ValueError(text[len("ValueError: "):]) from None
+            if isinstance(exc, ValueError):
+                raise ValueError(exc.text) from None
             raise
 
     def _register(self, descriptor: FunctionDescriptor) -> None:

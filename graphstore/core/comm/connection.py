@@ -20,9 +20,10 @@ from typing import Any, Callable
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from graphstore.core import protocol
+from graphstore.core.comm.errors import error_record, remote_error
 from graphstore.core.comm.frames import frame_memory, frames_in
 from graphstore.core.config import Limits
-from graphstore.core.protocol import Reply, Request
+from graphstore.core.protocol import ErrorRecord, Reply, Request
 from graphstore.exceptions import ConnectionLostError, ProtocolError
 
 logger = logging.getLogger("graphstore.comm")
@@ -321,7 +322,7 @@ class Comm:
             future = self._pending.get(message.rid)
             if future is not None and not future.done():
                 if message.error is not None:
-                    future.set_exception(RemoteCallError(message.error))
+                    future.set_exception(remote_error(message.error))
                 else:
                     future.set_result(message.value)
             return
@@ -343,7 +344,7 @@ class Comm:
         except Exception as exc:
             logger.debug("request %s from %s failed", type(request.message).__name__,
                          self.peer, exc_info=True)
-            self.send(Reply(request.rid, f"{type(exc).__name__}: {exc}", None))
+            self.send(Reply(request.rid, error_record(exc), None))
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
@@ -360,10 +361,9 @@ class Comm:
 
     def _reply_done(self, rid: int, task: asyncio.Future) -> None:
         if task.cancelled():
-            self.send(Reply(rid, "cancelled", None))
+            self.send(Reply(rid, ErrorRecord("CancelledError", "cancelled"), None))
         elif task.exception() is not None:
-            exc = task.exception()
-            self.send(Reply(rid, f"{type(exc).__name__}: {exc}", None))
+            self.send(Reply(rid, error_record(task.exception()), None))
         else:
             self.send(Reply(rid, None, task.result()))
 
@@ -418,6 +418,3 @@ class ReplyThenRun:
         self.value = value
         self.callback = callback
 
-
-class RemoteCallError(Exception):
-    """The peer failed to serve a request; the message is its error text."""

@@ -74,6 +74,8 @@ Buffer.register(Frame)
 
 #: An id: of an object, task, worker, actor, process or function (``new_id``).
 Id = Annotated[bytes, Meta(min_length=16, max_length=16)]
+#: An id, or ``b""`` for none.
+MaybeId = Annotated[bytes, Meta(max_length=16)]
 #: A finite, non-negative number (CPUs, a resource, seconds).
 Amount = Annotated[float, Meta(ge=0, le=1.7976931348623157e308)]
 #: A non-negative integer (sizes, offsets, indices).
@@ -479,7 +481,7 @@ class Output(Message, tag=16):
     prefix: str
     stream: str
     text: str
-    source: bytes = b""       # the task (or actor call): its lines and live rows apart
+    source: MaybeId = b""       # the task (or actor call): its lines and live rows apart
                               # from those of other tasks running at the same time
     live: Optional[list[str]] = None  # as in TaskOutput
 
@@ -717,7 +719,7 @@ class ActorCallDone(Message, tag=50):
     for an object written to a store on the host its location [worker id, segment,
     size]; or the call's error."""
     call_id: Id
-    actor_id: Id
+    actor_id: MaybeId         # b"": from a caller reporting a call it failed itself
     results: list             # [[id, payload, contained, size, location, error], ...]
     duration: Amount
     error_text: Optional[str]
@@ -758,7 +760,7 @@ class GeneratorItem(Message, tag=60):
     object_id: Id
     error: Optional[Payload]
     streaming: bool
-    holder: bytes
+    holder: MaybeId
 
 
 class GeneratorItemReady(Message, tag=61):

@@ -109,7 +109,7 @@ class ActorClient:
         connection close and retries or fails it like any call in flight."""
         call = entry[0]
         if call.retry is not None and call.retry[0] != entry[1]:   # sent again: fewer
-            call = entry[0] = msgspec.structs.replace(              # retries are left
+            call = entry[0] = msgspec.structs.replace(call,        # retries are left
                 retry=[entry[1], call.retry[1]] if entry[1] > 0 else None)
         link.sent[call.call_id] = entry
         for object_id in call.returns:

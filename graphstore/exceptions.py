@@ -235,7 +235,15 @@ class RemoteUsageError(GraphstoreError, TypeError, AssertionError):
 
 
 class RuntimeEnvSetupError(GraphstoreError):
-    """A task's or actor's ``runtime_env`` could not be set up."""
+    """A task's or actor's ``runtime_env`` could not be set up on its host: a package
+    could not be fetched or unpacked, or ``pip install`` failed (the message carries the
+    end of pip's output). The task fails (it is not retried); an actor dies."""
+
+
+class PackageError(GraphstoreError, ValueError):
+    """A ``runtime_env`` package (``working_dir``, ``py_modules``) is bad input: a
+    missing path, more than the ``max_package_bytes`` setting, an unsafe zip entry
+    (an absolute path or ``..``), bytes that do not match their URI, or an unknown URI."""
 
 
 # -- Ray's names -------------------------------------------------------------------------

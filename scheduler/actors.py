@@ -159,9 +159,11 @@ class ActorsMixin:
                 if actor.resources and actor.resources.get("GPU"):
                     actor.gpus = worker.node.take_gpus(actor.resources["GPU"])
             environment = None
-            if actor.env_vars or actor.gpus:
+            if actor.env_vars or actor.gpus or actor.runtime_env:
                 environment = {"env_vars": dict(actor.env_vars or {}),
                                "gpus": list(actor.gpus or [])}
+                if actor.runtime_env:
+                    environment["runtime_env"] = actor.runtime_env
             self.outbox.append(Send(worker.id, msg.StartActor(actor.id, actor.incarnation,
                                                           environment)))
 
@@ -233,6 +235,16 @@ class ActorsMixin:
             creation.payload = []
             self._object_finished(creation)
         self.on_actor_update(actor)
+
+    def actor_setup_failed(self, worker_id: bytes, m: msg.ActorSetupFailed) -> None:
+        """The worker could not set up the actor's ``runtime_env``: as in Ray, the actor
+        dies (no restart), its creation and calls failing with the error."""
+        actor = self.actors.get(m.actor_id)
+        if (actor is None or actor.incarnation != m.incarnation or actor.worker is None
+                or actor.worker.id != worker_id or actor.process_id is not None):
+            return
+        actor.no_restart = True
+        self._actor_died(actor, None, error=list(m.error))
 
     def actor_exiting(self, peer_id: bytes, m: msg.ActorExiting) -> None:
         actor = self.actors.get(m.actor_id)

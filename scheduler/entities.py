@@ -91,7 +91,7 @@ class TaskState:
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
-                 "lineage_size", "lineage_note", "mode", "strategy", "env_vars",
+                 "lineage_size", "lineage_note", "mode", "strategy", "env_vars", "runtime_env",
                  "max_calls", "process", "gpus", "queued_at", "stimulus_id")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
@@ -147,11 +147,15 @@ class TaskState:
         #: Environment variables it needs (it runs in a task process with them), and
         #: after how many calls that process is replaced (0: never).
         self.env_vars: dict | None = None
+        #: Packages and pip requirements it needs (resolved: URIs), set up on its host
+        #: before its task process starts.
+        self.runtime_env: dict | None = None
         self.max_calls = 0
         if extra:
             strategy = extra.get("strategy")
             self.strategy = tuple(strategy) if type(strategy) is list else strategy
             self.env_vars = extra.get("env_vars") or None
+            self.runtime_env = extra.get("runtime_env") or None
             self.max_calls = extra.get("max_calls") or 0
         #: The task process running it (``task_processes.py``), if it needs one.
         self.process = None
@@ -305,7 +309,7 @@ class ActorState:
                  "max_concurrency", "name", "namespace", "detached", "methods", "state",
                  "worker", "incarnation", "process_id", "address", "pid", "restarts",
                  "error", "calls", "no_restart", "exiting", "created_at", "holds_resources",
-                 "owner", "last_call", "strategy", "env_vars", "gpus", "needs_cpu_node",
+                 "owner", "last_call", "strategy", "env_vars", "runtime_env", "gpus", "needs_cpu_node",
                  "job", "stimulus_id")
 
     def __init__(self, m: msg.CreateActor, owner: bytes):
@@ -346,6 +350,7 @@ class ActorState:
         strategy = options.get("scheduling_strategy")
         self.strategy = tuple(strategy) if type(strategy) is list else strategy
         self.env_vars: dict | None = options.get("env_vars") or None
+        self.runtime_env: dict | None = options.get("runtime_env") or None
         #: GPU indices on its node while it holds them.
         self.gpus: list[int] | None = None
         #: As in Ray, an actor that does not say ``num_cpus`` needs a node with a CPU to

@@ -103,6 +103,12 @@ class Scheduler:
             msg.GetNodes: lambda peer, m: self.state.node_records(),
             msg.GetTaskContext: lambda peer, m: self.state.task_context(m.task_id),
             msg.TaskProcessExited: lambda peer, m: self.state.task_process_exited(peer, m),
+            msg.TaskProcessSetupFailed: lambda peer, m:
+                self.state.task_process_setup_failed(peer, m),
+            msg.ActorSetupFailed: lambda peer, m: self.state.actor_setup_failed(peer, m),
+            msg.LookupPackage: lambda peer, m: self.state.lookup_package(m),
+            msg.RegisterPackage: lambda peer, m: self.state.register_package(peer, m),
+            msg.GetPackage: lambda peer, m: self.state.package_object(m),
             msg.DescribeCluster: lambda peer, m: descriptions.describe_cluster(
                 self.state, address=self.address, dashboard_url=self.dashboard_url),
             msg.DescribeObject: lambda peer, m: descriptions.describe_object(self.state,

@@ -38,6 +38,7 @@ from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
 from graphstore.scheduler.placement import (ReadyQueue, WorkerIndex, free_cost, queue_cost,
                                             task_fits_ever, task_fits_now)
+from graphstore.scheduler.packages import PackagesMixin
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.critical_path import Move, Run, longest_chain
 from graphstore.scheduler.task_stream import TaskStream
@@ -93,10 +94,12 @@ EVENT_HANDLERS = (
     "create_actor", "register_actor_process", "actor_ready", "actor_exiting",
     "kill_actor", "actor_call_submitted", "actor_call_done", "cancel", "generator_item",
     "worker_heartbeat", "register_task_process", "task_process_exited",
+    "task_process_setup_failed", "actor_setup_failed", "register_package",
     "expire_parked_wants", "expire_early_results", "schedule")
 
 
-class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcessesMixin):
+class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcessesMixin,
+                     PackagesMixin):
     """All of the scheduler's bookkeeping. Methods are event handlers."""
 
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
@@ -161,6 +164,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._init_actors()
         self._init_generators()
         self._init_task_processes()
+        self._init_packages()
 
     def validate_state(self) -> None:
         """Recount the bookkeeping from the records; ``StateInvariantError`` names the
@@ -1125,7 +1129,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         messages; long or not yet measured ones wait here, where a new or freed worker can
         still take them.
         """
-        if task.resources or task.env_vars or task.max_calls or task.strategy:
+        if (task.resources or task.env_vars or task.runtime_env or task.max_calls
+                or task.strategy):
             return 0
         duration = self.function_durations.get(task.function_hash)
         if duration is None:
@@ -1335,7 +1340,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.placement.update(worker)
         task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
                           "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
-        if task.gpus or task.env_vars or task.max_calls:
+        if task.gpus or task.env_vars or task.runtime_env or task.max_calls:
             self._run_in_process(task, worker, process_key(task))
             return
         if task.function_hash not in worker.known_functions:

@@ -3,14 +3,17 @@
 Most tasks run in threads of a worker process, which share its environment. A task that
 needs an environment of its own runs in a *task process* a worker starts for it: one
 with ``runtime_env={"env_vars": ...}`` (the variables are set in that process only), one
-holding GPUs (``CUDA_VISIBLE_DEVICES`` names its devices, as in Ray), and one with
+holding GPUs (``CUDA_VISIBLE_DEVICES`` names its devices, as in Ray), one with a
+``runtime_env`` that ships packages or pip requirements (its worker sets them up first,
+``worker/runtime_env.py``; a failure fails the tasks waiting, ``RuntimeEnvSetupError``), and one with
 ``max_calls`` (the process is replaced after that many calls: GPU memory and leaks go with
 it). The worker stays the task's host for the books: the task takes the worker's slot and
 its node's CPUs and GPUs as any task does; only ``RunTask`` goes to the process, which
 reports the outcome on its own connection, in order with its reference events.
 
 A process serves one task at a time and is kept for the next task with the same *key*
-(environment, GPU devices, and for ``max_calls`` the function and its limit). When a
+(environment variables, the hash of its packages and requirements, GPU devices, and for
+``max_calls`` the function and its limit): different environments never share a process. When a
 worker needs a new process it ends an idle one of another key, so a worker keeps about as
 many task processes as it runs tasks at once.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections import deque
 
 from graphstore.core import protocol as msg
+from graphstore.core.packages import environment_hash
 from graphstore.core.object_ref import new_id
 from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.entities import ASSIGNED, TaskState, WorkerState
@@ -53,9 +57,11 @@ class TaskProcessState:
 
 def process_key(task: TaskState) -> tuple | None:
     """What a process must offer to run ``task``; None: a worker's thread will do."""
-    if not task.env_vars and not task.gpus and not task.max_calls:
+    if not task.env_vars and not task.gpus and not task.max_calls and not task.runtime_env:
         return None
     env = tuple(sorted(task.env_vars.items())) if task.env_vars else ()
+    if task.runtime_env:
+        env += (("", environment_hash(task.runtime_env)),)
     gpus = tuple(task.gpus) if task.gpus else ()
     if task.max_calls:
         return env, gpus, task.function_hash, task.max_calls
@@ -96,6 +102,8 @@ class TaskProcessesMixin:
                 environment["env_vars"] = dict(task.env_vars)
             if task.gpus:
                 environment["gpus"] = list(task.gpus)
+            if task.runtime_env:
+                environment["runtime_env"] = task.runtime_env
             proc = TaskProcessState(worker, key, environment, task.max_calls)
             worker.processes[proc.id] = proc
             self.task_processes[proc.id] = proc
@@ -207,6 +215,25 @@ class TaskProcessesMixin:
                                          f"with code {m.returncode} before it could run it "
                                          f"(see the worker's log)")
                 break
+        self._start_processes(proc.worker, proc.key)
+
+    def task_process_setup_failed(self, worker_id: bytes,
+                                  m: msg.TaskProcessSetupFailed) -> None:
+        """A worker could not set up the environment of a process it was asked for: the
+        tasks waiting for that key on that worker fail with the error (a
+        ``RuntimeEnvSetupError``; not retried: the next task of that environment tries
+        the set-up again)."""
+        proc = self.task_processes.get(m.process_id)
+        if proc is None or proc.registered or proc.worker.id != worker_id:
+            return
+        self._forget_process(proc)
+        waiting = proc.worker.process_waiting.pop(proc.key, None)
+        while waiting:
+            task = waiting.popleft()
+            if task.state == ASSIGNED and task.worker is proc.worker and task.process is None:
+                self._fail_task(task, list(m.error),
+                                f"the runtime_env of task {task.name} could not be set up")
+        # Other processes of this key still starting get their own answer.
         self._start_processes(proc.worker, proc.key)
 
     def worker_processes_lost(self, worker: WorkerState) -> None:

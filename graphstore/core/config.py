@@ -118,6 +118,14 @@ class Config:
     #: "json", one object per line with time, level, logger, message and the task,
     #: actor, worker and node ids where known (see docs/observability.md).
     log_format: str = "text"
+    #: Largest ``runtime_env`` package (a ``working_dir`` or ``py_modules`` entry), in
+    #: bytes of its files after excludes; a larger one is refused at the driver with
+    #: an error naming the directory and its size.
+    max_package_bytes: int = 500 * 1024 * 1024
+    #: Directory where each host keeps unpacked runtime_env packages and pip
+    #: virtualenvs, content-addressed (empty: graphstore-runtime-env-<uid> under the
+    #: system temp dir). Kept across clusters, so a second job sets up nothing again.
+    runtime_env_cache_dir: str = ""
     #: Debugging: the scheduler recounts its bookkeeping after every event
     #: (``SchedulerState.validate_state``, O(cluster) each time) and logs a mismatch
     #: with the event's stimulus id (see docs/architecture.md). Slow: never in production.

@@ -549,6 +549,42 @@ class TaskProcessExited(NamedTuple):
     returncode: int
 
 
+class LookupPackage(NamedTuple):
+    """Request to the scheduler: is the package ``uri`` (``gspkg://<sha256>.zip``)
+    stored in the cluster? Reply: True or False. A driver asks before it uploads."""
+    uri: str
+
+
+class RegisterPackage(NamedTuple):
+    """Request to the scheduler: the object ``object_id`` (put by the sender) holds the
+    bytes of package ``uri``; the scheduler holds it for the cluster's life. Reply: True
+    if this registration uploaded it, False if the URI was known already."""
+    uri: str
+    object_id: bytes
+    size: int
+
+
+class GetPackage(NamedTuple):
+    """Request to the scheduler: the object id holding package ``uri``, or None."""
+    uri: str
+
+
+class TaskProcessSetupFailed(NamedTuple):
+    """Worker -> scheduler: the runtime environment of a task process it was asked to
+    start could not be set up; ``error`` (an error payload, a ``RuntimeEnvSetupError``)
+    fails the tasks waiting for that process."""
+    process_id: bytes
+    error: list
+
+
+class ActorSetupFailed(NamedTuple):
+    """Worker -> scheduler: the runtime environment of an actor's process could not be
+    set up; the actor dies with ``error`` (a ``RuntimeEnvSetupError``)."""
+    actor_id: bytes
+    incarnation: int
+    error: list
+
+
 class GetNodes(NamedTuple):
     """Request to the scheduler: every node (alive or departed) with its resources, and
     the cluster's total and available resources: {"nodes", "total", "available"}."""
@@ -694,7 +730,8 @@ MESSAGE_TYPES: list[type] = [
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
     ActorCallRetrying, DescribeCluster, DescribeObject, DescribeActor,
     GetTimeline, GetCriticalPath,
-    ListState, FetchLog, ReadLog,
+    ListState, FetchLog, ReadLog, LookupPackage, RegisterPackage, GetPackage,
+    TaskProcessSetupFailed, ActorSetupFailed,
     SubmitJob, GetJob, ListJobs, StopJob, DeleteJob, ReadJobLog,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
@@ -773,6 +810,7 @@ def _location(v) -> bool:
 
 _ACTOR_OPTIONS = {"num_cpus": _opt(_amount), "resources": _opt(_resources),
                   "env_vars": lambda v: _env_vars(v),
+                  "runtime_env": lambda v: _runtime_env(v),
                   "scheduling_strategy": lambda v: _strategy(v),
                   "max_restarts": _int, "max_task_retries": _int,
                   "max_concurrency": _opt(_count), "name": _opt(_str),
@@ -807,13 +845,28 @@ def _strategy(v) -> bool:
         and _flag(v[2]))
 
 
+def _runtime_env(v) -> bool:
+    """A resolved runtime_env's packages: {"working_dir": URI, "py_modules": [URI, ...],
+    "pip": {"packages": [str, ...], "pip_check": bool}} (each optional). URIs are
+    checked again where they are used (``core.packages.uri_digest``)."""
+    if type(v) is not dict or not set(v) <= {"working_dir", "py_modules", "pip"}:
+        return False
+    pip = v.get("pip")
+    return (type(v.get("working_dir", "")) is str and _strs(v.get("py_modules", []))
+            and (pip is None or (type(pip) is dict and _strs(pip.get("packages"))
+                                 and type(pip.get("pip_check", False)) is bool)))
+
+
 def _environment(v) -> bool:
-    """{"env_vars": {str: str}, "gpus": [GPU index, ...]} (both optional)."""
+    """{"env_vars": {str: str}, "gpus": [GPU index, ...], "runtime_env": packages}
+    (each optional)."""
     return type(v) is dict and _env_vars(v.get("env_vars", {})) and (
-        type(v.get("gpus", [])) is list and all(_count(i) for i in v.get("gpus", [])))
+        type(v.get("gpus", [])) is list and all(_count(i) for i in v.get("gpus", []))
+        and _runtime_env(v.get("runtime_env", {})))
 
 
-_EXTRA = {"env_vars": _env_vars, "max_calls": _count, "strategy": _strategy}
+_EXTRA = {"env_vars": _env_vars, "max_calls": _count, "strategy": _strategy,
+          "runtime_env": _runtime_env}
 
 
 def _extra(v) -> bool:
@@ -934,6 +987,11 @@ FIELD_CHECKS: dict[type, tuple] = {
     ListState: (_str, _opt_str, _opt_str, _count),
     FetchLog: (_str, _count, _count),
     ReadLog: (_count, _count, _count),
+    LookupPackage: (_str,),
+    RegisterPackage: (_str, _id, _count),
+    GetPackage: (_str,),
+    TaskProcessSetupFailed: (_id, _payload),
+    ActorSetupFailed: (_id, _int, _payload),
     SubmitJob: (_opt_str, _str, _dict, _dict, _amount),
     GetJob: (_str,), ListJobs: (), StopJob: (_str,), DeleteJob: (_str,),
     ReadJobLog: (_str, _count, _count, _amount),

@@ -146,12 +146,15 @@ class JobSubmissionClient:
         self.address = address
         token_bytes = token.encode() if token else (
             record_token.encode() if record_token else load_token())
+        self._token = token_bytes
         if tls:
             tls_config = tls_from_settings(tls.get("tls_cert"), tls.get("tls_key"),
                                            tls.get("tls_ca"),
                                            bool(tls.get("tls_check_hostname")))
         else:
             tls_config = tls_from_config(load_config())
+        #: The same TLS files as ``init()`` keywords, for an upload's connection.
+        self._tls_settings = tls_config.settings() if tls_config is not None else {}
         self._loop_thread = LoopThread(name="graphstore-jobs")
 
         async def open_connection():
@@ -235,6 +238,9 @@ class JobSubmissionClient:
             ValueError: the entrypoint is empty, or ``job_id`` and ``submission_id``
                 disagree.
             TypeError: runtime_env or metadata is not a dict.
+            NotImplementedError: a runtime_env key graphstore does not implement.
+            PackageError: the working_dir cannot be packed (missing, larger than
+                ``max_package_bytes``).
             RuntimeError: the scheduler refused it: a duplicate or invalid id, a bad
                 runtime_env (its text says which).
         """
@@ -250,7 +256,7 @@ class JobSubmissionClient:
             raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        runtime_env = self._upload_working_dir(dict(runtime_env or {}))
+        runtime_env = self._resolve_runtime_env(dict(runtime_env or {}))
         cpus = entrypoint_num_cpus if entrypoint_num_cpus is not None else 0.0
         if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus < 0:
             raise ValueError(f"entrypoint_num_cpus must be a number >= 0, got "
@@ -259,14 +265,32 @@ class JobSubmissionClient:
                                             dict(metadata or {}), float(cpus)))
         return str(reply["submission_id"])
 
-    def _upload_working_dir(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
-        """A local ``working_dir`` becomes the URI of its package on the cluster."""
-        working_dir = runtime_env.get("working_dir")
-        if working_dir is None:
-            return runtime_env
-        raise NotImplementedError(
-            "runtime_env['working_dir'] needs runtime environment packages, which this "
-            "graphstore does not have yet; give the entrypoint an absolute path instead")
+    def _resolve_runtime_env(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        """The runtime_env checked, a local ``working_dir`` (and ``py_modules``) packed
+        and uploaded: the job gets their URIs. A package the cluster has already is not
+        sent again. Uploading needs a driver connection: this process's own when it is
+        connected to this cluster, else one opened for the upload and closed after."""
+        from graphstore.core.packages import is_package_uri, resolve_runtime_env
+        from graphstore.runtime.packages_client import upload_package
+        paths = [runtime_env.get("working_dir"), *(runtime_env.get("py_modules") or [])]
+        if all(p is None or is_package_uri(p) for p in paths):
+            return resolve_runtime_env(runtime_env, upload=_no_upload)
+        import graphstore
+        from graphstore import session
+        connected = session.connected_address()
+        if connected is not None and connected != self.address:
+            raise RuntimeError(f"this process is connected to another cluster "
+                               f"({connected}); submit jobs with a local working_dir from "
+                               f"a process connected to {self.address} or to none")
+        if connected is None:
+            graphstore.init(address=self.address, token=self._token.decode(),
+                            log_to_driver=False, configure_logging=False,
+                            **self._tls_settings)
+        try:
+            return resolve_runtime_env(runtime_env, upload=upload_package)
+        finally:
+            if connected is None:
+                graphstore.shutdown()
 
     def stop_job(self, job_id: str) -> bool:
         """Stop a job: SIGTERM to its processes, SIGKILL 3 s later if they are still
@@ -401,6 +425,10 @@ class JobSubmissionClient:
                 yield chunk
             if done:
                 return
+
+
+def _no_upload(path: Any, **kwargs: Any) -> str:
+    raise AssertionError("nothing to upload")       # only URIs were given
 
 
 def _advance(reply: dict[str, Any], offset: int) -> tuple[str, int, bool]:

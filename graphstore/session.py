@@ -532,4 +532,10 @@ def current_local_cluster() -> LocalCluster | None:
     return driver.cluster if driver is not None else None
 
 
+def connected_address() -> str | None:
+    """The scheduler address this process's driver is connected to, if it is one."""
+    driver = _driver
+    return driver.address if driver is not None else None
+
+
 atexit.register(shutdown)

@@ -248,9 +248,10 @@ class JobTable:
             self._transition(record, SUCCEEDED)
             record.message = "the job finished successfully"
         else:
+            message = failure_message(exit_code, log_tail, record.status)
             self._transition(record, FAILED)
             record.error_type = ENTRYPOINT_FAILED
-            record.message = failure_message(exit_code, log_tail, record.status)
+            record.message = message
         return record
 
     def _transition(self, record: JobRecord, finish: str) -> None:

@@ -1,7 +1,9 @@
-"""The process that runs one job on the scheduler's host: ``python -m
-graphstore.job_supervisor --status-fd N``, started by the scheduler
+"""The process that runs one job on the scheduler's host, started by the scheduler
 (``scheduler/job_processes.py``) in a session of its own, its stdout and stderr going to
-the job's log file.
+the job's log file. The scheduler runs this file by its path, not as ``python -m
+graphstore.job_supervisor`` (which works too), so that it imports only the standard
+library until a job needs the cluster: graphstore is imported only to fetch a
+working_dir or hold entrypoint CPUs.
 
 It prepares the job (unpacks its ``working_dir`` package, holds its
 ``entrypoint_num_cpus`` on the cluster), runs the entrypoint with ``/bin/sh -c`` in its

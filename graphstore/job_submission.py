@@ -95,7 +95,7 @@ class JobInfo:
     log_path: str | None = None
 
     @classmethod
-    def from_wire(cls, info: dict[str, Any]) -> "JobInfo":
+    def _from_wire(cls, info: dict[str, Any]) -> "JobInfo":
         known = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in info.items() if k in known}
         fields["status"] = JobStatus(fields["status"])
@@ -333,7 +333,7 @@ class JobSubmissionClient:
         Raises:
             RuntimeError: no job has that id.
         """
-        return JobInfo.from_wire(self._request(msg.GetJob(job_id))["job"])
+        return JobInfo._from_wire(self._request(msg.GetJob(job_id))["job"])
 
     def get_job_status(self, job_id: str) -> JobStatus:
         """A job's status.
@@ -355,7 +355,7 @@ class JobSubmissionClient:
         Returns:
             A ``JobInfo`` per job.
         """
-        return [JobInfo.from_wire(info) for info in self._request(msg.ListJobs())["jobs"]]
+        return [JobInfo._from_wire(info) for info in self._request(msg.ListJobs())["jobs"]]
 
     def get_job_logs(self, job_id: str) -> str:
         """What a job printed so far (stdout and stderr).
@@ -385,8 +385,8 @@ class JobSubmissionClient:
         Args:
             job_id: the job's submission id.
 
-        Returns:
-            An iterator of text chunks (whole lines while the job runs).
+        Yields:
+            Text chunks (whole lines while the job runs).
 
         Raises:
             RuntimeError: no job has that id.
@@ -409,8 +409,8 @@ class JobSubmissionClient:
         Args:
             job_id: the job's submission id.
 
-        Returns:
-            An async iterator of text chunks.
+        Yields:
+            Text chunks, as the job writes them.
 
         Raises:
             RuntimeError: no job has that id.

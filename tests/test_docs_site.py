@@ -107,6 +107,7 @@ def _public_api() -> dict[str, object]:
     import graphstore.actor
     import graphstore.dask
     import graphstore.exceptions
+    import graphstore.job_submission
     import graphstore.remote_function
     import graphstore.runtime_context
     import graphstore.session
@@ -118,7 +119,7 @@ def _public_api() -> dict[str, object]:
     modules = [graphstore, graphstore.actor, graphstore.exceptions, graphstore.util,
                graphstore.util.queue, graphstore.util.multiprocessing,
                graphstore.util.joblib, graphstore.util.scheduling_strategies,
-               graphstore.dask]
+               graphstore.dask, graphstore.job_submission]
     found: dict[str, object] = {}
     for module in modules:
         names = getattr(module, "__all__", None) or [

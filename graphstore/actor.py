@@ -22,7 +22,7 @@ from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.exceptions import ActorExit
 from graphstore.options import (METHOD_OPTIONS, actor_options_for_wire,
-                                decorator_usage_error, pack_retry_exceptions,
+                                decorator_usage_error, pack_retry_exceptions, packages_of,
                                 validate_actor_options, validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 from graphstore.runtime.context import installed
@@ -228,7 +228,9 @@ class ActorClass(Generic[C]):
             self._descriptor = FunctionDescriptor(self._cls)
         if options.get("namespace") is None and options.get("name") is not None:
             options = {**options, "namespace": runtime.namespace()}
-        options = actor_options_for_wire(options, runtime.inherited_env_vars)
+        options = actor_options_for_wire(
+            options, runtime.inherited_env_vars,
+            runtime.runtime_envs.for_call(packages_of(options.get("runtime_env"))))
         info = runtime.submitter.create_actor(self._descriptor, self._cls.__name__, args, kwargs,
                                     options, methods)
         # ``info`` names an existing actor for ``get_if_exists``: like get_actor's, that

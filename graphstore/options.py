@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import math
 
+from graphstore.core.packages import module_path, validate_runtime_env
 from graphstore.exceptions import RemoteUsageError
 from graphstore.util.scheduling_strategies import to_wire as strategy_to_wire
-
-#: The ``runtime_env`` keys graphstore implements; other Ray keys raise
-#: ``NotImplementedError`` naming the key.
-RUNTIME_ENV_KEYS = ("env_vars",)
 
 TASK_OPTIONS = ("num_returns", "num_cpus", "num_gpus", "resources", "max_retries",
                 "retry_exceptions", "name", "max_calls", "scheduling_strategy",
@@ -122,25 +119,22 @@ def check_gpus(n) -> None:
 
 
 def env_vars_of(runtime_env) -> dict:
-    """The ``env_vars`` of a ``runtime_env`` dict, checked. Other keys (``pip``,
-    ``working_dir``, ...) raise ``NotImplementedError`` naming the key."""
-    if runtime_env is None:
-        return {}
-    if not isinstance(runtime_env, dict):
-        raise TypeError(f"runtime_env must be a dict such as {{'env_vars': {{...}}}}, got "
-                        f"{type(runtime_env).__name__}")
-    for key in runtime_env:
-        if key not in RUNTIME_ENV_KEYS:
-            raise NotImplementedError(
-                f"runtime_env key {key!r} is not supported by graphstore (supported: "
-                f"{', '.join(RUNTIME_ENV_KEYS)}); install what the code needs on every "
-                f"host instead")
-    env_vars = runtime_env.get("env_vars") or {}
-    if not isinstance(env_vars, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
-        raise TypeError(f"runtime_env['env_vars'] must be a dict of str to str, got "
-                        f"{env_vars!r}")
-    return dict(env_vars)
+    """The ``env_vars`` of a ``runtime_env`` dict, the whole dict checked
+    (``core.packages.validate_runtime_env``: a Ray key graphstore does not implement,
+    such as ``conda``, raises ``NotImplementedError`` naming it)."""
+    return dict(validate_runtime_env(runtime_env).get("env_vars") or {})
+
+
+def packages_of(runtime_env) -> dict | None:
+    """What of a ``runtime_env`` must be set up on a host (``working_dir``,
+    ``py_modules``, ``pip``, with the ``excludes`` that apply), as the user gave it:
+    resolved (uploaded) when a call is submitted. None when there is none."""
+    env = validate_runtime_env(runtime_env)
+    out = {k: env[k] for k in ("working_dir", "py_modules", "pip", "excludes")
+           if env.get(k) is not None}
+    if "py_modules" in out:     # imported modules as their paths: options stay picklable
+        out["py_modules"] = [module_path(m) for m in out["py_modules"]]
+    return out if set(out) - {"excludes"} else None
 
 
 def placement_options(options: dict) -> tuple[float | None, dict | None, object]:
@@ -155,10 +149,11 @@ def placement_options(options: dict) -> tuple[float | None, dict | None, object]
             strategy_to_wire(options.get("scheduling_strategy")))
 
 
-def actor_options_for_wire(options: dict, inherited_env: dict) -> dict:
+def actor_options_for_wire(options: dict, inherited_env: dict,
+                           runtime_env: dict | None = None) -> dict:
     """An actor's options as ``CreateActor`` carries them: GPUs among its resources, its
     strategy and environment variables (the creator's merged with its own) in wire
-    form."""
+    form, and ``runtime_env``, its packages resolved (URIs)."""
     out = {k: v for k, v in options.items()
            if k not in ("num_gpus", "scheduling_strategy", "runtime_env")}
     _, resources, strategy = placement_options(options)
@@ -171,6 +166,8 @@ def actor_options_for_wire(options: dict, inherited_env: dict) -> dict:
     env = {**inherited_env, **env_vars_of(options.get("runtime_env"))}
     if env:
         out["env_vars"] = env
+    if runtime_env:
+        out["runtime_env"] = runtime_env
     return out
 
 

@@ -14,8 +14,8 @@ from graphstore.core.generators import STREAMING, check_generator_mode, returns_
 from graphstore.core.object_ref import ObjectRef
 from graphstore.core.serialization import restore_filename, source_filename
 from graphstore.options import (ACTOR_OPTIONS, TASK_OPTIONS, decorator_usage_error,
-                                env_vars_of, pack_retry_exceptions, placement_options,
-                                validate_options)
+                                env_vars_of, pack_retry_exceptions, packages_of,
+                                placement_options, validate_options)
 from graphstore.runtime import FunctionDescriptor, ObjectRefGenerator
 
 #: The parameters of a remote function, as ``.remote()`` takes them.
@@ -38,6 +38,9 @@ def _resolve(options: dict[str, Any], default_returns: int | str = 1) -> tuple[A
     env_vars = env_vars_of(options.get("runtime_env"))
     if env_vars:
         extra["env_vars"] = env_vars
+    packages = packages_of(options.get("runtime_env"))
+    if packages:                # as given: uploaded at the first call (Submitter)
+        extra["runtime_env"] = packages
     if options.get("max_calls"):
         extra["max_calls"] = options["max_calls"]
     if strategy is not None:

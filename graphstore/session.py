@@ -27,7 +27,7 @@ from graphstore.local_cluster import LocalCluster
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import default_node_id, detect_gpus
 from graphstore.core.object_ref import new_id
-from graphstore.options import env_vars_of
+from graphstore.options import env_vars_of, packages_of
 from graphstore.runtime import DriverRole, Runtime, context
 from graphstore.core.spill import SpillTarget, default_spill_url, sweep_default_root
 from graphstore.core.tls import tls_from_config
@@ -104,7 +104,8 @@ class Driver:
                  resources: dict[str, float] | None, token: str | None, env: dict[str, str],
                  node_id: str | None = None, worker_node_ids: list[str] | None = None,
                  num_gpus: float | None = None,
-                 job_env_vars: dict[str, str] | None = None) -> None:
+                 job_env_vars: dict[str, str] | None = None,
+                 job_packages: dict[str, Any] | None = None) -> None:
         self.config = config
         set_dead_peer_timeout(config.worker_timeout)
         self.spill_target: SpillTarget | None = None
@@ -157,6 +158,11 @@ class Driver:
         self.address = address
         try:
             self._connect(token_bytes, expected_workers)
+            if job_packages:
+                # As in Ray: the job's working_dir and py_modules are uploaded at init(),
+                # relative paths read from here; every task and actor inherits them.
+                envs = cast(Runtime, self.runtime).runtime_envs
+                envs.inherited = envs.resolve(job_packages)
         except BaseException:
             self.close()
             raise
@@ -278,7 +284,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
         dashboard_port: its port (8265, another free one if taken).
         namespace: the namespace of this job's named actors (``"default"``):
             ``get_actor(name)`` in this driver and in its tasks and actors looks there.
-        runtime_env: ``{"env_vars": {...}}`` for every task and actor of this job.
+        runtime_env: the [runtime environment](../runtime-environments.md) of every
+            task and actor of this job: ``env_vars``, ``working_dir``, ``py_modules``,
+            ``pip``, ``excludes``. Paths are read (and uploaded) now; a task's or
+            actor's own ``runtime_env`` replaces these key by key (``env_vars`` merge).
             Inside a job (``graphstore job submit``) the default is the job's
             runtime_env.
         log_to_driver: print what tasks and actors print here, their tqdm bars live
@@ -321,6 +330,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
         TLSError: a certificate was refused.
         AuthenticationError: the cluster refused the token.
         ConnectionLostError: the scheduler at ``address`` cannot be reached.
+        PackageError: a ``runtime_env`` path is missing, or larger than the
+            ``max_package_bytes`` setting.
+        NotImplementedError: a ``runtime_env`` key graphstore does not implement
+            (``conda``, ``container``, ...).
     """
     global _driver
     with _lock:
@@ -377,6 +390,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise TypeError(f"namespace must be a non-empty string, got {namespace!r}")
         job_env_vars = env_vars_of(runtime_env)
+        job_packages = packages_of(runtime_env)
         if include_dashboard is False:
             dashboard_port = 0
         if dashboard_port is not None and (not isinstance(dashboard_port, int)
@@ -401,7 +415,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
         if logging_level is not None:
             env["GRAPHSTORE_LOG_LEVEL"] = logging.getLevelName(_level(logging_level))
         _driver = Driver(config, address, num_cpus, resources, token, env, node_id,
-                         worker_node_ids, num_gpus, job_env_vars)
+                         worker_node_ids, num_gpus, job_env_vars, job_packages)
         if _driver.cluster is not None:
             logger.info("started a local cluster at %s%s", _driver.address,
                         f"; status page at {_driver.dashboard_url}"

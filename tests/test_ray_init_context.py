@@ -86,7 +86,7 @@ def test_a_program_that_configured_logging_gets_no_second_handler(run_driver):
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"no_such_option": 1}, TypeError, "'no_such_option'"),
     ({"local_mode_typo": True}, TypeError, "unexpected keyword argument"),
-    ({"runtime_env": {"pip": ["requests"]}}, NotImplementedError, "'pip'"),
+    ({"runtime_env": {"conda": "env"}}, NotImplementedError, "'conda'"),
     ({"runtime_env": {"env_vars": {"A": 1}}}, TypeError, "env_vars"),
     ({"num_cpus": -1}, ValueError, "num_cpus"),
     ({"num_gpus": -2}, ValueError, "num_gpus"),

@@ -460,10 +460,12 @@ def test_task_process_results_live_in_a_store_and_its_output_reaches_the_driver(
 
 
 def test_runtime_env_checks_its_keys_and_values(cluster):
-    with pytest.raises(NotImplementedError, match="'pip'"):
-        env_of.options(runtime_env={"pip": ["requests"]})
-    with pytest.raises(NotImplementedError, match="'working_dir'"):
-        graphstore.remote(runtime_env={"working_dir": "."})(lambda: 1)
+    with pytest.raises(NotImplementedError, match="'conda'"):
+        env_of.options(runtime_env={"conda": "myenv"})
+    with pytest.raises(NotImplementedError, match="'container'"):
+        graphstore.remote(runtime_env={"container": {"image": "x"}})(lambda: 1)
+    with pytest.raises(TypeError, match="py_modules"):
+        env_of.options(runtime_env={"py_modules": "not-a-list"})
     with pytest.raises(TypeError, match="env_vars"):
         env_of.options(runtime_env={"env_vars": {"A": 1}})
     with pytest.raises(TypeError, match="runtime_env must be a dict"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -38,24 +39,41 @@ class ActorProcesses:
         self._closed = False
 
     @staticmethod
-    def _spawn() -> subprocess.Popen:
+    def _spawn(python: str = sys.executable, cwd: str | None = None,
+               env: dict | None = None) -> subprocess.Popen:
         # Output goes where the worker's goes (its log file in a local cluster).
-        return subprocess.Popen([sys.executable, "-m", "graphstore.worker.actor_process"],
-                                stdin=subprocess.PIPE, close_fds=True)
+        return subprocess.Popen([python, "-m", "graphstore.worker.actor_process"],
+                                stdin=subprocess.PIPE, close_fds=True, cwd=cwd,
+                                env={**os.environ, **env} if env else None)
 
     def start(self, actor_id: bytes, incarnation: int, env: dict | None = None,
-              gpu_ids: list | None = None) -> None:
+              gpu_ids: list | None = None, prepared=None,
+              runtime_env: dict | None = None) -> None:
         """Start (or hand a ready process) the actor's ``incarnation``-th process;
         ``env``: variables it sets before it loads the actor's class (its
-        ``runtime_env`` variables and ``CUDA_VISIBLE_DEVICES``), ``gpu_ids`` its GPUs."""
+        ``runtime_env`` variables and ``CUDA_VISIBLE_DEVICES``), ``gpu_ids`` its GPUs;
+        ``prepared``: the ``runtime_env.PreparedEnv`` of its packages and pip venv
+        (a venv's Python needs a process of its own; other actors take the spare one,
+        which moves into its working_dir itself); ``runtime_env``: the resolved
+        environment its own calls inherit."""
+        placed = prepared.spec() if prepared is not None else {}
+        placement_env = dict(prepared.env) if prepared is not None else {}
+        own_python = prepared is not None and prepared.python != sys.executable
         with self._lock:
             if self._closed or self._was_stopped(actor_id, incarnation):
                 return
-            proc, self._spare = self._spare, None
-        if proc is None or proc.poll() is not None:
+            proc = None
+            if not own_python:
+                proc, self._spare = self._spare, None
+        if own_python:
+            proc = self._spawn(prepared.python, prepared.cwd, placement_env)
+        elif proc is None or proc.poll() is not None:
             proc = self._spawn()
         line = json.dumps({**self.assignment, "actor_id": actor_id.hex(),
-                           "incarnation": incarnation, "env": env or {},
+                           "incarnation": incarnation,
+                           "env": {**placement_env, **(env or {})},
+                           "placement_env": sorted(placement_env), **placed,
+                           "runtime_env": runtime_env,
                            "gpu_ids": gpu_ids or []}) + "\n"
         try:
             proc.stdin.write(line.encode())

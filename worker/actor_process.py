@@ -51,6 +51,7 @@ from graphstore.core.lifecycle import new_event_loop, setup_logging, watch_paren
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import contact_host
 from graphstore.core.object_ref import ObjectRef, new_id
+from graphstore.worker.runtime_env import apply_placement
 from graphstore.runtime import ActorRole, Runtime
 from graphstore.core.serialization import dumps, error_payload, loads, restore_filename
 from graphstore.core.task_args import unpack_args
@@ -147,7 +148,9 @@ class ActorProcess:
             restarts=build.get("restarts", self.incarnation - 1),
             actor_name=build.get("name"))
         runtime.inherited_env_vars = {k: v for k, v in (self.spec.get("env") or {}).items()
-                                      if k != "CUDA_VISIBLE_DEVICES"}
+                                      if k != "CUDA_VISIBLE_DEVICES"
+                                      and k not in self.spec.get("placement_env", ())}
+        runtime.runtime_envs.inherited = dict(self.spec.get("runtime_env") or {})
         self.class_name = build["class_name"]
         with self._lock:
             self._cancelled.update(build.get("cancelled") or ())
@@ -747,6 +750,7 @@ def main() -> int:
     spec = json.loads(line)
     # The actor's own variables, set before its class (and what it imports) is loaded.
     os.environ.update(spec.get("env") or {})
+    apply_placement(spec)          # its working_dir and py_modules, if any
     log_dir = spec.get("log_dir")
     setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"), None,
                   os.path.join(log_dir, logs.actor_log_name(os.getpid())) if log_dir

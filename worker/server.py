@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 
 from graphstore.core import logs, shm
@@ -21,7 +22,10 @@ from graphstore.core import protocol as msg
 from graphstore.core.comm import (Comm, CommServer, RemoteCallError, ReplyThenRun, connect,
                              set_dead_peer_timeout)
 from graphstore.core.config import Config, Limits
-from graphstore.exceptions import ObjectLostError, ObjectStoreFullError, ProtocolError
+from graphstore.core.packages import cache_dir_from, needs_setup
+from graphstore.core.serialization import error_payload
+from graphstore.exceptions import (ObjectLostError, ObjectStoreFullError, ProtocolError,
+                                   RuntimeEnvSetupError)
 from graphstore.core.lifecycle import watch_parent_pipe
 from graphstore.core.node import contact_host, default_node_id
 from graphstore.core.object_ref import new_id
@@ -31,6 +35,7 @@ from graphstore.worker.executor import TaskExecutor
 from graphstore.core.spill import SpillTarget, default_spill_url
 from graphstore.worker.actor_host import ActorProcesses
 from graphstore.worker.process_load import ProcessLoad
+from graphstore.worker.runtime_env import prepare as prepare_runtime_env
 from graphstore.worker.task_host import TaskProcesses, environment_for
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
@@ -293,10 +298,19 @@ class Worker:
         elif cls is msg.CancelRunning:
             self.executor.cancel(m.task_id, m.force)
         elif cls is msg.StartActor:
-            self._in_thread(self._start_actor, m.actor_id, m.incarnation, m.environment)
+            if needs_setup((m.environment or {}).get("runtime_env")):
+                self._in_setup_thread(self._start_actor, m.actor_id, m.incarnation,
+                                      m.environment)
+            else:
+                self._in_thread(self._start_actor, m.actor_id, m.incarnation,
+                                m.environment)
         elif cls is msg.StartTaskProcess:
-            self._in_thread(self.task_processes.start, m.process_id, m.environment,
-                            m.max_calls)
+            if needs_setup(m.environment.get("runtime_env")):
+                self._in_setup_thread(self._start_task_process, m.process_id,
+                                      m.environment, m.max_calls)
+            else:
+                self._in_thread(self.task_processes.start, m.process_id, m.environment,
+                                m.max_calls)
         elif cls is msg.StopTaskProcess:
             self._in_thread(self.task_processes.stop, m.process_id)
         elif cls is msg.StopActor:
@@ -333,8 +347,52 @@ class Worker:
 
     def _start_actor(self, actor_id: bytes, incarnation: int, environment) -> None:
         env, gpu_ids = environment_for(environment)
-        self.actor_processes.start(actor_id, incarnation, env, gpu_ids)
+        runtime_env = (environment or {}).get("runtime_env")
+        prepared = None
+        if needs_setup(runtime_env):
+            try:
+                prepared = self._prepare(runtime_env)
+            except RuntimeEnvSetupError as exc:
+                logger.warning("actor %s: %s", actor_id.hex(), exc)
+                self.runtime.send_from_any_thread(msg.ActorSetupFailed(
+                    actor_id, incarnation, error_payload(exc)))
+                return
+        self.actor_processes.start(actor_id, incarnation, env, gpu_ids, prepared,
+                                   runtime_env)
         self.actor_processes.prepare_spare()   # the next actor on this worker starts fast
+
+    def _start_task_process(self, process_id: bytes, environment: dict,
+                            max_calls: int) -> None:
+        """Set up the process's runtime_env on this host, then start it; a set-up that
+        fails fails the tasks waiting for it (``TaskProcessSetupFailed``)."""
+        try:
+            prepared = self._prepare(environment["runtime_env"])
+        except RuntimeEnvSetupError as exc:
+            logger.warning("task process %s: %s", process_id.hex(), exc)
+            self.runtime.send_from_any_thread(msg.TaskProcessSetupFailed(
+                process_id, error_payload(exc)))
+            return
+        self.task_processes.start(process_id, environment, max_calls, prepared)
+
+    def _prepare(self, runtime_env: dict):
+        """``runtime_env.prepare`` with this worker's runtime and cache; any error it
+        did not expect becomes a ``RuntimeEnvSetupError`` too (the worker lives on)."""
+        try:
+            return prepare_runtime_env(runtime_env, self.runtime,
+                                       cache_dir_from(self.config.runtime_env_cache_dir))
+        except RuntimeEnvSetupError:
+            raise
+        except Exception as exc:
+            logger.exception("runtime_env set-up failed")
+            raise RuntimeEnvSetupError(f"could not set up the runtime_env on "
+                                       f"{socket.gethostname()}: {exc!r}") from None
+
+    @staticmethod
+    def _in_setup_thread(fn, *args) -> None:
+        """A runtime_env set-up (downloads, pip: seconds to minutes) on a thread of its
+        own, so it holds none of the loop's executor threads that spill I/O needs."""
+        threading.Thread(target=fn, args=args, daemon=True,
+                         name="graphstore-runtime-env").start()
 
     async def _allocate_for(self, comm: Comm, m: msg.AllocateObject) -> str:
         """A segment for a writer in another process; a reused segment's tail is trimmed

@@ -51,20 +51,27 @@ class TaskProcesses:
         self._lock = threading.Lock()
         self._closed = False
 
-    def start(self, process_id: bytes, environment: dict, max_calls: int) -> None:
-        """Start a task process (call off the event loop: it forks)."""
+    def start(self, process_id: bytes, environment: dict, max_calls: int,
+              prepared=None) -> None:
+        """Start a task process (call off the event loop: it forks). ``prepared``: the
+        ``runtime_env.PreparedEnv`` of its packages and pip venv, if it has any."""
         env, gpu_ids = environment_for(environment)
+        python, cwd, extra_env, placed = sys.executable, None, {}, {}
+        if prepared is not None:
+            python, cwd, extra_env, placed = (prepared.python, prepared.cwd, prepared.env,
+                                              prepared.spec())
         line = json.dumps({**self.assignment, "process_id": process_id.hex(),
                            "env_vars": env, "gpu_ids": gpu_ids,
-                           "max_calls": max_calls}) + "\n"
+                           "runtime_env": (environment or {}).get("runtime_env"),
+                           **placed, "max_calls": max_calls}) + "\n"
         with self._lock:
             if self._closed:
                 return
         try:
             # Output goes where the worker's goes (its log file in a local cluster).
-            proc = subprocess.Popen([sys.executable, "-m", "graphstore.worker.task_process"],
-                                    stdin=subprocess.PIPE, close_fds=True,
-                                    env={**os.environ, **env})
+            proc = subprocess.Popen([python, "-m", "graphstore.worker.task_process"],
+                                    stdin=subprocess.PIPE, close_fds=True, cwd=cwd,
+                                    env={**os.environ, **extra_env, **env})
             proc.stdin.write(line.encode())
             proc.stdin.flush()
         except OSError as exc:

@@ -29,6 +29,7 @@ from graphstore.core.tls import tls_from_spec
 from graphstore.runtime import Runtime, TaskProcessRole
 from graphstore.worker import output
 from graphstore.worker.executor import TaskExecutor
+from graphstore.worker.runtime_env import apply_placement
 
 logger = logging.getLogger("graphstore.task_process")
 
@@ -59,6 +60,7 @@ class TaskProcess:
                           node_id=self.spec["node_id"], token=self.token, tls=self.tls)
         # Tasks it submits inherit its variables, as in Ray; its GPUs are its own.
         runtime.inherited_env_vars = dict(self.spec.get("env_vars") or {})
+        runtime.runtime_envs.inherited = dict(self.spec.get("runtime_env") or {})
         runtime.context["gpu_ids"] = list(self.spec.get("gpu_ids") or [])
         runtime.context["worker_id"] = self.process_id
         self.runtime = runtime
@@ -117,6 +119,7 @@ def main() -> int:
     if not line:
         return 0
     spec = json.loads(line)
+    apply_placement(spec)
     setup_logging(os.environ.get("GRAPHSTORE_LOG_LEVEL", "INFO"))
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

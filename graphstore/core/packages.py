@@ -48,7 +48,7 @@ _URI_RE = re.compile(r"^gspkg://([0-9a-f]{64})\.zip$")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 #: ``runtime_env`` keys graphstore implements (others raise ``NotImplementedError``).
-RUNTIME_ENV_KEYS = ("env_vars", "working_dir", "py_modules", "pip", "excludes", "config")
+RUNTIME_ENV_KEYS = ("env_vars", "working_dir", "py_modules", "pip", "excludes")
 
 
 # -- packing ---------------------------------------------------------------------------
@@ -408,9 +408,6 @@ def validate_runtime_env(runtime_env) -> dict:
     pip = env.get("pip")
     if pip is not None and not isinstance(pip, (str, os.PathLike)):
         normalize_pip(pip)
-    config = env.get("config")
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"runtime_env['config'] must be a dict, got {config!r}")
     return env
 
 
@@ -431,8 +428,9 @@ def merge_runtime_envs(parent: dict | None, child: dict | None) -> dict:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-def _module_path(entry) -> str:
-    """A ``py_modules`` entry given as an imported module: its package directory."""
+def module_path(entry) -> str:
+    """A ``py_modules`` entry as a path: an imported module becomes its package
+    directory (or its file); paths and URIs stay as they are."""
     if hasattr(entry, "__file__") and not isinstance(entry, (str, os.PathLike)):
         file = Path(entry.__file__)
         return str(file.parent if file.name == "__init__.py" else file)
@@ -481,7 +479,7 @@ def resolve_runtime_env(runtime_env: dict | None,
     if env.get("py_modules"):
         uris = []
         for entry in env["py_modules"]:
-            entry = _module_path(entry)
+            entry = module_path(entry)
             if is_package_uri(entry):
                 uris.append(entry)
                 continue

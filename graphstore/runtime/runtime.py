@@ -47,6 +47,7 @@ from graphstore.runtime.roles import DriverRole, Role, WorkerRole
 from graphstore.runtime.streams import ObjectRefGenerator, StreamTable, wait_with_generators
 from graphstore.runtime.submission import Submitter
 from graphstore.runtime.waiting import Waiter
+from graphstore.runtime.runtime_envs import RuntimeEnvResolver
 
 #: Messages that only keep the scheduler's books (no one waits on them): a process
 #: gathers them for up to _DEFER_SECONDS before sending. Anything else flushes them first.
@@ -111,6 +112,9 @@ class Runtime:
         #: Environment variables the tasks and actors this process submits inherit (a
         #: job's ``runtime_env``, a task process's or an actor's own).
         self.inherited_env_vars: dict = {}
+        #: The ``runtime_env`` packages of this process's calls: uploaded once, merged
+        #: over the inherited ones (``runtime_envs.py``).
+        self.runtime_envs = RuntimeEnvResolver(self)
         #: What ``get_runtime_context()`` reports of this process: "job_id", "namespace",
         #: "actor_id", "worker_id", "gpu_ids", "resources", "restarts" (what applies).
         self.context: dict = {}

@@ -64,6 +64,14 @@ class Submitter:
         if inherited:
             own = extra.get("env_vars") if extra else None
             extra = {**(extra or {}), "env_vars": {**inherited, **own} if own else inherited}
+        envs = self._runtime.runtime_envs
+        if envs.inherited or (extra and "runtime_env" in extra):
+            # Packages as the call gave them: uploaded (once), merged over inherited.
+            packages = envs.for_call(extra.get("runtime_env") if extra else None)
+            extra = {k: v for k, v in (extra or {}).items() if k != "runtime_env"}
+            if packages:
+                extra["runtime_env"] = packages
+            extra = extra or None
         streaming = mode == STREAMING
         if streaming:
             self._runtime.streams.open(returns[0])

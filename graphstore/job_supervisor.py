@@ -98,14 +98,28 @@ class Supervisor:
         working_dir = runtime_env.get("working_dir")
         cpus = float(self.spec.get("entrypoint_num_cpus") or 0.0)
         cwd = os.getcwd()
-        if not working_dir and not cpus:
-            return cwd
-        self._connect()
         if working_dir:
-            cwd = str(self._ensure_package(working_dir))
+            cached = self._cached_package(working_dir)
+            if cached is None:
+                self._connect()
+            cwd = cached or str(self._ensure_package(working_dir))
         if cpus:
+            if not self._connected:
+                self._connect()
             self._reserve(cpus)
         return cwd
+
+    @staticmethod
+    def _cached_package(uri: str) -> str | None:
+        """The package's directory if this host has unpacked it already: then the job
+        needs no connection (and no graphstore import beyond packages and config)."""
+        try:
+            from graphstore.core.config import load_config
+            from graphstore.core.packages import cache_dir_from, cached_package
+            found = cached_package(uri, cache_dir_from(load_config().runtime_env_cache_dir))
+        except Exception:        # a bad URI or setting: the full path says what is wrong
+            return None
+        return str(found) if found is not None else None
 
     def _connect(self) -> None:
         import graphstore

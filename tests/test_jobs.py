@@ -272,13 +272,23 @@ def test_working_dir_is_uploaded_once_and_is_the_job_s_cwd(jobs_cluster, tmp_pat
     (project / "helper.py").write_text("VALUE = 'from the working dir'\n")
     (project / "data.txt").write_text("relative data\n")
     (project / "main.py").write_text(textwrap.dedent("""\
-        import helper
+        import graphstore, helper
+
+        graphstore.init()       # the job's working_dir is its tasks' too
+
+        @graphstore.remote
+        def read():
+            import helper
+            return open("data.txt").read().strip() + " in a task"
+
         print(helper.VALUE, open("data.txt").read().strip(), flush=True)
+        print(graphstore.get(read.remote()), flush=True)
         """))
     first = jobs_cluster.gs("submit", "--working-dir", ".", "--", sys.executable,
                             "main.py", cwd=project)
     assert first.returncode == 0, first.stderr
     assert "from the working dir relative data" in first.stdout
+    assert "relative data in a task" in first.stdout
     graphstore.init(address=jobs_cluster.address, token=jobs_cluster.token)
     try:
         uploaded = graphstore.cluster_status()["counts"]["packages_uploaded"]
@@ -318,3 +328,11 @@ def test_a_killed_scheduler_takes_its_jobs_with_it(jobs_cluster):
     jobs_cluster.scheduler.wait(10)
     assert wait_for(lambda: not group_members(pgid), timeout=15), \
         "a job outlived its scheduler"
+
+
+def test_the_jobs_example_runs(run_driver):
+    from helpers import run_example
+    run = run_example(run_driver, "jobs.py")
+    assert "4 lines, 8 words: [3, 1, 3, 1]" in run.stdout
+    assert "packages uploaded so far: 1" in run.stdout
+    assert "STOPPED" in run.stdout

@@ -144,6 +144,15 @@ def test_a_failing_job_exits_1_and_says_why(jobs_cluster):
     assert info.error_type == "JOB_ENTRYPOINT_COMMAND_ERROR"
     assert "not found" in info.message and "no-such-command-xyz" in info.message
     assert "no-such-command-xyz: not found" in jobs_cluster.client.get_job_logs("missing")
+    # A working_dir the cluster does not have: the job cannot be prepared.
+    unknown = "gspkg://" + "0" * 64 + ".zip"
+    sid = jobs_cluster.client.submit_job(entrypoint="true",
+                                         runtime_env={"working_dir": unknown})
+    wait_status(jobs_cluster.client, sid, JobStatus.FAILED)
+    info = jobs_cluster.client.get_job_info(sid)
+    assert info.error_type == "RUNTIME_ENV_SETUP_FAILURE"
+    assert "runtime_env setup failed" in info.message and unknown in info.message
+    assert "runtime_env setup failed" in jobs_cluster.client.get_job_logs(sid)
 
 
 def test_bad_requests_are_refused_and_the_scheduler_serves_on(jobs_cluster):

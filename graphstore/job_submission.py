@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import os
 import socket
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator, cast
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect
@@ -157,7 +157,7 @@ class JobSubmissionClient:
         self._tls_settings = tls_config.settings() if tls_config is not None else {}
         self._loop_thread = LoopThread(name="graphstore-jobs")
 
-        async def open_connection():
+        async def open_connection() -> Any:
             comm = await connect(address, token_bytes, tls=tls_config, timeout=timeout)
             comm.handler = lambda c, m: None    # cluster news for drivers: not needed
             asyncio.ensure_future(comm.read_loop())
@@ -369,7 +369,7 @@ class JobSubmissionClient:
         Raises:
             RuntimeError: no job has that id, or its log cannot be read.
         """
-        parts = []
+        parts: list[str] = []
         offset = 0
         while True:
             reply = self._request(msg.ReadJobLog(job_id, offset, 0, 0.0))
@@ -443,4 +443,4 @@ def _checked(reply: Any) -> dict[str, Any]:
     """A reply, or the ``RuntimeError`` its error record describes (as Ray raises)."""
     if isinstance(reply, dict) and "error" in reply:
         raise RuntimeError(reply["error"]["text"])
-    return reply
+    return cast(dict[str, Any], reply)

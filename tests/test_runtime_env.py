@@ -28,6 +28,61 @@ from fixtures.processes import kill_all, session_processes, wait_gone
 from helpers import run_example
 
 
+# == the state machine (no processes) ==========================================================
+
+URI_A = "gspkg://" + "a" * 64 + ".zip"
+URI_B = "gspkg://" + "b" * 64 + ".zip"
+
+
+def test_the_scheduler_holds_packages_and_counts_uploads():
+    from test_scheduler_state import DRIVER, Harness
+    h = Harness()
+    h.worker("w1")
+    assert h.s.lookup_package(msg.LookupPackage(URI_A)) is False
+    obj = h.put(payload=(b"zip bytes",))
+    assert h.s.register_package(DRIVER, msg.RegisterPackage(URI_A, obj, 9)) is True
+    assert h.s.lookup_package(msg.LookupPackage(URI_A)) is True
+    assert h.s.package_object(msg.GetPackage(URI_A)) == obj
+    # The uploader's ref goes: the scheduler still holds the package.
+    h.s.decref(DRIVER, [obj])
+    assert obj in h.s.objects
+    again = h.put(payload=(b"zip bytes",))
+    assert h.s.register_package(DRIVER, msg.RegisterPackage(URI_A, again, 9)) is False
+    assert (h.s.counts["packages_uploaded"], h.s.counts["package_bytes_uploaded"]) == (1, 9)
+    with pytest.raises(ValueError, match="not one the sender holds"):
+        h.s.register_package(DRIVER, msg.RegisterPackage(URI_B, b"x" * 16, 1))
+    with pytest.raises(PackageError, match="not a package URI"):
+        h.s.register_package(DRIVER, msg.RegisterPackage("gspkg://../x.zip", again, 1))
+
+
+def test_a_failed_set_up_fails_the_tasks_waiting_for_that_environment():
+    from test_ray_resources import register, started, submit
+    from test_scheduler_state import Harness
+    from graphstore.core.serialization import error_payload
+    h = Harness()
+    w = h.worker("w1", cpus=3)
+    env_a = {"working_dir": URI_A}
+    t1, (r1,) = submit(h, runtime_env=env_a)
+    t2, (r2,) = submit(h, runtime_env=env_a)
+    t3, (r3,) = submit(h, runtime_env={"working_dir": URI_B})
+    h.s.schedule()
+    starts = started(h)
+    keys = {m.environment["runtime_env"]["working_dir"] for _, m in starts}
+    assert keys == {URI_A, URI_B}              # two environments: two processes
+    failing = [m for _, m in starts if m.environment["runtime_env"] == env_a]
+    error = error_payload(RuntimeEnvSetupError("pip said no"))
+    for start in failing:
+        h.s.task_process_setup_failed(w, msg.TaskProcessSetupFailed(start.process_id,
+                                                                    error))
+    for r in (r1, r2):
+        assert isinstance(h.error_of(r), RuntimeEnvSetupError)
+    assert h.s.tasks[t3].state == "assigned"   # the other environment is untouched
+    other = next(m for _, m in starts if m.environment["runtime_env"] != env_a)
+    proc = register(h, w, other)
+    assert h.run_tasks(proc) == [t3]
+    assert t1 not in h.s.tasks and t2 not in h.s.tasks
+
+
 def make_wheel(directory: Path, name: str = "gs_tiny_wheel", version: str = "0.1",
                source: str = "MAGIC = 1234\n") -> Path:
     """A pure-Python wheel of one module, written with zipfile (no build tools)."""
@@ -328,3 +383,58 @@ def test_the_example_runs(run_driver, monkeypatch, tmp_path):
     assert "actor: EUR 1.25 (prices in euros)" in run.stdout
     assert "No matching distribution found for no_such_package_here" in run.stdout
     assert (tmp_path / "cache" / "venvs").is_dir()
+
+
+def test_set_up_processes_die_with_their_worker(tmp_path):
+    """A set-up command (pip, venv) is a child of the worker: killed when the worker
+    closes (``kill_setups``) and, on Linux, when the worker dies of SIGKILL (nobody
+    sweeps the process group of a worker started by hand). ``sleep`` stands for a pip
+    stuck on an index: it writes nothing, so no broken pipe would end it."""
+    import contextlib
+    import signal
+    import subprocess
+    import textwrap
+
+    import psutil
+    from helpers import wait_for
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        from pathlib import Path
+        from graphstore.worker import runtime_env
+        def run():
+            try:
+                runtime_env._run(["sleep", "60"], "a stuck install", Path({str(tmp_path)!r}))
+            except Exception as exc:
+                print("ENDED", type(exc).__name__, flush=True)
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.5)
+        if sys.argv[1] == "close":
+            runtime_env.kill_setups()
+            thread.join(10)
+        print("READY", flush=True)
+        time.sleep(60)
+    """)
+    for mode in ("close", "sigkill"):
+        stand_in = subprocess.Popen([sys.executable, "-c", script, mode],
+                                    stdout=subprocess.PIPE, text=True)
+        sleeps: list = []
+        try:
+            line = stand_in.stdout.readline()
+            if mode == "close":
+                assert line.strip() == "ENDED RuntimeEnvSetupError"
+                assert not psutil.Process(stand_in.pid).children()
+                continue
+            sleeps = [c for c in psutil.Process(stand_in.pid).children()
+                      if c.name() == "sleep"]
+            assert len(sleeps) == 1
+            stand_in.send_signal(signal.SIGKILL)
+            stand_in.wait(10)
+            assert wait_for(lambda: not sleeps[0].is_running()
+                            or sleeps[0].status() == psutil.STATUS_ZOMBIE, timeout=10)
+        finally:
+            stand_in.kill()
+            stand_in.wait(10)
+            for sleep in sleeps:          # a test that fails leaves nothing behind
+                with contextlib.suppress(psutil.Error):
+                    sleep.kill()

@@ -18,16 +18,23 @@ minutes) makes the host ready and says how to start that process:
 
 Failures raise ``RuntimeEnvSetupError`` with what went wrong: the unpack error, or the
 end of pip's output. The caller fails the task (or the actor) with it; the worker lives.
+
+The venv and pip processes are the worker's children: ``kill_setups`` (the worker's
+close) ends those still running, and on Linux they get SIGKILL when the thread that
+started them dies with its worker, so no installer outlives the cluster.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import shutil
+import signal
 import site
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +47,36 @@ PIP_TIMEOUT = 600.0
 #: Characters of pip's output an error carries (its end: where pip says what failed).
 OUTPUT_TAIL = 4000
 _READY = ".graphstore-ready"
+
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+_closed = False
+
+
+try:                             # looked up here: a forked child only calls it
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the thread that forked it ends."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def kill_setups() -> None:
+    """End every set-up process still running and refuse new ones (the worker stops)."""
+    global _closed
+    with _children_lock:
+        _closed = True
+        children = list(_children)
+    for child in children:
+        try:
+            child.kill()
+        except OSError:
+            pass
 
 
 @dataclass
@@ -133,25 +170,39 @@ def ensure_venv(pip: dict, cache_dir: Path) -> Path:
     return venv
 
 
-def _run(command: list[str], what: str, cwd: Path) -> None:
+def _run(command: list[str], what: str, cwd: Path) -> str:
+    """Run a set-up command to its end; its output (stdout and stderr)."""
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, cwd=cwd, timeout=PIP_TIMEOUT,
-                              env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                                   "PIP_NO_INPUT": "1"})
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace")
-        raise RuntimeEnvSetupError(f"{what} took more than {PIP_TIMEOUT:.0f} s on "
-                                   f"{socket.gethostname()}; its output ended with:\n"
-                                   f"{output[-OUTPUT_TAIL:]}") from None
+        with _children_lock:
+            if _closed:
+                raise RuntimeEnvSetupError(f"{what}: the worker is stopping")
+            child = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=_die_with_parent,
+                env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                     "PIP_NO_INPUT": "1"})
+            _children.add(child)
     except OSError as exc:
         raise RuntimeEnvSetupError(f"{what} could not run on {socket.gethostname()}: "
                                    f"{exc}") from None
-    if done.returncode != 0:
-        output = done.stdout.decode(errors="replace")
-        raise RuntimeEnvSetupError(f"{what} failed (exit code {done.returncode}) on "
+    try:
+        out, _ = child.communicate(timeout=PIP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+        raise RuntimeEnvSetupError(f"{what} took more than {PIP_TIMEOUT:.0f} s on "
+                                   f"{socket.gethostname()}; its output ended with:\n"
+                                   f"{out.decode(errors='replace')[-OUTPUT_TAIL:]}"
+                                   ) from None
+    finally:
+        with _children_lock:
+            _children.discard(child)
+    output = out.decode(errors="replace")
+    if child.returncode != 0:
+        raise RuntimeEnvSetupError(f"{what} failed (exit code {child.returncode}) on "
                                    f"{socket.gethostname()}; its output ended with:\n"
                                    f"{output[-OUTPUT_TAIL:]}")
+    return output
 
 
 def _build_venv(venv: Path, pip: dict) -> None:
@@ -159,12 +210,12 @@ def _build_venv(venv: Path, pip: dict) -> None:
     _run([base, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
          "creating the virtualenv for runtime_env['pip']", venv.parent)
     python = venv / "bin" / "python"
-    pure = subprocess.run([str(python), "-c", "import sysconfig; "
-                           "print(sysconfig.get_paths()['purelib'])"],
-                          stdout=subprocess.PIPE, text=True, check=True)
+    purelib = _run([str(python), "-c", "import sysconfig; "
+                    "print(sysconfig.get_paths()['purelib'])"],
+                   "locating the virtualenv's site-packages", venv.parent).strip()
     # The worker's own packages (graphstore among them) after the venv's own.
     lines = [f"import site; site.addsitedir({d!r})" for d in _parent_site_dirs()]
-    Path(pure.stdout.strip(), "_graphstore_parent.pth").write_text("\n".join(lines) + "\n")
+    Path(purelib, "_graphstore_parent.pth").write_text("\n".join(lines) + "\n")
     requirements = venv / "requirements.txt"
     requirements.write_text("\n".join(pip["packages"]) + "\n")
     _run([str(python), "-m", "pip", "install", "-r", str(requirements)],

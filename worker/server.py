@@ -35,7 +35,7 @@ from graphstore.worker.executor import TaskExecutor
 from graphstore.core.spill import SpillTarget, default_spill_url
 from graphstore.worker.actor_host import ActorProcesses
 from graphstore.worker.process_load import ProcessLoad
-from graphstore.worker.runtime_env import prepare as prepare_runtime_env
+from graphstore.worker.runtime_env import kill_setups, prepare as prepare_runtime_env
 from graphstore.worker.task_host import TaskProcesses, environment_for
 from graphstore.worker.spiller import Spiller
 from graphstore.worker.store import SharedMemoryStore
@@ -483,6 +483,7 @@ class Worker:
             self.runtime.send_from_any_thread(msg.TaskProcessExited(process_id, code))
 
     def close(self) -> None:
+        kill_setups()                 # pip and venv processes of runtime_env set-ups
         self.task_processes.close()
         self.actor_processes.close()
         self.peer_server.stop()

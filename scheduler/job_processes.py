@@ -76,10 +76,11 @@ class JobProcesses:
                "PYTHONUNBUFFERED": "1"}
         read_fd, write_fd = os.pipe()
         try:
+            supervisor = _supervisor_file()
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with open(record.log_path, "ab", buffering=0) as log:
                 popen = subprocess.Popen(
-                    [sys.executable, "-c", _BOOT, _supervisor_file(),
+                    [sys.executable, "-c", _BOOT, supervisor,
                      "--status-fd", str(write_fd)],
                     stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                     pass_fds=(write_fd,), start_new_session=True, env=env)

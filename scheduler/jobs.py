@@ -18,6 +18,7 @@ Refused requests (an unknown id, a duplicate one, an empty entrypoint) raise
 """
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import string
@@ -141,6 +142,13 @@ class JobTable:
         runtime_env = {} if runtime_env is None else runtime_env
         if type(runtime_env) is not dict:
             raise JobRequestError("invalid", "runtime_env must be a dict")
+        try:
+            json.dumps(runtime_env)
+        except (TypeError, ValueError) as exc:
+            raise JobRequestError("invalid", f"runtime_env must be JSON: {exc}") from None
+        if not isinstance(runtime_env.get("working_dir", ""), str):
+            raise JobRequestError("invalid", "runtime_env['working_dir'] must be a "
+                                             "package URI (a string)")
         env_vars = runtime_env.get("env_vars", {})
         if type(env_vars) is not dict or not all(
                 type(k) is str and type(v) is str for k, v in env_vars.items()):

@@ -121,6 +121,8 @@ def test_only_listed_transitions_are_taken(table):
     (None, "ls", {"metadata": {"k": 1}}, "invalid", "metadata"),
     (None, "ls", {"runtime_env": {"env_vars": {"A": 1}}}, "invalid", "env_vars"),
     (None, "ls", {"cpus": -1}, "invalid", "entrypoint_num_cpus"),
+    (None, "ls", {"runtime_env": {"config": b"bytes"}}, "invalid", "must be JSON"),
+    (None, "ls", {"runtime_env": {"working_dir": 3}}, "invalid", "working_dir"),
 ])
 def test_bad_submissions_are_refused_with_the_reason(table, sid, entrypoint, kwargs, kind,
                                                      text):

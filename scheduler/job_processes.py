@@ -78,7 +78,9 @@ class JobProcesses:
         try:
             supervisor = _supervisor_file()
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(record.log_path, "ab", buffering=0) as log:
+            # Owner-only: a job's output may hold what its owner would not share.
+            log_fd = os.open(record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with open(log_fd, "ab", buffering=0) as log:
                 popen = subprocess.Popen(
                     [sys.executable, "-c", _BOOT, supervisor,
                      "--status-fd", str(write_fd)],

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a local directory uploaded as the job's working directory "
                              "(content-addressed: a directory the cluster has already is "
                              "not sent again)")
+    submit.add_argument("--runtime-env", default=None, metavar="FILE",
+                        help="the job's runtime_env from a YAML (or JSON) file; "
+                             "--runtime-env-json and --working-dir override its keys")
     submit.add_argument("--runtime-env-json", default=None, metavar="JSON",
                         help="the job's runtime_env as JSON, e.g. "
                              "'{\"env_vars\": {\"A\": \"1\"}}'")
@@ -101,6 +104,21 @@ def _json_arg(args, name: str, text: str | None) -> dict | None:
     return value
 
 
+def _runtime_env_file(path: str) -> dict:
+    """``--runtime-env FILE``: a YAML mapping (JSON is YAML too), as Ray reads it."""
+    import yaml
+    try:
+        with open(path) as f:
+            value = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"graphstore job submit: cannot read --runtime-env {path}: "
+                         f"{exc}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"graphstore job submit: --runtime-env {path} must hold a "
+                         f"mapping such as 'env_vars: {{A: \"1\"}}'")
+    return value
+
+
 def run(args) -> int:
     command = {"submit": run_submit, "status": run_status, "logs": run_logs,
                "stop": run_stop, "list": run_list, "delete": run_delete}[args.job_command]
@@ -115,7 +133,8 @@ def run_submit(args) -> int:
         print("graphstore job submit: no entrypoint: give the command after `--`, e.g. "
               "graphstore job submit -- python script.py", file=sys.stderr)
         return 2
-    runtime_env = _json_arg(args, "--runtime-env-json", args.runtime_env_json) or {}
+    runtime_env = _runtime_env_file(args.runtime_env) if args.runtime_env else {}
+    runtime_env.update(_json_arg(args, "--runtime-env-json", args.runtime_env_json) or {})
     metadata = _json_arg(args, "--metadata-json", args.metadata_json)
     if args.working_dir is not None:
         runtime_env["working_dir"] = args.working_dir

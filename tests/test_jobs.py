@@ -104,8 +104,9 @@ def wait_status(client, sid, *statuses, timeout=30.0):
 
 def test_submit_runs_a_driver_on_the_cluster_and_streams_its_output(jobs_cluster):
     gs = jobs_cluster.gs
-    runtime_env = json.dumps({"env_vars": {"JOB_FLAG": "on"}})
-    run = gs("submit", "--submission-id", "first-job", "--runtime-env-json", runtime_env,
+    env_file = jobs_cluster.script.with_name("env.yaml")
+    env_file.write_text("env_vars:\n  JOB_FLAG: 'on'\n")
+    run = gs("submit", "--submission-id", "first-job", "--runtime-env", str(env_file),
              "--metadata-json", '{"owner": "tests"}', "--",
              sys.executable, str(jobs_cluster.script))
     assert run.returncode == 0, run.stderr
@@ -178,6 +179,8 @@ def test_bad_requests_are_refused_and_the_scheduler_serves_on(jobs_cluster):
         client.delete_job("dup")
     bad_json = gs("submit", "--runtime-env-json", "{nope", "--", "true")
     assert bad_json.returncode != 0 and "not valid JSON" in bad_json.stderr
+    missing = gs("submit", "--runtime-env", "no-such-env.yaml", "--", "true")
+    assert missing.returncode != 0 and "cannot read --runtime-env" in missing.stderr
 
     # A follower that disconnects mid-follow: its long poll ends, nothing breaks.
     follower = JobSubmissionClient(jobs_cluster.address, token=jobs_cluster.token)

@@ -74,11 +74,17 @@ class LocalCluster:
     def __init__(self, num_workers: int, *, cpus_per_worker: float = 1.0,
                  resources: dict | None = None, env: dict | None = None,
                  node_ids: list[str] | None = None, store_capacity: int = 0,
-                 tls: dict | None = None, num_gpus: float = 0):
-        if num_workers < 1:
-            raise ValueError(f"a local cluster needs at least one worker (num_cpus >= 1), "
+                 tls: dict | None = None, num_gpus: float = 0,
+                 scheduler_host: str = "127.0.0.1", scheduler_port: int = 0):
+        if num_workers < 0:
+            raise ValueError(f"a local cluster's number of workers must be >= 0, "
                              f"got {num_workers}")
+        #: Workers started here; 0 for a scheduler alone, whose workers join from other
+        #: hosts (a batch system's jobs).
         self.num_workers = num_workers
+        #: Where the scheduler listens: loopback, unless workers join from other hosts.
+        self.scheduler_host = scheduler_host
+        self.scheduler_port = scheduler_port
         self.cpus_per_worker = cpus_per_worker
         self.resources = dict(resources or {})
         #: GPUs of this host, offered by the first worker (each worker is told its
@@ -133,7 +139,7 @@ class LocalCluster:
     def start(self) -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.scheduler_host, self.scheduler_port))
         sock.listen(1024)
         host, port = sock.getsockname()
         self.address = f"tcp://{host}:{port}"

@@ -179,7 +179,7 @@ class ActorsMixin:
                     return None          # hard affinity: only that node
                 target = None            # soft: anywhere
         for worker in self.workers.values():
-            if not worker.node.fits_now(actor):
+            if worker.retiring or not worker.node.fits_now(actor):
                 continue
             if actor.needs_cpu_node and worker.node.num_cpus < 1.0:
                 continue

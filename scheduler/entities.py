@@ -259,10 +259,14 @@ class WorkerState:
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
                  "blocked", "running", "pipelined", "store_capacity", "objects",
                  "queued_seconds", "stored_bytes", "metrics", "last_heartbeat",
-                 "processes", "process_waiting")
+                 "processes", "process_waiting", "labels", "retiring")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
+        #: Names its deployment gave it (``graphstore worker --label``).
+        self.labels = dict(reg.labels)
+        #: Leaving on purpose (``RetireWorkers``): no new work, objects copied away.
+        self.retiring = False
         self.pid = reg.pid
         self.hostname = reg.hostname
         self.node = node

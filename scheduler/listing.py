@@ -105,6 +105,7 @@ def worker_row(worker: "WorkerState") -> dict:
     metrics = worker.metrics
     return {"id": worker.id.hex(), "state": "alive", "name": worker.hostname,
             "pid": worker.pid, "node": worker.node.id, "address": worker.address,
+            "labels": dict(worker.labels),
             "num_cpus": worker.num_cpus, "running": worker.running,
             "store_used": metrics.get("store_used", worker.stored_bytes),
             "store_capacity": worker.store_capacity,

@@ -118,6 +118,7 @@ class Scheduler:
             msg.ListState: lambda peer, m: listing.list_state(self.state, m.kind, m.state,
                                                               m.name, m.limit),
             msg.FetchLog: lambda peer, m: self._fetch_log(m),
+            msg.RetireWorkers: lambda peer, m: self.state.retire_workers(m.worker_ids),
             msg.SubmitJob: lambda peer, m: self._jobs().submit(m),
             msg.GetJob: lambda peer, m: self._jobs().get(m),
             msg.ListJobs: lambda peer, m: self._jobs().list(m),

@@ -95,7 +95,7 @@ EVENT_HANDLERS = (
     "kill_actor", "actor_call_submitted", "actor_call_done", "cancel", "generator_item",
     "worker_heartbeat", "register_task_process", "task_process_exited",
     "task_process_setup_failed", "actor_setup_failed", "register_package",
-    "expire_parked_wants", "expire_early_results", "schedule")
+    "expire_parked_wants", "expire_early_results", "schedule", "retire_workers")
 
 
 class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcessesMixin,
@@ -157,6 +157,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.namespaces: dict[bytes, str] = {}
         #: Nodes that left: node id -> what ``nodes()`` says of them.
         self.departed_nodes: dict[str, dict] = {}
+        #: Copies asked for to let workers retire: object id -> (worker asked, when).
+        self.replicating: dict[bytes, tuple[bytes, float]] = {}
         #: (driver, task shape) pairs told that their tasks wait for a node with CPUs.
         self._told_waiting: set = set()
         #: Recent profile events per worker: the timeline, task stream, critical path.
@@ -337,7 +339,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         node = self.nodes.get(worker.node.id)
         if node is None or node is not worker.node:
             return None
-        candidates = [w for w in node.workers.values() if w is not worker]
+        candidates = [w for w in node.workers.values()
+                      if w is not worker and not w.retiring]
         if not candidates:
             return None
         return max(candidates, key=lambda w: w.store_capacity - w.stored_bytes)
@@ -611,6 +614,57 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             raise LookupError(f"object {bytes(object_id).hex()} is not spilled")
         return obj.spill, self.stores_on_node(node_id) or list(self.workers.values())
 
+    def retire_workers(self, worker_ids: list, now: float | None = None,
+                       resend_after: float = 10.0) -> dict:
+        """Let workers leave without losing an object (Dask's ``retire_workers``): they
+        get no new task or actor from now on (out of the load index), and each ready
+        object whose only copies they hold is copied to the staying worker with the most
+        free store memory (``ReplicateObjects``; asked again after ``resend_after``
+        seconds without its ``ObjectAdded``). Called again until the reply says no
+        object and no task is left; the caller then stops the workers.
+
+        Returns:
+            ``{"workers", "objects", "tasks", "stuck"}``: retiring workers known, copies
+            still missing, tasks still assigned to them, objects no staying worker can
+            take (there is none).
+        """
+        now = time.monotonic() if now is None else now
+        retiring = []
+        for worker_id in worker_ids:
+            worker = self.workers.get(worker_id)
+            if worker is None:
+                continue
+            if not worker.retiring:
+                worker.retiring = True
+                self.placement.remove(worker)
+            retiring.append(worker)
+        staying = [w for w in self.workers.values() if not w.retiring]
+        free = {w.id: w.store_capacity - w.stored_bytes for w in staying}
+        missing = stuck = 0
+        asks: dict[bytes, list] = {}
+        for worker in retiring:
+            for object_id in worker.objects:
+                obj = self.objects.get(object_id)
+                if obj is None or obj.state != READY or obj.spill is not None or any(
+                        not self.workers[w].retiring for w in obj.locations
+                        if w in self.workers):
+                    continue
+                if not staying:
+                    stuck += 1
+                    continue
+                missing += 1
+                asked = self.replicating.get(object_id)
+                if asked is not None and asked[0] in free and now - asked[1] < resend_after:
+                    continue
+                target = max(staying, key=lambda w: free[w.id])
+                free[target.id] -= obj.size
+                self.replicating[object_id] = (target.id, now)
+                asks.setdefault(target.id, []).append([object_id, self.locations_of(obj)])
+        for target_id, entries in asks.items():
+            self.outbox.append(Send(target_id, msg.ReplicateObjects(entries)))
+        return {"workers": len(retiring), "objects": missing, "stuck": stuck,
+                "tasks": sum(len(w.assigned) for w in retiring)}
+
     def silent_workers(self, heard_at: dict[bytes, float], now: float,
                        timeout: float) -> list[bytes]:
         """Workers silent for more than ``timeout`` seconds, to count as lost:
@@ -620,6 +674,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def object_added(self, worker_id: bytes, m: msg.ObjectAdded) -> None:
         """A worker made a copy of a stored object (a transfer)."""
+        self.replicating.pop(m.object_id, None)
         obj = self.objects.get(m.object_id)
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -1261,7 +1316,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         strategy = task.strategy
         if strategy == "SPREAD":
             room = [w for w in self.workers.values()
-                    if w.free_slots() > 0 and w.node.fits_now(task)]
+                    if w.free_slots() > 0 and not w.retiring and w.node.fits_now(task)]
             if not room:
                 return None
             load: dict[str, int] = {}
@@ -1275,7 +1330,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if target is not None and target.fits_ever(task):
             # The node's own workers only: a per-node scan, never the cluster's.
             here = [w for w in target.workers.values()
-                    if w.free_slots() > 0 and target.fits_now(task)]
+                    if w.free_slots() > 0 and not w.retiring and target.fits_now(task)]
             return min(here, key=lambda w: w.queued_seconds / w.slots) if here else None
         if not soft:
             return None

@@ -146,6 +146,7 @@ def workers(state: "SchedulerState", limit: int) -> dict:
         rows.append({
             "id": worker.id.hex(), "pid": worker.pid, "hostname": worker.hostname,
             "node": worker.node.id, "address": worker.address,
+            "labels": dict(worker.labels),
             "num_cpus": worker.num_cpus, "resources": dict(worker.resources),
             "slots": worker.slots, "running": worker.running,
             "queued": worker.queued_beyond_slots(), "blocked": worker.blocked,

@@ -154,13 +154,15 @@ def _validate_queues(state) -> None:
 
 
 def _validate_placement_index(state) -> None:
-    """The placement index holds every worker at its load now, and no other."""
-    problems = state.placement.mismatches(state.workers.values())
+    """The placement index holds every worker that takes work (all but the retiring
+    ones) at its load now, and no other."""
+    working = [w for w in state.workers.values() if not w.retiring]
+    problems = state.placement.mismatches(working)
     if problems:
         _fail(problems[0])
-    if len(state.placement) != len(state.workers):
+    if len(state.placement) != len(working):
         _fail(f"the placement index holds {len(state.placement)} workers, the state "
-              f"{len(state.workers)}")
+              f"{len(working)} that take work")
 
 
 def _validate_refcounts(state) -> None:

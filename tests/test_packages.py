@@ -42,6 +42,7 @@ def names(data: bytes) -> list[str]:
 def test_packing_is_deterministic_and_leaves_out_caches_and_vcs(tmp_path):
     tree = make_tree(tmp_path / "a")
     first = packages.pack(tree)
+    assert packages.entries_uri(packages.collect(tree)) == packages.package_uri(first)
     os.utime(tree / "main.py", (1, 1))           # timestamps do not matter
     (tree / "__pycache__" / "other.pyc").write_bytes(b"\1")
     assert packages.pack(tree) == first
@@ -131,8 +132,21 @@ def test_unpack_refuses_zip_slip_by_name(tmp_path, entry):
 def test_unpack_checks_hash_links_and_size(tmp_path):
     data = packages.pack(make_tree(tmp_path / "a"))
     uri = packages.package_uri(data)
+    other = packages.pack(tmp_path / "a" / "pkg")
     with pytest.raises(PackageError, match="do not match its hash"):
-        packages.unpack(data + b"x", uri, tmp_path / "cache")
+        packages.unpack(other, uri, tmp_path / "cache")         # another package's bytes
+    with pytest.raises(PackageError, match="is not a zip|not a package zip"):
+        packages.unpack(b"garbage", uri, tmp_path / "cache")
+    # The URI names the files, not the zip's bytes: a zip with other timestamps and
+    # compression of the same files is the same package.
+    again = io.BytesIO()
+    with zipfile.ZipFile(data and io.BytesIO(data)) as src, \
+            zipfile.ZipFile(again, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            copy = zipfile.ZipInfo(info.filename, (2001, 2, 3, 4, 5, 6))
+            copy.external_attr = info.external_attr
+            dst.writestr(copy, src.read(info))
+    assert again.getvalue() != data and packages.package_uri(again.getvalue()) == uri
     with pytest.raises(PackageError, match="is not a package URI"):
         packages.unpack(data, "gspkg://abc.zip", tmp_path / "cache")
     with pytest.raises(PackageError, match="more than the package limit"):

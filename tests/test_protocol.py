@@ -193,6 +193,10 @@ SAMPLES = {
     # The timeline and the critical path.
     p.GetTimeline: p.GetTimeline(120),
     p.GetCriticalPath: p.GetCriticalPath(_id(4)),
+    # Retiring workers (a deployment scaling down).
+    p.RetireWorkers: p.RetireWorkers([_id(6), _id(7)]),
+    p.ReplicateObjects: p.ReplicateObjects([[_id(8), [["node-a", "tcp://10.0.0.2:7001",
+                                                        "gs-c-w-1", 50_000_000]]]]),
 }
 
 
@@ -333,7 +337,20 @@ def test_stored_object_fields_survive_the_wire():
     (done,) = roundtrip([p.TaskDone(TID, [[_id(4), None, [], 2**33, "gs-c-w-9"]], 1.0)])
     assert done.results == [[_id(4), None, [], 2**33, "gs-c-w-9"]]
     (reg,) = roundtrip([p.RegisterWorker(_id(6), 1, "h", "n", 1.0, {}, "tcp://h:1", 0)])
-    assert reg.store_capacity == 0
+    assert reg.store_capacity == 0 and reg.labels == {}
+    (reg,) = roundtrip([p.RegisterWorker(_id(6), 1, "h", "n", 1.0, {}, "tcp://h:1", 0,
+                                         {"slurm_job_id": "42"})])
+    assert reg.labels == {"slurm_job_id": "42"}
+
+
+@pytest.mark.parametrize("labels", [
+    {"k": 1}, {1: "v"}, {"": "v"}, {"k" * 129: "v"}, {"k": "v" * 257}, ["k", "v"],
+    {f"k{i}": "v" for i in range(p.MAX_LABELS + 1)},
+], ids=["int-value", "int-key", "empty-key", "long-key", "long-value", "list", "too-many"])
+def test_worker_labels_are_checked_on_decoding(labels):
+    message = p.RegisterWorker(_id(6), 1, "h", "n", 1.0, {}, "tcp://h:1", 0, labels)
+    with pytest.raises(ValueError, match="RegisterWorker.labels"):
+        roundtrip([message])
 
 
 def test_decode_header_deferred_gives_placeholders_to_fill():

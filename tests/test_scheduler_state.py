@@ -1427,3 +1427,61 @@ def test_restore_plan_prefers_a_copy_on_the_node_then_its_stores(h):
         h.s.restore_plan(b, "node-b")
     with pytest.raises(LookupError, match="is gone"):
         h.s.restore_plan(oid(), "node-b")
+
+
+# -- retiring workers (a deployment scaling down) ----------------------------------------
+
+def test_retiring_worker_gets_no_new_task_and_its_only_copies_move_away(h):
+    w1 = h.worker("w1", node="node-a", capacity=10**9)
+    w2 = h.worker("w2", node="node-b", capacity=10**9)
+    w3 = h.worker("w3", node="node-c", capacity=5 * 10**8)
+    only_here = h.put_stored(w1, 1000)
+    also_on_w2 = h.put_stored(w1, 2000)
+    h.s.object_added(w2, msg.ObjectAdded(also_on_w2, "gs-copy"))
+    h.take()
+
+    reply = h.s.retire_workers([w1], now=100.0)
+    assert reply == {"workers": 1, "objects": 1, "stuck": 0, "tasks": 0}
+    # One copy is asked for, of the only object w1 alone holds, from the staying worker
+    # with the most free store memory, with its current locations.
+    ((peer, ask),) = h.take(msg.ReplicateObjects)
+    assert peer == w2
+    assert ask.entries == [[only_here, [["node-a", "tcp://w1:1", h.obj(only_here)
+                                          .locations[w1], 1000]]]]
+    # Asked again before the copy arrived: not asked twice (until resend_after).
+    assert h.s.retire_workers([w1], now=101.0)["objects"] == 1
+    assert h.take(msg.ReplicateObjects) == []
+    assert h.s.retire_workers([w1], now=111.0)["objects"] == 1
+    assert len(h.take(msg.ReplicateObjects)) == 1
+
+    # No new task goes to the retiring worker, by load or by strategy.
+    tasks = [h.submit()[0] for _ in range(4)]
+    h.s.schedule()
+    assert {h.s.tasks[t].worker.id for t in tasks if h.s.tasks[t].worker} <= {w2, w3}
+
+    h.s.object_added(w2, msg.ObjectAdded(only_here, "gs-copy-2"))
+    assert h.s.retire_workers([w1], now=112.0) == {"workers": 1, "objects": 0, "stuck": 0,
+                                                   "tasks": 0}
+    # Leaving now loses nothing: every object still has a copy.
+    h.s.remove_peer(w1)
+    assert h.obj(only_here).state == st.READY and w2 in h.obj(only_here).locations
+    assert h.obj(also_on_w2).state == st.READY
+
+
+def test_retiring_worker_counts_its_tasks_and_objects_with_nowhere_to_go(h):
+    w1 = h.worker("w1", cpus=1)
+    t, _ = h.submit()
+    h.s.schedule()
+    assert h.s.tasks[t].worker.id == w1
+    stored = h.put_stored(w1, 10)
+    reply = h.s.retire_workers([w1, wid("gone")])
+    assert reply == {"workers": 1, "objects": 0, "stuck": 1, "tasks": 1}
+    assert h.take(msg.ReplicateObjects) == []
+    h.done(w1, t)
+    assert h.s.retire_workers([w1])["tasks"] == 0
+    # A new worker joins: the object has somewhere to go now.
+    w2 = h.worker("w2", node="node-b")
+    h.take()
+    assert h.s.retire_workers([w1])["objects"] == 1
+    ((peer, ask),) = h.take(msg.ReplicateObjects)
+    assert peer == w2 and ask.entries[0][0] == stored

@@ -9,7 +9,8 @@ import os
 import sys
 
 from graphstore.core.cli_options import (add_process_options, add_tls_options,
-                                         log_file_for, parse_resource, tls_settings)
+                                         log_file_for, parse_label, parse_resource,
+                                         tls_settings)
 from graphstore.core.config import load_config
 from graphstore.core.lifecycle import new_event_loop, run_until_signalled, setup_logging
 from graphstore.core.service_records import remove_record, write_record
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", default=None,
                         help="cluster token file (default: GRAPHSTORE_TOKEN or "
                              "~/.graphstore/token)")
+    parser.add_argument("--label", action="append", type=parse_label, default=[],
+                        metavar="KEY=VALUE",
+                        help="a name for this worker, shown in `graphstore list workers` "
+                             "and the status page (repeatable); deployments use it to "
+                             "find their workers, e.g. slurm_job_id=1234")
     add_tls_options(parser)
     add_process_options(parser)
 
@@ -61,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         token = load_token(path=args.token_file)
     except (ValueError, FileNotFoundError) as exc:
         print(f"graphstore worker: {exc}", file=sys.stderr)
+        return 2
+    from graphstore.core.protocol import MAX_LABELS
+    if len(dict(args.label)) > MAX_LABELS:
+        print(f"graphstore worker: at most {MAX_LABELS} --label options, got "
+              f"{len(dict(args.label))}", file=sys.stderr)
         return 2
     options = {}
     for item in args.spill_option:
@@ -105,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                                         args.node_id, args.watch_stdin, host=args.host,
                                         port=args.port,
                                         store_capacity=args.object_store_memory,
-                                        tls=tls))
+                                        tls=tls, labels=dict(args.label)))
     except Exception as exc:
         logging.getLogger("graphstore.worker").error("worker failed: %s", exc)
         return 1

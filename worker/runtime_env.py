@@ -216,6 +216,11 @@ def _build_venv(venv: Path, pip: dict) -> None:
     # The worker's own packages (graphstore among them) after the venv's own.
     lines = [f"import site; site.addsitedir({d!r})" for d in _parent_site_dirs()]
     Path(purelib, "_graphstore_parent.pth").write_text("\n".join(lines) + "\n")
+    try:                  # pip from the worker's site-packages, else the venv's own
+        _run([str(python), "-m", "pip", "--version"], "pip --version", venv)
+    except RuntimeEnvSetupError:
+        _run([str(python), "-m", "ensurepip", "--default-pip"],
+             "installing pip into the virtualenv (ensurepip)", venv)
     requirements = venv / "requirements.txt"
     requirements.write_text("\n".join(pip["packages"]) + "\n")
     _run([str(python), "-m", "pip", "install", "-r", str(requirements)],

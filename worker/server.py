@@ -70,8 +70,11 @@ def check_shm_room(capacity: int) -> None:
 class Worker:
     def __init__(self, config: Config, token: bytes, scheduler_address: str,
                  num_cpus: float, resources: dict, node_id: str, host: str,
-                 store_capacity: int, port: int = 0, tls: TLSConfig | None = None):
+                 store_capacity: int, port: int = 0, tls: TLSConfig | None = None,
+                 labels: dict | None = None):
         self.config = config
+        #: Names its deployment gave it (``--label``), told to the scheduler.
+        self.labels = dict(labels or {})
         self.token = token
         self.tls = tls
         self.scheduler_address = scheduler_address
@@ -178,7 +181,8 @@ class Worker:
         asyncio.ensure_future(self._housekeeping())
         await self.comm.request(msg.RegisterWorker(
             self.worker_id, os.getpid(), socket.gethostname(), self.node_id,
-            float(self.num_cpus), self.resources, self.address, self.store.capacity),
+            float(self.num_cpus), self.resources, self.address, self.store.capacity,
+            self.labels),
             timeout=self.config.startup_timeout)
         asyncio.ensure_future(self._heartbeats())
 
@@ -317,6 +321,8 @@ class Worker:
             self._in_thread(self.actor_processes.stop, m.actor_id, m.incarnation)
         elif cls is msg.AdoptSegments:
             self._in_thread(self._adopt, list(m.entries))
+        elif cls is msg.ReplicateObjects:
+            self._in_thread(self._replicate, list(m.entries))
         elif cls is msg.DeleteSpilled:
             self._in_thread(self.spill_target.delete, list(m.paths))
         elif cls is msg.SchedulerHeartbeat:
@@ -338,6 +344,15 @@ class Worker:
         if pid:
             path = path.parent / logs.actor_log_name(pid)
         return logs.read_log(path, offset, tail)
+
+    def _replicate(self, entries: list) -> None:
+        """Copy objects whose only copies are on retiring workers into this store."""
+        for object_id, locations in entries:
+            try:
+                self.runtime.objects.copy_to_store(object_id, locations)
+            except Exception as exc:       # the scheduler asks again, or another worker
+                logger.warning("could not copy object %s from a retiring worker: %s",
+                               object_id.hex(), exc)
 
     def _adopt(self, entries: list) -> None:
         failed = self.store.adopt(entries)
@@ -502,7 +517,8 @@ def _rss_bytes() -> int | None:
 async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: float,
                 resources: dict, node_id: str | None, watch_stdin: bool,
                 host: str = "127.0.0.1", store_capacity: int | None = None,
-                port: int = 0, tls: TLSConfig | None = None) -> None:
+                port: int = 0, tls: TLSConfig | None = None,
+                labels: dict | None = None) -> None:
     shm.sweep()  # segments of workers on this host that died without cleaning up
     set_dead_peer_timeout(config.worker_timeout)
     capacity = store_capacity or config.object_store_memory
@@ -510,7 +526,7 @@ async def serve(config: Config, token: bytes, scheduler_address: str, num_cpus: 
         from graphstore.core.node import default_store_capacity
         capacity = default_store_capacity(max(1, (os.cpu_count() or 1) // max(1, int(num_cpus))))
     worker = Worker(config, token, scheduler_address, num_cpus, resources,
-                    node_id or default_node_id(), host, capacity, port, tls)
+                    node_id or default_node_id(), host, capacity, port, tls, labels)
     try:
         if watch_stdin:
             watch_parent_pipe(worker.stop)

@@ -59,3 +59,13 @@ def parse_resource(text: str) -> tuple[str, float]:
         return name, float(amount)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, got {text!r}") from None
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> ``(key, value)``, for ``--label``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or len(key) > 128 or len(value) > 256:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (a key of 1-128 characters, a value of at most 256), "
+            f"got {text!r}")
+    return key, value

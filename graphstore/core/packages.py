@@ -3,9 +3,11 @@
 A package is a zip of a directory (a ``working_dir``, a ``py_modules`` entry), of one
 module file, or of a user's zip, made *deterministic* so that the same files always give
 the same bytes: entries sorted, timestamps fixed, only the executable bit of modes kept,
-``__pycache__``, ``.git`` and the user's ``excludes`` globs left out. Its name is its
-content hash, ``gspkg://<sha256>.zip``, so a second upload of the same files is known
-before any byte moves, and a host that has unpacked a URI once never unpacks it again.
+stored uncompressed, ``__pycache__``, ``.git`` and the user's ``excludes`` globs left out.
+Its name is the hash of its files (names, executable bits, contents),
+``gspkg://<sha256>.zip``, computed from the files without zipping them, so a second
+upload of the same files is known before anything is packed or moved, and a host that
+has unpacked a URI once never unpacks it again.
 
 Unpacking is where bytes from the network meet the disk, so it is strict: the hash is
 checked, absolute names, ``..`` components and links are refused by name (zip-slip), the
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from graphstore.exceptions import PackageError
 
@@ -75,7 +77,7 @@ def _excluded(relative: PurePosixPath, excludes: Iterable[str]) -> bool:
 
 def _entry(name: str, mode: int) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = zipfile.ZIP_STORED
     perm = 0o755 if mode & stat.S_IXUSR else 0o644
     info.external_attr = ((stat.S_IFDIR | 0o755) if name.endswith("/")
                           else (stat.S_IFREG | perm)) << 16
@@ -104,14 +106,26 @@ def _files_of_directory(root: Path, excludes: tuple) -> list[tuple[str, Path]]:
     return out
 
 
-def pack(path: str | os.PathLike, *, excludes: Iterable[str] = (),
-         max_bytes: int = DEFAULT_MAX_BYTES, prefix: str = "") -> bytes:
-    """The deterministic zip of a directory, a single file, or a ``.zip``.
+class PackageEntry(NamedTuple):
+    """One file of a package: its name inside the package, whether it is executable,
+    and where its bytes are (a file to read, or the bytes themselves)."""
+    name: str
+    executable: bool
+    source: Path | bytes
+
+    def data(self) -> bytes:
+        return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
+
+
+def collect(path: str | os.PathLike, *, excludes: Iterable[str] = (),
+            max_bytes: int = DEFAULT_MAX_BYTES, prefix: str = "") -> list[PackageEntry]:
+    """The files a package of ``path`` holds, sorted by name (contents not read yet,
+    but a ``.zip``'s).
 
     Args:
         path: a directory (its contents are the package's root), a file (packed alone at
             the root, e.g. one module ``util.py``), or a ``.zip`` (its entries, checked and
-            packed again so that equal contents give equal bytes).
+            packed again so that equal contents give equal packages).
         excludes: globs left out besides ``DEFAULT_EXCLUDES``: matched against every
             path component (``*.log``, ``data``) or the relative path (``data/*.csv``);
             a leading ``/`` anchors at the top (``/build``).
@@ -120,7 +134,7 @@ def pack(path: str | os.PathLike, *, excludes: Iterable[str] = (),
             package's own name this way, so its parent goes on ``sys.path``).
 
     Returns:
-        The zip's bytes.
+        The entries, sorted by name.
 
     Raises:
         PackageError: the path does not exist, the files exceed ``max_bytes`` (the
@@ -133,43 +147,84 @@ def pack(path: str | os.PathLike, *, excludes: Iterable[str] = (),
         raise PackageError(f"cannot package {str(source)!r}: no such file or directory")
     if prefix:
         _check_name(prefix + "/", f"package prefix for {source}")
-    entries: list[tuple[str, bytes, int]] = []
-    total = 0
-
-    def add(name: str, data: bytes, mode: int) -> None:
-        nonlocal total
-        total += len(data)
-        if total > max_bytes:
-            raise PackageError(_too_large(source, _size_of(source, excludes), max_bytes))
-        entries.append(((prefix + "/" + name) if prefix else name, data, mode))
-
+    found: list[tuple[str, int, int, Path | bytes]] = []
     if source.is_dir():
         for name, file in _files_of_directory(source, excludes):
-            add(name, file.read_bytes(), file.stat().st_mode)
+            st = file.stat()
+            found.append((name, st.st_mode, st.st_size, file))
     elif zipfile.is_zipfile(source):
         try:
             with zipfile.ZipFile(source) as zf:
-                for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                for info in zf.infolist():
                     _check_name(info.filename, str(source))
-                    if info.is_dir() or _excluded(PurePosixPath(info.filename), excludes):
-                        continue
-                    if info.file_size > max_bytes - total:
-                        raise PackageError(_too_large(source, sum(
-                            i.file_size for i in zf.infolist()), max_bytes))
-                    add(info.filename, zf.read(info), info.external_attr >> 16)
+                infos = [i for i in zf.infolist() if not i.is_dir()
+                         and not _excluded(PurePosixPath(i.filename), excludes)]
+                size = sum(i.file_size for i in infos)
+                if size > max_bytes:
+                    raise PackageError(_too_large(source, size, max_bytes))
+                for info in infos:
+                    found.append((info.filename, info.external_attr >> 16,
+                                  info.file_size, zf.read(info)))
         except (zipfile.BadZipFile, OSError) as exc:
             raise PackageError(f"cannot read zip {str(source)!r}: {exc}") from exc
     elif source.is_file():
-        add(source.name, source.read_bytes(), source.stat().st_mode)
+        found.append((source.name, source.stat().st_mode, source.stat().st_size, source))
     else:
         raise PackageError(f"cannot package {str(source)!r}: not a directory, a file or "
                            f"a zip")
+    total = sum(size for _, _, size, _ in found)
+    if total > max_bytes:
+        raise PackageError(_too_large(source, total, max_bytes))
+    return sorted(PackageEntry((prefix + "/" + name) if prefix else name,
+                               bool(mode & stat.S_IXUSR), where)
+                  for name, mode, _, where in found)
+
+
+def _digest(items) -> str:
+    """The content hash of (name, executable, bytes) items in name order: what a
+    package URI names, whatever the zip's compression or timestamps."""
+    digest = hashlib.sha256()
+    for name, executable, data in items:
+        digest.update(f"{name}\0{'x' if executable else '-'}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def entries_uri(entries: list[PackageEntry]) -> str:
+    """The URI of the package these entries make (``collect``), computed from the files
+    without zipping them: an uploader asks the cluster about it before packing."""
+    return f"{SCHEME}{_digest((e.name, e.executable, e.data()) for e in entries)}.zip"
+
+
+def zip_entries(entries: list[PackageEntry]) -> bytes:
+    """The package's zip: entries in name order, fixed timestamps, stored uncompressed
+    (packing costs one read of the files; most large files are compressed already)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED,
-                         compresslevel=6) as zf:
-        for name, data, mode in sorted(entries):
-            zf.writestr(_entry(name, mode), data)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        for entry in entries:
+            zf.writestr(_entry(entry.name, stat.S_IXUSR if entry.executable else 0),
+                        entry.data())
     return buffer.getvalue()
+
+
+def pack(path: str | os.PathLike, *, excludes: Iterable[str] = (),
+         max_bytes: int = DEFAULT_MAX_BYTES, prefix: str = "") -> bytes:
+    """The deterministic zip of a directory, a single file, or a ``.zip``
+    (``collect`` then ``zip_entries``).
+
+    Args:
+        path: what to pack (see ``collect``).
+        excludes: globs left out (see ``collect``).
+        max_bytes: bound on the files' total size.
+        prefix: a directory name every entry goes under.
+
+    Returns:
+        The zip's bytes: equal files give equal bytes.
+
+    Raises:
+        PackageError: as ``collect``.
+    """
+    return zip_entries(collect(path, excludes=excludes, max_bytes=max_bytes, prefix=prefix))
 
 
 def _size_of(source: Path, excludes: tuple) -> int:
@@ -186,8 +241,21 @@ def _too_large(source: Path, size: int, max_bytes: int) -> str:
 
 
 def package_uri(data: bytes) -> str:
-    """The URI of a package's bytes: ``gspkg://<sha256 hex>.zip``."""
-    return f"{SCHEME}{hashlib.sha256(data).hexdigest()}.zip"
+    """The URI of a package's zip bytes, ``gspkg://<sha256>.zip``: the hash of its
+    files' names, executable bits and contents (``entries_uri`` of the same files).
+
+    Raises:
+        PackageError: ``data`` is not a zip.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = sorted((i for i in zf.infolist() if not i.is_dir()),
+                           key=lambda i: i.filename)
+            items = ((i.filename, bool((i.external_attr >> 16) & stat.S_IXUSR), zf.read(i))
+                     for i in infos)
+            return f"{SCHEME}{_digest(items)}.zip"
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PackageError(f"not a package zip: {exc}") from exc
 
 
 def is_package_uri(value) -> bool:
@@ -263,9 +331,6 @@ def unpack(data: bytes, uri: str, cache_dir: str | os.PathLike, *,
             ``..`` or link entry, or unpack to more than ``max_bytes``.
     """
     digest = uri_digest(uri)
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise PackageError(f"the bytes fetched for {uri} do not match its hash (corrupt "
-                           f"or forged package)")
     packages = Path(cache_dir) / "packages"
     target = packages / digest
     if target.is_dir():
@@ -287,6 +352,9 @@ def unpack(data: bytes, uri: str, cache_dir: str | os.PathLike, *,
         if total > max_bytes:
             raise PackageError(f"{uri} unpacks to {total / 2**20:.1f} MiB, more than the "
                                f"package limit of {max_bytes / 2**20:.1f} MiB")
+        if package_uri(data) != uri:
+            raise PackageError(f"the bytes fetched for {uri} do not match its hash "
+                               f"(corrupt or forged package)")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest[:12]}-", dir=packages))
         try:
             for info in infos:

@@ -29,6 +29,9 @@ import msgpack
 from graphstore.core.call_signature import valid_params
 from graphstore.core.config import Limits
 
+#: The most labels a worker may carry (``RegisterWorker.labels``).
+MAX_LABELS = 32
+
 # -- messages ---------------------------------------------------------------------------
 # Field types: ids are 16-byte ``bytes``; a payload is a list of buffers (see serialization).
 
@@ -61,6 +64,9 @@ class RegisterWorker(NamedTuple):
     resources: dict
     address: str              # the worker's peer server (object transfers, allocation)
     store_capacity: int
+    #: Names the deployment gives a worker (``--label KEY=VALUE``), e.g. the batch job
+    #: that runs it, so whoever started it can find it again among the workers.
+    labels: dict = {}
 
 
 class RegisterFunction(NamedTuple):
@@ -618,6 +624,22 @@ class GetTaskContext(NamedTuple):
 # Each answer costs the scheduler O(1) or O(workers + nodes): no scan of objects or tasks,
 # so a notebook may ask each time it draws a ref, a handle or the cluster.
 
+class RetireWorkers(NamedTuple):
+    """Request to the scheduler: send no more work to these workers, and copy every
+    object whose only copies they hold to other workers, so that they can stop without
+    losing one (a deployment scaling down). Asked again until nothing is left. Reply:
+    ``{"workers": n, "objects": copies still missing, "tasks": tasks still assigned
+    there, "stuck": objects no other worker can take}``."""
+    worker_ids: list
+
+
+class ReplicateObjects(NamedTuple):
+    """Scheduler -> worker: fetch these objects into your store (their only copies are
+    on retiring workers): ``[[object id, [[node, address, segment, size], ...]], ...]``;
+    each copy is announced with ``ObjectAdded``."""
+    entries: list
+
+
 class DescribeCluster(NamedTuple):
     """Request to the scheduler: workers, nodes, resources, store use and task counts."""
     pass
@@ -730,7 +752,8 @@ MESSAGE_TYPES: list[type] = [
     StopTaskProcess, RegisterTaskProcess, TaskProcessExited, GetTaskContext, GetNodes,
     ActorCallRetrying, DescribeCluster, DescribeObject, DescribeActor,
     GetTimeline, GetCriticalPath,
-    ListState, FetchLog, ReadLog, LookupPackage, RegisterPackage, GetPackage,
+    ListState, FetchLog, ReadLog, RetireWorkers, ReplicateObjects,
+    LookupPackage, RegisterPackage, GetPackage,
     TaskProcessSetupFailed, ActorSetupFailed,
     SubmitJob, GetJob, ListJobs, StopJob, DeleteJob, ReadJobLog,
 ]
@@ -796,6 +819,12 @@ def _payload(v) -> bool:
 
 def _resources(v) -> bool:
     return type(v) is dict and all(type(k) is str and _amount(a) for k, a in v.items())
+
+
+def _labels(v) -> bool:
+    return (type(v) is dict and len(v) <= MAX_LABELS
+            and all(type(k) is str and type(x) is str and 0 < len(k) <= 128
+                    and len(x) <= 256 for k, x in v.items()))
 
 
 def _opt(check):
@@ -920,7 +949,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     Request: (_int, _any),
     Reply: (_int, _opt_str, _any),
     RegisterClient: (_id, _int, _str, _str),
-    RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count),
+    RegisterWorker: (_id, _int, _str, _str, _amount, _resources, _str, _count, _labels),
     RegisterFunction: (_id, _buffer),
     SubmitTask: (_id, _id, _str, _any, _ids, _ids, _ids, _amount, _opt(_resources), _int,
                  _opt_id, _retry_exceptions, _mode, _opt(_extra)),
@@ -987,6 +1016,11 @@ FIELD_CHECKS: dict[type, tuple] = {
     ListState: (_str, _opt_str, _opt_str, _count),
     FetchLog: (_str, _count, _count),
     ReadLog: (_count, _count, _count),
+    RetireWorkers: (_ids,),
+    ReplicateObjects: (lambda v: type(v) is list and all(
+        type(e) is list and len(e) == 2 and _id(e[0]) and type(e[1]) is list and all(
+            type(loc) is list and len(loc) == 4 and _str(loc[1]) and _str(loc[2])
+            and _count(loc[3]) for loc in e[1]) for e in v),),
     LookupPackage: (_str,),
     RegisterPackage: (_str, _id, _count),
     GetPackage: (_str,),

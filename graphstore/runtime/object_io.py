@@ -613,6 +613,23 @@ class ObjectIO:
                     released.append([object_id, segment])
         return [released, viewed]
 
+    def copy_to_store(self, object_id: bytes, locations) -> str:
+        """A worker: bring a copy of a stored object from another worker into this
+        worker's store, because a retiring worker holds its only copy
+        (``ReplicateObjects``); its ``ObjectAdded`` tells the scheduler. Blocks: call it
+        from a thread other than the loop's.
+
+        Returns:
+            The copy's segment name.
+
+        Raises:
+            ObjectLostError: no copy could be fetched.
+        """
+        if self._store is None:
+            raise RuntimeError("only a worker has a store to copy objects into")
+        sources = [loc for loc in locations if loc[0] is not None and loc[1] != self._address]
+        return self._fetch(object_id, sources)
+
     def _fetch(self, object_id: bytes, locations):
         """Bring a stored object from another host: into this worker's store (returns
         its segment name), or into this driver's memory (returns the bytes). Concurrent

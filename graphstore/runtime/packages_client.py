@@ -54,11 +54,13 @@ def upload_package(path_or_zip: str | os.PathLike, *, excludes: Iterable[str] = 
         GraphstoreError: no connected runtime.
     """
     runtime = _runtime(runtime)
-    data = packages.pack(path_or_zip, excludes=excludes, prefix=prefix,
-                         max_bytes=runtime.config.max_package_bytes)
-    uri = packages.package_uri(data)
+    entries = packages.collect(path_or_zip, excludes=excludes, prefix=prefix,
+                               max_bytes=runtime.config.max_package_bytes)
+    uri = packages.entries_uri(entries)       # one read of the files, nothing zipped
     if runtime.request(msg.LookupPackage(uri)):
         return uri
+    data = packages.zip_entries(entries)
+    uri = packages.package_uri(data)          # what was read now: files may have changed
     ref = runtime.put_value(data, f"the package {uri}")
     runtime.request(msg.RegisterPackage(uri, ref.id, len(data)))
     del ref       # the scheduler holds the object now

@@ -691,6 +691,52 @@ class ReadLog(NamedTuple):
     pid: int = 0
 
 
+# -- jobs: ``graphstore job``, ``JobSubmissionClient`` ----------------------------------
+# Replies are dicts; a refused request is ``{"error": {"kind", "text"}}`` (kind:
+# "not_found", "invalid", "duplicate", "not_terminal"), never an exception text.
+
+class SubmitJob(NamedTuple):
+    """Request to the scheduler: run ``entrypoint`` (a shell command) as a job on its
+    host. ``submission_id`` None: the scheduler makes one. Reply: ``{"submission_id"}``."""
+    submission_id: str | None
+    entrypoint: str
+    runtime_env: dict
+    metadata: dict
+    entrypoint_num_cpus: float
+
+
+class GetJob(NamedTuple):
+    """Request: one job's info (``JobInfo`` fields). Reply: ``{"job": {...}}``."""
+    submission_id: str
+
+
+class ListJobs(NamedTuple):
+    """Request: every job the scheduler knows, oldest first. Reply: ``{"jobs": [...]}``."""
+
+
+class StopJob(NamedTuple):
+    """Request: SIGTERM the job's processes (SIGKILL after a grace period). Reply:
+    ``{"stopped": bool}``: whether the job had not ended yet."""
+    submission_id: str
+
+
+class DeleteJob(NamedTuple):
+    """Request: forget an ended job (its log file stays). Reply: ``{"deleted": True}``."""
+    submission_id: str
+
+
+class ReadJobLog(NamedTuple):
+    """Request: part of a job's log, read as ``ReadLog`` says (``tail`` lines, or the
+    bytes from ``offset``). With ``wait`` > 0 and nothing new yet, the reply waits up to
+    ``wait`` seconds for output or for the job to end (a follow's long poll). Reply:
+    ``{"path", "size", "start", "end", "data", "status"}``; a job that has ended gives
+    its last partial line too."""
+    submission_id: str
+    offset: int
+    tail: int
+    wait: float
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -709,6 +755,7 @@ MESSAGE_TYPES: list[type] = [
     ListState, FetchLog, ReadLog, RetireWorkers, ReplicateObjects,
     LookupPackage, RegisterPackage, GetPackage,
     TaskProcessSetupFailed, ActorSetupFailed,
+    SubmitJob, GetJob, ListJobs, StopJob, DeleteJob, ReadJobLog,
 ]
 CODES: dict[type, int] = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 
@@ -979,6 +1026,9 @@ FIELD_CHECKS: dict[type, tuple] = {
     GetPackage: (_str,),
     TaskProcessSetupFailed: (_id, _payload),
     ActorSetupFailed: (_id, _int, _payload),
+    SubmitJob: (_opt_str, _str, _dict, _dict, _amount),
+    GetJob: (_str,), ListJobs: (), StopJob: (_str,), DeleteJob: (_str,),
+    ReadJobLog: (_str, _count, _count, _amount),
 }
 
 #: Checks across the fields of one message.

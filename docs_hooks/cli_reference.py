@@ -3,7 +3,8 @@
 A page holding the line ``<!-- graphstore-cli -->`` gets, in its place, the ``--help``
 text of ``graphstore`` and of each of its subcommands, rendered from
 ``graphstore.cli.build_parser()`` (which takes the scheduler's and the worker's options
-from their services' ``cli`` modules) while the site builds, so the page cannot drift
+from their services' ``cli`` modules), nested ones (``graphstore job submit``) under
+their command, while the site builds, so the page cannot drift
 from the code. Wrapping is fixed at 88 columns, whatever the terminal.
 """
 from __future__ import annotations
@@ -46,11 +47,16 @@ def render_cli_reference() -> str:
     from graphstore.cli import build_parser
     parser = build_parser()
     parts = ["## `graphstore`", "", "```text", _help(parser), "```", ""]
-    for name, summary, sub in _subcommands(parser):
-        parts += [f"## `graphstore {name}`", ""]
+    def add(prog: str, summary: str, sub: argparse.ArgumentParser, level: int) -> None:
+        parts.extend([f"{'#' * level} `{prog}`", ""])
         if summary:
-            parts += [summary[:1].upper() + summary[1:] + ".", ""]
-        parts += ["```text", _help(sub), "```", ""]
+            parts.extend([summary[:1].upper() + summary[1:] + ".", ""])
+        parts.extend(["```text", _help(sub), "```", ""])
+        for name, child_summary, child in _subcommands(sub):   # graphstore job submit
+            add(f"{prog} {name}", child_summary, child, level + 1)
+
+    for name, summary, sub in _subcommands(parser):
+        add(f"graphstore {name}", summary, sub, 2)
     return "\n".join(parts)
 
 

@@ -1,8 +1,9 @@
 """The ``graphstore`` command: ``scheduler`` and ``worker`` run a cluster by hand (their
 options and start-up live with each service, in its ``cli`` module) and ``stop`` ends
 it; ``up`` and ``down`` start and stop one on several machines over SSH; ``memory``,
-``status``, ``graph``, ``timeline``, ``list`` and ``logs`` inspect a running one;
-``config`` shows the settings this host's processes would use.
+``status``, ``graph``, ``timeline``, ``list`` and ``logs`` inspect a running one; ``job``
+submits programs to it (``job_cli.py``); ``config`` shows the settings this host's
+processes would use.
 
 This is the one module above both the services and the client API: an entry point may
 import anything, and nothing imports it."""
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 
+from graphstore import job_cli
 from graphstore.core.cli_options import add_tls_options, tls_settings
 from graphstore.scheduler import cli as scheduler_cli
 from graphstore.worker import cli as worker_cli
@@ -111,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="scheduler address (default: GRAPHSTORE_ADDRESS, else the "
                                "newest local cluster on this machine)")
     add_tls_options(timeline)
+    job_cli.add_arguments(sub.add_parser(
+        "job", help="submit a program to the cluster as a job, and follow, stop or list "
+                    "jobs (like `ray job`)"))
     return parser
 
 
@@ -442,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_up(args)
     if args.command == "down":
         return run_down(args)
+    if args.command == "job":
+        return job_cli.run(args)
     if args.command == "scheduler":
         return scheduler_cli.run(args)
     if args.command == "worker":

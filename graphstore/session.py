@@ -7,6 +7,7 @@ instead (``runtime.context``), so tasks can call the same API.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import socket
@@ -264,7 +265,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
     behind. Takes a process-wide lock: safe to call from any thread.
 
     Args:
-        address: ``None`` starts a local cluster on this machine (loopback only);
+        address: ``None`` joins ``GRAPHSTORE_ADDRESS`` if it is set (as Ray reads
+            ``RAY_ADDRESS``; a job's entrypoint has it), else starts a local cluster
+            on this machine (loopback only);
             ``"tcp://host:port"`` joins a running one; ``"auto"`` reads
             ``GRAPHSTORE_ADDRESS``.
         num_cpus: the local cluster's workers (one per CPU; default: the CPU count). ``0``:
@@ -285,6 +288,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             task and actor of this job: ``env_vars``, ``working_dir``, ``py_modules``,
             ``pip``, ``excludes``. Paths are read (and uploaded) now; a task's or
             actor's own ``runtime_env`` replaces these key by key (``env_vars`` merge).
+            Inside a job (``graphstore job submit``) the default is the job's
+            runtime_env.
         log_to_driver: print what tasks and actors print here, their tqdm bars live
             (default ``True``).
         logging_level: the level of this process's ``graphstore`` logger, and of a local
@@ -348,6 +353,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
             address = os.environ.get("GRAPHSTORE_ADDRESS")
             if not address:
                 raise ValueError("address='auto' needs GRAPHSTORE_ADDRESS to be set")
+        elif address is None:
+            # As RAY_ADDRESS: a job's entrypoint (graphstore job submit) joins its cluster.
+            address = os.environ.get("GRAPHSTORE_ADDRESS") or None
+        if runtime_env is None:
+            runtime_env = job_runtime_env()
         if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
                                      or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
@@ -411,6 +421,21 @@ def init(address: str | None = None, *, num_cpus: int | None = None,
                         f"; status page at {_driver.dashboard_url}"
                         if _driver.dashboard_url else "")
         return _driver.context()
+
+
+def job_runtime_env() -> dict[str, Any] | None:
+    """Inside a job (``graphstore job submit``): the job's runtime_env, which its
+    supervisor puts in ``GRAPHSTORE_JOB_RUNTIME_ENV``; None elsewhere."""
+    text = os.environ.get("GRAPHSTORE_JOB_RUNTIME_ENV")
+    if not text:
+        return None
+    try:
+        runtime_env = json.loads(text)
+    except ValueError:
+        raise ValueError(f"GRAPHSTORE_JOB_RUNTIME_ENV is not JSON: {text[:200]!r}") from None
+    if not isinstance(runtime_env, dict):
+        raise ValueError("GRAPHSTORE_JOB_RUNTIME_ENV must hold a JSON object")
+    return runtime_env or None
 
 
 #: Ray's default log format (time, level, file:line, message).
@@ -519,6 +544,12 @@ def get_runtime() -> Runtime:
 def current_local_cluster() -> LocalCluster | None:
     driver = _driver
     return driver.cluster if driver is not None else None
+
+
+def connected_address() -> str | None:
+    """The scheduler address this process's driver is connected to, if it is one."""
+    driver = _driver
+    return driver.address if driver is not None else None
 
 
 atexit.register(shutdown)

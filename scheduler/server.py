@@ -24,6 +24,9 @@ from graphstore.core.config import Config, Limits
 from graphstore.core.lifecycle import watch_parent_pipe
 from graphstore.core import logs
 from graphstore.scheduler import descriptions, listing, status
+from graphstore.scheduler.job_processes import JobProcesses
+from graphstore.scheduler.job_service import JobService
+from graphstore.scheduler.jobs import JobTable
 from graphstore.scheduler.snapshots import LiveScans
 from graphstore.scheduler.instructions import Send
 from graphstore.scheduler.state import SchedulerState
@@ -116,7 +119,16 @@ class Scheduler:
                                                               m.name, m.limit),
             msg.FetchLog: lambda peer, m: self._fetch_log(m),
             msg.RetireWorkers: lambda peer, m: self.state.retire_workers(m.worker_ids),
+            msg.SubmitJob: lambda peer, m: self._jobs().submit(m),
+            msg.GetJob: lambda peer, m: self._jobs().get(m),
+            msg.ListJobs: lambda peer, m: self._jobs().list(m),
+            msg.StopJob: lambda peer, m: self._jobs().stop(m),
+            msg.DeleteJob: lambda peer, m: self._jobs().delete(m),
+            msg.ReadJobLog: lambda peer, m: self._jobs().read_log(peer, m),
         }
+        #: Jobs submitted to this scheduler (``graphstore job``), made at the first
+        #: job request.
+        self.job_service: JobService | None = None
         #: GetActor requests waiting for an actor to start or die, by actor id.
         self._actor_watchers: dict[bytes, list[asyncio.Future]] = {}
         self.state.on_actor_update = self._actor_updated
@@ -161,6 +173,29 @@ class Scheduler:
         self.dashboard = Dashboard(self)
         self.dashboard_url = self.dashboard.listen(host, port)
         return self.dashboard_url
+
+    def _jobs(self) -> JobService:
+        """The job service, made when first asked for: jobs run on this host with this
+        scheduler's address, token and TLS files."""
+        if self.job_service is None:
+            host, _, port = self.address[len("tcp://"):].rpartition(":")
+            if host in ("0.0.0.0", "::", "[::]", ""):
+                host = "127.0.0.1"
+            environment = {"GRAPHSTORE_ADDRESS": f"tcp://{host}:{port}",
+                           "GRAPHSTORE_TOKEN": self.token.decode()}
+            if self.tls is not None:
+                environment.update(self.tls.environment())
+            own = logs.current_log_file()
+            log_dir = own.parent if own is not None else logs.default_log_dir(None)
+            table = JobTable()
+            self.job_service = JobService(table, JobProcesses(table, log_dir, environment),
+                                          lambda peer_id: peer_id in self.comms)
+        return self.job_service
+
+    def stop_jobs(self) -> None:
+        """Stop every job and wait for its processes: no job outlives the scheduler."""
+        if self.job_service is not None:
+            self.job_service.processes.shutdown()
 
     def stop(self) -> None:
         if self.dashboard is not None:
@@ -582,5 +617,6 @@ async def serve(config: Config, token: bytes, host: str, port: int,
     try:
         await scheduler.stopped.wait()
     finally:
+        scheduler.stop_jobs()
         if scheduler.dashboard is not None:
             scheduler.dashboard.stop()

@@ -85,6 +85,7 @@ def test_scale_runs_work_on_worker_jobs_and_close_leaves_nothing(slurm):
         assert jobs == set(cluster.job_ids())
         assert set(slurm.jobs()) == jobs
 
+        graphstore.shutdown()      # the session's shared cluster, if a test left it
         graphstore.init(address=cluster.address, token=cluster.token)
         try:
             results = graphstore.get([where.remote(i) for i in range(40)])
@@ -128,6 +129,7 @@ def test_adapt_grows_with_queued_work_and_shrinks_when_idle(slurm, tmp_path):
         cluster.adapt(minimum=0, maximum=3, interval=0.3, wait_count=2)
         time.sleep(1.0)
         assert cluster.job_ids() == []                       # no work: no job
+        graphstore.shutdown()      # the session's shared cluster, if a test left it
         graphstore.init(address=cluster.address, token=cluster.token)
         try:
             refs = [held.remote(i) for i in range(5)]

@@ -108,6 +108,7 @@ def _public_api() -> dict[str, object]:
     import graphstore.dask
     import graphstore.deploy.slurm
     import graphstore.exceptions
+    import graphstore.job_submission
     import graphstore.remote_function
     import graphstore.runtime_context
     import graphstore.session
@@ -119,7 +120,7 @@ def _public_api() -> dict[str, object]:
     modules = [graphstore, graphstore.actor, graphstore.exceptions, graphstore.util,
                graphstore.util.queue, graphstore.util.multiprocessing,
                graphstore.util.joblib, graphstore.util.scheduling_strategies,
-               graphstore.dask, graphstore.deploy.slurm]
+               graphstore.dask, graphstore.deploy.slurm, graphstore.job_submission]
     found: dict[str, object] = {}
     for module in modules:
         names = getattr(module, "__all__", None) or [

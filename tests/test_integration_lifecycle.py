@@ -333,20 +333,23 @@ def test_killing_a_cli_scheduler_stops_its_cli_workers(cli_cluster):
             pytest.fail("a `graphstore worker` kept running 5 s after its scheduler died")
 
 
-def _shm_files() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("gs-")}
+def _shm_files(cluster_id: str = "") -> set[str]:
+    """This machine's store files, or only those of one cluster: other clusters (other
+    test runs, other people's) may start and stop on this machine meanwhile."""
+    return {name for name in os.listdir("/dev/shm") if name.startswith(f"gs-{cluster_id}")}
 
 
 def test_cli_scheduler_and_worker_stop_cleanly_on_sigterm(cli_cluster):
-    before = _shm_files()
+    from graphstore.worker.server import cluster_id_for
     cli = cli_cluster(num_workers=1)
+    own = cluster_id_for(cli.address) + "-"
     _wait_for_log(cli.log_dir / "scheduler.log", " joined from ")
     # Its store's first arena and lock file (reserves come once it idles).
-    wait_until(lambda: len(_shm_files() - before) >= 2, 20,
+    wait_until(lambda: len(_shm_files(own)) >= 2, 20,
                message="the worker never made its store's files")
     cli.workers[0].send_signal(signal.SIGTERM)
     assert cli.workers[0].wait(10) == 0
-    assert _shm_files() - before == set(), "a worker stopped by SIGTERM left its files"
+    assert _shm_files(own) == set(), "a worker stopped by SIGTERM left its files"
     cli.scheduler.send_signal(signal.SIGTERM)
     assert cli.scheduler.wait(10) == 0
 

@@ -186,6 +186,12 @@ SAMPLES = {
     p.DescribeCluster: p.DescribeCluster(),
     p.DescribeObject: p.DescribeObject(b"o" * 16),
     p.DescribeActor: p.DescribeActor(b"a" * 16),
+    # Jobs.
+    p.SubmitJob: p.SubmitJob("job-1", "python main.py", {"env_vars": {"A": "1"}},
+                             {"owner": "tests"}, 1.0),
+    p.GetJob: p.GetJob("job-1"), p.ListJobs: p.ListJobs(), p.StopJob: p.StopJob("job-1"),
+    p.DeleteJob: p.DeleteJob("job-1"),
+    p.ReadJobLog: p.ReadJobLog("job-1", 4096, 0, 10.0),
     # The timeline and the critical path.
     p.GetTimeline: p.GetTimeline(120),
     p.GetCriticalPath: p.GetCriticalPath(_id(4)),

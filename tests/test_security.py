@@ -366,6 +366,14 @@ def test_tls_cluster_from_the_command_line_end_to_end(hand_cluster, pki, tmp_pat
                              capture_output=True, text=True, env=env, timeout=60,
                              cwd=tmp_path)
     assert refused.returncode != 0 and "TLS is half configured" in refused.stderr
+    # A job, submitted over TLS: its driver joins with the scheduler's TLS files.
+    code = "'import graphstore; graphstore.init(); print(\"tls job\", len(graphstore.nodes()))'"
+    job = subprocess.run([sys.executable, "-m", "graphstore.cli", "job", "submit",
+                          "--address", cluster.address, *pki.cli_args(), "--",
+                          sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60, cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert "tls job 2" in job.stdout
     assert cluster.alive()
 
 

@@ -172,14 +172,15 @@ def current_log_file() -> Path | None:
 # -- reading ------------------------------------------------------------------------------
 
 def read_log(path: "str | Path", offset: int = 0, tail: int = 0,
-             max_bytes: int = MAX_READ_BYTES) -> dict:
+             max_bytes: int = MAX_READ_BYTES, whole_lines: bool = True) -> dict:
     """Part of a log file: with ``tail``, its last ``tail`` lines; else the bytes from
     ``offset`` on. At most ``max_bytes`` (capped at ``MAX_READ_BYTES``) are returned.
 
     Returns ``{"path", "size", "start", "end", "data"}``: ``data`` is the text of bytes
     ``start`` to ``end``; the next read from where this one stopped passes
     ``offset=end``. An ``offset`` past the end (the file was rotated meanwhile) starts
-    again from 0. A missing file raises ``FileNotFoundError``."""
+    again from 0. ``whole_lines=False`` also returns a last line not ended yet (the log
+    of a process that has exited). A missing file raises ``FileNotFoundError``."""
     if type(offset) is not int or offset < 0:
         raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
     if type(tail) is not int or tail < 0:
@@ -193,7 +194,7 @@ def read_log(path: "str | Path", offset: int = 0, tail: int = 0,
             start = offset if offset <= size else 0
         f.seek(start)
         data = f.read(min(max_bytes, size - start))
-    if not tail:
+    if not tail and whole_lines:
         # A line still being written waits for the next read (unless one line alone
         # fills the read: then it goes out in pieces).
         cut = data.rfind(b"\n")

@@ -974,6 +974,52 @@ class ReadLog(Message, tag=76):
 
 
 
+# -- jobs: ``graphstore job``, ``JobSubmissionClient`` ----------------------------------
+# Replies are dicts; a refused request is ``{"error": {"kind", "text"}}`` (kind:
+# "not_found", "invalid", "duplicate", "not_terminal"), never an exception text.
+
+class SubmitJob(Message, tag=84):
+    """Request to the scheduler: run ``entrypoint`` (a shell command) as a job on its
+    host. ``submission_id`` None: the scheduler makes one. Reply: ``{"submission_id"}``."""
+    submission_id: Optional[str]
+    entrypoint: str
+    runtime_env: dict
+    metadata: dict
+    entrypoint_num_cpus: Amount
+
+
+class GetJob(Message, tag=85):
+    """Request: one job's info (``JobInfo`` fields). Reply: ``{"job": {...}}``."""
+    submission_id: str
+
+
+class ListJobs(Message, tag=86):
+    """Request: every job the scheduler knows, oldest first. Reply: ``{"jobs": [...]}``."""
+
+
+class StopJob(Message, tag=87):
+    """Request: SIGTERM the job's processes (SIGKILL after a grace period). Reply:
+    ``{"stopped": bool}``: whether the job had not ended yet."""
+    submission_id: str
+
+
+class DeleteJob(Message, tag=88):
+    """Request: forget an ended job (its log file stays). Reply: ``{"deleted": True}``."""
+    submission_id: str
+
+
+class ReadJobLog(Message, tag=89):
+    """Request: part of a job's log, read as ``ReadLog`` says (``tail`` lines, or the
+    bytes from ``offset``). With ``wait`` > 0 and nothing new yet, the reply waits up to
+    ``wait`` seconds for output or for the job to end (a follow's long poll). Reply:
+    ``{"path", "size", "start", "end", "data", "status"}``; a job that has ended gives
+    its last partial line too."""
+    submission_id: str
+    offset: Count
+    tail: Count
+    wait: Amount
+
+
 MESSAGE_TYPES: list[type] = [
     Request, Reply, RegisterClient, RegisterWorker, RegisterFunction, SubmitTask,
     PutObject, IncRef, DecRef, WantObjects, ObjectReady, FunctionCode, RunTask, TaskDone,
@@ -992,6 +1038,7 @@ MESSAGE_TYPES: list[type] = [
     ListState, FetchLog, ReadLog, RetireWorkers, ReplicateObjects,
     LookupPackage, RegisterPackage, GetPackage,
     TaskProcessSetupFailed, ActorSetupFailed,
+    SubmitJob, GetJob, ListJobs, StopJob, DeleteJob, ReadJobLog,
 ]
 #: Message class -> its code on the wire (its ``tag``).
 CODES: dict[type, int] = {cls: cls.__struct_config__.tag for cls in MESSAGE_TYPES}

@@ -438,7 +438,9 @@ class TaskDone(Message, tag=13):
                               #   segment name or None], ...]
     duration: Amount
     events: Any = None            # spans of its run, measured where it ran: lists in
-                                  # ProfileEvent field order (profile_events.py)
+                                  # ProfileEvent field order (profile_events.py); Any:
+                                  # checked one by one where they are kept (a bad one
+                                  # is dropped with a warning, the outcome stands)
 
 
 class TaskFailed(Message, tag=14):

@@ -28,7 +28,7 @@ class Actors(Harness):
             options["num_cpus"] = cpus
         self.s.create_actor(peer, msg.CreateActor(actor_id, creation_id, FN, "Counter",
                                                   [b"args"], list(deps), [], options,
-                                                  {"add": 1}))
+                                                  {"add": [1, None, None, None]}))
         return actor_id, creation_id
 
     def actor(self, actor_id) -> st.ActorState:

@@ -114,7 +114,7 @@ def validate(**checks: Callable[[Any], bool]) -> Callable[[Any], None]:
             value = getattr(self, name)
             if value is not None and not check(value):
                 raise ValueError(f"{type(self).__name__}.{name}: "
-                                 f"{(check.__doc__ or check.__name__).splitlines()[0]}")
+                                 f"{' '.join((check.__doc__ or check.__name__).split())}")
     return __post_init__
 
 
@@ -932,12 +932,12 @@ class DescribeCluster(Message, tag=69):
 class DescribeObject(Message, tag=70):
     """Request to the scheduler: one object's state, size and where it lives (stores,
     spill file, inline), and the task that made it."""
-    object_id: Id
+    object_id: bytes          # any bytes: what names nothing is answered "unknown"
 
 
 class DescribeActor(Message, tag=71):
     """Request to the scheduler: one actor's state, name and where it runs."""
-    actor_id: Id
+    actor_id: bytes           # as in DescribeObject
 
 
 # -- inspection: ``graphstore list`` and ``graphstore logs`` --------------------------------

@@ -15,8 +15,9 @@ import time
 
 from graphstore.core.cli_options import add_tls_options, tls_settings
 
-_ADDRESS_HELP = ("scheduler address tcp://HOST:PORT (default: GRAPHSTORE_ADDRESS, else "
-                 "the newest local cluster on this machine)")
+_ADDRESS_HELP = ("scheduler address tcp://HOST:PORT, or its status page's http://HOST:PORT "
+                 "as with `ray job submit` (default: GRAPHSTORE_ADDRESS, else the newest "
+                 "local cluster on this machine)")
 #: Seconds between status checks while ``stop`` waits for a job to end.
 _STOP_POLL = 0.1
 

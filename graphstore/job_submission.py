@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import json
 import os
 import socket
+import urllib.parse
+import urllib.request
 from typing import Any, AsyncIterator, Iterator, cast
 
 from graphstore.core import protocol as msg
 from graphstore.core.comm import connect
+from graphstore.core.comm.addressing import parse_address
 from graphstore.core.config import load_config
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.object_ref import new_id
@@ -102,6 +106,39 @@ class JobInfo:
         return cls(**fields)
 
 
+def scheduler_address_from_status_page(url: str, timeout: float = 10.0) -> str:
+    """The scheduler's ``tcp://`` address, asked of its status page at ``url``.
+
+    Ray's job client takes the dashboard's ``http://`` address; here the page only tells
+    where the scheduler is, and jobs go over the scheduler's own connection. A scheduler
+    bound to every interface (``0.0.0.0``) is reached on the page's host.
+
+    Args:
+        url: the status page, e.g. ``http://127.0.0.1:8265``.
+        timeout: seconds to wait for the page.
+
+    Returns:
+        ``tcp://HOST:PORT`` of the scheduler serving that page.
+
+    Raises:
+        ValueError: the page cannot be reached or does not name a scheduler.
+    """
+    parts = urllib.parse.urlsplit(url)
+    overview_url = f"{parts.scheme}://{parts.netloc}/api/overview"
+    try:
+        with urllib.request.urlopen(overview_url, timeout=timeout) as reply:
+            overview = json.load(reply)
+        address = overview["scheduler"]["address"]
+        host, port = parse_address(address)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{url!r} is a web address, and {overview_url} did not say where "
+                         f"the scheduler is ({exc}); pass the scheduler's tcp://HOST:PORT"
+                         ) from None
+    if host in ("0.0.0.0", "::", "") and parts.hostname:
+        host = parts.hostname
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
 class JobSubmissionClient:
     """Submits jobs to a running cluster and asks about them, as Ray's.
 
@@ -110,7 +147,10 @@ class JobSubmissionClient:
     It does not make this process a driver: ``graphstore.init()`` stays free.
 
     Args:
-        address: the scheduler's ``tcp://host:port``. Default: ``GRAPHSTORE_ADDRESS``,
+        address: the scheduler's ``tcp://host:port``, or its status page's
+            ``http://host:port`` (what Ray users pass: the scheduler's address is read
+            from the page's ``/api/overview``; the jobs still go over the
+            token-checked scheduler connection). Default: ``GRAPHSTORE_ADDRESS``,
             else the newest local cluster on this machine.
         token: the cluster token. Default: the local cluster's when ``address`` was
             found that way, else ``GRAPHSTORE_TOKEN``, else the token file.
@@ -119,7 +159,8 @@ class JobSubmissionClient:
         timeout: seconds to connect.
 
     Raises:
-        ValueError: no address was given or found, or it is not a ``tcp://`` address.
+        ValueError: no address was given or found, it is not a ``tcp://`` address, or a
+            status page's address whose page does not answer.
         ConnectionLostError: the scheduler cannot be reached.
         AuthenticationError: the cluster refused the token.
     """
@@ -138,9 +179,7 @@ class JobSubmissionClient:
             if tls is None and current.get("tls"):
                 tls = current["tls"]
         if address.startswith(("http://", "https://")):
-            raise ValueError(f"{address!r} is a web address: graphstore jobs go to the "
-                             f"scheduler's tcp://HOST:PORT (the status page is not a job "
-                             f"server)")
+            address = scheduler_address_from_status_page(address, timeout)
         if not address.startswith("tcp://"):
             raise ValueError(f"address must be tcp://HOST:PORT, got {address!r}")
         self.address = address

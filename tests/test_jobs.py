@@ -278,6 +278,24 @@ def test_job_submission_client_api(jobs_cluster, tmp_path):
     assert client.get_job_status(sid) is JobStatus.SUCCEEDED
 
 
+def test_the_status_page_address_finds_the_scheduler_as_ray_s_dashboard_address(
+        jobs_cluster):
+    """Ray users pass the dashboard's http:// address; the page names the scheduler."""
+    log = (jobs_cluster.log_dir / "scheduler.log").read_text()
+    url = log.split("status page at ", 1)[1].split()[0]
+    assert url.startswith("http://")
+    with JobSubmissionClient(url, token=jobs_cluster.token) as client:
+        assert client.address == jobs_cluster.address
+        sid = client.submit_job(entrypoint="echo via the page")
+        wait_status(client, sid, JobStatus.SUCCEEDED)
+        assert client.get_job_logs(sid) == "via the page\n"
+    # The CLI too (its --address given last wins over the fixture's tcp:// one).
+    done = jobs_cluster.gs("submit", "--address", url, "--", "echo", "cli via page")
+    assert done.returncode == 0 and "cli via page" in done.stdout
+    with pytest.raises(ValueError, match="did not say where the scheduler is"):
+        JobSubmissionClient("http://127.0.0.1:9/", token=jobs_cluster.token, timeout=2)
+
+
 def test_working_dir_is_uploaded_once_and_is_the_job_s_cwd(jobs_cluster, tmp_path):
     project = tmp_path / "project"
     project.mkdir()

@@ -941,9 +941,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events,
-                               self.producers_of(task.deps) if task.deps else ())
+        if m.started is not None or m.events is not None:
+            self.record_run(peer_id, worker_id, "task", task, m)
         self.transition(task, DONE)
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
@@ -988,9 +987,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events,
-                               self.producers_of(task.deps) if task.deps else ())
+        if m.started is not None or m.events is not None:
+            self.record_run(peer_id, worker_id, "task", task, m)
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
@@ -1454,6 +1452,35 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             if producer is not None and producer.id not in parents:
                 parents.append(producer.id)
         return tuple(parents)
+
+    def record_run(self, peer_id: bytes, worker_id: bytes, kind: str, task, m,
+                   pid: int | None = None) -> None:
+        """Keep what the outcome ``m`` (``TaskDone``, ``TaskFailed``, ``ActorCallDone``)
+        of ``task`` says of its run on ``worker_id``: the spans inside it (``m.events``),
+        then the run itself, ``m.started`` plus ``m.duration``, by ``pid`` (default: the
+        process ``peer_id``). This runs once per task: the run's event is made of what
+        the scheduler holds already, with one check of the start time. A bad start time
+        is dropped with a warning naming the peer, and the outcome stands."""
+        parents = self.producers_of(task.deps) if task.deps else ()
+        if m.events is not None:
+            self.record_events(peer_id, worker_id, m.events, parents)
+        started = m.started
+        if started is None:
+            return
+        # A float, and finite: inf - inf and nan - nan are nan. ``duration`` passed the
+        # wire checks (a finite non-negative number).
+        if type(started) is not float or started - started != 0.0:
+            logger.warning("dropped the %s span of %s from %s: started must be a finite "
+                           "float, got %.100r", kind, task.name, self.describe_peer(peer_id),
+                           started)
+            return
+        if pid is None:
+            peer = self.workers.get(peer_id)
+            if peer is None:
+                peer = self.task_processes.get(peer_id)
+            pid = peer.pid if peer is not None else 0
+        self.task_stream.record_run(worker_id, kind, task.name, started,
+                                    started + m.duration, pid, task.id, parents)
 
     def record_events(self, peer_id: bytes, worker_id: bytes, events, parents: tuple = ()
                       ) -> None:

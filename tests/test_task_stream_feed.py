@@ -10,8 +10,9 @@ import threading
 import pytest
 
 from graphstore.core import protocol as msg
-from graphstore.core.profile_events import checked_fields
+from graphstore.core.profile_events import ProfileEvent, checked_fields
 from graphstore.core.span_recorder import SpanRecorder
+from test_scheduler_actors import PROCESS, Actors
 from test_scheduler_state import DRIVER, Harness
 
 
@@ -41,6 +42,73 @@ def test_a_finished_tasks_spans_are_kept_with_the_producers_of_its_inputs():
     assert timeline["seq"] == 3 and timeline["workers"][w]["address"] == "tcp://w1:1"
     assert timeline["entries"][2] == [3, w, _span(second, "use", 11.0), [first]]
     assert h.s.timeline(2)["entries"] == timeline["entries"][2:]
+
+
+def test_a_run_reported_by_its_start_is_kept_as_the_span_a_worker_would_send():
+    """What a recording worker sends: the run's start time beside its duration (and
+    the fetches inside it as events); the scheduler fills in kind, name, task id and
+    the pid of the process that reported it."""
+    h = Harness()
+    w = h.worker("w1")
+    first, (a,) = h.submit(name="load")
+    h.s.schedule()
+    h.s.task_done(w, msg.TaskDone(first, [[a, [b"v"], [], 1, None]], 0.5, None, 10.0))
+    second, (b,) = h.submit(deps=[a], name="use")
+    h.s.schedule()
+    fetch = ["fetch", a.hex(), 11.0, 11.1, 100, second, 1 << 20, "tcp://w1:1"]
+    h.s.task_done(w, msg.TaskDone(second, [[b, [b"v"], [], 1, None]], 0.25, [fetch],
+                                  11.0))
+    entries = h.s.task_stream.since(0)
+    assert [tuple(e.event) for e in entries] == [
+        ("task", "load", 10.0, 10.5, 100, first, 0, ""), tuple(fetch),
+        ("task", "use", 11.0, 11.25, 100, second, 0, "")]
+    assert type(entries[0].event) is ProfileEvent
+    assert [e.parents for e in entries] == [(), (first,), (first,)]
+    assert h.s.timeline(0)["entries"][2] == [3, w, list(entries[2].event), [first]]
+    # Recording off: nothing is sent, nothing is kept.
+    third, (c,) = h.submit(name="quiet")
+    h.s.schedule()
+    h.s.task_done(w, msg.TaskDone(third, [[c, [b"v"], [], 1, None]], 0.5))
+    assert h.s.task_stream.seq == 3
+
+
+def test_a_failed_run_and_a_run_in_a_task_process_are_kept_by_their_process():
+    h = Harness()
+    w = h.worker("w1", cpus=4, resources={"GPU": 1})
+    task, _ = h.submit(name="boom")
+    h.s.schedule()
+    h.s.task_failed(w, msg.TaskFailed(task, [b"error"], 0.5, "ValueError: no", False,
+                                      None, None, 20.0))
+    gpu_task, ret = h.submit(name="on_gpu", resources={"GPU": 1})
+    h.s.schedule()
+    ((_, start),) = h.take(msg.StartTaskProcess)
+    h.s.register_task_process(start.process_id, msg.RegisterTaskProcess(
+        start.process_id, w, 4343, "host"))
+    h.s.task_done(start.process_id, msg.TaskDone(gpu_task, [[ret[0], [b"v"], [], 1, None]],
+                                                 1.0, None, 30.0))
+    assert [(e.worker, tuple(e.event)) for e in h.s.task_stream.since(0)] == [
+        (w, ("task", "boom", 20.0, 20.5, 100, task, 0, "")),
+        (w, ("task", "on_gpu", 30.0, 31.0, 4343, gpu_task, 0, ""))]
+
+
+@pytest.mark.parametrize("started", [float("nan"), float("inf"), "10.0", 10, [10.0]])
+def test_a_bad_start_time_is_dropped_with_a_warning_and_the_result_stands(caplog,
+                                                                          started):
+    h = Harness()
+    w = h.worker("w1")
+    task, (r,) = h.submit(name="f")
+    h.s.schedule()
+    h.s.want(DRIVER, [r])
+    h.take()
+    done = msg.TaskDone(task, [[r, [b"v"], [], 1, None]], 0.5, None, started)
+    (done,) = msg.decode_header(msg.encode_batch([done])[1], [])   # passes the wire
+    with caplog.at_level(logging.WARNING, logger="graphstore.scheduler"):
+        h.s.task_done(w, done)
+    assert h.s.task_stream.since(0) == []
+    assert "dropped the task span of f from worker" in caplog.text
+    assert "started must be a finite float" in caplog.text
+    assert h.s.objects[r].state == "ready"
+    assert [m.object_id for _, m in h.take() if type(m) is msg.ObjectReady] == [r]
 
 
 def test_bad_events_are_dropped_with_a_warning_and_the_result_stands(caplog):
@@ -112,6 +180,8 @@ def test_spans_of_a_task_thread_are_its_own_and_the_rest_are_bounded():
         recorder.add("spill", name, 1.0, 2.0, 5, "/tmp/s")
     assert [s[1] for s in recorder.drain()] == ["b", "c"] and recorder.drain() == []
     assert recorder.end() is None          # this thread began nothing
+    recorder.begin(b"t" * 16)
+    assert recorder.end() is None          # a task that recorded no span sends none
     off = SpanRecorder(enabled=False, buffer_size=10)
     off.add("spill", "x", 1.0, 2.0)
     assert off.drain() == []
@@ -127,3 +197,17 @@ def test_bad_events_pass_the_wire_checks_so_the_outcome_is_not_lost():
     beat = msg.WorkerHeartbeat({"store_used": 1}, {"not": "a list"})
     (decoded,) = msg.decode_header(msg.encode_batch([beat])[1], [])
     assert decoded == beat
+
+
+def test_an_actor_calls_run_is_kept_on_its_workers_row_by_the_actors_process():
+    h = Actors()
+    w = h.worker("w1", cpus=2)
+    actor_id, _ = h.create()
+    h.start(actor_id)
+    call_id, ret = h.call(actor_id)
+    h.s.actor_call_done(PROCESS, msg.ActorCallDone(
+        call_id, actor_id, [[ret, [b"1"], [], 1, None, None]], 0.25, None, None, 40.0))
+    (entry,) = h.s.task_stream.since(0)
+    assert entry.worker == w
+    assert tuple(entry.event) == ("actor-call", "Counter.add", 40.0, 40.25, 4242, call_id,
+                                  0, "")

@@ -163,8 +163,12 @@ class TaskDone(NamedTuple):
     results: list             # [[id, payload or None if stored here, contained, size,
                               #   segment name or None], ...]
     duration: float
-    events: list | None = None    # spans of its run, measured where it ran: lists in
-                                  # ProfileEvent field order (profile_events.py)
+    events: list | None = None    # spans inside its run (argument fetches), measured
+                                  # where it ran: lists in ProfileEvent field order
+                                  # (profile_events.py); None: none
+    started: float | None = None  # wall clock (time.time()) where it ran when the run
+                                  # started: the run's span is [started, started +
+                                  # duration]; None: the timeline is not recorded
 
 
 class TaskFailed(NamedTuple):
@@ -179,6 +183,7 @@ class TaskFailed(NamedTuple):
                                  # generator with num_returns=N that raised after some
                                  # yields); the other returns get the error
     events: list | None = None    # as in TaskDone
+    started: float | None = None  # as in TaskDone
 
 
 class TaskBlocked(NamedTuple):
@@ -439,7 +444,8 @@ class ActorCallDone(NamedTuple):
     results: list             # [[id, payload, contained, size, location, error], ...]
     duration: float
     error_text: str | None
-    events: list | None = None    # as in TaskDone: the call's span and its fetches
+    events: list | None = None    # as in TaskDone: the spans inside the call (fetches)
+    started: float | None = None  # as in TaskDone: the call's span
 
 
 class CancelTask(NamedTuple):
@@ -830,10 +836,10 @@ FIELD_CHECKS: dict[type, tuple] = {
     ObjectReady: (_id, _opt_payload, _opt_payload, _opt_list),
     FunctionCode: (_id, _buffer),
     RunTask: (_id, _id, _str, _any, _list, _ids, _retry_exceptions, _mode),
-    # Profile events are checked one by one where they are kept (a bad one is dropped
-    # there with a warning; the task's outcome stands).
-    TaskDone: (_id, _list, _amount, _any),
-    TaskFailed: (_id, _payload, _amount, _str, _flag, _opt_list, _any),
+    # Profile events and start times are checked where they are kept (a bad one is
+    # dropped there with a warning; the task's outcome stands).
+    TaskDone: (_id, _list, _amount, _any, _any),
+    TaskFailed: (_id, _payload, _amount, _str, _flag, _opt_list, _any, _any),
     TaskBlocked: (_id,), TaskUnblocked: (_id,),
     TaskOutput: (_any, _str, _str, _str, _opt(_strs)),
     Output: (_str, _str, _str, _any_id, _opt(_strs)),
@@ -861,7 +867,7 @@ FIELD_CHECKS: dict[type, tuple] = {
     KillActor: (_id, _flag),
     ActorCallSubmitted: (_id, _id, _str, _ids, _ids, _ids),
     ActorCall: (_id, _str, _str, _any, _list, _ids, _id, _mode, _actor_retry),
-    ActorCallDone: (_id, _id, _list, _amount, _opt_str, _any),
+    ActorCallDone: (_id, _id, _list, _amount, _opt_str, _any, _any),
     CancelTask: (_id, _flag, _flag),
     CancelRunning: (_id, _flag),
     CancelQueuedCall: (_id,),

@@ -1443,15 +1443,17 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.outbox.append(Send(peer_id, note))
 
     # -- profile events -----------------------------------------------------------------
-    def producers_of(self, object_ids) -> tuple:
-        """The tasks (and actor calls) that made these objects: a run's flow arrows."""
-        parents = []
+    def producers_of(self, object_ids) -> list:
+        """The tasks (and actor calls) that made these objects, as far as the task graph
+        remembers them (live objects, and the last ``task_history`` freed ones): a
+        run's flow arrows, looked up when the trace is read."""
+        producer_of = self.graph.producer_of
+        parents: list = []
         for object_id in object_ids:
-            obj = self.objects.get(object_id)
-            producer = obj.producer if obj is not None else None
-            if producer is not None and producer.id not in parents:
-                parents.append(producer.id)
-        return tuple(parents)
+            producer = producer_of(object_id)
+            if producer is not None and producer not in parents:
+                parents.append(producer)
+        return parents
 
     def record_run(self, peer_id: bytes, worker_id: bytes, kind: str, task, m,
                    pid: int | None = None) -> None:
@@ -1459,11 +1461,12 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         of ``task`` says of its run on ``worker_id``: the spans inside it (``m.events``),
         then the run itself, ``m.started`` plus ``m.duration``, by ``pid`` (default: the
         process ``peer_id``). This runs once per task: the run's event is made of what
-        the scheduler holds already, with one check of the start time. A bad start time
-        is dropped with a warning naming the peer, and the outcome stands."""
-        parents = self.producers_of(task.deps) if task.deps else ()
+        the scheduler holds already, with one check of the start time, and the ids of
+        its arguments (their producers are looked up only when a trace is read). A bad
+        start time is dropped with a warning naming the peer, and the outcome stands."""
+        inputs = tuple(task.deps) if task.deps else ()
         if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events, parents)
+            self.record_events(peer_id, worker_id, m.events, inputs)
         started = m.started
         if started is None:
             return
@@ -1480,9 +1483,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 peer = self.task_processes.get(peer_id)
             pid = peer.pid if peer is not None else 0
         self.task_stream.record_run(worker_id, kind, task.name, started,
-                                    started + m.duration, pid, task.id, parents)
+                                    started + m.duration, pid, task.id, inputs)
 
-    def record_events(self, peer_id: bytes, worker_id: bytes, events, parents: tuple = ()
+    def record_events(self, peer_id: bytes, worker_id: bytes, events, inputs: tuple = ()
                       ) -> None:
         """Keep the profile events a peer sent (``TaskDone.events`` and the like) in the
         task stream of ``worker_id``. Each is checked: a bad one is dropped with a
@@ -1491,7 +1494,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         check = checked_fields
         if type(events) is list:
             try:
-                self.task_stream.record(worker_id, list(map(check, events)), parents)
+                self.task_stream.record(worker_id, list(map(check, events)), inputs)
                 return
             except (ValueError, TypeError):
                 pass
@@ -1509,7 +1512,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             logger.warning("dropped %d bad profile event(s) from %s: %s", bad,
                            self.describe_peer(peer_id), problem)
         if good:
-            self.task_stream.record(worker_id, good, parents)
+            self.task_stream.record(worker_id, good, inputs)
 
     def describe_peer(self, peer_id: bytes) -> str:
         """A peer as a log line names it: its kind, id and pid when known."""
@@ -1524,9 +1527,12 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         return f"peer {peer_id.hex()[:8]}"
 
     def timeline(self, since: int = 0) -> dict:
-        """The profile events kept after sequence number ``since`` (``GetTimeline``)."""
+        """The profile events kept after sequence number ``since`` (``GetTimeline``),
+        each with the tasks that made its run's arguments (``producers_of``)."""
         stream = self.task_stream
-        return {"entries": [[e.seq, e.worker, list(e.event), list(e.parents)]
+        producers_of = self.producers_of
+        return {"entries": [[e.seq, e.worker, list(e.event),
+                             producers_of(e.inputs) if e.inputs else []]
                             for e in stream.since(since)],
                 "workers": dict(stream.workers), "seq": stream.seq}
 

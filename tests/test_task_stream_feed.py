@@ -1,7 +1,8 @@
 """The scheduler keeps the profile events workers send with their outcomes: the runs'
-spans land in the task stream of the worker that ran them, with the producers of their
-inputs as parents; bad events from a peer are dropped with a warning, and the outcome
-they came with stands. Also the recorder that collects spans in a worker's threads."""
+spans land in the task stream of the worker that ran them, with the ids of their inputs,
+whose producers become the trace's parents when it is read; bad events from a peer are
+dropped with a warning, and the outcome they came with stands. Also the recorder that
+collects spans in a worker's threads."""
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,7 @@ def test_a_finished_tasks_spans_are_kept_with_the_producers_of_its_inputs():
     assert [(e.event.kind, e.event.name) for e in entries] == [
         ("task", "load"), ("fetch", a.hex()), ("task", "use")]
     assert {e.worker for e in entries} == {w}
-    assert entries[0].parents == () and entries[2].parents == (first,)
+    assert entries[0].inputs == () and entries[2].inputs == (a,)
     assert entries[1].event.nbytes == 1 << 20 and entries[1].event.peer == "tcp://w1:1"
     timeline = h.s.timeline(0)
     assert timeline["seq"] == 3 and timeline["workers"][w]["address"] == "tcp://w1:1"
@@ -63,7 +64,7 @@ def test_a_run_reported_by_its_start_is_kept_as_the_span_a_worker_would_send():
         ("task", "load", 10.0, 10.5, 100, first, 0, ""), tuple(fetch),
         ("task", "use", 11.0, 11.25, 100, second, 0, "")]
     assert type(entries[0].event) is ProfileEvent
-    assert [e.parents for e in entries] == [(), (first,), (first,)]
+    assert [e.inputs for e in entries] == [(), (a,), (a,)]
     assert h.s.timeline(0)["entries"][2] == [3, w, list(entries[2].event), [first]]
     # Recording off: nothing is sent, nothing is kept.
     third, (c,) = h.submit(name="quiet")
@@ -111,6 +112,28 @@ def test_a_bad_start_time_is_dropped_with_a_warning_and_the_result_stands(caplog
     assert [m.object_id for _, m in h.take() if type(m) is msg.ObjectReady] == [r]
 
 
+def test_parents_are_the_producers_the_graph_remembers_when_the_trace_is_read():
+    """A run's arrows come from the tasks that made its arguments, looked up when the
+    trace is read: also once those arguments were freed, while the task graph keeps
+    their records (``task_history``); a put has no producer."""
+    h = Harness(history_size=2)
+    w = h.worker("w1")
+    put = h.put()
+    make, (a,) = h.submit(name="make")
+    h.s.schedule()
+    h.s.task_done(w, msg.TaskDone(make, [[a, [b"v"], [], 1, None]], 0.5, None, 1.0))
+    use, (b,) = h.submit(deps=[a, put, a], name="use")
+    h.s.schedule()
+    h.s.task_done(w, msg.TaskDone(use, [[b, [b"v"], [], 1, None]], 0.5, None, 2.0))
+    h.s.decref(DRIVER, [a, put])
+    assert a not in h.s.objects and h.s.graph.has_object(a)          # freed, remembered
+    assert [e[3] for e in h.s.timeline(0)["entries"]] == [[], [make]]
+    for _ in range(2):                     # two more freed objects push a's record out
+        h.s.decref(DRIVER, [h.put()])
+    assert not h.s.graph.has_object(a)
+    assert [e[3] for e in h.s.timeline(0)["entries"]] == [[], []]
+
+
 def test_bad_events_are_dropped_with_a_warning_and_the_result_stands(caplog):
     h = Harness()
     w = h.worker("w1")
@@ -141,7 +164,7 @@ def test_heartbeat_spans_and_a_departed_workers_history():
     h.s.worker_heartbeat(w, {}, [spill])
     h.s.remove_peer(w)
     (entry,) = h.s.task_stream.since(0)
-    assert entry.event.kind == "spill" and entry.worker == w and entry.parents == ()
+    assert entry.event.kind == "spill" and entry.worker == w and entry.inputs == ()
     assert w in h.s.timeline(0)["workers"]     # its row keeps its name after it left
 
 

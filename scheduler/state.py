@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import OrderedDict
 from typing import Iterable
@@ -1470,9 +1471,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         started = m.started
         if started is None:
             return
-        # A float, and finite: inf - inf and nan - nan are nan. ``duration`` passed the
-        # wire checks (a finite non-negative number).
-        if type(started) is not float or started - started != 0.0:
+        # ``duration`` passed the wire checks (a finite non-negative number); the end is
+        # finite only if the start is (inf - inf and nan - nan are nan).
+        stop = started + m.duration if type(started) is float else math.nan
+        if stop - stop != 0.0:
             logger.warning("dropped the %s span of %s from %s: started must be a finite "
                            "float, got %.100r", kind, task.name, self.describe_peer(peer_id),
                            started)
@@ -1482,8 +1484,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             if peer is None:
                 peer = self.task_processes.get(peer_id)
             pid = peer.pid if peer is not None else 0
-        self.task_stream.record_run(worker_id, kind, task.name, started,
-                                    started + m.duration, pid, task.id, inputs)
+        self.task_stream.record_run(worker_id, kind, task.name, started, stop, pid, task.id,
+                                    inputs)
 
     def record_events(self, peer_id: bytes, worker_id: bytes, events, inputs: tuple = ()
                       ) -> None:

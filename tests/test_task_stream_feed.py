@@ -92,16 +92,19 @@ def test_a_failed_run_and_a_run_in_a_task_process_are_kept_by_their_process():
         (w, ("task", "on_gpu", 30.0, 31.0, 4343, gpu_task, 0, ""))]
 
 
-@pytest.mark.parametrize("started", [float("nan"), float("inf"), "10.0", 10, [10.0]])
+@pytest.mark.parametrize("started, duration", [
+    (float("nan"), 0.5), (float("inf"), 0.5), (-float("inf"), 0.5), ("10.0", 0.5),
+    (10, 0.5), ([10.0], 0.5), (1.7e308, 1e308)])       # the last one ends at infinity
 def test_a_bad_start_time_is_dropped_with_a_warning_and_the_result_stands(caplog,
-                                                                          started):
+                                                                          started,
+                                                                          duration):
     h = Harness()
     w = h.worker("w1")
     task, (r,) = h.submit(name="f")
     h.s.schedule()
     h.s.want(DRIVER, [r])
     h.take()
-    done = msg.TaskDone(task, [[r, [b"v"], [], 1, None]], 0.5, None, started)
+    done = msg.TaskDone(task, [[r, [b"v"], [], 1, None]], duration, None, started)
     (done,) = msg.decode_header(msg.encode_batch([done])[1], [])   # passes the wire
     with caplog.at_level(logging.WARNING, logger="graphstore.scheduler"):
         h.s.task_done(w, done)

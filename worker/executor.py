@@ -215,7 +215,11 @@ class TaskExecutor:
             with self._lock:          # inside the try: a late interrupt lands here too
                 del self._running[task.task_id]
             packed = partial if partial is not None else self._pack_results(task, result)
-            outcome = msg.TaskDone(task.task_id, packed, time.perf_counter() - start)
+            # Recording, the outcome carries when the run started (the scheduler makes
+            # its span of that and the duration) and the spans recorded inside it.
+            outcome = (msg.TaskDone(task.task_id, packed, time.perf_counter() - start,
+                                    spans.end(), started) if recording else
+                       msg.TaskDone(task.task_id, packed, time.perf_counter() - start))
         except TaskCancelledError:
             outcome = self._failed(task, writer, partial, _cancelled_payload(task.name),
                                    "TaskCancelledError", False, start)
@@ -234,11 +238,9 @@ class TaskExecutor:
         for stream in self._streams:       # the last printed line goes before the result
             stream.finish_task((task.task_id, task.name))
         output.current_task.task = None
-        if recording:
-            # The run's own span is ``started`` and the outcome's duration: the scheduler
-            # knows the rest (kind, name, task id, pid). ``events`` and ``started`` are
-            # the outcome's last fields (TaskDone's and TaskFailed's); a tuple built
-            # directly costs a fraction of ``_replace``.
+        if recording and outcome.started is None:
+            # A failed run: the same fields, the outcome's last two (TaskDone's and
+            # TaskFailed's); a tuple built directly costs a fraction of ``_replace``.
             outcome = tuple.__new__(type(outcome), outcome[:-2] + (spans.end(), started))
         self._send(outcome)
 

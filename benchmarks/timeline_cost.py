@@ -27,7 +27,10 @@ disturbed. The cost of recording is off ÷ on - 1 for rates and on ÷ off - 1 fo
 time, for the medians and for the bests, and, paired, the median over the pairs of
 neighbouring batches of the two modes.
 
-Run: python benchmarks/timeline_cost.py [--rounds 3] [--repeat 5]
+``--control`` runs the same with recording off in both clusters: the differences it
+shows are the benchmark's own noise.
+
+Run: python benchmarks/timeline_cost.py [--rounds 3] [--repeat 5] [--control]
      python benchmarks/timeline_cost.py --child on|off [--repeat 5]   (one mode alone)
 """
 from __future__ import annotations
@@ -192,10 +195,11 @@ def serve(mode: str) -> None:
 
 
 class _Server:
-    """A ``--serve`` child, driven line by line."""
+    """A ``--serve`` child, driven line by line; ``recording``: the cluster records the
+    timeline (False for both modes in a control run)."""
 
-    def __init__(self, mode: str):
-        env = {**os.environ, "GRAPHSTORE_RECORD_TIMELINE": "1" if mode == "on" else "0"}
+    def __init__(self, mode: str, recording: bool):
+        env = {**os.environ, "GRAPHSTORE_RECORD_TIMELINE": "1" if recording else "0"}
         self.mode = mode
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve", mode], stdin=subprocess.PIPE,
@@ -233,6 +237,14 @@ class _Server:
                 self.process.wait()
 
 
+def _spread(values: list[float], unit: str) -> str:
+    """The median of ``values`` and the range of their middle half."""
+    if len(values) < 4:
+        return f"{statistics.median(values):+.1f}{unit}"
+    low, middle, high = statistics.quantiles(values, n=4)
+    return f"{middle:+.1f}{unit} ({low:+.1f} to {high:+.1f})"
+
+
 LABELS = {"noop_tasks": f"{N:,} no-op tasks, submit all then get",
           "actor_calls": f"{N:,} actor calls, submit all then get"}
 
@@ -251,6 +263,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--child", choices=["on", "off"])
     parser.add_argument("--serve", choices=["on", "off"])
+    parser.add_argument("--control", action="store_true",
+                        help="record in neither cluster: what the benchmark shows of no "
+                             "difference (its noise)")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.repeat)
@@ -265,7 +280,7 @@ def main() -> None:
         servers = {}
         try:
             for mode in modes:
-                servers[mode] = _Server(mode)
+                servers[mode] = _Server(mode, mode == "on" and not args.control)
             for server in servers.values():
                 server.read_until("READY")
             for name in LABELS:
@@ -277,11 +292,13 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.close()
-    print(f"Recording on: {int(statistics.median(results[('on', 'spans')])):,} spans in "
-          f"the trace after each run; {args.rounds} rounds of {args.repeat} samples per "
-          f"mode, the two modes' clusters taking turns.\n")
+    spans = int(statistics.median(results[("on", "spans")]))
+    print(("Control run: neither cluster records; " if args.control else "")
+          + f"recording on: {spans:,} spans in the trace after each run; {args.rounds} "
+          f"rounds of {args.repeat} samples per mode, the two modes' clusters taking "
+          f"turns.\n")
     print("| workload | figure | off: median | on: median | cost (medians) | off: best | "
-          "on: best | cost (bests) | cost (paired median) |")
+          "on: best | cost (bests) | cost (paired: median, middle half) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for metric, label in LABELS.items():
         for suffix, figure, best, cost in (
@@ -290,13 +307,13 @@ def main() -> None:
             off, on = results[("off", metric + suffix)], results[("on", metric + suffix)]
             off_m, on_m = statistics.median(off), statistics.median(on)
             off_b, on_b = best(off), best(on)
-            paired = statistics.median(cost(a, b) for a, b in zip(off, on))
             print(f"| {label} | {figure} | {off_m:,.1f} | {on_m:,.1f} | "
                   f"{cost(off_m, on_m) * 100:+.1f}% | {off_b:,.1f} | {on_b:,.1f} | "
-                  f"{cost(off_b, on_b) * 100:+.1f}% | {paired * 100:+.1f}% |")
+                  f"{cost(off_b, on_b) * 100:+.1f}% | "
+                  f"{_spread([cost(a, b) * 100 for a, b in zip(off, on)], '%')} |")
     print("\nCPU per item by process (µs, from the kernel's per-thread run time):\n")
     print("| workload | process | off: median | on: median | on - off | off: best | "
-          "on: best | on - off | on - off (paired median) |")
+          "on: best | on - off | on - off (paired: median, middle half) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for metric, label in LABELS.items():
         for role in ROLES:
@@ -306,9 +323,9 @@ def main() -> None:
                 continue
             off_m, on_m, off_b, on_b = (statistics.median(off), statistics.median(on),
                                         min(off), min(on))
-            paired = statistics.median(b - a for a, b in zip(off, on))
             print(f"| {label} | {role} | {off_m:.2f} | {on_m:.2f} | {on_m - off_m:+.2f} | "
-                  f"{off_b:.2f} | {on_b:.2f} | {on_b - off_b:+.2f} | {paired:+.2f} |")
+                  f"{off_b:.2f} | {on_b:.2f} | {on_b - off_b:+.2f} | "
+                  f"{_spread([b - a for a, b in zip(off, on)], '')} |")
 
 
 if __name__ == "__main__":

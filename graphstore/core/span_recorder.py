@@ -4,10 +4,9 @@ A task thread calls ``begin`` before a task and ``end`` after it: the spans reco
 between (argument fetches, transfers, restores) are the task's, and travel with its
 outcome message, as Dask's ``startstops`` travel with ``task-finished``. The run itself
 is not a span here: its outcome carries when it started and how long it took, and the
-scheduler knows the rest. Spans recorded
-outside a task (a spill, a restore a peer asked for) go to a small bounded buffer the
-worker drains into its heartbeat; what does not fit is dropped, oldest first, so memory
-stays bounded whatever the load.
+scheduler knows the rest. Spans recorded outside a task (a spill, a restore a peer asked
+for) go to a small bounded buffer the worker drains into its heartbeat; what does not
+fit is dropped, oldest first, so memory stays bounded whatever the load.
 
 A span is a plain list in ``ProfileEvent`` field order: one list append per span, no
 object built, so recording stays a small fraction of a no-op task's cost.

@@ -512,8 +512,8 @@ class ActorsMixin:
                          m: msg.ActorCallDone) -> None:
         call.error_text = m.error_text     # read by dependents failing on these results
         worker = call.actor.worker
-        if m.events is not None and worker is not None:
-            self.record_events(peer_id, worker.id, m.events, self.producers_of(call.deps))
+        if worker is not None and (m.started is not None or m.events is not None):
+            self.record_run(peer_id, worker.id, "actor-call", call, m, call.actor.pid)
         for object_id, payload, contained, size, location, error in m.results:
             obj = self.objects.get(object_id)
             if obj is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import OrderedDict
 from typing import Iterable
@@ -1000,9 +1001,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events,
-                               self.producers_of(task.deps) if task.deps else ())
+        if m.started is not None or m.events is not None:
+            self.record_run(peer_id, worker_id, "task", task, m)
         self.transition(task, DONE)
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
@@ -1047,9 +1047,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task = self._finish_on_worker(worker_id, m.task_id, m.duration)
         if task is None:
             return
-        if m.events is not None:
-            self.record_events(peer_id, worker_id, m.events,
-                               self.producers_of(task.deps) if task.deps else ())
+        if m.started is not None or m.events is not None:
+            self.record_run(peer_id, worker_id, "task", task, m)
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
         retrying = m.retriable is True and task.retries_left > 0 and not task.cancelled
@@ -1505,17 +1504,50 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.outbox.append(Send(peer_id, note))
 
     # -- profile events -----------------------------------------------------------------
-    def producers_of(self, object_ids) -> tuple:
-        """The tasks (and actor calls) that made these objects: a run's flow arrows."""
-        parents = []
+    def producers_of(self, object_ids) -> list:
+        """The tasks (and actor calls) that made these objects, as far as the task graph
+        remembers them (live objects, and the last ``task_history`` freed ones): a
+        run's flow arrows, looked up when the trace is read."""
+        producer_of = self.graph.producer_of
+        parents: list = []
         for object_id in object_ids:
-            obj = self.objects.get(object_id)
-            producer = obj.producer if obj is not None else None
-            if producer is not None and producer.id not in parents:
-                parents.append(producer.id)
-        return tuple(parents)
+            producer = producer_of(object_id)
+            if producer is not None and producer not in parents:
+                parents.append(producer)
+        return parents
 
-    def record_events(self, peer_id: bytes, worker_id: bytes, events, parents: tuple = ()
+    def record_run(self, peer_id: bytes, worker_id: bytes, kind: str, task, m,
+                   pid: int | None = None) -> None:
+        """Keep what the outcome ``m`` (``TaskDone``, ``TaskFailed``, ``ActorCallDone``)
+        of ``task`` says of its run on ``worker_id``: the spans inside it (``m.events``),
+        then the run itself, ``m.started`` plus ``m.duration``, by ``pid`` (default: the
+        process ``peer_id``). This runs once per task: the run's event is made of what
+        the scheduler holds already, with one check of the start time, and the ids of
+        its arguments (their producers are looked up only when a trace is read). A bad
+        start time is dropped with a warning naming the peer, and the outcome stands."""
+        inputs = tuple(task.deps) if task.deps else ()
+        if m.events is not None:
+            self.record_events(peer_id, worker_id, m.events, inputs)
+        started = m.started
+        if started is None:
+            return
+        # ``duration`` passed the wire checks (a finite non-negative number); the end is
+        # finite only if the start is (inf - inf and nan - nan are nan).
+        stop = started + m.duration if type(started) is float else math.nan
+        if stop - stop != 0.0:
+            logger.warning("dropped the %s span of %s from %s: started must be a finite "
+                           "float, got %.100r", kind, task.name, self.describe_peer(peer_id),
+                           started)
+            return
+        if pid is None:
+            peer = self.workers.get(peer_id)
+            if peer is None:
+                peer = self.task_processes.get(peer_id)
+            pid = peer.pid if peer is not None else 0
+        self.task_stream.record_run(worker_id, kind, task.name, started, stop, pid, task.id,
+                                    inputs)
+
+    def record_events(self, peer_id: bytes, worker_id: bytes, events, inputs: tuple = ()
                       ) -> None:
         """Keep the profile events a peer sent (``TaskDone.events`` and the like) in the
         task stream of ``worker_id``. Each is checked: a bad one is dropped with a
@@ -1524,7 +1556,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         check = checked_fields
         if type(events) is list:
             try:
-                self.task_stream.record(worker_id, list(map(check, events)), parents)
+                self.task_stream.record(worker_id, list(map(check, events)), inputs)
                 return
             except (ValueError, TypeError):
                 pass
@@ -1542,7 +1574,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             logger.warning("dropped %d bad profile event(s) from %s: %s", bad,
                            self.describe_peer(peer_id), problem)
         if good:
-            self.task_stream.record(worker_id, good, parents)
+            self.task_stream.record(worker_id, good, inputs)
 
     def describe_peer(self, peer_id: bytes) -> str:
         """A peer as a log line names it: its kind, id and pid when known."""
@@ -1557,9 +1589,12 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         return f"peer {peer_id.hex()[:8]}"
 
     def timeline(self, since: int = 0) -> dict:
-        """The profile events kept after sequence number ``since`` (``GetTimeline``)."""
+        """The profile events kept after sequence number ``since`` (``GetTimeline``),
+        each with the tasks that made its run's arguments (``producers_of``)."""
         stream = self.task_stream
-        return {"entries": [[e.seq, e.worker, list(e.event), list(e.parents)]
+        producers_of = self.producers_of
+        return {"entries": [[e.seq, e.worker, list(e.event),
+                             producers_of(e.inputs) if e.inputs else []]
                             for e in stream.since(since)],
                 "workers": dict(stream.workers), "seq": stream.seq}
 

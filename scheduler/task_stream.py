@@ -6,10 +6,13 @@ stream keeps a deque of recent ``startstops``; Ray's timeline a bounded buffer o
 events). A sequence number per event lets the status page ask for what is new since its
 last poll. Pure bookkeeping, no I/O.
 
-A ring holds plain tuples ``(seq, event fields, parents)``, made into ``StreamEntry`` and
-``ProfileEvent`` only when read: recording runs once per task on the scheduler's hot
-path, and plain tuples of plain values are dropped from the garbage collector's tracking,
-so tens of thousands of them cost later collections nothing.
+A ring holds one flat plain tuple per event, ``(seq, *event fields, inputs)``, made
+into ``StreamEntry`` and ``ProfileEvent`` only when read: recording runs once per task on
+the scheduler's hot path, so it makes one tuple (and the float of its end) and reuses
+the values the scheduler already holds (the task's name, id and argument ids, the
+worker's pid); and plain tuples of plain values are dropped from the garbage collector's
+tracking, so tens of thousands of them cost later collections nothing. Which tasks made
+the inputs (the trace's arrows) is looked up when the trace is read, not per task.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ class StreamEntry(NamedTuple):
     seq: int                  # increases by one per event recorded, cluster-wide
     worker: bytes             # the worker whose host did the work
     event: ProfileEvent
-    parents: tuple            # task ids whose results this task read (flow arrows)
+    inputs: tuple             # ids of the objects the run read as arguments (the
+                              # trace's arrows come from the tasks that made them)
 
 
 class TaskStream:
@@ -43,19 +47,33 @@ class TaskStream:
         """Remember what ``worker`` is, for the rows of the timeline."""
         self.workers[worker] = info
 
-    def record(self, worker: bytes, events: Iterable[tuple],
-               parents: tuple = ()) -> None:
-        """Keep ``events`` of ``worker`` (``ProfileEvent``s, or their fields as plain
-        tuples: ``profile_events.checked_fields``); ``parents`` are the producers of
-        the inputs of the task these events belong to."""
+    def _ring(self, worker: bytes) -> deque:
         ring = self._rings.get(worker)
         if ring is None:
             ring = self._rings[worker] = deque(maxlen=self.per_worker)
+        return ring
+
+    def record(self, worker: bytes, events: Iterable[tuple], inputs: tuple = ()) -> None:
+        """Keep ``events`` of ``worker`` (``ProfileEvent``s, or their fields as plain
+        tuples: ``profile_events.checked_fields``); ``inputs`` are the ids of the
+        arguments of the task these events belong to."""
+        ring = self._ring(worker)
         seq = self.seq
         for event in events:
             seq += 1
-            ring.append((seq, event, parents))
+            ring.append((seq, *event, inputs))
         self.seq = seq
+
+    def record_run(self, worker: bytes, kind: str, name: str, start: float, stop: float,
+                   pid: int, task_id: bytes, inputs: tuple = ()) -> None:
+        """Keep the run of a task or actor call (``kind`` "task" or "actor-call") on
+        ``worker``: the same as ``record`` of its event, with no event made first (the
+        caller checked the values)."""
+        ring = self._rings.get(worker)
+        if ring is None:
+            ring = self._ring(worker)
+        self.seq = seq = self.seq + 1
+        ring.append((seq, kind, name, start, stop, pid, task_id, 0, "", inputs))
 
     def retire(self, worker: bytes) -> None:
         """A worker left: its history stays for the timeline until ``retired_workers``
@@ -85,16 +103,15 @@ class TaskStream:
         if limit is not None:
             found = found[-limit:] if limit > 0 else []
         make = ProfileEvent._make
-        return [StreamEntry(entry[0], worker,
-                            entry[1] if type(entry[1]) is ProfileEvent else make(entry[1]),
-                            entry[2]) for entry, worker in found]
+        return [StreamEntry(entry[0], worker, make(entry[1:9]), entry[9])
+                for entry, worker in found]
 
     def events(self):
         """Every event kept, as (worker, event fields) pairs in no particular order: for
         a scan of the whole stream, without the objects ``since`` makes."""
         for worker, ring in self._rings.items():
             for entry in ring:
-                yield worker, entry[1]
+                yield worker, entry[1:9]
 
     def __len__(self) -> int:
         return sum(len(ring) for ring in self._rings.values())

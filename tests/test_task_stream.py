@@ -12,14 +12,24 @@ def _event(start, kind="task", name="f", pid=1):
 def test_since_returns_new_entries_in_order_across_workers():
     stream = TaskStream()
     stream.record(b"a", [_event(1), _event(2)])
-    stream.record(b"b", [_event(3)], parents=(b"t1",))
+    stream.record(b"b", [_event(3)], inputs=(b"o1",))
     stream.record(b"a", [_event(4)])
     assert [e.event.start for e in stream.since(0)] == [1, 2, 3, 4]
     assert [e.seq for e in stream.since(2)] == [3, 4]
-    assert stream.since(2)[0].worker == b"b" and stream.since(2)[0].parents == (b"t1",)
+    assert stream.since(2)[0].worker == b"b" and stream.since(2)[0].inputs == (b"o1",)
     assert stream.since(stream.seq) == []
     assert [e.event.start for e in stream.since(0, limit=2)] == [3, 4]
     assert stream.since(0, limit=0) == []
+
+
+def test_a_run_recorded_from_its_fields_reads_back_like_its_event():
+    stream = TaskStream()
+    stream.record_run(b"a", "task", "f", 1.0, 2.0, 7, b"t" * 16, (b"o1",))
+    stream.record(b"a", [ProfileEvent("task", "f", 1.0, 2.0, 7, b"t" * 16)], (b"o1",))
+    first, second = stream.since(0)
+    assert first.event == second.event and type(first.event) is ProfileEvent
+    assert first.inputs == second.inputs == (b"o1",) and (first.seq, second.seq) == (1, 2)
+    assert [fields for _, fields in stream.events()] == [tuple(first.event)] * 2
 
 
 def test_each_worker_keeps_only_its_most_recent_events():

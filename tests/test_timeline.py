@@ -36,6 +36,11 @@ def total(*sums):
 
 
 @graphstore.remote
+def boom():
+    raise ValueError("boom")
+
+
+@graphstore.remote
 class Tally:
     def add(self, value):
         return value + 1
@@ -83,6 +88,8 @@ def _run_traced_dag(fresh_cluster, local, tmp_path) -> dict:
     tally = Tally.remote()
     assert graphstore.get(tally.add.remote(result), timeout=60) == \
         sum(range(4)) + first + second + 1
+    with pytest.raises(ValueError, match="boom"):      # a failed run has its span too
+        graphstore.get(boom.remote(), timeout=60)
     after = time.time()
     wanted = {"task", "actor-call", "transfer", "spill", "restore"}
     # Heartbeats bring spills within a second; the call's span with its result.
@@ -112,7 +119,7 @@ def _check_the_trace(traced_dag, tmp_path):
         assert event["dur"] >= 0
     runs = [e for e in spans if e["cat"] in ("task", "actor-call")]
     assert sorted(e["name"] for e in runs) == \
-        ["Tally.add"] + ["make"] * 10 + ["pair"] * 3 + ["total"]
+        ["Tally.add", "boom"] + ["make"] * 10 + ["pair"] * 3 + ["total"]
     # Real run times, measured where the work ran: inside the driver's wall clock.
     before_us, after_us = traced_dag["before"] * 1e6, traced_dag["after"] * 1e6
     for event in runs:
@@ -182,7 +189,7 @@ def _check_the_cli(traced_dag, tmp_path):
     assert f"wrote {out}" in run.stdout and "2 workers" in run.stdout
     trace = json.loads(out.read_text())
     assert {e["name"] for e in _x_events(trace) if e["cat"] == "task"} == \
-        {"make", "pair", "total"}
+        {"make", "pair", "total", "boom"}
     unwritable = subprocess.run([sys.executable, "-m", "graphstore.cli", "timeline", "-o",
                                  str(tmp_path / "missing" / "t.json"), "--address",
                                  graphstore.session._driver.address],

@@ -486,12 +486,9 @@ class ActorProcess:
                      ran: bool = True) -> None:
         """Results to the caller (straight) and to the scheduler (the directory), with
         the call's span (``ran``: it started) and ``events``, the spans inside it."""
-        spans = self.runtime.spans
-        if spans.enabled and ran:
-            stop = time.time()
-            events = list(events or ())
-            events.append(["actor-call", call.name, stop - duration, stop, spans.pid,
-                           call.call_id, 0, ""])
+        # The call's own span is ``started`` and ``duration``: the scheduler knows the
+        # rest (kind, name, call id, pid).
+        started = time.time() - duration if ran and self.runtime.spans.enabled else None
         direct = []
         for object_id, payload, _, size, location, error in packed:
             where = None if location is None else [[self.node_id, location[3], location[1],
@@ -501,7 +498,8 @@ class ActorProcess:
             if entry[4] is not None:
                 entry[4] = entry[4][:3]
         self.runtime.send_from_any_thread(msg.ActorCallDone(
-            call.call_id, self.actor_id, packed, duration, error_text, events or None))
+            call.call_id, self.actor_id, packed, duration, error_text, events or None,
+            started))
         if any(entry[2] for entry in packed):
             # The result holds refs. The caller borrows them only after reading it, and
             # this process drops its own refs right after this call: reply once the

@@ -189,8 +189,8 @@ class TaskExecutor:
             self._running[task.task_id] = threading.get_ident()
         spans = self._runtime.spans
         recording = spans.enabled
-        if recording:             # the run as this process saw it, fetches inside it
-            wall_start = time.time()
+        if recording:             # when the run started, and the fetches inside it
+            started = time.time()
             spans.begin(task.task_id)
         output.current_task.task = (task.task_id, task.name)
         writer = partial = None
@@ -215,7 +215,11 @@ class TaskExecutor:
             with self._lock:          # inside the try: a late interrupt lands here too
                 del self._running[task.task_id]
             packed = partial if partial is not None else self._pack_results(task, result)
-            outcome = msg.TaskDone(task.task_id, packed, time.perf_counter() - start)
+            # Recording, the outcome carries when the run started (the scheduler makes
+            # its span of that and the duration) and the spans recorded inside it.
+            outcome = (msg.TaskDone(task.task_id, packed, time.perf_counter() - start,
+                                    spans.end(), started) if recording else
+                       msg.TaskDone(task.task_id, packed, time.perf_counter() - start))
         except TaskCancelledError:
             outcome = self._failed(task, writer, partial, _cancelled_payload(task.name),
                                    "TaskCancelledError", False, start)
@@ -234,11 +238,11 @@ class TaskExecutor:
         for stream in self._streams:       # the last printed line goes before the result
             stream.finish_task((task.task_id, task.name))
         output.current_task.task = None
-        if recording:
-            events = spans.end()
-            events.append(["task", task.name, wall_start, time.time(), spans.pid,
-                           task.task_id, 0, ""])
-            outcome.events = events      # TaskDone's or TaskFailed's, built just now
+        if recording and outcome.started is None:
+            # A failed run (TaskFailed, or a TaskDone made by _exited_outcome): its
+            # spans and start go on the outcome built just now.
+            outcome.events = spans.end()
+            outcome.started = started
         self._send(outcome)
 
     @staticmethod

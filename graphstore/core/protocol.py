@@ -437,10 +437,15 @@ class TaskDone(Message, tag=13):
     results: list             # [[id, payload or None if stored here, contained, size,
                               #   segment name or None], ...]
     duration: Amount
-    events: Any = None            # spans of its run, measured where it ran: lists in
-                                  # ProfileEvent field order (profile_events.py); Any:
-                                  # checked one by one where they are kept (a bad one
-                                  # is dropped with a warning, the outcome stands)
+    events: Any = None            # spans inside its run (argument fetches), measured
+                                  # where it ran: lists in ProfileEvent field order
+                                  # (profile_events.py); Any: checked one by one where
+                                  # they are kept (a bad one is dropped with a warning,
+                                  # the outcome stands)
+    started: Any = None           # wall clock (time.time()) where it ran when the run
+                                  # started: the run's span is [started, started +
+                                  # duration]; None: the timeline is not recorded. Any:
+                                  # checked where it is kept, as events are
 
 
 class TaskFailed(Message, tag=14):
@@ -455,6 +460,7 @@ class TaskFailed(Message, tag=14):
                                  # generator with num_returns=N that raised after some
                                  # yields); the other returns get the error
     events: Any = None            # as in TaskDone
+    started: Any = None           # as in TaskDone
 
 
 class TaskBlocked(Message, tag=19):
@@ -725,7 +731,8 @@ class ActorCallDone(Message, tag=50):
     results: list             # [[id, payload, contained, size, location, error], ...]
     duration: Amount
     error_text: Optional[str]
-    events: Any = None            # as in TaskDone: the call's span and its fetches
+    events: Any = None            # as in TaskDone: the spans inside the call (fetches)
+    started: Any = None           # as in TaskDone: the call's span
 
 
 class CancelTask(Message, tag=51):

@@ -2,10 +2,11 @@
 
 A task thread calls ``begin`` before a task and ``end`` after it: the spans recorded in
 between (argument fetches, transfers, restores) are the task's, and travel with its
-outcome message, as Dask's ``startstops`` travel with ``task-finished``. Spans recorded
-outside a task (a spill, a restore a peer asked for) go to a small bounded buffer the
-worker drains into its heartbeat; what does not fit is dropped, oldest first, so memory
-stays bounded whatever the load.
+outcome message, as Dask's ``startstops`` travel with ``task-finished``. The run itself
+is not a span here: its outcome carries when it started and how long it took, and the
+scheduler knows the rest. Spans recorded outside a task (a spill, a restore a peer asked
+for) go to a small bounded buffer the worker drains into its heartbeat; what does not
+fit is dropped, oldest first, so memory stays bounded whatever the load.
 
 A span is a plain list in ``ProfileEvent`` field order: one list append per span, no
 object built, so recording stays a small fraction of a no-op task's cost.
@@ -33,26 +34,25 @@ class SpanRecorder:
 
     def begin(self, task_id: bytes) -> None:
         """The calling thread starts work for ``task_id``: collect its spans."""
-        local = self._local
-        local.spans = []
-        local.task_id = task_id
+        # Most tasks record no span of their own: the list is made by the first one.
+        self._local.task = [task_id]
 
     def end(self) -> list | None:
-        """The calling thread's spans since ``begin`` (None if it did not begin)."""
+        """The calling thread's spans since ``begin`` (None if there were none, or it
+        did not begin)."""
         local = self._local
-        spans = getattr(local, "spans", None)
-        local.spans = None
-        return spans
+        task = getattr(local, "task", None)
+        local.task = None
+        return task[1:] if task is not None and len(task) > 1 else None
 
     def add(self, kind: str, name: str, start: float, stop: float, nbytes: int = 0,
             peer: str = "") -> None:
         """Record one span: the current task's if this thread runs one, else loose."""
         if not self.enabled:
             return
-        local = self._local
-        spans = getattr(local, "spans", None)
-        if spans is not None:
-            spans.append([kind, name, start, stop, self.pid, local.task_id, nbytes, peer])
+        task = getattr(self._local, "task", None)
+        if task is not None:
+            task.append([kind, name, start, stop, self.pid, task[0], nbytes, peer])
         else:
             self._loose.append([kind, name, start, stop, self.pid, b"", nbytes, peer])
 

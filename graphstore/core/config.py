@@ -20,7 +20,8 @@ from graphstore.core.config_file import config_files, read_settings_files
 from graphstore.exceptions import ConfigError
 
 #: Version of the wire protocol; peers with a different one are refused at the handshake.
-PROTOCOL_VERSION = 1
+#: 2: typed messages (msgspec), errors as records in ``Reply``, runs' ``started`` field.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)

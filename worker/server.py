@@ -227,6 +227,7 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
         return [list(r) for r in self.store.reserves()]
+
     async def _heartbeats(self) -> None:
         """Tell the scheduler this worker's own figures now and then (status page, and
         proof of life); leave when the scheduler has been silent for ``worker_timeout``

@@ -11,6 +11,38 @@ import threading
 from graphstore.core.lifecycle import new_event_loop
 
 
+def call_on_loop(loop: asyncio.AbstractEventLoop, async_fn, *args) -> concurrent.futures.Future:
+    """Run ``async_fn(*args)`` on ``loop`` from another thread; a future of its result.
+
+    Unlike ``run_coroutine_threadsafe`` the coroutine is made on the loop's own thread,
+    so a loop that stops or closes before the call starts leaves no coroutine that was
+    never awaited (a warning at garbage collection, long after the cause). A loop
+    already closed raises RuntimeError here, at once."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def start() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            task = loop.create_task(async_fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+            return
+        task.add_done_callback(lambda done: _copy_outcome(done, future))
+
+    loop.call_soon_threadsafe(start)
+    return future
+
+
+def _copy_outcome(task: asyncio.Task, future: concurrent.futures.Future) -> None:
+    if task.cancelled():
+        future.set_exception(concurrent.futures.CancelledError())
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
+
+
 class LoopThread:
     def __init__(self, name: str = "graphstore-io"):
         self.loop = new_event_loop()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from graphstore.core import protocol as msg
 from graphstore.core import shm
 from graphstore.core.comm import RemoteCallError, connect
+from graphstore.core.loop_thread import call_on_loop
 from graphstore.core.protocol import unwrap, wire_payload
 from graphstore.core.serialization import loads, loads_at, nbytes
 from graphstore.exceptions import (ConnectionLostError, GraphstoreError, ObjectLostError,
@@ -109,6 +110,7 @@ class ObjectIO:
         self._next_store = itertools.count()
         self.mappings = shm.MappingCache()
         self._premapping = False
+        self._premap_again = False
         self._reserves: set[str] = set()  # reserve segments mapped ahead of a put
         #: Objects fetched from other hosts' stores and their bytes (loop thread only).
         self._fetched_objects = 0
@@ -189,30 +191,41 @@ class ObjectIO:
         then copies at memory speed instead of paying a fault per 4 KiB page
         (docs/object-store.md). Best effort, for drivers; at most one round at a time."""
         with self._lock:
-            if not self._is_driver or self._premapping or self._runtime.closed:
+            if not self._is_driver or self._runtime.closed:
+                return
+            if self._premapping:        # the running round goes once more at its end
+                self._premap_again = True
                 return
             self._premapping = True
+            self._premap_again = False
 
         def run():
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
             except (AttributeError, OSError):
                 pass          # only this thread is lowered (Linux); elsewhere it runs as is
-            try:
-                self._reserves = {n for n in self._reserves if self.mappings.has(n)}
-                for _, node, address in self._runtime.cluster_info.get("workers", []):
-                    if node != self._runtime.node_id or self._runtime.closed:
-                        continue
-                    for name, size in self.peer_request(address, msg.ReserveSegment(),
-                                                        timeout=30) or ():
-                        if name not in self._reserves:
-                            self.mappings.get(name, size, populate=True)
-                            self._reserves.add(name)
-            except Exception as exc:  # a put maps the segment itself
-                logger.debug("could not map a store's reserve: %r", exc)
-            finally:
-                self._premapping = False
+            again = True
+            while again:
+                try:
+                    self._premap_round()
+                except Exception as exc:  # a put maps the segment itself
+                    logger.debug("could not map a store's reserve: %r", exc)
+                with self._lock:
+                    again = self._premap_again and not self._runtime.closed
+                    self._premap_again = False
+                    self._premapping = again
         threading.Thread(target=run, name="graphstore-premap", daemon=True).start()
+
+    def _premap_round(self) -> None:
+        self._reserves = {n for n in self._reserves if self.mappings.has(n)}
+        for _, node, address in self._runtime.cluster_info.get("workers", []):
+            if node != self._runtime.node_id or self._runtime.closed:
+                continue
+            for name, size in self.peer_request(address, msg.ReserveSegment(),
+                                                timeout=30) or ():
+                if name not in self._reserves:
+                    self.mappings.get(name, size, populate=True)
+                    self._reserves.add(name)
 
     def _write_segment(self, segment: str, size: int, buffers) -> None:
         if size >= _PWRITE_ABOVE and "@" not in segment and not self.mappings.has(segment):
@@ -479,7 +492,7 @@ class ObjectIO:
 
         async def ask_all():
             return await asyncio.gather(*(ask(a, ids) for a, ids in wanted.items()))
-        replies = asyncio.run_coroutine_threadsafe(ask_all(), self._runtime.loop).result(90)
+        replies = self._on_loop(ask_all).result(90)
         missing = []
         for address, ids, granted in replies:
             for object_id, grant in zip(ids, granted):
@@ -521,8 +534,8 @@ class ObjectIO:
             limit = asyncio.Semaphore(_RESTORES_IN_FLIGHT)
             runtime.flush()
             return await asyncio.gather(*(locate(i, limit) for i in ids))
-        restored = dict(done for done in asyncio.run_coroutine_threadsafe(
-            locate_all(), runtime.loop).result() if done is not None)
+        restored = dict(done for done in self._on_loop(locate_all).result()
+                        if done is not None)
         with self._lock:
             self._restored.update(restored)
         return restored
@@ -640,8 +653,7 @@ class ObjectIO:
                 future = self._fetching[object_id] = concurrent.futures.Future()
         if owner:
             try:
-                result = asyncio.run_coroutine_threadsafe(
-                    self._fetch_async(object_id, locations), self._runtime.loop).result()
+                result = self._on_loop(self._fetch_async, object_id, locations).result()
                 future.set_result(result)
             except BaseException as exc:
                 future.set_exception(exc)
@@ -728,7 +740,14 @@ class ObjectIO:
         async def call():
             comm = await self._peer(address)
             return await comm.request(message, timeout=timeout)
-        if self._runtime.closed or self._runtime.loop.is_closed():
-            # Shutting down (a thread still mapping reserves): no coroutine left unrun.
+        return self._on_loop(call).result(timeout + 5)
+
+    def _on_loop(self, async_fn, *args) -> concurrent.futures.Future:
+        """Start ``async_fn(*args)`` on the runtime's loop from a user thread; shutting
+        down (a thread still mapping reserves, say) raises ConnectionLostError."""
+        if self._runtime.closed:
             raise ConnectionLostError("graphstore was shut down")
-        return asyncio.run_coroutine_threadsafe(call(), self._runtime.loop).result(timeout + 5)
+        try:
+            return call_on_loop(self._runtime.loop, async_fn, *args)
+        except RuntimeError:   # the loop closed meanwhile
+            raise ConnectionLostError("graphstore was shut down") from None

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from graphstore.core import protocol as msg
 from graphstore.core.config import Config
 from graphstore.core.gc_policy import collector_paused
+from graphstore.core.loop_thread import call_on_loop
 from graphstore.core.node import default_node_id
 from graphstore.core.object_ref import ObjectRef, new_id
 from graphstore.core.protocol import wire_payload
@@ -673,7 +674,11 @@ class Runtime:
         async def call():
             self.flush()  # what this thread queued before goes first
             return await self.comm.request(message, timeout)
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+        try:
+            future = call_on_loop(self.loop, call)
+        except RuntimeError:   # the loop closed meanwhile
+            raise ConnectionLostError("lost the connection to the graphstore scheduler") from None
+        return future.result()
 
     def future(self, ref: ObjectRef, value: bool = True) -> concurrent.futures.Future:
         """A future of the object's value; ``value=False``: of its id, completed once

@@ -24,6 +24,7 @@ from graphstore.core.comm import connect, set_dead_peer_timeout
 from graphstore.core.config import Config, inherited_settings_environment, load_config
 from graphstore.exceptions import GraphstoreError
 from graphstore.local_cluster import LocalCluster
+from graphstore.core.gc_policy import ThrottledCollector
 from graphstore.core.loop_thread import LoopThread
 from graphstore.core.node import default_node_id, detect_gpus
 from graphstore.core.object_ref import new_id
@@ -112,6 +113,7 @@ class Driver:
         self.node_id = node_id or default_node_id()
         self.cluster: LocalCluster | None = None
         self.loop_thread: LoopThread | None = None
+        self.collector = ThrottledCollector()
         self.runtime: Runtime | None = None
         self.dashboard_url: str | None = None
         #: Mutual TLS for every connection (None: off); a local cluster's processes too.
@@ -170,6 +172,8 @@ class Driver:
     def _connect(self, token: bytes, expected_workers: int) -> None:
         self.loop_thread = loop_thread = LoopThread()
         config = self.config
+        if config.throttle_driver_gc:
+            self.collector.start(loop_thread.loop)
         peer_id = new_id()
 
         async def open_connection() -> Runtime:
@@ -235,6 +239,7 @@ class Driver:
                 loop_thread.run(comm.close(), timeout=5)
             except Exception:
                 pass
+        self.collector.stop()
         if self.loop_thread is not None:
             self.loop_thread.stop()
         if self.cluster is not None:

@@ -65,3 +65,40 @@ def test_collector_paused_nests_across_threads_and_restores_the_setting():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+DRIVER = textwrap.dedent("""
+    import gc, sys, time
+    import graphstore
+    from graphstore.core import gc_policy
+
+    gc.set_threshold(1234, 11, 12)                  # the process's own setting
+    full = []
+    gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2
+                        and full.append(info))
+    throttle = sys.argv[1] == "on"
+    graphstore.init(num_cpus=1, throttle_driver_gc=throttle)
+    during = gc.get_threshold()
+    if throttle:
+        assert during[0] == 100_000 and during[2] >= 1_000_000, during
+        # A full collection runs from graphstore's I/O thread once enough allocation
+        # happened (here: one middle-generation collection, as after millions).
+        full.clear()
+        gc.collect(1)
+        deadline = time.monotonic() + 10
+        while not full and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert full, "no full collection ran from the loop"
+    else:
+        assert during == (1234, 11, 12), during
+    graphstore.shutdown()
+    assert gc.get_threshold() == (1234, 11, 12), gc.get_threshold()
+    print("ok")
+""")
+
+
+def test_a_driver_throttles_full_collections_while_connected_and_restores_its_own():
+    for mode in ("on", "off"):
+        run = subprocess.run([sys.executable, "-c", DRIVER, mode], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0 and run.stdout.strip().endswith("ok"), (mode, run.stderr)

@@ -113,6 +113,11 @@ class Config:
     #: really starts and ends, for ``graphstore.timeline()``, the task stream and
     #: ``critical_path()`` (measured cost: docs/observability.md).
     record_timeline: bool = True
+    #: Drivers collect their cyclic garbage as the scheduler does while connected: young
+    #: generations every 100,000 allocations, full collections from the I/O thread at
+    #: most 5% of the time (``graphstore.core.gc_policy``); the process's own thresholds
+    #: come back at ``shutdown()``. False leaves the collector as the process set it.
+    throttle_driver_gc: bool = True
     #: Profile events the scheduler keeps per worker (a ring: the oldest go first).
     task_stream_events: int = 10_000
     #: How processes write their logs (stderr and their log files): "text" lines, or

@@ -68,6 +68,8 @@ def _payload_size(payload) -> int:
     if not payload:
         return 0
     try:
+        if len(payload) == 1:           # the common case: one pickle, no large buffers
+            return len(payload[0])
         return sum(len(b) for b in payload)
     except TypeError:
         return 0
@@ -501,8 +503,12 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.retries_left <= 0:
             task.lineage_note = f"its task {task.name} has no retries left (max_retries)"
             return
-        live = sum(1 for object_id in task.returns
-                   if (o := self.objects.get(object_id)) is not None and o.producer is task)
+        objects = self.objects
+        live = 0
+        for object_id in task.returns:
+            o = objects.get(object_id)
+            if o is not None and o.producer is task:
+                live += 1
         if not live:
             return
         size = _LINEAGE_ENTRY_BYTES + _payload_size(task.args)

@@ -306,7 +306,7 @@ class Comm:
                         await asyncio.sleep(0)   # let heartbeats and other peers in
                     self._dispatch(message)
         except ValueError as exc:
-            logger.warning("malformed message from %s: %s; closing that connection",
+            logger.warning("refused a message from %s (%s); closing that connection",
                            self.peer, exc)
         except StreamClosedError:
             pass

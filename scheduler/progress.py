@@ -39,7 +39,9 @@ class TaskProgress:
         """A task called ``name`` went from ``old`` to ``new``."""
         if old == new:
             return
-        row = self._row(name)
+        row = self._counts.get(name)
+        if row is None:
+            row = self._row(name)
         index = _INDEX[old]
         if row[index] > 0:    # a name forgotten while it had live tasks never is; guard
             row[index] -= 1

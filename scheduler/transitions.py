@@ -70,7 +70,7 @@ class TransitionsMixin:
         kind = type(entity)
         start = entity.state
         try:
-            action = TABLES[kind][(start, finish)]
+            action = _STEPS[kind][start][finish]
         except KeyError:
             raise InvalidTransition(KIND_NAMES[kind], entity.id, start, finish,
                                     stimulus_id or self.stimulus_id) from None
@@ -202,3 +202,11 @@ CALL_TRANSITIONS: dict[tuple[str, str], Action] = {
 TABLES: dict[type, dict[tuple[str, str], Action]] = {
     TaskState: TASK_TRANSITIONS, ObjectState: OBJECT_TRANSITIONS,
     ActorState: ACTOR_TRANSITIONS, ActorCallState: CALL_TRANSITIONS}
+
+#: The same tables nested, kind -> start -> finish -> action, built once here: a lookup
+#: with no ``(start, finish)`` tuple to build and hash, three to four times a task.
+_STEPS: dict[type, dict[str, dict[str, Action]]] = {}
+for _kind, _table in TABLES.items():
+    for (_start, _finish), _action in _table.items():
+        _STEPS.setdefault(_kind, {}).setdefault(_start, {})[_finish] = _action
+del _kind, _table, _start, _finish, _action

@@ -41,6 +41,11 @@ RESTARTING: Final = "restarting"
 DEAD: Final = "dead"
 #: Holder id of detached actors' creation objects: never a peer, so never released.
 DETACHED_HOLDER = b"\0" * 16
+#: The empty defaults of an object's rarely filled fields, shared until one is filled:
+#: most objects never get a waiter, a dependent or a contained ref, and a set and two
+#: lists made for each would be most of an object's allocations and memory.
+NO_PEERS: frozenset = frozenset()
+NO_IDS: tuple = ()
 
 
 def argument_failed_text(obj: "ObjectState") -> str:
@@ -70,10 +75,14 @@ class ObjectState:
         self.holders: set[bytes] = set()
         self.task_refs = 0
         self.container_refs = 0
-        self.contains: list[bytes] = []
-        self.waiters: set[bytes] = set()
+        #: Ids of the objects its value holds refs to (``NO_IDS`` until it has any).
+        self.contains: list[bytes] | tuple = NO_IDS
+        #: Peers waiting for it to leave PENDING (``NO_PEERS`` until one asks:
+        #: ``add_waiters``).
+        self.waiters: set[bytes] | frozenset = NO_PEERS
         self.producer = producer
-        self.dependents: list[TaskState] = []
+        #: Tasks waiting on it (``NO_IDS`` until one does: ``add_dependent``).
+        self.dependents: list[TaskState] | tuple = NO_IDS
         self.created_at = time.time()
         #: Stored (large) objects: worker id -> segment name of each copy.
         self.locations: dict[bytes, str] = {}
@@ -83,6 +92,18 @@ class ObjectState:
 
     def referenced(self) -> bool:
         return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
+
+    def add_waiters(self, peers) -> None:
+        if not self.waiters:
+            self.waiters = set(peers)
+        else:
+            self.waiters.update(peers)
+
+    def add_dependent(self, task: "TaskState") -> None:
+        if not self.dependents:
+            self.dependents = [task]
+        else:
+            self.dependents.append(task)
 
 
 class TaskState:
@@ -123,8 +144,9 @@ class TaskState:
         #: Whether the task occupies one of its worker's slots and its node's CPUs (else
         #: it is pipelined: queued on the worker behind running tasks).
         self.holds_slot = False
-        #: Ids whose ``task_refs`` this task incremented, released exactly once.
-        self.counted_refs: list[bytes] = []
+        #: Ids whose ``task_refs`` this task incremented, released exactly once
+        #: (``NO_IDS`` while none: a task without arguments makes no list).
+        self.counted_refs: list[bytes] | tuple = NO_IDS
         #: Why the task went where it went: worker, node, bytes it had to fetch.
         self.placement: dict | None = None
         self.error_text: str | None = None
@@ -259,10 +281,12 @@ class WorkerState:
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
                  "blocked", "running", "pipelined", "store_capacity", "objects",
                  "queued_seconds", "stored_bytes", "metrics", "last_heartbeat",
-                 "processes", "process_waiting", "labels", "retiring")
+                 "processes", "process_waiting", "labels", "retiring", "hex_id")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
+        #: ``id.hex()``, made once: each task placed here names it in its placement.
+        self.hex_id = self.id.hex()
         #: Names its deployment gave it (``graphstore worker --label``).
         self.labels = dict(reg.labels)
         #: Leaving on purpose (``RetireWorkers``): no new work, objects copied away.

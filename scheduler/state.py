@@ -29,8 +29,8 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    WorkerCrashedError)
 from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
-from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDING, QUEUED, READY,
-                                           WAITING, NodeState, ObjectState, TaskState,
+from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS, NO_PEERS,
+                                           PENDING, QUEUED, READY, WAITING, NodeState, ObjectState, TaskState,
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
@@ -272,7 +272,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.holders.discard(peer_id)
-                obj.waiters.discard(peer_id)
+                if obj.waiters:
+                    obj.waiters.discard(peer_id)
                 self._maybe_free(obj)
         self.schedule()
 
@@ -394,7 +395,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.transition(obj, PENDING)
             obj.payload = None
             # The new value says again what it contains (new objects, if made inside).
-            contains, obj.contains = obj.contains, []
+            contains, obj.contains = obj.contains, NO_IDS
             for inner_id in contains:
                 inner = self.objects.get(inner_id)
                 if inner is not None:
@@ -442,6 +443,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.tasks[task.id] = task
         self.graph.add_task(task)
         failure = None
+        if not task.counted_refs:
+            task.counted_refs = []
         for index, object_id in enumerate(itertools.chain(task.deps, task.nested)):
             nested = index >= len(task.deps)
             obj = self.objects.get(object_id)
@@ -462,7 +465,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 continue
             if obj.state == PENDING:
                 task.waiting_on += 1
-                obj.dependents.append(task)
+                obj.add_dependent(task)
             elif obj.state == ERROR and failure is None:
                 failure = obj.error
         if failure is not None:
@@ -499,8 +502,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.id in self.lineage:          # a re-run of a kept task
             return
         if task.retries_left <= 0:
-            task.lineage_note = f"its task {task.name} has no retries left (max_retries)"
-            return
+            return      # it cannot run again (``_cannot_rebuild`` says so first)
         live = sum(1 for object_id in task.returns
                    if (o := self.objects.get(object_id)) is not None and o.producer is task)
         if not live:
@@ -782,7 +784,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     ObjectLostError(f"object {object_id.hex()} was freed (no references were "
                                     f"left) or never existed")), None)))
             elif obj.state == PENDING:
-                obj.waiters.add(peer_id)
+                obj.add_waiters((peer_id,))
             else:
                 self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, obj.payload,
                                                              obj.error,
@@ -792,7 +794,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         """An object came to exist that actor processes asked for before."""
         parked = self.parked_wants.pop(obj.id, None)
         if parked:
-            obj.waiters.update(parked)
+            obj.add_waiters(parked)
 
     def expire_parked_wants(self, now: float) -> None:
         """Answer wants of objects that never came to exist (their caller died)."""
@@ -810,6 +812,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             holds.add(obj.id)
 
     def _set_contains(self, obj: ObjectState, contained: list) -> None:
+        if not contained:
+            return          # ``contains`` stays as it is: empty (NO_IDS)
         kept = []
         for inner_id in contained:
             inner = self.objects.get(inner_id)
@@ -824,9 +828,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             note = msg.ObjectReady(obj.id, obj.payload, obj.error, self.locations_of(obj))
             for peer_id in obj.waiters:
                 self.outbox.append(Send(peer_id, note))
-            obj.waiters.clear()
+            obj.waiters = NO_PEERS
         if obj.dependents:
-            dependents, obj.dependents = obj.dependents, []
+            dependents, obj.dependents = obj.dependents, NO_IDS
             for task in dependents:
                 if task.state != WAITING:
                     continue
@@ -896,6 +900,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 self._unpark(obj)
         failure = None
         reason = None
+        if spec.deps or spec.nested:
+            task.counted_refs = []
         for object_id in spec.deps:
             obj = self.objects.get(object_id)
             if obj is None:
@@ -908,7 +914,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             task.counted_refs.append(object_id)
             if obj.state == PENDING:
                 task.waiting_on += 1
-                obj.dependents.append(task)
+                obj.add_dependent(task)
             elif obj.state == ERROR and failure is None:
                 failure, reason = obj.error, argument_failed_text(obj)
         for object_id in spec.nested:
@@ -1038,7 +1044,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 self.add_location(obj, store, segment)
             else:
                 obj.payload = payload
-                obj.size = sum(len(b) for b in payload)
+                obj.size = sum(map(len, payload))
             self._set_contains(obj, contained)
             self._object_finished(obj)
 
@@ -1112,8 +1118,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     note = msg.ObjectReady(obj.id, None, error, None)
                     for peer_id in obj.waiters:
                         self.outbox.append(Send(peer_id, note))
-                    obj.waiters.clear()
-                dependents, obj.dependents = obj.dependents, []
+                    obj.waiters = NO_PEERS
+                dependents, obj.dependents = obj.dependents, NO_IDS
                 for dependent in dependents:
                     if dependent.state == WAITING:
                         if dependent.error_text is None:
@@ -1162,8 +1168,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.outbox.append(Send(runner, msg.CancelRunning(task.id, force)))
 
     def _release_task_refs(self, task: TaskState) -> None:
-        counted, task.counted_refs = task.counted_refs, []
-        self._drop_task_refs(counted)
+        counted, task.counted_refs = task.counted_refs, NO_IDS
+        if counted:
+            self._drop_task_refs(counted)
         if task.id not in self.lineage:
             task.args = None
 
@@ -1211,7 +1218,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.transition(task, WAITING)
             task.waiting_on = len(pending)
             for obj in pending:
-                obj.dependents.append(task)
+                obj.add_dependent(task)
         return None
 
     def _expected_seconds(self, task: TaskState) -> float:
@@ -1392,8 +1399,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             worker.long_tasks += 1
         worker.queued_seconds += self._expected_seconds(task)
         self.placement.update(worker)
-        task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
-                          "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
+        task.placement = {"worker": worker.hex_id, "node": worker.node.id,
+                          "pid": worker.pid,
+                          "missing_bytes": self._missing_bytes(task, worker)
+                          if task.deps else 0}
         if task.gpus or task.env_vars or task.runtime_env or task.max_calls:
             self._run_in_process(task, worker, process_key(task))
             return

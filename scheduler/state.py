@@ -843,7 +843,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._maybe_free(obj)
 
     def _maybe_free(self, obj: ObjectState) -> None:
-        if obj.state == PENDING or obj.referenced():
+        # ``obj.referenced()``, inline: most calls come here from a decref of a
+        # result, once or twice a task.
+        if obj.state == PENDING or obj.holders or obj.task_refs > 0 or obj.container_refs > 0:
             return
         stack = [obj]
         while stack:
@@ -1397,7 +1399,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task.long = duration is None or duration > self.pipeline_seconds
         if task.long:
             worker.long_tasks += 1
-        worker.queued_seconds += self._expected_seconds(task)
+        # What ``_expected_seconds`` says, from the duration just read.
+        worker.queued_seconds += _UNKNOWN_DURATION if duration is None else duration
         self.placement.update(worker)
         task.placement = {"worker": worker.hex_id, "node": worker.node.id,
                           "pid": worker.pid,
@@ -1428,7 +1431,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.gpus is not None:
             worker.node.give_gpus(task.gpus, task.resources["GPU"])
             task.gpus = None
-        worker.queued_seconds = max(0.0, worker.queued_seconds - self._expected_seconds(task))
+        worker.queued_seconds = max(0.0, worker.queued_seconds - self.function_durations.get(
+            task.function_hash, _UNKNOWN_DURATION))         # ``_expected_seconds``
         if task.long:
             worker.long_tasks -= 1
         if not task.holds_slot:

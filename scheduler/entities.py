@@ -110,7 +110,7 @@ class TaskState:
     __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
-                 "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
+                 "shape", "long", "blocked", "holds_slot", "counted_refs", "_placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
                  "lineage_size", "lineage_note", "mode", "strategy", "env_vars", "runtime_env",
                  "max_calls", "process", "gpus", "queued_at", "stimulus_id")
@@ -147,8 +147,8 @@ class TaskState:
         #: Ids whose ``task_refs`` this task incremented, released exactly once
         #: (``NO_IDS`` while none: a task without arguments makes no list).
         self.counted_refs: list[bytes] | tuple = NO_IDS
-        #: Why the task went where it went: worker, node, bytes it had to fetch.
-        self.placement: dict | None = None
+        #: Where it went (``placement``), as a tuple in ``PLACEMENT_FIELDS`` order.
+        self._placement: tuple | None = None
         self.error_text: str | None = None
         self.parent = spec.parent
         #: Set by cancel(force=True): a death of its worker fails it instead of retrying.
@@ -185,6 +185,24 @@ class TaskState:
         self.gpus: list[int] | None = None
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else (), self.strategy)
+
+    @property
+    def placement(self) -> dict | None:
+        """Why the task went where it went: worker (hex id), node, pid, and the bytes
+        of its arguments it had to fetch; None while it is not placed. Made when read
+        (records, pages): placing a task keeps only a tuple."""
+        placed = self._placement
+        return None if placed is None else dict(zip(PLACEMENT_FIELDS, placed))
+
+    def place(self, worker_hex: str, node_id: str, pid: int, missing_bytes: int) -> None:
+        self._placement = (worker_hex, node_id, pid, missing_bytes)
+
+    def unplace(self) -> None:
+        self._placement = None
+
+
+#: What a task's ``placement`` says, in the order ``TaskState.place`` takes it.
+PLACEMENT_FIELDS = ("worker", "node", "pid", "missing_bytes")
 
 
 def within(task: "TaskState", cpus: float, resources: dict) -> bool:

@@ -438,7 +438,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task.worker = None
         task.waiting_on = 0
         task.started_at = task.finished_at = 0.0
-        task.placement = None
+        task.unplace()
         task.error_text = None
         self.tasks[task.id] = task
         self.graph.add_task(task)
@@ -996,7 +996,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _enqueue(self, task: TaskState) -> None:
         self.transition(task, QUEUED)
-        self._ready_queue(task.shape).append(task)
+        queue = self.ready.get(task.shape)
+        if queue is None:
+            queue = self._ready_queue(task.shape)
+        queue.append(task)
 
     def _ready_queue(self, shape: tuple) -> ReadyQueue:
         queue = self.ready.get(shape)
@@ -1355,7 +1358,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             # One task that finds no worker stops its whole shape (the others of the
             # shape would find none either): no pass over the queued tasks.
             while (task := queue.peek()) is not None:
-                failure = self._lost_dependency(task)
+                failure = self._lost_dependency(task) if task.deps else None
                 if task.state == WAITING:     # for an argument being rebuilt
                     queue.popleft()
                     continue
@@ -1402,10 +1405,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         # What ``_expected_seconds`` says, from the duration just read.
         worker.queued_seconds += _UNKNOWN_DURATION if duration is None else duration
         self.placement.update(worker)
-        task.placement = {"worker": worker.hex_id, "node": worker.node.id,
-                          "pid": worker.pid,
-                          "missing_bytes": self._missing_bytes(task, worker)
-                          if task.deps else 0}
+        task.place(worker.hex_id, worker.node.id, worker.pid,
+                   self._missing_bytes(task, worker) if task.deps else 0)
         if task.gpus or task.env_vars or task.runtime_env or task.max_calls:
             self._run_in_process(task, worker, process_key(task))
             return

@@ -113,7 +113,7 @@ class TaskState:
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "_placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
                  "lineage_size", "lineage_note", "mode", "strategy", "env_vars", "runtime_env",
-                 "max_calls", "process", "gpus", "queued_at", "stimulus_id")
+                 "max_calls", "process", "gpus", "queued_at", "stimulus_id", "progress_row")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -131,6 +131,8 @@ class TaskState:
         self.state: TaskStateName = WAITING
         #: The event that made its last state change (``transitions.py``), for the logs.
         self.stimulus_id = ""
+        #: Its name's counts in ``TaskProgress`` (``progress.LIVE_STATES``), once known.
+        self.progress_row: list[int] | None = None
         self.worker: WorkerState | None = None
         self.waiting_on = 0
         self.submitted_at = time.time()
@@ -411,7 +413,8 @@ class ActorCallState:
     task records read, so calls show in both like tasks."""
     __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
                  "caller", "submitted_at", "started_at", "finished_at", "state",
-                 "placement", "error_text", "previous_call", "cancelled", "stimulus_id")
+                 "placement", "error_text", "previous_call", "cancelled", "stimulus_id",
+                 "progress_row")
 
     def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
         self.id = m.call_id
@@ -426,6 +429,7 @@ class ActorCallState:
         self.finished_at = 0.0
         self.state: ActorCallStateName = ASSIGNED
         self.stimulus_id = ""
+        self.progress_row: list[int] | None = None
         worker = actor.worker
         self.placement = {"actor": actor.id.hex(), "class": actor.class_name,
                           "worker": worker.id.hex() if worker is not None else None,

@@ -889,7 +889,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def submit(self, peer_id: bytes, spec: msg.SubmitTask) -> None:
         driver = peer_id if peer_id in self.drivers else self._job_of(peer_id, spec.parent)
         task = TaskState(spec, peer_id, driver)
-        self.progress.add(task.name, task.state)
+        task.progress_row = self.progress.add(task.name, task.state)
         self.tasks[task.id] = task
         self.graph.add_task(task)
         self.counts["submitted"] += 1

@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from graphstore.exceptions import GraphstoreError
+from graphstore.scheduler.progress import LIVE_STATES, STATE_INDEX
 from graphstore.scheduler.entities import (ALIVE, ASSIGNED, DEAD, DONE, ERROR, FAILED,
                                            PENDING, PENDING_PLACEMENT, QUEUED, READY,
                                            RESTARTING, STARTING, WAITING, ActorCallState,
@@ -79,7 +80,15 @@ class TransitionsMixin:
         entity.state = finish
         if kind is TaskState or kind is ActorCallState:
             entity.stimulus_id = stimulus_id
-            self.progress.move(entity.name, start, finish)
+            row = entity.progress_row
+            if row is not None and start in LIVE_STATES:
+                # Its row, kept since it was submitted: live, so never forgotten.
+                index = STATE_INDEX[start]
+                if row[index] > 0:
+                    row[index] -= 1
+                row[STATE_INDEX[finish]] += 1
+            else:
+                entity.progress_row = self.progress.move(entity.name, start, finish)
         elif kind is ActorState:
             entity.stimulus_id = stimulus_id
         if action is not None:

@@ -893,11 +893,14 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.tasks[task.id] = task
         self.graph.add_task(task)
         self.counts["submitted"] += 1
+        holds = self.peer_holds.get(peer_id)
         for object_id in spec.returns:
             obj = ObjectState(object_id, PENDING, producer=task)
             self.objects[object_id] = obj
             self.graph.add_object(obj)
-            self._hold(peer_id, obj)
+            obj.holders.add(peer_id)            # ``_hold``, inline
+            if holds is not None:
+                holds.add(object_id)
             if self.parked_wants:
                 self._unpark(obj)
         failure = None
@@ -1018,7 +1021,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
-        self._record(task)
+        self.graph.task_finished(task)      # ``_record``
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
 
@@ -1050,7 +1053,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             else:
                 obj.payload = payload
                 obj.size = sum(map(len, payload))
-            self._set_contains(obj, contained)
+            if contained:
+                self._set_contains(obj, contained)
             self._object_finished(obj)
 
     def task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:

@@ -44,13 +44,13 @@ class TaskProgress:
             self._forget_one_finished()
         return row
 
-    def move(self, name: str, old: str, new: str) -> list[int]:
+    def move(self, name: str, old: str, new: str) -> list[int] | None:
         """A task called ``name`` went from ``old`` to ``new``; returns the name's row."""
+        if old == new:
+            return self._counts.get(name)
         row = self._counts.get(name)
         if row is None:
             row = self._row(name)
-        if old == new:
-            return row
         index = _INDEX[old]
         if row[index] > 0:    # a name forgotten while it had live tasks never is; guard
             row[index] -= 1

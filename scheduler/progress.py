@@ -38,7 +38,9 @@ class TaskProgress:
     def add(self, name: str, state: str) -> list[int]:
         """A new task (or actor call) called ``name`` entered ``state``; returns the
         name's row (see ``LIVE_STATES``)."""
-        row = self._row(name)
+        row = self._counts.get(name)
+        if row is None:
+            row = self._row(name)
         row[_INDEX[state]] += 1
         if len(self._counts) > self.max_names:
             self._forget_one_finished()

@@ -931,7 +931,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             reason = f"the code of function {spec.name} never reached the scheduler"
             failure = error_payload(ObjectLostError(reason))
             reason = f"ObjectLostError: {reason}"
-        if failure is None and not self._feasible(task):
+        # ``_feasible``'s common case inline: no custom resources, CPUs that fit.
+        if failure is None and (task.resources is not None
+                                or task.num_cpus > self.max_capacity["CPU"] + 1e-9) \
+                and not self._feasible(task):
             reason = (f"task {spec.name} asks for num_cpus={task.num_cpus}"
                       + (f" and resources={task.resources}" if task.resources else "")
                       + f", but the largest worker offers {self._capacity_text()}; lower "
@@ -1393,7 +1396,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
         task.worker = worker
         self.transition(task, ASSIGNED)
-        if worker.free_slots() > 0 and worker.node.fits_now(task):
+        if worker.slots + worker.blocked > worker.running and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1
             worker.node.acquire(task)
@@ -1455,7 +1458,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _promote(self, worker: WorkerState) -> None:
         """A slot freed up: the oldest pipelined task on that worker starts running."""
         pipelined = worker.pipelined
-        while pipelined and worker.free_slots() > 0:
+        while pipelined and worker.slots + worker.blocked > worker.running:  # a free slot
             task = pipelined.popleft()
             if task.worker is not worker or task.holds_slot or task.id not in worker.assigned:
                 continue

@@ -41,6 +41,11 @@ RESTARTING: Final = "restarting"
 DEAD: Final = "dead"
 #: Holder id of detached actors' creation objects: never a peer, so never released.
 DETACHED_HOLDER = b"\0" * 16
+#: The empty defaults of an object's rarely filled fields, shared until one is filled:
+#: most objects never get a waiter, a dependent or a contained ref, and a set and two
+#: lists made for each would be most of an object's allocations and memory.
+NO_PEERS: frozenset = frozenset()
+NO_IDS: tuple = ()
 
 
 def argument_failed_text(obj: "ObjectState") -> str:
@@ -70,10 +75,14 @@ class ObjectState:
         self.holders: set[bytes] = set()
         self.task_refs = 0
         self.container_refs = 0
-        self.contains: list[bytes] = []
-        self.waiters: set[bytes] = set()
+        #: Ids of the objects its value holds refs to (``NO_IDS`` until it has any).
+        self.contains: list[bytes] | tuple = NO_IDS
+        #: Peers waiting for it to leave PENDING (``NO_PEERS`` until one asks:
+        #: ``add_waiters``).
+        self.waiters: set[bytes] | frozenset = NO_PEERS
         self.producer = producer
-        self.dependents: list[TaskState] = []
+        #: Tasks waiting on it (``NO_IDS`` until one does: ``add_dependent``).
+        self.dependents: list[TaskState] | tuple = NO_IDS
         self.created_at = time.time()
         #: Stored (large) objects: worker id -> segment name of each copy.
         self.locations: dict[bytes, str] = {}
@@ -84,15 +93,27 @@ class ObjectState:
     def referenced(self) -> bool:
         return bool(self.holders) or self.task_refs > 0 or self.container_refs > 0
 
+    def add_waiters(self, peers) -> None:
+        if not self.waiters:
+            self.waiters = set(peers)
+        else:
+            self.waiters.update(peers)
+
+    def add_dependent(self, task: "TaskState") -> None:
+        if not self.dependents:
+            self.dependents = [task]
+        else:
+            self.dependents.append(task)
+
 
 class TaskState:
     __slots__ = ("id", "function_hash", "name", "args", "deps", "nested", "returns",
                  "num_cpus", "resources", "retries_left", "submitter", "driver", "state",
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
-                 "shape", "long", "blocked", "holds_slot", "counted_refs", "placement",
+                 "shape", "long", "blocked", "holds_slot", "counted_refs", "_placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
                  "lineage_size", "lineage_note", "mode", "strategy", "env_vars", "runtime_env",
-                 "max_calls", "process", "gpus", "queued_at", "stimulus_id")
+                 "max_calls", "process", "gpus", "queued_at", "stimulus_id", "progress_row")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -110,6 +131,8 @@ class TaskState:
         self.state: TaskStateName = WAITING
         #: The event that made its last state change (``transitions.py``), for the logs.
         self.stimulus_id = ""
+        #: Its name's counts in ``TaskProgress`` (``progress.LIVE_STATES``), once known.
+        self.progress_row: list[int] | None = None
         self.worker: WorkerState | None = None
         self.waiting_on = 0
         self.submitted_at = time.time()
@@ -123,10 +146,11 @@ class TaskState:
         #: Whether the task occupies one of its worker's slots and its node's CPUs (else
         #: it is pipelined: queued on the worker behind running tasks).
         self.holds_slot = False
-        #: Ids whose ``task_refs`` this task incremented, released exactly once.
-        self.counted_refs: list[bytes] = []
-        #: Why the task went where it went: worker, node, bytes it had to fetch.
-        self.placement: dict | None = None
+        #: Ids whose ``task_refs`` this task incremented, released exactly once
+        #: (``NO_IDS`` while none: a task without arguments makes no list).
+        self.counted_refs: list[bytes] | tuple = NO_IDS
+        #: Where it went (``placement``), as a tuple in ``PLACEMENT_FIELDS`` order.
+        self._placement: tuple | None = None
         self.error_text: str | None = None
         self.parent = spec.parent
         #: Set by cancel(force=True): a death of its worker fails it instead of retrying.
@@ -163,6 +187,24 @@ class TaskState:
         self.gpus: list[int] | None = None
         self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
                       if self.resources else (), self.strategy)
+
+    @property
+    def placement(self) -> dict | None:
+        """Why the task went where it went: worker (hex id), node, pid, and the bytes
+        of its arguments it had to fetch; None while it is not placed. Made when read
+        (records, pages): placing a task keeps only a tuple."""
+        placed = self._placement
+        return None if placed is None else dict(zip(PLACEMENT_FIELDS, placed))
+
+    def place(self, worker_hex: str, node_id: str, pid: int, missing_bytes: int) -> None:
+        self._placement = (worker_hex, node_id, pid, missing_bytes)
+
+    def unplace(self) -> None:
+        self._placement = None
+
+
+#: What a task's ``placement`` says, in the order ``TaskState.place`` takes it.
+PLACEMENT_FIELDS = ("worker", "node", "pid", "missing_bytes")
 
 
 def within(task: "TaskState", cpus: float, resources: dict) -> bool:
@@ -259,10 +301,12 @@ class WorkerState:
                  "slots", "assigned", "known_functions", "registered_at", "long_tasks",
                  "blocked", "running", "pipelined", "store_capacity", "objects",
                  "queued_seconds", "stored_bytes", "metrics", "last_heartbeat",
-                 "processes", "process_waiting", "labels", "retiring")
+                 "processes", "process_waiting", "labels", "retiring", "hex_id")
 
     def __init__(self, reg: msg.RegisterWorker, node: NodeState):
         self.id = reg.worker_id
+        #: ``id.hex()``, made once: each task placed here names it in its placement.
+        self.hex_id = self.id.hex()
         #: Names its deployment gave it (``graphstore worker --label``).
         self.labels = dict(reg.labels)
         #: Leaving on purpose (``RetireWorkers``): no new work, objects copied away.
@@ -369,7 +413,8 @@ class ActorCallState:
     task records read, so calls show in both like tasks."""
     __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
                  "caller", "submitted_at", "started_at", "finished_at", "state",
-                 "placement", "error_text", "previous_call", "cancelled", "stimulus_id")
+                 "placement", "error_text", "previous_call", "cancelled", "stimulus_id",
+                 "progress_row")
 
     def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
         self.id = m.call_id
@@ -384,6 +429,7 @@ class ActorCallState:
         self.finished_at = 0.0
         self.state: ActorCallStateName = ASSIGNED
         self.stimulus_id = ""
+        self.progress_row: list[int] | None = None
         worker = actor.worker
         self.placement = {"actor": actor.id.hex(), "class": actor.class_name,
                           "worker": worker.id.hex() if worker is not None else None,

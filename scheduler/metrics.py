@@ -28,6 +28,7 @@ MAX_FUNCTIONS = 100
 OTHER = "(other)"
 #: Longest function name kept in a label (a name comes from the submitting program).
 MAX_NAME_CHARS = 200
+_INF = math.inf
 
 
 class Histogram:
@@ -46,8 +47,9 @@ class Histogram:
 
     def observe(self, value) -> bool:
         """Count ``value``; False (and nothing counted) if it is not a valid duration."""
-        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-            return False
+        kind = type(value)
+        if (kind is not float and kind is not int) or not 0 <= value < _INF:
+            return False        # NaN fails the comparison too
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
@@ -87,6 +89,11 @@ class TaskMetrics:
     def label(self, name) -> str:
         """The label ``name`` counts under: itself (cut) while there is room, else
         ``OTHER``."""
+        try:
+            if name in self._names:     # the common case: a name seen before, as it is
+                return name
+        except TypeError:               # unhashable: no str, so OTHER below
+            pass
         if not isinstance(name, str):
             name = OTHER
         name = name[:MAX_NAME_CHARS]

@@ -90,10 +90,15 @@ class WorkerIndex:
             return
         meta[0] += 1
         version, order = meta
-        if worker.free_slots() > 0:
-            self._push(self._free, [free_cost(worker), order, version, worker])
+        # Twice a task: ``free_slots``, ``free_cost`` and ``queue_cost`` inline (the
+        # ``mismatches`` check compares with the functions).
+        free = worker.slots + worker.blocked - worker.running
+        if free > 0:
+            self._push(self._free, [worker.queued_seconds / worker.slots - free * 1e-6,
+                                    order, version, worker])
         elif not worker.long_tasks:
-            self._push(self._queued, [queue_cost(worker), order, version, worker])
+            self._push(self._queued, [(len(worker.assigned) - worker.running) / worker.slots,
+                                      order, version, worker])
 
     def _push(self, entries: list, entry: list) -> None:
         heappush(entries, entry)

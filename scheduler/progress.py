@@ -17,6 +17,12 @@ from __future__ import annotations
 STATES = ("waiting", "queued", "assigned", "done", "failed")
 _INDEX = {state: index for index, state in enumerate(STATES)}
 _LIVE = (_INDEX["waiting"], _INDEX["queued"], _INDEX["assigned"])
+#: Where each state counts in a row (``add`` and ``move`` return a name's row).
+STATE_INDEX = _INDEX
+#: The states that keep a row: a name's row is the same list for as long as it has a
+#: task in one of them, so the holder of such a task may move its count in the row
+#: directly (the scheduler's transitions do, as Dask's tasks keep their TaskGroup).
+LIVE_STATES = frozenset(STATES[i] for i in _LIVE)
 
 
 class TaskProgress:
@@ -29,21 +35,29 @@ class TaskProgress:
         #: name -> [waiting, queued, assigned, done, failed], in the order first seen.
         self._counts: dict[str, list[int]] = {}
 
-    def add(self, name: str, state: str) -> None:
-        """A new task (or actor call) called ``name`` entered ``state``."""
-        self._row(name)[_INDEX[state]] += 1
+    def add(self, name: str, state: str) -> list[int]:
+        """A new task (or actor call) called ``name`` entered ``state``; returns the
+        name's row (see ``LIVE_STATES``)."""
+        row = self._counts.get(name)
+        if row is None:
+            row = self._row(name)
+        row[_INDEX[state]] += 1
         if len(self._counts) > self.max_names:
             self._forget_one_finished()
+        return row
 
-    def move(self, name: str, old: str, new: str) -> None:
-        """A task called ``name`` went from ``old`` to ``new``."""
+    def move(self, name: str, old: str, new: str) -> list[int] | None:
+        """A task called ``name`` went from ``old`` to ``new``; returns the name's row."""
         if old == new:
-            return
-        row = self._row(name)
+            return self._counts.get(name)
+        row = self._counts.get(name)
+        if row is None:
+            row = self._row(name)
         index = _INDEX[old]
         if row[index] > 0:    # a name forgotten while it had live tasks never is; guard
             row[index] -= 1
         row[_INDEX[new]] += 1
+        return row
 
     def _row(self, name: str) -> list[int]:
         row = self._counts.get(name)

@@ -29,8 +29,8 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    WorkerCrashedError)
 from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
-from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, PENDING, QUEUED, READY,
-                                           WAITING, NodeState, ObjectState, TaskState,
+from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS, NO_PEERS,
+                                           PENDING, QUEUED, READY, WAITING, NodeState, ObjectState, TaskState,
                                            WorkerState, argument_failed_text, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
@@ -274,7 +274,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             obj = self.objects.get(object_id)
             if obj is not None:
                 obj.holders.discard(peer_id)
-                obj.waiters.discard(peer_id)
+                if obj.waiters:
+                    obj.waiters.discard(peer_id)
                 self._maybe_free(obj)
         self.schedule()
 
@@ -396,7 +397,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.transition(obj, PENDING)
             obj.payload = None
             # The new value says again what it contains (new objects, if made inside).
-            contains, obj.contains = obj.contains, []
+            contains, obj.contains = obj.contains, NO_IDS
             for inner_id in contains:
                 inner = self.objects.get(inner_id)
                 if inner is not None:
@@ -439,11 +440,13 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task.worker = None
         task.waiting_on = 0
         task.started_at = task.finished_at = 0.0
-        task.placement = None
+        task.unplace()
         task.error_text = None
         self.tasks[task.id] = task
         self.graph.add_task(task)
         failure = None
+        if not task.counted_refs:
+            task.counted_refs = []
         for index, object_id in enumerate(itertools.chain(task.deps, task.nested)):
             nested = index >= len(task.deps)
             obj = self.objects.get(object_id)
@@ -464,7 +467,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 continue
             if obj.state == PENDING:
                 task.waiting_on += 1
-                obj.dependents.append(task)
+                obj.add_dependent(task)
             elif obj.state == ERROR and failure is None:
                 failure = obj.error
         if failure is not None:
@@ -501,8 +504,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.id in self.lineage:          # a re-run of a kept task
             return
         if task.retries_left <= 0:
-            task.lineage_note = f"its task {task.name} has no retries left (max_retries)"
-            return
+            return      # it cannot run again (``_cannot_rebuild`` says so first)
         objects = self.objects
         live = 0
         for object_id in task.returns:
@@ -788,7 +790,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     ObjectLostError(f"object {object_id.hex()} was freed (no references were "
                                     f"left) or never existed")), None)))
             elif obj.state == PENDING:
-                obj.waiters.add(peer_id)
+                obj.add_waiters((peer_id,))
             else:
                 self.outbox.append(Send(peer_id, msg.ObjectReady(object_id, obj.payload,
                                                              obj.error,
@@ -798,7 +800,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         """An object came to exist that actor processes asked for before."""
         parked = self.parked_wants.pop(obj.id, None)
         if parked:
-            obj.waiters.update(parked)
+            obj.add_waiters(parked)
 
     def expire_parked_wants(self, now: float) -> None:
         """Answer wants of objects that never came to exist (their caller died)."""
@@ -816,6 +818,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             holds.add(obj.id)
 
     def _set_contains(self, obj: ObjectState, contained: list) -> None:
+        if not contained:
+            return          # ``contains`` stays as it is: empty (NO_IDS)
         kept = []
         for inner_id in contained:
             inner = self.objects.get(inner_id)
@@ -830,9 +834,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             note = msg.ObjectReady(obj.id, obj.payload, obj.error, self.locations_of(obj))
             for peer_id in obj.waiters:
                 self.outbox.append(Send(peer_id, note))
-            obj.waiters.clear()
+            obj.waiters = NO_PEERS
         if obj.dependents:
-            dependents, obj.dependents = obj.dependents, []
+            dependents, obj.dependents = obj.dependents, NO_IDS
             for task in dependents:
                 if task.state != WAITING:
                     continue
@@ -845,7 +849,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._maybe_free(obj)
 
     def _maybe_free(self, obj: ObjectState) -> None:
-        if obj.state == PENDING or obj.referenced():
+        # ``obj.referenced()``, inline: most calls come here from a decref of a
+        # result, once or twice a task.
+        if obj.state == PENDING or obj.holders or obj.task_refs > 0 or obj.container_refs > 0:
             return
         stack = [obj]
         while stack:
@@ -889,19 +895,24 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def submit(self, peer_id: bytes, spec: msg.SubmitTask) -> None:
         driver = peer_id if peer_id in self.drivers else self._job_of(peer_id, spec.parent)
         task = TaskState(spec, peer_id, driver)
-        self.progress.add(task.name, task.state)
+        task.progress_row = self.progress.add(task.name, task.state)
         self.tasks[task.id] = task
         self.graph.add_task(task)
         self.counts["submitted"] += 1
+        holds = self.peer_holds.get(peer_id)
         for object_id in spec.returns:
             obj = ObjectState(object_id, PENDING, producer=task)
             self.objects[object_id] = obj
             self.graph.add_object(obj)
-            self._hold(peer_id, obj)
+            obj.holders.add(peer_id)            # ``_hold``, inline
+            if holds is not None:
+                holds.add(object_id)
             if self.parked_wants:
                 self._unpark(obj)
         failure = None
         reason = None
+        if spec.deps or spec.nested:
+            task.counted_refs = []
         for object_id in spec.deps:
             obj = self.objects.get(object_id)
             if obj is None:
@@ -914,7 +925,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             task.counted_refs.append(object_id)
             if obj.state == PENDING:
                 task.waiting_on += 1
-                obj.dependents.append(task)
+                obj.add_dependent(task)
             elif obj.state == ERROR and failure is None:
                 failure, reason = obj.error, argument_failed_text(obj)
         for object_id in spec.nested:
@@ -926,7 +937,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             reason = f"the code of function {spec.name} never reached the scheduler"
             failure = error_payload(ObjectLostError(reason))
             reason = f"ObjectLostError: {reason}"
-        if failure is None and not self._feasible(task):
+        # ``_feasible``'s common case inline: no custom resources, CPUs that fit.
+        if failure is None and (task.resources is not None
+                                or task.num_cpus > self.max_capacity["CPU"] + 1e-9) \
+                and not self._feasible(task):
             reason = (f"task {spec.name} asks for num_cpus={task.num_cpus}"
                       + (f" and resources={task.resources}" if task.resources else "")
                       + f", but the largest worker offers {self._capacity_text()}; lower "
@@ -994,7 +1008,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _enqueue(self, task: TaskState) -> None:
         self.transition(task, QUEUED)
-        self._ready_queue(task.shape).append(task)
+        queue = self.ready.get(task.shape)
+        if queue is None:
+            queue = self._ready_queue(task.shape)
+        queue.append(task)
 
     def _ready_queue(self, shape: tuple) -> ReadyQueue:
         queue = self.ready.get(shape)
@@ -1013,7 +1030,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
-        self._record(task)
+        self.graph.task_finished(task)      # ``_record``
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
 
@@ -1044,8 +1061,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 self.add_location(obj, store, segment)
             else:
                 obj.payload = payload
-                obj.size = sum(len(b) for b in payload)
-            self._set_contains(obj, contained)
+                obj.size = sum(map(len, payload))
+            if contained:
+                self._set_contains(obj, contained)
             self._object_finished(obj)
 
     def task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:
@@ -1118,8 +1136,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     note = msg.ObjectReady(obj.id, None, error, None)
                     for peer_id in obj.waiters:
                         self.outbox.append(Send(peer_id, note))
-                    obj.waiters.clear()
-                dependents, obj.dependents = obj.dependents, []
+                    obj.waiters = NO_PEERS
+                dependents, obj.dependents = obj.dependents, NO_IDS
                 for dependent in dependents:
                     if dependent.state == WAITING:
                         if dependent.error_text is None:
@@ -1168,8 +1186,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.outbox.append(Send(runner, msg.CancelRunning(task.id, force)))
 
     def _release_task_refs(self, task: TaskState) -> None:
-        counted, task.counted_refs = task.counted_refs, []
-        self._drop_task_refs(counted)
+        counted, task.counted_refs = task.counted_refs, NO_IDS
+        if counted:
+            self._drop_task_refs(counted)
         if task.id not in self.lineage:
             task.args = None
 
@@ -1217,7 +1236,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.transition(task, WAITING)
             task.waiting_on = len(pending)
             for obj in pending:
-                obj.dependents.append(task)
+                obj.add_dependent(task)
         return None
 
     def _expected_seconds(self, task: TaskState) -> float:
@@ -1352,7 +1371,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             # One task that finds no worker stops its whole shape (the others of the
             # shape would find none either): no pass over the queued tasks.
             while (task := queue.peek()) is not None:
-                failure = self._lost_dependency(task)
+                failure = self._lost_dependency(task) if task.deps else None
                 if task.state == WAITING:     # for an argument being rebuilt
                     queue.popleft()
                     continue
@@ -1383,7 +1402,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _assign(self, task: TaskState, worker: WorkerState) -> None:
         task.worker = worker
         self.transition(task, ASSIGNED)
-        if worker.free_slots() > 0 and worker.node.fits_now(task):
+        if worker.slots + worker.blocked > worker.running and worker.node.fits_now(task):
             task.holds_slot = True
             worker.running += 1
             worker.node.acquire(task)
@@ -1396,10 +1415,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task.long = duration is None or duration > self.pipeline_seconds
         if task.long:
             worker.long_tasks += 1
-        worker.queued_seconds += self._expected_seconds(task)
+        # What ``_expected_seconds`` says, from the duration just read.
+        worker.queued_seconds += _UNKNOWN_DURATION if duration is None else duration
         self.placement.update(worker)
-        task.placement = {"worker": worker.id.hex(), "node": worker.node.id,
-                          "pid": worker.pid, "missing_bytes": self._missing_bytes(task, worker)}
+        task.place(worker.hex_id, worker.node.id, worker.pid,
+                   self._missing_bytes(task, worker) if task.deps else 0)
         if task.gpus or task.env_vars or task.runtime_env or task.max_calls:
             self._run_in_process(task, worker, process_key(task))
             return
@@ -1425,7 +1445,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.gpus is not None:
             worker.node.give_gpus(task.gpus, task.resources["GPU"])
             task.gpus = None
-        worker.queued_seconds = max(0.0, worker.queued_seconds - self._expected_seconds(task))
+        worker.queued_seconds = max(0.0, worker.queued_seconds - self.function_durations.get(
+            task.function_hash, _UNKNOWN_DURATION))         # ``_expected_seconds``
         if task.long:
             worker.long_tasks -= 1
         if not task.holds_slot:
@@ -1443,7 +1464,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _promote(self, worker: WorkerState) -> None:
         """A slot freed up: the oldest pipelined task on that worker starts running."""
         pipelined = worker.pipelined
-        while pipelined and worker.free_slots() > 0:
+        while pipelined and worker.slots + worker.blocked > worker.running:  # a free slot
             task = pipelined.popleft()
             if task.worker is not worker or task.holds_slot or task.id not in worker.assigned:
                 continue

@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from graphstore.exceptions import GraphstoreError
+from graphstore.scheduler.progress import LIVE_STATES, STATE_INDEX
 from graphstore.scheduler.entities import (ALIVE, ASSIGNED, DEAD, DONE, ERROR, FAILED,
                                            PENDING, PENDING_PLACEMENT, QUEUED, READY,
                                            RESTARTING, STARTING, WAITING, ActorCallState,
@@ -70,7 +71,7 @@ class TransitionsMixin:
         kind = type(entity)
         start = entity.state
         try:
-            action = TABLES[kind][(start, finish)]
+            action = _STEPS[kind][start][finish]
         except KeyError:
             raise InvalidTransition(KIND_NAMES[kind], entity.id, start, finish,
                                     stimulus_id or self.stimulus_id) from None
@@ -79,7 +80,15 @@ class TransitionsMixin:
         entity.state = finish
         if kind is TaskState or kind is ActorCallState:
             entity.stimulus_id = stimulus_id
-            self.progress.move(entity.name, start, finish)
+            row = entity.progress_row
+            if row is not None and start in LIVE_STATES:
+                # Its row, kept since it was submitted: live, so never forgotten.
+                index = STATE_INDEX[start]
+                if row[index] > 0:
+                    row[index] -= 1
+                row[STATE_INDEX[finish]] += 1
+            else:
+                entity.progress_row = self.progress.move(entity.name, start, finish)
         elif kind is ActorState:
             entity.stimulus_id = stimulus_id
         if action is not None:
@@ -202,3 +211,11 @@ CALL_TRANSITIONS: dict[tuple[str, str], Action] = {
 TABLES: dict[type, dict[tuple[str, str], Action]] = {
     TaskState: TASK_TRANSITIONS, ObjectState: OBJECT_TRANSITIONS,
     ActorState: ACTOR_TRANSITIONS, ActorCallState: CALL_TRANSITIONS}
+
+#: The same tables nested, kind -> start -> finish -> action, built once here: a lookup
+#: with no ``(start, finish)`` tuple to build and hash, three to four times a task.
+_STEPS: dict[type, dict[str, dict[str, Action]]] = {}
+for _kind, _table in TABLES.items():
+    for (_start, _finish), _action in _table.items():
+        _STEPS.setdefault(_kind, {}).setdefault(_start, {})[_finish] = _action
+del _kind, _table, _start, _finish, _action

@@ -35,6 +35,11 @@ Virtual time is only the order of events. The rates divide the tasks placed by t
 seconds (``time.thread_time``) spent inside the state machine's handlers (submit,
 schedule, task done, object added, free), the simulation's own bookkeeping excluded;
 the whole loop's wall-clock rate is printed beside it.
+
+Tasks are submitted as a driver submits them by default (``max_retries`` = 3, so the
+scheduler keeps their lineage) and finish as a worker reports them (with the run's start
+time, so the scheduler records the run for the timeline): the same bookkeeping per task
+as in a real cluster. ``--bare`` leaves both out (``max_retries=0``, no timeline).
 """
 from __future__ import annotations
 
@@ -54,6 +59,15 @@ from graphstore.scheduler.state import SchedulerState
 DRIVER = b"driver".ljust(16, b".")
 NOOP = b"noop".ljust(16, b".")
 MB = 1024 * 1024
+#: Ray's default ``max_retries``, as a driver submits tasks (``Config.max_retries``).
+DEFAULT_RETRIES = 3
+
+
+class BARE:
+    """``--bare``: tasks with no retries (no lineage kept) and no run times reported."""
+    on = False
+
+
 #: Modelled time of one no-op task, and of one DAG task (seconds, virtual).
 NOOP_SECONDS = 0.001
 DAG_SECONDS = 0.01
@@ -165,7 +179,8 @@ class Simulation:
                 results.append([object_id, None, [], MB, "sim"])
             else:
                 results.append([object_id, [b"x"], [], 1, None])
-        done = msg.TaskDone(m.task_id, results, 0.001)
+        done = (msg.TaskDone(m.task_id, results, 0.001) if BARE.on else
+                msg.TaskDone(m.task_id, results, 0.001, None, self.now))
         t0 = thread_time()
         state.task_done(worker.id, done)
         if self.free_on_done:
@@ -179,7 +194,7 @@ class Simulation:
         if stored:
             self.stored_results.add(ret)
         spec = msg.SubmitTask(task_id, NOOP, "noop", None, list(deps), [], [ret], 1.0,
-                              None, 0)
+                              None, 0 if BARE.on else DEFAULT_RETRIES)
         t0 = thread_time()
         self.state.submit(DRIVER, spec)
         self.busy += thread_time() - t0
@@ -295,12 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--freed", type=int, default=50_000,
                    help="tasks run and freed after the history is full")
     p.add_argument("--only", choices=("noop", "dag", "memory"), action="append")
+    p.add_argument("--bare", action="store_true",
+                   help="tasks with max_retries=0 (no lineage) and no run times reported")
     args = p.parse_args(argv)
+    BARE.on = args.bare
     server_gc()
     only = set(args.only or ("noop", "dag", "memory"))
     counts = [int(w) for w in args.workers.split(",") if w]
     print(f"python {sys.version.split()[0]}; tasks={args.tasks:,} "
-          f"dag-tasks={args.dag_tasks:,}", flush=True)
+          f"dag-tasks={args.dag_tasks:,}; "
+          f"{'bare tasks' if BARE.on else 'tasks as a driver submits them'}", flush=True)
     if "noop" in only:
         for w in counts:
             r = run_noop(w, args.tasks)

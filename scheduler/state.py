@@ -37,8 +37,8 @@ from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.instructions import Instruction, Send
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
-from graphstore.scheduler.placement import (ReadyQueue, WorkerIndex, free_cost, queue_cost,
-                                            task_fits_ever, task_fits_now)
+from graphstore.scheduler.placement import (CopyIndex, ReadyQueue, WorkerIndex, free_cost,
+                                            queue_cost, task_fits_ever, task_fits_now)
 from graphstore.scheduler.packages import PackagesMixin
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.critical_path import Move, Run, longest_chain
@@ -80,6 +80,15 @@ _PARKED_WANT_SECONDS = 30.0
 _DEPARTED_NODES = 1000
 
 
+def _first_item(pair: tuple):
+    return pair[0]
+
+
+#: Nodes holding copies of a task's stored arguments that one placement decision weighs
+#: at most (``SchedulerState._nearest``): all of them up to this many, as a scan would.
+_HOLDER_NODES = 8
+
+
 def _still_queued(task: TaskState) -> bool:
     """Whether a ready queue's entry still waits (see ``ReadyQueue``)."""
     return task.state == QUEUED
@@ -119,6 +128,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.ready: dict[tuple, ReadyQueue] = {}
         #: Workers by load, for placement without a scan (``placement.py``).
         self.placement = WorkerIndex()
+        #: Stored objects' copies by node, for locality decisions (``placement.py``).
+        self.copies = CopyIndex()
         #: Instructions for the server, carried out (and emptied) after each batch.
         self.outbox: list[Instruction] = []
         self.pipeline_seconds = pipeline_seconds
@@ -316,6 +327,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             if obj is None:
                 continue
             segment = obj.locations.pop(worker.id, None)
+            if segment is not None:
+                self.copies.remove(object_id, worker.node.id)
             if obj.locations or obj.spill is not None or obj.state != READY:
                 continue
             if adopter is not None and segment is not None:
@@ -354,6 +367,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             obj = self.objects.get(object_id)
             if obj is None or worker is None or obj.locations.pop(worker_id, None) is None:
                 continue
+            self.copies.remove(object_id, worker.node.id)
             if object_id in worker.objects:
                 worker.objects.discard(object_id)
                 worker.stored_bytes -= obj.size
@@ -585,6 +599,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def add_location(self, obj: ObjectState, worker: WorkerState, segment: str) -> None:
         """Record a copy of a stored object in ``worker``'s store."""
+        if worker.id not in obj.locations:
+            self.copies.add(obj.id, worker.node)
         obj.locations[worker.id] = segment
         if obj.id not in worker.objects:
             worker.objects.add(obj.id)
@@ -715,6 +731,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 gone.append(object_id)
                 continue
             if worker is not None and obj.locations.pop(worker_id, None) is not None:
+                self.copies.remove(object_id, worker.node.id)
                 if object_id in worker.objects:
                     worker.objects.discard(object_id)
                     worker.stored_bytes -= obj.size
@@ -869,6 +886,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                             worker.stored_bytes -= obj.size
                         self.outbox.append(Send(worker_id, msg.FreeObjects([[obj.id, True]])))
                 obj.locations = {}
+                self.copies.forget(obj.id)
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)
                 if inner is not None:
@@ -1220,12 +1238,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _missing_bytes(self, task: TaskState, worker: WorkerState) -> int:
         """Bytes of stored arguments with no copy on ``worker``'s node."""
         missing = 0
+        holds = self.copies.holds
+        node_id = worker.node.id
         for object_id in task.deps:
             obj = self.objects.get(object_id)
-            if obj is None or not obj.locations:
-                continue
-            node = worker.node
-            if not any(w in node.workers for w in obj.locations):
+            if obj is not None and obj.locations and not holds(object_id, node_id):
                 missing += obj.size
         return missing
 
@@ -1234,78 +1251,90 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         queued work, among those whose node has room; else one that may pipeline it.
 
         No scan: the load index (``placement.WorkerIndex``) gives the least loaded
-        worker in O(log W); with stored arguments, the only other candidates are the
-        least loaded workers of the nodes holding a copy of one (every other worker
-        must fetch all of them, so none beats the least loaded one).
+        worker in O(log W); with stored arguments, the other candidates are the least
+        loaded workers of nodes holding a copy of one (every other worker must fetch
+        all of them, so none beats the least loaded one), at most
+        ``_HOLDER_NODES`` of those nodes (``_nearest``).
         """
         if task.strategy is not None:
             return self._pick_by_strategy(task)
         index = self.placement
         fits = task_fits_now(task)
-        holders = self._nodes_holding(task) if task.deps else None
         best = index.least_loaded(fits)
         if best is not None:
-            if not holders:
+            if not task.deps:
                 return best
-            return self._nearest(task, best, holders, index.least_loaded, (fits,),
-                                 free_cost)
+            return self._nearest(task, best, index.least_loaded, (fits,), free_cost)
         depth = self._pipeline_depth(task)
         if depth == 0:
             return None
         fits = task_fits_ever(task)
         best = index.shortest_queue(fits, depth)
-        if best is None or not holders:
+        if best is None or not task.deps:
             return best
-        return self._nearest(task, best, holders, index.shortest_queue, (fits, depth),
-                             queue_cost)
+        return self._nearest(task, best, index.shortest_queue, (fits, depth), queue_cost)
 
-    def _nodes_holding(self, task: TaskState) -> tuple[int, dict] | None:
-        """The bytes of the task's stored arguments, and the nodes with a copy of one,
-        by id: [node, bytes of the arguments it holds] (None without stored arguments).
-        O(copies): at most the number of copies of the arguments."""
-        total = 0
-        nodes = None
-        workers = self.workers
+    def _nearest(self, task: TaskState, best: WorkerState, pick, args,
+                 cost) -> WorkerState:
+        """Among ``best`` (the least loaded) and the least loaded worker (``pick``) of
+        nodes holding a copy of a stored argument, the one with the lowest load + bytes
+        it must fetch / bandwidth (the earliest joined on a tie).
+
+        The nodes weighed: all those holding a copy when they are at most
+        ``_HOLDER_NODES``, so the choice is the one a scan of every worker makes; else
+        that many, shared among the arguments largest first, each argument's in turn
+        (``CopyIndex.some``). A decision is so O(_HOLDER_NODES x arguments) whatever
+        the number of copies: the copies of a much-read input spread over the cluster
+        as tasks run, and weighing every holder made decisions grow with them.
+        """
+        objects = self.objects
+        copies = self.copies
+        stored = None
         for object_id in task.deps:
-            obj = self.objects.get(object_id)
+            obj = objects.get(object_id)
             if obj is None or not obj.locations:
                 continue
-            if nodes is None:
-                nodes = {}
-            total += obj.size
-            seen = set()
-            for worker_id in obj.locations:
-                worker = workers.get(worker_id)
-                if worker is None or worker.node.id in seen:
-                    continue
-                seen.add(worker.node.id)
-                entry = nodes.get(worker.node.id)
-                if entry is None:
-                    nodes[worker.node.id] = [worker.node, obj.size]
-                else:
-                    entry[1] += obj.size
-        return None if nodes is None else (total, nodes)
-
-    def _nearest(self, task: TaskState, best: WorkerState, holders: tuple, pick, args,
-                 cost) -> WorkerState:
-        """Among ``best`` (the least loaded) and the least loaded worker of each node
-        holding an argument, the one with the lowest load + bytes it must fetch /
-        bandwidth (the earliest joined on a tie, as a scan in join order would pick)."""
-        order = self.placement.order
+            if stored is None:
+                stored = []
+            stored.append((obj.size, object_id))
+        if stored is None:
+            return best
+        if len(stored) > 1:
+            stored.sort(key=_first_item, reverse=True)
+        holds = copies.holds
         bandwidth = self.bandwidth
-        total, nodes = holders
-        here = nodes.get(best.node.id)
-        best_key = (cost(best) + (total - (here[1] if here else 0)) / bandwidth,
-                    order(best))
-        for node_id, (node, present) in nodes.items():
-            if node_id == best.node.id:
-                continue            # ``best`` is that node's least loaded worker too
-            worker = pick(*args, node=node)
-            if worker is None:
-                continue
-            key = (cost(worker) + (total - present) / bandwidth, order(worker))
-            if key < best_key:
-                best, best_key = worker, key
+        order = self.placement.order
+
+        def fetch_seconds(node_id: str) -> float:
+            missing = 0
+            for size, object_id in stored:
+                if not holds(object_id, node_id):
+                    missing += size
+            return missing / bandwidth
+
+        best_key = (cost(best) + fetch_seconds(best.node.id), order(best))
+        weighed = {best.node.id}      # ``best`` is its node's least loaded worker too
+        budget = _HOLDER_NODES
+        holder_count = copies.holder_count
+        if sum(holder_count(object_id) for _, object_id in stored) <= budget:
+            shares = [budget] * len(stored)
+        else:
+            shares = None
+        for i, (_, object_id) in enumerate(stored):
+            if budget <= 0:
+                break
+            share = shares[i] if shares else -(-budget // (len(stored) - i))
+            for node in copies.some(object_id, share):
+                if node.id in weighed:
+                    continue
+                weighed.add(node.id)
+                budget -= 1
+                worker = pick(*args, node=node)
+                if worker is None:
+                    continue
+                key = (cost(worker) + fetch_seconds(node.id), order(worker))
+                if key < best_key:
+                    best, best_key = worker, key
         return best
 
     def _pick_by_strategy(self, task: TaskState) -> WorkerState | None:

@@ -14,6 +14,7 @@ import pytest
 
 from graphstore.core import protocol as msg
 from graphstore.scheduler import entities as st
+from graphstore.scheduler import state as state_module
 
 from test_scheduler_state import DRIVER, DRIVER2, FN, LONG, SHORT, Harness, oid
 
@@ -108,6 +109,38 @@ def test_locality_wins_among_a_thousand_workers():
     h.s.schedule()
     assert h.run_tasks() == [task_id]
     assert h.s.tasks[task_id].worker.id == workers[737]
+
+
+def test_a_decision_weighs_a_bounded_number_of_holders_and_spreads_them():
+    """An input copied to 200 nodes: each decision weighs at most ``_HOLDER_NODES`` of
+    them (not all 200), picks one of them (no transfer) when it is as little loaded as
+    any, and successive decisions take the holders in turn."""
+    h = Harness()
+    with h.batch():
+        workers = [h.worker(f"w{i}", cpus=1, node=f"n{i}") for i in range(400)]
+        x = h.put_stored(workers[0], 10**6)
+        for w in workers[1:200]:
+            h.s.object_added(w, msg.ObjectAdded(x, f"gs-{w.hex()}"))
+    asked = []
+    least_loaded = h.s.placement.least_loaded
+
+    def counting(fits, node=None):
+        if node is not None:
+            asked.append(node.id)
+        return least_loaded(fits, node=node)
+
+    h.s.placement.least_loaded = counting
+    placed = []
+    for _ in range(20):
+        task_id, _ = h.submit(deps=[x])
+        before = len(asked)
+        h.s.schedule()
+        assert h.run_tasks() == [task_id]
+        assert len(asked) - before <= state_module._HOLDER_NODES
+        task = h.s.tasks[task_id]
+        assert task.placement["missing_bytes"] == 0
+        placed.append(task.worker.node.id)
+    assert len(set(placed)) == 20                       # spread, not one hot holder
 
 
 def test_a_flooding_driver_does_not_hold_back_another():

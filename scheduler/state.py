@@ -87,6 +87,9 @@ def _first_item(pair: tuple):
 #: Nodes holding copies of a task's stored arguments that one placement decision weighs
 #: at most (``SchedulerState._nearest``): all of them up to this many, as a scan would.
 _HOLDER_NODES = 8
+#: Copies on other nodes that a task's message names for each stored argument
+#: (``SchedulerState.locations_for``).
+_REMOTE_COPIES = 4
 
 
 def _still_queued(task: TaskState) -> bool:
@@ -712,6 +715,38 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             worker = self.workers.get(worker_id)
             if worker is not None:
                 out.append([worker.node.id, worker.address, segment, obj.size])
+        if obj.spill is not None:
+            out.append([None, *obj.spill])
+        return out
+
+    def locations_for(self, obj: ObjectState, node: NodeState) -> list | None:
+        """``locations_of`` for a reader on ``node``, bounded: every copy on that node
+        (read in place), then at most ``_REMOTE_COPIES`` copies elsewhere, the holders
+        taken in turn (``CopyIndex.some``) so readers spread their fetches, then the
+        spill. A reader that can read none asks ``LocateObject`` for all of them; a
+        much-read object's copies grow with the cluster, and naming every one in every
+        task made each task's message O(copies)."""
+        locations = obj.locations
+        if len(locations) <= _REMOTE_COPIES:
+            return self.locations_of(obj)
+        out = []
+        size = obj.size
+        for worker_id, worker in node.workers.items():
+            segment = locations.get(worker_id)
+            if segment is not None:
+                out.append([node.id, worker.address, segment, size])
+        remote = 0
+        for holder in self.copies.some(obj.id, _REMOTE_COPIES + 1):
+            if holder is node:
+                continue
+            for worker_id, worker in holder.workers.items():
+                segment = locations.get(worker_id)
+                if segment is not None:
+                    out.append([holder.id, worker.address, segment, size])
+                    break
+            remote += 1
+            if remote == _REMOTE_COPIES:
+                break
         if obj.spill is not None:
             out.append([None, *obj.spill])
         return out
@@ -1434,9 +1469,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _run_task_message(self, task: TaskState) -> msg.RunTask:
         deps = []
+        node = task.worker.node
         for object_id in task.deps:
             obj = self.objects[object_id]
-            deps.append([object_id, obj.payload, self.locations_of(obj)])
+            deps.append([object_id, obj.payload, self.locations_for(obj, node)])
         return msg.RunTask(task.id, task.function_hash, task.name, task.args, deps,
                            task.returns,
                            task.retry_exceptions if task.retries_left > 0 else None,

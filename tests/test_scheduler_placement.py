@@ -143,6 +143,42 @@ def test_a_decision_weighs_a_bounded_number_of_holders_and_spreads_them():
     assert len(set(placed)) == 20                       # spread, not one hot holder
 
 
+def test_a_task_message_names_its_node_s_copies_and_a_few_others_in_turn():
+    """With many copies, a task's message names every copy on its own node and
+    ``_REMOTE_COPIES`` others (not all of them), different ones task after task; with
+    few, all of them, as ``locate`` gives them."""
+    h = Harness()
+    with h.batch():
+        workers = [h.worker(f"w{i}", cpus=1, node=f"n{i // 2}") for i in range(40)]
+        x = h.put_stored(workers[0], 10**6)
+        for w in workers[1:30]:
+            h.s.object_added(w, msg.ObjectAdded(x, f"gs-{w.hex()}"))
+        few = h.put_stored(workers[0], 10**6)
+    named = []
+    for _ in range(6):
+        task_id, _ = h.submit(deps=[x])
+        h.s.schedule()
+        ((peer, run),) = h.take(msg.RunTask)
+        node = h.s.workers[peer].node.id
+        ((_, _, locations),) = run.deps
+        here = [loc for loc in locations if loc[0] == node]
+        there = [loc for loc in locations if loc[0] != node]
+        assert len(here) == sum(1 for w in h.s.nodes[node].workers
+                                if w in h.obj(x).locations)
+        assert len(there) == state_module._REMOTE_COPIES
+        assert len({loc[0] for loc in there}) == len(there)
+        for holder, address, segment, size in locations:
+            worker = next(w for w in h.s.workers.values() if w.address == address)
+            assert worker.node.id == holder and h.obj(x).locations[worker.id] == segment
+            assert size == 10**6
+        named.extend(loc[0] for loc in there)
+    assert len(set(named)) >= 10                        # the holders, in turn
+    task_id, _ = h.submit(deps=[few])
+    h.s.schedule()
+    ((_, run),) = h.take(msg.RunTask)
+    assert run.deps[0][2] == h.s.locate(few)
+
+
 def test_a_flooding_driver_does_not_hold_back_another():
     h = Harness()
     h.s.add_driver(DRIVER2)

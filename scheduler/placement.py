@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator
 #: than there are workers (plus a constant, so small clusters never bother).
 _COMPACT_RATIO = 3
 _COMPACT_SLACK = 64
+#: ``CopyIndex.node_ids`` of an object with no copy.
+_NO_NODES: dict = {}
 
 
 def free_cost(worker) -> float:
@@ -147,7 +149,8 @@ class WorkerIndex:
         ``fits(worker)`` (its node has room for the task); on ``node`` (a
         ``NodeState``) if given."""
         if node is not None:
-            return self._best_on_node(node, fits, None)
+            found = self.best_on_node(node, fits)
+            return None if found is None else found[0]
         return self._first(self._free, fits, None)
 
     def shortest_queue(self, fits: Callable[[Any], bool], depth: int, node=None):
@@ -157,16 +160,18 @@ class WorkerIndex:
         if depth <= 0:
             return None
         if node is not None:
-            return self._best_on_node(node, fits, depth)
+            found = self.best_on_node(node, fits, depth)
+            return None if found is None else found[0]
         return self._first(self._queued,
                            lambda w: w.queued_beyond_slots() < depth and fits(w), depth)
 
-    def _best_on_node(self, node, fits: Callable[[Any], bool], depth: int | None):
-        """The indexed worker of ``node`` with the lowest (cost, order): with a free slot
-        by ``free_cost`` (``depth`` None), else one that may pipeline by ``queue_cost``.
+    def best_on_node(self, node, fits: Callable[[Any], bool], depth: int | None = None):
+        """``(worker, cost, order)`` of the indexed worker of ``node`` with the lowest
+        (cost, order), or None: with ``depth`` None, the ``least_loaded`` one (a free
+        slot, by ``free_cost``), else the ``shortest_queue`` one (by ``queue_cost``).
         ``fits`` says whether a worker's node has room, so it is asked once per node.
-        A decision asks this of every node it weighs: one pass over the node's workers,
-        the costs written out rather than called."""
+        A locality decision asks this of each node it weighs: one pass over the node's
+        workers, the two costs written out rather than called."""
         meta = self._meta
         best, best_key, best_order = None, 0.0, 0
         fitting = None
@@ -188,12 +193,28 @@ class WorkerIndex:
                 key = queued / worker.slots
             if fitting is None:
                 fitting = fits(worker)
-            if not fitting:
-                return None
+                if not fitting:
+                    return None
             order = current[1]
             if best is None or key < best_key or (key == best_key and order < best_order):
                 best, best_key, best_order = worker, key, order
-        return best
+        return None if best is None else (best, best_key, best_order)
+
+    def near_top(self, k: int, depth: int | None = None) -> list:
+        """Up to ``k`` live entries ``(worker, cost, order)`` from the top of a heap:
+        workers with a free slot (``depth`` None), else those that may pipeline. They
+        are the least loaded one and others close to it (the heap's first levels, not
+        the ``k`` least loaded in order), found in O(k) without changing the heap; room
+        and queue depth are the caller's to check."""
+        meta = self._meta
+        out = []
+        for entry in (self._free if depth is None else self._queued)[:2 * k]:
+            current = meta.get(entry[3].id)
+            if current is not None and current[0] == entry[2]:
+                out.append((entry[3], entry[0], entry[1]))
+                if len(out) == k:
+                    break
+        return out
 
     def _first(self, entries: list, accept: Callable[[Any], bool], limit: float | None):
         """Pop stale entries off the top; return the first live worker ``accept``
@@ -288,6 +309,12 @@ class CopyIndex:
     def holds(self, object_id: bytes, node_id: str) -> bool:
         entry = self._objects.get(object_id)
         return entry is not None and node_id in entry[1]
+
+    def node_ids(self, object_id: bytes):
+        """The ids of the nodes holding a copy, for ``in`` tests (the index's own
+        mapping: read it, never change it)."""
+        entry = self._objects.get(object_id)
+        return _NO_NODES if entry is None else entry[1]
 
     def copies_by_node(self, object_id: bytes) -> dict[str, int]:
         """Node id -> copies there (for checks)."""

@@ -87,6 +87,9 @@ def _first_item(pair: tuple):
 #: Nodes holding copies of a task's stored arguments that one placement decision weighs
 #: at most (``SchedulerState._nearest``): all of them up to this many, as a scan would.
 _HOLDER_NODES = 8
+#: And the nodes of this many workers from the top of the load index, when the holders
+#: are more than ``_HOLDER_NODES``.
+_NEAR_TOP = 8
 #: Copies on other nodes that a task's message names for each stored argument
 #: (``SchedulerState.locations_for``).
 _REMOTE_COPIES = 4
@@ -1299,7 +1302,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if best is not None:
             if not task.deps:
                 return best
-            return self._nearest(task, best, index.least_loaded, (fits,), free_cost)
+            return self._nearest(task, best, fits, None)
         depth = self._pipeline_depth(task)
         if depth == 0:
             return None
@@ -1307,20 +1310,24 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         best = index.shortest_queue(fits, depth)
         if best is None or not task.deps:
             return best
-        return self._nearest(task, best, index.shortest_queue, (fits, depth), queue_cost)
+        return self._nearest(task, best, fits, depth)
 
-    def _nearest(self, task: TaskState, best: WorkerState, pick, args,
-                 cost) -> WorkerState:
-        """Among ``best`` (the least loaded) and the least loaded worker (``pick``) of
-        nodes holding a copy of a stored argument, the one with the lowest load + bytes
-        it must fetch / bandwidth (the earliest joined on a tie).
+    def _nearest(self, task: TaskState, best: WorkerState, fits, depth: int | None
+                 ) -> WorkerState:
+        """Among ``best`` (the least loaded worker with a free slot, or with ``depth``
+        the one to pipeline on) and the like worker of other nodes weighed, the one with
+        the lowest load + bytes of stored arguments it must fetch / bandwidth (the
+        earliest joined on a tie).
 
-        The nodes weighed: all those holding a copy when they are at most
-        ``_HOLDER_NODES``, so the choice is the one a scan of every worker makes; else
-        that many, shared among the arguments largest first, each argument's in turn
-        (``CopyIndex.some``). A decision is so O(_HOLDER_NODES x arguments) whatever
-        the number of copies: the copies of a much-read input spread over the cluster
-        as tasks run, and weighing every holder made decisions grow with them.
+        The nodes weighed: every node holding a copy of an argument when they are at
+        most ``_HOLDER_NODES`` (then the choice is the one a scan of every worker
+        makes: a worker elsewhere must fetch them all, so none beats ``best``); else
+        that many holders, shared among the arguments largest first, each argument's
+        in turn (``CopyIndex.some``), and the nodes of the ``_NEAR_TOP`` workers at the
+        top of the load index (the least loaded, where a copy that happens to be there
+        is worth most). A decision is so O(arguments x nodes weighed) whatever the
+        number of copies: the copies of a much-read input spread over the cluster as
+        tasks run, and weighing every holder made decisions grow with them.
         """
         objects = self.objects
         copies = self.copies
@@ -1336,40 +1343,61 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             return best
         if len(stored) > 1:
             stored.sort(key=_first_item, reverse=True)
-        holds = copies.holds
+        node_ids = copies.node_ids
+        wheres = [(size, node_ids(object_id)) for size, object_id in stored]
         bandwidth = self.bandwidth
-        order = self.placement.order
 
         def fetch_seconds(node_id: str) -> float:
             missing = 0
-            for size, object_id in stored:
-                if not holds(object_id, node_id):
+            for size, where in wheres:
+                if node_id not in where:
                     missing += size
             return missing / bandwidth
 
-        best_key = (cost(best) + fetch_seconds(best.node.id), order(best))
+        here = fetch_seconds(best.node.id)
+        if here == 0.0:
+            return best     # the least loaded worker reads every argument in place
+        index = self.placement
+        floor = free_cost(best) if depth is None else queue_cost(best)
+        best_key = (floor + here, index.order(best))
         weighed = {best.node.id}      # ``best`` is its node's least loaded worker too
-        budget = _HOLDER_NODES
-        holder_count = copies.holder_count
-        if sum(holder_count(object_id) for _, object_id in stored) <= budget:
-            shares = [budget] * len(stored)
+        if sum(len(where) for _, where in wheres) <= _HOLDER_NODES:
+            nodes = [node for _, object_id in stored
+                     for node in copies.some(object_id, _HOLDER_NODES)]
         else:
-            shares = None
-        for i, (_, object_id) in enumerate(stored):
-            if budget <= 0:
-                break
-            share = shares[i] if shares else -(-budget // (len(stored) - i))
-            for node in copies.some(object_id, share):
-                if node.id in weighed:
+            # Workers near the top of the load index, weighed as they are (their entry
+            # says their load), then holders.
+            for worker, load, order in index.near_top(_NEAR_TOP, depth):
+                node = worker.node
+                if node.id in weighed or not fits(worker) or (
+                        depth is not None and worker.queued_beyond_slots() >= depth):
                     continue
                 weighed.add(node.id)
-                budget -= 1
-                worker = pick(*args, node=node)
-                if worker is None:
-                    continue
-                key = (cost(worker) + fetch_seconds(node.id), order(worker))
+                key = (load + fetch_seconds(node.id), order)
                 if key < best_key:
                     best, best_key = worker, key
+            share = -(-_HOLDER_NODES // len(stored))
+            nodes = [node for _, object_id in stored
+                     for node in copies.some(object_id, share)]
+        # No worker is less loaded than ``best``: a node whose fetch alone puts it
+        # behind the best so far is not looked into; those fetching least go first.
+        candidates = []
+        for node in nodes:
+            if node.id not in weighed:
+                weighed.add(node.id)
+                candidates.append((fetch_seconds(node.id), node))
+        candidates.sort(key=_first_item)
+        best_on_node = index.best_on_node
+        for fetch, node in candidates:
+            if floor + fetch > best_key[0]:
+                break
+            found = best_on_node(node, fits, depth)
+            if found is None:
+                continue
+            worker, load, order = found
+            key = (load + fetch, order)
+            if key < best_key:
+                best, best_key = worker, key
         return best
 
     def _pick_by_strategy(self, task: TaskState) -> WorkerState | None:

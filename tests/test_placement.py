@@ -191,6 +191,24 @@ def test_pipelining_skips_long_tasks_and_full_queues():
     assert cluster.index.shortest_queue(task_fits_ever(probe), 2) is b
 
 
+def test_near_top_gives_live_entries_least_loaded_first():
+    cluster = Cluster()
+    workers = [cluster.worker(f"n{i % 5}", cpus=1) for i in range(30)]
+    for round_ in range(200):                    # stale entries pile up in the heap
+        worker = workers[(round_ * 7) % len(workers)]
+        worker.queued_seconds = (round_ * 7919) % 97 / 10
+        cluster.index.update(worker)
+    # As in a decision: the least loaded first (which drops stale entries off the top).
+    least = cluster.index.least_loaded(task_fits_now(make_task()))
+    top = cluster.index.near_top(8)
+    assert 0 < len(top) <= 8
+    assert top[0][0] is least is scan_least_loaded(workers, make_task())
+    for worker, cost, order in top:
+        assert cost == free_cost(worker) and order == cluster.index.order(worker)
+    assert len({w.id for w, _, _ in top}) == len(top)
+    assert cluster.index.near_top(8, depth=3) == []        # nobody pipelines
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_copy_index_agrees_with_a_count_of_copies(seed):
     rng = random.Random(seed)

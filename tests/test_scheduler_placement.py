@@ -113,30 +113,31 @@ def test_locality_wins_among_a_thousand_workers():
 
 def test_a_decision_weighs_a_bounded_number_of_holders_and_spreads_them():
     """An input copied to 200 nodes: each decision weighs at most ``_HOLDER_NODES`` of
-    them (not all 200), picks one of them (no transfer) when it is as little loaded as
-    any, and successive decisions take the holders in turn."""
+    them and ``_NEAR_TOP`` others (not all 200), picks a holder (no transfer) when one
+    is as little loaded as any, and successive decisions take the holders in turn."""
     h = Harness()
     with h.batch():
         workers = [h.worker(f"w{i}", cpus=1, node=f"n{i}") for i in range(400)]
-        x = h.put_stored(workers[0], 10**6)
-        for w in workers[1:200]:
+        # The holders joined last: the least loaded worker (the first) holds none.
+        x = h.put_stored(workers[200], 10**6)
+        for w in workers[201:]:
             h.s.object_added(w, msg.ObjectAdded(x, f"gs-{w.hex()}"))
     asked = []
-    least_loaded = h.s.placement.least_loaded
+    best_on_node = h.s.placement.best_on_node
 
-    def counting(fits, node=None):
-        if node is not None:
-            asked.append(node.id)
-        return least_loaded(fits, node=node)
+    def counting(node, fits, depth=None):
+        asked.append(node.id)
+        return best_on_node(node, fits, depth)
 
-    h.s.placement.least_loaded = counting
+    h.s.placement.best_on_node = counting
     placed = []
     for _ in range(20):
         task_id, _ = h.submit(deps=[x])
         before = len(asked)
         h.s.schedule()
         assert h.run_tasks() == [task_id]
-        assert len(asked) - before <= state_module._HOLDER_NODES
+        assert 0 < len(asked) - before <= \
+            state_module._HOLDER_NODES + state_module._NEAR_TOP
         task = h.s.tasks[task_id]
         assert task.placement["missing_bytes"] == 0
         placed.append(task.worker.node.id)

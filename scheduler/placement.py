@@ -19,10 +19,11 @@ worker, a FIFO per driver taken in turn (round-robin), so one driver's flood of 
 tasks does not hold back another driver's few: taking the next task is O(1) whatever the
 number of drivers or tasks queued.
 
-Both are pure bookkeeping over the scheduler's records (``entities.py``): they read a
-worker's ``free_slots()``, ``queued_seconds``, ``slots``, ``long_tasks``,
+All three are pure bookkeeping over the scheduler's records (``entities.py``): they
+read a worker's ``free_slots()``, ``queued_seconds``, ``slots``, ``long_tasks``,
 ``queued_beyond_slots()`` and ``node``, and a task's ``driver``; the state machine
-(``state.py``) calls ``WorkerIndex.update`` wherever one of those changes.
+(``state.py``) calls ``WorkerIndex.update`` wherever one of those changes, and
+``CopyIndex.add`` / ``remove`` / ``forget`` wherever a copy is recorded or dropped.
 """
 from __future__ import annotations
 

@@ -1323,8 +1323,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         most ``_HOLDER_NODES`` (then the choice is the one a scan of every worker
         makes: a worker elsewhere must fetch them all, so none beats ``best``); else
         that many holders, shared among the arguments largest first, each argument's
-        in turn (``CopyIndex.some``), and the nodes of the ``_NEAR_TOP`` workers at the
-        top of the load index (the least loaded, where a copy that happens to be there
+        in turn (``CopyIndex.some``), and the ``_NEAR_TOP`` workers at the top of the
+        load index as they are (the least loaded, where a copy that happens to be there
         is worth most). A decision is so O(arguments x nodes weighed) whatever the
         number of copies: the copies of a much-read input spread over the cluster as
         tasks run, and weighing every holder made decisions grow with them.

@@ -9,15 +9,21 @@ outnumber live ones, so memory stays O(W). The same questions about one node (wh
 task's input bytes are, a node affinity) look at that node's workers only: as many as
 the host has CPUs, whatever the size of the cluster.
 
+``CopyIndex`` says which nodes hold a copy of each stored object: whether a node holds
+one is O(1), and a decision that weighs the nodes holding a task's inputs takes a few of
+them (all when there are few, else the next few in turn) in O(few), however many copies
+there are, so a locality decision does not grow with the copies (nor with W).
+
 ``ReadyQueue`` holds the tasks of one shape (CPUs, resources, strategy) waiting for a
 worker, a FIFO per driver taken in turn (round-robin), so one driver's flood of queued
 tasks does not hold back another driver's few: taking the next task is O(1) whatever the
 number of drivers or tasks queued.
 
-Both are pure bookkeeping over the scheduler's records (``entities.py``): they read a
-worker's ``free_slots()``, ``queued_seconds``, ``slots``, ``long_tasks``,
+All three are pure bookkeeping over the scheduler's records (``entities.py``): they
+read a worker's ``free_slots()``, ``queued_seconds``, ``slots``, ``long_tasks``,
 ``queued_beyond_slots()`` and ``node``, and a task's ``driver``; the state machine
-(``state.py``) calls ``WorkerIndex.update`` wherever one of those changes.
+(``state.py``) calls ``WorkerIndex.update`` wherever one of those changes, and
+``CopyIndex.add`` / ``remove`` / ``forget`` wherever a copy is recorded or dropped.
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ from typing import Any, Callable, Iterator
 #: than there are workers (plus a constant, so small clusters never bother).
 _COMPACT_RATIO = 3
 _COMPACT_SLACK = 64
+#: ``CopyIndex.node_ids`` of an object with no copy.
+_NO_NODES: dict = {}
 
 
 def free_cost(worker) -> float:
@@ -147,8 +155,8 @@ class WorkerIndex:
         ``fits(worker)`` (its node has room for the task); on ``node`` (a
         ``NodeState``) if given."""
         if node is not None:
-            return self._best_of(node, lambda w: w.free_slots() > 0 and fits(w),
-                                 free_cost)
+            found = self.best_on_node(node, fits)
+            return None if found is None else found[0]
         return self._first(self._free, fits, None)
 
     def shortest_queue(self, fits: Callable[[Any], bool], depth: int, node=None):
@@ -158,23 +166,61 @@ class WorkerIndex:
         if depth <= 0:
             return None
         if node is not None:
-            return self._best_of(node, lambda w: (
-                w.free_slots() <= 0 and not w.long_tasks
-                and w.queued_beyond_slots() < depth and fits(w)), queue_cost)
+            found = self.best_on_node(node, fits, depth)
+            return None if found is None else found[0]
         return self._first(self._queued,
                            lambda w: w.queued_beyond_slots() < depth and fits(w), depth)
 
-    def _best_of(self, node, accept: Callable[[Any], bool], cost: Callable[[Any], float]):
-        """The accepted worker of ``node`` with the lowest (cost, order)."""
+    def best_on_node(self, node, fits: Callable[[Any], bool], depth: int | None = None):
+        """``(worker, cost, order)`` of the indexed worker of ``node`` with the lowest
+        (cost, order), or None: with ``depth`` None, the ``least_loaded`` one (a free
+        slot, by ``free_cost``), else the ``shortest_queue`` one (by ``queue_cost``).
+        ``fits`` says whether a worker's node has room, so it is asked once per node.
+        A locality decision asks this of each node it weighs: one pass over the node's
+        workers, the two costs written out rather than called."""
         meta = self._meta
-        best, best_key = None, None
+        best, best_key, best_order = None, 0.0, 0
+        fitting = None
         for worker in node.workers.values():
-            if worker.id not in meta or not accept(worker):
+            current = meta.get(worker.id)
+            if current is None:
                 continue
-            key = (cost(worker), meta[worker.id][1])
-            if best_key is None or key < best_key:
-                best, best_key = worker, key
-        return best
+            free = worker.slots + worker.blocked - worker.running
+            if depth is None:
+                if free <= 0:
+                    continue
+                key = worker.queued_seconds / worker.slots - free * 1e-6
+            else:
+                if free > 0 or worker.long_tasks:
+                    continue
+                queued = len(worker.assigned) - worker.running
+                if queued >= depth:
+                    continue
+                key = queued / worker.slots
+            if fitting is None:
+                fitting = fits(worker)
+                if not fitting:
+                    return None
+            order = current[1]
+            if best is None or key < best_key or (key == best_key and order < best_order):
+                best, best_key, best_order = worker, key, order
+        return None if best is None else (best, best_key, best_order)
+
+    def near_top(self, k: int, depth: int | None = None) -> list:
+        """Up to ``k`` live entries ``(worker, cost, order)`` from the top of a heap:
+        workers with a free slot (``depth`` None), else those that may pipeline. They
+        are the least loaded one and others close to it (the heap's first levels, not
+        the ``k`` least loaded in order), found in O(k) without changing the heap; room
+        and queue depth are the caller's to check."""
+        meta = self._meta
+        out = []
+        for entry in (self._free if depth is None else self._queued)[:2 * k]:
+            current = meta.get(entry[3].id)
+            if current is not None and current[0] == entry[2]:
+                out.append((entry[3], entry[0], entry[1]))
+                if len(out) == k:
+                    break
+        return out
 
     def _first(self, entries: list, accept: Callable[[Any], bool], limit: float | None):
         """Pop stale entries off the top; return the first live worker ``accept``
@@ -206,6 +252,129 @@ class WorkerIndex:
     def entries(self) -> int:
         """Entries held, stale ones included (bounded by a multiple of the workers)."""
         return len(self._free) + len(self._queued)
+
+
+class CopyIndex:
+    """The nodes holding a copy of each stored object (in some worker's store there).
+
+    The state machine's ``ObjectState.locations`` (worker id -> segment) says where each
+    copy is; this index keeps the same copies by node, for placement: ``holds`` answers
+    whether a node has one in O(1), and ``some`` gives a few holder nodes in O(k) —
+    all of them when at most k, else the next k in turn, so that successive decisions
+    weigh different ones and together spread over them all. The state calls ``add``
+    and ``remove`` wherever a copy is recorded or forgotten, ``forget`` when the object
+    is freed; ``validate_state`` recounts it from the locations.
+    """
+    __slots__ = ("_objects",)
+
+    def __init__(self):
+        #: object id -> [holder nodes (a list: turns and O(1) removal by swapping),
+        #: {node id: [position in that list, copies on the node]}, next turn]
+        self._objects: dict[bytes, list] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def add(self, object_id: bytes, node) -> None:
+        """A worker of ``node`` (a ``NodeState``) got a copy it did not have."""
+        entry = self._objects.get(object_id)
+        if entry is None:
+            self._objects[object_id] = [[node], {node.id: [0, 1]}, 0]
+            return
+        where = entry[1].get(node.id)
+        if where is None:
+            entry[1][node.id] = [len(entry[0]), 1]
+            entry[0].append(node)
+        else:
+            where[1] += 1
+
+    def remove(self, object_id: bytes, node_id: str) -> None:
+        """A worker of node ``node_id`` no longer has its copy."""
+        entry = self._objects.get(object_id)
+        if entry is None:
+            return
+        nodes, where = entry[0], entry[1]
+        here = where.get(node_id)
+        if here is None:
+            return
+        here[1] -= 1
+        if here[1] > 0:
+            return
+        del where[node_id]
+        last = nodes.pop()
+        if last.id != node_id:
+            nodes[here[0]] = last
+            where[last.id][0] = here[0]
+        if not nodes:
+            del self._objects[object_id]
+
+    def forget(self, object_id: bytes) -> None:
+        """The object was freed: every copy goes."""
+        self._objects.pop(object_id, None)
+
+    def holds(self, object_id: bytes, node_id: str) -> bool:
+        entry = self._objects.get(object_id)
+        return entry is not None and node_id in entry[1]
+
+    def node_ids(self, object_id: bytes):
+        """The ids of the nodes holding a copy, for ``in`` tests (the index's own
+        mapping: read it, never change it)."""
+        entry = self._objects.get(object_id)
+        return _NO_NODES if entry is None else entry[1]
+
+    def copies_by_node(self, object_id: bytes) -> dict[str, int]:
+        """Node id -> copies there (for checks)."""
+        entry = self._objects.get(object_id)
+        return {} if entry is None else {n: w[1] for n, w in entry[1].items()}
+
+    def holder_count(self, object_id: bytes) -> int:
+        """How many nodes hold a copy."""
+        entry = self._objects.get(object_id)
+        return 0 if entry is None else len(entry[0])
+
+    def some(self, object_id: bytes, k: int) -> list:
+        """Nodes holding a copy: all of them if at most ``k``, else ``k`` of them, the
+        ones after those the previous call gave (round the list)."""
+        entry = self._objects.get(object_id)
+        if entry is None or k <= 0:
+            return []
+        nodes = entry[0]
+        n = len(nodes)
+        if n <= k:
+            return nodes
+        start = entry[2] % n
+        entry[2] = start + k
+        end = start + k
+        if end <= n:
+            return nodes[start:end]
+        return nodes[start:] + nodes[:end - n]
+
+    def mismatches(self, objects, nodes: dict) -> list[str]:
+        """Where the index and the objects' locations disagree (for ``validate_state``;
+        ``objects``: (object id, {node id: copies}) from the locations; ``nodes``: the
+        live nodes by id, which the index must name, not a departed namesake)."""
+        problems = []
+        seen = set()
+        for object_id, expected in objects:
+            seen.add(object_id)
+            have = self.copies_by_node(object_id)
+            if have != expected:
+                problems.append(f"object {object_id.hex()} is indexed on nodes {have} but "
+                                f"its locations give {expected}")
+                continue
+            entry = self._objects.get(object_id)
+            if entry is None:
+                continue
+            for i, node in enumerate(entry[0]):
+                if entry[1][node.id][0] != i or nodes.get(node.id) is not node:
+                    problems.append(f"object {object_id.hex()}: node {node.id!r} is at "
+                                    f"the wrong place in its holder list, or gone")
+                    break
+        for object_id in self._objects:
+            if object_id not in seen:
+                problems.append(f"object {object_id.hex()} is indexed as held but has no "
+                                f"copy")
+        return problems
 
 
 class ReadyQueue:

@@ -37,8 +37,8 @@ from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.instructions import Instruction, Send
 from graphstore.scheduler.progress import TaskProgress
 from graphstore.scheduler.metrics import TaskMetrics
-from graphstore.scheduler.placement import (ReadyQueue, WorkerIndex, free_cost, queue_cost,
-                                            task_fits_ever, task_fits_now)
+from graphstore.scheduler.placement import (CopyIndex, ReadyQueue, WorkerIndex, free_cost,
+                                            queue_cost, task_fits_ever, task_fits_now)
 from graphstore.scheduler.packages import PackagesMixin
 from graphstore.scheduler.task_processes import TaskProcessesMixin, process_key
 from graphstore.scheduler.critical_path import Move, Run, longest_chain
@@ -82,6 +82,21 @@ _PARKED_WANT_SECONDS = 30.0
 _DEPARTED_NODES = 1000
 
 
+def _first_item(pair: tuple):
+    return pair[0]
+
+
+#: Nodes holding copies of a task's stored arguments that one placement decision weighs
+#: at most (``SchedulerState._nearest``): all of them up to this many, as a scan would.
+_HOLDER_NODES = 8
+#: And the nodes of this many workers from the top of the load index, when the holders
+#: are more than ``_HOLDER_NODES``.
+_NEAR_TOP = 8
+#: Copies on other nodes that a task's message names for each stored argument
+#: (``SchedulerState.locations_for``).
+_REMOTE_COPIES = 4
+
+
 def _still_queued(task: TaskState) -> bool:
     """Whether a ready queue's entry still waits (see ``ReadyQueue``)."""
     return task.state == QUEUED
@@ -121,6 +136,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.ready: dict[tuple, ReadyQueue] = {}
         #: Workers by load, for placement without a scan (``placement.py``).
         self.placement = WorkerIndex()
+        #: Stored objects' copies by node, for locality decisions (``placement.py``).
+        self.copies = CopyIndex()
         #: Instructions for the server, carried out (and emptied) after each batch.
         self.outbox: list[Instruction] = []
         self.pipeline_seconds = pipeline_seconds
@@ -319,6 +336,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             if obj is None:
                 continue
             segment = obj.locations.pop(worker.id, None)
+            if segment is not None:
+                self.copies.remove(object_id, worker.node.id)
             if obj.locations or obj.spill is not None or obj.state != READY:
                 continue
             if adopter is not None and segment is not None:
@@ -357,6 +376,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             obj = self.objects.get(object_id)
             if obj is None or worker is None or obj.locations.pop(worker_id, None) is None:
                 continue
+            self.copies.remove(object_id, worker.node.id)
             if object_id in worker.objects:
                 worker.objects.discard(object_id)
                 worker.stored_bytes -= obj.size
@@ -593,6 +613,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def add_location(self, obj: ObjectState, worker: WorkerState, segment: str) -> None:
         """Record a copy of a stored object in ``worker``'s store."""
+        if worker.id not in obj.locations:
+            self.copies.add(obj.id, worker.node)
         obj.locations[worker.id] = segment
         if obj.id not in worker.objects:
             worker.objects.add(obj.id)
@@ -708,6 +730,38 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             out.append([None, *obj.spill])
         return out
 
+    def locations_for(self, obj: ObjectState, node: NodeState) -> list | None:
+        """``locations_of`` for a reader on ``node``, bounded: every copy on that node
+        (read in place), then at most ``_REMOTE_COPIES`` copies elsewhere, the holders
+        taken in turn (``CopyIndex.some``) so readers spread their fetches, then the
+        spill. A reader that can read none asks ``LocateObject`` for all of them; a
+        much-read object's copies grow with the cluster, and naming every one in every
+        task made each task's message O(copies)."""
+        locations = obj.locations
+        if len(locations) <= _REMOTE_COPIES:
+            return self.locations_of(obj)
+        out = []
+        size = obj.size
+        for worker_id, worker in node.workers.items():
+            segment = locations.get(worker_id)
+            if segment is not None:
+                out.append([node.id, worker.address, segment, size])
+        remote = 0
+        for holder in self.copies.some(obj.id, _REMOTE_COPIES + 1):
+            if holder is node:
+                continue
+            for worker_id, worker in holder.workers.items():
+                segment = locations.get(worker_id)
+                if segment is not None:
+                    out.append([holder.id, worker.address, segment, size])
+                    break
+            remote += 1
+            if remote == _REMOTE_COPIES:
+                break
+        if obj.spill is not None:
+            out.append([None, *obj.spill])
+        return out
+
     def objects_spilled(self, worker_id: bytes, m: msg.ObjectsSpilled) -> list:
         """A worker wrote objects to a spill file and will release their memory.
 
@@ -723,6 +777,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 gone.append(object_id)
                 continue
             if worker is not None and obj.locations.pop(worker_id, None) is not None:
+                self.copies.remove(object_id, worker.node.id)
                 if object_id in worker.objects:
                     worker.objects.discard(object_id)
                     worker.stored_bytes -= obj.size
@@ -881,6 +936,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                             worker.stored_bytes -= obj.size
                         self.outbox.append(Send(worker_id, msg.FreeObjects([[obj.id, True]])))
                 obj.locations = {}
+                self.copies.forget(obj.id)
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)
                 if inner is not None:
@@ -1245,12 +1301,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _missing_bytes(self, task: TaskState, worker: WorkerState) -> int:
         """Bytes of stored arguments with no copy on ``worker``'s node."""
         missing = 0
+        holds = self.copies.holds
+        node_id = worker.node.id
         for object_id in task.deps:
             obj = self.objects.get(object_id)
-            if obj is None or not obj.locations:
-                continue
-            node = worker.node
-            if not any(w in node.workers for w in obj.locations):
+            if obj is not None and obj.locations and not holds(object_id, node_id):
                 missing += obj.size
         return missing
 
@@ -1259,76 +1314,113 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         queued work, among those whose node has room; else one that may pipeline it.
 
         No scan: the load index (``placement.WorkerIndex``) gives the least loaded
-        worker in O(log W); with stored arguments, the only other candidates are the
-        least loaded workers of the nodes holding a copy of one (every other worker
-        must fetch all of them, so none beats the least loaded one).
+        worker in O(log W); with stored arguments, the other candidates are the least
+        loaded workers of nodes holding a copy of one (every other worker must fetch
+        all of them, so none beats the least loaded one), at most
+        ``_HOLDER_NODES`` of those nodes (``_nearest``).
         """
         if task.strategy is not None:
             return self._pick_by_strategy(task)
         index = self.placement
         fits = task_fits_now(task)
-        holders = self._nodes_holding(task) if task.deps else None
         best = index.least_loaded(fits)
         if best is not None:
-            if not holders:
+            if not task.deps:
                 return best
-            return self._nearest(task, best, holders, index.least_loaded, (fits,),
-                                 free_cost)
+            return self._nearest(task, best, fits, None)
         depth = self._pipeline_depth(task)
         if depth == 0:
             return None
         fits = task_fits_ever(task)
         best = index.shortest_queue(fits, depth)
-        if best is None or not holders:
+        if best is None or not task.deps:
             return best
-        return self._nearest(task, best, holders, index.shortest_queue, (fits, depth),
-                             queue_cost)
+        return self._nearest(task, best, fits, depth)
 
-    def _nodes_holding(self, task: TaskState) -> tuple[int, dict] | None:
-        """The bytes of the task's stored arguments, and the nodes with a copy of one,
-        by id: [node, bytes of the arguments it holds] (None without stored arguments).
-        O(copies): at most the number of copies of the arguments."""
-        total = 0
-        nodes = None
-        workers = self.workers
+    def _nearest(self, task: TaskState, best: WorkerState, fits, depth: int | None
+                 ) -> WorkerState:
+        """Among ``best`` (the least loaded worker with a free slot, or with ``depth``
+        the one to pipeline on) and the like worker of other nodes weighed, the one with
+        the lowest load + bytes of stored arguments it must fetch / bandwidth (the
+        earliest joined on a tie).
+
+        The nodes weighed: every node holding a copy of an argument when they are at
+        most ``_HOLDER_NODES`` (then the choice is the one a scan of every worker
+        makes: a worker elsewhere must fetch them all, so none beats ``best``); else
+        that many holders, shared among the arguments largest first, each argument's
+        in turn (``CopyIndex.some``), and the ``_NEAR_TOP`` workers at the top of the
+        load index as they are (the least loaded, where a copy that happens to be there
+        is worth most). A decision is so O(arguments x nodes weighed) whatever the
+        number of copies: the copies of a much-read input spread over the cluster as
+        tasks run, and weighing every holder made decisions grow with them.
+        """
+        objects = self.objects
+        copies = self.copies
+        stored = None
         for object_id in task.deps:
-            obj = self.objects.get(object_id)
+            obj = objects.get(object_id)
             if obj is None or not obj.locations:
                 continue
-            if nodes is None:
-                nodes = {}
-            total += obj.size
-            seen = set()
-            for worker_id in obj.locations:
-                worker = workers.get(worker_id)
-                if worker is None or worker.node.id in seen:
-                    continue
-                seen.add(worker.node.id)
-                entry = nodes.get(worker.node.id)
-                if entry is None:
-                    nodes[worker.node.id] = [worker.node, obj.size]
-                else:
-                    entry[1] += obj.size
-        return None if nodes is None else (total, nodes)
-
-    def _nearest(self, task: TaskState, best: WorkerState, holders: tuple, pick, args,
-                 cost) -> WorkerState:
-        """Among ``best`` (the least loaded) and the least loaded worker of each node
-        holding an argument, the one with the lowest load + bytes it must fetch /
-        bandwidth (the earliest joined on a tie, as a scan in join order would pick)."""
-        order = self.placement.order
+            if stored is None:
+                stored = []
+            stored.append((obj.size, object_id))
+        if stored is None:
+            return best
+        if len(stored) > 1:
+            stored.sort(key=_first_item, reverse=True)
+        node_ids = copies.node_ids
+        wheres = [(size, node_ids(object_id)) for size, object_id in stored]
         bandwidth = self.bandwidth
-        total, nodes = holders
-        here = nodes.get(best.node.id)
-        best_key = (cost(best) + (total - (here[1] if here else 0)) / bandwidth,
-                    order(best))
-        for node_id, (node, present) in nodes.items():
-            if node_id == best.node.id:
-                continue            # ``best`` is that node's least loaded worker too
-            worker = pick(*args, node=node)
-            if worker is None:
+
+        def fetch_seconds(node_id: str) -> float:
+            missing = 0
+            for size, where in wheres:
+                if node_id not in where:
+                    missing += size
+            return missing / bandwidth
+
+        here = fetch_seconds(best.node.id)
+        if here == 0.0:
+            return best     # the least loaded worker reads every argument in place
+        index = self.placement
+        floor = free_cost(best) if depth is None else queue_cost(best)
+        best_key = (floor + here, index.order(best))
+        weighed = {best.node.id}      # ``best`` is its node's least loaded worker too
+        if sum(len(where) for _, where in wheres) <= _HOLDER_NODES:
+            nodes = [node for _, object_id in stored
+                     for node in copies.some(object_id, _HOLDER_NODES)]
+        else:
+            # Workers near the top of the load index, weighed as they are (their entry
+            # says their load), then holders.
+            for worker, load, order in index.near_top(_NEAR_TOP, depth):
+                node = worker.node
+                if node.id in weighed or not fits(worker) or (
+                        depth is not None and worker.queued_beyond_slots() >= depth):
+                    continue
+                weighed.add(node.id)
+                key = (load + fetch_seconds(node.id), order)
+                if key < best_key:
+                    best, best_key = worker, key
+            share = -(-_HOLDER_NODES // len(stored))
+            nodes = [node for _, object_id in stored
+                     for node in copies.some(object_id, share)]
+        # No worker is less loaded than ``best``: a node whose fetch alone puts it
+        # behind the best so far is not looked into; those fetching least go first.
+        candidates = []
+        for node in nodes:
+            if node.id not in weighed:
+                weighed.add(node.id)
+                candidates.append((fetch_seconds(node.id), node))
+        candidates.sort(key=_first_item)
+        best_on_node = index.best_on_node
+        for fetch, node in candidates:
+            if floor + fetch > best_key[0]:
+                break
+            found = best_on_node(node, fits, depth)
+            if found is None:
                 continue
-            key = (cost(worker) + (total - present) / bandwidth, order(worker))
+            worker, load, order = found
+            key = (load + fetch, order)
             if key < best_key:
                 best, best_key = worker, key
         return best
@@ -1431,9 +1523,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _run_task_message(self, task: TaskState) -> msg.RunTask:
         deps = []
+        node = task.worker.node
         for object_id in task.deps:
             obj = self.objects[object_id]
-            deps.append([object_id, obj.payload, self.locations_of(obj)])
+            deps.append([object_id, obj.payload, self.locations_for(obj, node)])
         return msg.RunTask(task.id, task.function_hash, task.name, task.args, deps,
                            task.returns,
                            task.retry_exceptions if task.retries_left > 0 else None,

@@ -221,8 +221,11 @@ def _validate_refcounts(state) -> None:
 
 
 def _validate_locations(state) -> None:
-    """Each object's locations and each worker's objects (and stored bytes) agree."""
+    """Each object's locations and each worker's objects (and stored bytes) agree, and
+    the copy index (``placement.CopyIndex``) holds the same copies by node."""
+    by_node = []
     for object_id, obj in state.objects.items():
+        nodes: dict[str, int] = {}
         for worker_id in obj.locations:
             worker = state.workers.get(worker_id)
             if worker is None:
@@ -231,6 +234,12 @@ def _validate_locations(state) -> None:
             if object_id not in worker.objects:
                 _fail(f"object {object_id.hex()} has a copy on worker {worker_id.hex()}, "
                       f"whose objects do not list it")
+            nodes[worker.node.id] = nodes.get(worker.node.id, 0) + 1
+        if nodes:
+            by_node.append((object_id, nodes))
+    problems = state.copies.mismatches(by_node, state.nodes)
+    if problems:
+        _fail(problems[0])
     for worker in state.workers.values():
         total = 0
         for object_id in worker.objects:

@@ -1,7 +1,8 @@
 """The placement indexes (``scheduler/placement.py``) on real worker and node records.
 
 ``WorkerIndex`` is checked against a scan of every worker (today's rule, written out
-here) over random changes of load; ``ReadyQueue`` for its order: first in, first out per
+here) over random changes of load; ``CopyIndex`` against a plain count of copies per
+node, and for the turns it gives; ``ReadyQueue`` for its order: first in, first out per
 driver, drivers served in turn.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ import pytest
 
 from graphstore.core import protocol as msg
 from graphstore.scheduler import entities as st
-from graphstore.scheduler.placement import (ReadyQueue, WorkerIndex, free_cost, queue_cost,
-                                            task_fits_ever, task_fits_now)
+from graphstore.scheduler.placement import (CopyIndex, ReadyQueue, WorkerIndex, free_cost,
+                                            queue_cost, task_fits_ever, task_fits_now)
 
 
 def make_task(cpus: float = 1.0, resources: dict | None = None,
@@ -188,6 +189,79 @@ def test_pipelining_skips_long_tasks_and_full_queues():
     cluster.run(b, make_task(n=4), 0.001)       # one queued behind b's slot
     assert cluster.index.shortest_queue(task_fits_ever(probe), 1) is None
     assert cluster.index.shortest_queue(task_fits_ever(probe), 2) is b
+
+
+def test_near_top_gives_live_entries_least_loaded_first():
+    cluster = Cluster()
+    workers = [cluster.worker(f"n{i % 5}", cpus=1) for i in range(30)]
+    for round_ in range(200):                    # stale entries pile up in the heap
+        worker = workers[(round_ * 7) % len(workers)]
+        worker.queued_seconds = (round_ * 7919) % 97 / 10
+        cluster.index.update(worker)
+    # As in a decision: the least loaded first (which drops stale entries off the top).
+    least = cluster.index.least_loaded(task_fits_now(make_task()))
+    top = cluster.index.near_top(8)
+    assert 0 < len(top) <= 8
+    assert top[0][0] is least is scan_least_loaded(workers, make_task())
+    for worker, cost, order in top:
+        assert cost == free_cost(worker) and order == cluster.index.order(worker)
+    assert len({w.id for w, _, _ in top}) == len(top)
+    assert cluster.index.near_top(8, depth=3) == []        # nobody pipelines
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_copy_index_agrees_with_a_count_of_copies(seed):
+    rng = random.Random(seed)
+    nodes = {f"n{i}": st.NodeState(f"n{i}") for i in range(12)}
+    index = CopyIndex()
+    model: dict[bytes, dict[str, int]] = {}
+    objects = [bytes([i]) * 16 for i in range(6)]
+    for _ in range(3000):
+        object_id = rng.choice(objects)
+        node_id = rng.choice(list(nodes))
+        held = model.setdefault(object_id, {})
+        action = rng.random()
+        if action < 0.5:
+            index.add(object_id, nodes[node_id])
+            held[node_id] = held.get(node_id, 0) + 1
+        elif action < 0.95:
+            index.remove(object_id, node_id)
+            if node_id in held:
+                held[node_id] -= 1
+                if not held[node_id]:
+                    del held[node_id]
+        else:
+            index.forget(object_id)
+            held.clear()
+        expected = [(o, dict(h)) for o, h in model.items() if h]
+        assert index.mismatches(expected, nodes) == []
+        for node in nodes:
+            assert index.holds(object_id, node) == (node in held)
+        assert index.holder_count(object_id) == len(held)
+        some = index.some(object_id, 4)
+        assert len(some) == min(4, len(held)) and len({n.id for n in some}) == len(some)
+        assert all(n.id in held for n in some)
+    assert len(index) == sum(1 for h in model.values() if h)
+
+
+def test_copy_index_gives_every_holder_in_turn():
+    nodes = [st.NodeState(f"n{i}") for i in range(10)]
+    index = CopyIndex()
+    for node in nodes:
+        index.add(b"x" * 16, node)
+    assert index.some(b"x" * 16, 10) == nodes          # few enough: all, every time
+    turns = [[n.id for n in index.some(b"x" * 16, 4)] for _ in range(5)]
+    assert turns[0] == ["n0", "n1", "n2", "n3"] and turns[2] == ["n8", "n9", "n0", "n1"]
+    assert {n for turn in turns[:3] for n in turn} == {n.id for n in nodes}
+    index.remove(b"x" * 16, "n0")                      # the last one takes its place
+    assert index.mismatches([(b"x" * 16, {f"n{i}": 1 for i in range(1, 10)})],
+                            {n.id: n for n in nodes}) == []
+    assert index.some(b"y" * 16, 4) == [] and not index.holds(b"y" * 16, "n1")
+    index.add(b"x" * 16, nodes[1])                     # a second copy on n1
+    index.remove(b"x" * 16, "n1")
+    assert index.holds(b"x" * 16, "n1")
+    assert index.mismatches([(b"x" * 16, {f"n{i}": 1 for i in range(2, 10)})],
+                            {n.id: n for n in nodes}) != []
 
 
 def live(task) -> bool:

@@ -14,6 +14,7 @@ import pytest
 
 from graphstore.core import protocol as msg
 from graphstore.scheduler import entities as st
+from graphstore.scheduler import state as state_module
 
 from test_scheduler_state import DRIVER, DRIVER2, FN, LONG, SHORT, Harness, oid
 
@@ -108,6 +109,75 @@ def test_locality_wins_among_a_thousand_workers():
     h.s.schedule()
     assert h.run_tasks() == [task_id]
     assert h.s.tasks[task_id].worker.id == workers[737]
+
+
+def test_a_decision_weighs_a_bounded_number_of_holders_and_spreads_them():
+    """An input copied to 200 nodes: each decision weighs at most ``_HOLDER_NODES`` of
+    them and ``_NEAR_TOP`` others (not all 200), picks a holder (no transfer) when one
+    is as little loaded as any, and successive decisions take the holders in turn."""
+    h = Harness()
+    with h.batch():
+        workers = [h.worker(f"w{i}", cpus=1, node=f"n{i}") for i in range(400)]
+        # The holders joined last: the least loaded worker (the first) holds none.
+        x = h.put_stored(workers[200], 10**6)
+        for w in workers[201:]:
+            h.s.object_added(w, msg.ObjectAdded(x, f"gs-{w.hex()}"))
+    asked = []
+    best_on_node = h.s.placement.best_on_node
+
+    def counting(node, fits, depth=None):
+        asked.append(node.id)
+        return best_on_node(node, fits, depth)
+
+    h.s.placement.best_on_node = counting
+    placed = []
+    for _ in range(20):
+        task_id, _ = h.submit(deps=[x])
+        before = len(asked)
+        h.s.schedule()
+        assert h.run_tasks() == [task_id]
+        assert 0 < len(asked) - before <= \
+            state_module._HOLDER_NODES + state_module._NEAR_TOP
+        task = h.s.tasks[task_id]
+        assert task.placement["missing_bytes"] == 0
+        placed.append(task.worker.node.id)
+    assert len(set(placed)) == 20                       # spread, not one hot holder
+
+
+def test_a_task_message_names_its_node_s_copies_and_a_few_others_in_turn():
+    """With many copies, a task's message names every copy on its own node and
+    ``_REMOTE_COPIES`` others (not all of them), different ones task after task; with
+    few, all of them, as ``locate`` gives them."""
+    h = Harness()
+    with h.batch():
+        workers = [h.worker(f"w{i}", cpus=1, node=f"n{i // 2}") for i in range(40)]
+        x = h.put_stored(workers[0], 10**6)
+        for w in workers[1:30]:
+            h.s.object_added(w, msg.ObjectAdded(x, f"gs-{w.hex()}"))
+        few = h.put_stored(workers[0], 10**6)
+    named = []
+    for _ in range(6):
+        task_id, _ = h.submit(deps=[x])
+        h.s.schedule()
+        ((peer, run),) = h.take(msg.RunTask)
+        node = h.s.workers[peer].node.id
+        ((_, _, locations),) = run.deps
+        here = [loc for loc in locations if loc[0] == node]
+        there = [loc for loc in locations if loc[0] != node]
+        assert len(here) == sum(1 for w in h.s.nodes[node].workers
+                                if w in h.obj(x).locations)
+        assert len(there) == state_module._REMOTE_COPIES
+        assert len({loc[0] for loc in there}) == len(there)
+        for holder, address, segment, size in locations:
+            worker = next(w for w in h.s.workers.values() if w.address == address)
+            assert worker.node.id == holder and h.obj(x).locations[worker.id] == segment
+            assert size == 10**6
+        named.extend(loc[0] for loc in there)
+    assert len(set(named)) >= 10                        # the holders, in turn
+    task_id, _ = h.submit(deps=[few])
+    h.s.schedule()
+    ((_, run),) = h.take(msg.RunTask)
+    assert run.deps[0][2] == h.s.locate(few)
 
 
 def test_a_flooding_driver_does_not_hold_back_another():

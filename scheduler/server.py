@@ -579,6 +579,8 @@ class Scheduler:
             comm = comms.get(peer_id)
             if comm is not None:
                 comm.send_many(batch)
+        if state.departed_holds:     # the next share after the messages waiting now
+            self._schedule_flush()
 
     def _broadcast_cluster_info(self) -> None:
         info = msg.ClusterInfo(len(self.state.workers), self.state.cluster_resources(),

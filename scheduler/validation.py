@@ -10,6 +10,8 @@ with ``validate_state = true`` (for debugging). Pure: no I/O.
 """
 from __future__ import annotations
 
+import itertools
+
 from graphstore.scheduler.entities import (ASSIGNED, DEAD, DETACHED_HOLDER, PENDING, QUEUED,
                                            WAITING)
 from graphstore.scheduler.progress import STATES
@@ -206,13 +208,16 @@ def _validate_refcounts(state) -> None:
                   f"freed")
         for peer_id in obj.holders:
             holds = state.peer_holds.get(peer_id)
+            if holds is None:       # a peer that left, its refs not all released yet
+                holds = state.departed_holds.get(peer_id)
             if holds is not None and object_id not in holds:
                 _fail(f"object {object_id.hex()} names peer {peer_id.hex()} as a holder, "
                       f"which does not list it")
             if holds is None and peer_id != DETACHED_HOLDER:
                 _fail(f"object {object_id.hex()} is held by peer {peer_id.hex()}, which "
                       f"is gone")
-    for peer_id, holds in state.peer_holds.items():
+    for peer_id, holds in itertools.chain(state.peer_holds.items(),
+                                          state.departed_holds.items()):
         for object_id in holds:
             obj = objects.get(object_id)
             if obj is not None and peer_id not in obj.holders:

@@ -456,6 +456,26 @@ def test_driver_disconnect_releases_its_refs(h):
     assert h.s.objects == {}
 
 
+def test_a_departed_drivers_many_refs_are_released_in_shares(h, monkeypatch):
+    """A driver leaving with many refs: each ``schedule()`` pass releases a share (the
+    server flushes again while some are left, serving other peers in between); the
+    books stay consistent at every step and everything is freed in the end."""
+    import graphstore.scheduler.state as state_module
+    monkeypatch.setattr(state_module, "_DEPARTED_RELEASES", 40)
+    other = b"other-driver".ljust(16, b".")
+    h.s.add_driver(other)
+    with h.batch():
+        mine = [h.put() for _ in range(100)]
+        kept = h.put(peer=other)
+    h.s.remove_peer(DRIVER)                      # one pass ran: 40 released
+    assert sum(h.obj(i) is None for i in mine) == 40 and h.s.departed_holds
+    h.s.schedule()
+    assert sum(h.obj(i) is None for i in mine) == 80
+    h.s.schedule()
+    assert all(h.obj(i) is None for i in mine) and not h.s.departed_holds
+    assert h.obj(kept) is not None               # another driver's object stays
+
+
 def test_repeated_put_is_ignored(h):
     a = h.put(payload=[b"first"])
     h.s.put_object(DRIVER2, msg.PutObject(a, [b"second"], [], None))

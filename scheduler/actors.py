@@ -136,7 +136,12 @@ class ActorsMixin:
         return within(actor, self.max_capacity["CPU"], self.max_capacity)
 
     def _place_actors(self) -> None:
-        """Start actors waiting for a host (their arguments ready, resources free)."""
+        """Start actors waiting for a host (their arguments ready, resources free).
+
+        An actor that finds no worker stops the others of its shape (resources, node
+        affinity) for this pass: they would find none either, and a thousand actors
+        waiting for CPUs made every pass weigh every worker for each of them."""
+        unplaceable = set()
         for actor in list(self.actors_to_place.values()):
             if actor.state == DEAD:
                 del self.actors_to_place[actor.id]
@@ -144,8 +149,13 @@ class ActorsMixin:
             if any(self.objects.get(d) is not None and self.objects[d].state == PENDING
                    for d in actor.deps):
                 continue
+            shape = (actor.num_cpus, tuple(sorted(actor.resources.items()))
+                     if actor.resources else (), actor.strategy, actor.needs_cpu_node)
+            if shape in unplaceable:
+                continue
             worker = self._pick_actor_worker(actor)
             if worker is None:
+                unplaceable.add(shape)
                 continue
             del self.actors_to_place[actor.id]
             actor.worker = worker

@@ -255,3 +255,23 @@ def test_a_caller_reporting_a_cancelled_call_finishes_it(h):
     h.s.decref(DRIVER, [creation_id])            # nothing keeps the actor now
     h.start(actor_id)
     assert actor_id not in h.s.actors
+
+
+# -- placement --------------------------------------------------------------------------
+
+def test_actors_waiting_for_cpus_cost_one_look_per_shape_per_pass(h, monkeypatch):
+    """Two CPUs: two 1-CPU actors start, the other 48 wait. A scheduling pass weighs the
+    workers for the first waiting actor of that shape only (the rest would find none
+    either), and an actor of another shape (no CPU) is still placed in the same pass."""
+    created = [h.create(cpus=1.0)[0] for _ in range(50)]
+    started = [m.actor_id for _, m in h.take(msg.StartActor)]
+    assert started == created[:2]
+    looks = []
+    original = type(h.s)._pick_actor_worker
+    monkeypatch.setattr(type(h.s), "_pick_actor_worker",
+                        lambda self, actor: looks.append(actor.id) or original(self, actor))
+    light, _ = h.create()                     # no CPU: fits beside the others
+    assert [m.actor_id for _, m in h.take(msg.StartActor)] == [light]
+    looks.clear()
+    h.s.schedule()
+    assert looks == [created[2]]              # one look for the 48 that wait

@@ -10,7 +10,6 @@ import anything, and nothing imports it."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from graphstore import job_cli
@@ -145,18 +144,12 @@ def run_config(args) -> int:
 def _connect_for_tools(address: str | None, args) -> None:
     """Join a cluster as a short-lived client for an inspection command."""
     import graphstore
-    from graphstore.local_cluster import find_current_cluster
-    token = None
+    from graphstore.local_cluster import resolve_cluster
     tls = {k: v for k, v in tls_settings(args).items() if v is not None}
-    address = address or os.environ.get("GRAPHSTORE_ADDRESS")
+    address, token, tls = resolve_cluster(address, tls)
     if address is None:
-        current = find_current_cluster()
-        if current is None:
-            raise SystemExit("graphstore: no cluster found: pass --address tcp://HOST:PORT "
-                             "or set GRAPHSTORE_ADDRESS")
-        address, token = current["address"], current["token"]
-        if not tls and current.get("tls"):
-            tls = current["tls"]          # a local cluster started with TLS
+        raise SystemExit("graphstore: no cluster found: pass --address tcp://HOST:PORT "
+                         "or set GRAPHSTORE_ADDRESS")
     try:
         graphstore.init(address=address, token=token, log_to_driver=False, **tls)
     except (graphstore.exceptions.AuthenticationError,

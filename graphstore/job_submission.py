@@ -167,17 +167,11 @@ class JobSubmissionClient:
 
     def __init__(self, address: str | None = None, *, token: str | None = None,
                  tls: dict[str, Any] | None = None, timeout: float = 10.0) -> None:
-        record_token = None
-        address = address or os.environ.get("GRAPHSTORE_ADDRESS")
+        from graphstore.local_cluster import resolve_cluster
+        address, record_token, tls = resolve_cluster(address, tls)
         if address is None:
-            from graphstore.local_cluster import find_current_cluster
-            current = find_current_cluster()
-            if current is None:
-                raise ValueError("no cluster address: pass address='tcp://HOST:PORT', set "
-                                 "GRAPHSTORE_ADDRESS, or start a cluster on this machine")
-            address, record_token = current["address"], current["token"]
-            if tls is None and current.get("tls"):
-                tls = current["tls"]
+            raise ValueError("no cluster address: pass address='tcp://HOST:PORT', set "
+                             "GRAPHSTORE_ADDRESS, or start a cluster on this machine")
         if address.startswith(("http://", "https://")):
             address = scheduler_address_from_status_page(address, timeout)
         if not address.startswith("tcp://"):

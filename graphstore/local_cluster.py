@@ -49,6 +49,23 @@ def find_current_cluster() -> dict | None:
     return record
 
 
+def resolve_cluster(address: str | None, tls: dict | None = None
+                    ) -> tuple[str | None, str | None, dict | None]:
+    """The cluster a client joins (a job client, an inspection command): ``address``,
+    else ``GRAPHSTORE_ADDRESS``, else the newest local cluster on this machine, whose
+    token and TLS files come with it. Returns ``(address, token, tls)``; the address is
+    None when none is found, the token None when the caller's own applies."""
+    address = address or os.environ.get("GRAPHSTORE_ADDRESS")
+    if address is not None:
+        return address, None, tls
+    current = find_current_cluster()
+    if current is None:
+        return None, None, tls
+    if not tls and current.get("tls"):
+        tls = current["tls"]              # a local cluster started with TLS
+    return current["address"], current["token"], tls
+
+
 def _prune_old_sessions(root: Path) -> None:
     try:
         sessions = sorted(root.glob("session_*"), key=lambda p: p.stat().st_mtime)

@@ -653,6 +653,8 @@ def _run_task(*dep) -> Raw:
      "$[0][3][0][0]"),
     (_raw(p.ClusterInfo, 1, {}, [[_id(1), "node", 7]]), "ClusterInfo.workers",
      "$[0][3][0][2]"),
+    (_raw(p.ClusterInfo, 1, {"CPU": -1.0}, []), "ClusterInfo.resources", "$[0][2][...]"),
+    (_raw(p.GetTaskGraph, [_SHORT], 10), "GetTaskGraph.roots", "$[0][1][0]"),
     # FreeObjects.entries: (id, reusable)
     (_raw(p.FreeObjects, [[_id(1)]]), "FreeObjects.entries", "$[0][1][0]"),
     (_raw(p.FreeObjects, [[_id(1), "yes"]]), "FreeObjects.entries", "$[0][1][0][1]"),

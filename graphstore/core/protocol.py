@@ -101,8 +101,8 @@ RetryExceptions = Union[bool, bytes, None]
 # the decoder like any field: on the wire the same arrays as lists, so producers still
 # build lists; decoded they are tuples, which consumers index and unpack (never mutate
 # one, or test it with ``type(x) is list``). Tuples, not array_like Structs: they decode
-# in C at the cost of untyped lists (a Struct per record cost about 15% more on
-# ``TaskDone``) and leave every producer and consumer as it was.
+# in C at the cost of untyped lists, where a Struct per record costs more
+# (docs/benchmarks.md#wire-codec-nested), and leave every producer and consumer as it was.
 
 #: Where a task process wrote a result: (the id of the worker whose store holds it,
 #: segment name); a worker's own results name only the segment.
@@ -495,7 +495,7 @@ class Output(Message, tag=16):
 
 class ClusterInfo(Message, tag=17):
     num_workers: Count
-    resources: dict
+    resources: Resources
     workers: list[WorkerEntry]
 
 
@@ -794,7 +794,7 @@ class SchedulerHeartbeat(Message, tag=56):
 class GetTaskGraph(Message, tag=54):
     """Request to the scheduler: the task graph in node-link form, the ``limit`` most
     recent nodes, or the ancestry of the objects ``roots`` (a list of ids) if given."""
-    roots: Optional[list]
+    roots: Optional[list[Id]]
     limit: int
 
 

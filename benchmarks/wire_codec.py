@@ -12,8 +12,8 @@ Three codecs over the same messages:
   ``decode_header``), so a later change of the protocol shows up here.
 
 Batches: 1,000 ``SubmitTask``s of a no-op (one return, no arguments), 1,000
-``TaskDone``s with a small inline result, 1,000 ``WorkerHeartbeat``s with a dozen
-figures, and 100 ``PutObject``s of two buffers each, one of them an out-of-band frame.
+``TaskDone``s with a small inline result, 1,000 ``RunTask``s with two ref arguments (one
+inline, one stored with two copies), 1,000 ``WorkerHeartbeat``s with a dozen figures, and 100 ``PutObject``s of two buffers each, one of them an out-of-band frame.
 Prints microseconds per message (best of ``--repeat`` runs), encode and decode apart.
 
     python benchmarks/wire_codec.py [--repeat 7]
@@ -69,6 +69,17 @@ class TaskDoneT(NamedTuple):
     events: list | None = None
 
 
+class RunTaskT(NamedTuple):
+    task_id: bytes
+    function_hash: bytes
+    name: str
+    args: Any
+    deps: list
+    returns: list
+    retry_exceptions: Any = None
+    mode: int = 0
+
+
 class HeartbeatT(NamedTuple):
     metrics: dict
     events: list | None = None
@@ -118,7 +129,7 @@ def _any(v):
     return True
 
 
-TYPES_T = [SubmitTaskT, TaskDoneT, HeartbeatT, PutObjectT]
+TYPES_T = [SubmitTaskT, TaskDoneT, HeartbeatT, PutObjectT, RunTaskT]
 CHECKS = {
     SubmitTaskT: (_id, _id, lambda v: type(v) is str, _any, _ids, _ids, _ids, _amount,
                   _opt(_resources), lambda v: type(v) is int, _opt(_id),
@@ -127,6 +138,9 @@ CHECKS = {
     TaskDoneT: (_id, lambda v: type(v) is list, _amount, _any),
     HeartbeatT: (lambda v: type(v) is dict, _any),
     PutObjectT: (_id, _opt(_payload), _ids, _opt(_location)),
+    RunTaskT: (_id, _id, lambda v: type(v) is str, _any, lambda v: type(v) is list, _ids,
+               lambda v: v is None or v is True or type(v) is bytes,
+               lambda v: type(v) is int and 0 <= v <= 2),
 }
 _CHECK_LIST = [CHECKS[cls] for cls in TYPES_T]
 
@@ -218,6 +232,20 @@ class PutObjectS(Base, tag=3):
     location: Optional[tuple[Id, str, Count]]
 
 
+Location = tuple[Optional[str], str, Union[str, Count], Count]
+
+
+class RunTaskS(Base, tag=4):
+    task_id: Id
+    function_hash: Id
+    name: str
+    args: Any
+    deps: list[tuple[Id, Optional[list[Buffer]], Optional[list[Location]]]]
+    returns: list[Id]
+    retry_exceptions: Union[bool, bytes, None] = None
+    mode: Annotated[int, msgspec.Meta(ge=0, le=2)] = 0
+
+
 def typed_encode(messages, encoder):
     frames = []
     encoder_state[0] = frames
@@ -242,7 +270,7 @@ def make_typed_decoder():
         return Frame(frames_now[0][_COUNT.unpack(data)[0] - 1])
 
     decoder = msgspec.msgpack.Decoder(
-        list[Union[SubmitTaskS, TaskDoneS, HeartbeatS, PutObjectS]], ext_hook=ext_hook,
+        list[Union[SubmitTaskS, TaskDoneS, HeartbeatS, PutObjectS, RunTaskS]], ext_hook=ext_hook,
         dec_hook=lambda t, v: v)
 
     def decode(header, frames):
@@ -263,6 +291,12 @@ def batches(kind: str) -> dict[str, list]:
     done = [(ids[i], [[ids[i + 1000], [b"\x80\x05K\x01."], [], 5, None]], 0.00012)
             for i in range(1000)]
     out["TaskDone x1000"] = done, TaskDoneT, TaskDoneS, protocol.TaskDone
+    copies = [["node-1", "tcp://127.0.0.1:4000", "gs-abc-1@123", 5000000],
+              ["node-2", "tcp://127.0.0.1:4001", "gs-abd-1@9", 5000000]]
+    runs = [(ids[i], ID, "f", None, [[ids[i + 1000], [b"\x80\x05K\x01."], None],
+                                     [ids[i + 2000], None, copies]], [ids[i + 1000]])
+            for i in range(1000)]
+    out["RunTask x1000 (2 deps)"] = runs, RunTaskT, RunTaskS, protocol.RunTask
     metrics = {"store_used": 123456789, "store_objects": 1234, "spilled_bytes": 0,
                "cpu_percent": 12.5, "rss": 987654321, "tasks_running": 2,
                "tasks_queued": 10, "open_fds": 40, "host": "node-1",

@@ -1117,7 +1117,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         """A task's results (``TaskDone.results``) become ready objects."""
         for object_id, payload, contained, size, segment in results:
             store = worker
-            if payload is None and type(segment) is list:
+            if payload is None and isinstance(segment, (tuple, list)):
                 # A task process wrote it into a store on its host: [worker id, segment].
                 store = self.workers.get(segment[0])
                 segment = segment[1]

@@ -333,13 +333,14 @@ def test_every_message_type_has_a_hand_written_sample():
 
 
 def test_stored_object_fields_survive_the_wire():
+    # Nested records are sent as lists and decoded as tuples (their declared types).
     location = [["node-a", "tcp://10.0.0.2:7001", "gs-c-w-1", 2**40]]
     (ready,) = roundtrip([p.ObjectReady(_id(1), None, None, location)])
-    assert ready.payload is None and ready.location == location
+    assert ready.payload is None and ready.location == [tuple(location[0])]
     (put,) = roundtrip([p.PutObject(_id(1), None, [_id(2)], [_id(3), "gs-c-w-1", 2**40])])
-    assert put.payload is None and put.location == [_id(3), "gs-c-w-1", 2**40]
+    assert put.payload is None and put.location == (_id(3), "gs-c-w-1", 2**40)
     (done,) = roundtrip([p.TaskDone(TID, [[_id(4), None, [], 2**33, "gs-c-w-9"]], 1.0)])
-    assert done.results == [[_id(4), None, [], 2**33, "gs-c-w-9"]]
+    assert done.results == [(_id(4), None, [], 2**33, "gs-c-w-9")]
     (reg,) = roundtrip([p.RegisterWorker(_id(6), 1, "h", "n", 1.0, {}, "tcp://h:1", 0)])
     assert reg.store_capacity == 0 and reg.labels == {}
     (reg,) = roundtrip([p.RegisterWorker(_id(6), 1, "h", "n", 1.0, {}, "tcp://h:1", 0,
@@ -580,6 +581,127 @@ def test_fields_of_the_wrong_kind_are_refused_when_decoded(message, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")) as error:
         p.decode_header(data, [])
     assert "Request.message" in str(error.value)
+
+
+_LOC = ["node-a", "tcp://10.0.0.2:7001", "gs-c-w-1", 64]
+_SPILL = [None, "/spill/f", 0, 64]
+_SHORT = b"short id"
+
+
+def _task_done(*result) -> Raw:
+    return _raw(p.TaskDone, TID, [list(result)], 1.0)
+
+
+def _run_task(*dep) -> Raw:
+    return _raw(p.RunTask, TID, FH, "f", None, [list(dep)], [_id(9)])
+
+
+# Each nested record: wrong length, an element of the wrong kind, an id of the wrong
+# length; the error names the message type, its field, and the path to the element.
+@pytest.mark.parametrize("message, field, path", [
+    # TaskDone.results: (id, payload, contained, size, segment or (worker id, segment))
+    (_task_done(_id(1), None, [], 5), "TaskDone.results", "$[0][2][0]"),
+    (_task_done(_id(1), None, [], 5, "seg", None), "TaskDone.results", "$[0][2][0]"),
+    (_task_done(_id(1), None, [], -5, "seg"), "TaskDone.results", "$[0][2][0][3]"),
+    (_task_done(_id(1), None, [], 5, 7), "TaskDone.results", "$[0][2][0][4]"),
+    (_task_done(_id(1), "inline", [], 5, None), "TaskDone.results", "$[0][2][0][1]"),
+    (_task_done(_SHORT, None, [], 5, "seg"), "TaskDone.results", "$[0][2][0][0]"),
+    (_task_done(_id(1), None, [_SHORT], 5, "seg"), "TaskDone.results", "$[0][2][0][2][0]"),
+    (_task_done(_id(1), None, [], 5, [_SHORT, "seg"]), "TaskDone.results",
+     "$[0][2][0][4][0]"),
+    (_task_done(_id(1), None, [], 5, [_id(2)]), "TaskDone.results", "$[0][2][0][4]"),
+    (_with(SAMPLES[p.TaskFailed], partial=[[_id(1), None, [], 5]]), "TaskFailed.partial",
+     "$[0][6][0]"),
+    (_with(SAMPLES[p.TaskFailed], partial=[[_SHORT, None, [], 5, None]]),
+     "TaskFailed.partial", "$[0][6][0][0]"),
+    # RunTask.deps: (id, payload, locations)
+    (_run_task(_id(1), None), "RunTask.deps", "$[0][5][0]"),
+    (_run_task(_SHORT, None, None), "RunTask.deps", "$[0][5][0][0]"),
+    (_run_task(_id(1), None, [_LOC[:3]]), "RunTask.deps", "$[0][5][0][2][0]"),
+    (_run_task(_id(1), None, [[7, *_LOC[1:]]]), "RunTask.deps", "$[0][5][0][2][0][0]"),
+    (_run_task(_id(1), None, [[*_LOC[:3], -1]]), "RunTask.deps", "$[0][5][0][2][0][3]"),
+    (_run_task(_id(1), None, [[None, "/spill/f", 1.5, 64]]), "RunTask.deps",
+     "$[0][5][0][2][0][2]"),
+    # ObjectReady / GeneratorItemReady locations
+    (_raw(p.ObjectReady, _id(1), None, None, [_LOC, _SPILL[:3]]), "ObjectReady.location",
+     "$[0][4][1]"),
+    (_raw(p.ObjectReady, _id(1), None, None, [[*_LOC[:3], "64"]]), "ObjectReady.location",
+     "$[0][4][0][3]"),
+    (_raw(p.GeneratorItemReady, _id(1), 0, _id(2), None, None, [[1, *_LOC[1:]]]),
+     "GeneratorItemReady.location", "$[0][6][0][0]"),
+    # PutObject.location: (worker id, segment, size)
+    (_raw(p.PutObject, _id(1), None, [], [_SHORT, "seg", 1]), "PutObject.location",
+     "$[0][4][0]"),
+    (_raw(p.PutObject, _id(1), None, [], [_id(2), "seg", 1, 2]), "PutObject.location",
+     "$[0][4]"),
+    # ActorCallDone.results: (id, payload, contained, size, stored at, error)
+    (_raw(p.ActorCallDone, _id(1), _id(2), [[_id(3), None, [], 0, None]], 1.0, None),
+     "ActorCallDone.results", "$[0][3][0]"),
+    (_raw(p.ActorCallDone, _id(1), _id(2), [[_id(3), None, [], 8, [_id(4), "seg", 8, "a"],
+                                            None]], 1.0, None),
+     "ActorCallDone.results", "$[0][3][0][4]"),
+    (_raw(p.ActorCallDone, _id(1), _id(2), [[_id(3), None, [], 0, None, "error"]], 1.0,
+          None), "ActorCallDone.results", "$[0][3][0][5]"),
+    (_raw(p.ActorCallDone, _id(1), _id(2), [[_SHORT, None, [], 0, None, None]], 1.0, None),
+     "ActorCallDone.results", "$[0][3][0][0]"),
+    # ActorCall.retry: (retries left, retry_exceptions)
+    (_with(SAMPLES[p.ActorCall], retry=[1]), "ActorCall.retry", "$[0][9]"),
+    (_with(SAMPLES[p.ActorCall], retry=[1, "ValueError"]), "ActorCall.retry", "$[0][9][1]"),
+    # ClusterInfo.workers: (worker id, node id, address)
+    (_raw(p.ClusterInfo, 1, {}, [[_id(1), "node"]]), "ClusterInfo.workers", "$[0][3][0]"),
+    (_raw(p.ClusterInfo, 1, {}, [[_SHORT, "node", "tcp://h:1"]]), "ClusterInfo.workers",
+     "$[0][3][0][0]"),
+    (_raw(p.ClusterInfo, 1, {}, [[_id(1), "node", 7]]), "ClusterInfo.workers",
+     "$[0][3][0][2]"),
+    (_raw(p.ClusterInfo, 1, {"CPU": -1.0}, []), "ClusterInfo.resources", "$[0][2][...]"),
+    (_raw(p.GetTaskGraph, [_SHORT], 10), "GetTaskGraph.roots", "$[0][1][0]"),
+    # FreeObjects.entries: (id, reusable)
+    (_raw(p.FreeObjects, [[_id(1)]]), "FreeObjects.entries", "$[0][1][0]"),
+    (_raw(p.FreeObjects, [[_id(1), "yes"]]), "FreeObjects.entries", "$[0][1][0][1]"),
+    (_raw(p.FreeObjects, [[_SHORT, True]]), "FreeObjects.entries", "$[0][1][0][0]"),
+    # ReleaseLeases / RevokeLeases.keys: (id, segment)
+    (_raw(p.ReleaseLeases, [[_id(1), "seg", 3]]), "ReleaseLeases.keys", "$[0][1][0]"),
+    (_raw(p.RevokeLeases, [[_SHORT, "seg"]]), "RevokeLeases.keys", "$[0][1][0][0]"),
+    (_raw(p.RevokeLeases, [[_id(1), None]]), "RevokeLeases.keys", "$[0][1][0][1]"),
+    # ObjectsSpilled.entries: (id, offset, size)
+    (_raw(p.ObjectsSpilled, "/spill/f", [[_id(1), 0, -1]]), "ObjectsSpilled.entries",
+     "$[0][2][0][2]"),
+    (_raw(p.ObjectsSpilled, "/spill/f", [[_SHORT, 0, 1]]), "ObjectsSpilled.entries",
+     "$[0][2][0][0]"),
+    # AdoptSegments.entries: (id, segment, size)
+    (_raw(p.AdoptSegments, [[_id(1), "seg"]]), "AdoptSegments.entries", "$[0][1][0]"),
+    (_raw(p.AdoptSegments, [[_id(1), 5, 1]]), "AdoptSegments.entries", "$[0][1][0][1]"),
+    (_raw(p.AdoptSegments, [[_SHORT, "seg", 1]]), "AdoptSegments.entries",
+     "$[0][1][0][0]"),
+    # ReplicateObjects.entries: (id, locations)
+    (_raw(p.ReplicateObjects, [[_id(1)]]), "ReplicateObjects.entries", "$[0][1][0]"),
+    (_raw(p.ReplicateObjects, [[_SHORT, [_LOC]]]), "ReplicateObjects.entries",
+     "$[0][1][0][0]"),
+    (_raw(p.ReplicateObjects, [[_id(1), [_LOC[1:]]]]), "ReplicateObjects.entries",
+     "$[0][1][0][1][0]"),
+], ids=lambda v: v if isinstance(v, str) and not v.startswith("$") else "")
+def test_malformed_nested_records_are_refused_when_decoded(message, field, path):
+    data = msgpack.packb([message.wire()], use_bin_type=True)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")) as error:
+        p.decode_header(data, [])
+    assert f"`{path}`" in str(error.value)
+
+
+@pytest.mark.parametrize("message", [
+    _task_done(_id(1), [b"v"], [_id(2)], 0, None),
+    _task_done(_id(1), None, [], 5, "gs-c-w-1"),
+    _task_done(_id(1), None, [], 5, [_id(2), "gs-c-w-1"]),
+    _run_task(_id(1), None, [_LOC, _SPILL]),
+    _run_task(_id(1), [b"v"], None),
+    _raw(p.ActorCallDone, _id(1), b"", [[_id(3), None, [], 8, [_id(4), "seg", 8], None],
+                                       [_id(5), None, [], 0, None, [b"err"]]], 1.0, None),
+], ids=repr)
+def test_each_shape_of_a_nested_record_is_accepted(message):
+    """The shapes producers send (a task process's result names its worker's store; a
+    spilled copy's location starts with None)."""
+    data = msgpack.packb([message.wire()], use_bin_type=True)
+    (decoded,) = p.decode_header(data, [])
+    assert type(decoded) is message.cls
 
 
 def test_wrong_number_of_fields_is_refused():

@@ -96,6 +96,56 @@ Payload = list[Buffer]
 RetryExceptions = Union[bool, bytes, None]
 
 
+# -- nested records -----------------------------------------------------------------------
+# Records inside messages are fixed-length tuple types, checked position by position by
+# the decoder like any field: on the wire the same arrays as lists, so producers still
+# build lists; decoded they are tuples, which consumers index and unpack (never mutate
+# one, or test it with ``type(x) is list``). Tuples, not array_like Structs: they decode
+# in C at the cost of untyped lists, where a Struct per record costs more
+# (docs/benchmarks.md#wire-codec-nested), and leave every producer and consumer as it was.
+
+#: Where a task process wrote a result: (the id of the worker whose store holds it,
+#: segment name); a worker's own results name only the segment.
+StoreSegment = tuple[Id, str]
+#: A task's result (``TaskDone.results``, ``TaskFailed.partial``): (object id, inline
+#: payload or None when stored, ids of the refs it contains, size in a store (0
+#: inline), where it is stored: a segment of the sender's store, a ``StoreSegment``
+#: from a task process, or None when inline).
+TaskResult = tuple[Id, Optional[Payload], list[Id], Count, Union[str, StoreSegment, None]]
+#: Where a stored object can be read: (node id, worker address, segment, size), or
+#: for its spilled copy (None, spill path, offset, size).
+Location = tuple[Optional[str], str, Union[str, Count], Count]
+#: A ref argument of a task (``RunTask.deps``): (object id, inline payload or None,
+#: locations of a stored one or None).
+TaskDep = tuple[Id, Optional[Payload], Optional[list[Location]]]
+#: Where an object was written into a store: (worker id, segment name, size).
+StoredAt = tuple[Id, str, Count]
+#: An actor call's result (``ActorCallDone.results``): (object id, inline payload or
+#: None, ids of the refs it contains, size, ``StoredAt`` when written into a store of
+#: the host or None, error payload or None).
+CallResult = tuple[Id, Optional[Payload], list[Id], Count, Optional[StoredAt],
+                   Optional[Payload]]
+#: A worker as drivers see it (``ClusterInfo.workers``): (worker id, node id, peer
+#: address).
+WorkerEntry = tuple[Id, str, str]
+#: An object a worker drops (``FreeObjects.entries``): (object id, whether its segment
+#: may be reused).
+FreeEntry = tuple[Id, bool]
+#: A lease on an object's bytes (``ReleaseLeases``, ``RevokeLeases``): (object id,
+#: segment).
+LeaseKey = tuple[Id, str]
+#: An object in a spill file (``ObjectsSpilled.entries``): (object id, offset, size).
+SpilledEntry = tuple[Id, Count, Count]
+#: An object of a dead worker's store to keep (``AdoptSegments.entries``): (object id,
+#: segment, size).
+AdoptEntry = tuple[Id, str, Count]
+#: An object to copy from retiring workers (``ReplicateObjects.entries``): (object id,
+#: its locations).
+ReplicateEntry = tuple[Id, list[Location]]
+#: An actor call's retries (``ActorCall.retry``): (retries left, retry_exceptions).
+CallRetry = tuple[Count, RetryExceptions]
+
+
 # -- validators: rules a type cannot say -------------------------------------------------
 # Shallow where the receiver looks entries up by id (an unknown id is ignored); deeper
 # where a value is kept and computed with.
@@ -123,10 +173,6 @@ def validate(**checks: Callable[[Any], bool]) -> Callable[[Any], None]:
 
 def _any(v) -> bool:
     return True
-
-
-def _id(v) -> bool:
-    return type(v) is bytes
 
 
 def _str(v) -> bool:
@@ -159,12 +205,6 @@ def _resources(v) -> bool:
 
 def _opt(check):
     return lambda v: v is None or check(v)
-
-
-def valid_put_location(v) -> bool:
-    """[worker id, segment name, size]: where a put object was written."""
-    return (type(v) is list and len(v) == 3 and type(v[0]) is bytes and type(v[1]) is str
-            and _count(v[2]))
 
 
 def _env_vars(v) -> bool:
@@ -208,13 +248,6 @@ def valid_actor_options(v) -> bool:
                                    for k, x in v.items())
 
 
-def valid_spilled_entries(v) -> bool:
-    """[[id, offset, size], ...]: where objects sit in a spill file."""
-    return type(v) is list and all(
-        type(e) is list and len(e) == 3 and type(e[0]) is bytes and _count(e[1])
-        and _count(e[2]) for e in v)
-
-
 def valid_environment(v) -> bool:
     """{"env_vars": {str: str}, "gpus": [GPU index, ...], "runtime_env": packages}
     (each optional)."""
@@ -247,33 +280,6 @@ def valid_actor_methods(v) -> bool:
     """name -> [num_returns (a count, or "streaming"/"dynamic"), max_task_retries or
     None, retry_exceptions, parameters (call_signature) or None]."""
     return type(v) is dict and all(type(k) is str and _method_entry(e) for k, e in v.items())
-
-
-def valid_actor_retry(v) -> bool:
-    """[retries left, retry_exceptions] of an ActorCall."""
-    return (type(v) is list and len(v) == 2 and _count(v[0])
-            and _retry_exceptions(v[1]))
-
-
-def valid_lease_keys(v) -> bool:
-    """[[object id, segment], ...]."""
-    return type(v) is list and all(type(k) is list and len(k) == 2 and _id(k[0])
-                                   and type(k[1]) is str for k in v)
-
-
-def valid_adopt_entries(v) -> bool:
-    """[[id, segment, size], ...]."""
-    return type(v) is list and all(
-        type(e) is list and len(e) == 3 and _id(e[0]) and _str(e[1]) and _count(e[2])
-        for e in v)
-
-
-def valid_replicate_entries(v) -> bool:
-    """[[object id, [[node, address, segment, size], ...]], ...]."""
-    return type(v) is list and all(
-        type(e) is list and len(e) == 2 and _id(e[0]) and type(e[1]) is list and all(
-            type(loc) is list and len(loc) == 4 and _str(loc[1]) and _str(loc[2])
-            and _count(loc[3]) for loc in e[1]) for e in v)
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -357,15 +363,11 @@ class PutObject(Message, tag=6):
     object_id: Id
     payload: Optional[Payload]  # inline buffers, or None when the object is in a store
     contained: list[Id]
-    location: Optional[list]  # [worker id, segment name, size] of the store holding it
+    location: Optional[StoredAt]  # where it was written, when not inline
 
     def __post_init__(self) -> None:
         if (self.payload is None) == (self.location is None):
             raise ValueError("PutObject: payload or location, not both")
-        _check_put_location(self)
-
-
-_check_put_location = validate(location=valid_put_location)
 
 
 class LeaseObjects(Message, tag=22):
@@ -376,10 +378,8 @@ class LeaseObjects(Message, tag=22):
 
 
 class ReleaseLeases(Message, tag=23):
-    """To a worker's peer server: leases given back; [[object id, segment], ...]."""
-    keys: list
-
-    __post_init__ = validate(keys=valid_lease_keys)
+    """To a worker's peer server: leases given back."""
+    keys: list[LeaseKey]
 
 
 class RevokeLeases(Message, tag=32):
@@ -387,9 +387,7 @@ class RevokeLeases(Message, tag=32):
     the leases back. Reply: [[object id, segment] given back now, those still viewed
     (they follow in a ``ReleaseLeases`` when the holder's last view of them dies)]; a
     lease the holder gave back already is in neither."""
-    keys: list
-
-    __post_init__ = validate(keys=valid_lease_keys)
+    keys: list[LeaseKey]
 
 
 class ObjectAdded(Message, tag=24):
@@ -415,8 +413,7 @@ class ObjectReady(Message, tag=10):
     object_id: Id
     payload: Optional[Payload]  # inline buffers; None for an error or a stored object
     error: Optional[Payload]  # buffers of a pickled exception
-    location: Optional[list]  # stored objects: [[node id, worker address, segment, size], ...]
-                              # and, when spilled, [None, spill path, offset, size]
+    location: Optional[list[Location]]  # a stored object's copies, its spill last
 
 
 class FunctionCode(Message, tag=11):
@@ -429,7 +426,7 @@ class RunTask(Message, tag=12):
     function_hash: Id
     name: str
     args: Any
-    deps: list                # [[id, payload, locations], ...] aligned with SubmitTask.deps
+    deps: list[TaskDep]       # aligned with SubmitTask.deps
     returns: list[Id]
     retry_exceptions: RetryExceptions = None  # as in SubmitTask, when retries are left
     mode: Mode = 0            # as in SubmitTask
@@ -437,8 +434,7 @@ class RunTask(Message, tag=12):
 
 class TaskDone(Message, tag=13):
     task_id: Id
-    results: list             # [[id, payload or None if stored here, contained, size,
-                              #   segment name or None], ...]
+    results: list[TaskResult]
     duration: Amount
     events: Any = None            # spans inside its run (argument fetches), measured
                                   # where it ran: lists in ProfileEvent field order
@@ -459,7 +455,7 @@ class TaskFailed(Message, tag=14):
                               # pages and task records
     retriable: bool = False   # an application error the task asked to retry
                               # (``retry_exceptions``)
-    partial: Optional[list] = None  # results made before the error, as in TaskDone (a
+    partial: Optional[list[TaskResult]] = None  # results made before the error (a
                                  # generator with num_returns=N that raised after some
                                  # yields); the other returns get the error
     events: Any = None            # as in TaskDone
@@ -499,8 +495,8 @@ class Output(Message, tag=16):
 
 class ClusterInfo(Message, tag=17):
     num_workers: Count
-    resources: dict
-    workers: list             # [[worker id, node id, peer address], ...]
+    resources: Resources
+    workers: list[WorkerEntry]
 
 
 class Ping(Message, tag=18):
@@ -508,8 +504,8 @@ class Ping(Message, tag=18):
 
 
 class FreeObjects(Message, tag=25):
-    """Scheduler -> worker: drop these objects; [[id, reusable], ...]."""
-    entries: list
+    """Scheduler -> worker: drop these objects."""
+    entries: list[FreeEntry]
 
 
 class SealObjects(Message, tag=26):
@@ -558,18 +554,14 @@ class ObjectsSpilled(Message, tag=33):
     [[id, offset, size], ...]); the worker releases their memory once this is answered.
     Reply: ids that are already freed (the file is deleted if none is left)."""
     path: str
-    entries: list
+    entries: list[SpilledEntry]
     host_local: bool = False  # on the worker's own disk: only its host can read it
-
-    __post_init__ = validate(entries=valid_spilled_entries)
 
 
 class AdoptSegments(Message, tag=57):
     """Scheduler -> worker: a worker of this host died; keep these sealed objects of its
-    store, whose segments outlive it in shared memory. ``[[id, segment, size], ...]``."""
-    entries: list
-
-    __post_init__ = validate(entries=valid_adopt_entries)
+    store, whose segments outlive it in shared memory."""
+    entries: list[AdoptEntry]
 
 
 class AdoptionFailed(Message, tag=58):
@@ -713,9 +705,7 @@ class ActorCall(Message, tag=49):
     returns: list[Id]
     caller: Id
     mode: Mode = 0            # as in SubmitTask
-    retry: Optional[list] = None
-
-    __post_init__ = validate(retry=valid_actor_retry)
+    retry: Optional[CallRetry] = None
 
 
 class ActorCallRetrying(Message, tag=68):
@@ -731,7 +721,7 @@ class ActorCallDone(Message, tag=50):
     size]; or the call's error."""
     call_id: Id
     actor_id: MaybeId         # b"": from a caller reporting a call it failed itself
-    results: list             # [[id, payload, contained, size, location, error], ...]
+    results: list[CallResult]
     duration: Amount
     error_text: Optional[str]
     events: Any = None            # as in TaskDone: the spans inside the call (fetches)
@@ -784,7 +774,7 @@ class GeneratorItemReady(Message, tag=61):
     object_id: Id
     payload: Optional[Payload]
     error: Optional[Payload]
-    location: Optional[list]
+    location: Optional[list[Location]]
 
 
 class WorkerHeartbeat(Message, tag=53):
@@ -804,7 +794,7 @@ class SchedulerHeartbeat(Message, tag=56):
 class GetTaskGraph(Message, tag=54):
     """Request to the scheduler: the task graph in node-link form, the ``limit`` most
     recent nodes, or the ancestry of the objects ``roots`` (a list of ids) if given."""
-    roots: Optional[list]
+    roots: Optional[list[Id]]
     limit: int
 
 
@@ -927,11 +917,8 @@ class RetireWorkers(Message, tag=77):
 
 class ReplicateObjects(Message, tag=78):
     """Scheduler -> worker: fetch these objects into your store (their only copies are
-    on retiring workers): ``[[object id, [[node, address, segment, size], ...]], ...]``;
-    each copy is announced with ``ObjectAdded``."""
-    entries: list
-
-    __post_init__ = validate(entries=valid_replicate_entries)
+    on retiring workers); each copy is announced with ``ObjectAdded``."""
+    entries: list[ReplicateEntry]
 
 
 class DescribeCluster(Message, tag=69):

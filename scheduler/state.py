@@ -1087,10 +1087,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _enqueue(self, task: TaskState) -> None:
         self.transition(task, QUEUED)
-        queue = self.ready.get(task.shape)
-        if queue is None:
-            queue = self._ready_queue(task.shape)
-        queue.append(task)
+        self._ready_queue(task.shape).append(task)
 
     def _ready_queue(self, shape: tuple) -> ReadyQueue:
         queue = self.ready.get(shape)
@@ -1109,7 +1106,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self._apply_results(self.workers[worker_id], m.results, task.name)
         self._keep_lineage(task)
         self._release_task_refs(task)
-        self.graph.task_finished(task)      # ``_record``
+        self.graph.task_finished(task)
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
 
@@ -1204,7 +1201,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 task.worker = None
             self.transition(task, FAILED)
             self.tasks.pop(task.id, None)
-            self._record(task)
+            self.graph.task_finished(task)
             for object_id in task.returns:
                 obj = self.objects.get(object_id)
                 if obj is None or obj.state != PENDING:
@@ -1564,8 +1561,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if task.gpus is not None:
             worker.node.give_gpus(task.gpus, task.resources["GPU"])
             task.gpus = None
-        worker.queued_seconds = max(0.0, worker.queued_seconds - self.function_durations.get(
-            task.function_hash, _UNKNOWN_DURATION))         # ``_expected_seconds``
+        worker.queued_seconds = max(0.0, worker.queued_seconds - self._expected_seconds(task))
         if task.long:
             worker.long_tasks -= 1
         if not task.holds_slot:
@@ -1617,9 +1613,6 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         worker.blocked -= 1
         worker.node.acquire(task)
         self.placement.update(worker)
-
-    def _record(self, task: TaskState) -> None:
-        self.graph.task_finished(task)
 
     @staticmethod
     def _task_record(task: TaskState) -> dict:

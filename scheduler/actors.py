@@ -125,7 +125,6 @@ class ActorsMixin:
         obj = self.objects.get(object_id)
         if obj is None:
             obj = self.objects[object_id] = ObjectState(object_id, PENDING)
-            self.graph.add_object(obj)
             if self.parked_wants:
                 self._unpark(obj)
         return obj
@@ -425,7 +424,6 @@ class ActorsMixin:
         call = ActorCallState(m, actor, peer_id)
         self.progress.add(call.name, call.state)
         actor.last_call = call.id
-        self.graph.add_task(call)
         for object_id in m.returns:
             obj = self.objects.get(object_id)
             if obj is not None and obj.producer is None:
@@ -480,7 +478,7 @@ class ActorsMixin:
         if call is None:
             # Early (its submission is on its way), unless it is a late report of a call
             # that finished already (failed when its actor was killed, say).
-            if m.call_id not in self.graph.tasks:
+            if not self.graph.has_task(m.call_id):
                 self._keep_early_result(peer_id, m)
             return
         call.actor.calls.pop(call.id, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from graphstore.scheduler.graph import FREED, ObjectRecord
+from graphstore.scheduler.graph import FREED
 from graphstore.scheduler.status import last_line, store_totals
 
 if TYPE_CHECKING:
@@ -47,10 +47,8 @@ def describe_object(state: "SchedulerState", object_id: bytes) -> dict:
     else unknown), its size, where its value is and the task that made it."""
     obj = state.objects.get(object_id)
     if obj is None:
-        entry = state.graph.objects.get(object_id)
-        record = entry[1] if entry is not None else None
-        if type(record) is tuple:
-            record = ObjectRecord._make(record)
+        record = state.graph.freed_record(object_id)
+        if record is not None:
             return {"id": object_id.hex(), "state": FREED, "size": record.size,
                     "inline": False, "stores": [], "spilled": None,
                     "producer": None, "producer_state": None, "error": None}

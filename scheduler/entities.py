@@ -8,6 +8,7 @@ written in one place, ``transitions.py``.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from typing import Final, Literal
@@ -46,6 +47,9 @@ DETACHED_HOLDER = b"\0" * 16
 #: lists made for each would be most of an object's allocations and memory.
 NO_PEERS: frozenset = frozenset()
 NO_IDS: tuple = ()
+#: The next number in the order in which tasks, actor calls and objects came to be (their
+#: ``seq``): the task graph shows the newest by it, with no table of its own.
+next_seq = itertools.count().__next__
 
 
 def argument_failed_text(obj: "ObjectState") -> str:
@@ -63,11 +67,12 @@ def argument_failed_text(obj: "ObjectState") -> str:
 class ObjectState:
     __slots__ = ("id", "state", "payload", "error", "size", "holders", "task_refs",
                  "container_refs", "contains", "waiters", "producer", "dependents",
-                 "created_at", "locations", "spill")
+                 "created_at", "locations", "spill", "seq")
 
     def __init__(self, object_id: bytes, state: ObjectStateName,
                  producer: "TaskState | None" = None):
         self.id = object_id
+        self.seq = next_seq()
         self.state: ObjectStateName = state
         self.payload: list | None = None
         self.error: list | None = None
@@ -113,10 +118,12 @@ class TaskState:
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "_placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
                  "lineage_size", "lineage_note", "mode", "strategy", "env_vars", "runtime_env",
-                 "max_calls", "process", "gpus", "queued_at", "stimulus_id", "progress_row")
+                 "max_calls", "process", "gpus", "queued_at", "stimulus_id", "progress_row",
+                 "seq")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
+        self.seq = next_seq()
         self.function_hash = spec.function_hash
         self.name = spec.name
         self.args = spec.args
@@ -414,10 +421,11 @@ class ActorCallState:
     __slots__ = ("id", "actor", "name", "returns", "deps", "nested", "counted_refs",
                  "caller", "submitted_at", "started_at", "finished_at", "state",
                  "placement", "error_text", "previous_call", "cancelled", "stimulus_id",
-                 "progress_row")
+                 "progress_row", "seq")
 
     def __init__(self, m: msg.ActorCallSubmitted, actor: ActorState, caller: bytes):
         self.id = m.call_id
+        self.seq = next_seq()
         self.actor = actor
         self.name = m.name
         self.returns = list(m.returns)

@@ -46,7 +46,6 @@ class GeneratorsMixin:
             obj = ObjectState(m.object_id, ERROR)
             obj.error = m.error
             self.objects[obj.id] = obj
-            self.graph.add_object(obj)
             self._hold(peer_id, obj)   # the sender's ref, as for a put
             if self.parked_wants:
                 self._unpark(obj)

@@ -5,13 +5,16 @@ task is submitted or finishes and when an object is created or freed, and it ans
 snapshots in node-link form, which the client turns into a ``networkx.DiGraph`` and the
 status page into a picture.
 
-The graph holds the state machine's own ``TaskState`` of every task, live or finished
-(nothing is copied on the hot path; a finished task has already dropped its arguments),
-and the ``ObjectState`` of every live object; a freed object's entry becomes a small
-``ObjectRecord`` of where it was. Past ``max_finished`` finished tasks and as many freed
-objects, the oldest are evicted, so memory stays flat however long the cluster runs. Live
-entries are bounded by the state machine itself. The finished tasks, in the order they
-finished, are also the scheduler's task records (``list_tasks``).
+The graph copies nothing of what is live: it reads the state machine's own tables of live
+tasks, actor calls and objects (``SchedulerState.tasks``, ``actor_calls``, ``objects``),
+given to it once, and keeps only what left them: the last ``max_finished`` finished
+tasks (their ``TaskState``; a finished task has already dropped its arguments) and as
+many freed objects (a small ``ObjectRecord`` tuple of where each was). So a task costs
+the graph nothing while it is queued or running, whatever the number of them, and memory
+stays flat however long the cluster runs. Every entity carries ``seq``, its place in the
+order of creation (``entities.next_seq``), by which snapshots pick the newest. The
+finished tasks, in the order they finished, are also the scheduler's task records
+(``list_tasks``).
 
 Edges all follow the flow of data, each read "source <kind> target":
 
@@ -27,8 +30,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 from graphstore.core.formatting import format_bytes
@@ -58,6 +62,8 @@ class ObjectRecord(NamedTuple):
     producer: bytes | None
     contains: tuple
     created_at: float
+    #: Its place in the order of creation (``ObjectState.seq``).
+    seq: int
 
     def where(self) -> list[str]:
         return _where(self.stores, self.spill_path, self.inline)
@@ -80,70 +86,100 @@ def _where(stores, spill_path: str | None, inline: bool) -> list[str]:
 
 
 class TaskGraph:
-    """Recent tasks and objects, in the order they appeared; finished ones bounded."""
+    """Recent tasks and objects, in the order they appeared: the live ones read from the
+    state machine's tables, the finished and freed ones kept here, bounded."""
 
-    def __init__(self, max_finished: int = 10_000):
+    def __init__(self, max_finished: int = 10_000, live_tasks: tuple[dict, ...] = (),
+                 live_objects: dict | None = None):
         self.max_finished = max(0, int(max_finished))
-        #: id -> (sequence number, TaskState), in submission order.
-        self.tasks: dict[bytes, tuple] = {}
-        #: id -> (sequence number, ObjectState or a freed object's record tuple), in
-        #: creation order.
-        self.objects: dict[bytes, tuple] = {}
-        #: Finished tasks, oldest first.
-        self.finished: deque["TaskState"] = deque()
-        self._freed_objects: deque[bytes] = deque()
-        self._seq = itertools.count()
+        #: The state machine's tables of live tasks (id -> ``TaskState`` or
+        #: ``ActorCallState``), read, never written here.
+        self.live_tasks: tuple[dict, ...] = live_tasks or ({},)
+        #: The state machine's table of live objects (id -> ``ObjectState``), read only.
+        self.live_objects: dict = live_objects if live_objects is not None else {}
+        #: Finished tasks and actor calls by id, oldest finished first (O(1) eviction
+        #: of the oldest: a dict's first item costs a walk over its deleted slots).
+        self.finished: OrderedDict[bytes, "TaskState"] = OrderedDict()
+        #: Freed objects' record tuples (``ObjectRecord`` fields) by id, oldest first.
+        self.freed: OrderedDict[bytes, tuple] = OrderedDict()
 
     # -- events from the state machine -------------------------------------------------
-    def add_task(self, task: "TaskState") -> None:
-        self.tasks[task.id] = (next(self._seq), task)
-
-    def add_object(self, obj: "ObjectState") -> None:
-        self.objects[obj.id] = (next(self._seq), obj)
-
     def task_finished(self, task: "TaskState") -> None:
-        """``task`` is done or failed (once): forget the oldest finished task."""
+        """``task`` is done or failed (once) and left the live tables: keep it, forget the
+        oldest finished task."""
         finished = self.finished
-        finished.append(task)
+        finished[task.id] = task
         if len(finished) > self.max_finished:
-            self.tasks.pop(finished.popleft().id, None)
+            finished.popitem(last=False)
+
+    def task_restarted(self, task: "TaskState") -> None:
+        """A finished task runs again (for a lost result): it is live once more."""
+        self.finished.pop(task.id, None)
 
     def object_freed(self, obj: "ObjectState", workers: dict[bytes, "WorkerState"]) -> None:
         """``obj`` is being freed, once (its copies not yet forgotten): keep a record of
         it, forget the oldest record."""
-        objects = self.objects
-        entry = objects.get(obj.id)
-        if entry is None:
-            return
         locations, spill, producer = obj.locations, obj.spill, obj.producer
         stores = tuple((w.pid, w.node.id) for w in map(workers.get, locations)
                        if w is not None) if locations else ()
-        objects[obj.id] = (entry[0], (
+        freed = self.freed
+        freed[obj.id] = (
             obj.id, obj.size, stores, spill[0] if spill is not None else None,
             obj.payload is not None, producer.id if producer is not None else None,
-            tuple(obj.contains) if obj.contains else (), obj.created_at))
-        order = self._freed_objects
-        order.append(obj.id)
-        if len(order) > self.max_finished:
-            self.objects.pop(order.popleft(), None)
+            tuple(obj.contains) if obj.contains else (), obj.created_at, obj.seq)
+        if len(freed) > self.max_finished:
+            freed.popitem(last=False)
+
+    def object_revived(self, object_id: bytes) -> None:
+        """A freed object is being computed again: it is live once more."""
+        self.freed.pop(object_id, None)
 
     def __len__(self) -> int:
-        return len(self.tasks) + len(self.objects)
+        return (sum(map(len, self.live_tasks)) + len(self.finished)
+                + len(self.live_objects) + len(self.freed))
 
     # -- lookups -----------------------------------------------------------------------
     def task(self, task_id: bytes):
         """The ``TaskState`` (or actor call) of a task the graph holds, else None."""
-        entry = self.tasks.get(task_id)
-        return entry[1] if entry is not None else None
+        for table in self.live_tasks:
+            task = table.get(task_id)
+            if task is not None:
+                return task
+        return self.finished.get(task_id)
+
+    def has_task(self, task_id: bytes) -> bool:
+        return self.task(task_id) is not None
+
+    def _object(self, object_id: bytes):
+        """The live ``ObjectState`` or the freed ``ObjectRecord`` of an id, else None."""
+        obj = self.live_objects.get(object_id)
+        if obj is not None:
+            return obj
+        record = self.freed.get(object_id)
+        return ObjectRecord._make(record) if record is not None else None
 
     def has_object(self, object_id: bytes) -> bool:
-        return object_id in self.objects
+        return object_id in self.live_objects or object_id in self.freed
+
+    def freed_record(self, object_id: bytes) -> ObjectRecord | None:
+        """What the graph remembers of a freed object, else None."""
+        record = self.freed.get(object_id)
+        return ObjectRecord._make(record) if record is not None else None
 
     def producer_of(self, object_id: bytes) -> bytes | None:
         """The id of the task that made an object the graph holds (None: a put, or an
         object the graph does not hold)."""
-        entry = self.objects.get(object_id)
-        return _producer_id(_named(entry[1])) if entry is not None else None
+        item = self._object(object_id)
+        return _producer_id(item) if item is not None else None
+
+    def tasks_newest_first(self) -> Iterator:
+        """Every task and actor call the graph holds, newest submitted first: lazily, so
+        reading the newest few costs few steps however many are live. (A live table
+        is in the order its tasks last entered it; one retried sits with the newest.)"""
+        seq = _SEQ
+        finished = sorted(self.finished.values(), key=seq, reverse=True)
+        return heapq.merge(*(reversed(table.values()) for table in self.live_tasks),
+                           finished, key=seq, reverse=True)
 
     # -- snapshots ---------------------------------------------------------------------
     def snapshot(self, workers: dict[bytes, "WorkerState"], limit: int,
@@ -178,16 +214,22 @@ class TaskGraph:
                 "edges": edges}
 
     def _recent(self, limit: int) -> tuple[list, bool]:
-        """The newest ``limit`` entries of both tables, oldest first; O(limit)."""
-        def newest(table: dict, kind: str) -> Iterator:
-            for key in reversed(table):
-                seq, item = table[key]
-                yield seq, kind, key, _named(item)
-
-        merged = heapq.merge(newest(self.tasks, "task"), newest(self.objects, "object"),
-                             key=lambda t: t[0], reverse=True)
-        chosen = [(kind, key, item) for _, kind, key, item in itertools.islice(merged, limit)]
-        chosen.reverse()
+        """The newest ``limit`` nodes, oldest first: the newest ``limit`` of each live
+        table and every finished and freed entry (bounded) are the candidates;
+        O(limit + max_finished)."""
+        candidates = []
+        for table in self.live_tasks:
+            candidates += [(t.seq, "task", t.id, t)
+                           for t in itertools.islice(reversed(table.values()), limit)]
+        candidates += [(t.seq, "task", t.id, t) for t in self.finished.values()]
+        candidates += [(o.seq, "object", o.id, o) for o in
+                       itertools.islice(reversed(self.live_objects.values()), limit)]
+        live = self.live_objects
+        candidates += [(r[8], "object", r[0], r) for r in self.freed.values()
+                       if r[0] not in live]
+        newest = heapq.nlargest(limit, candidates, key=_FIRST)
+        newest.reverse()
+        chosen = [(kind, key, _named(item)) for _, kind, key, item in newest]
         return chosen, len(self) > len(chosen)
 
     def _ancestry(self, roots: list[bytes], limit: int) -> tuple[list, bool, list[str]]:
@@ -199,9 +241,9 @@ class TaskGraph:
         frontier: deque = deque()
         for root in roots:
             root = bytes(root)
-            if root in self.objects:
+            if self.has_object(root):
                 frontier.append(("object", root))
-            elif root in self.tasks:
+            elif self.has_task(root):
                 frontier.append(("task", root))
             else:
                 missing.append(root.hex())
@@ -209,14 +251,15 @@ class TaskGraph:
         while frontier:
             kind, key = frontier.popleft()
             seen = seen_tasks if kind == "task" else seen_objects
-            table = self.tasks if kind == "task" else self.objects
-            if key in seen or key not in table:
+            if key in seen:
+                continue
+            item = self.task(key) if kind == "task" else self._object(key)
+            if item is None:
                 continue
             if len(chosen) >= limit:
                 truncated = True
                 break
             seen.add(key)
-            item = _named(table[key][1])
             chosen.append((kind, key, item))
             if kind == "task":
                 for object_id in itertools.chain(item.deps, item.nested):
@@ -298,6 +341,10 @@ class TaskGraph:
                 "state": state, "size": item.size, "where": where, "spilled": spilled,
                 "inline": inline, "producer": producer.hex() if producer else None,
                 "created_at": item.created_at}
+
+
+_SEQ = operator.attrgetter("seq")
+_FIRST = operator.itemgetter(0)
 
 
 def _named(item):

@@ -66,8 +66,7 @@ def _named(row: dict, name: str) -> bool:
 
 def _task_rows(state: "SchedulerState"):
     """Tasks and actor calls, newest submitted first."""
-    for item in itertools.islice(reversed(state.graph.tasks.values()), MAX_SCAN):
-        task = item[1]
+    for task in itertools.islice(state.graph.tasks_newest_first(), MAX_SCAN):
         row = task_row(task)
         actor = (task.placement or {}).get("actor")
         row["type"] = "actor_call" if actor is not None else "task"

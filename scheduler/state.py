@@ -31,7 +31,7 @@ from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
 from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS, NO_PEERS,
                                            PENDING, QUEUED, READY, WAITING, NodeState, ObjectState, TaskState,
-                                           WorkerState, argument_failed_text, within)
+                                           WorkerState, argument_failed_text, next_seq, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.instructions import Instruction, Send
@@ -158,7 +158,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.spill_file_node: dict[str, str] = {}
         #: Recent tasks and objects with their edges: every live one, and the last
         #: ``history_size`` finished tasks and freed objects (the task records too).
-        self.graph = TaskGraph(history_size)
+        self.graph = TaskGraph(history_size)     # its live tables: after _init_actors
         #: Tasks and actor calls by name and state, for the progress pane.
         self.progress = TaskProgress()
         #: Each worker's CPU, memory and store use over the last minutes.
@@ -189,6 +189,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         #: Recent profile events per worker: the timeline, task stream, critical path.
         self.task_stream = TaskStream(task_stream_events)
         self._init_actors()
+        self.graph.live_tasks = (self.tasks, self.actor_calls)
+        self.graph.live_objects = self.objects
         self._init_generators()
         self._init_task_processes()
         self._init_packages()
@@ -486,7 +488,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task.unplace()
         task.error_text = None
         self.tasks[task.id] = task
-        self.graph.add_task(task)
+        task.seq = next_seq()               # it shows with the newest in the graph again
+        self.graph.task_restarted(task)
         failure = None
         if not task.counted_refs:
             task.counted_refs = []
@@ -526,7 +529,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             return None
         obj = ObjectState(object_id, PENDING, producer=producer)
         self.objects[object_id] = obj
-        self.graph.add_object(obj)
+        self.graph.object_revived(object_id)
         producer.lineage_refs += 1
         self.counts["objects_rebuilt"] += 1
         if producer.state == DONE and producer.id not in queued:
@@ -610,7 +613,6 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.objects[m.object_id] = obj
             if self.parked_wants:
                 self._unpark(obj)
-            self.graph.add_object(obj)
         elif obj.state != PENDING:
             return  # an id is written once; a repeated put is ignored
         self._hold(peer_id, obj)
@@ -976,13 +978,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         task = TaskState(spec, peer_id, driver)
         task.progress_row = self.progress.add(task.name, task.state)
         self.tasks[task.id] = task
-        self.graph.add_task(task)
         self.counts["submitted"] += 1
         holds = self.peer_holds.get(peer_id)
         for object_id in spec.returns:
             obj = ObjectState(object_id, PENDING, producer=task)
             self.objects[object_id] = obj
-            self.graph.add_object(obj)
             obj.holders.add(peer_id)            # ``_hold``, inline
             if holds is not None:
                 holds.add(object_id)
@@ -1624,10 +1624,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def task_records(self, limit: int = 1000) -> list[dict]:
         """Finished tasks (in the order they finished) and those still in flight, the
         newest ``limit`` of them (all for 0)."""
-        live = list(self.tasks.values())
-        finished = self.graph.finished
-        if limit:
-            live = live[-limit:]
+        finished = self.graph.finished.values()
+        if not limit:
+            live = list(self.tasks.values())
+        else:
+            live = list(itertools.islice(reversed(self.tasks.values()), limit))[::-1]
             keep = limit - len(live)
             finished = list(itertools.islice(reversed(finished), keep))[::-1] if keep else []
         return [self._task_record(t) for t in itertools.chain(finished, live)]

@@ -185,13 +185,11 @@ def tasks(state: "SchedulerState", scan: LiveScan, limit: int, only: str | None,
           failures: int) -> dict:
     """The newest tasks (newest first), optionally of one state, and the newest failures
     with their tracebacks."""
-    table = state.graph.tasks
     rows = []
     failed = []
-    for count, key in enumerate(reversed(table)):
+    for count, item in enumerate(state.graph.tasks_newest_first()):
         if count >= MAX_TASK_SCAN or (len(rows) >= limit and len(failed) >= failures):
             break
-        item = table[key][1]
         if len(rows) < limit and (only is None or item.state == only):
             rows.append(task_row(item))
         if len(failed) < failures and item.state == "failed":

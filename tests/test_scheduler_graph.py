@@ -153,7 +153,7 @@ def test_finished_tasks_and_freed_objects_are_evicted_past_the_bound():
         h.s.decref(DRIVER, [r])  # the driver drops the result: it is freed
     graph = h.s.graph
     assert not h.s.objects and not h.s.tasks
-    assert len(graph.tasks) == 5 and len(graph.objects) == 5 and len(graph) == 10
+    assert len(graph.finished) == 5 and len(graph.freed) == 5 and len(graph) == 10
     names = [n["name"] for n in graph.snapshot(h.s.workers, 100)["nodes"]
              if n["type"] == "task"]
     assert names == [f"t{i}" for i in range(45, 50)]
@@ -164,7 +164,7 @@ def test_finished_tasks_and_freed_objects_are_evicted_past_the_bound():
         h.s.schedule()
         h.done(w, t)
         h.s.decref(DRIVER, [r])
-    assert keep in graph.objects and len(graph) == 11
+    assert graph.has_object(keep) and len(graph) == 11
 
 
 def test_freed_objects_keep_their_size_and_where_they_were():

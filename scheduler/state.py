@@ -1329,7 +1329,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 missing += obj.size
         return missing
 
-    def _pick_worker(self, task: TaskState) -> WorkerState | None:
+    def _pick_worker(self, task: TaskState, fits_now=None, fits_ever=None
+                     ) -> WorkerState | None:
         """The worker that minimises (argument bytes it must fetch) / bandwidth + its
         queued work, among those whose node has room; else one that may pipeline it.
 
@@ -1337,12 +1338,14 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         worker in O(log W); with stored arguments, the other candidates are the least
         loaded workers of nodes holding a copy of one (every other worker must fetch
         all of them, so none beats the least loaded one), at most
-        ``_HOLDER_NODES`` of those nodes (``_nearest``).
+        ``_HOLDER_NODES`` of those nodes (``_nearest``). ``fits_now`` and ``fits_ever``
+        (``placement.task_fits_now`` / ``task_fits_ever``) may be made once for a shape:
+        its tasks ask the same of a node.
         """
         if task.strategy is not None:
             return self._pick_by_strategy(task)
         index = self.placement
-        fits = task_fits_now(task)
+        fits = fits_now or task_fits_now(task)
         best = index.least_loaded(fits)
         if best is not None:
             if not task.deps:
@@ -1351,7 +1354,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         depth = self._pipeline_depth(task)
         if depth == 0:
             return None
-        fits = task_fits_ever(task)
+        fits = fits_ever or task_fits_ever(task)
         best = index.shortest_queue(fits, depth)
         if best is None or not task.deps:
             return best
@@ -1484,7 +1487,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         emptied = None
         for shape, queue in self.ready.items():
             # One task that finds no worker stops its whole shape (the others of the
-            # shape would find none either): no pass over the queued tasks.
+            # shape would find none either): no pass over the queued tasks. The shape's
+            # tasks ask the same of a node (CPUs, resources): one pair of questions.
+            fits_now = fits_ever = None
             while (task := queue.peek()) is not None:
                 failure = self._lost_dependency(task) if task.deps else None
                 if task.state == WAITING:     # for an argument being rebuilt
@@ -1495,7 +1500,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     self._fail_task(task, failure, f"an argument of task {task.name} "
                                                    f"failed or was lost after it was queued")
                     continue
-                worker = self._pick_worker(task)
+                if fits_now is None:
+                    fits_now, fits_ever = task_fits_now(task), task_fits_ever(task)
+                worker = self._pick_worker(task, fits_now, fits_ever)
                 if worker is None:
                     if task.strategy is not None and task.strategy[0] == "node":
                         problem = self._affinity_problem(task)

@@ -71,26 +71,25 @@ class TransitionsMixin:
         kind = type(entity)
         start = entity.state
         try:
-            action = _STEPS[kind][start][finish]
+            action, books = _STEPS[kind][start][finish]
         except KeyError:
             raise InvalidTransition(KIND_NAMES[kind], entity.id, start, finish,
                                     stimulus_id or self.stimulus_id) from None
         if stimulus_id is None:
             stimulus_id = self.stimulus_id
         entity.state = finish
-        if kind is TaskState or kind is ActorCallState:
+        if books is not None:           # tasks, actor calls, actors
             entity.stimulus_id = stimulus_id
-            row = entity.progress_row
-            if row is not None and start in LIVE_STATES:
-                # Its row, kept since it was submitted: live, so never forgotten.
-                index = STATE_INDEX[start]
-                if row[index] > 0:
-                    row[index] -= 1
-                row[STATE_INDEX[finish]] += 1
-            else:
-                entity.progress_row = self.progress.move(entity.name, start, finish)
-        elif kind is ActorState:
-            entity.stimulus_id = stimulus_id
+            if books is not _STIMULUS_ONLY:
+                row = entity.progress_row
+                if row is not None and books is not _BY_NAME:
+                    # Its row, kept since it was submitted: live, so never forgotten.
+                    index, to = books
+                    if row[index] > 0:
+                        row[index] -= 1
+                    row[to] += 1
+                else:
+                    entity.progress_row = self.progress.move(entity.name, start, finish)
         if action is not None:
             action(self, entity, stimulus_id)
 
@@ -212,10 +211,31 @@ TABLES: dict[type, dict[tuple[str, str], Action]] = {
     TaskState: TASK_TRANSITIONS, ObjectState: OBJECT_TRANSITIONS,
     ActorState: ACTOR_TRANSITIONS, ActorCallState: CALL_TRANSITIONS}
 
-#: The same tables nested, kind -> start -> finish -> action, built once here: a lookup
-#: with no ``(start, finish)`` tuple to build and hash, three to four times a task.
-_STEPS: dict[type, dict[str, dict[str, Action]]] = {}
+#: What a change of an entity's state moves besides its state: nothing (objects); its
+#: stimulus id only (actors); its stimulus id and its name's progress counts (tasks and
+#: actor calls): the (from, to) indexes in its row when the change starts from a live
+#: state (the row is its own since it was submitted), else ``_BY_NAME``: looked up by
+#: name (``TaskProgress.move``).
+_STIMULUS_ONLY = ("stimulus",)
+_BY_NAME = ("by name",)
+
+
+def _books(kind: type, start: str, finish: str) -> tuple | None:
+    if kind is ObjectState:
+        return None
+    if kind is ActorState:
+        return _STIMULUS_ONLY
+    if start in LIVE_STATES:
+        return (STATE_INDEX[start], STATE_INDEX[finish])
+    return _BY_NAME
+
+
+#: The same tables nested, kind -> start -> finish -> (action, books), built once here:
+#: one lookup with no ``(start, finish)`` tuple to build and hash, three to four times a
+#: task, says all a change does.
+_STEPS: dict[type, dict[str, dict[str, tuple[Action, tuple | None]]]] = {}
 for _kind, _table in TABLES.items():
     for (_start, _finish), _action in _table.items():
-        _STEPS.setdefault(_kind, {}).setdefault(_start, {})[_finish] = _action
+        _STEPS.setdefault(_kind, {}).setdefault(_start, {})[_finish] = (
+            _action, _books(_kind, _start, _finish))
 del _kind, _table, _start, _finish, _action

@@ -47,6 +47,10 @@ DETACHED_HOLDER = b"\0" * 16
 #: lists made for each would be most of an object's allocations and memory.
 NO_PEERS: frozenset = frozenset()
 NO_IDS: tuple = ()
+#: An object's ``locations`` while it has no store copy (inline objects: most of them).
+#: Shared, so never written: ``SchedulerState.add_location`` makes a dict of its own
+#: for the first copy (``validate_state`` checks it stays empty).
+NO_LOCATIONS: dict = {}
 #: The next number in the order in which tasks, actor calls and objects came to be (their
 #: ``seq``): the task graph shows the newest by it, with no table of its own.
 next_seq = itertools.count().__next__
@@ -89,8 +93,9 @@ class ObjectState:
         #: Tasks waiting on it (``NO_IDS`` until one does: ``add_dependent``).
         self.dependents: list[TaskState] | tuple = NO_IDS
         self.created_at = time.time()
-        #: Stored (large) objects: worker id -> segment name of each copy.
-        self.locations: dict[bytes, str] = {}
+        #: Stored (large) objects: worker id -> segment name of each copy
+        #: (``NO_LOCATIONS`` until the first).
+        self.locations: dict[bytes, str] = NO_LOCATIONS
         #: Processes mapping the object's memory: a freed segment is reused only if none.
         #: [path, offset, size] in the spill target, once spilled.
         self.spill: list | None = None

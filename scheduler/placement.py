@@ -73,6 +73,8 @@ class WorkerIndex:
         #: Versioned entries ``[key, order, version, worker]``, heaps by (key, order).
         self._free: list = []
         self._queued: list = []
+        #: A heap holding more entries than this is compacted (set as workers come and go).
+        self._compact_above = _COMPACT_SLACK
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -85,11 +87,13 @@ class WorkerIndex:
         """A worker joined."""
         self._order += 1
         self._meta[worker.id] = [0, self._order]
+        self._compact_above = _COMPACT_RATIO * len(self._meta) + _COMPACT_SLACK
         self.update(worker)
 
     def remove(self, worker) -> None:
         """A worker left: its entries are stale from now on."""
         self._meta.pop(worker.id, None)
+        self._compact_above = _COMPACT_RATIO * len(self._meta) + _COMPACT_SLACK
 
     def update(self, worker) -> None:
         """The worker's slots, queue or expected work changed: enter it again."""
@@ -110,7 +114,7 @@ class WorkerIndex:
 
     def _push(self, entries: list, entry: list) -> None:
         heappush(entries, entry)
-        if len(entries) > _COMPACT_RATIO * len(self._meta) + _COMPACT_SLACK:
+        if len(entries) > self._compact_above:
             meta = self._meta
             entries[:] = [e for e in entries if self._live(e, meta)]
             heapify(entries)

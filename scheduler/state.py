@@ -29,7 +29,8 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    WorkerCrashedError)
 from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
-from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS, NO_PEERS,
+from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS,
+                                           NO_LOCATIONS, NO_PEERS,
                                            PENDING, QUEUED, READY, WAITING, NodeState, ObjectState, TaskState,
                                            WorkerState, argument_failed_text, next_seq, within)
 from graphstore.scheduler.generators import GeneratorsMixin
@@ -640,6 +641,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         """Record a copy of a stored object in ``worker``'s store."""
         if worker.id not in obj.locations:
             self.copies.add(obj.id, worker.node)
+        if obj.locations is NO_LOCATIONS:
+            obj.locations = {}
         obj.locations[worker.id] = segment
         if obj.id not in worker.objects:
             worker.objects.add(obj.id)
@@ -960,7 +963,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                             worker.objects.discard(obj.id)
                             worker.stored_bytes -= obj.size
                         self.outbox.append(Send(worker_id, msg.FreeObjects([[obj.id, True]])))
-                obj.locations = {}
+                obj.locations = NO_LOCATIONS
                 self.copies.forget(obj.id)
             for inner_id in obj.contains:
                 inner = self.objects.get(inner_id)
@@ -1553,10 +1556,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _run_task_message(self, task: TaskState) -> msg.RunTask:
         deps = []
-        node = task.worker.node
-        for object_id in task.deps:
-            obj = self.objects[object_id]
-            deps.append([object_id, obj.payload, self.locations_for(obj, node)])
+        if task.deps:
+            node = task.worker.node
+            for object_id in task.deps:
+                obj = self.objects[object_id]
+                deps.append([object_id, obj.payload, self.locations_for(obj, node)])
         return msg.RunTask(task.id, task.function_hash, task.name, task.args, deps,
                            task.returns,
                            task.retry_exceptions if task.retries_left > 0 else None,

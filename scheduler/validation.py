@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import itertools
 
-from graphstore.scheduler.entities import (ASSIGNED, DEAD, DETACHED_HOLDER, PENDING, QUEUED,
-                                           WAITING)
+from graphstore.scheduler.entities import (ASSIGNED, DEAD, DETACHED_HOLDER, NO_IDS,
+                                           NO_LOCATIONS, NO_PEERS, PENDING, QUEUED, WAITING)
 from graphstore.scheduler.progress import STATES
 from graphstore.scheduler.transitions import StateInvariantError
 
@@ -228,6 +228,8 @@ def _validate_refcounts(state) -> None:
 def _validate_locations(state) -> None:
     """Each object's locations and each worker's objects (and stored bytes) agree, and
     the copy index (``placement.CopyIndex``) holds the same copies by node."""
+    if NO_LOCATIONS or NO_PEERS or NO_IDS:
+        _fail("a shared empty default (NO_LOCATIONS, NO_PEERS, NO_IDS) was written to")
     by_node = []
     for object_id, obj in state.objects.items():
         nodes: dict[str, int] = {}

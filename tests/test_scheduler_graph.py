@@ -266,3 +266,58 @@ def test_heartbeats_are_recorded_and_sanitised():
 
 def test_actor_records_are_empty_until_actors_exist():
     assert Harness().s.actor_records() == []
+
+
+def test_live_tasks_and_objects_are_read_from_the_state_not_copied():
+    """A queued or running task costs the graph no entry of its own: it reads the state
+    machine's tables, and keeps only what finished or was freed."""
+    h = Harness()
+    w = h.worker("w1", cpus=1)
+    submitted = [h.submit(name=f"q{i}") for i in range(50)]
+    graph = h.s.graph
+    assert not graph.finished and not graph.freed
+    assert len(graph) == 100
+    h.s.schedule()
+    first, (result,) = submitted[0]
+    h.done(w, first)
+    h.s.decref(DRIVER, [result])
+    assert list(graph.finished) == [first] and list(graph.freed) == [result]
+    assert graph.task(first).state == st.DONE and not graph.has_object(b"\x07" * 16)
+    assert graph.producer_of(result) == first and len(graph) == 100
+    names = [n["name"] for n in graph.snapshot(h.s.workers, 1000)["nodes"]
+             if n["type"] == "task"]
+    assert names == [f"q{i}" for i in range(50)]      # in the order they were submitted
+
+
+def test_newest_first_merges_live_and_finished_tasks_by_submission():
+    h = Harness()
+    w = h.worker("w1", cpus=1)
+    tasks = [h.submit(name=f"t{i}")[0] for i in range(6)]
+    h.s.schedule()
+    h.done(w, tasks[0])          # finished in another order than submitted
+    h.s.schedule()
+    h.done(w, tasks[1])
+    order = [t.name for t in h.s.graph.tasks_newest_first()]
+    assert order == [f"t{i}" for i in range(5, -1, -1)]
+    records = [r["name"] for r in h.s.task_records(limit=3)]
+    assert records == ["t3", "t4", "t5"]     # the newest three, oldest first
+
+
+def test_a_task_run_again_for_a_lost_result_is_live_and_newest_again():
+    h = Harness()
+    h.worker("w1", node="node-a")
+    h.worker("w2", node="node-b")
+    make, (big,) = h.submit(name="make", retries=3)
+    h.s.schedule()
+    ran_on = h.s.tasks[make].worker.id
+    h.done_stored(ran_on, make, MB)
+    h.submit(name="later")
+    assert make in h.s.graph.finished
+    h.s.remove_peer(ran_on)            # the only copy of its result goes with it
+    assert make not in h.s.graph.finished and make in h.s.tasks
+    assert h.s.graph.task(make).state in (st.WAITING, st.QUEUED, st.ASSIGNED)
+    newest = next(h.s.graph.tasks_newest_first())
+    assert newest.id == make
+    snapshot = h.s.graph.snapshot(h.s.workers, 1000)
+    ids = [n["id"] for n in snapshot["nodes"]]
+    assert len(ids) == len(set(ids)), "a node shows twice"

@@ -172,8 +172,7 @@ class WorkerIndex:
         if node is not None:
             found = self.best_on_node(node, fits, depth)
             return None if found is None else found[0]
-        return self._first(self._queued,
-                           lambda w: w.queued_beyond_slots() < depth and fits(w), depth)
+        return self._first(self._queued, fits, depth, depth)
 
     def best_on_node(self, node, fits: Callable[[Any], bool], depth: int | None = None):
         """``(worker, cost, order)`` of the indexed worker of ``node`` with the lowest
@@ -226,11 +225,13 @@ class WorkerIndex:
                     break
         return out
 
-    def _first(self, entries: list, accept: Callable[[Any], bool], limit: float | None):
+    def _first(self, entries: list, accept: Callable[[Any], bool], limit: float | None,
+               depth: int | None = None):
         """Pop stale entries off the top; return the first live worker ``accept``
-        takes. Live entries it refuses (a node without room for this task now) are put
-        back afterwards. ``limit``: no entry with a key at or above it can be accepted,
-        so the search stops there."""
+        takes (and, with ``depth``, that has fewer than ``depth`` tasks queued behind its
+        slots). Live entries refused (a node without room for this task now, a full
+        queue) are put back afterwards. ``limit``: no entry with a key at or above it
+        can be accepted, so the search stops there."""
         meta = self._meta
         refused = None
         found = None
@@ -242,8 +243,9 @@ class WorkerIndex:
                 continue
             if limit is not None and entry[0] >= limit:
                 break
-            if accept(entry[3]):
-                found = entry[3]
+            worker = entry[3]
+            if (depth is None or worker.queued_beyond_slots() < depth) and accept(worker):
+                found = worker
                 break
             if refused is None:
                 refused = []

@@ -46,6 +46,22 @@ DETACHED_HOLDER = b"\0" * 16
 #: lists made for each would be most of an object's allocations and memory.
 NO_PEERS: frozenset = frozenset()
 NO_IDS: tuple = ()
+#: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
+#: counted against ``max_lineage_bytes``.
+LINEAGE_ENTRY_BYTES = 1024
+
+
+def payload_size(payload) -> int:
+    """Bytes of a payload (a task's packed arguments, an object's value or error):
+    buffers, maybe wrapped as frames."""
+    if not payload:
+        return 0
+    try:
+        if len(payload) == 1:           # the common case: one pickle, no large buffers
+            return len(payload[0])
+        return sum(len(b) for b in payload)
+    except TypeError:
+        return 0
 
 
 def argument_failed_text(obj: "ObjectState") -> str:

@@ -29,9 +29,11 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    WorkerCrashedError)
 from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
-from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS, NO_PEERS,
-                                           PENDING, QUEUED, READY, WAITING, NodeState, ObjectState, TaskState,
-                                           WorkerState, argument_failed_text, within)
+from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED,
+                                           LINEAGE_ENTRY_BYTES, NO_IDS, NO_PEERS, PENDING,
+                                           QUEUED, READY, WAITING, NodeState,
+                                           ObjectState, TaskState, WorkerState,
+                                           argument_failed_text, payload_size, within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.instructions import Instruction, Send
@@ -56,23 +58,8 @@ logger = logging.getLogger("graphstore.scheduler")
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
 _UNKNOWN_DURATION = 0.5
-#: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
-#: counted against ``max_lineage_bytes``.
-_LINEAGE_ENTRY_BYTES = 1024
 #: Weight of the newest sample in a function's running mean duration.
 _DURATION_SMOOTHING = 0.2
-
-
-def _payload_size(payload) -> int:
-    """Bytes of a task's packed arguments (buffers, maybe wrapped as frames)."""
-    if not payload:
-        return 0
-    try:
-        if len(payload) == 1:           # the common case: one pickle, no large buffers
-            return len(payload[0])
-        return sum(len(b) for b in payload)
-    except TypeError:
-        return 0
 
 
 #: Seconds an actor process may wait for an object the scheduler has not heard of yet
@@ -556,7 +543,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 live += 1
         if not live:
             return
-        size = _LINEAGE_ENTRY_BYTES + _payload_size(task.args)
+        size = LINEAGE_ENTRY_BYTES + payload_size(task.args)
         task.lineage_refs = live
         task.lineage_size = size
         self.lineage[task.id] = task

@@ -18,6 +18,7 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    TaskError, TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler import entities as st
 from graphstore.scheduler.state import EVENT_HANDLERS, SchedulerState
+from graphstore.scheduler.transitions import StateInvariantError
 
 DRIVER = b"D" * 16
 DRIVER2 = b"E" * 16
@@ -1243,6 +1244,23 @@ def test_lineage_past_its_byte_budget_is_dropped_oldest_first():
     assert "max_lineage_bytes" in str(h.error_of(results[0]))
     assert type(h.error_of(results[0])) is ObjectReconstructionFailedLineageEvictedError
     assert h.obj(results[-1]).state == st.PENDING
+
+
+def test_validate_state_recounts_what_lineage_holds(h):
+    a = h.worker("a", node="n1")
+    t, (x,) = h.submit(retries=1)
+    h.s.schedule()
+    h.done_stored(a, t, MB)
+    u, _ = h.submit(deps=[x], retries=1)
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    h.s.lineage_bytes += 1
+    with pytest.raises(StateInvariantError, match="lineage_bytes"):
+        h.s.validate_state()
+    h.s.lineage_bytes -= 1
+    h.s.lineage[u].lineage_refs += 1
+    with pytest.raises(StateInvariantError, match="lineage refs"):
+        h.s.validate_state()
 
 
 def test_queued_task_whose_argument_is_being_rebuilt_waits_for_it(h):

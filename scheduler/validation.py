@@ -262,9 +262,10 @@ def _validate_locations(state) -> None:
 
 def _validate_lineage(state) -> None:
     """What lineage holds, recounted from the kept tasks: ``lineage_producer`` maps the
-    returns of kept tasks; each kept task's size is its entry and its arguments, and
-    they add up to ``lineage_bytes``; its ``lineage_refs`` are its live results plus
-    the arguments of kept tasks that it makes."""
+    returns of kept tasks; each kept task's size is its entry, its arguments and the
+    values it keeps (none of an object a kept task makes), and they add up to
+    ``lineage_bytes``; its ``lineage_refs`` are its live results plus the arguments of
+    kept tasks that it makes."""
     producer_of: dict = {}
     total = 0
     for task_id, task in state.lineage.items():
@@ -278,10 +279,20 @@ def _validate_lineage(state) -> None:
               f"tasks return {len(producer_of)} (or another task makes one)")
     refs: dict[bytes, int] = {}
     for task_id, task in state.lineage.items():
-        size = LINEAGE_ENTRY_BYTES + payload_size(task.args)
+        kept = 0
+        for object_id, value in (task.lineage_values or {}).items():
+            if value.size != payload_size(value.payload if value.error is None
+                                          else value.error):
+                _fail(f"task {task_id.hex()} keeps {value.size} bytes for the value of "
+                      f"{object_id.hex()}, which holds another number")
+            if object_id in producer_of:
+                _fail(f"task {task_id.hex()} keeps the value of {object_id.hex()}, "
+                      f"which the kept task {producer_of[object_id].id.hex()} makes")
+            kept += value.size
+        size = LINEAGE_ENTRY_BYTES + payload_size(task.args) + kept
         if task.lineage_size != size:
             _fail(f"kept task {task_id.hex()} counts {task.lineage_size} lineage bytes; "
-                  f"its entry and arguments add up to {size}")
+                  f"its entry, arguments and kept values add up to {size}")
         total += size
         live = 0
         for object_id in task.returns:

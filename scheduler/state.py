@@ -572,7 +572,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if not live:
             return
         size = LINEAGE_ENTRY_BYTES + payload_size(task.args)
-        task.lineage_refs = live
+        task.lineage_refs += live       # and the pins of kept tasks that finished first
         self.lineage[task.id] = task
         lineage_producer = self.lineage_producer
         for object_id in task.returns:
@@ -583,9 +583,16 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             if producer is not None:
                 producer.lineage_refs += 1
                 continue
+            obj = objects.get(object_id)
+            if obj is not None and obj.state == PENDING:
+                if type(obj.producer) is TaskState:
+                    # Its task has not finished (a nested argument): pinned ahead, the
+                    # pin counted if it is kept, taken back by ``_drop_lineage`` if not.
+                    obj.producer.lineage_refs += 1
+                continue
             if values is not None and object_id in values:
                 continue
-            value = self._value_to_keep(objects.get(object_id))
+            value = self._value_to_keep(obj)
             if value is not None:
                 if values is None:
                     values = {}
@@ -633,6 +640,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             task = stack.pop()
             if self.lineage.pop(task.id, None) is None:
                 continue
+            task.lineage_refs = 0
             if note is not None:
                 task.lineage_note, note = note, None
             self.lineage_bytes -= task.lineage_size
@@ -644,10 +652,15 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 task.args = None
             for object_id in itertools.chain(task.deps, task.nested):
                 producer = self.lineage_producer.get(object_id)
-                if producer is not None:
-                    producer.lineage_refs -= 1
-                    if producer.lineage_refs <= 0:
-                        stack.append(producer)
+                if producer is None:
+                    obj = self.objects.get(object_id)
+                    if obj is not None and obj.state == PENDING and \
+                            type(obj.producer) is TaskState:
+                        obj.producer.lineage_refs -= 1   # a pin ahead, never counted
+                    continue
+                producer.lineage_refs -= 1
+                if producer.lineage_refs <= 0:
+                    stack.append(producer)
 
     # -- objects ----------------------------------------------------------------------
     def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:

@@ -1382,6 +1382,36 @@ def test_kept_values_count_against_max_lineage_bytes():
     assert "max_lineage_bytes" in (h.s.graph.task(t).lineage_note or "")
 
 
+def test_a_kept_task_pins_the_task_of_a_nested_argument_that_finishes_after_it(h):
+    """A nested argument is passed unresolved, so its task may finish after the task
+    taking it: the pin is taken ahead and counted once that task is kept (it was
+    taken back for nothing before, dropping the other's lineage early)."""
+    a = h.worker("a", node="n1", cpus=2)
+    p, (x,) = h.submit(retries=1, name="slow")
+    u, (y,) = h.submit(nested=[x], retries=1, name="takes_x")
+    h.s.schedule()
+    h.done_stored(a, u, MB)                  # x still pending
+    h.done_stored(a, p, MB)
+    assert h.s.lineage[p].lineage_refs == 2  # x, and u's argument
+    h.s.decref(DRIVER, [x])
+    assert set(h.s.lineage) == {p, u}        # u may need x made again
+    h.s.decref(DRIVER, [y])
+    assert h.s.lineage == {} and h.s.lineage_bytes == 0
+
+
+def test_a_pin_ahead_is_taken_back_when_the_dependent_goes_first(h):
+    a = h.worker("a", node="n1", cpus=2)
+    p, (x,) = h.submit(retries=1, name="slow")
+    u, (y,) = h.submit(nested=[x], retries=1, name="takes_x")
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    h.s.decref(DRIVER, [y])                  # u's lineage goes while p still runs
+    h.done_stored(a, p, MB)
+    assert h.s.lineage[p].lineage_refs == 1
+    h.s.decref(DRIVER, [x])
+    assert h.s.lineage == {}
+
+
 def test_validate_state_recounts_what_lineage_holds(h):
     a = h.worker("a", node="n1")
     x = h.put(payload=(b"x",))

@@ -515,8 +515,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _revive(self, object_id: bytes, rerun: list, queued: set) -> ObjectState | None:
         """A freed object that its kept task can make again: pending once more."""
         producer = self.lineage_producer.get(object_id)
-        if producer is None or producer.retries_left <= 0 or producer.state == FAILED:
+        if producer is None or producer.state == FAILED:
             return None
+        if producer.state == DONE and producer.id not in queued and \
+                producer.retries_left <= 0:
+            return None     # it would have to run again (already running: it makes it)
         obj = ObjectState(object_id, PENDING, producer=producer)
         self.objects[object_id] = obj
         self.graph.add_object(obj)

@@ -1412,6 +1412,27 @@ def test_a_pin_ahead_is_taken_back_when_the_dependent_goes_first(h):
     assert h.s.lineage == {}
 
 
+def test_a_freed_argument_whose_task_already_runs_again_is_revived_whatever_its_retries(h):
+    """Its task, running again for another lost result with its last retry, makes it
+    anyway: it is not lost for want of retries."""
+    a1 = h.worker("a1", node="n1", resources={"one": 1})
+    a2 = h.worker("a2", node="n2", resources={"two": 1})
+    p, (big, small) = h.submit(retries=1, returns=2, resources={"one": 1}, name="mixed")
+    h.s.schedule()
+    h.s.task_done(a1, msg.TaskDone(p, [[big, None, [], MB, "gs-test-big"],
+                                       [small, [b"small"], [], 5, None]], 0.5))
+    u, (y,) = h.submit(deps=[small], retries=1, resources={"two": 1}, name="use_small")
+    h.s.decref(DRIVER, [small])
+    h.s.schedule()
+    h.done_stored(a2, u, MB)
+    h.worker("c", node="n3", resources={"one": 1, "two": 1}, cpus=2)
+    h.take()
+    h.s.remove_peer(a1)                      # big lost: p runs again, its last retry
+    assert h.s.tasks[p].retries_left == 0
+    h.s.remove_peer(a2)                      # y lost: u needs small, which p makes
+    assert h.obj(small).state == st.PENDING and h.s.tasks[u].state == st.WAITING
+
+
 def test_validate_state_recounts_what_lineage_holds(h):
     a = h.worker("a", node="n1")
     x = h.put(payload=(b"x",))

@@ -556,8 +556,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         be computed again if their only copy is lost.
 
         ``task_done`` calls it only for a task with a stored result, refs inside a
-        result, or a generator mode: inline values are never lost, so a plain task whose
-        results are all inline keeps nothing (Ray's rule). An argument made by a kept
+        result, a generator mode, or pins ahead: inline values are never lost, so a
+        plain task whose results are all inline keeps nothing (Ray's rule), unless a kept
+        task took one as a nested argument before it was made. An argument made by a kept
         task pins that task (``lineage_refs``: a rerun rebuilds it if it was freed); an
         inline one nothing kept can make again (a put(), or a task that kept no
         lineage) has its value kept here instead (``KeptValue``, counted in
@@ -1167,8 +1168,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             self.record_run(peer_id, worker_id, "task", task, m)
         self.transition(task, DONE)
         inline = self._apply_results(self.workers[worker_id], m.results, task.name)
-        if task.mode or not inline:
-            self._keep_lineage(task)    # inline values are never lost: none kept for them
+        if task.mode or not inline or task.lineage_refs:
+            # Inline values are never lost: no lineage for them, unless a kept task took
+            # one unresolved before it was made (a pin ahead: ``_keep_lineage``).
+            self._keep_lineage(task)
         self._release_task_refs(task)
         self.graph.task_finished(task)
         if peer_id != worker_id:

@@ -1399,6 +1399,33 @@ def test_a_kept_task_pins_the_task_of_a_nested_argument_that_finishes_after_it(h
     assert h.s.lineage == {} and h.s.lineage_bytes == 0
 
 
+def test_an_inline_result_a_kept_task_took_before_it_was_made_keeps_its_lineage(h):
+    """The kept task could not keep the value (there was none yet): the task making it
+    is kept though its result is inline, so a rerun can make the argument again."""
+    a = h.worker("a", node="n1", cpus=2)
+    p, (x,) = h.submit(retries=1, name="slow_small")
+    u, (y,) = h.submit(nested=[x], retries=1, name="takes_x")
+    h.s.schedule()
+    h.done_stored(a, u, MB)                  # x pending: no value to keep
+    h.done(a, p, values=[b"x-value"])
+    assert set(h.s.lineage) == {p, u} and h.s.lineage[p].lineage_refs == 2
+    h.s.decref(DRIVER, [x])
+    assert h.obj(x) is None and p in h.s.lineage
+    b = _worker_dies(h, a)                   # y lost: u runs again, and p for x
+    assert h.obj(x).state == st.PENDING and h.s.tasks[p].state in (st.QUEUED, st.ASSIGNED)
+    while h.s.tasks:                         # b runs them one at a time
+        h.s.schedule()
+        for task_id in h.run_tasks(b):
+            if task_id == p:
+                h.done(b, p, values=[b"x-value"])
+            else:
+                h.done_stored(b, u, MB)
+    assert h.obj(y).state == st.READY and h.s.counts["reconstructed"] == 2
+    assert h.obj(x) is None                  # made again for u, freed once u ran
+    h.s.decref(DRIVER, [y])
+    assert h.s.lineage == {} and h.s.objects == {}
+
+
 def test_a_pin_ahead_is_taken_back_when_the_dependent_goes_first(h):
     a = h.worker("a", node="n1", cpus=2)
     p, (x,) = h.submit(retries=1, name="slow")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from graphstore.core import protocol as msg
 
@@ -54,6 +54,34 @@ NO_LOCATIONS: dict = {}
 #: The next number in the order in which tasks, actor calls and objects came to be (their
 #: ``seq``): the task graph shows the newest by it, with no table of its own.
 next_seq = itertools.count().__next__
+#: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
+#: counted against ``max_lineage_bytes``.
+LINEAGE_ENTRY_BYTES = 1024
+
+
+def payload_size(payload) -> int:
+    """Bytes of a payload (a task's packed arguments, an object's value or error):
+    buffers, maybe wrapped as frames."""
+    if not payload:
+        return 0
+    try:
+        if len(payload) == 1:           # the common case: one pickle, no large buffers
+            return len(payload[0])
+        return sum(len(b) for b in payload)
+    except TypeError:
+        return 0
+
+
+class KeptValue(NamedTuple):
+    """The value of an inline argument, kept with the lineage of a task that took it
+    when nothing else can make it again (a put(), or a task that keeps no lineage), as
+    Ray's task spec inlines small arguments: a rerun recreates the argument from it.
+    The payload is the object's own list (immutable buffers), never a copy."""
+    payload: list | None
+    error: list | None
+    size: int
+    #: The task (or actor call) that made it, None for a put(): the graph's edge.
+    producer: object
 
 
 def argument_failed_text(obj: "ObjectState") -> str:
@@ -122,9 +150,9 @@ class TaskState:
                  "worker", "waiting_on", "submitted_at", "started_at", "finished_at",
                  "shape", "long", "blocked", "holds_slot", "counted_refs", "_placement",
                  "error_text", "parent", "cancelled", "retry_exceptions", "lineage_refs",
-                 "lineage_size", "lineage_note", "mode", "strategy", "env_vars", "runtime_env",
-                 "max_calls", "process", "gpus", "queued_at", "stimulus_id", "progress_row",
-                 "seq")
+                 "lineage_size", "lineage_note", "lineage_values", "mode", "strategy",
+                 "env_vars", "runtime_env", "max_calls", "process", "gpus", "queued_at",
+                 "stimulus_id", "progress_row", "seq")
 
     def __init__(self, spec: msg.SubmitTask, submitter: bytes, driver: bytes | None):
         self.id = spec.task_id
@@ -179,6 +207,9 @@ class TaskState:
         self.lineage_size = 0
         #: Why its results cannot be computed again, once that is known.
         self.lineage_note: str | None = None
+        #: While kept: its inline arguments that nothing else can make again, by id
+        #: (``KeptValue``), or None when there are none.
+        self.lineage_values: dict[bytes, KeptValue] | None = None
         extra = spec.extra
         #: Where it may run: None, "SPREAD" or ("node", node id, soft).
         self.strategy = None

@@ -29,10 +29,12 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    WorkerCrashedError)
 from graphstore.core.serialization import error_payload
 from graphstore.scheduler.actors import ActorsMixin
-from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED, NO_IDS,
-                                           NO_LOCATIONS, NO_PEERS,
-                                           PENDING, QUEUED, READY, WAITING, NodeState, ObjectState, TaskState,
-                                           WorkerState, argument_failed_text, next_seq, within)
+from graphstore.scheduler.entities import (ASSIGNED, DONE, ERROR, FAILED,
+                                           LINEAGE_ENTRY_BYTES, NO_IDS, NO_LOCATIONS, NO_PEERS,
+                                           PENDING, QUEUED, READY, WAITING, KeptValue,
+                                           NodeState, ObjectState, TaskState, WorkerState,
+                                           argument_failed_text, next_seq, payload_size,
+                                           within)
 from graphstore.scheduler.generators import GeneratorsMixin
 from graphstore.scheduler.graph import TaskGraph
 from graphstore.scheduler.instructions import Instruction, Send
@@ -57,23 +59,8 @@ logger = logging.getLogger("graphstore.scheduler")
 
 #: Seconds assumed for a function not measured yet (as Dask assumes).
 _UNKNOWN_DURATION = 0.5
-#: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
-#: counted against ``max_lineage_bytes``.
-_LINEAGE_ENTRY_BYTES = 1024
 #: Weight of the newest sample in a function's running mean duration.
 _DURATION_SMOOTHING = 0.2
-
-
-def _payload_size(payload) -> int:
-    """Bytes of a task's packed arguments (buffers, maybe wrapped as frames)."""
-    if not payload:
-        return 0
-    try:
-        if len(payload) == 1:           # the common case: one pickle, no large buffers
-            return len(payload[0])
-        return sum(len(b) for b in payload)
-    except TypeError:
-        return 0
 
 
 #: Seconds an actor process may wait for an object the scheduler has not heard of yet
@@ -480,8 +467,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         return None
 
     def _rerun(self, task: TaskState, rerun: list, queued: set, why: str) -> None:
-        """Submit a finished task again; freed arguments are revived (pending) and their
-        own tasks appended to ``rerun``."""
+        """Submit a finished task again; freed arguments are made again from the values
+        it kept (``KeptValue``: ready at once), else revived (pending) and their own
+        tasks appended to ``rerun``."""
         self.transition(task, WAITING)
         task.worker = None
         task.waiting_on = 0
@@ -498,7 +486,12 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             nested = index >= len(task.deps)
             obj = self.objects.get(object_id)
             if obj is None:
-                obj = self._revive(object_id, rerun, queued)
+                values = task.lineage_values
+                value = values.get(object_id) if values is not None else None
+                if value is not None:
+                    obj = self._revive_value(object_id, value)
+                else:
+                    obj = self._revive(object_id, rerun, queued)
                 if obj is None:
                     if failure is None:
                         results = ", ".join(r.hex() for r in task.returns)
@@ -526,8 +519,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def _revive(self, object_id: bytes, rerun: list, queued: set) -> ObjectState | None:
         """A freed object that its kept task can make again: pending once more."""
         producer = self.lineage_producer.get(object_id)
-        if producer is None or producer.retries_left <= 0 or producer.state == FAILED:
+        if producer is None or producer.state == FAILED:
             return None
+        if producer.state == DONE and producer.id not in queued and \
+                producer.retries_left <= 0:
+            return None     # it would have to run again (already running: it makes it)
         obj = ObjectState(object_id, PENDING, producer=producer)
         self.objects[object_id] = obj
         self.graph.object_revived(object_id)
@@ -536,6 +532,20 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if producer.state == DONE and producer.id not in queued:
             queued.add(producer.id)
             rerun.append(producer)
+        return obj
+
+    def _revive_value(self, object_id: bytes, value: KeptValue) -> ObjectState:
+        """A freed inline argument made again from the value a kept task kept of it:
+        ready (or an error) at once, registered as ``_revive`` registers an object (no
+        holder; the rerun counts its task reference). Nothing runs for it."""
+        obj = ObjectState(object_id, PENDING, producer=value.producer)
+        self.transition(obj, READY if value.error is None else ERROR)
+        obj.payload = value.payload
+        obj.error = value.error
+        obj.size = value.size
+        self.objects[object_id] = obj
+        self.graph.object_revived(object_id)
+        self.counts["objects_rebuilt"] += 1
         return obj
 
     def _lineage_gone_text(self, object_id: bytes) -> str:
@@ -547,7 +557,16 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
 
     def _keep_lineage(self, task: TaskState) -> None:
         """A task finished: keep it (its arguments) while its results live, so they can
-        be computed again if their only copy is lost."""
+        be computed again if their only copy is lost.
+
+        ``task_done`` calls it only for a task with a stored result, refs inside a
+        result, a generator mode, or pins ahead: inline values are never lost, so a
+        plain task whose results are all inline keeps nothing (Ray's rule), unless a kept
+        task took one as a nested argument before it was made. An argument made by a kept
+        task pins that task (``lineage_refs``: a rerun rebuilds it if it was freed); an
+        inline one nothing kept can make again (a put(), or a task that kept no
+        lineage) has its value kept here instead (``KeptValue``, counted in
+        ``lineage_size``), as Ray's task spec holds its inlined arguments."""
         if task.id in self.lineage:          # a re-run of a kept task
             return
         if task.retries_left <= 0:
@@ -560,22 +579,60 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 live += 1
         if not live:
             return
-        size = _LINEAGE_ENTRY_BYTES + _payload_size(task.args)
-        task.lineage_refs = live
-        task.lineage_size = size
+        size = LINEAGE_ENTRY_BYTES + payload_size(task.args)
+        task.lineage_refs += live       # and the pins of kept tasks that finished first
         self.lineage[task.id] = task
+        lineage_producer = self.lineage_producer
         for object_id in task.returns:
-            self.lineage_producer[object_id] = task
+            lineage_producer[object_id] = task
+        values = None
         for object_id in itertools.chain(task.deps, task.nested):
-            producer = self.lineage_producer.get(object_id)
+            producer = lineage_producer.get(object_id)
             if producer is not None:
                 producer.lineage_refs += 1
+                continue
+            obj = objects.get(object_id)
+            if obj is not None and obj.state == PENDING:
+                if type(obj.producer) is TaskState:
+                    # Its task has not finished (a nested argument): pinned ahead, the
+                    # pin counted if it is kept, taken back by ``_drop_lineage`` if not.
+                    obj.producer.lineage_refs += 1
+                continue
+            if values is not None and object_id in values:
+                continue
+            value = self._value_to_keep(obj)
+            if value is not None:
+                if values is None:
+                    values = {}
+                values[object_id] = value
+                size += value.size
+        task.lineage_values = values
+        task.lineage_size = size
         self.lineage_bytes += size
         while self.lineage_bytes > self.max_lineage_bytes and self.lineage:
             oldest = next(iter(self.lineage.values()))
             self._drop_lineage(oldest, "the lineage of its task "
                                        f"{oldest.name} was dropped to stay under "
                                        f"max_lineage_bytes ({self.max_lineage_bytes:,})")
+
+    def _value_to_keep(self, obj: ObjectState | None) -> KeptValue | None:
+        """The value of an argument that a kept task keeps (see ``_keep_lineage``): that
+        of a ready inline object or of an error, holding no refs; None for a stored or
+        pending one, and for an actor's handle object (made again, it would name an
+        actor that may be gone)."""
+        if obj is None or obj.contains:
+            return None
+        if obj.state == READY:
+            if obj.payload is None:
+                return None     # stored: only its producer's lineage can make it again
+            value = KeptValue(obj.payload, None, obj.size, obj.producer)
+        elif obj.state == ERROR:
+            value = KeptValue(None, obj.error, payload_size(obj.error), obj.producer)
+        else:
+            return None
+        if obj.id in self.actor_of_creation:
+            return None
+        return value
 
     def _lineage_result_freed(self, obj: ObjectState) -> None:
         producer = obj.producer
@@ -591,9 +648,11 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             task = stack.pop()
             if self.lineage.pop(task.id, None) is None:
                 continue
+            task.lineage_refs = 0
             if note is not None:
                 task.lineage_note, note = note, None
             self.lineage_bytes -= task.lineage_size
+            task.lineage_values = None
             for object_id in task.returns:
                 if self.lineage_producer.get(object_id) is task:
                     del self.lineage_producer[object_id]
@@ -601,10 +660,15 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 task.args = None
             for object_id in itertools.chain(task.deps, task.nested):
                 producer = self.lineage_producer.get(object_id)
-                if producer is not None:
-                    producer.lineage_refs -= 1
-                    if producer.lineage_refs <= 0:
-                        stack.append(producer)
+                if producer is None:
+                    obj = self.objects.get(object_id)
+                    if obj is not None and obj.state == PENDING and \
+                            type(obj.producer) is TaskState:
+                        obj.producer.lineage_refs -= 1   # a pin ahead, never counted
+                    continue
+                producer.lineage_refs -= 1
+                if producer.lineage_refs <= 0:
+                    stack.append(producer)
 
     # -- objects ----------------------------------------------------------------------
     def put_object(self, peer_id: bytes, m: msg.PutObject) -> None:
@@ -1106,15 +1170,21 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if m.started is not None or m.events is not None:
             self.record_run(peer_id, worker_id, "task", task, m)
         self.transition(task, DONE)
-        self._apply_results(self.workers[worker_id], m.results, task.name)
-        self._keep_lineage(task)
+        inline = self._apply_results(self.workers[worker_id], m.results, task.name)
+        if task.mode or not inline or task.lineage_refs:
+            # Inline values are never lost: no lineage for them, unless a kept task took
+            # one unresolved before it was made (a pin ahead: ``_keep_lineage``).
+            self._keep_lineage(task)
         self._release_task_refs(task)
         self.graph.task_finished(task)
         if peer_id != worker_id:
             self.process_task_finished(peer_id, m.task_id)
 
-    def _apply_results(self, worker: WorkerState, results: list, task_name: str) -> None:
-        """A task's results (``TaskDone.results``) become ready objects."""
+    def _apply_results(self, worker: WorkerState, results: list, task_name: str) -> bool:
+        """A task's results (``TaskDone.results``) become ready objects. Returns whether
+        each one made is inline (held here, so never lost) with no refs inside: then
+        its task keeps no lineage (``task_done``)."""
+        inline = True
         for object_id, payload, contained, size, segment in results:
             store = worker
             if payload is None and isinstance(segment, (tuple, list)):
@@ -1129,6 +1199,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                     self.outbox.append(Send(store.id, msg.FreeObjects([[object_id, True]])))
                 continue
             if payload is None and store is None:
+                inline = False
                 self.transition(obj, ERROR)
                 obj.error = error_payload(ObjectLostError(
                     f"the result of task {task_name} was written to a worker that died"))
@@ -1136,14 +1207,17 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 continue
             self.transition(obj, READY)
             if payload is None:
+                inline = False
                 obj.size = size
                 self.add_location(obj, store, segment)
             else:
                 obj.payload = payload
                 obj.size = sum(map(len, payload))
             if contained:
+                inline = False
                 self._set_contains(obj, contained)
             self._object_finished(obj)
+        return inline
 
     def task_failed(self, peer_id: bytes, m: msg.TaskFailed) -> None:
         worker_id = self.process_host(peer_id, m.task_id) if self.task_processes else peer_id

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 
-from graphstore.scheduler.entities import (ASSIGNED, DEAD, DETACHED_HOLDER, NO_IDS,
-                                           NO_LOCATIONS, NO_PEERS, PENDING, QUEUED, WAITING)
+from graphstore.scheduler.entities import (ASSIGNED, DEAD, DETACHED_HOLDER,
+                                           LINEAGE_ENTRY_BYTES, NO_IDS, NO_LOCATIONS, NO_PEERS,
+                                           PENDING, QUEUED, WAITING, payload_size)
 from graphstore.scheduler.progress import STATES
 from graphstore.scheduler.transitions import StateInvariantError
 
@@ -33,6 +34,7 @@ def validate_state(state) -> None:
     _validate_placement_index(state)
     _validate_refcounts(state)
     _validate_locations(state)
+    _validate_lineage(state)
     _validate_progress(state)
 
 
@@ -258,6 +260,57 @@ def _validate_locations(state) -> None:
         if total != worker.stored_bytes:
             _fail(f"worker {worker.id.hex()} counts {worker.stored_bytes} stored bytes; "
                   f"its objects add up to {total}")
+
+
+def _validate_lineage(state) -> None:
+    """What lineage holds, recounted from the kept tasks: ``lineage_producer`` maps the
+    returns of kept tasks; each kept task's size is its entry, its arguments and the
+    values it keeps (none of an object a kept task makes), and they add up to
+    ``lineage_bytes``; its ``lineage_refs`` are its live results plus the arguments of
+    kept tasks that it makes."""
+    producer_of: dict = {}
+    total = 0
+    for task_id, task in state.lineage.items():
+        if task.id != task_id:
+            _fail(f"lineage holds task {task.id.hex()} under id {task_id.hex()}")
+        for object_id in task.returns:
+            producer_of[object_id] = task
+    if len(producer_of) != len(state.lineage_producer) or any(
+            state.lineage_producer.get(i) is not t for i, t in producer_of.items()):
+        _fail(f"lineage_producer names {len(state.lineage_producer)} objects; the kept "
+              f"tasks return {len(producer_of)} (or another task makes one)")
+    refs: dict[bytes, int] = {}
+    for task_id, task in state.lineage.items():
+        kept = 0
+        for object_id, value in (task.lineage_values or {}).items():
+            if value.size != payload_size(value.payload if value.error is None
+                                          else value.error):
+                _fail(f"task {task_id.hex()} keeps {value.size} bytes for the value of "
+                      f"{object_id.hex()}, which holds another number")
+            if object_id in producer_of:
+                _fail(f"task {task_id.hex()} keeps the value of {object_id.hex()}, "
+                      f"which the kept task {producer_of[object_id].id.hex()} makes")
+            kept += value.size
+        size = LINEAGE_ENTRY_BYTES + payload_size(task.args) + kept
+        if task.lineage_size != size:
+            _fail(f"kept task {task_id.hex()} counts {task.lineage_size} lineage bytes; "
+                  f"its entry, arguments and kept values add up to {size}")
+        total += size
+        live = 0
+        for object_id in task.returns:
+            obj = state.objects.get(object_id)
+            live += obj is not None and obj.producer is task
+        refs[task_id] = refs.get(task_id, 0) + live
+        for object_id in itertools.chain(task.deps, task.nested):
+            producer = producer_of.get(object_id)
+            if producer is not None:
+                refs[producer.id] = refs.get(producer.id, 0) + 1
+    if total != state.lineage_bytes:
+        _fail(f"lineage_bytes is {state.lineage_bytes}; the kept tasks add up to {total}")
+    for task_id, task in state.lineage.items():
+        if task.lineage_refs != refs[task_id]:
+            _fail(f"kept task {task_id.hex()} counts {task.lineage_refs} lineage refs; "
+                  f"its live results and kept dependents add up to {refs[task_id]}")
 
 
 def _validate_progress(state) -> None:

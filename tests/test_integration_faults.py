@@ -36,6 +36,17 @@ def plus(array, k: int):
 
 
 @graphstore.remote
+def block_plus(seed: int, k: int):
+    """``block(seed) + k`` in one task: a stored result from two inline arguments."""
+    return np.random.default_rng(seed).integers(0, 1000, 4 * MB // 8, dtype=np.int64) + k
+
+
+@graphstore.remote
+def small(n: int) -> int:
+    return n
+
+
+@graphstore.remote
 def total(*arrays) -> int:
     return int(sum(int(a.sum()) for a in arrays))
 
@@ -119,6 +130,33 @@ def test_objects_lost_with_a_killed_worker_are_computed_again(cli_cluster):
         # The cluster keeps serving.
         assert graphstore.get(total.remote(block.remote(2, 1)), timeout=60) == \
             int(expected_block(2, 1).sum())
+    finally:
+        graphstore.shutdown()
+
+
+def test_a_lost_result_is_computed_again_from_the_inline_arguments_its_task_kept(
+        cli_cluster):
+    """Inline values are never lost, so the task making one keeps no lineage; a task
+    with a stored result keeps the inline arguments that nothing else can make again
+    (a small task's result, a put()), as Ray's task spec inlines them."""
+    cli = cli_cluster(num_workers=1, env=FAST_FAILURE_ENV,
+                      worker_args=("--resource", "site_a=1", "--node-id", "host-a"))
+    cli.add_worker("--resource", "site_b=1", "--node-id", "host-b")
+    _connect(cli, node_id="driver-host")
+    try:
+        _workers(2)
+        seed, k = small.remote(3), graphstore.put(7)
+        y = block_plus.options(resources={"site_a": 1}).remote(seed, k)  # stored on a
+        assert graphstore.get(y, timeout=60)[0] == expected_block(3)[0] + 7
+        del seed, k                  # freed: only y's task keeps their values
+        assert wait_for(lambda: graphstore.cluster_status()["objects"] == 1, 10)
+        before = graphstore.cluster_status()["counts"]
+
+        _kill(cli.workers[0])
+        cli.add_worker("--resource", "site_a=1", "--node-id", "host-c")  # replacement
+        np.testing.assert_array_equal(graphstore.get(y, timeout=60), expected_block(3) + 7)
+        counts = graphstore.cluster_status()["counts"]
+        assert counts["reconstructed"] - before["reconstructed"] == 1   # block_plus only
     finally:
         graphstore.shutdown()
 

@@ -18,6 +18,7 @@ from graphstore.exceptions import (ObjectLostError, ObjectReconstructionFailedEr
                                    TaskError, TaskUnschedulableError, WorkerCrashedError)
 from graphstore.scheduler import entities as st
 from graphstore.scheduler.state import EVENT_HANDLERS, SchedulerState
+from graphstore.scheduler.transitions import StateInvariantError
 
 DRIVER = b"D" * 16
 DRIVER2 = b"E" * 16
@@ -1243,6 +1244,235 @@ def test_lineage_past_its_byte_budget_is_dropped_oldest_first():
     assert "max_lineage_bytes" in str(h.error_of(results[0]))
     assert type(h.error_of(results[0])) is ObjectReconstructionFailedLineageEvictedError
     assert h.obj(results[-1]).state == st.PENDING
+
+
+# -- lineage of inline values (Ray's inlined arguments) ---------------------------------------
+
+def _worker_dies(h, dead: bytes, node: str = "n2") -> bytes:
+    """``dead`` leaves and a worker on another node joins; returns the new one."""
+    b = h.worker("b", node=node)
+    h.take()
+    h.s.remove_peer(dead)
+    return b
+
+
+def test_a_task_whose_results_are_all_inline_keeps_no_lineage(h):
+    a = h.worker("a", node="n1")
+    t, (r,) = h.submit(retries=3, name="noop")
+    h.s.schedule()
+    h.done(a, t)
+    assert h.obj(r).state == st.READY                     # live, yet nothing is kept:
+    assert h.s.lineage == {} and h.s.lineage_producer == {} and h.s.lineage_bytes == 0
+    h.s.decref(DRIVER, [r])
+    assert h.obj(r) is None and h.s.lineage == {}
+
+
+def test_a_task_with_an_inline_result_holding_refs_is_kept(h):
+    a = h.worker("a", node="n1")
+    inner = h.put()
+    t, (r,) = h.submit(retries=1)
+    h.s.schedule()
+    h.done(a, t, contained=[[inner]])
+    assert t in h.s.lineage and h.s.lineage_producer == {r: h.s.lineage[t]}
+
+
+def test_a_mixed_task_is_kept_and_its_inline_result_revives_through_it(h):
+    """One stored and one inline result: kept as before. A dependent taking the inline
+    one pins it (no value kept), and a rerun revives the argument by running it."""
+    a = h.worker("a", node="n1")
+    t1, (big, small) = h.submit(retries=2, returns=2, name="mixed")
+    h.s.schedule()
+    h.s.task_done(a, msg.TaskDone(t1, [[big, None, [], MB, "gs-test-big"],
+                                       [small, [b"small"], [], 5, None]], 0.5))
+    assert set(h.s.lineage) == {t1} and h.s.lineage[t1].lineage_refs == 2
+    u, (y,) = h.submit(deps=[small], retries=1, name="use_small")
+    h.s.decref(DRIVER, [small])
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    assert h.obj(small) is None and h.s.lineage[u].lineage_values is None
+    assert h.s.lineage[t1].lineage_refs == 2            # big, and u's argument
+    b = _worker_dies(h, a)
+    h.s.schedule()
+    assert set(h.run_tasks(b)) == {t1}                   # small again, by its task
+    assert h.obj(small).state == st.PENDING and h.s.tasks[u].state == st.WAITING
+
+
+def test_a_freed_inline_argument_is_recreated_from_the_value_its_dependent_kept(h):
+    a = h.worker("a", node="n1")
+    t1, (x,) = h.submit(retries=1, name="make_x")
+    h.s.schedule()
+    h.done(a, t1, values=[b"x-value"])
+    h.take()
+    assert t1 not in h.s.lineage                         # inline: nothing kept
+    u, (y,) = h.submit(deps=[x], retries=1, args=(b"u-args",), name="use_x")
+    h.s.decref(DRIVER, [x])
+    h.s.schedule()
+    assert h.run_tasks(a) == [u]
+    h.done_stored(a, u, 3 * MB)
+    assert h.obj(x) is None                              # freed: only u's record has it
+    kept = h.s.lineage[u].lineage_values
+    assert set(kept) == {x} and kept[x].payload == [b"x-value"]
+    assert h.s.lineage_bytes == 1024 + len(b"u-args") + len(b"x-value")
+    b = _worker_dies(h, a)
+    assert h.obj(x).state == st.READY and h.obj(x).payload == [b"x-value"]
+    assert h.obj(x).task_refs == 1 and not h.obj(x).holders
+    assert h.obj(x).producer is not None and h.obj(x).producer.id == t1
+    h.s.schedule()
+    ((_, run),) = h.take(msg.RunTask)
+    assert run.task_id == u and run.deps == [[x, [b"x-value"], None]]
+    h.done_stored(b, u, 3 * MB)
+    assert h.obj(y).state == st.READY and h.obj(y).locations == {b: f"gs-test-{y.hex()[-6:]}"}
+    assert h.obj(x) is None                              # freed again once u had it
+    assert h.s.counts["reconstructed"] == 1              # u only: make_x never ran again
+    assert h.s.counts["objects_rebuilt"] == 2            # y, and x from u's record
+    # Dropping y drops u's lineage and the value it kept.
+    task = h.s.lineage[u]
+    h.s.decref(DRIVER, [y])
+    assert h.s.lineage == {} and h.s.lineage_bytes == 0 and task.lineage_values is None
+
+
+def test_freed_put_arguments_are_recreated_from_the_values_kept(h):
+    """put() leaves no lineage: before the kept values, rerunning a task whose put()
+    arguments were freed failed with "no lineage is kept"."""
+    a = h.worker("a", node="n1")
+    dep, nested = h.put(payload=(b"dep-value",)), h.put(payload=(b"nested-value",))
+    u, (y,) = h.submit(deps=[dep, dep], nested=[nested], retries=1)
+    h.s.decref(DRIVER, [dep, nested])
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    assert h.obj(dep) is None and h.obj(nested) is None
+    assert set(h.s.lineage[u].lineage_values) == {dep, nested}
+    assert h.s.lineage_bytes == 1024 + len(b"args") + len(b"dep-value") + len(b"nested-value")
+    b = _worker_dies(h, a)
+    assert h.obj(dep).payload == [b"dep-value"] and h.obj(dep).task_refs == 2
+    assert h.obj(nested).payload == [b"nested-value"] and h.obj(nested).producer is None
+    h.s.schedule()
+    ((_, run),) = h.take(msg.RunTask)
+    assert run.deps == [[dep, [b"dep-value"], None]] * 2
+    h.done_stored(b, u, MB)
+    assert h.obj(y).state == st.READY and h.obj(dep) is None and h.obj(nested) is None
+
+
+def test_a_kept_error_argument_is_recreated_as_the_same_error(h):
+    a = h.worker("a", node="n1")
+    bad, (e,) = h.submit(name="bad")
+    h.s.schedule()
+    error = h.fail(a, bad)
+    u, (y,) = h.submit(nested=[e], retries=1)          # nested: passed, not resolved
+    h.s.decref(DRIVER, [e])
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    assert h.s.lineage[u].lineage_values[e].error == error
+    b = _worker_dies(h, a)
+    assert h.obj(e).state == st.ERROR and h.obj(e).error == error
+    assert h.s.tasks[u].worker.id == b                   # a nested error fails nothing
+
+
+def test_kept_values_count_against_max_lineage_bytes():
+    h = Harness(max_lineage_bytes=3000)
+    a = h.worker("a", node="n1")
+    t, (r,) = h.submit(retries=1, args=None)
+    h.s.schedule()
+    h.done_stored(a, t, MB)
+    big = h.put(payload=(b"v" * 1500,))
+    u, (y,) = h.submit(deps=[big], retries=1, args=None)
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    assert h.s.lineage_bytes == 1024 + 1500 and set(h.s.lineage) == {u}   # t went first
+    assert "max_lineage_bytes" in (h.s.graph.task(t).lineage_note or "")
+
+
+def test_a_kept_task_pins_the_task_of_a_nested_argument_that_finishes_after_it(h):
+    """A nested argument is passed unresolved, so its task may finish after the task
+    taking it: the pin is taken ahead and counted once that task is kept (it was
+    taken back for nothing before, dropping the other's lineage early)."""
+    a = h.worker("a", node="n1", cpus=2)
+    p, (x,) = h.submit(retries=1, name="slow")
+    u, (y,) = h.submit(nested=[x], retries=1, name="takes_x")
+    h.s.schedule()
+    h.done_stored(a, u, MB)                  # x still pending
+    h.done_stored(a, p, MB)
+    assert h.s.lineage[p].lineage_refs == 2  # x, and u's argument
+    h.s.decref(DRIVER, [x])
+    assert set(h.s.lineage) == {p, u}        # u may need x made again
+    h.s.decref(DRIVER, [y])
+    assert h.s.lineage == {} and h.s.lineage_bytes == 0
+
+
+def test_an_inline_result_a_kept_task_took_before_it_was_made_keeps_its_lineage(h):
+    """The kept task could not keep the value (there was none yet): the task making it
+    is kept though its result is inline, so a rerun can make the argument again."""
+    a = h.worker("a", node="n1", cpus=2)
+    p, (x,) = h.submit(retries=1, name="slow_small")
+    u, (y,) = h.submit(nested=[x], retries=1, name="takes_x")
+    h.s.schedule()
+    h.done_stored(a, u, MB)                  # x pending: no value to keep
+    h.done(a, p, values=[b"x-value"])
+    assert set(h.s.lineage) == {p, u} and h.s.lineage[p].lineage_refs == 2
+    h.s.decref(DRIVER, [x])
+    assert h.obj(x) is None and p in h.s.lineage
+    b = _worker_dies(h, a)                   # y lost: u runs again, and p for x
+    assert h.obj(x).state == st.PENDING and h.s.tasks[p].state in (st.QUEUED, st.ASSIGNED)
+    while h.s.tasks:                         # b runs them one at a time
+        h.s.schedule()
+        for task_id in h.run_tasks(b):
+            if task_id == p:
+                h.done(b, p, values=[b"x-value"])
+            else:
+                h.done_stored(b, u, MB)
+    assert h.obj(y).state == st.READY and h.s.counts["reconstructed"] == 2
+    assert h.obj(x) is None                  # made again for u, freed once u ran
+    h.s.decref(DRIVER, [y])
+    assert h.s.lineage == {} and h.s.objects == {}
+
+
+def test_a_pin_ahead_is_taken_back_when_the_dependent_goes_first(h):
+    a = h.worker("a", node="n1", cpus=2)
+    p, (x,) = h.submit(retries=1, name="slow")
+    u, (y,) = h.submit(nested=[x], retries=1, name="takes_x")
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    h.s.decref(DRIVER, [y])                  # u's lineage goes while p still runs
+    h.done_stored(a, p, MB)
+    assert h.s.lineage[p].lineage_refs == 1
+    h.s.decref(DRIVER, [x])
+    assert h.s.lineage == {}
+
+
+def test_a_freed_argument_whose_task_already_runs_again_is_revived_whatever_its_retries(h):
+    """Its task, running again for another lost result with its last retry, makes it
+    anyway: it is not lost for want of retries."""
+    a1 = h.worker("a1", node="n1", resources={"one": 1})
+    a2 = h.worker("a2", node="n2", resources={"two": 1})
+    p, (big, small) = h.submit(retries=1, returns=2, resources={"one": 1}, name="mixed")
+    h.s.schedule()
+    h.s.task_done(a1, msg.TaskDone(p, [[big, None, [], MB, "gs-test-big"],
+                                       [small, [b"small"], [], 5, None]], 0.5))
+    u, (y,) = h.submit(deps=[small], retries=1, resources={"two": 1}, name="use_small")
+    h.s.decref(DRIVER, [small])
+    h.s.schedule()
+    h.done_stored(a2, u, MB)
+    h.worker("c", node="n3", resources={"one": 1, "two": 1}, cpus=2)
+    h.take()
+    h.s.remove_peer(a1)                      # big lost: p runs again, its last retry
+    assert h.s.tasks[p].retries_left == 0
+    h.s.remove_peer(a2)                      # y lost: u needs small, which p makes
+    assert h.obj(small).state == st.PENDING and h.s.tasks[u].state == st.WAITING
+
+
+def test_validate_state_recounts_what_lineage_holds(h):
+    a = h.worker("a", node="n1")
+    x = h.put(payload=(b"x",))
+    u, _ = h.submit(deps=[x], retries=1)
+    h.s.schedule()
+    h.done_stored(a, u, MB)
+    h.s.lineage_bytes += 1
+    with pytest.raises(StateInvariantError, match="lineage_bytes"):
+        h.s.validate_state()
+    h.s.lineage_bytes -= 1
+    h.s.lineage[u].lineage_refs += 1
+    with pytest.raises(StateInvariantError, match="lineage refs"):
+        h.s.validate_state()
 
 
 def test_queued_task_whose_argument_is_being_rebuilt_waits_for_it(h):

@@ -108,10 +108,15 @@ class TaskMetrics:
         """A worker reported a run of a task of ``name`` that took ``duration`` seconds
         (it may have raised; retried runs count too). False if ``duration`` is no valid
         number of seconds (then only ``invalid_durations`` counts it)."""
-        key = self.label(name)
-        histogram = self.durations.get(key)
+        try:
+            histogram = self.durations.get(name)    # a known name that is its own label
+        except TypeError:
+            histogram = None
         if histogram is None:
-            histogram = self.durations[key] = Histogram(self.duration_buckets)
+            key = self.label(name)
+            histogram = self.durations.get(key)
+            if histogram is None:
+                histogram = self.durations[key] = Histogram(self.duration_buckets)
         if histogram.observe(duration):
             return True
         self.invalid_durations += 1
@@ -120,10 +125,15 @@ class TaskMetrics:
     def task_finished(self, name, failed: bool) -> None:
         """A task of ``name`` reached its end: done, or failed (on a worker, or by the
         scheduler: an argument failed, no node can run it, its worker died)."""
-        key = self.label(name)
-        counts = self.finished.get(key)
+        try:
+            counts = self.finished.get(name)        # a known name that is its own label
+        except TypeError:
+            counts = None
         if counts is None:
-            counts = self.finished[key] = {"done": 0, "failed": 0}
+            key = self.label(name)
+            counts = self.finished.get(key)
+            if counts is None:
+                counts = self.finished[key] = {"done": 0, "failed": 0}
         counts["failed" if failed else "done"] += 1
 
     def task_assigned(self, waited: float) -> None:

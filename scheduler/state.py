@@ -1005,7 +1005,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
             obj = stack.pop()
             if self.objects.pop(obj.id, None) is None:
                 continue
-            if logger.isEnabledFor(logging.DEBUG):
+            if self.debug_log:
                 logger.debug("object %s freed", obj.id.hex(),
                              extra={"stimulus_id": self.stimulus_id})
             if obj.id in self.actor_of_creation:
@@ -1555,6 +1555,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def schedule(self) -> None:
         """Place waiting actors and queued tasks on workers while any has room (after
         releasing a share of what departed peers held: ``release_departed``)."""
+        self.debug_log = logger.isEnabledFor(logging.DEBUG)
         if self.departed_holds:
             self.release_departed()
         if not self.workers:

@@ -65,6 +65,9 @@ class TransitionsMixin:
     #: The stimulus id of the event being handled: the server sets it for each message
     #: (``"<message type>-<n>"``), tests and simulations set their own.
     stimulus_id: str = "init"
+    #: Whether the scheduler's logger takes debug lines, as of the last scheduling pass
+    #: (``schedule`` asks the logger once, not each task twice).
+    debug_log: bool = False
 
     def transition(self, entity, finish: str, stimulus_id: str | None = None) -> None:
         """Move ``entity`` to ``finish`` through its kind's table (see the module)."""
@@ -110,7 +113,7 @@ class TransitionsMixin:
         task.started_at = time.time()
         if task.queued_at:
             self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
-        if logger.isEnabledFor(logging.DEBUG) and task.worker is not None:
+        if self.debug_log and task.worker is not None:
             logger.debug("task %s %s placed on worker %s (node %s)", task.name,
                          task.id.hex(), task.worker.id.hex(), task.worker.node.id,
                          extra={"stimulus_id": stimulus_id})

@@ -54,6 +54,10 @@ NO_LOCATIONS: dict = {}
 #: The next number in the order in which tasks, actor calls and objects came to be (their
 #: ``seq``): the task graph shows the newest by it, with no table of its own.
 next_seq = itertools.count().__next__
+#: The shape (CPUs, resources, strategy) of tasks asking for CPUs only, one tuple per
+#: CPU count shared by all of them: most tasks' shape, made once.
+_PLAIN_SHAPES: dict[float, tuple] = {}
+_MAX_PLAIN_SHAPES = 64      # CPU counts programs use are few; any others get their own
 #: What one kept task costs the scheduler beyond its arguments (its state, ids, lists),
 #: counted against ``max_lineage_bytes``.
 LINEAGE_ENTRY_BYTES = 1024
@@ -230,8 +234,16 @@ class TaskState:
         self.process = None
         #: GPU indices on its node while it holds them.
         self.gpus: list[int] | None = None
-        self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
-                      if self.resources else (), self.strategy)
+        if self.resources is None and self.strategy is None:
+            shape = _PLAIN_SHAPES.get(self.num_cpus)
+            if shape is None:
+                shape = (self.num_cpus, (), None)
+                if len(_PLAIN_SHAPES) < _MAX_PLAIN_SHAPES:
+                    _PLAIN_SHAPES[self.num_cpus] = shape
+            self.shape = shape
+        else:
+            self.shape = (self.num_cpus, tuple(sorted(self.resources.items()))
+                          if self.resources else (), self.strategy)
 
     @property
     def placement(self) -> dict | None:

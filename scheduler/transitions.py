@@ -113,6 +113,7 @@ class TransitionsMixin:
         task.started_at = time.time()
         if task.queued_at:
             self.task_metrics.task_assigned(time.monotonic() - task.queued_at)
+            task.queued_at = 0.0      # read only here: its float goes now, not with the task
         if self.debug_log and task.worker is not None:
             logger.debug("task %s %s placed on worker %s (node %s)", task.name,
                          task.id.hex(), task.worker.id.hex(), task.worker.node.id,

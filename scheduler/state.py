@@ -1630,8 +1630,9 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.outbox.append(Send(worker.id, self._run_task_message(task)))
 
     def _run_task_message(self, task: TaskState) -> msg.RunTask:
-        deps = []
+        deps: list | tuple = NO_IDS     # no list made for no arguments (sent as an array)
         if task.deps:
+            deps = []
             node = task.worker.node
             for object_id in task.deps:
                 obj = self.objects[object_id]

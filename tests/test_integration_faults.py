@@ -98,14 +98,24 @@ def expected_block(seed: int, mb: int = 4):
 # == lost workers and lineage ================================================================
 
 
-def test_objects_lost_with_a_killed_worker_are_computed_again(cli_cluster):
-    # Three "hosts": objects cross between them over TCP, as on separate machines.
+def _two_sites(cli_cluster):
+    """Workers on "hosts" a (resource site_a) and b (site_b), a driver on a third: objects
+    cross between them over TCP, as on separate machines."""
     cli = cli_cluster(num_workers=1, env=FAST_FAILURE_ENV,
                       worker_args=("--resource", "site_a=1", "--node-id", "host-a"))
     cli.add_worker("--resource", "site_b=1", "--node-id", "host-b")
     _connect(cli, node_id="driver-host")
     try:
         _workers(2)
+    except BaseException:
+        graphstore.shutdown()
+        raise
+    return cli
+
+
+def test_objects_lost_with_a_killed_worker_are_computed_again(cli_cluster):
+    cli = _two_sites(cli_cluster)
+    try:
         on_a = {"resources": {"site_a": 1}}
         x = block.options(**on_a).remote(1)
         y = plus.options(**on_a).remote(x, 5)     # y's only copy is on worker a
@@ -139,12 +149,8 @@ def test_a_lost_result_is_computed_again_from_the_inline_arguments_its_task_kept
     """Inline values are never lost, so the task making one keeps no lineage; a task
     with a stored result keeps the inline arguments that nothing else can make again
     (a small task's result, a put()), as Ray's task spec inlines them."""
-    cli = cli_cluster(num_workers=1, env=FAST_FAILURE_ENV,
-                      worker_args=("--resource", "site_a=1", "--node-id", "host-a"))
-    cli.add_worker("--resource", "site_b=1", "--node-id", "host-b")
-    _connect(cli, node_id="driver-host")
+    cli = _two_sites(cli_cluster)
     try:
-        _workers(2)
         seed, k = small.remote(3), graphstore.put(7)
         y = block_plus.options(resources={"site_a": 1}).remote(seed, k)  # stored on a
         assert graphstore.get(y, timeout=60)[0] == expected_block(3)[0] + 7

@@ -51,7 +51,8 @@ class Scheduler:
                                     history_size=config.task_history,
                                     bandwidth=config.transfer_bandwidth,
                                     max_lineage_bytes=config.max_lineage_bytes,
-                                    task_stream_events=config.task_stream_events)
+                                    task_stream_events=config.task_stream_events,
+                                    task_stream_total_events=config.task_stream_total_events)
         self.comms: dict[bytes, Comm] = {}
         self.server = CommServer(token, self._on_comm, tls=tls, limits=Limits(),
                                  split_bytes=config.frame_split_bytes,

@@ -114,7 +114,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
     def __init__(self, *, pipeline_seconds: float = 0.02, max_queued_per_worker: int = 256,
                  history_size: int = 10_000, bandwidth: float = 1e9,
                  max_lineage_bytes: int = 256 * 1024 * 1024,
-                 task_stream_events: int = 10_000):
+                 task_stream_events: int = 10_000, task_stream_total_events: int = 200_000):
         self.objects: dict[bytes, ObjectState] = {}
         self.tasks: dict[bytes, TaskState] = {}
         self.workers: dict[bytes, WorkerState] = {}
@@ -175,7 +175,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         #: (driver, task shape) pairs told that their tasks wait for a node with CPUs.
         self._told_waiting: set = set()
         #: Recent profile events per worker: the timeline, task stream, critical path.
-        self.task_stream = TaskStream(task_stream_events)
+        self.task_stream = TaskStream(task_stream_events, total=task_stream_total_events)
         self._init_actors()
         self.graph.live_tasks = (self.tasks, self.actor_calls)
         self.graph.live_objects = self.objects
@@ -1882,7 +1882,8 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         if target not in runs:
             raise ValueError(f"no run of task {task.name} is recorded: record_timeline is "
                              f"off, or its events were pushed out of the task stream "
-                             f"(task_stream_events per worker)")
+                             f"(task_stream_events per worker, task_stream_total_events "
+                             f"in all)")
         path = longest_chain(target, runs, moves)
         path["object_id"] = bytes(object_id).hex()
         return path

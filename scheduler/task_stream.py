@@ -3,7 +3,10 @@
 Each worker gets a ring of its most recent events, so one busy worker cannot push the
 others' history out and memory stays bounded whatever the run's length (Dask's task
 stream keeps a deque of recent ``startstops``; Ray's timeline a bounded buffer of profile
-events). A sequence number per event lets the status page ask for what is new since its
+events). The rings share a total bound too: each holds at most ``per_worker`` events and
+at most its share of ``total``, so a cluster of a thousand workers keeps no more than
+one of ten (the rings are remade, newest events kept, when a ring comes or goes: rare,
+and off the per-task path). A sequence number per event lets the status page ask for what is new since its
 last poll. Pure bookkeeping, no I/O.
 
 A ring holds one flat plain tuple per event, ``(seq, *event fields, inputs)``, made
@@ -31,10 +34,16 @@ class StreamEntry(NamedTuple):
 
 
 class TaskStream:
-    def __init__(self, per_worker: int = 10_000, retired_workers: int = 64):
+    def __init__(self, per_worker: int = 10_000, retired_workers: int = 64,
+                 total: int = 200_000):
         if per_worker < 1:
             raise ValueError(f"per_worker must be at least 1, got {per_worker}")
+        if total < 1:
+            raise ValueError(f"total must be at least 1, got {total}")
         self.per_worker = per_worker
+        self.total = total
+        #: Events each ring holds now: ``per_worker``, or the rings' share of ``total``.
+        self.capacity = per_worker
         self.retired_workers = retired_workers
         self._rings: dict[bytes, deque[tuple]] = {}
         self._retired: deque[bytes] = deque()
@@ -50,8 +59,22 @@ class TaskStream:
     def _ring(self, worker: bytes) -> deque:
         ring = self._rings.get(worker)
         if ring is None:
-            ring = self._rings[worker] = deque(maxlen=self.per_worker)
+            self._rings[worker] = deque(maxlen=self.capacity)
+            self._share()
+            ring = self._rings[worker]
         return ring
+
+    def _share(self) -> None:
+        """Give each ring its share of ``total`` (at most ``per_worker``, at least one):
+        after a ring came or went. A ring whose size changes is remade with its newest
+        events."""
+        capacity = max(1, min(self.per_worker, self.total // max(1, len(self._rings))))
+        if capacity == self.capacity:
+            return
+        self.capacity = capacity
+        for worker, ring in self._rings.items():
+            if ring.maxlen != capacity:
+                self._rings[worker] = deque(ring, maxlen=capacity)
 
     def record(self, worker: bytes, events: Iterable[tuple], inputs: tuple = ()) -> None:
         """Keep ``events`` of ``worker`` (``ProfileEvent``s, or their fields as plain
@@ -82,10 +105,13 @@ class TaskStream:
             self.workers.pop(worker, None)     # nothing recorded: nothing to keep
         elif worker not in self._retired:
             self._retired.append(worker)
+            dropped = False
             while len(self._retired) > self.retired_workers:
                 gone = self._retired.popleft()
-                self._rings.pop(gone, None)
+                dropped = self._rings.pop(gone, None) is not None or dropped
                 self.workers.pop(gone, None)
+            if dropped:
+                self._share()
 
     def since(self, seq: int = 0, limit: int | None = None) -> list[StreamEntry]:
         """Entries recorded after ``seq``, oldest first; with ``limit``, the newest

@@ -41,6 +41,34 @@ def test_each_worker_keeps_only_its_most_recent_events():
     assert len(stream) == 4
 
 
+def test_the_rings_share_a_total_bound_as_workers_come_and_go():
+    """However many workers join, the stream holds at most ``total`` events (each ring
+    its share, at most ``per_worker``); shrinking keeps each ring's newest events, and a
+    dropped ring's share goes back to the others."""
+    stream = TaskStream(per_worker=10, total=20, retired_workers=0)
+    stream.record(b"a", [_event(i) for i in range(15)])
+    assert stream.capacity == 10 and len(stream) == 10            # per_worker binds
+    stream.record(b"b", [_event(100 + i) for i in range(15)])
+    assert stream.capacity == 10 and len(stream) == 20            # 20 // 2
+    stream.record(b"c", [_event(200)])
+    assert stream.capacity == 6 and len(stream) <= 20
+    kept_a = [e.event.start for e in stream.since(0) if e.worker == b"a"]
+    assert kept_a == list(range(9, 15))                            # the newest six
+    for i in range(40):
+        stream.record(bytes([i]) * 2, [_event(300 + i)] * 3)
+    assert stream.capacity == 1 and len(stream) <= 43              # one each at least
+    seqs = [e.seq for e in stream.since(0)]
+    assert seqs == sorted(seqs) and stream.since(stream.seq) == []
+    for i in range(40):
+        stream.retire(bytes([i]) * 2)                              # dropped at once
+    stream.retire(b"c")
+    assert stream.capacity == 10                                    # two rings left
+    stream.record(b"a", [_event(500 + i) for i in range(10)])
+    assert len([e for e in stream.since(0) if e.worker == b"a"]) == 10
+    with pytest.raises(ValueError, match="total"):
+        TaskStream(total=0)
+
+
 def test_retired_workers_history_is_dropped_oldest_first():
     stream = TaskStream(retired_workers=2)
     for worker in (b"w1", b"w2", b"w3"):

@@ -120,6 +120,10 @@ class Config:
     throttle_driver_gc: bool = True
     #: Profile events the scheduler keeps per worker (a ring: the oldest go first).
     task_stream_events: int = 10_000
+    #: ... and in all: each worker's ring holds at most its share of this (with 10
+    #: workers, 10,000 each; with 1,000, 200), so memory stays bounded however many
+    #: workers join (about 40 MB at the default).
+    task_stream_total_events: int = 200_000
     #: How processes write their logs (stderr and their log files): "text" lines, or
     #: "json", one object per line with time, level, logger, message and the task,
     #: actor, worker and node ids where known (see docs/observability.md).

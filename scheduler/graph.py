@@ -153,10 +153,7 @@ class TaskGraph:
     def _object(self, object_id: bytes):
         """The live ``ObjectState`` or the freed ``ObjectRecord`` of an id, else None."""
         obj = self.live_objects.get(object_id)
-        if obj is not None:
-            return obj
-        record = self.freed.get(object_id)
-        return ObjectRecord._make(record) if record is not None else None
+        return obj if obj is not None else self.freed_record(object_id)
 
     def has_object(self, object_id: bytes) -> bool:
         return object_id in self.live_objects or object_id in self.freed

@@ -144,9 +144,6 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         self.spill_file_writer: dict[str, bytes] = {}
         #: Spill files on a host's own disk -> that host (node): lost with the host.
         self.spill_file_node: dict[str, str] = {}
-        #: Recent tasks and objects with their edges: every live one, and the last
-        #: ``history_size`` finished tasks and freed objects (the task records too).
-        self.graph = TaskGraph(history_size)     # its live tables: after _init_actors
         #: Tasks and actor calls by name and state, for the progress pane.
         self.progress = TaskProgress()
         #: Each worker's CPU, memory and store use over the last minutes.
@@ -177,8 +174,10 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         #: Recent profile events per worker: the timeline, task stream, critical path.
         self.task_stream = TaskStream(task_stream_events, total=task_stream_total_events)
         self._init_actors()
-        self.graph.live_tasks = (self.tasks, self.actor_calls)
-        self.graph.live_objects = self.objects
+        #: Recent tasks and objects with their edges: every live one (read from the live
+        #: tables, ``actor_calls`` among them), and the last ``history_size`` finished
+        #: tasks and freed objects (the task records too).
+        self.graph = TaskGraph(history_size, (self.tasks, self.actor_calls), self.objects)
         self._init_generators()
         self._init_task_processes()
         self._init_packages()
@@ -1406,8 +1405,7 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
                 missing += obj.size
         return missing
 
-    def _pick_worker(self, task: TaskState, fits_now=None, fits_ever=None
-                     ) -> WorkerState | None:
+    def _pick_worker(self, task: TaskState, fits_now, fits_ever) -> WorkerState | None:
         """The worker that minimises (argument bytes it must fetch) / bandwidth + its
         queued work, among those whose node has room; else one that may pipeline it.
 
@@ -1416,26 +1414,24 @@ class SchedulerState(TransitionsMixin, ActorsMixin, GeneratorsMixin, TaskProcess
         loaded workers of nodes holding a copy of one (every other worker must fetch
         all of them, so none beats the least loaded one), at most
         ``_HOLDER_NODES`` of those nodes (``_nearest``). ``fits_now`` and ``fits_ever``
-        (``placement.task_fits_now`` / ``task_fits_ever``) may be made once for a shape:
-        its tasks ask the same of a node.
+        (``placement.task_fits_now`` / ``task_fits_ever``) are made once per shape by
+        ``schedule``: its tasks ask the same of a node.
         """
         if task.strategy is not None:
             return self._pick_by_strategy(task)
         index = self.placement
-        fits = fits_now or task_fits_now(task)
-        best = index.least_loaded(fits)
+        best = index.least_loaded(fits_now)
         if best is not None:
             if not task.deps:
                 return best
-            return self._nearest(task, best, fits, None)
+            return self._nearest(task, best, fits_now, None)
         depth = self._pipeline_depth(task)
         if depth == 0:
             return None
-        fits = fits_ever or task_fits_ever(task)
-        best = index.shortest_queue(fits, depth)
+        best = index.shortest_queue(fits_ever, depth)
         if best is None or not task.deps:
             return best
-        return self._nearest(task, best, fits, depth)
+        return self._nearest(task, best, fits_ever, depth)
 
     def _nearest(self, task: TaskState, best: WorkerState, fits, depth: int | None
                  ) -> WorkerState:

@@ -7,9 +7,10 @@ submits tasks (``submit``), the state's ``outbox`` is consumed as the server wou
 it, and each simulated worker finishes what it was sent after a modelled time (an event
 heap of virtual time), reporting ``TaskDone`` back; the driver then drops its refs to
 what finished (``decref``: one ``DecRef`` for all results of an instant, as a driver's
-reference counter batches consecutive releases), so results are freed. Stored inputs are modelled too: a task whose input has
-no copy on its node takes the transfer time (size / bandwidth) longer, and its worker
-reports the copy it made (``object_added``), as a real one would.
+reference counter batches consecutive releases), so results are freed. Stored inputs
+are modelled too: a task whose input has no copy on its node takes the transfer time
+(size / bandwidth) longer, and its worker reports the copy it made (``object_added``),
+as a real one would.
 
 What it reports, for each worker count W:
 
@@ -38,8 +39,8 @@ schedule, task done, object added, free), the simulation's own bookkeeping exclu
 the whole loop's wall-clock rate is printed beside it. The clock is read around each
 batch the server would handle at once (a driver's batch of submissions with the
 scheduling pass after it; the reports of one instant with the driver's release), the
-messages built beforehand: reading it around every call cost about 0.5 us a task (two
-clock reads of about 0.23 us each), 2-5% of what is measured.
+messages built beforehand, so the clock's own reads (about 0.23 us each) are not
+counted per call.
 
 Tasks are submitted as a driver submits them by default (``max_retries`` = 3, so the
 scheduler keeps their lineage) and finish as a worker reports them (with the run's start
@@ -213,6 +214,7 @@ class Simulation:
             while events and events[0][0] <= self.now:
                 batch.append(heapq.heappop(events))
             reports = [self._report(worker, m, copies) for _, _, worker, m, copies in batch]
+            released = [object_id for *_, m, _c in batch for object_id in m.returns]
             state = self.state
             t0 = thread_time()
             for worker_id, added, done in reports:
@@ -221,8 +223,7 @@ class Simulation:
                 state.task_done(worker_id, done)
             if self.free_on_done:
                 # The driver drops the results: one DecRef, as it batches them.
-                state.decref(DRIVER, [object_id for *_, m, _c in batch
-                                      for object_id in m.returns])
+                state.decref(DRIVER, released)
             self.busy += thread_time() - t0
             for _, _, worker, _m, _c in batch:
                 worker.busy -= 1
